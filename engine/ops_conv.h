@@ -1,0 +1,18 @@
+#pragma once
+#include <array>
+
+#include "engine/tensor.h"
+
+namespace cpets {
+
+using Int3 = std::array<int64_t, 3>;  // (D, H, W)
+
+// x (B, Cin, D, H, W), weight (Cout, Cin, kD, kH, kW), bias (Cout) or undefined; zero padding.
+Tensor conv3d(const Tensor& x, const Tensor& weight, const Tensor& bias, Int3 stride, Int3 padding);
+inline Tensor conv3d(const Tensor& x, const Tensor& weight, const Tensor& bias, int64_t stride, int64_t padding) {
+  return conv3d(x, weight, bias, {stride, stride, stride}, {padding, padding, padding});
+}
+Tensor avg_pool3d(const Tensor& x, int64_t kernel = 2, int64_t stride = 2);  // no padding
+Tensor upsample_nearest2x(const Tensor& x);                                  // (B,C,2D,2H,2W)
+
+}  // namespace cpets

@@ -1,0 +1,13 @@
+#pragma once
+#include "engine/tensor.h"
+
+namespace cpets {
+
+Tensor l1_loss(const Tensor& pred, const Tensor& target);   // mean |pred − target|
+Tensor mse_loss(const Tensor& pred, const Tensor& target);  // mean (pred − target)²
+// −½ Σ(1 + logvar − mu² − exp(logvar)) / B, summed over all but dim 0, B = mu.size(0).
+Tensor kl_gaussian(const Tensor& mu, const Tensor& logvar);
+// Least-squares GAN term: mean((logits − target)²), target 1 for "real", 0 for "fake".
+Tensor lsgan_loss(const Tensor& logits, float target);
+
+}  // namespace cpets

@@ -1,0 +1,16 @@
+#pragma once
+#include "engine/tensor.h"
+
+namespace cpets {
+
+// x (B, C, ...) normalised per (sample, group of C/groups channels); gamma, beta (C) or undefined.
+Tensor group_norm(const Tensor& x, int64_t groups, const Tensor& gamma, const Tensor& beta, float eps);
+// Normalises over the last dimension; gamma, beta of that size or undefined.
+Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps);
+// x (B, C, D, H, W). Training: batch statistics, and running_mean/var (C) updated in place with
+// `momentum` (unbiased variance, as PyTorch). Eval: running statistics. gamma/beta may be undefined.
+Tensor batch_norm3d(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor running_mean,
+                    Tensor running_var, bool training, float momentum, float eps);
+Tensor softmax(const Tensor& x, int64_t dim = -1);
+
+}  // namespace cpets

@@ -1,0 +1,15 @@
+#pragma once
+#include <vector>
+
+#include "engine/tensor.h"
+
+namespace cpets {
+
+Tensor reshape(const Tensor& a, const Shape& shape);           // a view; one entry may be -1
+Tensor permute(const Tensor& a, const std::vector<int64_t>& dims);  // materialised (contiguous)
+Tensor transpose(const Tensor& a, int64_t d0, int64_t d1);
+Tensor concat(const std::vector<Tensor>& parts, int64_t dim);
+Tensor slice(const Tensor& a, int64_t dim, int64_t start, int64_t end);  // [start, end), step 1
+std::vector<Tensor> chunk(const Tensor& a, int64_t chunks, int64_t dim);  // equal parts
+
+}  // namespace cpets

@@ -1,0 +1,172 @@
+#include "engine/tensor.h"
+
+#include <cstring>
+#include <sstream>
+#include <stdexcept>
+
+#include "engine/allocator.h"
+#include "engine/autograd.h"
+
+namespace cpets {
+
+const char* device_name(Device d) { return d == Device::CPU ? "cpu" : "cuda"; }
+
+Storage::Storage(size_t n, Device dev) : numel(n), device(dev) {
+  if (dev != Device::CPU)
+    throw std::runtime_error("cuda tensors are not available: this build has no CUDA backend");
+  data = static_cast<float*>(host_alloc(n * sizeof(float)));
+}
+
+Storage::~Storage() { host_free(data, numel * sizeof(float)); }
+
+int64_t shape_numel(const Shape& s) {
+  int64_t n = 1;
+  for (int64_t d : s) n *= d;
+  return n;
+}
+
+std::string shape_str(const Shape& s) {
+  std::ostringstream os;
+  os << "(";
+  for (size_t i = 0; i < s.size(); ++i) os << (i ? ", " : "") << s[i];
+  os << ")";
+  return os.str();
+}
+
+Shape infer_shape(const Shape& requested, int64_t numel) {
+  Shape out = requested;
+  int64_t known = 1, infer_at = -1;
+  for (size_t i = 0; i < out.size(); ++i) {
+    if (out[i] == -1) {
+      if (infer_at >= 0) throw std::invalid_argument("reshape " + shape_str(requested) + ": more than one -1");
+      infer_at = static_cast<int64_t>(i);
+    } else if (out[i] < 0) {
+      throw std::invalid_argument("reshape " + shape_str(requested) + ": negative size");
+    } else {
+      known *= out[i];
+    }
+  }
+  if (infer_at >= 0) {
+    if (known == 0 || numel % known != 0)
+      throw std::invalid_argument("cannot reshape " + std::to_string(numel) + " elements to " + shape_str(requested));
+    out[infer_at] = numel / known;
+  }
+  if (shape_numel(out) != numel)
+    throw std::invalid_argument("cannot reshape " + std::to_string(numel) + " elements to " + shape_str(requested));
+  return out;
+}
+
+Tensor Tensor::empty(const Shape& shape, Device device) {
+  for (int64_t d : shape)
+    if (d < 0) throw std::invalid_argument("negative dimension in shape " + shape_str(shape));
+  auto impl = std::make_shared<TensorImpl>();
+  impl->storage = std::make_shared<Storage>(static_cast<size_t>(shape_numel(shape)), device);
+  impl->shape = shape;
+  return Tensor(std::move(impl));
+}
+
+Tensor Tensor::zeros(const Shape& shape, Device device) { return full(shape, 0.f, device); }
+Tensor Tensor::ones(const Shape& shape, Device device) { return full(shape, 1.f, device); }
+
+Tensor Tensor::full(const Shape& shape, float value, Device device) {
+  Tensor t = empty(shape, device);
+  t.fill_(value);
+  return t;
+}
+
+Tensor Tensor::from_vector(const Shape& shape, const std::vector<float>& values) {
+  if (static_cast<int64_t>(values.size()) != shape_numel(shape))
+    throw std::invalid_argument("from_vector: " + std::to_string(values.size()) + " values for shape " + shape_str(shape));
+  Tensor t = empty(shape);
+  if (!values.empty()) std::memcpy(t.data(), values.data(), values.size() * sizeof(float));
+  return t;
+}
+
+Tensor Tensor::scalar(float value) { return full({}, value); }
+
+static TensorImpl& need(const std::shared_ptr<TensorImpl>& p) {
+  if (!p) throw std::logic_error("use of an undefined Tensor");
+  return *p;
+}
+
+const Shape& Tensor::shape() const { return need(impl_).shape; }
+
+int64_t Tensor::size(int64_t d) const {
+  int64_t n = dim();
+  if (d < 0) d += n;
+  if (d < 0 || d >= n) throw std::out_of_range("dimension " + std::to_string(d) + " out of range for shape " + str());
+  return shape()[d];
+}
+
+int64_t Tensor::numel() const { return shape_numel(shape()); }
+Device Tensor::device() const { return need(impl_).storage->device; }
+float* Tensor::data() { return need(impl_).storage->data; }
+const float* Tensor::data() const { return need(impl_).storage->data; }
+
+float Tensor::item() const {
+  if (numel() != 1) throw std::invalid_argument("item() on a tensor of shape " + str());
+  return data()[0];
+}
+
+std::vector<float> Tensor::to_vector() const { return std::vector<float>(data(), data() + numel()); }
+
+bool Tensor::requires_grad() const { return impl_ && impl_->requires_grad; }
+
+Tensor& Tensor::set_requires_grad(bool on) {
+  if (!is_leaf()) throw std::logic_error("set_requires_grad on a non-leaf tensor; detach() it first");
+  impl_->requires_grad = on;
+  return *this;
+}
+
+bool Tensor::is_leaf() const { return need(impl_).grad_fn == nullptr; }
+
+Tensor Tensor::grad() const { return need(impl_).grad ? Tensor(impl_->grad) : Tensor(); }
+
+void Tensor::set_grad(const Tensor& g) {
+  if (g.defined() && g.shape() != shape())
+    throw std::invalid_argument("set_grad: gradient " + g.str() + " for tensor " + str());
+  need(impl_).grad = g.impl_ptr();
+}
+
+void Tensor::zero_grad() { need(impl_).grad.reset(); }
+
+void Tensor::backward(const Tensor& grad_output) const { run_backward(*this, grad_output); }
+
+const std::shared_ptr<Node>& Tensor::grad_fn() const { return need(impl_).grad_fn; }
+
+Tensor Tensor::detach() const {
+  auto impl = std::make_shared<TensorImpl>();
+  impl->storage = need(impl_).storage;
+  impl->shape = impl_->shape;
+  return Tensor(std::move(impl));
+}
+
+Tensor Tensor::clone() const {
+  Tensor t = empty(shape(), device());
+  t.copy_from(*this);
+  return t;
+}
+
+Tensor Tensor::view(const Shape& s) const {
+  Tensor t = detach();
+  t.impl_->shape = infer_shape(s, numel());
+  return t;
+}
+
+void Tensor::copy_from(const Tensor& src) {
+  if (src.numel() != numel())
+    throw std::invalid_argument("copy_from: " + src.str() + " into " + str());
+  if (src.data() != data()) std::memcpy(data(), src.data(), numel() * sizeof(float));
+}
+
+void Tensor::fill_(float value) {
+  float* p = data();
+  const int64_t n = numel();
+  for (int64_t i = 0; i < n; ++i) p[i] = value;
+}
+
+bool Tensor::same_storage(const Tensor& o) const {
+  return impl_ && o.impl_ && impl_->storage == o.impl_->storage;
+}
+
+}  // namespace cpets

@@ -1,0 +1,93 @@
+// Tensor: float32, contiguous, N-d, on a device, sharing a Storage with its views.
+// Autograd state (requires_grad, grad, grad_fn) lives on the TensorImpl; see autograd.h.
+#pragma once
+#include <cstdint>
+#include <initializer_list>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace cpets {
+
+using Shape = std::vector<int64_t>;
+enum class Device : uint8_t { CPU, CUDA };
+const char* device_name(Device d);
+
+// A block of float32 memory from the device's caching allocator; returned there on destruction.
+struct Storage {
+  Storage(size_t numel, Device device);
+  ~Storage();
+  Storage(const Storage&) = delete;
+  Storage& operator=(const Storage&) = delete;
+  float* data = nullptr;
+  size_t numel = 0;
+  Device device = Device::CPU;
+};
+
+struct Node;
+
+struct TensorImpl {
+  std::shared_ptr<Storage> storage;
+  Shape shape;
+  bool requires_grad = false;
+  std::shared_ptr<TensorImpl> grad;           // accumulated gradient (leaves only)
+  std::shared_ptr<Node> grad_fn;              // producer of a non-leaf tensor
+  std::weak_ptr<Node> grad_accumulator;       // leaf's accumulation node, made on demand
+};
+
+int64_t shape_numel(const Shape& s);
+std::string shape_str(const Shape& s);
+
+class Tensor {
+ public:
+  Tensor() = default;
+  explicit Tensor(std::shared_ptr<TensorImpl> impl) : impl_(std::move(impl)) {}
+
+  // Factories. `empty` memory is uninitialised (recycled from the allocator).
+  static Tensor empty(const Shape& shape, Device device = Device::CPU);
+  static Tensor zeros(const Shape& shape, Device device = Device::CPU);
+  static Tensor ones(const Shape& shape, Device device = Device::CPU);
+  static Tensor full(const Shape& shape, float value, Device device = Device::CPU);
+  static Tensor from_vector(const Shape& shape, const std::vector<float>& values);
+  static Tensor scalar(float value);
+
+  bool defined() const { return impl_ != nullptr; }
+  const Shape& shape() const;
+  int64_t dim() const { return static_cast<int64_t>(shape().size()); }
+  int64_t size(int64_t d) const;  // negative d counts from the end
+  int64_t numel() const;
+  Device device() const;
+  float* data();
+  const float* data() const;
+  float item() const;  // requires numel() == 1
+  std::vector<float> to_vector() const;
+  std::string str() const { return shape_str(shape()); }
+
+  // Autograd.
+  bool requires_grad() const;
+  Tensor& set_requires_grad(bool on);  // leaves only
+  bool is_leaf() const;
+  Tensor grad() const;                 // undefined until a backward reached it
+  void set_grad(const Tensor& g);
+  void zero_grad();                    // drops the gradient
+  void backward(const Tensor& grad_output = Tensor()) const;
+  const std::shared_ptr<Node>& grad_fn() const;
+
+  Tensor detach() const;  // same storage, no history: save outputs in backward closures this way
+  Tensor clone() const;   // deep copy, no history
+  Tensor view(const Shape& shape) const;  // same storage, no history; one dimension may be -1
+  void copy_from(const Tensor& src);      // same numel; no history
+  void fill_(float value);
+
+  TensorImpl* impl() const { return impl_.get(); }
+  const std::shared_ptr<TensorImpl>& impl_ptr() const { return impl_; }
+  bool same_storage(const Tensor& o) const;
+
+ private:
+  std::shared_ptr<TensorImpl> impl_;
+};
+
+// Resolves a -1 entry and checks the element count; errors name both shapes.
+Shape infer_shape(const Shape& requested, int64_t numel);
+
+}  // namespace cpets

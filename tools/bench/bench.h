@@ -1,0 +1,46 @@
+// A tiny benchmark registry for cpets-bench. Each tools/bench/*.cpp registers cases in a suite
+// ("ops", ...); cpets-bench runs a suite and prints time, throughput and the ratio to PyTorch
+// measured in the same run (tools/bench_torch.py), matched by `torch_key`.
+#pragma once
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace cpets::bench {
+
+struct Result {
+  std::string name;        // what was measured, with its shape
+  double seconds = 0;      // median over repeats
+  double flops = 0;        // floating-point operations per run (0 if memory-bound)
+  double bytes = 0;        // bytes moved per run, for memory-bound ops (0 if not reported)
+  std::string torch_key;   // key into bench_torch.py's output; empty if no PyTorch counterpart
+};
+
+struct Context {
+  bool quick = false;  // smaller repeat counts, skip the largest shapes
+  int repeats = 5;
+};
+
+using CaseFn = std::function<void(const Context&, std::vector<Result>&)>;
+
+struct Registrar {
+  Registrar(const char* suite, const char* name, CaseFn fn);
+};
+
+struct Case {
+  std::string suite, name;
+  CaseFn fn;
+};
+std::vector<Case>& registry();
+
+// Median wall time of fn over `repeats` runs after `warmup` untimed runs.
+double median_seconds(const std::function<void()>& fn, int repeats, int warmup = 1);
+
+}  // namespace cpets::bench
+
+#define CPETS_BENCH_CAT2(a, b) a##b
+#define CPETS_BENCH_CAT(a, b) CPETS_BENCH_CAT2(a, b)
+#define CPETS_BENCH(suite, name) \
+  static void CPETS_BENCH_CAT(bench_fn_, __LINE__)(const ::cpets::bench::Context&, std::vector<::cpets::bench::Result>&); \
+  static ::cpets::bench::Registrar CPETS_BENCH_CAT(bench_reg_, __LINE__)(suite, name, CPETS_BENCH_CAT(bench_fn_, __LINE__)); \
+  static void CPETS_BENCH_CAT(bench_fn_, __LINE__)(const ::cpets::bench::Context& ctx, std::vector<::cpets::bench::Result>& out)

@@ -1,0 +1,90 @@
+// cpets-bench: speed figures, printed next to PyTorch's measured in the same run.
+//   cpets-bench ops [--quick] [--filter TEXT] [--torch FILE|none]
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <omp.h>
+
+#include "bench/bench.h"
+#include "engine/allocator.h"
+
+using namespace cpets;
+
+namespace {
+
+// Runs tools/bench_torch.py (PyTorch's fastest CPU configuration) and reads its JSON figures.
+std::map<std::string, double> torch_figures(const std::string& source, bool quick, const std::string& filter) {
+  std::map<std::string, double> fig;
+  if (source == "none") return fig;
+  std::string json_text;
+  if (!source.empty()) {
+    std::ifstream f(source);
+    if (!f) throw std::runtime_error("--torch " + source + ": cannot open the file");
+    json_text.assign(std::istreambuf_iterator<char>(f), {});
+  } else {
+    std::string cmd = "python3 " CPETS_SOURCE_DIR "/tools/bench_torch.py --threads " +
+                      std::to_string(omp_get_max_threads()) + (quick ? " --quick" : "") +
+                      (filter.empty() ? "" : " --filter '" + filter + "'") + " 2>/dev/null";
+    FILE* p = popen(cmd.c_str(), "r");
+    if (!p) return fig;
+    char buf[4096];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, p)) > 0) json_text.append(buf, n);
+    if (pclose(p) != 0) {
+      std::cerr << "note: PyTorch is not available here (python3 tools/bench_torch.py failed); "
+                   "ratios are omitted. Install python3-torch to compare.\n";
+      return {};
+    }
+  }
+  auto j = nlohmann::json::parse(json_text);
+  for (auto& [k, v] : j["seconds"].items()) fig[k] = v.get<double>();
+  return fig;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"cpets-bench: speed of the engine's ops, next to PyTorch measured in the same run"};
+  app.require_subcommand(1);
+  bench::Context ctx;
+  std::string filter, torch_src;
+  auto add_common = [&](CLI::App* sub) {
+    sub->add_flag("--quick", ctx.quick, "fewer repeats, skip the largest shapes");
+    sub->add_option("--filter", filter, "only cases whose name contains this text");
+    sub->add_option("--torch", torch_src, "PyTorch figures: a JSON file from tools/bench_torch.py, or 'none'");
+    sub->add_option("--repeats", ctx.repeats, "timed repeats per case (median reported)");
+  };
+  CLI::App* ops = app.add_subcommand("ops", "every op family at the model's shapes (CPU)");
+  add_common(ops);
+  CLI11_PARSE(app, argc, argv);
+  if (ctx.quick) ctx.repeats = std::min(ctx.repeats, 3);
+  const std::string suite = app.get_subcommands().front()->get_name();
+
+  std::vector<bench::Result> results;
+  for (auto& c : bench::registry()) {
+    if (c.suite != suite) continue;
+    if (!filter.empty() && c.name.find(filter) == std::string::npos) continue;
+    c.fn(ctx, results);
+  }
+  auto torch = torch_figures(torch_src, ctx.quick, filter);
+
+  std::printf("cpets-bench %s — %d OpenMP threads; median of %d runs\n", suite.c_str(), omp_get_max_threads(), ctx.repeats);
+  std::printf("%-58s %10s %10s %10s %10s %8s\n", "case", "ms", "GFLOP/s", "GB/s", "torch ms", "speedup");
+  for (auto& r : results) {
+    double ms = r.seconds * 1e3;
+    std::string gf = r.flops > 0 ? std::to_string(r.flops / r.seconds / 1e9).substr(0, 7) : "-";
+    std::string gb = r.bytes > 0 ? std::to_string(r.bytes / r.seconds / 1e9).substr(0, 7) : "-";
+    auto it = torch.find(r.torch_key);
+    if (it != torch.end())
+      std::printf("%-58s %10.2f %10s %10s %10.2f %7.2fx\n", r.name.c_str(), ms, gf.c_str(), gb.c_str(), it->second * 1e3, it->second / r.seconds);
+    else
+      std::printf("%-58s %10.2f %10s %10s %10s %8s\n", r.name.c_str(), ms, gf.c_str(), gb.c_str(), "-", "-");
+  }
+  std::printf("speedup = PyTorch time / cpets time (>1: cpets is faster). Peak host memory %.1f MB.\n",
+              host_memory_stats().peak_bytes / 1e6);
+  return 0;
+}
