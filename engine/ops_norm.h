@@ -5,6 +5,9 @@ namespace cpets {
 
 // x (B, C, ...) normalised per (sample, group of C/groups channels); gamma, beta (C) or undefined.
 Tensor group_norm(const Tensor& x, int64_t groups, const Tensor& gamma, const Tensor& beta, float eps);
+// SiLU(group_norm(x, ...)) in one op: one memory pass less each way and no intermediate tensor
+// (the backward recomputes the normalised values from x). ResnetBlocks always use this pair.
+Tensor group_norm_silu(const Tensor& x, int64_t groups, const Tensor& gamma, const Tensor& beta, float eps);
 // Normalises over the last dimension; gamma, beta of that size or undefined.
 Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps);
 // x (B, C, D, H, W). Training: batch statistics, and running_mean/var (C) updated in place with

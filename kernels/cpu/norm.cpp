@@ -1,0 +1,493 @@
+#include "kernels/cpu/norm.h"
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <vector>
+
+#include "kernels/cpu/parallel.h"
+
+namespace cpets::kernels::cpu {
+namespace {
+
+constexpr int kLanes = 16;         // one AVX-512 register of floats
+constexpr int64_t kBlock = 256;    // elements summed in float (16 per lane) before going to double
+constexpr int64_t kChunk = 8192;   // elements per parallel work item: 32 KB, stays in L1/L2
+
+struct F2 {
+  float a, b;
+};
+
+// exp(x) for the SiLU and softmax loops, written in plain arithmetic so it vectorises (the libm
+// call does not): round x/ln2 to n with the 1.5·2^23 trick, reduce r = x − n·ln2 (two-part ln2),
+// Taylor polynomial of degree 7 on |r| ≤ ln2/2 (truncation < 1e-8 relative), scale by 2^n
+// through the exponent bits. Inputs are clamped so 2^n stays a normal float; NaN propagates.
+inline float exp_approx(float x_in) {
+  const float x = std::min(std::max(x_in, -87.3f), 88.3f);
+  const float t = x * 1.44269504088896341f + 12582912.f;
+  const float n = t - 12582912.f;
+  float r = x - n * 0.693145751953125f;
+  r = r - n * 1.428606765330187e-06f;
+  float p = 1.f / 5040.f;
+  p = p * r + 1.f / 720.f;
+  p = p * r + 1.f / 120.f;
+  p = p * r + 1.f / 24.f;
+  p = p * r + 1.f / 6.f;
+  p = p * r + 0.5f;
+  p = p * r + 1.f;
+  p = p * r + 1.f;
+  const int32_t bits = (std::bit_cast<int32_t>(t) - 0x4B400000 + 127) << 23;
+  // Below the clamp the true value is under FLT_MIN: return 0 so masked (−inf) logits vanish.
+  return x_in < -87.3f ? 0.f : p * std::bit_cast<float>(bits);
+}
+
+inline float sigmoid(float z) { return 1.f / (1.f + exp_approx(-z)); }
+
+// d SiLU(z) / dz = σ(z)·(1 + z·(1 − σ(z))).
+inline float silu_grad(float z) {
+  const float s = sigmoid(z);
+  return s * (1.f + z * (1.f - s));
+}
+
+// Σ term(i), i in [0, n): 16 float lanes within blocks of ≤ 256 elements, double across blocks,
+// lanes combined in a fixed order. `term` may also write to index i (it runs once per i).
+template <class F>
+inline double sum1(int64_t n, F&& term) {
+  double d[kLanes] = {};
+  const int64_t nv = n - n % kLanes;
+  int64_t i = 0;
+  while (i < nv) {
+    const int64_t end = std::min(nv, i + kBlock);
+    float f[kLanes] = {};
+    for (; i < end; i += kLanes) {
+#pragma omp simd
+      for (int l = 0; l < kLanes; ++l) f[l] += term(i + l);
+    }
+#pragma omp simd
+    for (int l = 0; l < kLanes; ++l) d[l] += f[l];
+  }
+  double s = 0;
+  for (; i < n; ++i) s += term(i);
+  for (int l = 0; l < kLanes; ++l) s += d[l];
+  return s;
+}
+
+// Two sums at once, as sum1; term returns F2.
+template <class F>
+inline void sum2(int64_t n, F&& term, double& out_a, double& out_b) {
+  double da[kLanes] = {}, db[kLanes] = {};
+  const int64_t nv = n - n % kLanes;
+  int64_t i = 0;
+  while (i < nv) {
+    const int64_t end = std::min(nv, i + kBlock);
+    float fa[kLanes] = {}, fb[kLanes] = {};
+    for (; i < end; i += kLanes) {
+#pragma omp simd
+      for (int l = 0; l < kLanes; ++l) {
+        const F2 v = term(i + l);
+        fa[l] += v.a;
+        fb[l] += v.b;
+      }
+    }
+#pragma omp simd
+    for (int l = 0; l < kLanes; ++l) {
+      da[l] += fa[l];
+      db[l] += fb[l];
+    }
+  }
+  double sa = 0, sb = 0;
+  for (; i < n; ++i) {
+    const F2 v = term(i);
+    sa += v.a;
+    sb += v.b;
+  }
+  for (int l = 0; l < kLanes; ++l) {
+    sa += da[l];
+    sb += db[l];
+  }
+  out_a = sa;
+  out_b = sb;
+}
+
+// Count, mean and sum of squared deviations of one chunk or a merge of chunks.
+struct Moments {
+  double n = 0, mean = 0, m2 = 0;
+};
+
+// Two passes over a chunk that sits in cache: a rough mean m, then Σ(x−m) and Σ(x−m)²; the
+// first corrects m, the second gives m2 without the E[x²]−E[x]² cancellation.
+Moments chunk_moments(const float* p, int64_t n) {
+  const double s = sum1(n, [p](int64_t i) { return p[i]; });
+  const float m = static_cast<float>(s / double(n));
+  double d1, d2;
+  sum2(n, [p, m](int64_t i) {
+    const float d = p[i] - m;
+    return F2{d, d * d};
+  }, d1, d2);
+  Moments r;
+  r.n = double(n);
+  r.mean = double(m) + d1 / r.n;
+  r.m2 = std::max(0.0, d2 - d1 * d1 / r.n);
+  return r;
+}
+
+// Chan et al.'s pairwise update; applied in chunk order, so the result is fixed.
+void merge_into(Moments& acc, const Moments& b) {
+  if (b.n == 0) return;
+  if (acc.n == 0) {
+    acc = b;
+    return;
+  }
+  const double n = acc.n + b.n;
+  const double delta = b.mean - acc.mean;
+  acc.mean += delta * (b.n / n);
+  acc.m2 += b.m2 + delta * delta * (acc.n * b.n / n);
+  acc.n = n;
+}
+
+// A row of S elements is cut into ceil(S / kChunk) pieces; work items are (row, piece) pairs in
+// row-major order, grouped `grain` at a time so small rows still make worthwhile tasks.
+struct RowSplit {
+  int64_t pieces, items, grain;
+  RowSplit(int64_t rows, int64_t S) {
+    pieces = S > 0 ? (S + kChunk - 1) / kChunk : 1;
+    items = rows * pieces;
+    grain = S >= kChunk ? 1 : std::max<int64_t>(1, kChunk / std::max<int64_t>(S, 1));
+  }
+  int64_t begin(int64_t j, int64_t S) const { return std::min(S, j * kChunk); }
+  int64_t end(int64_t j, int64_t S) const { return std::min(S, (j + 1) * kChunk); }
+};
+
+// g = dy, or dy·SiLU'((x − c)·sc + sh) when the op was GroupNorm+SiLU.
+template <bool Silu>
+inline float upstream(float dy, float x, float c, float sc, float sh) {
+  if constexpr (Silu) {
+    return dy * silu_grad((x - c) * sc + sh);
+  } else {
+    return dy;
+  }
+}
+
+template <bool Silu>
+void affine_rows_impl(const float* x, float* y, int64_t rows, int64_t S, const float* center, const float* scale,
+                      const float* shift) {
+  const RowSplit split(rows, S);
+  parallel_for(split.items, split.grain, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) {
+      const int64_t r = t / split.pieces, j = t % split.pieces;
+      const float c = center[r], sc = scale[r], sh = shift[r];
+      const float* xp = x + r * S;
+      float* yp = y + r * S;
+      const int64_t s1 = split.end(j, S);
+#pragma omp simd
+      for (int64_t s = split.begin(j, S); s < s1; ++s) {
+        const float z = (xp[s] - c) * sc + sh;
+        if constexpr (Silu) {
+          yp[s] = z * sigmoid(z);
+        } else {
+          yp[s] = z;
+        }
+      }
+    }
+  });
+}
+
+template <bool Silu>
+void row_grad_sums_impl(const float* dy, const float* x, int64_t rows, int64_t S, const float* center,
+                        const float* scale, const float* shift, double* sum_g, double* sum_gx) {
+  const RowSplit split(rows, S);
+  std::vector<double> part_g(split.items), part_gx(split.items);
+  parallel_for(split.items, split.grain, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) {
+      const int64_t r = t / split.pieces, j = t % split.pieces;
+      const float c = center[r];
+      const float sc = Silu ? scale[r] : 0.f, sh = Silu ? shift[r] : 0.f;
+      const int64_t s0 = split.begin(j, S);
+      const float* xp = x + r * S + s0;
+      const float* gp = dy + r * S + s0;
+      sum2(split.end(j, S) - s0, [=](int64_t i) {
+        const float g = upstream<Silu>(gp[i], xp[i], c, sc, sh);
+        return F2{g, g * (xp[i] - c)};
+      }, part_g[t], part_gx[t]);
+    }
+  });
+  parallel_for(rows, 256, [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r) {
+      double sg = 0, sgx = 0;
+      for (int64_t j = 0; j < split.pieces; ++j) {
+        sg += part_g[r * split.pieces + j];
+        sgx += part_gx[r * split.pieces + j];
+      }
+      sum_g[r] = sg;
+      sum_gx[r] = sgx;
+    }
+  });
+}
+
+template <bool Silu>
+void row_grad_apply_impl(const float* dy, const float* x, float* dx, int64_t rows, int64_t S, const float* center,
+                         const float* scale, const float* shift, const float* k_dy, const float* k_x,
+                         const float* k0) {
+  const RowSplit split(rows, S);
+  parallel_for(split.items, split.grain, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) {
+      const int64_t r = t / split.pieces, j = t % split.pieces;
+      const float c = center[r], a = k_dy[r], bx = k_x[r], c0 = k0[r];
+      const float sc = Silu ? scale[r] : 0.f, sh = Silu ? shift[r] : 0.f;
+      const float* xp = x + r * S;
+      const float* gp = dy + r * S;
+      float* op = dx + r * S;
+      const int64_t s1 = split.end(j, S);
+#pragma omp simd
+      for (int64_t s = split.begin(j, S); s < s1; ++s) {
+        const float g = upstream<Silu>(gp[s], xp[s], c, sc, sh);
+        op[s] = a * g + bx * (xp[s] - c) + c0;
+      }
+    }
+  });
+}
+
+}  // namespace
+
+void segment_moments(const float* x, int64_t A, int64_t K, int64_t L, double* mean, double* var) {
+  const RowSplit split(A * K, L);
+  // Items ordered (k, a, piece) so each set's chunks are contiguous and merged in that order.
+  const int64_t per_set = A * split.pieces;
+  std::vector<Moments> part(K * per_set);
+  parallel_for(K * per_set, split.grain, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) {
+      const int64_t k = t / per_set, rem = t % per_set;
+      const int64_t a = rem / split.pieces, j = rem % split.pieces;
+      const int64_t s0 = split.begin(j, L);
+      part[t] = chunk_moments(x + (a * K + k) * L + s0, split.end(j, L) - s0);
+    }
+  });
+  parallel_for(K, 64, [&](int64_t b, int64_t e) {
+    for (int64_t k = b; k < e; ++k) {
+      Moments acc;
+      for (int64_t i = 0; i < per_set; ++i) merge_into(acc, part[k * per_set + i]);
+      mean[k] = acc.mean;
+      var[k] = acc.n > 0 ? acc.m2 / acc.n : 0.0;
+    }
+  });
+}
+
+void affine_rows(const float* x, float* y, int64_t rows, int64_t S, const float* center, const float* scale,
+                 const float* shift, bool silu) {
+  if (silu)
+    affine_rows_impl<true>(x, y, rows, S, center, scale, shift);
+  else
+    affine_rows_impl<false>(x, y, rows, S, center, scale, shift);
+}
+
+void row_grad_sums(const float* dy, const float* x, int64_t rows, int64_t S, const float* center, const float* scale,
+                   const float* shift, bool silu, double* sum_g, double* sum_gx) {
+  if (silu)
+    row_grad_sums_impl<true>(dy, x, rows, S, center, scale, shift, sum_g, sum_gx);
+  else
+    row_grad_sums_impl<false>(dy, x, rows, S, center, scale, shift, sum_g, sum_gx);
+}
+
+void row_grad_apply(const float* dy, const float* x, float* dx, int64_t rows, int64_t S, const float* center,
+                    const float* scale, const float* shift, bool silu, const float* k_dy, const float* k_x,
+                    const float* k0) {
+  if (silu)
+    row_grad_apply_impl<true>(dy, x, dx, rows, S, center, scale, shift, k_dy, k_x, k0);
+  else
+    row_grad_apply_impl<false>(dy, x, dx, rows, S, center, scale, shift, k_dy, k_x, k0);
+}
+
+// ---- LayerNorm --------------------------------------------------------------------------------
+
+namespace {
+
+// Rows per parallel task: about kChunk elements.
+int64_t rows_grain(int64_t D) { return std::max<int64_t>(1, kChunk / std::max<int64_t>(D, 1)); }
+
+void row_moments(const float* p, int64_t D, float eps, float& mean, float& rstd) {
+  const Moments m = chunk_moments(p, D);
+  mean = static_cast<float>(m.mean);
+  rstd = static_cast<float>(1.0 / std::sqrt(m.m2 / m.n + double(eps)));
+}
+
+}  // namespace
+
+void layer_norm_forward(const float* x, float* y, int64_t rows, int64_t D, const float* gamma, const float* beta,
+                        float eps, float* mean, float* rstd) {
+  parallel_for(rows, rows_grain(D), [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r) {
+      const float* xp = x + r * D;
+      float* yp = y + r * D;
+      float m, rs;
+      row_moments(xp, D, eps, m, rs);
+      mean[r] = m;
+      rstd[r] = rs;
+      if (gamma) {
+#pragma omp simd
+        for (int64_t d = 0; d < D; ++d) yp[d] = (xp[d] - m) * rs * gamma[d] + beta[d];
+      } else {
+#pragma omp simd
+        for (int64_t d = 0; d < D; ++d) yp[d] = (xp[d] - m) * rs;
+      }
+    }
+  });
+}
+
+void layer_norm_backward(const float* dy, const float* x, int64_t rows, int64_t D, const float* gamma,
+                         const float* mean, const float* rstd, float* dx, float* dgamma, float* dbeta) {
+  // Parameter gradients: per-task partials (double) over a fixed block of rows, summed in order.
+  const bool want_params = dgamma || dbeta;
+  const int64_t grain = std::clamp<int64_t>(rows / 64, rows_grain(D), 4096);
+  const int64_t tasks = (rows + grain - 1) / grain;
+  std::vector<double> part_gamma(want_params ? tasks * D : 0), part_beta(want_params ? tasks * D : 0);
+  parallel_for(rows, grain, [&](int64_t b, int64_t e) {
+    double* pg = want_params ? part_gamma.data() + (b / grain) * D : nullptr;
+    double* pb = want_params ? part_beta.data() + (b / grain) * D : nullptr;
+    for (int64_t r = b; r < e; ++r) {
+      const float* xp = x + r * D;
+      const float* gp = dy + r * D;
+      const float m = mean[r], rs = rstd[r];
+      if (dx) {
+        double s_g, s_gx;
+        sum2(D, [=](int64_t d) {
+          const float g = gamma ? gp[d] * gamma[d] : gp[d];
+          return F2{g, g * (xp[d] - m)};
+        }, s_g, s_gx);
+        // dx = r·(g − mean(g) − x̂·mean(g·x̂)), with x̂ = (x − m)·r.
+        const float m1 = static_cast<float>(s_g / double(D));
+        const float m2r = static_cast<float>(s_gx / double(D) * double(rs) * double(rs));
+        float* op = dx + r * D;
+#pragma omp simd
+        for (int64_t d = 0; d < D; ++d) {
+          const float g = gamma ? gp[d] * gamma[d] : gp[d];
+          op[d] = rs * (g - m1 - (xp[d] - m) * m2r);
+        }
+      }
+      if (want_params) {
+#pragma omp simd
+        for (int64_t d = 0; d < D; ++d) {
+          pg[d] += double(gp[d] * ((xp[d] - m) * rs));
+          pb[d] += double(gp[d]);
+        }
+      }
+    }
+  });
+  if (!want_params) return;
+  for (int64_t d = 0; d < D; ++d) {
+    double sg = 0, sb = 0;
+    for (int64_t t = 0; t < tasks; ++t) {
+      sg += part_gamma[t * D + d];
+      sb += part_beta[t * D + d];
+    }
+    if (dgamma) dgamma[d] = static_cast<float>(sg);
+    if (dbeta) dbeta[d] = static_cast<float>(sb);
+  }
+}
+
+// ---- softmax ----------------------------------------------------------------------------------
+
+namespace {
+
+constexpr int64_t kInnerBlock = 64;  // inner positions processed together (vectorised across them)
+
+void softmax_row(const float* x, float* y, int64_t D) {
+  float m = -INFINITY;
+#pragma omp simd reduction(max : m)
+  for (int64_t d = 0; d < D; ++d) m = std::max(m, x[d]);
+  const double s = sum1(D, [=](int64_t d) {
+    const float e = exp_approx(x[d] - m);
+    y[d] = e;
+    return e;
+  });
+  const float inv = static_cast<float>(1.0 / s);
+#pragma omp simd
+  for (int64_t d = 0; d < D; ++d) y[d] *= inv;
+}
+
+void softmax_strided(const float* x, float* y, int64_t D, int64_t inner, int64_t n) {
+  float m[kInnerBlock], s[kInnerBlock];
+  for (int64_t i = 0; i < n; ++i) m[i] = x[i];
+  for (int64_t d = 1; d < D; ++d) {
+    const float* xp = x + d * inner;
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) m[i] = std::max(m[i], xp[i]);
+  }
+  for (int64_t i = 0; i < n; ++i) s[i] = 0.f;
+  for (int64_t d = 0; d < D; ++d) {
+    const float* xp = x + d * inner;
+    float* yp = y + d * inner;
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) {
+      const float e = exp_approx(xp[i] - m[i]);
+      yp[i] = e;
+      s[i] += e;  // positive terms: no cancellation, float is accurate here
+    }
+  }
+  for (int64_t i = 0; i < n; ++i) s[i] = 1.f / s[i];
+  for (int64_t d = 0; d < D; ++d) {
+    float* yp = y + d * inner;
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) yp[i] *= s[i];
+  }
+}
+
+void softmax_backward_row(const float* y, const float* dy, float* dx, int64_t D) {
+  const float dot = static_cast<float>(sum1(D, [=](int64_t d) { return dy[d] * y[d]; }));
+#pragma omp simd
+  for (int64_t d = 0; d < D; ++d) dx[d] = y[d] * (dy[d] - dot);
+}
+
+void softmax_backward_strided(const float* y, const float* dy, float* dx, int64_t D, int64_t inner, int64_t n) {
+  double dot[kInnerBlock] = {};
+  for (int64_t d = 0; d < D; ++d) {
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) dot[i] += double(dy[d * inner + i] * y[d * inner + i]);
+  }
+  float dotf[kInnerBlock];
+  for (int64_t i = 0; i < n; ++i) dotf[i] = static_cast<float>(dot[i]);
+  for (int64_t d = 0; d < D; ++d) {
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) dx[d * inner + i] = y[d * inner + i] * (dy[d * inner + i] - dotf[i]);
+  }
+}
+
+// Calls fn(offset, n) for each (outer, inner block) tile in parallel.
+template <class F>
+void for_each_tile(int64_t outer, int64_t D, int64_t inner, F&& fn) {
+  const int64_t blocks = (inner + kInnerBlock - 1) / kInnerBlock;
+  const int64_t grain = std::max<int64_t>(1, kChunk / std::max<int64_t>(D * kInnerBlock, 1));
+  parallel_for(outer * blocks, grain, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) {
+      const int64_t o = t / blocks, i0 = (t % blocks) * kInnerBlock;
+      fn(o * D * inner + i0, std::min(kInnerBlock, inner - i0));
+    }
+  });
+}
+
+}  // namespace
+
+void softmax_forward(const float* x, float* y, int64_t outer, int64_t D, int64_t inner) {
+  if (D == 0) return;
+  if (inner == 1) {
+    parallel_for(outer, rows_grain(D), [&](int64_t b, int64_t e) {
+      for (int64_t r = b; r < e; ++r) softmax_row(x + r * D, y + r * D, D);
+    });
+    return;
+  }
+  for_each_tile(outer, D, inner, [&](int64_t off, int64_t n) { softmax_strided(x + off, y + off, D, inner, n); });
+}
+
+void softmax_backward(const float* y, const float* dy, float* dx, int64_t outer, int64_t D, int64_t inner) {
+  if (D == 0) return;
+  if (inner == 1) {
+    parallel_for(outer, rows_grain(D), [&](int64_t b, int64_t e) {
+      for (int64_t r = b; r < e; ++r) softmax_backward_row(y + r * D, dy + r * D, dx + r * D, D);
+    });
+    return;
+  }
+  for_each_tile(outer, D, inner, [&](int64_t off, int64_t n) {
+    softmax_backward_strided(y + off, dy + off, dx + off, D, inner, n);
+  });
+}
+
+}  // namespace cpets::kernels::cpu
