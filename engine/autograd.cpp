@@ -3,6 +3,8 @@
 #include <stdexcept>
 #include <unordered_map>
 
+#include "kernels/cpu/reduce.h"
+
 namespace cpets {
 namespace {
 
@@ -98,27 +100,11 @@ Tensor sum_to_shape(const Tensor& grad, const Shape& shape) {
   for (size_t i = 0; i < nd; ++i)
     if (target[i] != gs[i] && target[i] != 1)
       throw std::logic_error("sum_to_shape: " + grad.str() + " is not a broadcast of " + shape_str(shape));
-  Tensor out = Tensor::zeros(shape);
-  std::vector<int64_t> tstride(nd, 0);
-  int64_t s = 1;
-  for (size_t i = nd; i-- > 0;) {
-    tstride[i] = target[i] == 1 ? 0 : s;
-    s *= target[i];
-  }
-  // Sequential walk in index order keeps the summation order fixed (deterministic).
-  std::vector<int64_t> idx(nd, 0);
-  const float* g = grad.data();
-  float* o = out.data();
-  const int64_t n = grad.numel();
-  int64_t off = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    o[off] += g[i];
-    for (size_t d = nd; d-- > 0;) {
-      if (++idx[d] < gs[d]) { off += tstride[d]; break; }
-      off -= tstride[d] * (gs[d] - 1);
-      idx[d] = 0;
-    }
-  }
+  // Deterministic parallel sum over the broadcast dimensions (fixed chunking, double partials).
+  std::vector<bool> reduce(nd);
+  for (size_t i = 0; i < nd; ++i) reduce[i] = target[i] == 1;
+  Tensor out = Tensor::empty(shape);
+  kernels::cpu::sum_axes(grad.data(), gs, reduce, out.data());
   return out;
 }
 
