@@ -1,0 +1,314 @@
+#include "kernels/cpu/attention.h"
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "kernels/cpu/gemm.h"
+#include "kernels/cpu/parallel.h"
+
+namespace cpets::kernels::cpu {
+namespace {
+
+// Tile sizes. Forward and dQ: a 64-query block against 128-key tiles. dK/dV: a 64-key block
+// against 128-query tiles. Small enough that a tile (32 KB) and its operands stay in L2.
+constexpr int64_t kFwdQ = 64, kFwdK = 128;
+constexpr int64_t kBwdK = 64, kBwdQ = 128;
+// The dK/dV pass has B·heads·(Nk/64) tasks; for short key sequences (cross-attention to a few
+// context tokens) that is too few to keep threads busy, so the query range is split into a fixed
+// number of parts whose partial sums are added in part order afterwards.
+constexpr int64_t kMinKeyTasks = 32;
+
+// exp(x) for x ≤ 88, vectorisable (no libm call): 2^n · e^r with n = round(x / ln 2) and a
+// degree-6 Taylor polynomial on |r| ≤ ln2/2 (relative error ~2e-7). Inputs below −87 give
+// ~1e-38 instead of 0, which is negligible against the row maximum's e^0 = 1.
+inline float exp_approx(float x) {
+  x = std::min(std::max(x, -87.f), 88.f);
+  const float shifter = 12582912.f;  // 1.5·2^23: adding and subtracting it rounds to an integer
+  const float n = (x * 1.44269504088896341f + shifter) - shifter;
+  const float r = (x - n * 0.693145751953125f) - n * 1.42860682030941723e-6f;
+  float p = 1.f / 720.f;
+  p = p * r + 1.f / 120.f;
+  p = p * r + 1.f / 24.f;
+  p = p * r + 1.f / 6.f;
+  p = p * r + 0.5f;
+  p = p * r + 1.f;
+  p = p * r + 1.f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  return p * std::bit_cast<float>(bits);
+}
+
+float row_max(const float* s, int64_t n) {
+  float m = -std::numeric_limits<float>::infinity();
+#pragma omp simd reduction(max : m)
+  for (int64_t j = 0; j < n; ++j) m = std::max(m, s[j]);
+  return m;
+}
+
+// s[j] = exp(scale·s[j] − shift) in place; returns Σ_j s[j].
+float exp_row_inplace(float* s, int64_t n, float scale, float shift) {
+  float sum = 0.f;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t j = 0; j < n; ++j) {
+    const float p = exp_approx(s[j] * scale - shift);
+    s[j] = p;
+    sum += p;
+  }
+  return sum;
+}
+
+// Per-thread tile memory, grown on demand and kept for the next call (fresh pages are slow to
+// first-touch on our VMs, so a tile must not be reallocated per block).
+float* thread_tile(int64_t floats) {
+  thread_local std::vector<float> tile;
+  if (int64_t(tile.size()) < floats) tile.resize(floats);
+  return tile.data();
+}
+
+struct Geometry {
+  int64_t B, Nq, Nk, C, H, d;
+  float scale;
+  explicit Geometry(const AttentionShape& s)
+      : B(s.batch), Nq(s.nq), Nk(s.nk), C(s.channels), H(s.heads), d(s.channels / s.heads),
+        scale(1.f / std::sqrt(float(s.channels / s.heads))) {}
+  // Row i of sequence x (Nq or Nk rows) in batch b, first channel of head h.
+  const float* row(const float* x, int64_t n, int64_t b, int64_t i, int64_t h) const { return x + (b * n + i) * C + h * d; }
+  float* row(float* x, int64_t n, int64_t b, int64_t i, int64_t h) const { return x + (b * n + i) * C + h * d; }
+  int64_t lse_index(int64_t b, int64_t h, int64_t i) const { return (b * H + h) * Nq + i; }
+};
+
+// One (batch, head, query block): online softmax over key tiles, then normalise and store.
+void forward_block(const Geometry& g, const float* q, const float* k, const float* v, float* out, float* lse,
+                   int64_t b, int64_t h, int64_t i0, int64_t nq) {
+  const int64_t d = g.d, C = g.C;
+  float* S = thread_tile(kFwdQ * kFwdK + kFwdQ * d + 2 * kFwdQ);
+  float* O = S + kFwdQ * kFwdK;
+  float* m = O + kFwdQ * d;
+  float* l = m + kFwdQ;
+  std::fill(O, O + nq * d, 0.f);
+  std::fill(m, m + nq, -std::numeric_limits<float>::infinity());
+  std::fill(l, l + nq, 0.f);
+  const float* Q = g.row(q, g.Nq, b, i0, h);
+  for (int64_t j0 = 0; j0 < g.Nk; j0 += kFwdK) {
+    const int64_t nk = std::min(kFwdK, g.Nk - j0);
+    sgemm_serial(false, true, nq, nk, d, 1.f, Q, C, g.row(k, g.Nk, b, j0, h), C, 0.f, S, kFwdK);
+    for (int64_t i = 0; i < nq; ++i) {
+      float* s = S + i * kFwdK;
+      const float m_new = std::max(m[i], row_max(s, nk) * g.scale);
+      const float rescale = exp_approx(m[i] - m_new);
+      l[i] = l[i] * rescale + exp_row_inplace(s, nk, g.scale, m_new);
+      m[i] = m_new;
+      float* o = O + i * d;
+#pragma omp simd
+      for (int64_t c = 0; c < d; ++c) o[c] *= rescale;
+    }
+    sgemm_serial(false, false, nq, d, nk, 1.f, S, kFwdK, g.row(v, g.Nk, b, j0, h), C, 1.f, O, d);
+  }
+  for (int64_t i = 0; i < nq; ++i) {
+    const float inv = 1.f / l[i];
+    float* dst = g.row(out, g.Nq, b, i0 + i, h);
+    const float* o = O + i * d;
+#pragma omp simd
+    for (int64_t c = 0; c < d; ++c) dst[c] = o[c] * inv;
+    lse[g.lse_index(b, h, i0 + i)] = m[i] + std::log(l[i]);
+  }
+}
+
+// D_i = Σ_c dO_ic · O_ic per (batch, head, query): the softmax-backward row term.
+void row_dots(const Geometry& g, const float* out, const float* dout, float* D) {
+  parallel_for(g.B * g.Nq, 256, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t b = r / g.Nq, i = r % g.Nq;
+      for (int64_t h = 0; h < g.H; ++h) {
+        const float* o = g.row(out, g.Nq, b, i, h);
+        const float* go = g.row(dout, g.Nq, b, i, h);
+        float s = 0.f;
+#pragma omp simd reduction(+ : s)
+        for (int64_t c = 0; c < g.d; ++c) s += o[c] * go[c];
+        D[g.lse_index(b, h, i)] = s;
+      }
+    }
+  });
+}
+
+// dQ for one (batch, head, query block): dQ = scale · Σ_tiles dS·K, dS = P∘(dO·Vᵀ − D).
+void dq_block(const Geometry& g, const float* q, const float* k, const float* v, const float* lse, const float* D,
+              const float* dout, float* dq, int64_t b, int64_t h, int64_t i0, int64_t nq) {
+  const int64_t d = g.d, C = g.C;
+  float* S = thread_tile(2 * kFwdQ * kFwdK + kFwdQ * d);
+  float* dP = S + kFwdQ * kFwdK;
+  float* acc = dP + kFwdQ * kFwdK;
+  std::fill(acc, acc + nq * d, 0.f);
+  const float* Q = g.row(q, g.Nq, b, i0, h);
+  const float* dO = g.row(dout, g.Nq, b, i0, h);
+  const float* L = lse + g.lse_index(b, h, i0);
+  const float* Di = D + g.lse_index(b, h, i0);
+  for (int64_t j0 = 0; j0 < g.Nk; j0 += kFwdK) {
+    const int64_t nk = std::min(kFwdK, g.Nk - j0);
+    const float* K = g.row(k, g.Nk, b, j0, h);
+    sgemm_serial(false, true, nq, nk, d, 1.f, Q, C, K, C, 0.f, S, kFwdK);
+    sgemm_serial(false, true, nq, nk, d, 1.f, dO, C, g.row(v, g.Nk, b, j0, h), C, 0.f, dP, kFwdK);
+    for (int64_t i = 0; i < nq; ++i) {
+      float* s = S + i * kFwdK;
+      const float* dp = dP + i * kFwdK;
+      const float li = L[i], di = Di[i];
+#pragma omp simd
+      for (int64_t j = 0; j < nk; ++j) s[j] = exp_approx(s[j] * g.scale - li) * (dp[j] - di);
+    }
+    sgemm_serial(false, false, nq, d, nk, 1.f, S, kFwdK, K, C, 1.f, acc, d);
+  }
+  for (int64_t i = 0; i < nq; ++i) {
+    float* dst = g.row(dq, g.Nq, b, i0 + i, h);
+    const float* a = acc + i * d;
+#pragma omp simd
+    for (int64_t c = 0; c < d; ++c) dst[c] = a[c] * g.scale;
+  }
+}
+
+// dK, dV for one (batch, head, key block) over queries [q_begin, q_end), working on transposed
+// tiles (keys × queries) so that every product is a plain row-major GEMM:
+//   Pᵀ = exp(scale·K·Qᵀ − lse), dV += Pᵀ·dO, dSᵀ = Pᵀ∘(V·dOᵀ − D), dK += scale·dSᵀ·Q.
+// Writes dK, dV rows with leading dimension C at dk_dst / dv_dst.
+void dkdv_block(const Geometry& g, const float* q, const float* k, const float* v, const float* lse, const float* D,
+                const float* dout, int64_t b, int64_t h, int64_t j0, int64_t nk, int64_t q_begin, int64_t q_end,
+                float* dk_dst, float* dv_dst) {
+  const int64_t d = g.d, C = g.C;
+  float* St = thread_tile(2 * kBwdK * kBwdQ + 2 * kBwdK * d);
+  float* dPt = St + kBwdK * kBwdQ;
+  float* dK = dPt + kBwdK * kBwdQ;
+  float* dV = dK + kBwdK * d;
+  std::fill(dK, dK + 2 * kBwdK * d, 0.f);
+  const float* K = g.row(k, g.Nk, b, j0, h);
+  const float* V = g.row(v, g.Nk, b, j0, h);
+  for (int64_t i0 = q_begin; i0 < q_end; i0 += kBwdQ) {
+    const int64_t nq = std::min(kBwdQ, q_end - i0);
+    const float* Q = g.row(q, g.Nq, b, i0, h);
+    const float* dO = g.row(dout, g.Nq, b, i0, h);
+    const float* L = lse + g.lse_index(b, h, i0);
+    const float* Di = D + g.lse_index(b, h, i0);
+    sgemm_serial(false, true, nk, nq, d, 1.f, K, C, Q, C, 0.f, St, kBwdQ);
+    for (int64_t j = 0; j < nk; ++j) {
+      float* s = St + j * kBwdQ;
+#pragma omp simd
+      for (int64_t i = 0; i < nq; ++i) s[i] = exp_approx(s[i] * g.scale - L[i]);
+    }
+    sgemm_serial(false, false, nk, d, nq, 1.f, St, kBwdQ, dO, C, 1.f, dV, d);
+    sgemm_serial(false, true, nk, nq, d, 1.f, V, C, dO, C, 0.f, dPt, kBwdQ);
+    for (int64_t j = 0; j < nk; ++j) {
+      const float* p = St + j * kBwdQ;
+      float* ds = dPt + j * kBwdQ;
+#pragma omp simd
+      for (int64_t i = 0; i < nq; ++i) ds[i] = p[i] * (ds[i] - Di[i]);
+    }
+    sgemm_serial(false, false, nk, d, nq, 1.f, dPt, kBwdQ, Q, C, 1.f, dK, d);
+  }
+  for (int64_t j = 0; j < nk; ++j) {
+    float* kd = dk_dst + j * C;
+    float* vd = dv_dst + j * C;
+    const float* ka = dK + j * d;
+    const float* va = dV + j * d;
+#pragma omp simd
+    for (int64_t c = 0; c < d; ++c) {
+      kd[c] = ka[c] * g.scale;
+      vd[c] = va[c];
+    }
+  }
+}
+
+// How many parts the dK/dV pass splits the query range into (1 = none); shape-dependent only.
+int64_t query_splits(const Geometry& g) {
+  const int64_t key_tasks = g.B * g.H * ((g.Nk + kBwdK - 1) / kBwdK);
+  const int64_t query_tiles = (g.Nq + kBwdQ - 1) / kBwdQ;
+  if (key_tasks >= kMinKeyTasks) return 1;
+  return std::max<int64_t>(1, std::min(query_tiles, (kMinKeyTasks + key_tasks - 1) / key_tasks));
+}
+
+void dkdv_pass(const Geometry& g, const float* q, const float* k, const float* v, const float* lse, const float* D,
+               const float* dout, float* dk, float* dv, float* partial) {
+  const int64_t nkb = (g.Nk + kBwdK - 1) / kBwdK;
+  const int64_t splits = query_splits(g);
+  const int64_t query_tiles = (g.Nq + kBwdQ - 1) / kBwdQ;
+  const int64_t tiles_per_split = (query_tiles + splits - 1) / splits;
+  const int64_t part = g.B * g.Nk * g.C;  // one split's dK (then dV) partial
+  parallel_for(g.B * g.H * nkb * splits, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t sp = t % splits, kb = (t / splits) % nkb, h = (t / (splits * nkb)) % g.H;
+      const int64_t b = t / (splits * nkb * g.H);
+      const int64_t j0 = kb * kBwdK, nk = std::min(kBwdK, g.Nk - j0);
+      const int64_t qb = std::min(g.Nq, sp * tiles_per_split * kBwdQ);
+      const int64_t qe = std::min(g.Nq, qb + tiles_per_split * kBwdQ);
+      float* dk_dst = splits == 1 ? dk : partial + 2 * sp * part;
+      float* dv_dst = splits == 1 ? dv : partial + (2 * sp + 1) * part;
+      dkdv_block(g, q, k, v, lse, D, dout, b, h, j0, nk, qb, qe, g.row(dk_dst, g.Nk, b, j0, h),
+                 g.row(dv_dst, g.Nk, b, j0, h));
+    }
+  });
+  if (splits == 1) return;
+  parallel_for(part, 4096, [&](int64_t e0, int64_t e1) {
+    for (int64_t e = e0; e < e1; ++e) {
+      float sk = 0.f, sv = 0.f;
+      for (int64_t sp = 0; sp < splits; ++sp) {  // fixed order
+        sk += partial[2 * sp * part + e];
+        sv += partial[(2 * sp + 1) * part + e];
+      }
+      dk[e] = sk;
+      dv[e] = sv;
+    }
+  });
+}
+
+}  // namespace
+
+int64_t attention_tile_floats(const AttentionShape& s) {
+  const int64_t d = s.channels / std::max<int64_t>(s.heads, 1);
+  return std::max({kFwdQ * kFwdK + kFwdQ * d + 2 * kFwdQ, 2 * kFwdQ * kFwdK + kFwdQ * d,
+                   2 * kBwdK * kBwdQ + 2 * kBwdK * d});
+}
+
+void attention_forward(const AttentionShape& s, const float* q, const float* k, const float* v, float* out,
+                       float* lse) {
+  const Geometry g(s);
+  const int64_t nqb = (g.Nq + kFwdQ - 1) / kFwdQ;
+  parallel_for(g.B * g.H * nqb, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t qb = t % nqb, h = (t / nqb) % g.H, b = t / (nqb * g.H);
+      const int64_t i0 = qb * kFwdQ;
+      forward_block(g, q, k, v, out, lse, b, h, i0, std::min(kFwdQ, g.Nq - i0));
+    }
+  });
+}
+
+int64_t attention_backward_scratch_floats(const AttentionShape& s) {
+  const Geometry g(s);
+  const int64_t splits = query_splits(g);
+  return g.B * g.H * g.Nq + (splits > 1 ? 2 * splits * g.B * g.Nk * g.C : 0);
+}
+
+void attention_backward(const AttentionShape& s, const float* q, const float* k, const float* v, const float* out,
+                        const float* lse, const float* dout, float* dq, float* dk, float* dv, float* scratch) {
+  const Geometry g(s);
+  float* D = scratch;
+  float* partial = scratch + g.B * g.H * g.Nq;
+  row_dots(g, out, dout, D);
+  if (dq) {
+    const int64_t nqb = (g.Nq + kFwdQ - 1) / kFwdQ;
+    parallel_for(g.B * g.H * nqb, 1, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t qb = t % nqb, h = (t / nqb) % g.H, b = t / (nqb * g.H);
+        const int64_t i0 = qb * kFwdQ;
+        dq_block(g, q, k, v, lse, D, dout, dq, b, h, i0, std::min(kFwdQ, g.Nq - i0));
+      }
+    });
+  }
+  if (dk || dv) {
+    // Both come out of the same recomputed tiles; a missing one goes to a throwaway buffer.
+    std::vector<float> unused;
+    if (!dk || !dv) unused.resize(g.B * g.Nk * g.C);
+    dkdv_pass(g, q, k, v, lse, D, dout, dk ? dk : unused.data(), dv ? dv : unused.data(), partial);
+  }
+}
+
+}  // namespace cpets::kernels::cpu

@@ -1,0 +1,38 @@
+// Fused multi-head scaled dot-product attention on raw row-major buffers (flash-attention style).
+//
+// q is (B, Nq, C), k and v are (B, Nk, C); head h owns channels [h·d, (h+1)·d), d = C / heads,
+// and scores are scaled by 1/sqrt(d). The Nq×Nk score matrix is never formed: the forward walks
+// key blocks with an online softmax and keeps only a query-block × key-block tile per thread,
+// saving the per-row logsumexp; the backward recomputes score tiles from it
+// (flash-attention-2): one pass over (batch, head, query block) for dQ and one over
+// (batch, head, key block) for dK and dV, each thread owning its outputs — no atomics, and the
+// work split depends on the shapes only, so results are bitwise identical for any thread count.
+// Memory beyond inputs and outputs: the logsumexp (B·heads·Nq), the backward scratch below, and a
+// thread-local tile of attention_tile_floats() floats per thread.
+#pragma once
+#include <cstdint>
+
+namespace cpets::kernels::cpu {
+
+struct AttentionShape {
+  int64_t batch = 0, nq = 0, nk = 0, channels = 0, heads = 1;
+  int64_t head_dim() const { return channels / heads; }
+};
+
+// out (B, Nq, C); lse (B, heads, Nq) = log Σ_j exp(score_ij), natural log, for the backward.
+void attention_forward(const AttentionShape& s, const float* q, const float* k, const float* v, float* out,
+                       float* lse);
+
+// Floats of scratch attention_backward needs (O(B·heads·Nq + B·Nk·C)).
+int64_t attention_backward_scratch_floats(const AttentionShape& s);
+
+// Gradients for dout = ∂L/∂out. Any of dq, dk, dv may be null (not needed); dk and dv are
+// computed together when either is requested. `out` and `lse` are the forward's results.
+void attention_backward(const AttentionShape& s, const float* q, const float* k, const float* v, const float* out,
+                        const float* lse, const float* dout, float* dq, float* dk, float* dv, float* scratch);
+
+// Thread-local tile floats each working thread holds (reused across calls): depends on the head
+// dimension only, never on the sequence lengths.
+int64_t attention_tile_floats(const AttentionShape& s);
+
+}  // namespace cpets::kernels::cpu
