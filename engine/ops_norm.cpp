@@ -97,9 +97,13 @@ std::vector<Tensor> group_norm_backward(const Tensor& gy, const Tensor& x, const
   const int64_t rows = d.B * d.C;
   const RowAffine a = group_norm_rows(d, sv.mean, sv.rstd, gamma, beta);
   std::vector<double> sum_g(rows), sum_gx(rows);
+  // With SiLU, the first pass stores g = dy·SiLU'(z) in the dx buffer: one more write, but the
+  // second pass then skips a second exp and division per element (compute-bound otherwise).
+  Tensor gx = needs[0] ? Tensor::empty(x.shape()) : Tensor();
+  float* g_store = silu && gx.defined() ? gx.data() : nullptr;
   kc::row_grad_sums(gy.data(), x.data(), rows, d.S, a.center.data(), a.scale.data(), a.shift.data(), silu,
-                    sum_g.data(), sum_gx.data());
-  Tensor gx, ggamma, gbeta;
+                    sum_g.data(), sum_gx.data(), g_store);
+  Tensor ggamma, gbeta;
   if (needs[1] && gamma.defined()) {
     std::vector<double> acc(d.C, 0.0);
     for (int64_t b = 0; b < d.B; ++b)
@@ -134,9 +138,9 @@ std::vector<Tensor> group_norm_backward(const Tensor& gy, const Tensor& x, const
           k.shift[row] = static_cast<float>(-r * m1);
         }
       }
-    gx = Tensor::empty(x.shape());
-    kc::row_grad_apply(gy.data(), x.data(), gx.data(), rows, d.S, a.center.data(), a.scale.data(), a.shift.data(),
-                       silu, k.center.data(), k.scale.data(), k.shift.data());
+    const float* g = g_store ? g_store : gy.data();
+    kc::row_grad_apply(g, x.data(), gx.data(), rows, d.S, a.center.data(), a.scale.data(), a.shift.data(), false,
+                       k.center.data(), k.scale.data(), k.shift.data());
   }
   return {gx, ggamma, gbeta};
 }

@@ -26,11 +26,13 @@ void affine_rows(const float* x, float* y, int64_t rows, int64_t S, const float*
                  const float* shift, bool silu);
 
 // Per row: sum_g[r] = Σ_s g, sum_gx[r] = Σ_s g·(x − center[r]), where g = dy, or, when `silu`,
-// g = dy·SiLU'(z) with z = (x − center[r])·scale[r] + shift[r] recomputed from x.
+// g = dy·SiLU'(z) with z = (x − center[r])·scale[r] + shift[r] recomputed from x. If g_out is not
+// null, g is also written there (rows·S floats), so the second pass need not recompute SiLU'.
 void row_grad_sums(const float* dy, const float* x, int64_t rows, int64_t S, const float* center, const float* scale,
-                   const float* shift, bool silu, double* sum_g, double* sum_gx);
+                   const float* shift, bool silu, double* sum_g, double* sum_gx, float* g_out = nullptr);
 
-// dx[r·S + s] = k_dy[r]·g + k_x[r]·(x − center[r]) + k0[r], g as in row_grad_sums.
+// dx[r·S + s] = k_dy[r]·g + k_x[r]·(x − center[r]) + k0[r], g as in row_grad_sums. dx may alias
+// dy (e.g. dy is the g_out of row_grad_sums and silu is false).
 void row_grad_apply(const float* dy, const float* x, float* dx, int64_t rows, int64_t S, const float* center,
                     const float* scale, const float* shift, bool silu, const float* k_dy, const float* k_x,
                     const float* k0);

@@ -1,0 +1,88 @@
+// GroupNorm (plain and fused with SiLU) and LayerNorm at the model's shapes. Backward times are
+// the op's own backward node (Node::apply), without the forward and without .grad accumulation.
+// Bytes are the memory traffic of our implementation: forward reads x twice (statistics, then
+// normalise) and writes y; backward reads dy and x twice (row sums, then dx) and writes dx.
+#include <algorithm>
+#include <chrono>
+#include <random>
+
+#include "bench/bench.h"
+#include "engine/autograd.h"
+#include "engine/ops_norm.h"
+
+using namespace cpets;
+
+namespace {
+
+Tensor random_input(const Shape& shape, uint32_t seed) {
+  std::mt19937 gen(seed);
+  std::uniform_real_distribution<float> dist(-1.f, 1.f);
+  Tensor t = Tensor::empty(shape);
+  for (int64_t i = 0; i < t.numel(); ++i) t.data()[i] = dist(gen);
+  return t;
+}
+
+// Median time of the backward node of `forward()`'s output, the forward itself untimed.
+template <class F>
+double median_backward_seconds(F&& forward, const Tensor& grad_out, int repeats) {
+  std::vector<double> t;
+  for (int i = -1; i < std::max(1, repeats); ++i) {  // i = -1: warm-up
+    Tensor y = forward();
+    auto node = y.grad_fn();
+    const auto t0 = std::chrono::steady_clock::now();
+    std::vector<Tensor> grads = node->apply(grad_out);
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (i >= 0) t.push_back(s);
+  }
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+void bench_group_norm(const bench::Context& ctx, std::vector<bench::Result>& out, bool silu) {
+  const Shape shape{2, 32, 48, 64, 48};
+  const int64_t groups = 8;
+  Tensor x = random_input(shape, 1).set_requires_grad(true);
+  Tensor gamma = random_input({32}, 2).set_requires_grad(true);
+  Tensor beta = random_input({32}, 3).set_requires_grad(true);
+  Tensor gy = random_input(shape, 4);
+  const double bytes = 4.0 * double(x.numel());
+  auto forward = [&] {
+    return silu ? group_norm_silu(x, groups, gamma, beta, 1e-5f) : group_norm(x, groups, gamma, beta, 1e-5f);
+  };
+  const std::string tag = silu ? "groupnorm+silu" : "groupnorm";
+  double fwd;
+  {
+    NoGradGuard ng;
+    fwd = bench::median_seconds([&] { forward(); }, ctx.repeats);
+  }
+  out.push_back({tag + " fwd (2,32,8 groups,48x64x48) affine", fwd, 0, 3 * bytes,
+                 silu ? "" : "groupnorm_fwd_2x32g8_48x64x48"});
+  const double bwd = median_backward_seconds(forward, gy, ctx.repeats);
+  out.push_back({tag + " bwd (2,32,8 groups,48x64x48) x,gamma,beta", bwd, 0, 5 * bytes,
+                 silu ? "" : "groupnorm_bwd_2x32g8_48x64x48"});
+}
+
+}  // namespace
+
+CPETS_BENCH("ops", "groupnorm") { bench_group_norm(ctx, out, false); }
+
+CPETS_BENCH("ops", "groupnorm_silu") { bench_group_norm(ctx, out, true); }
+
+CPETS_BENCH("ops", "layernorm") {
+  const Shape shape{2 * 2304, 128};
+  Tensor x = random_input(shape, 5).set_requires_grad(true);
+  Tensor gamma = random_input({128}, 6).set_requires_grad(true);
+  Tensor beta = random_input({128}, 7).set_requires_grad(true);
+  Tensor gy = random_input(shape, 8);
+  const double bytes = 4.0 * double(x.numel());
+  auto forward = [&] { return layer_norm(x, gamma, beta, 1e-5f); };
+  double fwd;
+  {
+    NoGradGuard ng;
+    fwd = bench::median_seconds([&] { forward(); }, std::max(ctx.repeats, 20));
+  }
+  // Rows sit in cache between the statistics and the normalisation: one read, one write.
+  out.push_back({"layernorm fwd (4608,128) affine", fwd, 0, 2 * bytes, ""});
+  const double bwd = median_backward_seconds(forward, gy, std::max(ctx.repeats, 20));
+  out.push_back({"layernorm bwd (4608,128) x,gamma,beta", bwd, 0, 3 * bytes, ""});
+}
