@@ -396,3 +396,21 @@ TEST_CASE("softmax gradients by finite differences") {
     gradcheck([dim](const std::vector<Tensor>& in) { return softmax(in[0], dim); }, {random_tensor({3, 4, 5}, 150, -2.f, 2.f)});
   }
 }
+
+TEST_CASE("softmax stays accurate over the whole float exponent range") {
+  // Rows [0, t] for t in [-100, 100]: the second probability is the logistic σ(t), down to 1e-38.
+  const int64_t n = 2001;
+  std::vector<float> v(2 * n);
+  for (int64_t i = 0; i < n; ++i) {
+    v[2 * i] = 0.f;
+    v[2 * i + 1] = -100.f + 0.1f * float(i);
+  }
+  Tensor y = softmax(Tensor::from_vector({n, 2}, v), -1);
+  std::vector<double> ref(2 * n);
+  for (int64_t i = 0; i < n; ++i) {
+    const double t = v[2 * i + 1];
+    ref[2 * i] = 1.0 / (1.0 + std::exp(t));
+    ref[2 * i + 1] = 1.0 / (1.0 + std::exp(-t));
+  }
+  check_close(y, ref, 1e-37, 3e-7);
+}
