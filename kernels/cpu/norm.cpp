@@ -19,7 +19,7 @@ namespace cpets::kernels::cpu {
 namespace {
 
 constexpr int kLanes = 32;         // two AVX-512 registers of floats: two independent add chains
-constexpr int64_t kBlock = 256;    // elements summed in float (16 per lane) before going to double
+constexpr int64_t kBlock = 256;    // elements summed in float (8 per lane) before going to double
 constexpr int64_t kChunk = 8192;   // elements per parallel work item: 32 KB, stays in L1/L2
 
 struct F2 {
@@ -57,7 +57,7 @@ inline float silu_grad(float z) {
   return s * (1.f + z * (1.f - s));
 }
 
-// Σ term(i), i in [0, n): 16 float lanes within blocks of ≤ 256 elements, double across blocks,
+// Σ term(i), i in [0, n): kLanes float lanes within blocks of ≤ kBlock elements, double across blocks,
 // lanes combined in a fixed order. `term` may also write to index i (it runs once per i).
 template <class F>
 inline double sum1(int64_t n, F&& term) {
@@ -125,6 +125,7 @@ struct Moments {
 // Two passes over a chunk that sits in cache: a rough mean m, then Σ(x−m) and Σ(x−m)²; the
 // first corrects m, the second gives m2 without the E[x²]−E[x]² cancellation.
 Moments chunk_moments(const float* p, int64_t n) {
+  if (n == 0) return {};
   const double s = sum1(n, [p](int64_t i) { return p[i]; });
   const float m = static_cast<float>(s / double(n));
   double d1, d2;

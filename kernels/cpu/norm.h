@@ -7,7 +7,7 @@
 //   row_grad_sums     Σ g and Σ g·(x − center_r) per row, g = dy or dy·SiLU'(z) (backward pass 1);
 //   row_grad_apply    dx = k_dy_r·g + k_x_r·(x − center_r) + k0_r (backward pass 2).
 // Every reduction is split into fixed chunks that do not depend on the thread count; within a
-// chunk floats are summed in 16 lanes over blocks of at most 256 elements, blocks are added in
+// chunk floats are summed in 32 lanes over blocks of at most 256 elements, blocks are added in
 // double, and chunks are merged in index order, so results are bitwise identical for any number
 // of threads and accurate for millions of elements.
 #pragma once
