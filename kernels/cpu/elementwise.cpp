@@ -137,8 +137,13 @@ inline float vexp(float x_in) {
 
 inline float vsigmoid(float x) { return 1.f / (1.f + vexp(-x)); }
 
-constexpr float kInvSqrt2 = 0.70710678118654752f;
-constexpr float kInvSqrt2Pi = 0.39894228040143268f;
+constexpr double kInvSqrt2 = 0.70710678118654752;
+constexpr double kInvSqrt2Pi = 0.39894228040143268;
+
+// Φ(x) = ½·erfc(−x/√2), in double: unlike ½(1 + erf), erfc keeps full relative precision in the
+// left tail, and the double argument avoids the float rounding of x/√2 that erfc's steep tail
+// would amplify (GELU is used on small token tensors, so the scalar libm call is affordable).
+inline double gaussian_cdf(float x) { return 0.5 * std::erfc(-double(x) * kInvSqrt2); }
 
 // y[i] = f(x[i]) (or any per-index expression), in parallel fixed chunks with a vectorised body.
 template <class F>
@@ -195,7 +200,7 @@ void unary_forward(UnaryOp op, const float* x, float* y, int64_t n, float p0, fl
     case UnaryOp::MulScalar: map_n(n, [&](int64_t i) { y[i] = x[i] * p0; }); break;
     case UnaryOp::Silu: map_n(n, [&](int64_t i) { y[i] = x[i] * vsigmoid(x[i]); }); break;
     case UnaryOp::Gelu:
-      map_n_scalar(n, [&](int64_t i) { y[i] = 0.5f * x[i] * (1.f + std::erf(x[i] * kInvSqrt2)); });
+      map_n_scalar(n, [&](int64_t i) { y[i] = float(x[i] * gaussian_cdf(x[i])); });
       break;
     case UnaryOp::LeakyRelu: map_n(n, [&](int64_t i) { y[i] = x[i] > 0.f ? x[i] : x[i] * p0; }); break;
     case UnaryOp::Relu: map_n(n, [&](int64_t i) { y[i] = x[i] < 0.f ? 0.f : x[i]; }); break;
@@ -226,9 +231,8 @@ void unary_backward(UnaryOp op, const float* __restrict v, const float* dy, floa
     case UnaryOp::Gelu:
       map_n_scalar(n, [&](int64_t i) {
         const float x = v[i];
-        const float cdf = 0.5f * (1.f + std::erf(x * kInvSqrt2));
-        const float pdf = kInvSqrt2Pi * std::exp(-0.5f * x * x);
-        dx[i] = dy[i] * (cdf + x * pdf);
+        const double pdf = kInvSqrt2Pi * std::exp(-0.5 * double(x) * x);
+        dx[i] = dy[i] * float(gaussian_cdf(x) + x * pdf);
       });
       break;
     case UnaryOp::LeakyRelu: map_n(n, [&](int64_t i) { dx[i] = v[i] > 0.f ? dy[i] : dy[i] * p0; }); break;
