@@ -112,9 +112,7 @@ Tensor div(const Tensor& a, const Tensor& b) {
                   Tensor ga, gb;
                   if (needs[0]) ga = sum_to_shape(binary_raw(k::BinaryOp::Div, g, b, shape), sa);
                   if (needs[1]) {
-                    Tensor t = binary_raw(k::BinaryOp::Mul, g, saved_out, shape);
-                    k::binary_broadcast(k::BinaryOp::Div, t.data(), shape, b.data(), right_aligned(b.shape(), shape.size()),
-                                        t.data(), shape);
+                    Tensor t = binary_raw(k::BinaryOp::Div, binary_raw(k::BinaryOp::Mul, g, saved_out, shape), b, shape);
                     gb = unary_raw(k::UnaryOp::Neg, sum_to_shape(t, b.shape()));
                   }
                   return std::vector<Tensor>{ga, gb};

@@ -124,6 +124,16 @@ TEST_CASE("binary ops: only the input that requires grad gets one") {
   check_close(a.grad(), reference_binary(Tensor::ones({2, 3}), b, [](double, double y) { return y; }));
 }
 
+TEST_CASE("empty tensors pass through elementwise ops and their gradients") {
+  Tensor a = Tensor::zeros({0, 3}).set_requires_grad(true);
+  Tensor b = Tensor::ones({3}).set_requires_grad(true);
+  Tensor y = silu(mul(a, b) + 1.f);
+  CHECK(y.shape() == Shape{0, 3});
+  y.backward(Tensor::zeros({0, 3}));
+  CHECK(a.grad().shape() == Shape{0, 3});
+  CHECK(b.grad().to_vector() == std::vector<float>{0, 0, 0});
+}
+
 TEST_CASE("binary ops: incompatible shapes give a message with both shapes") {
   Tensor a = Tensor::zeros({2, 3}), b = Tensor::zeros({4});
   CHECK_THROWS_WITH_AS(add(a, b), doctest::Contains("add: shapes (2, 3) and (4) cannot be broadcast"),
