@@ -205,7 +205,7 @@ TEST_CASE("attention: 16,384 tokens forward and backward in O(N·C) memory, no N
   // Per-thread tiles depend on the head dimension only.
   namespace kc = kernels::cpu;
   CHECK(kc::attention_tile_floats({1, N, N, C, heads}) == kc::attention_tile_floats({1, 16, 16, C, heads}));
-  CHECK(kc::attention_tile_floats({1, N, N, C, heads}) < 64 * 1024);
+  CHECK(kc::attention_tile_floats({1, N, N, C, heads}) < 256 * 1024);  // under 1 MB per thread
 }
 
 TEST_CASE("attention: bad shapes give clear messages") {

@@ -6,6 +6,9 @@
 #include <cstring>
 #include <limits>
 #include <vector>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/parallel.h"
@@ -13,18 +16,28 @@
 namespace cpets::kernels::cpu {
 namespace {
 
-// Tile sizes. Forward and dQ: a 64-query block against 128-key tiles. dK/dV: a 64-key block
-// against 128-query tiles. Small enough that a tile (32 KB) and its operands stay in L2.
-constexpr int64_t kFwdQ = 64, kFwdK = 128;
-constexpr int64_t kBwdK = 64, kBwdQ = 128;
-// The dK/dV pass has B·heads·(Nk/64) tasks; for short key sequences (cross-attention to a few
+// Tile sizes (tuned at d = 32, N = 2304 on one core: 64-row blocks cost ~15% more, mostly in
+// Eigen's operand packing, which larger blocks amortise). Forward and dQ: a 128-query block
+// against 256-key tiles; dK/dV: a 128-key block against 128-query tiles. A tile is 128 KB, so
+// the two tiles of the dQ pass and their operands stay in L2.
+constexpr int64_t kFwdQ = 128, kFwdK = 256;
+constexpr int64_t kBwdK = 128, kBwdQ = 128;
+// The dK/dV pass has B·heads·(Nk/128) tasks; for short key sequences (cross-attention to a few
 // context tokens) that is too few to keep threads busy, so the query range is split into a fixed
 // number of parts whose partial sums are added in part order afterwards.
 constexpr int64_t kMinKeyTasks = 32;
 
-// exp(x) for x ≤ 88, vectorisable (no libm call): 2^n · e^r with n = round(x / ln 2) and a
-// degree-6 Taylor polynomial on |r| ≤ ln2/2 (relative error ~2e-7). Inputs below −87 give
-// ~1e-38 instead of 0, which is negligible against the row maximum's e^0 = 1.
+// Tasks are grouped so that each parallel chunk holds at least ~2 MFLOP: starting a parallel
+// region costs far more than a tiny problem (gradchecks, cross-attention to 4 tokens) on a busy
+// machine. Grouping never changes results: every task writes its own outputs.
+int64_t tasks_per_chunk(double flops_per_task) {
+  return std::max<int64_t>(1, int64_t(2e6 / std::max(flops_per_task, 1.0)));
+}
+
+// exp(x) as 2^n · e^r with n = round(x / ln 2) and a degree-6 Taylor polynomial on
+// |r| ≤ ln2/2 (relative error ~2e-7), no libm call. x is clamped to [−87, 88]: an input below −87
+// gives ~1e-38 instead of 0, negligible against the row maximum's e^0 = 1. The softmax loops below
+// use an AVX-512 version of the same formula when the build targets it, this one otherwise.
 inline float exp_approx(float x) {
   x = std::min(std::max(x, -87.f), 88.f);
   const float shifter = 12582912.f;  // 1.5·2^23: adding and subtracting it rounds to an integer
@@ -41,23 +54,83 @@ inline float exp_approx(float x) {
   return p * std::bit_cast<float>(bits);
 }
 
+#if defined(__AVX512F__)
+inline __m512 exp16(__m512 x) {
+  x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.f)), _mm512_set1_ps(88.f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.42860682030941723e-6f), r);
+  __m512 p = _mm512_set1_ps(1.f / 720.f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 120.f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 24.f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 6.f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
+  return _mm512_scalef_ps(p, n);
+}
+inline __mmask16 tail_mask(int64_t left) { return left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1); }
+#endif
+
+// The row operations of the softmax and its backward. All reductions have a fixed order (16
+// lanes, then the lanes in a fixed tree), so results do not depend on the thread count.
 float row_max(const float* s, int64_t n) {
+#if defined(__AVX512F__)
+  __m512 m = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+  for (int64_t j = 0; j < n; j += 16) m = _mm512_max_ps(m, _mm512_mask_loadu_ps(m, tail_mask(n - j), s + j));
+  return _mm512_reduce_max_ps(m);
+#else
   float m = -std::numeric_limits<float>::infinity();
-#pragma omp simd reduction(max : m)
   for (int64_t j = 0; j < n; ++j) m = std::max(m, s[j]);
   return m;
+#endif
 }
 
 // s[j] = exp(scale·s[j] − shift) in place; returns Σ_j s[j].
 float exp_row_inplace(float* s, int64_t n, float scale, float shift) {
-  float sum = 0.f;
-#pragma omp simd reduction(+ : sum)
-  for (int64_t j = 0; j < n; ++j) {
-    const float p = exp_approx(s[j] * scale - shift);
-    s[j] = p;
-    sum += p;
+#if defined(__AVX512F__)
+  const __m512 vs = _mm512_set1_ps(scale), vh = _mm512_set1_ps(shift);
+  __m512 sum = _mm512_setzero_ps();
+  for (int64_t j = 0; j < n; j += 16) {
+    const __mmask16 k = tail_mask(n - j);
+    const __m512 p = exp16(_mm512_fmsub_ps(_mm512_maskz_loadu_ps(k, s + j), vs, vh));
+    _mm512_mask_storeu_ps(s + j, k, p);
+    sum = _mm512_mask_add_ps(sum, k, sum, p);
   }
+  return _mm512_reduce_add_ps(sum);
+#else
+  float sum = 0.f;
+  for (int64_t j = 0; j < n; ++j) sum += (s[j] = exp_approx(s[j] * scale - shift));
   return sum;
+#endif
+}
+
+// s[j] = exp(scale·s[j] − shift[j]) · (dp[j] − sub[j]) when dp is given, else
+// exp(scale·s[j] − shift[j]); a null `sub` means 0, `shift` and `sub` of length 1 broadcast
+// when `scalar` is set. (Row i of the dQ pass: shifts are one row's lse and D; a row of the
+// transposed dK/dV tile: per-column lse and D.)
+void softmax_grad_row(float* s, const float* dp, int64_t n, float scale, const float* shift, const float* sub,
+                      bool scalar) {
+#if defined(__AVX512F__)
+  const __m512 vs = _mm512_set1_ps(scale);
+  for (int64_t j = 0; j < n; j += 16) {
+    const __mmask16 k = tail_mask(n - j);
+    const __m512 sh = scalar ? _mm512_set1_ps(shift[0]) : _mm512_maskz_loadu_ps(k, shift + j);
+    __m512 p = exp16(_mm512_fmsub_ps(_mm512_maskz_loadu_ps(k, s + j), vs, sh));
+    if (dp) {
+      const __m512 sb = scalar ? _mm512_set1_ps(sub[0]) : _mm512_maskz_loadu_ps(k, sub + j);
+      p = _mm512_mul_ps(p, _mm512_sub_ps(_mm512_maskz_loadu_ps(k, dp + j), sb));
+    }
+    _mm512_mask_storeu_ps(s + j, k, p);
+  }
+#else
+  for (int64_t j = 0; j < n; ++j) {
+    float p = exp_approx(s[j] * scale - (scalar ? shift[0] : shift[j]));
+    if (dp) p *= dp[j] - (scalar ? sub[0] : sub[j]);
+    s[j] = p;
+  }
+#endif
 }
 
 // Per-thread tile memory, grown on demand and kept for the next call (fresh pages are slow to
@@ -119,7 +192,7 @@ void forward_block(const Geometry& g, const float* q, const float* k, const floa
 
 // D_i = Σ_c dO_ic · O_ic per (batch, head, query): the softmax-backward row term.
 void row_dots(const Geometry& g, const float* out, const float* dout, float* D) {
-  parallel_for(g.B * g.Nq, 256, [&](int64_t r0, int64_t r1) {
+  parallel_for(g.B * g.Nq, std::max<int64_t>(256, (int64_t(1) << 18) / g.C), [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const int64_t b = r / g.Nq, i = r % g.Nq;
       for (int64_t h = 0; h < g.H; ++h) {
@@ -154,9 +227,7 @@ void dq_block(const Geometry& g, const float* q, const float* k, const float* v,
     for (int64_t i = 0; i < nq; ++i) {
       float* s = S + i * kFwdK;
       const float* dp = dP + i * kFwdK;
-      const float li = L[i], di = Di[i];
-#pragma omp simd
-      for (int64_t j = 0; j < nk; ++j) s[j] = exp_approx(s[j] * g.scale - li) * (dp[j] - di);
+      softmax_grad_row(s, dp, nk, g.scale, L + i, Di + i, /*scalar=*/true);
     }
     sgemm_serial(false, false, nq, d, nk, 1.f, S, kFwdK, K, C, 1.f, acc, d);
   }
@@ -190,11 +261,7 @@ void dkdv_block(const Geometry& g, const float* q, const float* k, const float* 
     const float* L = lse + g.lse_index(b, h, i0);
     const float* Di = D + g.lse_index(b, h, i0);
     sgemm_serial(false, true, nk, nq, d, 1.f, K, C, Q, C, 0.f, St, kBwdQ);
-    for (int64_t j = 0; j < nk; ++j) {
-      float* s = St + j * kBwdQ;
-#pragma omp simd
-      for (int64_t i = 0; i < nq; ++i) s[i] = exp_approx(s[i] * g.scale - L[i]);
-    }
+    for (int64_t j = 0; j < nk; ++j) softmax_grad_row(St + j * kBwdQ, nullptr, nq, g.scale, L, nullptr, false);
     sgemm_serial(false, false, nk, d, nq, 1.f, St, kBwdQ, dO, C, 1.f, dV, d);
     sgemm_serial(false, true, nk, nq, d, 1.f, V, C, dO, C, 0.f, dPt, kBwdQ);
     for (int64_t j = 0; j < nk; ++j) {
@@ -233,7 +300,8 @@ void dkdv_pass(const Geometry& g, const float* q, const float* k, const float* v
   const int64_t query_tiles = (g.Nq + kBwdQ - 1) / kBwdQ;
   const int64_t tiles_per_split = (query_tiles + splits - 1) / splits;
   const int64_t part = g.B * g.Nk * g.C;  // one split's dK (then dV) partial
-  parallel_for(g.B * g.H * nkb * splits, 1, [&](int64_t t0, int64_t t1) {
+  const double task_flops = 8.0 * std::min(kBwdK, g.Nk) * double(g.Nq) / splits * g.d;
+  parallel_for(g.B * g.H * nkb * splits, tasks_per_chunk(task_flops), [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t sp = t % splits, kb = (t / splits) % nkb, h = (t / (splits * nkb)) % g.H;
       const int64_t b = t / (splits * nkb * g.H);
@@ -272,7 +340,8 @@ void attention_forward(const AttentionShape& s, const float* q, const float* k, 
                        float* lse) {
   const Geometry g(s);
   const int64_t nqb = (g.Nq + kFwdQ - 1) / kFwdQ;
-  parallel_for(g.B * g.H * nqb, 1, [&](int64_t t0, int64_t t1) {
+  const double task_flops = 4.0 * std::min(kFwdQ, g.Nq) * double(g.Nk) * g.d;
+  parallel_for(g.B * g.H * nqb, tasks_per_chunk(task_flops), [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t qb = t % nqb, h = (t / nqb) % g.H, b = t / (nqb * g.H);
       const int64_t i0 = qb * kFwdQ;
@@ -295,7 +364,8 @@ void attention_backward(const AttentionShape& s, const float* q, const float* k,
   row_dots(g, out, dout, D);
   if (dq) {
     const int64_t nqb = (g.Nq + kFwdQ - 1) / kFwdQ;
-    parallel_for(g.B * g.H * nqb, 1, [&](int64_t t0, int64_t t1) {
+    const double task_flops = 6.0 * std::min(kFwdQ, g.Nq) * double(g.Nk) * g.d;
+    parallel_for(g.B * g.H * nqb, tasks_per_chunk(task_flops), [&](int64_t t0, int64_t t1) {
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t qb = t % nqb, h = (t / nqb) % g.H, b = t / (nqb * g.H);
         const int64_t i0 = qb * kFwdQ;
