@@ -223,99 +223,133 @@ Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, floa
 
 // ---- BatchNorm3d -------------------------------------------------------------------------------
 
-Tensor batch_norm3d(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor running_mean,
-                    Tensor running_var, bool training, float momentum, float eps) {
+namespace {
+
+// Per-channel statistics used by the forward (batch or running), kept for the backward.
+struct BatchNormSaved {
+  int64_t B = 0, C = 0, S = 0;
+  bool batch_stats = true;
+  std::vector<float> center, rstd;  // per channel: mean and 1/sqrt(var + eps)
+};
+
+RowAffine batch_norm_rows(const BatchNormSaved& sv, const Tensor& gamma, const Tensor& beta) {
+  RowAffine a(sv.B * sv.C);
+  for (int64_t b = 0; b < sv.B; ++b)
+    for (int64_t c = 0; c < sv.C; ++c) {
+      a.center[b * sv.C + c] = sv.center[c];
+      a.scale[b * sv.C + c] = sv.rstd[c] * param_or(gamma, c, 1.f);
+      a.shift[b * sv.C + c] = param_or(beta, c, 0.f);
+    }
+  return a;
+}
+
+// Batch statistics of x per channel; updates the running statistics in place when given.
+void batch_statistics(const Tensor& x, BatchNormSaved& sv, Tensor& running_mean, Tensor& running_var,
+                      float momentum, float eps) {
+  std::vector<double> mean(sv.C), var(sv.C);
+  kc::segment_moments(x.data(), sv.B, sv.C, sv.S, mean.data(), var.data());
+  for (int64_t c = 0; c < sv.C; ++c) {
+    sv.center[c] = static_cast<float>(mean[c]);
+    sv.rstd[c] = static_cast<float>(1.0 / std::sqrt(var[c] + double(eps)));
+  }
+  if (!running_mean.defined()) return;
+  const double n = double(sv.B * sv.S), unbias = n / (n - 1.0);
+  float* rm = running_mean.data();
+  float* rv = running_var.data();
+  for (int64_t c = 0; c < sv.C; ++c) {
+    rm[c] = static_cast<float>((1.0 - momentum) * rm[c] + double(momentum) * mean[c]);
+    rv[c] = static_cast<float>((1.0 - momentum) * rv[c] + double(momentum) * var[c] * unbias);
+  }
+}
+
+std::vector<Tensor> batch_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& gamma, bool has_beta,
+                                        const BatchNormSaved& sv, const std::vector<bool>& needs) {
+  const int64_t B = sv.B, C = sv.C, rows = B * C;
+  const double n = double(B * sv.S);
+  std::vector<float> center(rows);
+  for (int64_t row = 0; row < rows; ++row) center[row] = sv.center[row % C];
+  std::vector<double> sum_g(rows), sum_gx(rows);
+  kc::row_grad_sums(gy.data(), x.data(), rows, sv.S, center.data(), nullptr, nullptr, false, sum_g.data(),
+                    sum_gx.data());
+  std::vector<double> s1(C, 0.0), s2(C, 0.0);  // Σ dy and Σ dy·(x − center) per channel
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t c = 0; c < C; ++c) {
+      s1[c] += sum_g[b * C + c];
+      s2[c] += sum_gx[b * C + c];
+    }
+  Tensor gx, ggamma, gbeta;
+  if (needs[1] && gamma.defined()) {
+    std::vector<double> v(C);
+    for (int64_t c = 0; c < C; ++c) v[c] = double(sv.rstd[c]) * s2[c];
+    ggamma = vector_tensor(v);
+  }
+  if (needs[2] && has_beta) gbeta = vector_tensor(s1);
+  if (needs[0]) {
+    // Batch statistics: dx = rγ·(dy − mean(dy) − x̂·mean(dy·x̂)); running ones: dx = rγ·dy.
+    RowAffine k(rows);  // reused as k_dy, k_x, k0
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t c = 0; c < C; ++c) {
+        const double r = sv.rstd[c], rg = r * param_or(gamma, c, 1.f);
+        const int64_t row = b * C + c;
+        k.center[row] = static_cast<float>(rg);
+        k.scale[row] = sv.batch_stats ? static_cast<float>(-rg * r * r * s2[c] / n) : 0.f;
+        k.shift[row] = sv.batch_stats ? static_cast<float>(-rg * s1[c] / n) : 0.f;
+      }
+    gx = Tensor::empty(x.shape());
+    kc::row_grad_apply(gy.data(), x.data(), gx.data(), rows, sv.S, center.data(), nullptr, nullptr, false,
+                       k.center.data(), k.scale.data(), k.shift.data());
+  }
+  return {gx, ggamma, gbeta};
+}
+
+void check_batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& running_mean,
+                      const Tensor& running_var) {
   const char* op = "batch_norm3d";
   if (!x.defined()) throw std::invalid_argument("batch_norm3d: input is undefined");
   require_cpu(x, op, "input");
   if (x.dim() != 5) throw std::invalid_argument("batch_norm3d: input " + x.str() + " must be (B, C, D, H, W)");
-  const int64_t B = x.size(0), C = x.size(1);
-  const int64_t S = B * C > 0 ? x.numel() / (B * C) : 0;
+  const int64_t C = x.size(1);
   require_param(gamma, C, op, "gamma", x);
   require_param(beta, C, op, "beta", x);
   require_param(running_mean, C, op, "running_mean", x);
   require_param(running_var, C, op, "running_var", x);
   if (running_mean.defined() != running_var.defined())
     throw std::invalid_argument("batch_norm3d: give both running_mean and running_var, or neither");
-  const bool use_batch_stats = training || !running_mean.defined();
-  const int64_t N = B * S;  // values per channel
-  if (use_batch_stats && N <= 1)
-    throw std::invalid_argument("batch_norm3d: input " + x.str() +
-                                " has " + std::to_string(N) + " value(s) per channel; batch statistics need more than 1");
+}
 
-  // Per-channel center and 1/sqrt(var + eps).
-  std::vector<float> center(C), rstd(C);
-  if (use_batch_stats) {
-    std::vector<double> mean(C), var(C);
-    kc::segment_moments(x.data(), B, C, S, mean.data(), var.data());
-    for (int64_t c = 0; c < C; ++c) {
-      center[c] = static_cast<float>(mean[c]);
-      rstd[c] = static_cast<float>(1.0 / std::sqrt(var[c] + double(eps)));
-    }
-    if (training && running_mean.defined()) {
-      float* rm = running_mean.data();
-      float* rv = running_var.data();
-      const double unbias = double(N) / double(N - 1);
-      for (int64_t c = 0; c < C; ++c) {
-        rm[c] = static_cast<float>((1.0 - momentum) * rm[c] + double(momentum) * mean[c]);
-        rv[c] = static_cast<float>((1.0 - momentum) * rv[c] + double(momentum) * var[c] * unbias);
-      }
-    }
+}  // namespace
+
+Tensor batch_norm3d(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor running_mean,
+                    Tensor running_var, bool training, float momentum, float eps) {
+  check_batch_norm(x, gamma, beta, running_mean, running_var);
+  auto sv = std::make_shared<BatchNormSaved>();
+  sv->B = x.size(0);
+  sv->C = x.size(1);
+  sv->S = sv->B * sv->C > 0 ? x.numel() / (sv->B * sv->C) : 0;
+  sv->center.resize(sv->C);
+  sv->rstd.resize(sv->C);
+  // Without running statistics (track_running_stats=False) eval also uses the batch's.
+  sv->batch_stats = training || !running_mean.defined();
+  if (sv->batch_stats) {
+    const int64_t n = sv->B * sv->S;
+    if (n <= 1)
+      throw std::invalid_argument("batch_norm3d: input " + x.str() + " has " + std::to_string(n) +
+                                  " value(s) per channel; batch statistics need more than 1");
+    Tensor no_update;
+    batch_statistics(x, *sv, training ? running_mean : no_update, training ? running_var : no_update, momentum, eps);
   } else {
-    for (int64_t c = 0; c < C; ++c) {
-      center[c] = running_mean.data()[c];
-      rstd[c] = static_cast<float>(1.0 / std::sqrt(double(running_var.data()[c]) + double(eps)));
+    for (int64_t c = 0; c < sv->C; ++c) {
+      sv->center[c] = running_mean.data()[c];
+      sv->rstd[c] = static_cast<float>(1.0 / std::sqrt(double(running_var.data()[c]) + double(eps)));
     }
   }
-  const int64_t rows = B * C;
-  RowAffine a(rows);
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t c = 0; c < C; ++c) {
-      a.center[b * C + c] = center[c];
-      a.scale[b * C + c] = rstd[c] * param_or(gamma, c, 1.f);
-      a.shift[b * C + c] = param_or(beta, c, 0.f);
-    }
   Tensor y = Tensor::empty(x.shape());
-  kc::affine_rows(x.data(), y.data(), rows, S, a.center.data(), a.scale.data(), a.shift.data(), false);
-
-  auto saved = std::make_shared<RowAffine>(std::move(a));
-  return record(y, op, {x, gamma, beta},
+  const RowAffine a = batch_norm_rows(*sv, gamma, beta);
+  kc::affine_rows(x.data(), y.data(), sv->B * sv->C, sv->S, a.center.data(), a.scale.data(), a.shift.data(), false);
+  return record(y, "batch_norm3d", {x, gamma, beta},
                 [x = x.detach(), gamma = gamma.defined() ? gamma.detach() : Tensor(), has_beta = beta.defined(),
-                 saved, rstd = std::move(rstd), B, C, S, N, use_batch_stats](const Tensor& gy,
-                                                                              const std::vector<bool>& needs) {
-                  const int64_t rows = B * C;
-                  std::vector<double> sum_g(rows), sum_gx(rows);
-                  kc::row_grad_sums(gy.data(), x.data(), rows, S, saved->center.data(), nullptr, nullptr, false,
-                                    sum_g.data(), sum_gx.data());
-                  std::vector<double> s1(C, 0.0), s2(C, 0.0);  // Σ dy and Σ dy·(x − center) per channel
-                  for (int64_t b = 0; b < B; ++b)
-                    for (int64_t c = 0; c < C; ++c) {
-                      s1[c] += sum_g[b * C + c];
-                      s2[c] += sum_gx[b * C + c];
-                    }
-                  Tensor gx, ggamma, gbeta;
-                  if (needs[1] && gamma.defined()) {
-                    std::vector<double> v(C);
-                    for (int64_t c = 0; c < C; ++c) v[c] = double(rstd[c]) * s2[c];
-                    ggamma = vector_tensor(v);
-                  }
-                  if (needs[2] && has_beta) gbeta = vector_tensor(s1);
-                  if (needs[0]) {
-                    // Batch statistics: dx = rγ·(dy − mean(dy) − x̂·mean(dy·x̂)); running ones: dx = rγ·dy.
-                    RowAffine k(rows);
-                    for (int64_t b = 0; b < B; ++b)
-                      for (int64_t c = 0; c < C; ++c) {
-                        const double r = rstd[c], rg = r * param_or(gamma, c, 1.f);
-                        const int64_t row = b * C + c;
-                        k.center[row] = static_cast<float>(rg);
-                        k.scale[row] = use_batch_stats ? static_cast<float>(-rg * r * r * s2[c] / double(N)) : 0.f;
-                        k.shift[row] = use_batch_stats ? static_cast<float>(-rg * s1[c] / double(N)) : 0.f;
-                      }
-                    gx = Tensor::empty(x.shape());
-                    kc::row_grad_apply(gy.data(), x.data(), gx.data(), rows, S, saved->center.data(), nullptr,
-                                       nullptr, false, k.center.data(), k.scale.data(), k.shift.data());
-                  }
-                  return std::vector<Tensor>{gx, ggamma, gbeta};
+                 sv](const Tensor& gy, const std::vector<bool>& needs) {
+                  return batch_norm_backward(gy, x, gamma, has_beta, *sv, needs);
                 });
 }
 
