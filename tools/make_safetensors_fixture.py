@@ -7,6 +7,10 @@
                              must produce when converting it (PyTorch's own .float() conversion);
   canonical_f32.safetensors  F32 tensors defined by a formula the C++ test repeats, saved by
                              safetensors.torch.save_file: cpets must write these exact bytes.
+  toy_module.safetensors     state_dict of a small torch.nn model (convs, BatchNorm3d with its
+                             int64 num_batches_tracked, ModuleList, Linear, own parameter and
+                             buffer); metadata holds PyTorch's state_dict and named_parameters key
+                             orders and the parameter count, for tests/test_module.cpp.
 
 Usage: /usr/bin/python3 tools/make_safetensors_fixture.py [--out tests/fixtures/safetensors]
        /usr/bin/python3 tools/make_safetensors_fixture.py --verify FILE   (load a cpets-written
@@ -71,7 +75,45 @@ def write(out):
         json.dump({"metadata": {"format": "pt", "producer": "make_safetensors_fixture.py"}, "tensors": expected}, f, indent=1)
     save_file({name: formula(shape) for name, shape in CANONICAL_SHAPES}, os.path.join(out, "canonical_f32.safetensors"),
               metadata=CANONICAL_METADATA)
+    write_toy_module(out)
     print("wrote fixtures to", out)
+
+
+class ToyBlock(torch.nn.Module):
+    def __init__(self, cin, cout):
+        super().__init__()
+        self.conv1 = torch.nn.Conv3d(cin, cout, 3, padding=1)
+        self.norm = torch.nn.BatchNorm3d(cout)
+
+
+class Toy(torch.nn.Module):
+    """Registration order chosen so that state_dict order differs from attribute order: own
+    parameters and buffers come before children in PyTorch's state_dict."""
+
+    def __init__(self):
+        super().__init__()
+        self.encoder = torch.nn.Module()
+        self.encoder.stem = torch.nn.Conv3d(1, 2, 3, bias=False)
+        self.encoder.down = torch.nn.ModuleList([ToyBlock(2, 3), ToyBlock(3, 4)])
+        self.register_buffer("scale", torch.ones(1))
+        self.head = torch.nn.Linear(4, 1)
+        self.gain = torch.nn.Parameter(torch.ones(()))
+
+
+def write_toy_module(out):
+    torch.manual_seed(1)
+    model = Toy()
+    with torch.no_grad():  # make the buffers non-trivial
+        for name, b in model.named_buffers():
+            if b.dtype == torch.int64:
+                b.fill_(7)
+            else:
+                b.copy_(torch.rand(b.shape) + 0.5)
+    state = model.state_dict()
+    meta = {"state_dict_order": json.dumps(list(state)),
+            "named_parameters_order": json.dumps([n for n, _ in model.named_parameters()]),
+            "num_parameters": str(sum(p.numel() for p in model.parameters()))}
+    save_file({k: v.contiguous() for k, v in state.items()}, os.path.join(out, "toy_module.safetensors"), metadata=meta)
 
 
 def verify(path):
