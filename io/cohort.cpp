@@ -376,12 +376,13 @@ Cohort read_cohort(const std::string& path, MissingPolicy policy, std::ostream* 
     }
   }
   if (!all.empty()) {
-    const std::string head = std::to_string(bad_lines.size()) + " of " + std::to_string(c.rows_read) + " rows of '" +
-                             path + "' have missing or unparseable values:";
+    const std::string rows = std::to_string(bad_lines.size()) + " of " + std::to_string(c.rows_read) + " rows of '" + path + "'";
     if (policy == MissingPolicy::fail)
-      throw std::runtime_error(head + list_issues(path, all, 50) +
+      throw std::runtime_error(rows + " have missing or unparseable values:" + list_issues(path, all, 50) +
                                "\nfix them, or skip those rows (cpets-data pair --on-missing skip)");
-    if (warnings) *warnings << "warning: skipping " << head << list_issues(path, all, 1000) << "\n";
+    if (warnings)
+      *warnings << "warning: skipping " << rows << " with missing or unparseable values:" << list_issues(path, all, 1000)
+                << "\n";
     c.issues = all;
     c.rows_skipped = static_cast<int>(bad_lines.size());
   }
