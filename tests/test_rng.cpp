@@ -5,6 +5,7 @@
 #include <cstring>
 #include <vector>
 
+#include "engine/init.h"
 #include "engine/rng.h"
 
 using namespace cpets;
@@ -156,4 +157,68 @@ TEST_CASE("tensor helpers rand/randn draw from the generator and advance it") {
   CHECK(bitwise_equal(u.to_vector(), uniform(ref, 7)));
   CHECK(g.offset() == 37);
   CHECK_THROWS_AS(g.fill_normal(nullptr, 0, 0.f, -1.f), std::invalid_argument);
+}
+
+// ---- engine/init: PyTorch's default Conv3d/Linear initialisation drawn from a Generator ----
+
+TEST_CASE("fan_in/fan_out follow PyTorch for Conv3d (out, in, k, k, k) and Linear (out, in) weights") {
+  CHECK(fan_in(Tensor::empty({8, 4, 3, 3, 3})) == 4 * 27);
+  CHECK(fan_out(Tensor::empty({8, 4, 3, 3, 3})) == 8 * 27);
+  CHECK(fan_in(Tensor::empty({5, 7})) == 7);
+  CHECK_THROWS_WITH_AS(fan_in(Tensor::empty({5})), doctest::Contains("at least 2 dimensions"), std::invalid_argument);
+}
+
+TEST_CASE("kaiming_uniform_(a=sqrt 5) is U(+-1/sqrt fan_in), the values being the generator's uniform stream") {
+  Generator g(17), ref(17);
+  Tensor w = Tensor::empty({16, 8, 3, 3, 3});
+  kaiming_uniform_(w, g);
+  const double bound = 1.0 / std::sqrt(8.0 * 27.0);
+  auto u = uniform(ref, w.numel());
+  double s2 = 0;
+  for (int64_t i = 0; i < w.numel(); ++i) {
+    const float x = w.data()[i];
+    CHECK(std::abs(x) < bound);
+    CHECK(x == doctest::Approx(-bound + 2 * bound * u[i]).epsilon(1e-5));
+    s2 += double(x) * x;
+  }
+  CHECK(s2 / w.numel() == doctest::Approx(bound * bound / 3).epsilon(0.03));  // variance of U(-b, b)
+  CHECK(g.offset() == uint64_t(w.numel()));
+
+  // Other negative slopes use the leaky_relu gain sqrt(2 / (1 + a^2)).
+  Tensor w0 = Tensor::empty({4, 9});
+  kaiming_uniform_(w0, g, 0.0);
+  for (float x : w0.to_vector()) CHECK(std::abs(x) < std::sqrt(6.0 / 9.0));
+}
+
+TEST_CASE("bias_uniform_, xavier_uniform_, normal_, zeros_, ones_") {
+  Generator g(5);
+  Tensor b = Tensor::empty({1000});
+  bias_uniform_(b, 100, g);
+  float lo = 1, hi = -1;
+  for (float x : b.to_vector()) lo = std::min(lo, x), hi = std::max(hi, x);
+  CHECK(lo >= -0.1f);
+  CHECK(hi < 0.1f);
+  CHECK(lo < -0.09f);  // the full range is used
+  CHECK(hi > 0.09f);
+  CHECK_THROWS_AS(bias_uniform_(b, 0, g), std::invalid_argument);
+
+  Tensor x = Tensor::empty({30, 20});
+  xavier_uniform_(x, g);
+  for (float v : x.to_vector()) CHECK(std::abs(v) < std::sqrt(6.0 / 50.0));
+
+  Tensor n = Tensor::empty({200000});
+  normal_(n, g, -1.f, 0.02f);
+  double s = 0, s2 = 0;
+  for (float v : n.to_vector()) s += v;
+  const double mean = s / n.numel();
+  for (float v : n.to_vector()) s2 += (v - mean) * (v - mean);
+  CHECK(std::abs(mean + 1.0) < 0.0003);
+  CHECK(std::sqrt(s2 / n.numel()) == doctest::Approx(0.02).epsilon(0.01));
+
+  zeros_(n);
+  CHECK(n.to_vector() == std::vector<float>(200000, 0.f));
+  ones_(b);
+  CHECK(b.to_vector() == std::vector<float>(1000, 1.f));
+  Tensor undefined;
+  CHECK_THROWS_AS(zeros_(undefined), std::invalid_argument);
 }
