@@ -96,6 +96,24 @@ TEST_CASE("sgemm: beta = 0 overwrites (NaN in C ignored), K = 0 only scales") {
   CHECK(D == std::vector<float>{2, 4, 6, 8});
 }
 
+TEST_CASE("sgemm: reduction-shaped products (K split into parts) match naive loops and thread counts") {
+  namespace kc = kernels::cpu;
+  for (auto [ta, tb, M, N, K] : {std::tuple<bool, bool, int64_t, int64_t, int64_t>{true, false, 13, 21, 20000},
+                                 {false, true, 7, 5, 9000}, {true, true, 3, 40, 30001}}) {
+    CAPTURE(M); CAPTURE(N); CAPTURE(K);
+    std::vector<float> A = random_vector(M * K, 34), B = random_vector(K * N, 35), C0 = random_vector(M * N, 36);
+    std::vector<double> want = naive_gemm(ta, tb, M, N, K, 0.5, A.data(), ta ? M : K, B.data(), tb ? K : N, 2.0, C0.data(), N);
+    auto run = [&] {
+      std::vector<float> C = C0;
+      kc::sgemm(ta, tb, M, N, K, 0.5f, A.data(), ta ? M : K, B.data(), tb ? K : N, 2.f, C.data(), N);
+      return C;
+    };
+    std::vector<float> c1 = with_threads(1, run), c2 = with_threads(2, run);
+    CHECK(std::memcmp(c1.data(), c2.data(), c1.size() * sizeof(float)) == 0);
+    for (int64_t i = 0; i < M * N; ++i) REQUIRE(c1[i] == doctest::Approx(want[i]).epsilon(1e-4).scale(1));
+  }
+}
+
 TEST_CASE("sgemm_batched: per-entry strides and a shared operand (stride 0)") {
   namespace kc = kernels::cpu;
   const int64_t batch = 3, M = 17, N = 9, K = 11;

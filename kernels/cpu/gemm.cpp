@@ -5,6 +5,7 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <Eigen/Core>
 #include <algorithm>
+#include <vector>
 
 #include "kernels/cpu/parallel.h"
 
@@ -93,9 +94,45 @@ void sgemm_batched(bool trans_a, bool trans_b, int64_t batch, int64_t M, int64_t
   });
 }
 
+namespace {
+
+// Reduction-shaped products (K much longer than M and N, e.g. weight gradients summed over every
+// voxel): splitting C alone would make each block re-pack the whole of the other operand, so K is
+// cut into fixed parts whose partial products are added in part order.
+bool split_over_k(int64_t M, int64_t N, int64_t K) { return K >= 8192 && K >= 16 * std::max(M, N); }
+
+void sgemm_split_k(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                   int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  const int64_t parts = std::min<int64_t>(16, K / 4096);
+  const int64_t part_len = ((K + parts - 1) / parts + 255) / 256 * 256;
+  std::vector<float> partial(size_t(parts * M * N));
+  parallel_for(parts, 1, [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p) {
+      const int64_t k0 = std::min(K, p * part_len), kn = std::min(part_len, K - k0);
+      const float* Ak = trans_a ? A + k0 * lda : A + k0;  // columns k0.. of op(A)
+      const float* Bk = trans_b ? B + k0 : B + k0 * ldb;  // rows k0.. of op(B)
+      sgemm_serial(trans_a, trans_b, M, N, kn, 1.f, Ak, lda, Bk, ldb, 0.f, partial.data() + p * M * N, N);
+    }
+  });
+  parallel_for(M, std::max<int64_t>(1, 16384 / N), [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i)
+      for (int64_t j = 0; j < N; ++j) {
+        float s = 0.f;
+        for (int64_t p = 0; p < parts; ++p) s += partial[(p * M + i) * N + j];  // fixed order
+        float& c = C[i * ldc + j];
+        c = beta == 0.f ? alpha * s : alpha * s + beta * c;
+      }
+  });
+}
+
+}  // namespace
+
 void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
            const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
-  sgemm_batched(trans_a, trans_b, 1, M, N, K, alpha, A, lda, 0, B, ldb, 0, beta, C, ldc, 0);
+  if (M > 0 && N > 0 && split_over_k(M, N, K))
+    sgemm_split_k(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  else
+    sgemm_batched(trans_a, trans_b, 1, M, N, K, alpha, A, lda, 0, B, ldb, 0, beta, C, ldc, 0);
 }
 
 }  // namespace cpets::kernels::cpu

@@ -12,7 +12,9 @@ namespace cpets::kernels::cpu {
 
 // C = alpha · op(A) · op(B) + beta · C, all row-major. op(A) is M×K: A is stored M×K (lda ≥ K)
 // or, when trans_a, K×M (lda ≥ M); likewise op(B) is K×N: B is K×N (ldb ≥ N) or, when trans_b,
-// N×K (ldb ≥ K). beta == 0 overwrites C (NaNs in C are not propagated). Multithreaded.
+// N×K (ldb ≥ K). beta == 0 overwrites C (NaNs in C are not propagated). Multithreaded; when K
+// dominates (K ≥ 8192 and ≥ 16·max(M, N), e.g. weight gradients) K is split into fixed parts
+// summed in order, using a temporary of up to 16·M·N floats.
 void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
            const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
 
