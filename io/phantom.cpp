@@ -130,6 +130,7 @@ SubjectOutput process_subject(const Options& opt, const AnatomyHandle& anatomy, 
                               std::vector<std::pair<std::string, Rendered>>* keep) {
   SubjectOutput out;
   const fs::path root(opt.out_dir);
+  auto rel = [&](const fs::path& p) { return fs::relative(p, root).generic_string(); };
   auto has_fault = [&](Fault f) {
     auto it = faults.find(f);
     return it != faults.end() && it->second == index;
@@ -148,24 +149,24 @@ SubjectOutput process_subject(const Options& opt, const AnatomyHandle& anatomy, 
       const bool first = k == 0 && t == 0;
       if (first && has_fault(Fault::nan_voxel)) {
         pet.at(pet.shape[0] / 2, pet.shape[1] / 2, pet.shape[2] / 2) = NAN;
-        out.faults.push_back("nan_voxel," + subj.id + "," + pet_date + "," + pet_path.string());
+        out.faults.push_back("nan_voxel," + subj.id + "," + pet_date + "," + rel(pet_path));
       }
       if (first && has_fault(Fault::wrong_grid)) {
         const double v = opt.grid.voxel_mm * 1.25;
         pet = resample_to_voxel_size(pet, {v, v, v});
-        out.faults.push_back("wrong_grid," + subj.id + "," + pet_date + "," + pet_path.string());
+        out.faults.push_back("wrong_grid," + subj.id + "," + pet_date + "," + rel(pet_path));
       }
       write_volume(pet_path, pet);
       ++out.images;
       if (first && has_fault(Fault::truncated_image)) {
         fs::resize_file(pet_path, fs::file_size(pet_path) / 2);
-        out.faults.push_back("truncated_image," + subj.id + "," + pet_date + "," + pet_path.string());
+        out.faults.push_back("truncated_image," + subj.id + "," + pet_date + "," + rel(pet_path));
       }
       out.rows.push_back(cohort_row(subj, k, st, opt.tracers[t]));
     }
     if (k == 0 && has_fault(Fault::not_nifti)) {
       write_text(t1_path, "this is not a NIfTI image: the phantom's not_nifti fault\n");
-      out.faults.push_back("not_nifti," + subj.id + "," + t1_date + "," + t1_path.string());
+      out.faults.push_back("not_nifti," + subj.id + "," + t1_date + "," + rel(t1_path));
     }
     if (k == 0 && has_fault(Fault::missing_csf)) {
       for (auto& row : out.rows) row.abeta = row.tau = row.ptau = "";
@@ -218,7 +219,7 @@ Summary generate_cohort(const Options& opt) {
   if (opt.tracers.empty()) throw std::runtime_error("phantom: no tracer requested");
   const auto t0 = std::chrono::steady_clock::now();
   Summary sum;
-  const AnatomyHandle anatomy = load_anatomy(opt.template_dir, opt.grid);
+  const AnatomyHandle anatomy = opt.anatomy ? *opt.anatomy : load_anatomy(opt.template_dir, opt.grid);
   sum.anatomy = anatomy.source;
   sum.real_anatomy = anatomy.real;
   if (opt.progress) std::fprintf(stderr, "[cpets-phantom] anatomy: %s\n", anatomy.source.c_str());

@@ -123,6 +123,7 @@ struct Options {
   bool montage = false;
   int montage_subjects = 3;
   std::string template_dir = "/usr/share/mricron/templates";
+  std::optional<AnatomyHandle> anatomy;  // preloaded for this grid (tests, repeated runs); else loaded
   bool progress = true;  // a progress line on stderr
 };
 struct Summary {
@@ -130,7 +131,7 @@ struct Summary {
   double seconds = 0;
   std::string anatomy;
   bool real_anatomy = false;
-  std::vector<std::string> faults;  // "fault: where" lines, also in faults.csv
+  std::vector<std::string> faults;  // "fault,Subject,date,where" lines, as in faults.csv (paths relative to out_dir)
 };
 Summary generate_cohort(const Options& opt);
 

@@ -125,9 +125,9 @@ void analytic_voxel(double x, double y, double z, float& t1, int& label) {
   const double rc = cerebrum.r(x, y, z);
   if (rc >= 1) return;
   if (std::abs(x) < 1.5 && rc > 0.25) { t1 = 30; return; }  // interhemispheric fissure
-  const double folds = 0.035 * std::sin(x / 4.5) * std::sin(y / 5.5) * std::sin(z / 4.5);
+  const double folds = 0.05 * std::sin(x / 4.5) * std::sin(y / 5.5) * std::sin(z / 4.5);
   const bool medial_wall = std::abs(x) < 6.5 && rc > 0.45;
-  if (rc > 0.9 + folds || medial_wall) {
+  if (rc > 0.85 + folds || medial_wall) {
     t1 = rc > 0.975 ? 35 : 85;
     label = cortical_lobe_label(x, y, z);
   } else {

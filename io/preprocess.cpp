@@ -175,8 +175,7 @@ float normalize_by_max(Volume& v) {
                                     " non-finite voxels (NaN/Inf); clean the image before normalising");
   if (!(mx > 0)) throw std::runtime_error("normalize_by_max: maximum is " + std::to_string(mx) +
                                           " (≤ 0): an empty or all-background image cannot be divided by its maximum");
-  const float inv = 1.f / mx;
-  for (float& x : v.data) x *= inv;
+  for (float& x : v.data) x /= mx;  // division, not ·(1/max): the maximum becomes exactly 1
   return mx;
 }
 
