@@ -45,7 +45,7 @@ std::optional<double> parse_number(std::string_view s) {
 
 std::optional<int> parse_int(std::string_view s) {
   const auto v = parse_number(s);
-  if (!v || *v != std::floor(*v)) return std::nullopt;
+  if (!v || *v != std::floor(*v) || std::abs(*v) > 1e9) return std::nullopt;
   return static_cast<int>(*v);
 }
 

@@ -62,10 +62,50 @@ int32_t read_i32(const unsigned char* p, bool swap) {
   return v;
 }
 
+template <typename T>
+T read_raw(const unsigned char* p, bool swap) {
+  unsigned char b[sizeof(T)];
+  std::memcpy(b, p, sizeof(T));
+  if (swap) std::reverse(b, b + sizeof(T));
+  T v;
+  std::memcpy(&v, b, sizeof(T));
+  return v;
+}
+
+// The header fields we validate ourselves: NIfTI-clib trusts them and can crash (or print to
+// stderr and fail vaguely) on a corrupt header.
+struct RawHeader {
+  int version = 1;
+  bool swapped = false;
+  int64_t dim[8] = {};
+  int datatype = 0, bitpix = 0;
+  double vox_offset = 0;
+  double pixdim[8] = {};
+};
+
+RawHeader decode_header(const unsigned char* b, int version, bool swap) {
+  RawHeader h;
+  h.version = version;
+  h.swapped = swap;
+  if (version == 1) {
+    for (int i = 0; i < 8; ++i) h.dim[i] = read_raw<int16_t>(b + 40 + 2 * i, swap);
+    h.datatype = read_raw<int16_t>(b + 70, swap);
+    h.bitpix = read_raw<int16_t>(b + 72, swap);
+    for (int i = 0; i < 8; ++i) h.pixdim[i] = read_raw<float>(b + 76 + 4 * i, swap);
+    h.vox_offset = read_raw<float>(b + 108, swap);
+  } else {
+    h.datatype = read_raw<int16_t>(b + 12, swap);
+    h.bitpix = read_raw<int16_t>(b + 14, swap);
+    for (int i = 0; i < 8; ++i) h.dim[i] = read_raw<int64_t>(b + 16 + 8 * i, swap);
+    for (int i = 0; i < 8; ++i) h.pixdim[i] = read_raw<double>(b + 104 + 8 * i, swap);
+    h.vox_offset = static_cast<double>(read_raw<int64_t>(b + 168, swap));
+  }
+  return h;
+}
+
 // Our own check of sizeof_hdr and magic before NIfTI-clib sees the file, so that a text file or
 // an ANALYZE header gets a message that says what it is instead of library noise on stderr.
-// Returns the NIfTI version (1 or 2).
-int check_header_bytes(const std::string& path, const std::string& hdr) {
+RawHeader check_header_bytes(const std::string& path, const std::string& hdr) {
   GzPtr f(gzopen(hdr.c_str(), "rb"));
   if (!f) fail(path, "cannot open header file '" + hdr + "' (" + std::strerror(errno) + ")");
   unsigned char b[544] = {};
@@ -81,17 +121,57 @@ int check_header_bytes(const std::string& path, const std::string& hdr) {
       fail(path, "not a NIfTI file: sizeof_hdr is 348 but the magic at byte 344 is '" + printable_prefix(b + 344, 4) +
                      "' instead of 'n+1' or 'ni1' (an ANALYZE 7.5 header? its orientation is ambiguous; "
                      "convert it to NIfTI with a tool that knows its origin convention)");
-    return 1;
+    return decode_header(b, 1, native != 348);
   }
   if (is(540)) {
     if (n < 540) fail(path, "not a NIfTI file: NIfTI-2 header truncated to " + std::to_string(n) + " of 540 bytes");
     const bool magic2 = (std::memcmp(b + 4, "n+2\0", 4) == 0 || std::memcmp(b + 4, "ni2\0", 4) == 0);
     if (!magic2) fail(path, "not a NIfTI file: sizeof_hdr is 540 but the magic at byte 4 is not 'n+2' or 'ni2'");
-    return 2;
+    return decode_header(b, 2, native != 540);
   }
   fail(path, "not a NIfTI file: the first 4 bytes (sizeof_hdr) read " + std::to_string(native) +
                  ", a NIfTI-1 header starts with 348 and a NIfTI-2 header with 540 (file starts with \"" +
                  printable_prefix(b, n) + "\")");
+}
+
+int bytes_per_voxel(int dt);  // 0 for codes we do not read
+
+std::string datatype_label(int dt) {
+  const char* s = nifti_datatype_string(dt);
+  return std::string(s ? s : "UNKNOWN") + " (code " + std::to_string(dt) + ")";
+}
+
+// Rejects what would make NIfTI-clib misbehave or what we do not read, with a precise message.
+void validate_header(const std::string& path, const RawHeader& h) {
+  const int64_t ndim = h.dim[0];
+  if (ndim < 1 || ndim > 7) fail(path, "corrupt header: dim[0] = " + std::to_string(ndim) + " (must be 1..7)");
+  std::string dims;
+  for (int i = 1; i <= ndim; ++i) dims += (i > 1 ? "×" : "") + std::to_string(h.dim[i]);
+  int64_t nvox = 1;
+  for (int i = 1; i <= ndim; ++i) {
+    if (h.dim[i] < 1 || h.dim[i] > (int64_t{1} << 31))
+      fail(path, "corrupt header: dim[" + std::to_string(i) + "] = " + std::to_string(h.dim[i]) + " (dims " + dims + ")");
+    if (__builtin_mul_overflow(nvox, h.dim[i], &nvox) || nvox > (int64_t{1} << 40))
+      fail(path, "corrupt header: dims " + dims + " give an absurd number of voxels");
+  }
+  for (int i = 4; i <= ndim; ++i)
+    if (h.dim[i] > 1)
+      fail(path, "is " + std::to_string(ndim) + "-D (" + dims +
+                     ") but a 3-D volume is required; extract one volume first (e.g. fslroi or nibabel's slicer)");
+  const int nbyper = bytes_per_voxel(h.datatype);
+  if (nbyper == 0)
+    fail(path, "datatype " + datatype_label(h.datatype) +
+                   " is not supported: cpets reads real scalar volumes (uint8, int8, int16, uint16, int32, uint32, "
+                   "int64, uint64, float32, float64), not complex, RGB or 128-bit data");
+  if (h.bitpix != 8 * nbyper)
+    fail(path, "corrupt header: bitpix is " + std::to_string(h.bitpix) + " but datatype " + datatype_label(h.datatype) +
+                   " has " + std::to_string(8 * nbyper) + " bits");
+  if (!std::isfinite(h.vox_offset) || h.vox_offset < 0 || h.vox_offset > double(int64_t{1} << 40))
+    fail(path, "corrupt header: vox_offset = " + std::to_string(h.vox_offset));
+  for (int i = 1; i <= 3; ++i)
+    if (!std::isfinite(h.pixdim[i]))
+      fail(path, "corrupt header: pixdim[" + std::to_string(i) + "] is not finite");
+  if (!std::isfinite(h.pixdim[0])) fail(path, "corrupt header: pixdim[0] (qfac) is not finite");
 }
 
 const char* datatype_name(int dt) {
@@ -107,6 +187,16 @@ const char* datatype_name(int dt) {
     case DT_FLOAT32: return "float32";
     case DT_FLOAT64: return "float64";
     default: return nullptr;
+  }
+}
+
+int bytes_per_voxel(int dt) {
+  switch (dt) {
+    case DT_UINT8: case DT_INT8: return 1;
+    case DT_INT16: case DT_UINT16: return 2;
+    case DT_INT32: case DT_UINT32: case DT_FLOAT32: return 4;
+    case DT_INT64: case DT_UINT64: case DT_FLOAT64: return 8;
+    default: return 0;
   }
 }
 
@@ -141,12 +231,14 @@ std::vector<unsigned char> read_voxel_bytes(const std::string& path, const std::
   const bool gz = nifti_is_gzfile(data_file.c_str());
   const std::string promise = "the header promises " + what + " = " + std::to_string(bytes) +
                               " bytes of voxel data from offset " + std::to_string(offset);
+  const std::string holder = data_file == path ? "the file" : "'" + data_file + "'";
   if (!gz && file_size < offset + bytes)
-    fail(path, "truncated: " + promise + " but the file has only " + std::to_string(std::max<int64_t>(0, file_size - offset)) +
+    fail(path, "truncated: " + promise + " but " + holder + " has only " + std::to_string(std::max<int64_t>(0, file_size - offset)) +
                    " bytes after that offset");
   // deflate cannot compress better than ~1032:1, so this catches absurd headers before allocating.
   if (gz && bytes > 1100 * (file_size + 1))
-    fail(path, "truncated or corrupt: " + promise + " but the gzip file is only " + std::to_string(file_size) + " bytes");
+    fail(path, "truncated or corrupt: " + promise + " but " + holder + " is only " + std::to_string(file_size) +
+                   " bytes of gzip");
   GzPtr f(gzopen(data_file.c_str(), "rb"));
   if (!f) fail(path, "cannot open image data file '" + data_file + "' (" + std::strerror(errno) + ")");
   gzbuffer(f.get(), 1 << 20);
@@ -167,7 +259,7 @@ std::vector<unsigned char> read_voxel_bytes(const std::string& path, const std::
   }
   if (got < bytes)
     fail(path, "truncated: " + promise + " but only " + std::to_string(got) + " bytes could be read" +
-                   (gz ? " from the gzip stream" : ""));
+                   (gz ? " from the gzip stream of " : " from ") + holder);
   return buf;
 }
 
@@ -252,7 +344,9 @@ Volume read_nifti(const std::string& path, NiftiInfo* info_out, NiftiReadOptions
   if (fs::is_directory(path, ec)) fail(path, "is a directory, not a NIfTI file");
   const std::string hdr = header_path(path);
   if (!fs::exists(hdr, ec)) fail(path, "header file '" + hdr + "' of the .hdr/.img pair not found");
-  const int version = check_header_bytes(path, hdr);
+  const RawHeader raw_header = check_header_bytes(path, hdr);
+  validate_header(path, raw_header);
+  const int version = raw_header.version;
 
   NimPtr nim(nifti_image_read(path.c_str(), 0));
   if (!nim) fail(path, "NIfTI-clib could not parse the header (inconsistent pair names or a corrupt header)");
@@ -289,7 +383,12 @@ Volume read_nifti(const std::string& path, NiftiInfo* info_out, NiftiReadOptions
   v.data.resize(static_cast<size_t>(nvox));
   convert_any(nim->datatype, raw.data(), nvox, info.scl_slope, info.scl_inter, scale, v.data.data());
   v.affine = choose_affine(path, *nim, info.affine_source);
-  info.orientation = orientation_string(v.affine);
+  try {
+    info.orientation = orientation_string(v.affine);
+  } catch (const std::exception& e) {
+    fail(path, "the " + info.affine_source + " affine is unusable (" + e.what() + "; pixdim " +
+                   std::to_string(nim->dx) + ", " + std::to_string(nim->dy) + ", " + std::to_string(nim->dz) + ")");
+  }
 
   bool any_finite = false;
   for (float x : v.data) {

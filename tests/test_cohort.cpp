@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <iterator>
 #include <map>
 #include <set>
 #include <sstream>
@@ -349,4 +350,44 @@ TEST_CASE("cohort: the paired table round-trips, censoring included; image paths
   CHECK(std::none_of(missing.begin(), missing.end(), [&](const std::string& m) { return m.rfind(ip.t1, 0) == 0; }));
   // a cohort table is not a paired table
   CHECK_THROWS_WITH_AS(read_paired(kDir + "adni_style.csv"), doctest::Contains("split = ''"), std::runtime_error);
+}
+
+TEST_CASE("cohort: mutated tables are read or rejected with a runtime_error, never a crash") {
+  std::ifstream in(kDir + "adni_style.csv", std::ios::binary);
+  const std::string clean((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  TempDir dir;
+  const std::string p = dir.file("fuzz.csv");
+  uint64_t state = 99;
+  auto next = [&] {
+    state ^= state >> 12, state ^= state << 25, state ^= state >> 27;
+    return state * 2685821657736338717ull;
+  };
+  const std::string alphabet = ",\"\r\n0123456789-/<>.aZ ";
+  int ok = 0, rejected = 0;
+  for (int it = 0; it < 600; ++it) {
+    std::string text = clean;
+    for (int k = 0, n = 1 + int(next() % 5); k < n; ++k) {
+      const size_t pos = next() % text.size();
+      switch (next() % 3) {
+        case 0: text[pos] = alphabet[next() % alphabet.size()]; break;
+        case 1: text.erase(pos, 1 + next() % 8); break;
+        default: text.insert(pos, 1, alphabet[next() % alphabet.size()]);
+      }
+      if (text.empty()) text = ",";
+    }
+    std::ofstream(p, std::ios::binary) << text;
+    for (MissingPolicy policy : {MissingPolicy::fail, MissingPolicy::skip_row}) {
+      try {
+        const Cohort c = read_cohort(p, policy);
+        pair_sessions(c);
+        ++ok;
+      } catch (const std::runtime_error& e) {
+        CHECK(std::string(e.what()).find("fuzz.csv") != std::string::npos);
+        ++rejected;
+      }
+    }
+  }
+  MESSAGE("csv fuzz: " << ok << " read, " << rejected << " rejected");
+  CHECK(rejected > 100);
+  CHECK(ok > 100);
 }

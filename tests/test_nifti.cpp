@@ -2,6 +2,7 @@
 // truth read by nibabel (tools/make_nifti_fixtures.py → tests/fixtures/nifti/*.json).
 #include <doctest/doctest.h>
 #include <nifti2_io.h>
+#include <zlib.h>
 #include <unistd.h>
 
 #include <Eigen/Dense>
@@ -268,4 +269,56 @@ TEST_CASE("nifti: orientation codes of simple affines") {
   CHECK(orientation_string(c.affine) == "RAS");
   // new (x, y, z) = (old z, n_x − 1 − old x, old y): check one voxel by hand
   CHECK(c.at(/*z=old y*/ 1, /*y=3-old x*/ 3 - 2, /*x=old z*/ 1) == v.at(1, 1, 2));
+}
+
+namespace {
+std::string slurp(const std::string& path) {  // plain or gzip
+  gzFile f = gzopen(path.c_str(), "rb");
+  REQUIRE(f);
+  std::string s;
+  char buf[4096];
+  int n;
+  while ((n = gzread(f, buf, sizeof buf)) > 0) s.append(buf, size_t(n));
+  gzclose(f);
+  return s;
+}
+}  // namespace
+
+TEST_CASE("nifti: corrupted headers and truncations give runtime_errors, never a crash") {
+  TempDir tmp;
+  const std::string p = (tmp.path / "fuzz.nii").string();
+  uint64_t state = 12345;
+  auto next = [&] {  // xorshift64*
+    state ^= state >> 12, state ^= state << 25, state ^= state >> 27;
+    return state * 2685821657736338717ull;
+  };
+  int read_ok = 0, rejected = 0;
+  for (const std::string src : {"dt_int16.nii", "nifti2_scaled.nii.gz", "be_float64_oblique.nii"}) {
+    const std::string clean = slurp(kDir + src);
+    const size_t header = clean.compare(4, 3, "n+2") == 0 ? 544 : 352;
+    for (int it = 0; it < 400; ++it) {
+      std::string bytes = clean;
+      if (it % 4 == 3) {
+        bytes.resize(next() % bytes.size());
+      } else {
+        for (int k = 0, n = 1 + int(next() % 4); k < n; ++k) {
+          const size_t pos = next() % header;
+          bytes[pos] = (it % 2) ? char(next()) : char(bytes[pos] ^ (1 << (next() % 8)));
+        }
+      }
+      std::ofstream(p, std::ios::binary) << bytes;
+      try {
+        NiftiInfo info;
+        const Volume v = read_nifti(p, &info, {.allow_nonfinite = true});
+        CHECK(int64_t(v.data.size()) == v.numel());
+        ++read_ok;
+      } catch (const std::runtime_error& e) {
+        CAPTURE(e.what());
+        CHECK(std::string(e.what()).find("fuzz.nii") != std::string::npos);
+        ++rejected;
+      }
+    }
+  }
+  MESSAGE("fuzz: " << read_ok << " corrupted files still read, " << rejected << " rejected with a message");
+  CHECK(rejected > 300);
 }

@@ -231,8 +231,8 @@ def make_nibabel_files():
     blob = bytearray(img.to_bytes())
     assert blob[4:7] == b"n+2"
     blob[176:192] = struct.pack("<dd", 0.125, 100.0)
-    with gzip.open(path("nifti2_scaled.nii.gz"), "wb") as g:
-        g.write(bytes(blob))
+    with open(path("nifti2_scaled.nii.gz"), "wb") as g:
+        g.write(gzip.compress(bytes(blob), mtime=0))
     describe("nifti2_scaled.nii.gz")
 
     # A .hdr/.img pair (uint16 with scaling).
@@ -282,11 +282,17 @@ def make_nibabel_files():
     with open(path("truncated.nii"), "wb") as f:
         f.write(blob[: 352 + 20000])
     error_case("truncated.nii", "truncated", "anatomical.nii cut after 20000 bytes of voxel data")
+    shutil.copy(path("pair_uint16.hdr"), path("pair_truncated.hdr"))
+    with open(path("pair_uint16.img"), "rb") as f:
+        blob = f.read()
+    with open(path("pair_truncated.img"), "wb") as f:
+        f.write(blob[: len(blob) - 100])
+    error_case("pair_truncated.hdr", "truncated", "a .hdr/.img pair whose .img lacks its last 100 bytes")
     with open(path("text.nii"), "w") as f:
         f.write("Subject,PET_date\n002_S_0413,2011-06-01\n" * 20)
     error_case("text.nii", "not a NIfTI file", "a CSV file named .nii")
     with open(path("short.nii.gz"), "wb") as f:
-        f.write(gzip.compress(b"\x5c\x01\x00\x00tiny"))
+        f.write(gzip.compress(b"\x5c\x01\x00\x00tiny", mtime=0))
     error_case("short.nii.gz", "not a NIfTI file", "8 bytes, starts like a NIfTI-1 header")
 
 
