@@ -138,6 +138,9 @@ TEST_CASE("attention forward and backward: self-attention against naive, odd and
   check_against_naive({1, 129, 129, 16, 2}, 4); // one past the key tile and two query blocks
   check_against_naive({2, 257, 257, 64, 2}, 5); // d = 32, several tiles, partial last ones
   check_against_naive({1, 216, 216, 128, 4}, 6); // demo-preset token count, full-preset width
+  check_against_naive({1, 45, 77, 40, 2}, 13);   // d = 20: a full and a partial channel vector
+  check_against_naive({1, 100, 150, 128, 2}, 14); // d = 64 and d = 96 take the Eigen tile path
+  check_against_naive({2, 70, 33, 96, 1}, 15);
 }
 
 TEST_CASE("attention forward and backward: cross-attention, Nq ≠ Nk, few context tokens") {
@@ -161,7 +164,7 @@ TEST_CASE("attention backward: gradcheck of q, k and v on small shapes") {
 }
 
 TEST_CASE("attention: bitwise identical for 1 and 2 threads (self and cross)") {
-  for (const Case& c : {Case{2, 300, 300, 64, 2}, Case{1, 2000, 6, 32, 4}}) {
+  for (const Case& c : {Case{2, 300, 300, 64, 2}, Case{2, 300, 300, 128, 2}, Case{2, 20000, 6, 32, 4}}) {
     CAPTURE(c.Nk);
     std::vector<float> r1 = with_threads(1, [&] { return forward_backward_values(c, 40); });
     std::vector<float> r2 = with_threads(2, [&] { return forward_backward_values(c, 40); });
