@@ -290,7 +290,11 @@ Summary generate_cohort(const Options& opt) {
         for (size_t t = 0; t < r.pet.size(); ++t)
           rows.push_back({&r.pet[t], upper(tracer_name(opt.tracers[t])), ColorMap::hot, std::nullopt});
         fs::create_directories(root / "montage");
-        write_montage((root / "montage" / (name + ".png")).string(), rows);
+        // A paramedian sagittal slice: the exact midline runs through the interhemispheric fissure.
+        const auto& g = opt.grid.shape;
+        MontageOptions mo;
+        mo.point = std::array<int64_t, 3>{g[0] / 2, g[1] / 2, std::min(g[2] - 1, g[2] / 2 + g[2] / 12)};
+        write_montage((root / "montage" / (name + ".png")).string(), rows, mo);
       }
   sum.subjects = opt.subjects;
   sum.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

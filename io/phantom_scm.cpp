@@ -171,7 +171,9 @@ Subject sample_subject(uint64_t seed, int index, int* global_session_counter) {
     n.voxel_noise_key = rng.next();
     n.t1_offset_days = int(std::clamp(rng.normal(0, 20), -60.0, 60.0));
     n.csf_offset_days = int(std::clamp(rng.normal(0, 30), -90.0, 90.0));
-    const double sign_t1 = rng.uniform() < 0.5 ? -1 : 1, far_t1 = 200 + 200 * rng.uniform();
+    // Far T1 offsets stay under 300 days: with normal offsets ≤ 60 days and sessions ≥ 365 days
+    // apart, two sessions of one subject never share a T1 date (and so a T1 directory).
+    const double sign_t1 = rng.uniform() < 0.5 ? -1 : 1, far_t1 = 200 + 100 * rng.uniform();
     const double sign_csf = rng.uniform() < 0.5 ? -1 : 1, far_csf = 200 + 200 * rng.uniform();
     // A fixed share of sessions (every 9th and every 11th in cohort order) has a T1 or a CSF date
     // more than 6 months from the PET, so the pairing rule always has something to reject.
