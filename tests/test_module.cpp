@@ -84,12 +84,13 @@ const std::string kToyFixture = std::string(CPETS_FIXTURES) + "/safetensors/toy_
 
 TEST_CASE("state_dict and named_parameters keys and order equal PyTorch's for the same structure") {
   const SafetensorsFile file = load_safetensors(kToyFixture);
-  const auto torch_state_order = nlohmann::json::parse(file.metadata.at("state_dict_order")).get<std::vector<std::string>>();
-  const auto torch_param_order = nlohmann::json::parse(file.metadata.at("named_parameters_order")).get<std::vector<std::string>>();
+  const auto info = nlohmann::json::parse(file.metadata.at("torch_module"));
+  const auto torch_state_order = info["state_dict_order"].get<std::vector<std::string>>();
+  const auto torch_param_order = info["named_parameters_order"].get<std::vector<std::string>>();
   Toy toy;
   CHECK(keys(toy.state_dict()) == torch_state_order);
   CHECK(keys(toy.named_parameters()) == torch_param_order);
-  CHECK(toy.num_parameters() == std::stoll(file.metadata.at("num_parameters")));
+  CHECK(toy.num_parameters() == info["num_parameters"].get<int64_t>());
   CHECK(keys(toy.named_buffers()) ==
         std::vector<std::string>{"scale", "encoder.down.0.norm.running_mean", "encoder.down.0.norm.running_var",
                                  "encoder.down.0.norm.num_batches_tracked", "encoder.down.1.norm.running_mean",

@@ -11,6 +11,10 @@
                              int64 num_batches_tracked, ModuleList, Linear, own parameter and
                              buffer); metadata holds PyTorch's state_dict and named_parameters key
                              orders and the parameter count, for tests/test_module.cpp.
+  adam_reference.safetensors torch.optim.Adam on two parameter groups (different lr, one with
+                             weight decay) for 5 steps with the stored gradients: initial and
+                             final parameters and the final exp_avg / exp_avg_sq, for
+                             tests/test_optim.cpp.
 
 Usage: /usr/bin/python3 tools/make_safetensors_fixture.py [--out tests/fixtures/safetensors]
        /usr/bin/python3 tools/make_safetensors_fixture.py --verify FILE   (load a cpets-written
@@ -67,6 +71,7 @@ def float32_bits(t):
 def write(out):
     os.makedirs(out, exist_ok=True)
     tensors = torch_written_tensors()
+    # Two metadata entries on purpose (reading several); their order in the file varies per run.
     save_file(tensors, os.path.join(out, "torch_written.safetensors"),
               metadata={"format": "pt", "producer": "make_safetensors_fixture.py"})
     expected = {name: {"dtype": DTYPE_NAMES[t.dtype], "shape": list(t.shape),
@@ -76,6 +81,7 @@ def write(out):
     save_file({name: formula(shape) for name, shape in CANONICAL_SHAPES}, os.path.join(out, "canonical_f32.safetensors"),
               metadata=CANONICAL_METADATA)
     write_toy_module(out)
+    write_adam_reference(out)
     print("wrote fixtures to", out)
 
 
@@ -110,10 +116,35 @@ def write_toy_module(out):
             else:
                 b.copy_(torch.rand(b.shape) + 0.5)
     state = model.state_dict()
-    meta = {"state_dict_order": json.dumps(list(state)),
-            "named_parameters_order": json.dumps([n for n, _ in model.named_parameters()]),
-            "num_parameters": str(sum(p.numel() for p in model.parameters()))}
+    # One metadata entry (a JSON object): the package writes several in hash order, which would
+    # make the fixture's bytes change from one run of this script to the next.
+    meta = {"torch_module": json.dumps({"state_dict_order": list(state),
+                                        "named_parameters_order": [n for n, _ in model.named_parameters()],
+                                        "num_parameters": sum(p.numel() for p in model.parameters())})}
     save_file({k: v.contiguous() for k, v in state.items()}, os.path.join(out, "toy_module.safetensors"), metadata=meta)
+
+
+ADAM_STEPS = 5
+
+
+def write_adam_reference(out):
+    g = torch.Generator().manual_seed(3)
+    a0 = torch.randn(3, 7, generator=g)
+    b0 = torch.randn(11, generator=g)
+    grads = [(torch.randn(3, 7, generator=g) * 10 ** (k - 2), torch.randn(11, generator=g)) for k in range(ADAM_STEPS)]
+    a, b = a0.clone().requires_grad_(), b0.clone().requires_grad_()
+    opt = torch.optim.Adam([{"params": [a], "lr": 1e-2},
+                            {"params": [b], "lr": 3e-3, "betas": (0.8, 0.99), "eps": 1e-6, "weight_decay": 0.1}])
+    for ga, gb in grads:
+        a.grad, b.grad = ga.clone(), gb.clone()
+        opt.step()
+    tensors = {"a.initial": a0, "b.initial": b0, "a.final": a.detach(), "b.final": b.detach(),
+               "a.exp_avg": opt.state[a]["exp_avg"], "a.exp_avg_sq": opt.state[a]["exp_avg_sq"],
+               "b.exp_avg": opt.state[b]["exp_avg"], "b.exp_avg_sq": opt.state[b]["exp_avg_sq"]}
+    for k, (ga, gb) in enumerate(grads):
+        tensors[f"a.grad.{k}"], tensors[f"b.grad.{k}"] = ga, gb
+    save_file({k: v.contiguous() for k, v in tensors.items()}, os.path.join(out, "adam_reference.safetensors"),
+              metadata={"torch": torch.__version__})
 
 
 def verify(path):
