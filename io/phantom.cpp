@@ -65,7 +65,8 @@ const char* kCohortHeader = "Subject,DX,T1_date,PET_date,CSF_date,ABETA,TAU,PTAU
 
 std::string truth_header(const std::vector<Tracer>& tracers) {
   std::string h = "Subject,Session,PET_date,DX,Age,Sex,APOE4,PTEDUCAT,A,T,s,u_A,u_T,u_S,u_ABETA,u_TAU,u_PTAU,"
-                  "wm_binding,head_noise,ABETA_true,TAU_true,PTAU_true";
+                  "wm_binding,head_noise,rot_x,rot_y,rot_z,shift_x,shift_y,shift_z,T1_offset_days,CSF_offset_days,"
+                  "ABETA_true,TAU_true,PTAU_true";
   for (Tracer t : tracers) {
     const std::string n = tracer_name(t);
     h += ",SUVR_" + n + ",SUVR_" + n + "_intrinsic";
@@ -81,7 +82,10 @@ std::string truth_line(const Subject& subj, int k, const SessionState& st, const
                   std::to_string(subj.educ) + "," + fmt(st.A, 6) + "," + fmt(st.T, 6) + "," + fmt(st.s, 6) + "," +
                   fmt(subj.u.u_A, 6) + "," + fmt(subj.u.u_T, 6) + "," + fmt(subj.u.u_S, 6) + "," + fmt(n.u_abeta, 4) +
                   "," + fmt(n.u_tau, 4) + "," + fmt(n.u_ptau, 4) + "," + fmt(subj.u.wm_binding, 6) + "," +
-                  fmt(subj.u.head_noise, 6) + "," + fmt(st.abeta, 3) + "," + fmt(st.tau, 3) + "," + fmt(st.ptau, 3);
+                  fmt(subj.u.head_noise, 6) + "," + fmt(n.rot_deg[0], 4) + "," + fmt(n.rot_deg[1], 4) + "," +
+                  fmt(n.rot_deg[2], 4) + "," + fmt(n.shift_mm[0], 4) + "," + fmt(n.shift_mm[1], 4) + "," +
+                  fmt(n.shift_mm[2], 4) + "," + std::to_string(n.t1_offset_days) + "," +
+                  std::to_string(n.csf_offset_days) + "," + fmt(st.abeta, 3) + "," + fmt(st.tau, 3) + "," + fmt(st.ptau, 3);
   for (size_t t = 0; t < r.suvr.size(); ++t) {
     s += "," + fmt(r.suvr[t], 6) + "," + fmt(r.suvr_intrinsic[t], 6);
     for (double v : r.roi_suvr[t]) s += "," + fmt(v, 6);

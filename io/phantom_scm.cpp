@@ -140,7 +140,7 @@ Subject sample_subject(uint64_t seed, int index, int* global_session_counter) {
   Subject s;
   const int site = 2 + int(rng.next() % 140);
   char id[32];
-  std::snprintf(id, sizeof id, "%03d_S_%04d", site, 4001 + index % 5999);
+  std::snprintf(id, sizeof id, "%03d_S_%04d", site, 4001 + index);  // unique (5 digits past 5998)
   s.id = id;
   const double p_dx[3] = {0.4, 0.4, 0.2};
   s.dx = Dx(categorical(rng, p_dx));
