@@ -1,5 +1,6 @@
 #include "engine/rng.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <stdexcept>
@@ -41,17 +42,20 @@ inline void box_muller(uint32_t a, uint32_t b, double& z0, double& z1) {
   z1 = r * std::sin(theta);
 }
 
-// Calls emit(i, block_words, lane) for output i ∈ [0, n) at stream position start + i, computing
-// each Philox block once. Chunks are fixed (kGrain) and each value depends only on its position,
-// so the result is the same for every thread count.
+// Calls emit(i, words, lane_begin, lane_end) once per Philox block touched by outputs [0, n):
+// lanes [lane_begin, lane_end) of the block at stream positions start + i … go to outputs i ….
+// Chunks are fixed (kGrain) and each value depends only on its position, so the result is the
+// same for every thread count.
 template <class Emit>
-void for_each_position(uint64_t seed, uint64_t start, int64_t n, Emit&& emit) {
+void for_each_block(uint64_t seed, uint64_t start, int64_t n, Emit&& emit) {
   kernels::cpu::parallel_for(n, kGrain, [&](int64_t b, int64_t e) {
     int64_t i = b;
     while (i < e) {
       const uint64_t pos = start + uint64_t(i);
-      const PhiloxCounter words = stream_block(seed, pos >> 2);
-      for (unsigned lane = unsigned(pos & 3u); lane < 4 && i < e; ++lane, ++i) emit(i, words, lane);
+      const unsigned lane_begin = unsigned(pos & 3u);
+      const unsigned lane_end = unsigned(std::min<int64_t>(4, int64_t(lane_begin) + (e - i)));
+      emit(i, stream_block(seed, pos >> 2), lane_begin, lane_end);
+      i += lane_end - lane_begin;
     }
   });
 }
@@ -99,29 +103,31 @@ void Generator::set_state_string(const std::string& s) {
 
 void Generator::fill_uniform(float* out, int64_t n) {
   const uint64_t start = take(n);
-  for_each_position(state_.seed, start, n,
-                    [out](int64_t i, const PhiloxCounter& w, unsigned lane) { out[i] = word_to_unit_float(w[lane]); });
+  for_each_block(state_.seed, start, n, [out](int64_t i, const PhiloxCounter& w, unsigned lb, unsigned le) {
+    for (unsigned lane = lb; lane < le; ++lane) out[i + lane - lb] = word_to_unit_float(w[lane]);
+  });
 }
 
 void Generator::fill_uniform(float* out, int64_t n, float lo, float hi) {
   if (!(lo <= hi)) throw std::invalid_argument("fill_uniform: need lo <= hi, got [" + std::to_string(lo) + ", " + std::to_string(hi) + ")");
   const uint64_t start = take(n);
   const float width = hi - lo;
-  for_each_position(state_.seed, start, n, [=](int64_t i, const PhiloxCounter& w, unsigned lane) {
-    float v = lo + width * word_to_unit_float(w[lane]);
-    if (v >= hi && hi > lo) v = std::nextafter(hi, lo);  // rounding must not reach the open end
-    out[i] = v;
+  for_each_block(state_.seed, start, n, [=](int64_t i, const PhiloxCounter& w, unsigned lb, unsigned le) {
+    for (unsigned lane = lb; lane < le; ++lane) {
+      float v = lo + width * word_to_unit_float(w[lane]);
+      if (v >= hi && hi > lo) v = std::nextafter(hi, lo);  // rounding must not reach the open end
+      out[i + lane - lb] = v;
+    }
   });
 }
 
 void Generator::fill_normal(float* out, int64_t n, float mean, float std) {
   if (!(std >= 0.f)) throw std::invalid_argument("fill_normal: std must be >= 0, got " + std::to_string(std));
   const uint64_t start = take(n);
-  for_each_position(state_.seed, start, n, [=](int64_t i, const PhiloxCounter& w, unsigned lane) {
-    double z0, z1;
-    const unsigned pair = lane & ~1u;
-    box_muller(w[pair], w[pair + 1], z0, z1);
-    out[i] = float(double(mean) + double(std) * ((lane & 1u) ? z1 : z0));
+  for_each_block(state_.seed, start, n, [=](int64_t i, const PhiloxCounter& w, unsigned lb, unsigned le) {
+    double z[4];
+    for (unsigned pair = lb / 2; pair <= (le - 1) / 2; ++pair) box_muller(w[2 * pair], w[2 * pair + 1], z[2 * pair], z[2 * pair + 1]);
+    for (unsigned lane = lb; lane < le; ++lane) out[i + lane - lb] = float(double(mean) + double(std) * z[lane]);
   });
 }
 
