@@ -47,14 +47,19 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t head
   const kc::AttentionShape s = check_attention(q, k, v, heads);
   Tensor out = Tensor::empty(q.shape());
   Tensor lse = Tensor::empty({s.batch, s.heads, s.nq});
-  if (out.numel() > 0) kc::attention_forward(s, q.data(), k.data(), v.data(), out.data(), lse.data());
+  if (out.numel() > 0) {
+    Tensor scratch = Tensor::empty({kc::attention_forward_scratch_floats(s)});
+    kc::attention_forward(s, q.data(), k.data(), v.data(), out.data(), lse.data(), scratch.data());
+  }
   return record(out, "attention", {q, k, v},
                 [q = q.detach(), k = k.detach(), v = v.detach(), o = out.detach(), lse, s](
                     const Tensor& g, const std::vector<bool>& needs) {
                   Tensor gq, gk, gv;
                   if (needs[0]) gq = Tensor::empty(q.shape());
-                  if (needs[1]) gk = Tensor::empty(k.shape());
-                  if (needs[2]) gv = Tensor::empty(v.shape());
+                  if (needs[1] || needs[2]) {  // one pass makes both
+                    gk = Tensor::empty(k.shape());
+                    gv = Tensor::empty(v.shape());
+                  }
                   if (q.numel() == 0) {  // no queries: nothing flows back
                     if (gk.defined()) gk.fill_(0.f);
                     if (gv.defined()) gv.fill_(0.f);

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <stdexcept>
 #include <vector>
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -134,12 +135,11 @@ void softmax_grad_row(float* s, const float* dp, int64_t n, float scale, const f
 }
 
 // Per-thread tile memory, grown on demand and kept for the next call (fresh pages are slow to
-// first-touch on our VMs, so a tile must not be reallocated per block). `slot` 0 holds the score
-// tiles and accumulators, slot 1 the transposed operand of tile_xyt.
-float* thread_tile(int64_t floats, int slot = 0) {
-  thread_local std::vector<float> tile[2];
-  if (int64_t(tile[slot].size()) < floats) tile[slot].resize(floats);
-  return tile[slot].data();
+// first-touch on our VMs, so a tile must not be reallocated per block).
+float* thread_tile(int64_t floats) {
+  thread_local std::vector<float> tile;
+  if (int64_t(tile.size()) < floats) tile.resize(floats);
+  return tile.data();
 }
 
 int64_t round16(int64_t n) { return (n + 15) / 16 * 16; }
@@ -147,6 +147,7 @@ int64_t round16(int64_t n) { return (n + 15) / 16 * 16; }
 // The two tile products attention needs, with the operands read in place from the (B, N, C)
 // tensors (row stride C):
 //   tile_xyt:    S (n1×n2) = X (n1×d) · Yᵀ (Y is n2×d)      scores, dP, and their transposes
+//                (the micro-kernel reads Yᵀ from a per-head transposed copy made once per call)
 //   tile_pz_acc: A (n1×d) += P (n1×n2) · Z (n2×d)          P·V, dS·K, Pᵀ·dO, dSᵀ·Q
 // For thin heads with AVX-512 these are register-blocked micro-kernels (no packing, no zero-fill
 // of S); otherwise Eigen's serial GEMM. Each output element is accumulated in a fixed order.
@@ -154,13 +155,13 @@ int64_t round16(int64_t n) { return (n + 15) / 16 * 16; }
 
 // S rows [i0, i0+R), 16-column groups [j0, j0+16V) from the transposed Y (d × n2p).
 template <int R, int V>
-inline void xyt_block(int64_t d, const float* X, int64_t ldx, const float* yt, int64_t n2p, float* S, int64_t lds) {
+inline void xyt_block(int64_t d, const float* X, int64_t ldx, const float* yt, int64_t ldyt, float* S, int64_t lds) {
   __m512 acc[R][V];
   _Pragma("GCC unroll 16") for (int r = 0; r < R; ++r)
     _Pragma("GCC unroll 16") for (int v = 0; v < V; ++v) acc[r][v] = _mm512_setzero_ps();
   for (int64_t c = 0; c < d; ++c) {
     __m512 y[V];
-    _Pragma("GCC unroll 16") for (int v = 0; v < V; ++v) y[v] = _mm512_loadu_ps(yt + c * n2p + 16 * v);
+    _Pragma("GCC unroll 16") for (int v = 0; v < V; ++v) y[v] = _mm512_loadu_ps(yt + c * ldyt + 16 * v);
     _Pragma("GCC unroll 16") for (int r = 0; r < R; ++r) {
       const __m512 x = _mm512_set1_ps(X[r * ldx + c]);
       _Pragma("GCC unroll 16") for (int v = 0; v < V; ++v) acc[r][v] = _mm512_fmadd_ps(x, y[v], acc[r][v]);
@@ -171,31 +172,26 @@ inline void xyt_block(int64_t d, const float* X, int64_t ldx, const float* yt, i
 }
 
 template <int R>
-inline void xyt_rows(int64_t d, const float* X, int64_t ldx, const float* yt, int64_t n2p, float* S, int64_t lds) {
+inline void xyt_rows(int64_t d, const float* X, int64_t ldx, const float* yt, int64_t ldyt, int64_t n2p, float* S,
+                     int64_t lds) {
   int64_t j = 0;
-  for (; j + 64 <= n2p; j += 64) xyt_block<R, 4>(d, X, ldx, yt + j, n2p, S + j, lds);
+  for (; j + 64 <= n2p; j += 64) xyt_block<R, 4>(d, X, ldx, yt + j, ldyt, S + j, lds);
   switch ((n2p - j) / 16) {
-    case 3: xyt_block<R, 3>(d, X, ldx, yt + j, n2p, S + j, lds); break;
-    case 2: xyt_block<R, 2>(d, X, ldx, yt + j, n2p, S + j, lds); break;
-    case 1: xyt_block<R, 1>(d, X, ldx, yt + j, n2p, S + j, lds); break;
+    case 3: xyt_block<R, 3>(d, X, ldx, yt + j, ldyt, S + j, lds); break;
+    case 2: xyt_block<R, 2>(d, X, ldx, yt + j, ldyt, S + j, lds); break;
+    case 1: xyt_block<R, 1>(d, X, ldx, yt + j, ldyt, S + j, lds); break;
     default: break;
   }
 }
 
-// Requires lds ≥ round16(n2): columns n2… of S receive zeros. yt: d·round16(n2) floats.
-void xyt_avx512(int64_t n1, int64_t n2, int64_t d, const float* X, int64_t ldx, const float* Y, int64_t ldy, float* S,
-              int64_t lds, float* yt) {
+// yt: Yᵀ (d rows, leading dimension ldyt ≥ round16(n2)), readable up to column round16(n2).
+// Requires lds ≥ round16(n2); columns n2… of S receive values that callers ignore.
+void xyt_avx512(int64_t n1, int64_t n2, int64_t d, const float* X, int64_t ldx, const float* yt, int64_t ldyt,
+                float* S, int64_t lds) {
   const int64_t n2p = round16(n2);
-  for (int64_t j = 0; j < n2p; ++j) {  // Y's rows are contiguous: read them in order
-    const float* y = Y + j * ldy;
-    if (j < n2)
-      for (int64_t c = 0; c < d; ++c) yt[c * n2p + j] = y[c];
-    else
-      for (int64_t c = 0; c < d; ++c) yt[c * n2p + j] = 0.f;
-  }
   int64_t i = 0;
-  for (; i + 4 <= n1; i += 4) xyt_rows<4>(d, X + i * ldx, ldx, yt, n2p, S + i * lds, lds);
-  for (; i < n1; ++i) xyt_rows<1>(d, X + i * ldx, ldx, yt, n2p, S + i * lds, lds);
+  for (; i + 4 <= n1; i += 4) xyt_rows<4>(d, X + i * ldx, ldx, yt, ldyt, n2p, S + i * lds, lds);
+  for (; i < n1; ++i) xyt_rows<1>(d, X + i * ldx, ldx, yt, ldyt, n2p, S + i * lds, lds);
 }
 
 // A rows [i0, i0+R), channel vectors [c0, c0+16V), the last one masked by `tail`.
@@ -254,10 +250,19 @@ void pz_acc_avx512(int64_t n1, int64_t n2, int64_t d, const float* P, int64_t ld
 // at N = 2304); from d = 64 on Eigen's cache blocking is faster (the transposed tile outgrows L1).
 constexpr int64_t kMicroKernelMaxDim = 32;
 
-void tile_xyt(int64_t n1, int64_t n2, int64_t d, const float* X, int64_t ldx, const float* Y, int64_t ldy, float* S,
-              int64_t lds, float* yt) {
+bool use_micro_kernels(int64_t d) {
 #if defined(__AVX512F__)
-  if (d <= kMicroKernelMaxDim) return xyt_avx512(n1, n2, d, X, ldx, Y, ldy, S, lds, yt);
+  return d <= kMicroKernelMaxDim;
+#else
+  return false;
+#endif
+}
+
+// Y is the operand's rows (leading dimension ldy); yt, when not null, its transposed copy.
+void tile_xyt(int64_t n1, int64_t n2, int64_t d, const float* X, int64_t ldx, const float* Y, int64_t ldy,
+              const float* yt, int64_t ldyt, float* S, int64_t lds) {
+#if defined(__AVX512F__)
+  if (yt) return xyt_avx512(n1, n2, d, X, ldx, yt, ldyt, S, lds);
 #endif
   sgemm_serial(false, true, n1, n2, d, 1.f, X, ldx, Y, ldy, 0.f, S, lds);
 }
@@ -265,7 +270,7 @@ void tile_xyt(int64_t n1, int64_t n2, int64_t d, const float* X, int64_t ldx, co
 void tile_pz_acc(int64_t n1, int64_t n2, int64_t d, const float* P, int64_t ldp, const float* Z, int64_t ldz, float* A,
                  int64_t lda) {
 #if defined(__AVX512F__)
-  if (d <= kMicroKernelMaxDim) return pz_acc_avx512(n1, n2, d, P, ldp, Z, ldz, A, lda);
+  if (use_micro_kernels(d)) return pz_acc_avx512(n1, n2, d, P, ldp, Z, ldz, A, lda);
 #endif
   sgemm_serial(false, false, n1, d, n2, 1.f, P, ldp, Z, ldz, 1.f, A, lda);
 }
@@ -282,12 +287,40 @@ struct Geometry {
   int64_t lse_index(int64_t b, int64_t h, int64_t i) const { return (b * H + h) * Nq + i; }
 };
 
+// A (B, n, C) operand transposed per head to (B·H, d, np), np = round16(n), zero-padded, so that
+// the micro-kernel loads 16 consecutive tokens of one channel at once. Made once per call (O(N·C))
+// instead of once per tile pair. `data` is null on the Eigen path, which reads the rows directly.
+struct HeadsT {
+  const float* data = nullptr;
+  int64_t np = 0;
+  const float* at(const Geometry& g, int64_t b, int64_t h, int64_t j0) const {
+    return data ? data + (b * g.H + h) * g.d * np + j0 : nullptr;
+  }
+};
+
+int64_t heads_t_floats(const Geometry& g, int64_t n) { return use_micro_kernels(g.d) ? g.B * g.C * round16(n) : 0; }
+
+HeadsT transpose_heads(const Geometry& g, const float* x, int64_t n, float* buf) {
+  if (!use_micro_kernels(g.d)) return {};
+  const int64_t np = round16(n), d = g.d;
+  parallel_for(g.B * g.H, std::max<int64_t>(1, (1 << 16) / (np * d)), [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t b = t / g.H, h = t % g.H;
+      float* dst = buf + t * d * np;
+      for (int64_t j = 0; j < np; ++j) {  // read rows in order, write d streams
+        const float* src = g.row(x, n, b, std::min(j, n - 1), h);
+        for (int64_t c = 0; c < d; ++c) dst[c * np + j] = j < n ? src[c] : 0.f;
+      }
+    }
+  });
+  return {buf, np};
+}
+
 // One (batch, head, query block): online softmax over key tiles, then normalise and store.
-void forward_block(const Geometry& g, const float* q, const float* k, const float* v, float* out, float* lse,
-                   int64_t b, int64_t h, int64_t i0, int64_t nq) {
+void forward_block(const Geometry& g, const float* q, const float* k, const HeadsT& kt, const float* v, float* out,
+                   float* lse, int64_t b, int64_t h, int64_t i0, int64_t nq) {
   const int64_t d = g.d, C = g.C;
   float* S = thread_tile(kFwdQ * kFwdK + kFwdQ * d + 2 * kFwdQ);
-  float* yt = thread_tile(d * kFwdK, 1);
   float* O = S + kFwdQ * kFwdK;
   float* m = O + kFwdQ * d;
   float* l = m + kFwdQ;
@@ -297,7 +330,7 @@ void forward_block(const Geometry& g, const float* q, const float* k, const floa
   const float* Q = g.row(q, g.Nq, b, i0, h);
   for (int64_t j0 = 0; j0 < g.Nk; j0 += kFwdK) {
     const int64_t nk = std::min(kFwdK, g.Nk - j0);
-    tile_xyt(nq, nk, d, Q, C, g.row(k, g.Nk, b, j0, h), C, S, kFwdK, yt);
+    tile_xyt(nq, nk, d, Q, C, g.row(k, g.Nk, b, j0, h), C, kt.at(g, b, h, j0), kt.np, S, kFwdK);
     for (int64_t i = 0; i < nq; ++i) {
       float* s = S + i * kFwdK;
       const float m_new = std::max(m[i], row_max(s, nk) * g.scale);
@@ -338,11 +371,11 @@ void row_dots(const Geometry& g, const float* out, const float* dout, float* D) 
 }
 
 // dQ for one (batch, head, query block): dQ = scale · Σ_tiles dS·K, dS = P∘(dO·Vᵀ − D).
-void dq_block(const Geometry& g, const float* q, const float* k, const float* v, const float* lse, const float* D,
-              const float* dout, float* dq, int64_t b, int64_t h, int64_t i0, int64_t nq) {
+void dq_block(const Geometry& g, const float* q, const float* k, const HeadsT& kt, const float* v, const HeadsT& vt,
+              const float* lse, const float* D, const float* dout, float* dq, int64_t b, int64_t h, int64_t i0,
+              int64_t nq) {
   const int64_t d = g.d, C = g.C;
   float* S = thread_tile(2 * kFwdQ * kFwdK + kFwdQ * d);
-  float* yt = thread_tile(d * kFwdK, 1);
   float* dP = S + kFwdQ * kFwdK;
   float* acc = dP + kFwdQ * kFwdK;
   std::fill(acc, acc + nq * d, 0.f);
@@ -353,8 +386,8 @@ void dq_block(const Geometry& g, const float* q, const float* k, const float* v,
   for (int64_t j0 = 0; j0 < g.Nk; j0 += kFwdK) {
     const int64_t nk = std::min(kFwdK, g.Nk - j0);
     const float* K = g.row(k, g.Nk, b, j0, h);
-    tile_xyt(nq, nk, d, Q, C, K, C, S, kFwdK, yt);
-    tile_xyt(nq, nk, d, dO, C, g.row(v, g.Nk, b, j0, h), C, dP, kFwdK, yt);
+    tile_xyt(nq, nk, d, Q, C, K, C, kt.at(g, b, h, j0), kt.np, S, kFwdK);
+    tile_xyt(nq, nk, d, dO, C, g.row(v, g.Nk, b, j0, h), C, vt.at(g, b, h, j0), vt.np, dP, kFwdK);
     for (int64_t i = 0; i < nq; ++i) {
       float* s = S + i * kFwdK;
       const float* dp = dP + i * kFwdK;
@@ -374,12 +407,11 @@ void dq_block(const Geometry& g, const float* q, const float* k, const float* v,
 // tiles (keys × queries) so that every product is a plain row-major GEMM:
 //   Pᵀ = exp(scale·K·Qᵀ − lse), dV += Pᵀ·dO, dSᵀ = Pᵀ∘(V·dOᵀ − D), dK += scale·dSᵀ·Q.
 // Writes dK, dV rows with leading dimension C at dk_dst / dv_dst.
-void dkdv_block(const Geometry& g, const float* q, const float* k, const float* v, const float* lse, const float* D,
-                const float* dout, int64_t b, int64_t h, int64_t j0, int64_t nk, int64_t q_begin, int64_t q_end,
-                float* dk_dst, float* dv_dst) {
+void dkdv_block(const Geometry& g, const float* q, const HeadsT& qt, const float* k, const float* v, const float* lse,
+                const float* D, const float* dout, const HeadsT& dot, int64_t b, int64_t h, int64_t j0, int64_t nk,
+                int64_t q_begin, int64_t q_end, float* dk_dst, float* dv_dst) {
   const int64_t d = g.d, C = g.C;
   float* St = thread_tile(2 * kBwdK * kBwdQ + 2 * kBwdK * d);
-  float* yt = thread_tile(d * kBwdQ, 1);
   float* dPt = St + kBwdK * kBwdQ;
   float* dK = dPt + kBwdK * kBwdQ;
   float* dV = dK + kBwdK * d;
@@ -392,10 +424,10 @@ void dkdv_block(const Geometry& g, const float* q, const float* k, const float* 
     const float* dO = g.row(dout, g.Nq, b, i0, h);
     const float* L = lse + g.lse_index(b, h, i0);
     const float* Di = D + g.lse_index(b, h, i0);
-    tile_xyt(nk, nq, d, K, C, Q, C, St, kBwdQ, yt);
+    tile_xyt(nk, nq, d, K, C, Q, C, qt.at(g, b, h, i0), qt.np, St, kBwdQ);
     for (int64_t j = 0; j < nk; ++j) softmax_grad_row(St + j * kBwdQ, nullptr, nq, g.scale, L, nullptr, false);
     tile_pz_acc(nk, nq, d, St, kBwdQ, dO, C, dV, d);
-    tile_xyt(nk, nq, d, V, C, dO, C, dPt, kBwdQ, yt);
+    tile_xyt(nk, nq, d, V, C, dO, C, dot.at(g, b, h, i0), dot.np, dPt, kBwdQ);
     for (int64_t j = 0; j < nk; ++j) {
       const float* p = St + j * kBwdQ;
       float* ds = dPt + j * kBwdQ;
@@ -425,8 +457,8 @@ int64_t query_splits(const Geometry& g) {
   return std::max<int64_t>(1, std::min(query_tiles, (kMinKeyTasks + key_tasks - 1) / key_tasks));
 }
 
-void dkdv_pass(const Geometry& g, const float* q, const float* k, const float* v, const float* lse, const float* D,
-               const float* dout, float* dk, float* dv, float* partial) {
+void dkdv_pass(const Geometry& g, const float* q, const HeadsT& qt, const float* k, const float* v, const float* lse,
+               const float* D, const float* dout, const HeadsT& dot, float* dk, float* dv, float* partial) {
   const int64_t nkb = (g.Nk + kBwdK - 1) / kBwdK;
   const int64_t splits = query_splits(g);
   const int64_t query_tiles = (g.Nq + kBwdQ - 1) / kBwdQ;
@@ -442,7 +474,7 @@ void dkdv_pass(const Geometry& g, const float* q, const float* k, const float* v
       const int64_t qe = std::min(g.Nq, qb + tiles_per_split * kBwdQ);
       float* dk_dst = splits == 1 ? dk : partial + 2 * sp * part;
       float* dv_dst = splits == 1 ? dv : partial + (2 * sp + 1) * part;
-      dkdv_block(g, q, k, v, lse, D, dout, b, h, j0, nk, qb, qe, g.row(dk_dst, g.Nk, b, j0, h),
+      dkdv_block(g, q, qt, k, v, lse, D, dout, dot, b, h, j0, nk, qb, qe, g.row(dk_dst, g.Nk, b, j0, h),
                  g.row(dv_dst, g.Nk, b, j0, h));
     }
   });
@@ -465,52 +497,63 @@ void dkdv_pass(const Geometry& g, const float* q, const float* k, const float* v
 int64_t attention_tile_floats(const AttentionShape& s) {
   const int64_t d = s.channels / std::max<int64_t>(s.heads, 1);
   return std::max({kFwdQ * kFwdK + kFwdQ * d + 2 * kFwdQ, 2 * kFwdQ * kFwdK + kFwdQ * d,
-                   2 * kBwdK * kBwdQ + 2 * kBwdK * d}) +
-         d * std::max(kFwdK, kBwdQ);
+                   2 * kBwdK * kBwdQ + 2 * kBwdK * d});
 }
 
+int64_t attention_forward_scratch_floats(const AttentionShape& s) { return heads_t_floats(Geometry(s), s.nk); }
+
 void attention_forward(const AttentionShape& s, const float* q, const float* k, const float* v, float* out,
-                       float* lse) {
+                       float* lse, float* scratch) {
   const Geometry g(s);
+  const HeadsT kt = transpose_heads(g, k, g.Nk, scratch);
   const int64_t nqb = (g.Nq + kFwdQ - 1) / kFwdQ;
   const double task_flops = 4.0 * std::min(kFwdQ, g.Nq) * double(g.Nk) * g.d;
   parallel_for(g.B * g.H * nqb, tasks_per_chunk(task_flops), [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t qb = t % nqb, h = (t / nqb) % g.H, b = t / (nqb * g.H);
       const int64_t i0 = qb * kFwdQ;
-      forward_block(g, q, k, v, out, lse, b, h, i0, std::min(kFwdQ, g.Nq - i0));
+      forward_block(g, q, k, kt, v, out, lse, b, h, i0, std::min(kFwdQ, g.Nq - i0));
     }
   });
 }
 
+// Scratch layout: D (B·H·Nq) | dK/dV partials when the query range is split | transposed copies
+// of k, v (dQ pass) and q, dO (dK/dV pass) on the micro-kernel path.
 int64_t attention_backward_scratch_floats(const AttentionShape& s) {
   const Geometry g(s);
   const int64_t splits = query_splits(g);
-  return g.B * g.H * g.Nq + (splits > 1 ? 2 * splits * g.B * g.Nk * g.C : 0);
+  return g.B * g.H * g.Nq + (splits > 1 ? 2 * splits * g.B * g.Nk * g.C : 0) + 2 * heads_t_floats(g, g.Nk) +
+         2 * heads_t_floats(g, g.Nq);
 }
 
 void attention_backward(const AttentionShape& s, const float* q, const float* k, const float* v, const float* out,
                         const float* lse, const float* dout, float* dq, float* dk, float* dv, float* scratch) {
+  if ((dk == nullptr) != (dv == nullptr))
+    throw std::invalid_argument("attention_backward: dk and dv are computed together; pass both or neither");
   const Geometry g(s);
+  const int64_t splits = query_splits(g);
   float* D = scratch;
-  float* partial = scratch + g.B * g.H * g.Nq;
+  float* partial = D + g.B * g.H * g.Nq;
+  float* transposed = partial + (splits > 1 ? 2 * splits * g.B * g.Nk * g.C : 0);
+  const int64_t tk = heads_t_floats(g, g.Nk), tq = heads_t_floats(g, g.Nq);
   row_dots(g, out, dout, D);
   if (dq) {
+    const HeadsT kt = transpose_heads(g, k, g.Nk, transposed);
+    const HeadsT vt = transpose_heads(g, v, g.Nk, transposed + tk);
     const int64_t nqb = (g.Nq + kFwdQ - 1) / kFwdQ;
     const double task_flops = 6.0 * std::min(kFwdQ, g.Nq) * double(g.Nk) * g.d;
     parallel_for(g.B * g.H * nqb, tasks_per_chunk(task_flops), [&](int64_t t0, int64_t t1) {
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t qb = t % nqb, h = (t / nqb) % g.H, b = t / (nqb * g.H);
         const int64_t i0 = qb * kFwdQ;
-        dq_block(g, q, k, v, lse, D, dout, dq, b, h, i0, std::min(kFwdQ, g.Nq - i0));
+        dq_block(g, q, k, kt, v, vt, lse, D, dout, dq, b, h, i0, std::min(kFwdQ, g.Nq - i0));
       }
     });
   }
-  if (dk || dv) {
-    // Both come out of the same recomputed tiles; a missing one goes to a throwaway buffer.
-    std::vector<float> unused;
-    if (!dk || !dv) unused.resize(g.B * g.Nk * g.C);
-    dkdv_pass(g, q, k, v, lse, D, dout, dk ? dk : unused.data(), dv ? dv : unused.data(), partial);
+  if (dk) {
+    const HeadsT qt = transpose_heads(g, q, g.Nq, transposed + 2 * tk);
+    const HeadsT dot = transpose_heads(g, dout, g.Nq, transposed + 2 * tk + tq);
+    dkdv_pass(g, q, qt, k, v, lse, D, dout, dot, dk, dv, partial);
   }
 }
 

@@ -7,8 +7,8 @@
 // (flash-attention-2): one pass over (batch, head, query block) for dQ and one over
 // (batch, head, key block) for dK and dV, each thread owning its outputs — no atomics, and the
 // work split depends on the shapes only, so results are bitwise identical for any thread count.
-// Memory beyond inputs and outputs: the logsumexp (B·heads·Nq), the backward scratch below, and a
-// thread-local tile of attention_tile_floats() floats per thread.
+// Memory beyond inputs and outputs: the logsumexp (B·heads·Nq), the caller-provided scratch
+// below (O(N·C)), and a thread-local tile of attention_tile_floats() floats per thread.
 #pragma once
 #include <cstdint>
 
@@ -19,15 +19,18 @@ struct AttentionShape {
   int64_t head_dim() const { return channels / heads; }
 };
 
+// Floats of scratch attention_forward needs (O(B·Nk·C): a per-head transposed copy of k).
+int64_t attention_forward_scratch_floats(const AttentionShape& s);
+
 // out (B, Nq, C); lse (B, heads, Nq) = log Σ_j exp(score_ij), natural log, for the backward.
 void attention_forward(const AttentionShape& s, const float* q, const float* k, const float* v, float* out,
-                       float* lse);
+                       float* lse, float* scratch);
 
-// Floats of scratch attention_backward needs (O(B·heads·Nq + B·Nk·C)).
+// Floats of scratch attention_backward needs (O(B·heads·Nq + B·(Nq + Nk)·C)).
 int64_t attention_backward_scratch_floats(const AttentionShape& s);
 
-// Gradients for dout = ∂L/∂out. Any of dq, dk, dv may be null (not needed); dk and dv are
-// computed together when either is requested. `out` and `lse` are the forward's results.
+// Gradients for dout = ∂L/∂out. dq may be null (not needed); dk and dv come out of the same
+// tiles and are both given or both null. `out` and `lse` are the forward's results.
 void attention_backward(const AttentionShape& s, const float* q, const float* k, const float* v, const float* out,
                         const float* lse, const float* dout, float* dq, float* dk, float* dv, float* scratch);
 

@@ -7,6 +7,7 @@
 // dQ and the dK/dV passes — which we do not count). forward+backward = 3.5 × forward. Softmax
 // exponentials are not counted.
 #include <random>
+#include <sstream>
 
 #include "bench/bench.h"
 #include "engine/autograd.h"
@@ -33,8 +34,11 @@ void bench_attention(const bench::Context& ctx, std::vector<bench::Result>& out,
   Tensor v = random_input({B, Nk, C}, 3).set_requires_grad(true);
   Tensor g = random_input({B, Nq, C}, 4);
   const double fwd_flops = 4.0 * B * Nq * Nk * C;
-  const std::string shape = std::to_string(B) + "x" + std::to_string(Nq) + (Nq == Nk ? "" : "x" + std::to_string(Nk)) +
-                            "x" + std::to_string(C) + "h" + std::to_string(heads);
+  std::ostringstream shape_text;  // e.g. 2x2304x128h4, or 2x2304x8x128h4 for cross-attention
+  shape_text << B << 'x' << Nq;
+  if (Nq != Nk) shape_text << 'x' << Nk;
+  shape_text << 'x' << C << 'h' << heads;
+  const std::string shape = shape_text.str();
   const std::string kind = Nq == Nk ? "attention" : "cross-attention";
   double fwd;
   {
