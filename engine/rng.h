@@ -2,8 +2,11 @@
 // as 1, 2, 3", SC'11 — the Random123 algorithm), so a value depends only on (seed, position) and
 // the same seed gives the same numbers for any thread count, chunking, rank count or device.
 //
-// Stream layout. A Generator's stream is an infinite sequence of 32-bit words; word p is lane
-// p % 4 of philox(counter = p / 4, key = seed). Every request draws values at positions
+// Stream layout (a GPU port must reproduce it exactly). A Generator's stream is a sequence of
+// 32-bit words; word p is lane p % 4 of philox4x32_10(counter = {lo32(p/4), hi32(p/4), 0, 0},
+// key = {lo32(seed), hi32(seed)}). Uniform value p = (word_p >> 8) · 2⁻²⁴. Normal values p, p+1
+// (p even) = r·cos θ, r·sin θ with r = √(−2 ln((word_p + ½)·2⁻³²)), θ = 2π·word_{p+1}·2⁻³², in
+// double, then mean + std·z rounded to float. Every request draws values at positions
 // offset, offset+1, … and advances offset by the number of values drawn, so two requests of n and
 // m values give exactly the values of one request of n + m (for the same distribution). Normals
 // pair the lanes of a block, (0,1) and (2,3), through Box–Muller: the normal at position p is
