@@ -36,7 +36,8 @@ int main(int argc, char** argv) {
     std::printf("cpets-phantom: %d subjects, %d sessions, %d images in %.1f s (%.1f subjects/min), %s grid %s at %g mm\n",
                 s.subjects, s.sessions, s.images, s.seconds, s.subjects / s.seconds * 60, preset.c_str(),
                 cpets::io::shape_string(opt.grid.shape).c_str(), opt.grid.voxel_mm);
-    std::printf("cpets-phantom: anatomy: %s%s\n", s.real_anatomy ? "" : "*** ", s.anatomy.c_str());
+    if (s.real_anatomy) std::printf("cpets-phantom: anatomy: %s\n", s.anatomy.c_str());
+    else std::printf("cpets-phantom: *** WARNING: anatomy is the ANALYTIC HEAD fallback, not Colin27/AAL: %s\n", s.anatomy.c_str());
     for (const auto& f : s.faults) std::printf("cpets-phantom: injected fault %s\n", f.c_str());
     std::printf("cpets-phantom: wrote %s (cohort.csv, truth.csv, t1/, pet/, atlas/%s%s)\n", opt.out_dir.c_str(),
                 opt.interventions.empty() ? "" : ", counterfactual/", opt.montage ? ", montage/" : "");
