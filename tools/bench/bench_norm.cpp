@@ -86,3 +86,42 @@ CPETS_BENCH("ops", "layernorm") {
   const double bwd = median_backward_seconds(forward, gy, std::max(ctx.repeats, 20));
   out.push_back({"layernorm bwd (4608,128) x,gamma,beta", bwd, 0, 3 * bytes, ""});
 }
+
+// PatchGAN's second BatchNorm3d in the full preset (128 channels at 24×32×24), training mode.
+CPETS_BENCH("ops", "batchnorm3d") {
+  const Shape shape{2, 128, 24, 32, 24};
+  Tensor x = random_input(shape, 9).set_requires_grad(true);
+  Tensor gamma = random_input({128}, 10).set_requires_grad(true);
+  Tensor beta = random_input({128}, 11).set_requires_grad(true);
+  Tensor rm = Tensor::zeros({128}), rv = Tensor::ones({128});
+  Tensor gy = random_input(shape, 12);
+  const double bytes = 4.0 * double(x.numel());
+  auto forward = [&] { return batch_norm3d(x, gamma, beta, rm, rv, true, 0.1f, 1e-5f); };
+  double fwd;
+  {
+    NoGradGuard ng;
+    fwd = bench::median_seconds([&] { forward(); }, ctx.repeats);
+  }
+  out.push_back({"batchnorm3d train fwd (2,128,24x32x24)", fwd, 0, 3 * bytes, ""});
+  out.push_back({"batchnorm3d train bwd (2,128,24x32x24) x,gamma,beta",
+                 median_backward_seconds(forward, gy, ctx.repeats), 0, 5 * bytes, ""});
+}
+
+// Attention scores of the full preset's latent grid (12×16×12 = 2304 tokens), 4 (batch·head)
+// slices; the whole model has 2·8 of them.
+CPETS_BENCH("ops", "softmax") {
+  const Shape shape{4, 2304, 2304};
+  Tensor x = random_input(shape, 13).set_requires_grad(true);
+  Tensor gy = random_input(shape, 14);
+  const double bytes = 4.0 * double(x.numel());
+  auto forward = [&] { return softmax(x, -1); };
+  double fwd;
+  {
+    NoGradGuard ng;
+    fwd = bench::median_seconds([&] { forward(); }, ctx.repeats);
+  }
+  // Rows (9 KB) stay in cache: forward reads x once and writes y; backward reads y, dy, writes dx.
+  out.push_back({"softmax fwd (4,2304,2304) last dim", fwd, 0, 2 * bytes, ""});
+  out.push_back({"softmax bwd (4,2304,2304) last dim", median_backward_seconds(forward, gy, ctx.repeats), 0,
+                 3 * bytes, ""});
+}
