@@ -17,10 +17,10 @@
 namespace cpets::kernels::cpu {
 namespace {
 
-// Tile sizes (tuned at d = 32, N = 2304 on one core: 64-row blocks cost ~15% more, mostly in
-// Eigen's operand packing, which larger blocks amortise). Forward and dQ: a 128-query block
-// against 256-key tiles; dK/dV: a 128-key block against 128-query tiles. A tile is 128 KB, so
-// the two tiles of the dQ pass and their operands stay in L2.
+// Tile sizes, tuned at d = 32, N = 2304 on one core (with Eigen tile products, 64-row blocks
+// cost ~15% more, mostly operand packing that larger blocks amortise). Forward and dQ: a
+// 128-query block against 256-key tiles; dK/dV: a 128-key block against 128-query tiles. A
+// tile is at most 128 KB, so the two tiles of the dQ pass and their operands stay in L2.
 constexpr int64_t kFwdQ = 128, kFwdK = 256;
 constexpr int64_t kBwdK = 128, kBwdQ = 128;
 // The dK/dV pass has B·heads·(Nk/128) tasks; for short key sequences (cross-attention to a few
