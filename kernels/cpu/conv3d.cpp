@@ -1,0 +1,598 @@
+#include "kernels/cpu/conv3d.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <vector>
+
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
+
+#include "kernels/cpu/parallel.h"
+
+namespace cpets::kernels::cpu {
+namespace {
+
+std::atomic<bool> g_portable_only{false};
+constexpr int kLanes = 16;
+
+// ------------------------------------------------------------------------------------------
+// 16-float vectors: AVX-512 registers, or plain arrays for the portable path.
+#ifdef __AVX512F__
+inline __mmask16 lane_mask(int n) { return n >= kLanes ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1u); }
+struct VecSimd {
+  __m512 v;
+  static VecSimd zero() { return {_mm512_setzero_ps()}; }
+  static VecSimd load(const float* p) { return {_mm512_loadu_ps(p)}; }
+  static VecSimd load_n(const float* p, int n) { return {_mm512_maskz_loadu_ps(lane_mask(n), p)}; }
+  static VecSimd bcast(float a) { return {_mm512_set1_ps(a)}; }
+  static VecSimd fma(VecSimd a, VecSimd b, VecSimd c) { return {_mm512_fmadd_ps(a.v, b.v, c.v)}; }
+  static VecSimd add(VecSimd a, VecSimd b) { return {_mm512_add_ps(a.v, b.v)}; }
+  void store(float* p) const { _mm512_storeu_ps(p, v); }
+  void store_n(float* p, int n) const { _mm512_mask_storeu_ps(p, lane_mask(n), v); }
+};
+#endif
+
+struct VecPortable {
+  float v[kLanes];
+  static VecPortable zero() { return bcast(0.f); }
+  static VecPortable load(const float* p) { VecPortable r; for (int i = 0; i < kLanes; ++i) r.v[i] = p[i]; return r; }
+  static VecPortable load_n(const float* p, int n) {
+    VecPortable r;
+    for (int i = 0; i < kLanes; ++i) r.v[i] = i < n ? p[i] : 0.f;
+    return r;
+  }
+  static VecPortable bcast(float a) { VecPortable r; for (int i = 0; i < kLanes; ++i) r.v[i] = a; return r; }
+  static VecPortable fma(const VecPortable& a, const VecPortable& b, const VecPortable& c) {
+    VecPortable r;
+    for (int i = 0; i < kLanes; ++i) r.v[i] = a.v[i] * b.v[i] + c.v[i];
+    return r;
+  }
+  static VecPortable add(const VecPortable& a, const VecPortable& b) {
+    VecPortable r;
+    for (int i = 0; i < kLanes; ++i) r.v[i] = a.v[i] + b.v[i];
+    return r;
+  }
+  void store(float* p) const { for (int i = 0; i < kLanes; ++i) p[i] = v[i]; }
+  void store_n(float* p, int n) const { for (int i = 0; i < n; ++i) p[i] = v[i]; }
+};
+
+bool use_simd() {
+#ifdef __AVX512F__
+  return !g_portable_only.load();
+#else
+  return false;
+#endif
+}
+
+// ------------------------------------------------------------------------------------------
+// Scratch memory, grown but never shrunk: fresh pages are slow to first touch, so the large
+// padded copies reuse the same buffers call after call. Slots are used outside parallel regions.
+float* scratch(int slot, size_t floats) {
+  struct Buf { std::unique_ptr<float[]> p; size_t n = 0; };
+  static Buf bufs[4];
+  Buf& b = bufs[slot];
+  if (b.n < floats) {
+    b.p.reset();
+    b.p.reset(new float[floats]);
+    b.n = floats;
+  }
+  return b.p.get();
+}
+enum ScratchSlot { kPaddedInput = 0, kPaddedGrad = 1, kPackedWeights = 2, kWeightPartials = 3 };
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// ------------------------------------------------------------------------------------------
+// Zero-padded, W-phase-split copy of an NCDHW tensor: layout [B][C][Dp][Hp][sW][Wq], where the
+// padded W index pw = q·sW + phase. With this layout output column ow and tap kw read padded
+// column ow·sW + kw = (ow + kw/sW)·sW + kw%sW, i.e. phase kw%sW at q = ow + kw/sW: contiguous
+// in ow for any stride. `dil` inserts dil−1 zeros between source samples (input gradient of a
+// strided convolution); `pad` is the number of zeros before the first sample on each axis.
+struct Padded {
+  float* data = nullptr;
+  int64_t channels = 0, Dp = 0, Hp = 0, sW = 1, Wq = 0;
+  int64_t row() const { return sW * Wq; }
+  int64_t plane() const { return Hp * row(); }
+  int64_t chan() const { return Dp * plane(); }
+};
+
+// Source index of padded index p on one axis, or −1 where the padded value is zero.
+inline int64_t source_index(int64_t p, int64_t pad, int64_t dil, int64_t size) {
+  const int64_t q = p - pad;
+  if (q < 0 || q % dil != 0) return -1;
+  const int64_t s = q / dil;
+  return s < size ? s : -1;
+}
+
+void build_padded(const float* src, int64_t batch, const int64_t size[3], const int64_t dil[3], const int64_t pad[3],
+                  Padded& P, int slot) {
+  P.data = scratch(slot, size_t(batch * P.channels * P.chan()));
+  const int64_t plane_src = size[1] * size[2], chan_src = size[0] * plane_src;
+  const int64_t rows = batch * P.channels * P.Dp;
+  const bool plain_w = dil[2] == 1 && P.sW == 1;
+  parallel_for(rows, 4, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t bc = r / P.Dp, pd = r % P.Dp;
+      float* dst_plane = P.data + bc * P.chan() + pd * P.plane();
+      const int64_t sd = source_index(pd, pad[0], dil[0], size[0]);
+      for (int64_t ph = 0; ph < P.Hp; ++ph) {
+        float* dst = dst_plane + ph * P.row();
+        const int64_t sh = sd < 0 ? -1 : source_index(ph, pad[1], dil[1], size[1]);
+        if (sh < 0) {
+          std::memset(dst, 0, sizeof(float) * P.row());
+          continue;
+        }
+        const float* s = src + bc * chan_src + sd * plane_src + sh * size[2];
+        if (plain_w) {
+          // Zeros, then the row, then zeros; the copied span is clipped to both rows.
+          const int64_t begin = std::clamp<int64_t>(pad[2], 0, P.Wq);
+          const int64_t skip = begin - pad[2];  // source samples cut off on the left
+          const int64_t n = std::clamp<int64_t>(size[2] - skip, 0, P.Wq - begin);
+          std::memset(dst, 0, sizeof(float) * begin);
+          if (n > 0) std::memcpy(dst + begin, s + skip, sizeof(float) * n);
+          std::memset(dst + begin + std::max<int64_t>(n, 0), 0, sizeof(float) * (P.Wq - begin - std::max<int64_t>(n, 0)));
+          continue;
+        }
+        for (int64_t phase = 0; phase < P.sW; ++phase)
+          for (int64_t q = 0; q < P.Wq; ++q) {
+            const int64_t sw = source_index(q * P.sW + phase, pad[2], dil[2], size[2]);
+            dst[phase * P.Wq + q] = sw < 0 ? 0.f : s[sw];
+          }
+      }
+    }
+  });
+}
+
+// ------------------------------------------------------------------------------------------
+// Forward micro-kernel: NCO output channels × NW output vectors (16 consecutive W positions
+// each, possibly from different rows) in registers; one broadcast weight per NW FMAs.
+struct FwdArgs {
+  const float* x;           // padded input at (b, ci=0, first padded plane of this output plane)
+  int64_t pos_off[4];       // per output vector: offset of its first tap-0 input in x
+  const int64_t* tap_off;   // per tap (kd,kh,kw): offset in x
+  int64_t taps, cin, x_chan;
+  const float* w;           // packed block: [ci][tap][NCO]
+  const float* bias;        // at the block's first channel, or null
+  float* out[4];            // per output vector, at the block's first channel
+  int64_t out_chan;         // output channel stride
+  int valid[4];             // valid lanes per output vector
+};
+
+template <class V, int NCO, int NW>
+void fwd_micro(const FwdArgs& a) {
+  V acc[NCO][NW];
+  for (int i = 0; i < NCO; ++i) {
+    const V b0 = a.bias ? V::bcast(a.bias[i]) : V::zero();
+    for (int j = 0; j < NW; ++j) acc[i][j] = b0;
+  }
+  const float* xp[NW];
+  for (int j = 0; j < NW; ++j) xp[j] = a.x + a.pos_off[j];
+  const float* w = a.w;
+  for (int64_t ci = 0; ci < a.cin; ++ci) {
+    for (int64_t t = 0; t < a.taps; ++t, w += NCO) {
+      const int64_t off = a.tap_off[t];
+      V xv[NW];
+      for (int j = 0; j < NW; ++j) xv[j] = V::load(xp[j] + off);
+      for (int i = 0; i < NCO; ++i) {
+        const V wb = V::bcast(w[i]);
+        for (int j = 0; j < NW; ++j) acc[i][j] = V::fma(wb, xv[j], acc[i][j]);
+      }
+    }
+    for (int j = 0; j < NW; ++j) xp[j] += a.x_chan;
+  }
+  for (int i = 0; i < NCO; ++i)
+    for (int j = 0; j < NW; ++j) {
+      float* o = a.out[j] + i * a.out_chan;
+      if (a.valid[j] == kLanes) acc[i][j].store(o);
+      else acc[i][j].store_n(o, a.valid[j]);
+    }
+}
+
+template <class V, int NW>
+void fwd_micro_nco(int nco, const FwdArgs& a) {
+  switch (nco) {
+    case 1: return fwd_micro<V, 1, NW>(a);
+    case 2: return fwd_micro<V, 2, NW>(a);
+    case 3: return fwd_micro<V, 3, NW>(a);
+    case 4: return fwd_micro<V, 4, NW>(a);
+    case 5: return fwd_micro<V, 5, NW>(a);
+    case 6: return fwd_micro<V, 6, NW>(a);
+    case 7: return fwd_micro<V, 7, NW>(a);
+    default: return fwd_micro<V, 8, NW>(a);
+  }
+}
+
+template <class V>
+void fwd_micro_dispatch(int nco, int nw, const FwdArgs& a) {
+  switch (nw) {
+    case 1: return fwd_micro_nco<V, 1>(nco, a);
+    case 2: return fwd_micro_nco<V, 2>(nco, a);
+    case 3: return fwd_micro_nco<V, 3>(nco, a);
+    default: return fwd_micro_nco<V, 4>(nco, a);
+  }
+}
+
+// Register blocking of the forward pass: NW output vectors × NB output channels.
+struct FwdBlocking { int nw, nb; };
+FwdBlocking choose_fwd_blocking(int64_t cout) {
+  if (const char* e = std::getenv("CPETS_CONV_FWD_NW")) {  // tuning hook for the benchmark
+    const int nw = std::clamp(std::atoi(e), 1, 4);
+    return {nw, nw >= 4 ? 6 : 8};
+  }
+  (void)cout;
+  return {3, 8};
+}
+
+// Packs weights w'(n, m, t) (n output, m input channel of the convolution being run) into
+// blocks of `nb` output channels, each [m][t][nb'] where nb' is the block's real width.
+template <class Get>
+void pack_weights(int64_t cout, int64_t cin, int64_t taps, int64_t nb, float* dst, Get&& get) {
+  parallel_for(ceil_div(cout, nb), 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t blk = b0; blk < b1; ++blk) {
+      const int64_t n0 = blk * nb, width = std::min(nb, cout - n0);
+      float* d = dst + n0 * cin * taps;
+      for (int64_t m = 0; m < cin; ++m)
+        for (int64_t t = 0; t < taps; ++t)
+          for (int64_t i = 0; i < width; ++i) *d++ = get(n0 + i, m, t);
+    }
+  });
+}
+
+// The convolution every pass is built on: stride `st` over the padded input X, output (B,
+// cout, o[0], o[1], o[2]), weights packed by pack_weights with block width blk.nb.
+struct ConvGeom {
+  int64_t batch, cin, cout;
+  int64_t k[3], st[3], o[3];
+};
+
+std::vector<int64_t> tap_offsets(const ConvGeom& g, const Padded& X, int64_t ci_count = 1) {
+  std::vector<int64_t> off;
+  for (int64_t c = 0; c < ci_count; ++c)
+    for (int64_t kd = 0; kd < g.k[0]; ++kd)
+      for (int64_t kh = 0; kh < g.k[1]; ++kh)
+        for (int64_t kw = 0; kw < g.k[2]; ++kw)
+          off.push_back(c * X.chan() + kd * X.plane() + kh * X.row() + (kw % X.sW) * X.Wq + kw / X.sW);
+  return off;
+}
+
+template <class V>
+void forward_core(const ConvGeom& g, const Padded& X, const float* wpk, FwdBlocking blk, const float* bias, float* y) {
+  const int64_t taps = g.k[0] * g.k[1] * g.k[2];
+  const std::vector<int64_t> toff = tap_offsets(g, X);
+  const int64_t nwv = ceil_div(g.o[2], kLanes);
+  const int64_t out_plane = g.o[1] * g.o[2], out_chan = g.o[0] * out_plane;
+  // Tasks: (b, od, chunk of output rows); enough of them to balance two or more threads.
+  const int64_t slabs = g.batch * g.o[0];
+  const int64_t row_chunks = std::min<int64_t>(g.o[1], std::max<int64_t>(1, ceil_div(32, slabs)));
+  const int64_t rows_per_chunk = ceil_div(g.o[1], row_chunks);
+  parallel_for(slabs * row_chunks, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t task = t0; task < t1; ++task) {
+      const int64_t slab = task / row_chunks, chunk = task % row_chunks;
+      const int64_t b = slab / g.o[0], od = slab % g.o[0];
+      const int64_t oh0 = chunk * rows_per_chunk, oh1 = std::min(g.o[1], oh0 + rows_per_chunk);
+      if (oh0 >= oh1) continue;
+      FwdArgs a{};
+      a.x = X.data + b * g.cin * X.chan() + od * g.st[0] * X.plane();
+      a.tap_off = toff.data();
+      a.taps = taps;
+      a.cin = g.cin;
+      a.x_chan = X.chan();
+      a.out_chan = out_chan;
+      float* y_plane = y + b * g.cout * out_chan + od * out_plane;
+      const int64_t positions = (oh1 - oh0) * nwv;
+      for (int64_t p0 = 0; p0 < positions; p0 += blk.nw) {
+        const int nw = int(std::min<int64_t>(blk.nw, positions - p0));
+        for (int j = 0; j < nw; ++j) {
+          const int64_t oh = oh0 + (p0 + j) / nwv, wv = (p0 + j) % nwv;
+          a.pos_off[j] = oh * g.st[1] * X.row() + wv * kLanes;
+          a.valid[j] = int(std::min<int64_t>(kLanes, g.o[2] - wv * kLanes));
+          a.out[j] = y_plane + oh * g.o[2] + wv * kLanes;
+        }
+        float* out0[4] = {a.out[0], a.out[1], a.out[2], a.out[3]};
+        for (int64_t n0 = 0; n0 < g.cout; n0 += blk.nb) {
+          const int nco = int(std::min<int64_t>(blk.nb, g.cout - n0));
+          a.w = wpk + n0 * g.cin * taps;
+          a.bias = bias ? bias + n0 : nullptr;
+          for (int j = 0; j < nw; ++j) a.out[j] = out0[j] + n0 * out_chan;
+          fwd_micro_dispatch<V>(nco, nw, a);
+        }
+      }
+    }
+  });
+}
+
+// ------------------------------------------------------------------------------------------
+// Weight-gradient micro-kernel: NCO output channels × NT (input channel, tap) pairs, each a
+// 16-lane partial sum over output positions, swept over a chunk of output rows.
+struct BwdWArgs {
+  const float* dy;          // at (b, co0, od, oh0, 0)
+  int64_t dy_chan;          // dy channel stride
+  int64_t dy_row;           // = oW
+  const float* x;           // padded input at (b, ci0, od·sD, oh0·sH, 0)
+  int64_t x_row_step;       // padded offset between consecutive output rows (sH rows)
+  const int64_t* pair_off;  // NT offsets, one per (ci, tap) pair
+  int64_t rows, full_vecs;  // rows in the chunk; full 16-wide vectors per row
+  int tail;                 // valid lanes of the last, partial vector (0 if none)
+  float* acc_out;           // partial sums, [NCO][pair stride 16 floats], `acc_stride` apart per channel
+  int64_t acc_chan;         // floats between consecutive output channels in acc_out
+};
+
+template <class V, int NCO, int NT>
+void bww_micro(const BwdWArgs& a) {
+  V acc[NCO][NT];
+  for (int i = 0; i < NCO; ++i)
+    for (int t = 0; t < NT; ++t) acc[i][t] = V::zero();
+  const float* dyr = a.dy;
+  const float* xr = a.x;
+  for (int64_t r = 0; r < a.rows; ++r, dyr += a.dy_row, xr += a.x_row_step) {
+    auto step = [&](int64_t w, bool partial) {
+      V g[NCO];
+      for (int i = 0; i < NCO; ++i)
+        g[i] = partial ? V::load_n(dyr + i * a.dy_chan + w, a.tail) : V::load(dyr + i * a.dy_chan + w);
+      for (int t = 0; t < NT; ++t) {
+        const V xv = V::load(xr + a.pair_off[t] + w);
+        for (int i = 0; i < NCO; ++i) acc[i][t] = V::fma(g[i], xv, acc[i][t]);
+      }
+    };
+    int64_t w = 0;
+    for (int64_t v = 0; v < a.full_vecs; ++v, w += kLanes) step(w, false);
+    if (a.tail) step(w, true);
+  }
+  for (int i = 0; i < NCO; ++i)
+    for (int t = 0; t < NT; ++t) {
+      float* p = a.acc_out + i * a.acc_chan + t * kLanes;
+      V::add(V::load(p), acc[i][t]).store(p);
+    }
+}
+
+template <class V, int NT>
+void bww_micro_nco(int nco, const BwdWArgs& a) {
+  switch (nco) {
+    case 1: return bww_micro<V, 1, NT>(a);
+    case 2: return bww_micro<V, 2, NT>(a);
+    case 3: return bww_micro<V, 3, NT>(a);
+    case 4: return bww_micro<V, 4, NT>(a);
+    case 5: return bww_micro<V, 5, NT>(a);
+    case 6: return bww_micro<V, 6, NT>(a);
+    case 7: return bww_micro<V, 7, NT>(a);
+    default: return bww_micro<V, 8, NT>(a);
+  }
+}
+
+template <class V>
+void bww_micro_dispatch(int nco, int nt, const BwdWArgs& a) {
+  switch (nt) {
+    case 1: return bww_micro_nco<V, 1>(nco, a);
+    case 2: return bww_micro_nco<V, 2>(nco, a);
+    case 3: return bww_micro_nco<V, 3>(nco, a);
+    default: return bww_micro_nco<V, 4>(nco, a);
+  }
+}
+
+// dw[co][ci][t] = Σ_{b, output positions} dy · x. Tasks are (spatial part, input-channel
+// block); each owns its outputs, sums positions in a fixed order and writes its own partial;
+// partials of the spatial parts are added in part order. Nothing depends on the thread count.
+template <class V>
+void backward_weight_core(const ConvGeom& g, const Padded& X, const float* dy, float* dw) {
+  const int64_t taps = g.k[0] * g.k[1] * g.k[2];
+  const int64_t nwv_full = g.o[2] / kLanes;
+  const int tail = int(g.o[2] % kLanes);
+  const int64_t nwv = nwv_full + (tail ? 1 : 0);
+  const int64_t out_plane = g.o[1] * g.o[2], out_chan = g.o[0] * out_plane;
+  const int nt_max = g.k[2] == 3 ? 3 : 4;
+  const int nb = nt_max == 3 ? 8 : 6;
+  const int64_t cib = std::clamp<int64_t>(g.cin / 8, 1, 4);
+  const int64_t ci_blocks = ceil_div(g.cin, cib);
+  const int64_t slabs = g.batch * g.o[0];
+  const int64_t parts = std::clamp<int64_t>(ceil_div(8, ci_blocks), 1, slabs);
+  const int64_t rows_per_sweep = std::max<int64_t>(1, 32 / nwv);
+  const int64_t dw_size = g.cout * g.cin * taps;
+  float* partial = parts > 1 ? scratch(kWeightPartials, size_t(parts * dw_size)) : dw;
+
+  parallel_for(parts * ci_blocks, 1, [&](int64_t t0, int64_t t1) {
+    thread_local std::vector<float> accbuf;
+    for (int64_t task = t0; task < t1; ++task) {
+      const int64_t part = task / ci_blocks, blk = task % ci_blocks;
+      const int64_t ci0 = blk * cib, ncis = std::min(cib, g.cin - ci0);
+      const int64_t pairs = ncis * taps;
+      const std::vector<int64_t> poff = tap_offsets(g, X, ncis);
+      // Partial vectors: [co][pair][16].
+      const int64_t acc_chan = pairs * kLanes;
+      if (int64_t(accbuf.size()) < g.cout * acc_chan) accbuf.resize(size_t(g.cout * acc_chan));
+      std::fill(accbuf.begin(), accbuf.begin() + g.cout * acc_chan, 0.f);
+      BwdWArgs a{};
+      a.dy_chan = out_chan;
+      a.dy_row = g.o[2];
+      a.x_row_step = g.st[1] * X.row();
+      a.full_vecs = nwv_full;
+      a.tail = tail;
+      a.acc_chan = acc_chan;
+      const int64_t s0 = part * slabs / parts, s1 = (part + 1) * slabs / parts;
+      for (int64_t slab = s0; slab < s1; ++slab) {
+        const int64_t b = slab / g.o[0], od = slab % g.o[0];
+        for (int64_t oh0 = 0; oh0 < g.o[1]; oh0 += rows_per_sweep) {
+          a.rows = std::min(rows_per_sweep, g.o[1] - oh0);
+          a.x = X.data + (b * g.cin + ci0) * X.chan() + od * g.st[0] * X.plane() + oh0 * g.st[1] * X.row();
+          for (int64_t n0 = 0; n0 < g.cout; n0 += nb) {
+            const int nco = int(std::min<int64_t>(nb, g.cout - n0));
+            a.dy = dy + (b * g.cout + n0) * out_chan + od * out_plane + oh0 * g.o[2];
+            for (int64_t p0 = 0; p0 < pairs; p0 += nt_max) {
+              const int nt = int(std::min<int64_t>(nt_max, pairs - p0));
+              a.pair_off = poff.data() + p0;
+              a.acc_out = accbuf.data() + n0 * acc_chan + p0 * kLanes;
+              bww_micro_dispatch<V>(nco, nt, a);
+            }
+          }
+        }
+      }
+      // Lanes summed in lane order into this task's slice of its part's partial.
+      float* dst = partial + part * dw_size;
+      for (int64_t co = 0; co < g.cout; ++co)
+        for (int64_t p = 0; p < pairs; ++p) {
+          const float* v = accbuf.data() + co * acc_chan + p * kLanes;
+          float s = 0;
+          for (int l = 0; l < kLanes; ++l) s += v[l];
+          dst[(co * g.cin + ci0) * taps + p] = s;
+        }
+    }
+    (void)nwv;
+  });
+  if (parts > 1)
+    parallel_for(dw_size, 4096, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i) {
+        float s = partial[i];
+        for (int64_t p = 1; p < parts; ++p) s += partial[p * dw_size + i];
+        dw[i] = s;
+      }
+    });
+}
+
+// Σ over batch and positions of dy, per output channel: 16 float lanes over each channel's
+// row, lanes then rows added in double, all in a fixed order.
+void bias_gradient(const float* dy, int64_t batch, int64_t cout, int64_t voxels, float* db) {
+  parallel_for(cout, 1, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      double total = 0;
+      for (int64_t b = 0; b < batch; ++b) {
+        const float* p = dy + (b * cout + c) * voxels;
+        for (int64_t i0 = 0; i0 < voxels; i0 += 4096) {
+          const int64_t i1 = std::min(voxels, i0 + 4096);
+          float lanes[kLanes] = {};
+          int64_t i = i0;
+          for (; i + kLanes <= i1; i += kLanes)
+            for (int l = 0; l < kLanes; ++l) lanes[l] += p[i + l];
+          double s = 0;
+          for (int l = 0; l < kLanes; ++l) s += lanes[l];
+          for (; i < i1; ++i) s += p[i];
+          total += s;
+        }
+      }
+      db[c] = float(total);
+    }
+  });
+}
+
+// ------------------------------------------------------------------------------------------
+// The three passes, for one vector type.
+Padded padded_layout(int64_t channels, const int64_t extent[3], int64_t sW, int64_t out_w, int64_t kW) {
+  Padded P;
+  P.channels = channels;
+  P.Dp = extent[0];
+  P.Hp = extent[1];
+  P.sW = sW;
+  // Every output vector (rounded up to 16 lanes) plus the widest tap shift must stay inside.
+  P.Wq = std::max(ceil_div(out_w, kLanes) * kLanes + (kW - 1) / sW, ceil_div(extent[2], sW));
+  return P;
+}
+
+ConvGeom forward_geom(const Conv3dShape& s) {
+  ConvGeom g{};
+  g.batch = s.batch;
+  g.cin = s.in_channels;
+  g.cout = s.out_channels;
+  for (int a = 0; a < 3; ++a) {
+    g.k[a] = s.kernel[a];
+    g.st[a] = s.stride[a];
+    g.o[a] = s.out_size(a);
+  }
+  return g;
+}
+
+Padded pad_input(const Conv3dShape& s, const ConvGeom& g, const float* x) {
+  int64_t extent[3];
+  for (int a = 0; a < 3; ++a) extent[a] = (g.o[a] - 1) * g.st[a] + g.k[a];
+  Padded X = padded_layout(g.cin, extent, g.st[2], g.o[2], g.k[2]);
+  const int64_t one[3] = {1, 1, 1};
+  build_padded(x, g.batch, s.in, one, s.padding, X, kPaddedInput);
+  return X;
+}
+
+template <class V>
+void forward_impl(const Conv3dShape& s, const float* x, const float* w, const float* bias, float* y) {
+  const ConvGeom g = forward_geom(s);
+  const Padded X = pad_input(s, g, x);
+  const FwdBlocking blk = choose_fwd_blocking(g.cout);
+  const int64_t taps = s.taps();
+  float* wpk = scratch(kPackedWeights, size_t(g.cout * g.cin * taps));
+  pack_weights(g.cout, g.cin, taps, blk.nb, wpk,
+               [&](int64_t n, int64_t m, int64_t t) { return w[(n * g.cin + m) * taps + t]; });
+  forward_core<V>(g, X, wpk, blk, bias, y);
+}
+
+// The input gradient is a stride-1 convolution of dy — dilated by the stride and padded by
+// k−1−p — with the weights transposed (Cin ↔ Cout) and flipped in all three axes.
+template <class V>
+void backward_data_impl(const Conv3dShape& s, const float* dy, const float* w, float* dx) {
+  const ConvGeom fg = forward_geom(s);
+  ConvGeom g{};
+  g.batch = s.batch;
+  g.cin = s.out_channels;
+  g.cout = s.in_channels;
+  int64_t extent[3], pad[3];
+  for (int a = 0; a < 3; ++a) {
+    g.k[a] = s.kernel[a];
+    g.st[a] = 1;
+    g.o[a] = s.in[a];
+    extent[a] = s.in[a] + s.kernel[a] - 1;
+    pad[a] = s.kernel[a] - 1 - s.padding[a];
+  }
+  Padded G = padded_layout(g.cin, extent, 1, g.o[2], g.k[2]);
+  build_padded(dy, g.batch, fg.o, s.stride, pad, G, kPaddedGrad);
+  const FwdBlocking blk = choose_fwd_blocking(g.cout);
+  const int64_t taps = s.taps();
+  float* wpk = scratch(kPackedWeights, size_t(g.cout * g.cin * taps));
+  const int64_t cin0 = s.in_channels;
+  pack_weights(g.cout, g.cin, taps, blk.nb, wpk,
+               [&](int64_t n, int64_t m, int64_t t) { return w[(m * cin0 + n) * taps + (taps - 1 - t)]; });
+  forward_core<V>(g, G, wpk, blk, nullptr, dx);
+}
+
+template <class V>
+void backward_weight_impl(const Conv3dShape& s, const float* x, const float* dy, float* dw) {
+  const ConvGeom g = forward_geom(s);
+  const Padded X = pad_input(s, g, x);
+  backward_weight_core<V>(g, X, dy, dw);
+}
+
+}  // namespace
+
+bool conv3d_simd_compiled() {
+#ifdef __AVX512F__
+  return true;
+#else
+  return false;
+#endif
+}
+
+void conv3d_set_portable_only(bool on) { g_portable_only.store(on); }
+
+void conv3d_forward(const Conv3dShape& s, const float* x, const float* w, const float* bias, float* y) {
+#ifdef __AVX512F__
+  if (use_simd()) return forward_impl<VecSimd>(s, x, w, bias, y);
+#endif
+  forward_impl<VecPortable>(s, x, w, bias, y);
+}
+
+void conv3d_backward_data(const Conv3dShape& s, const float* dy, const float* w, float* dx) {
+#ifdef __AVX512F__
+  if (use_simd()) return backward_data_impl<VecSimd>(s, dy, w, dx);
+#endif
+  backward_data_impl<VecPortable>(s, dy, w, dx);
+}
+
+void conv3d_backward_weight(const Conv3dShape& s, const float* x, const float* dy, float* dw, float* dbias) {
+  if (dw) {
+#ifdef __AVX512F__
+    if (use_simd()) backward_weight_impl<VecSimd>(s, x, dy, dw);
+    else
+#endif
+      backward_weight_impl<VecPortable>(s, x, dy, dw);
+  }
+  if (dbias) bias_gradient(dy, s.batch, s.out_channels, s.out_voxels(), dbias);
+}
+
+}  // namespace cpets::kernels::cpu

@@ -1,0 +1,39 @@
+// 3-D convolution on the CPU: NCDHW activations, (Cout, Cin, kD, kH, kW) weights, zero padding,
+// per-axis stride, as PyTorch's conv3d. Forward, input gradient and weight (+ bias) gradient.
+//
+// All three passes are direct convolutions vectorised along W (16 floats, AVX-512 when the
+// build has it) with register blocking over output channels (or taps for the weight gradient).
+// The input is first copied into a zero-padded, W-phase-split scratch layout so that every
+// tap is a plain unaligned vector load, whatever the stride. Work is split into chunks that do
+// not depend on the thread count and reductions run in a fixed order, so every result is
+// bitwise identical for any number of threads.
+#pragma once
+#include <cstdint>
+
+namespace cpets::kernels::cpu {
+
+struct Conv3dShape {
+  int64_t batch = 1, in_channels = 1, out_channels = 1;
+  int64_t in[3] = {1, 1, 1};       // D, H, W of the input
+  int64_t kernel[3] = {1, 1, 1};   // kD, kH, kW
+  int64_t stride[3] = {1, 1, 1};
+  int64_t padding[3] = {0, 0, 0};  // zero padding on both sides
+  int64_t out_size(int axis) const { return (in[axis] + 2 * padding[axis] - kernel[axis]) / stride[axis] + 1; }
+  int64_t taps() const { return kernel[0] * kernel[1] * kernel[2]; }
+  int64_t out_voxels() const { return out_size(0) * out_size(1) * out_size(2); }
+  int64_t in_voxels() const { return in[0] * in[1] * in[2]; }
+};
+
+// y (B, Cout, oD, oH, oW) = conv(x, w) + bias; bias may be null.
+void conv3d_forward(const Conv3dShape& s, const float* x, const float* w, const float* bias, float* y);
+// dx (B, Cin, D, H, W) from dy (B, Cout, oD, oH, oW); overwrites dx.
+void conv3d_backward_data(const Conv3dShape& s, const float* dy, const float* w, float* dx);
+// dw (Cout, Cin, kD, kH, kW) and dbias (Cout), each skipped where null; overwrites them.
+void conv3d_backward_weight(const Conv3dShape& s, const float* x, const float* dy, float* dw, float* dbias);
+
+// The AVX-512 path is used when compiled in and not switched off; the portable path (plain
+// loops the compiler may auto-vectorise) is always built. Tests compare the two.
+bool conv3d_simd_compiled();
+void conv3d_set_portable_only(bool on);
+
+}  // namespace cpets::kernels::cpu

@@ -1,0 +1,288 @@
+// conv3d, avg_pool3d, upsample_nearest2x: forward against naive loops written here, backward by
+// finite differences, AVX-512 path against the portable path, bitwise determinism 1 vs 2 threads.
+#include <doctest/doctest.h>
+#include <omp.h>
+
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "engine/ops_conv.h"
+#include "gradcheck.h"
+#include "kernels/cpu/conv3d.h"
+
+using namespace cpets;
+using cpets::testing::gradcheck;
+using cpets::testing::random_tensor;
+
+namespace {
+
+struct ConvCase {
+  int64_t B, cin, cout, D, H, W;
+  Int3 k, stride, pad;
+  bool bias;
+};
+
+int64_t out_len(int64_t in, int64_t k, int64_t s, int64_t p) { return (in + 2 * p - k) / s + 1; }
+
+// y[b,co,o] = bias[co] + Σ_{ci,kd,kh,kw} w[co,ci,kd,kh,kw] · x[b,ci,o·s+k−p], in double.
+std::vector<double> naive_conv(const ConvCase& c, const Tensor& x, const Tensor& w, const Tensor& bias) {
+  const int64_t oD = out_len(c.D, c.k[0], c.stride[0], c.pad[0]), oH = out_len(c.H, c.k[1], c.stride[1], c.pad[1]),
+                oW = out_len(c.W, c.k[2], c.stride[2], c.pad[2]);
+  std::vector<double> y(size_t(c.B * c.cout * oD * oH * oW));
+  const float* xp = x.data();
+  const float* wp = w.data();
+  size_t i = 0;
+  for (int64_t b = 0; b < c.B; ++b)
+    for (int64_t co = 0; co < c.cout; ++co)
+      for (int64_t od = 0; od < oD; ++od)
+        for (int64_t oh = 0; oh < oH; ++oh)
+          for (int64_t ow = 0; ow < oW; ++ow, ++i) {
+            double s = c.bias ? bias.data()[co] : 0.0;
+            for (int64_t ci = 0; ci < c.cin; ++ci)
+              for (int64_t kd = 0; kd < c.k[0]; ++kd)
+                for (int64_t kh = 0; kh < c.k[1]; ++kh)
+                  for (int64_t kw = 0; kw < c.k[2]; ++kw) {
+                    const int64_t d = od * c.stride[0] + kd - c.pad[0], h = oh * c.stride[1] + kh - c.pad[1],
+                                  ww = ow * c.stride[2] + kw - c.pad[2];
+                    if (d < 0 || d >= c.D || h < 0 || h >= c.H || ww < 0 || ww >= c.W) continue;
+                    s += double(wp[(((co * c.cin + ci) * c.k[0] + kd) * c.k[1] + kh) * c.k[2] + kw]) *
+                         double(xp[(((b * c.cin + ci) * c.D + d) * c.H + h) * c.W + ww]);
+                  }
+            y[i] = s;
+          }
+  return y;
+}
+
+struct ConvInputs {
+  Tensor x, w, b;
+};
+ConvInputs make_inputs(const ConvCase& c, uint32_t seed) {
+  ConvInputs in;
+  in.x = random_tensor({c.B, c.cin, c.D, c.H, c.W}, seed);
+  in.w = random_tensor({c.cout, c.cin, c.k[0], c.k[1], c.k[2]}, seed + 1, -0.3f, 0.3f);
+  if (c.bias) in.b = random_tensor({c.cout}, seed + 2);
+  return in;
+}
+
+void check_forward(const ConvCase& c, uint32_t seed) {
+  ConvInputs in = make_inputs(c, seed);
+  Tensor y = conv3d(in.x, in.w, in.b, c.stride, c.pad);
+  CHECK(y.shape() == Shape{c.B, c.cout, out_len(c.D, c.k[0], c.stride[0], c.pad[0]),
+                           out_len(c.H, c.k[1], c.stride[1], c.pad[1]), out_len(c.W, c.k[2], c.stride[2], c.pad[2])});
+  std::vector<double> ref = naive_conv(c, in.x, in.w, in.b);
+  REQUIRE(int64_t(ref.size()) == y.numel());
+  double worst = 0;
+  for (size_t i = 0; i < ref.size(); ++i) worst = std::max(worst, std::abs(ref[i] - y.data()[i]) / (1e-4 + 1e-4 * std::abs(ref[i])));
+  CHECK_MESSAGE(worst < 1.0, "worst normalised error " << worst);
+}
+
+std::vector<ConvCase> forward_cases() {
+  return {
+      {1, 3, 5, 5, 6, 7, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, true},       // odd sizes, odd channels
+      {2, 2, 3, 5, 6, 7, {3, 3, 3}, {1, 1, 1}, {0, 0, 0}, false},      // no padding
+      {1, 3, 4, 7, 6, 9, {3, 3, 3}, {1, 1, 1}, {2, 2, 2}, true},       // padding 2
+      {1, 3, 5, 5, 6, 7, {1, 1, 1}, {1, 1, 1}, {0, 0, 0}, true},       // 1×1×1
+      {2, 2, 7, 8, 9, 10, {4, 4, 4}, {2, 2, 2}, {1, 1, 1}, true},      // PatchGAN down-sampling
+      {1, 3, 2, 7, 6, 5, {4, 4, 4}, {1, 1, 1}, {1, 1, 1}, false},      // PatchGAN stride-1 head
+      {1, 2, 3, 9, 7, 11, {3, 3, 3}, {2, 2, 2}, {1, 1, 1}, true},      // stride 2, odd sizes
+      {1, 2, 3, 7, 8, 9, {3, 2, 1}, {1, 2, 3}, {1, 0, 0}, true},       // anisotropic everything
+      {1, 16, 16, 4, 5, 37, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, true},    // 16-multiple channels, W tail
+      {2, 16, 32, 3, 4, 32, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, false},   // full 16-lane vectors
+      {1, 1, 16, 6, 5, 20, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, true},     // first layer 1→16
+      {1, 17, 1, 4, 5, 18, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, true},     // head 17→1
+  };
+}
+
+template <class F>
+void with_threads(int n, F&& f) {
+  const int prev = omp_get_max_threads();
+  omp_set_num_threads(n);
+  f();
+  omp_set_num_threads(prev);
+}
+
+struct PortableOnly {
+  explicit PortableOnly(bool on) { kernels::cpu::conv3d_set_portable_only(on); }
+  ~PortableOnly() { kernels::cpu::conv3d_set_portable_only(false); }
+};
+
+// Forward output and the three gradients of Σ g·conv(x, w, b).
+std::vector<Tensor> conv_pass(const ConvCase& c, const ConvInputs& in, const Tensor& g) {
+  Tensor x = in.x.clone().set_requires_grad(true), w = in.w.clone().set_requires_grad(true);
+  Tensor b = c.bias ? in.b.clone().set_requires_grad(true) : Tensor();
+  Tensor y = conv3d(x, w, b, c.stride, c.pad);
+  y.backward(g);
+  return {y.detach(), x.grad(), w.grad(), c.bias ? b.grad() : Tensor()};
+}
+
+bool bitwise_equal(const Tensor& a, const Tensor& b) {
+  if (!a.defined() || !b.defined()) return a.defined() == b.defined();
+  return a.shape() == b.shape() && std::memcmp(a.data(), b.data(), sizeof(float) * a.numel()) == 0;
+}
+
+double max_abs_diff(const Tensor& a, const Tensor& b) {
+  double m = 0;
+  for (int64_t i = 0; i < a.numel(); ++i) m = std::max(m, double(std::abs(a.data()[i] - b.data()[i])));
+  return m;
+}
+
+}  // namespace
+
+TEST_CASE("conv3d forward matches naive loops (odd sizes, strides, paddings, kernels 1/3/4)") {
+  uint32_t seed = 10;
+  for (const ConvCase& c : forward_cases()) {
+    CAPTURE(c.cin);
+    CAPTURE(c.cout);
+    CAPTURE(c.W);
+    CAPTURE(c.k[0]);
+    CAPTURE(c.stride[0]);
+    check_forward(c, seed += 7);
+  }
+}
+
+TEST_CASE("conv3d portable path matches naive loops and the AVX-512 path") {
+  for (const ConvCase& c : forward_cases()) {
+    {
+      PortableOnly p(true);
+      check_forward(c, 99);
+    }
+    if (!kernels::cpu::conv3d_simd_compiled()) continue;
+    ConvInputs in = make_inputs(c, 5);
+    Tensor y0 = conv3d(in.x, in.w, in.b, c.stride, c.pad);
+    Tensor g = random_tensor(y0.shape(), 6);
+    std::vector<Tensor> fast = conv_pass(c, in, g);
+    std::vector<Tensor> slow;
+    {
+      PortableOnly p(true);
+      slow = conv_pass(c, in, g);
+    }
+    for (size_t i = 0; i < fast.size(); ++i) {
+      if (!fast[i].defined()) continue;
+      CAPTURE(i);
+      CHECK(max_abs_diff(fast[i], slow[i]) < 1e-3);
+    }
+  }
+}
+
+TEST_CASE("conv3d backward by finite differences") {
+  const std::vector<ConvCase> cases = {
+      {1, 2, 3, 3, 4, 5, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, true},
+      {2, 2, 2, 5, 4, 3, {3, 3, 3}, {2, 2, 2}, {1, 1, 1}, true},   // stride 2, odd sizes
+      {1, 2, 3, 6, 5, 7, {4, 4, 4}, {2, 2, 2}, {1, 1, 1}, false},  // PatchGAN down-sampling
+      {1, 3, 2, 4, 5, 4, {4, 4, 4}, {1, 1, 1}, {1, 1, 1}, true},   // PatchGAN head
+      {1, 3, 2, 3, 4, 5, {1, 1, 1}, {1, 1, 1}, {0, 0, 0}, true},   // 1×1×1
+      {1, 2, 2, 5, 5, 6, {3, 3, 3}, {1, 1, 1}, {2, 2, 2}, false},  // padding 2
+      {1, 2, 2, 5, 6, 7, {3, 2, 3}, {2, 1, 3}, {0, 1, 2}, true},   // anisotropic
+  };
+  for (const ConvCase& c : cases) {
+    CAPTURE(c.k[0]);
+    CAPTURE(c.stride[0]);
+    CAPTURE(c.pad[0]);
+    ConvInputs in = make_inputs(c, 3);
+    std::vector<Tensor> inputs = {in.x, in.w};
+    if (c.bias) inputs.push_back(in.b);
+    gradcheck([&](const std::vector<Tensor>& v) { return conv3d(v[0], v[1], c.bias ? v[2] : Tensor(), c.stride, c.pad); },
+              inputs);
+  }
+}
+
+TEST_CASE("conv3d forward and backward are bitwise identical for 1 and 2 threads") {
+  const std::vector<ConvCase> cases = {
+      {2, 16, 16, 6, 10, 48, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, true},
+      {1, 3, 32, 5, 7, 21, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, true},
+      {1, 1, 16, 8, 9, 20, {4, 4, 4}, {2, 2, 2}, {1, 1, 1}, true},
+      {1, 32, 1, 6, 6, 18, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, true},
+  };
+  for (const ConvCase& c : cases) {
+    ConvInputs in = make_inputs(c, 21);
+    Tensor g = random_tensor({c.B, c.cout, out_len(c.D, c.k[0], c.stride[0], c.pad[0]), out_len(c.H, c.k[1], c.stride[1], c.pad[1]),
+                              out_len(c.W, c.k[2], c.stride[2], c.pad[2])},
+                             22);
+    std::vector<Tensor> one, two;
+    with_threads(1, [&] { one = conv_pass(c, in, g); });
+    with_threads(2, [&] { two = conv_pass(c, in, g); });
+    for (size_t i = 0; i < one.size(); ++i) {
+      CAPTURE(i);
+      CHECK(bitwise_equal(one[i], two[i]));
+    }
+  }
+}
+
+TEST_CASE("conv3d rejects bad shapes with a clear message") {
+  Tensor x = Tensor::zeros({1, 3, 4, 4, 4});
+  CHECK_THROWS_WITH_AS(conv3d(x, Tensor::zeros({2, 4, 3, 3, 3}), Tensor(), 1, 1), doctest::Contains("input channels"),
+                       std::invalid_argument);
+  CHECK_THROWS_WITH_AS(conv3d(Tensor::zeros({3, 4, 4, 4}), Tensor::zeros({2, 3, 3, 3, 3}), Tensor(), 1, 1),
+                       doctest::Contains("5-D"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(conv3d(x, Tensor::zeros({2, 3, 3, 3, 3}), Tensor::zeros({3}), 1, 1), doctest::Contains("bias"),
+                       std::invalid_argument);
+  CHECK_THROWS_WITH_AS(conv3d(x, Tensor::zeros({2, 3, 7, 7, 7}), Tensor(), 1, 1), doctest::Contains("larger than"),
+                       std::invalid_argument);
+}
+
+// ---- pooling and upsampling ----------------------------------------------------------------
+
+TEST_CASE("avg_pool3d forward matches naive loops; backward by finite differences") {
+  struct PoolCase { int64_t D, H, W, k, s; };
+  for (PoolCase pc : {PoolCase{4, 6, 8, 2, 2}, PoolCase{5, 7, 9, 2, 2}, PoolCase{5, 6, 7, 3, 2}, PoolCase{6, 5, 7, 3, 1}}) {
+    CAPTURE(pc.k);
+    CAPTURE(pc.s);
+    Tensor x = random_tensor({2, 3, pc.D, pc.H, pc.W}, 31);
+    Tensor y = avg_pool3d(x, pc.k, pc.s);
+    const int64_t oD = (pc.D - pc.k) / pc.s + 1, oH = (pc.H - pc.k) / pc.s + 1, oW = (pc.W - pc.k) / pc.s + 1;
+    REQUIRE(y.shape() == Shape{2, 3, oD, oH, oW});
+    int64_t i = 0;
+    double worst = 0;
+    for (int64_t p = 0; p < 6; ++p)
+      for (int64_t od = 0; od < oD; ++od)
+        for (int64_t oh = 0; oh < oH; ++oh)
+          for (int64_t ow = 0; ow < oW; ++ow, ++i) {
+            double s = 0;
+            for (int64_t a = 0; a < pc.k; ++a)
+              for (int64_t b = 0; b < pc.k; ++b)
+                for (int64_t c = 0; c < pc.k; ++c)
+                  s += x.data()[((p * pc.D + od * pc.s + a) * pc.H + oh * pc.s + b) * pc.W + ow * pc.s + c];
+            worst = std::max(worst, std::abs(s / double(pc.k * pc.k * pc.k) - y.data()[i]));
+          }
+    CHECK(worst < 1e-6);
+    Tensor small = random_tensor({1, 2, pc.D, pc.H, pc.W}, 32);
+    gradcheck([&](const std::vector<Tensor>& v) { return avg_pool3d(v[0], pc.k, pc.s); }, {small});
+  }
+}
+
+TEST_CASE("upsample_nearest2x forward copies every voxel into its 2x2x2 block; backward by finite differences") {
+  Tensor x = random_tensor({2, 3, 3, 4, 5}, 41);
+  Tensor y = upsample_nearest2x(x);
+  REQUIRE(y.shape() == Shape{2, 3, 6, 8, 10});
+  bool ok = true;
+  for (int64_t p = 0; p < 6; ++p)
+    for (int64_t d = 0; d < 6; ++d)
+      for (int64_t h = 0; h < 8; ++h)
+        for (int64_t w = 0; w < 10; ++w)
+          ok &= y.data()[((p * 6 + d) * 8 + h) * 10 + w] == x.data()[((p * 3 + d / 2) * 4 + h / 2) * 5 + w / 2];
+  CHECK(ok);
+  gradcheck([](const std::vector<Tensor>& v) { return upsample_nearest2x(v[0]); }, {random_tensor({1, 2, 3, 2, 5}, 42)});
+}
+
+TEST_CASE("pool and upsample are bitwise identical for 1 and 2 threads") {
+  Tensor x = random_tensor({2, 4, 10, 12, 14}, 51);
+  auto run = [&](auto op) {
+    Tensor xi = x.clone().set_requires_grad(true);
+    Tensor y = op(xi);
+    Tensor g = random_tensor(y.shape(), 52);
+    y.backward(g);
+    return std::vector<Tensor>{y.detach(), xi.grad()};
+  };
+  auto pool = [](const Tensor& t) { return avg_pool3d(t, 2, 2); };
+  auto pool3 = [](const Tensor& t) { return avg_pool3d(t, 3, 2); };
+  auto up = [](const Tensor& t) { return upsample_nearest2x(t); };
+  std::vector<Tensor> a1, a2, b1, b2, c1, c2;
+  with_threads(1, [&] { a1 = run(pool); b1 = run(pool3); c1 = run(up); });
+  with_threads(2, [&] { a2 = run(pool); b2 = run(pool3); c2 = run(up); });
+  for (int i = 0; i < 2; ++i) {
+    CHECK(bitwise_equal(a1[i], a2[i]));
+    CHECK(bitwise_equal(b1[i], b2[i]));
+    CHECK(bitwise_equal(c1[i], c2[i]));
+  }
+}
