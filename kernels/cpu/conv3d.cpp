@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <new>
 #include <vector>
 
 #ifdef __AVX512F__
@@ -28,6 +29,10 @@ struct VecSimd {
   static VecSimd zero() { return {_mm512_setzero_ps()}; }
   static VecSimd load(const float* p) { return {_mm512_loadu_ps(p)}; }
   static VecSimd load_n(const float* p, int n) { return {_mm512_maskz_loadu_ps(lane_mask(n), p)}; }
+  using Mask = __mmask16;
+  static Mask mask(int n) { return lane_mask(n); }
+  static Mask mask_bits(uint16_t bits) { return Mask(bits); }
+  static VecSimd load_m(const float* p, Mask m) { return {_mm512_maskz_loadu_ps(m, p)}; }
   static VecSimd bcast(float a) { return {_mm512_set1_ps(a)}; }
   static VecSimd fma(VecSimd a, VecSimd b, VecSimd c) { return {_mm512_fmadd_ps(a.v, b.v, c.v)}; }
   static VecSimd add(VecSimd a, VecSimd b) { return {_mm512_add_ps(a.v, b.v)}; }
@@ -45,6 +50,10 @@ struct VecPortable {
     for (int i = 0; i < kLanes; ++i) r.v[i] = i < n ? p[i] : 0.f;
     return r;
   }
+  using Mask = int;
+  static Mask mask(int n) { return n; }
+  static Mask mask_bits(uint16_t bits) { return __builtin_popcount(bits); }  // a prefix of lanes
+  static VecPortable load_m(const float* p, Mask n) { return load_n(p, n); }
   static VecPortable bcast(float a) { VecPortable r; for (int i = 0; i < kLanes; ++i) r.v[i] = a; return r; }
   static VecPortable fma(const VecPortable& a, const VecPortable& b, const VecPortable& c) {
     VecPortable r;
@@ -72,19 +81,35 @@ bool use_simd() {
 // Scratch memory, grown but never shrunk: fresh pages are slow to first touch, so the large
 // padded copies reuse the same buffers call after call. Slots are used outside parallel regions.
 float* scratch(int slot, size_t floats) {
-  struct Buf { std::unique_ptr<float[]> p; size_t n = 0; };
-  static Buf bufs[4];
+  struct Buf {
+    float* p = nullptr;
+    size_t n = 0;
+    ~Buf() { std::free(p); }
+  };
+  static Buf bufs[5];
   Buf& b = bufs[slot];
   if (b.n < floats) {
-    b.p.reset();
-    b.p.reset(new float[floats]);
+    std::free(b.p);
+    // 64-byte aligned so rows that start on a multiple of 16 floats give aligned vector loads.
+    const size_t bytes = (floats * sizeof(float) + 63) / 64 * 64;
+    b.p = static_cast<float*>(std::aligned_alloc(64, bytes));
+    if (!b.p) throw std::bad_alloc();
     b.n = floats;
   }
-  return b.p.get();
+  return b.p;
 }
-enum ScratchSlot { kPaddedInput = 0, kPaddedGrad = 1, kPackedWeights = 2, kWeightPartials = 3 };
+enum ScratchSlot { kPaddedInput = 0, kPaddedGrad = 1, kPackedWeights = 2, kWeightPartials = 3, kPackedGrad = 4 };
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Runs body(task) for every task in [0, n), handed out dynamically: the machine is shared, and
+// a thread whose core is busy must not hold up the others. Results stay deterministic because
+// the tasks are fixed by the shape alone and each writes only its own outputs.
+template <class F>
+void run_tasks(int64_t n, F&& body) {
+#pragma omp parallel for schedule(dynamic, 1) if (n > 1)
+  for (int64_t t = 0; t < n; ++t) body(t);
+}
 
 // ------------------------------------------------------------------------------------------
 // Zero-padded, W-phase-split copy of an NCDHW tensor: layout [B][C][Dp][Hp][sW][Wq], where the
@@ -162,8 +187,10 @@ struct FwdArgs {
   int valid[4];             // valid lanes per output vector
 };
 
+// Kept out of line: inlined into the dispatch switch, the compiler's register allocation over
+// the whole function spilled accumulators.
 template <class V, int NCO, int NW>
-void fwd_micro(const FwdArgs& a) {
+__attribute__((noinline)) void fwd_micro(const FwdArgs& a) {
   V acc[NCO][NW];
   for (int i = 0; i < NCO; ++i) {
     const V b0 = a.bias ? V::bcast(a.bias[i]) : V::zero();
@@ -269,12 +296,12 @@ void forward_core(const ConvGeom& g, const Padded& X, const float* wpk, FwdBlock
   const int64_t slabs = g.batch * g.o[0];
   const int64_t row_chunks = std::min<int64_t>(g.o[1], std::max<int64_t>(1, ceil_div(32, slabs)));
   const int64_t rows_per_chunk = ceil_div(g.o[1], row_chunks);
-  parallel_for(slabs * row_chunks, 1, [&](int64_t t0, int64_t t1) {
-    for (int64_t task = t0; task < t1; ++task) {
+  run_tasks(slabs * row_chunks, [&](int64_t task) {
+    {
       const int64_t slab = task / row_chunks, chunk = task % row_chunks;
       const int64_t b = slab / g.o[0], od = slab % g.o[0];
       const int64_t oh0 = chunk * rows_per_chunk, oh1 = std::min(g.o[1], oh0 + rows_per_chunk);
-      if (oh0 >= oh1) continue;
+      if (oh0 >= oh1) return;
       FwdArgs a{};
       a.x = X.data + b * g.cin * X.chan() + od * g.st[0] * X.plane();
       a.tap_off = toff.data();
@@ -309,38 +336,33 @@ void forward_core(const ConvGeom& g, const Padded& X, const float* wpk, FwdBlock
 // Weight-gradient micro-kernel: NCO output channels × NT (input channel, tap) pairs, each a
 // 16-lane partial sum over output positions, swept over a chunk of output rows.
 struct BwdWArgs {
-  const float* dy;          // at (b, co0, od, oh0, 0)
-  int64_t dy_chan;          // dy channel stride
-  int64_t dy_row;           // = oW
+  const float* dy;          // packed dy of the chunk: [position][NCO channels][16 lanes]
   const float* x;           // padded input at (b, ci0, od·sD, oh0·sH, 0)
-  int64_t x_row_step;       // padded offset between consecutive output rows (sH rows)
-  const int64_t* pair_off;  // NT offsets, one per (ci, tap) pair
-  int64_t rows, full_vecs;  // rows in the chunk; full 16-wide vectors per row
-  int tail;                 // valid lanes of the last, partial vector (0 if none)
-  float* acc_out;           // partial sums, [NCO][pair stride 16 floats], `acc_stride` apart per channel
-  int64_t acc_chan;         // floats between consecutive output channels in acc_out
+  const int64_t* pair_off;  // NT offsets in x, one per (ci, tap) pair
+  const int64_t* pos_x;     // per output vector of the chunk: its offset in x
+  int64_t positions;
+  float* acc_out;           // partial sums [channel][pair][16 lanes], acc_chan floats per channel
+  int64_t acc_chan;
 };
 
 template <class V, int NCO, int NT>
-void bww_micro(const BwdWArgs& a) {
+__attribute__((noinline)) void bww_micro(const BwdWArgs& a) {
   V acc[NCO][NT];
   for (int i = 0; i < NCO; ++i)
     for (int t = 0; t < NT; ++t) acc[i][t] = V::zero();
-  const float* dyr = a.dy;
-  const float* xr = a.x;
-  for (int64_t r = 0; r < a.rows; ++r, dyr += a.dy_row, xr += a.x_row_step) {
-    auto step = [&](int64_t w, bool partial) {
-      V g[NCO];
-      for (int i = 0; i < NCO; ++i)
-        g[i] = partial ? V::load_n(dyr + i * a.dy_chan + w, a.tail) : V::load(dyr + i * a.dy_chan + w);
-      for (int t = 0; t < NT; ++t) {
-        const V xv = V::load(xr + a.pair_off[t] + w);
-        for (int i = 0; i < NCO; ++i) acc[i][t] = V::fma(g[i], xv, acc[i][t]);
-      }
-    };
-    int64_t w = 0;
-    for (int64_t v = 0; v < a.full_vecs; ++v, w += kLanes) step(w, false);
-    if (a.tail) step(w, true);
+  int64_t off[NT];
+  for (int t = 0; t < NT; ++t) off[t] = a.pair_off[t];
+  const float* gp = a.dy;
+  for (int64_t p = 0; p < a.positions; ++p, gp += NCO * kLanes) {
+    const float* xp = a.x + a.pos_x[p];
+    // NT input vectors live across the channel loop, one dy vector at a time (registers:
+    // NCO·NT accumulators + NT + 1).
+    V xv[NT];
+    for (int t = 0; t < NT; ++t) xv[t] = V::load(xp + off[t]);
+    for (int i = 0; i < NCO; ++i) {
+      const V g = V::load(gp + i * kLanes);
+      for (int t = 0; t < NT; ++t) acc[i][t] = V::fma(g, xv[t], acc[i][t]);
+    }
   }
   for (int i = 0; i < NCO; ++i)
     for (int t = 0; t < NT; ++t) {
@@ -379,23 +401,48 @@ void bww_micro_dispatch(int nco, int nt, const BwdWArgs& a) {
 template <class V>
 void backward_weight_core(const ConvGeom& g, const Padded& X, const float* dy, float* dw) {
   const int64_t taps = g.k[0] * g.k[1] * g.k[2];
-  const int64_t nwv_full = g.o[2] / kLanes;
-  const int tail = int(g.o[2] % kLanes);
-  const int64_t nwv = nwv_full + (tail ? 1 : 0);
+  const int64_t nwv = ceil_div(g.o[2], kLanes);
   const int64_t out_plane = g.o[1] * g.o[2], out_chan = g.o[0] * out_plane;
   const int nt_max = g.k[2] == 3 ? 3 : 4;
-  const int nb = nt_max == 3 ? 8 : 6;
-  const int64_t cib = std::clamp<int64_t>(g.cin / 8, 1, 4);
+  const int nb = std::getenv("CPETS_BWW_NB") ? std::atoi(std::getenv("CPETS_BWW_NB")) : (nt_max == 3 ? 8 : 6);
+  const int64_t cib = std::getenv("CPETS_CIB") ? std::atoi(std::getenv("CPETS_CIB")) : std::clamp<int64_t>(g.cin / 8, 1, 4);
   const int64_t ci_blocks = ceil_div(g.cin, cib);
   const int64_t slabs = g.batch * g.o[0];
   const int64_t parts = std::clamp<int64_t>(ceil_div(8, ci_blocks), 1, slabs);
-  const int64_t rows_per_sweep = std::max<int64_t>(1, 32 / nwv);
+  const int64_t rows_per_sweep = std::getenv("CPETS_RPS") ? std::atoi(std::getenv("CPETS_RPS")) : std::max<int64_t>(1, 32 / nwv);
   const int64_t dw_size = g.cout * g.cin * taps;
   float* partial = parts > 1 ? scratch(kWeightPartials, size_t(parts * dw_size)) : dw;
 
-  parallel_for(parts * ci_blocks, 1, [&](int64_t t0, int64_t t1) {
+  // dy repacked once, per (slab, chunk of rows, block of nb channels), as [position][channel]
+  // [16 lanes] with zeros past the row ends: each micro-kernel call then reads one sequential
+  // stream, and every (input channel, tap) group reuses it from L1.
+  const int64_t chunks = ceil_div(g.o[1], rows_per_sweep);
+  const int64_t chunk_floats = rows_per_sweep * nwv * g.cout * kLanes;
+  float* dpack = scratch(kPackedGrad, size_t(slabs * chunks * chunk_floats));
+  auto packed_chunk = [&](int64_t slab, int64_t chunk) { return dpack + (slab * chunks + chunk) * chunk_floats; };
+  run_tasks(slabs * chunks, [&](int64_t task) {
+    const int64_t slab = task / chunks, chunk = task % chunks;
+    const int64_t b = slab / g.o[0], od = slab % g.o[0], oh0 = chunk * rows_per_sweep;
+    const int64_t rows = std::min(rows_per_sweep, g.o[1] - oh0), positions = rows * nwv;
+    for (int64_t n0 = 0; n0 < g.cout; n0 += nb) {
+      const int64_t nco = std::min<int64_t>(nb, g.cout - n0);
+      float* d = packed_chunk(slab, chunk) + n0 * positions * kLanes;
+      const float* dy0 = dy + (b * g.cout + n0) * out_chan + od * out_plane + oh0 * g.o[2];
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t v = 0; v < nwv; ++v) {
+          const int64_t lanes = std::min<int64_t>(kLanes, g.o[2] - v * kLanes);
+          for (int64_t i = 0; i < nco; ++i, d += kLanes) {
+            const float* src = dy0 + i * out_chan + r * g.o[2] + v * kLanes;
+            for (int64_t l = 0; l < kLanes; ++l) d[l] = l < lanes ? src[l] : 0.f;
+          }
+        }
+    }
+  });
+
+  run_tasks(parts * ci_blocks, [&](int64_t task) {
     thread_local std::vector<float> accbuf;
-    for (int64_t task = t0; task < t1; ++task) {
+    thread_local std::vector<int64_t> pos_x;
+    {
       const int64_t part = task / ci_blocks, blk = task % ci_blocks;
       const int64_t ci0 = blk * cib, ncis = std::min(cib, g.cin - ci0);
       const int64_t pairs = ncis * taps;
@@ -405,21 +452,22 @@ void backward_weight_core(const ConvGeom& g, const Padded& X, const float* dy, f
       if (int64_t(accbuf.size()) < g.cout * acc_chan) accbuf.resize(size_t(g.cout * acc_chan));
       std::fill(accbuf.begin(), accbuf.begin() + g.cout * acc_chan, 0.f);
       BwdWArgs a{};
-      a.dy_chan = out_chan;
-      a.dy_row = g.o[2];
-      a.x_row_step = g.st[1] * X.row();
-      a.full_vecs = nwv_full;
-      a.tail = tail;
       a.acc_chan = acc_chan;
       const int64_t s0 = part * slabs / parts, s1 = (part + 1) * slabs / parts;
       for (int64_t slab = s0; slab < s1; ++slab) {
         const int64_t b = slab / g.o[0], od = slab % g.o[0];
         for (int64_t oh0 = 0; oh0 < g.o[1]; oh0 += rows_per_sweep) {
-          a.rows = std::min(rows_per_sweep, g.o[1] - oh0);
+          const int64_t rows = std::min(rows_per_sweep, g.o[1] - oh0);
+          const int64_t positions = rows * nwv;
+          pos_x.resize(size_t(positions));
+          for (int64_t r = 0; r < rows; ++r)
+            for (int64_t v = 0; v < nwv; ++v) pos_x[size_t(r * nwv + v)] = r * g.st[1] * X.row() + v * kLanes;
+          a.pos_x = pos_x.data();
+          a.positions = positions;
           a.x = X.data + (b * g.cin + ci0) * X.chan() + od * g.st[0] * X.plane() + oh0 * g.st[1] * X.row();
           for (int64_t n0 = 0; n0 < g.cout; n0 += nb) {
             const int nco = int(std::min<int64_t>(nb, g.cout - n0));
-            a.dy = dy + (b * g.cout + n0) * out_chan + od * out_plane + oh0 * g.o[2];
+            a.dy = packed_chunk(slab, oh0 / rows_per_sweep) + n0 * positions * kLanes;
             for (int64_t p0 = 0; p0 < pairs; p0 += nt_max) {
               const int nt = int(std::min<int64_t>(nt_max, pairs - p0));
               a.pair_off = poff.data() + p0;
@@ -439,7 +487,6 @@ void backward_weight_core(const ConvGeom& g, const Padded& X, const float* dy, f
           dst[(co * g.cin + ci0) * taps + p] = s;
         }
     }
-    (void)nwv;
   });
   if (parts > 1)
     parallel_for(dw_size, 4096, [&](int64_t i0, int64_t i1) {
@@ -485,7 +532,9 @@ Padded padded_layout(int64_t channels, const int64_t extent[3], int64_t sW, int6
   P.Hp = extent[1];
   P.sW = sW;
   // Every output vector (rounded up to 16 lanes) plus the widest tap shift must stay inside.
+  // A multiple of 16 floats, so that tap kw = 0 of every output vector is an aligned load.
   P.Wq = std::max(ceil_div(out_w, kLanes) * kLanes + (kW - 1) / sW, ceil_div(extent[2], sW));
+  P.Wq = ceil_div(P.Wq, kLanes) * kLanes;
   return P;
 }
 
