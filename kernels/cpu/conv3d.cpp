@@ -498,6 +498,141 @@ void backward_weight_core(const ConvGeom& g, const Padded& X, const float* dy, f
     });
 }
 
+// ------------------------------------------------------------------------------------------
+// Weight gradient with vectors over output channels (used when Cout ≥ 16): dy is transposed
+// per chunk to [voxel][channel], and each voxel contributes dy(16·NCOV channels) × broadcast
+// x(pair) to NCOV × NP accumulators. Unlike the W-vectorised kernel above, no load straddles
+// a cache line and nothing needs a horizontal sum at the end.
+struct BwdWTArgs {
+  const float* dyt;         // transposed dy of the chunk at its first channel vector: [voxel][cp]
+  int64_t cp;               // floats per voxel in dyt (Cout rounded up to 16)
+  const float* x;           // padded input at (b, ci0, od·sD, oh0·sH, 0)
+  const int64_t* pair_off;  // NP offsets in x (padded with dummies to a multiple of NP)
+  int64_t rows, cols;       // output rows of the chunk, output voxels per row (oW)
+  int64_t x_row_step;       // padded offset between consecutive output rows
+  float* acc_out;           // [pair][cp] partial sums, at this group's first pair and channel
+};
+
+template <class V, int NCOV, int NP>
+__attribute__((noinline)) void bwwt_micro(const BwdWTArgs& a) {
+  V acc[NCOV][NP];
+  for (int j = 0; j < NCOV; ++j)
+    for (int k = 0; k < NP; ++k) acc[j][k] = V::zero();
+  int64_t off[NP];
+  for (int k = 0; k < NP; ++k) off[k] = a.pair_off[k];
+  const float* gp = a.dyt;
+  for (int64_t r = 0; r < a.rows; ++r) {
+    const float* xr = a.x + r * a.x_row_step;
+    for (int64_t c = 0; c < a.cols; ++c, gp += a.cp) {
+      V gv[NCOV];
+      for (int j = 0; j < NCOV; ++j) gv[j] = V::load(gp + j * kLanes);
+      for (int k = 0; k < NP; ++k) {
+        const V xb = V::bcast(xr[off[k] + c]);
+        for (int j = 0; j < NCOV; ++j) acc[j][k] = V::fma(gv[j], xb, acc[j][k]);
+      }
+    }
+  }
+  for (int k = 0; k < NP; ++k)
+    for (int j = 0; j < NCOV; ++j) {
+      float* p = a.acc_out + k * a.cp + j * kLanes;
+      V::add(V::load(p), acc[j][k]).store(p);
+    }
+}
+
+// Pairs per micro-kernel call for NCOV channel vectors: NCOV·NP ≤ 24 accumulators.
+constexpr int bwwt_np(int ncov) { return ncov == 1 ? 16 : ncov == 2 ? 12 : ncov == 3 ? 8 : 6; }
+
+template <class V>
+void bwwt_dispatch(int ncov, const BwdWTArgs& a) {
+  switch (ncov) {
+    case 1: return bwwt_micro<V, 1, bwwt_np(1)>(a);
+    case 2: return bwwt_micro<V, 2, bwwt_np(2)>(a);
+    case 3: return bwwt_micro<V, 3, bwwt_np(3)>(a);
+    default: return bwwt_micro<V, 4, bwwt_np(4)>(a);
+  }
+}
+
+template <class V>
+void backward_weight_transposed(const ConvGeom& g, const Padded& X, const float* dy, float* dw) {
+  const int64_t taps = g.k[0] * g.k[1] * g.k[2];
+  const int64_t out_plane = g.o[1] * g.o[2], out_chan = g.o[0] * out_plane;
+  const int64_t cp = ceil_div(g.cout, kLanes) * kLanes, cvecs = cp / kLanes;
+  const int64_t cib = std::clamp<int64_t>(g.cin / 8, 1, 2);
+  const int64_t ci_blocks = ceil_div(g.cin, cib);
+  const int64_t slabs = g.batch * g.o[0];
+  const int64_t parts = std::clamp<int64_t>(ceil_div(8, ci_blocks), 1, slabs);
+  // Chunks of whole rows, about 32 KB of transposed dy: it stays in L1 while every group of
+  // (input channel, tap) pairs sweeps it.
+  const int64_t chunk_target = std::getenv("CPETS_BWWT_CHUNK") ? std::atoi(std::getenv("CPETS_BWWT_CHUNK")) : 8192;
+  const int64_t rows_per_chunk = std::clamp<int64_t>(chunk_target / cp / g.o[2], 1, g.o[1]);
+  const int64_t chunks = ceil_div(g.o[1], rows_per_chunk);
+  const int64_t chunk_floats = rows_per_chunk * g.o[2] * cp;
+  const int64_t dw_size = g.cout * g.cin * taps;
+  float* partial = parts > 1 ? scratch(kWeightPartials, size_t(parts * dw_size)) : dw;
+
+  // dy transposed once: per (slab, chunk) a [voxel][cp] block, zeros in the padded channels.
+  float* dyt = scratch(kPackedGrad, size_t(slabs * chunks * chunk_floats));
+  auto chunk_ptr = [&](int64_t slab, int64_t chunk) { return dyt + (slab * chunks + chunk) * chunk_floats; };
+  run_tasks(slabs * chunks, [&](int64_t task) {
+    const int64_t slab = task / chunks, chunk = task % chunks;
+    const int64_t b = slab / g.o[0], od = slab % g.o[0], oh0 = chunk * rows_per_chunk;
+    const int64_t voxels = std::min(rows_per_chunk, g.o[1] - oh0) * g.o[2];
+    const float* src = dy + b * g.cout * out_chan + od * out_plane + oh0 * g.o[2];
+    float* d = chunk_ptr(slab, chunk);
+    for (int64_t v = 0; v < voxels; ++v) {
+      for (int64_t c = 0; c < g.cout; ++c) d[v * cp + c] = src[c * out_chan + v];
+      for (int64_t c = g.cout; c < cp; ++c) d[v * cp + c] = 0.f;
+    }
+  });
+
+  run_tasks(parts * ci_blocks, [&](int64_t task) {
+    thread_local std::vector<float> accbuf;
+    const int64_t part = task / ci_blocks, blk = task % ci_blocks;
+    const int64_t ci0 = blk * cib, ncis = std::min(cib, g.cin - ci0);
+    const int64_t pairs = ncis * taps;
+    std::vector<int64_t> poff = tap_offsets(g, X, ncis);
+    const int np_max = bwwt_np(1);
+    poff.resize(size_t(ceil_div(pairs, np_max) * np_max + np_max), 0);  // dummies read x[0]
+    const int64_t pairs_padded = int64_t(poff.size());
+    if (int64_t(accbuf.size()) < pairs_padded * cp) accbuf.resize(size_t(pairs_padded * cp));
+    std::fill(accbuf.begin(), accbuf.begin() + pairs_padded * cp, 0.f);
+    BwdWTArgs a{};
+    a.cp = cp;
+    a.cols = g.o[2];
+    a.x_row_step = g.st[1] * X.row();
+    const int64_t s0 = part * slabs / parts, s1 = (part + 1) * slabs / parts;
+    for (int64_t slab = s0; slab < s1; ++slab) {
+      const int64_t b = slab / g.o[0], od = slab % g.o[0];
+      for (int64_t chunk = 0; chunk < chunks; ++chunk) {
+        const int64_t oh0 = chunk * rows_per_chunk;
+        a.rows = std::min(rows_per_chunk, g.o[1] - oh0);
+        a.x = X.data + (b * g.cin + ci0) * X.chan() + od * g.st[0] * X.plane() + oh0 * g.st[1] * X.row();
+        for (int64_t j0 = 0; j0 < cvecs; j0 += 4) {
+          const int ncov = int(std::min<int64_t>(4, cvecs - j0));
+          const int np = ncov == 1 ? bwwt_np(1) : ncov == 2 ? bwwt_np(2) : ncov == 3 ? bwwt_np(3) : bwwt_np(4);
+          a.dyt = chunk_ptr(slab, chunk) + j0 * kLanes;
+          for (int64_t p0 = 0; p0 < pairs; p0 += np) {
+            a.pair_off = poff.data() + p0;
+            a.acc_out = accbuf.data() + p0 * cp + j0 * kLanes;
+            bwwt_dispatch<V>(ncov, a);
+          }
+        }
+      }
+    }
+    float* dst = partial + part * dw_size;
+    for (int64_t co = 0; co < g.cout; ++co)
+      for (int64_t p = 0; p < pairs; ++p) dst[(co * g.cin + ci0) * taps + p] = accbuf[size_t(p * cp + co)];
+  });
+  if (parts > 1)
+    parallel_for(dw_size, 4096, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i) {
+        float s = partial[i];
+        for (int64_t p = 1; p < parts; ++p) s += partial[p * dw_size + i];
+        dw[i] = s;
+      }
+    });
+}
+
 // Σ over batch and positions of dy, per output channel: 16 float lanes over each channel's
 // row, lanes then rows added in double, all in a fixed order.
 void bias_gradient(const float* dy, int64_t batch, int64_t cout, int64_t voxels, float* db) {
@@ -604,7 +739,8 @@ template <class V>
 void backward_weight_impl(const Conv3dShape& s, const float* x, const float* dy, float* dw) {
   const ConvGeom g = forward_geom(s);
   const Padded X = pad_input(s, g, x);
-  backward_weight_core<V>(g, X, dy, dw);
+  if (g.cout >= kLanes && !std::getenv("CPETS_BWW_OLD")) backward_weight_transposed<V>(g, X, dy, dw);
+  else backward_weight_core<V>(g, X, dy, dw);
 }
 
 }  // namespace
