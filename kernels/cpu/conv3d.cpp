@@ -552,23 +552,27 @@ void bwwt_dispatch(int ncov, const BwdWTArgs& a) {
   }
 }
 
+// Tasks are fixed spatial parts (slabs of output planes), each summing into its own partial of
+// the whole weight gradient; the partials are then added in part order. Inside a part every
+// chunk of transposed dy is swept by all (input channel, tap) groups while it sits in L1, so dy
+// is read from memory once (not once per input-channel block).
 template <class V>
 void backward_weight_transposed(const ConvGeom& g, const Padded& X, const float* dy, float* dw) {
   const int64_t taps = g.k[0] * g.k[1] * g.k[2];
   const int64_t out_plane = g.o[1] * g.o[2], out_chan = g.o[0] * out_plane;
   const int64_t cp = ceil_div(g.cout, kLanes) * kLanes, cvecs = cp / kLanes;
-  const int64_t cib = std::clamp<int64_t>(g.cin / 8, 1, 2);
-  const int64_t ci_blocks = ceil_div(g.cin, cib);
   const int64_t slabs = g.batch * g.o[0];
-  const int64_t parts = std::clamp<int64_t>(ceil_div(8, ci_blocks), 1, slabs);
-  // Chunks of whole rows, about 32 KB of transposed dy: it stays in L1 while every group of
-  // (input channel, tap) pairs sweeps it.
-  const int64_t chunk_target = std::getenv("CPETS_BWWT_CHUNK") ? std::atoi(std::getenv("CPETS_BWWT_CHUNK")) : 8192;
-  const int64_t rows_per_chunk = std::clamp<int64_t>(chunk_target / cp / g.o[2], 1, g.o[1]);
+  const int64_t parts = std::min<int64_t>(slabs, 8);
+  // Chunks of whole rows, about 32 KB of transposed dy (L1).
+  const int64_t rows_per_chunk = std::clamp<int64_t>(8192 / cp / g.o[2], 1, g.o[1]);
   const int64_t chunks = ceil_div(g.o[1], rows_per_chunk);
   const int64_t chunk_floats = rows_per_chunk * g.o[2] * cp;
   const int64_t dw_size = g.cout * g.cin * taps;
-  float* partial = parts > 1 ? scratch(kWeightPartials, size_t(parts * dw_size)) : dw;
+  const int64_t pairs = g.cin * taps;
+  const int np_max = bwwt_np(1);
+  const int64_t pairs_padded = ceil_div(pairs, np_max) * np_max + np_max;
+  // Per part: a [pair][cp] accumulator (dummy pairs at the end soak up the padded groups).
+  float* acc_all = scratch(kWeightPartials, size_t(parts * pairs_padded * cp));
 
   // dy transposed once: per (slab, chunk) a [voxel][cp] block, zeros in the padded channels.
   float* dyt = scratch(kPackedGrad, size_t(slabs * chunks * chunk_floats));
@@ -585,17 +589,11 @@ void backward_weight_transposed(const ConvGeom& g, const Padded& X, const float*
     }
   });
 
-  run_tasks(parts * ci_blocks, [&](int64_t task) {
-    thread_local std::vector<float> accbuf;
-    const int64_t part = task / ci_blocks, blk = task % ci_blocks;
-    const int64_t ci0 = blk * cib, ncis = std::min(cib, g.cin - ci0);
-    const int64_t pairs = ncis * taps;
-    std::vector<int64_t> poff = tap_offsets(g, X, ncis);
-    const int np_max = bwwt_np(1);
-    poff.resize(size_t(ceil_div(pairs, np_max) * np_max + np_max), 0);  // dummies read x[0]
-    const int64_t pairs_padded = int64_t(poff.size());
-    if (int64_t(accbuf.size()) < pairs_padded * cp) accbuf.resize(size_t(pairs_padded * cp));
-    std::fill(accbuf.begin(), accbuf.begin() + pairs_padded * cp, 0.f);
+  std::vector<int64_t> poff = tap_offsets(g, X, g.cin);
+  poff.resize(size_t(pairs_padded), 0);  // dummies read x[0]
+  run_tasks(parts, [&](int64_t part) {
+    float* acc = acc_all + part * pairs_padded * cp;
+    std::fill(acc, acc + pairs_padded * cp, 0.f);
     BwdWTArgs a{};
     a.cp = cp;
     a.cols = g.o[2];
@@ -606,31 +604,28 @@ void backward_weight_transposed(const ConvGeom& g, const Padded& X, const float*
       for (int64_t chunk = 0; chunk < chunks; ++chunk) {
         const int64_t oh0 = chunk * rows_per_chunk;
         a.rows = std::min(rows_per_chunk, g.o[1] - oh0);
-        a.x = X.data + (b * g.cin + ci0) * X.chan() + od * g.st[0] * X.plane() + oh0 * g.st[1] * X.row();
+        a.x = X.data + b * g.cin * X.chan() + od * g.st[0] * X.plane() + oh0 * g.st[1] * X.row();
         for (int64_t j0 = 0; j0 < cvecs; j0 += 4) {
           const int ncov = int(std::min<int64_t>(4, cvecs - j0));
           const int np = ncov == 1 ? bwwt_np(1) : ncov == 2 ? bwwt_np(2) : ncov == 3 ? bwwt_np(3) : bwwt_np(4);
           a.dyt = chunk_ptr(slab, chunk) + j0 * kLanes;
           for (int64_t p0 = 0; p0 < pairs; p0 += np) {
             a.pair_off = poff.data() + p0;
-            a.acc_out = accbuf.data() + p0 * cp + j0 * kLanes;
+            a.acc_out = acc + p0 * cp + j0 * kLanes;
             bwwt_dispatch<V>(ncov, a);
           }
         }
       }
     }
-    float* dst = partial + part * dw_size;
-    for (int64_t co = 0; co < g.cout; ++co)
-      for (int64_t p = 0; p < pairs; ++p) dst[(co * g.cin + ci0) * taps + p] = accbuf[size_t(p * cp + co)];
   });
-  if (parts > 1)
-    parallel_for(dw_size, 4096, [&](int64_t i0, int64_t i1) {
-      for (int64_t i = i0; i < i1; ++i) {
-        float s = partial[i];
-        for (int64_t p = 1; p < parts; ++p) s += partial[p * dw_size + i];
-        dw[i] = s;
-      }
-    });
+  parallel_for(dw_size, 1024, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t co = i / pairs, p = i % pairs;
+      float s = acc_all[p * cp + co];
+      for (int64_t part = 1; part < parts; ++part) s += acc_all[(part * pairs_padded + p) * cp + co];
+      dw[i] = s;
+    }
+  });
 }
 
 // Σ over batch and positions of dy, per output channel: 16 float lanes over each channel's
