@@ -35,6 +35,19 @@ int64_t tasks_per_chunk(double flops_per_task) {
   return std::max<int64_t>(1, int64_t(2e6 / std::max(flops_per_task, 1.0)));
 }
 
+// parallel_for with chunks handed out dynamically: each chunk writes only its own outputs, so
+// which thread runs it cannot change any result, and a thread slowed down by other processes on
+// its core (common on our shared machines) no longer holds up the whole loop as it does with
+// the static schedule.
+template <class F>
+void parallel_for_balanced(int64_t n, int64_t grain, F&& body) {
+  if (n <= 0) return;
+  if (grain < 1) grain = 1;
+  const int64_t chunks = (n + grain - 1) / grain;
+#pragma omp parallel for schedule(dynamic, 1) if (chunks > 1)
+  for (int64_t c = 0; c < chunks; ++c) body(c * grain, std::min(n, (c + 1) * grain));
+}
+
 // exp(x) as 2^n · e^r with n = round(x / ln 2) and a degree-6 Taylor polynomial on
 // |r| ≤ ln2/2 (relative error ~2e-7), no libm call. x is clamped to [−87, 88]: an input below −87
 // gives ~1e-38 instead of 0, negligible against the row maximum's e^0 = 1. The softmax loops below
@@ -465,7 +478,7 @@ void dkdv_pass(const Geometry& g, const float* q, const HeadsT& qt, const float*
   const int64_t tiles_per_split = (query_tiles + splits - 1) / splits;
   const int64_t part = g.B * g.Nk * g.C;  // one split's dK (then dV) partial
   const double task_flops = 8.0 * std::min(kBwdK, g.Nk) * double(g.Nq) / splits * g.d;
-  parallel_for(g.B * g.H * nkb * splits, tasks_per_chunk(task_flops), [&](int64_t t0, int64_t t1) {
+  parallel_for_balanced(g.B * g.H * nkb * splits, tasks_per_chunk(task_flops), [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t sp = t % splits, kb = (t / splits) % nkb, h = (t / (splits * nkb)) % g.H;
       const int64_t b = t / (splits * nkb * g.H);
@@ -508,7 +521,7 @@ void attention_forward(const AttentionShape& s, const float* q, const float* k, 
   const HeadsT kt = transpose_heads(g, k, g.Nk, scratch);
   const int64_t nqb = (g.Nq + kFwdQ - 1) / kFwdQ;
   const double task_flops = 4.0 * std::min(kFwdQ, g.Nq) * double(g.Nk) * g.d;
-  parallel_for(g.B * g.H * nqb, tasks_per_chunk(task_flops), [&](int64_t t0, int64_t t1) {
+  parallel_for_balanced(g.B * g.H * nqb, tasks_per_chunk(task_flops), [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t qb = t % nqb, h = (t / nqb) % g.H, b = t / (nqb * g.H);
       const int64_t i0 = qb * kFwdQ;
@@ -542,7 +555,7 @@ void attention_backward(const AttentionShape& s, const float* q, const float* k,
     const HeadsT vt = transpose_heads(g, v, g.Nk, transposed + tk);
     const int64_t nqb = (g.Nq + kFwdQ - 1) / kFwdQ;
     const double task_flops = 6.0 * std::min(kFwdQ, g.Nq) * double(g.Nk) * g.d;
-    parallel_for(g.B * g.H * nqb, tasks_per_chunk(task_flops), [&](int64_t t0, int64_t t1) {
+    parallel_for_balanced(g.B * g.H * nqb, tasks_per_chunk(task_flops), [&](int64_t t0, int64_t t1) {
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t qb = t % nqb, h = (t / nqb) % g.H, b = t / (nqb * g.H);
         const int64_t i0 = qb * kFwdQ;

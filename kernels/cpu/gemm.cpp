@@ -12,6 +12,19 @@
 namespace cpets::kernels::cpu {
 namespace {
 
+// parallel_for with chunks handed out dynamically: each chunk writes only its own outputs, so
+// which thread runs it cannot change any result, and a thread slowed down by other processes on
+// its core (common on our shared machines) no longer holds up the whole loop as it does with
+// the static schedule.
+template <class F>
+void parallel_for_balanced(int64_t n, int64_t grain, F&& body) {
+  if (n <= 0) return;
+  if (grain < 1) grain = 1;
+  const int64_t chunks = (n + grain - 1) / grain;
+#pragma omp parallel for schedule(dynamic, 1) if (chunks > 1)
+  for (int64_t c = 0; c < chunks; ++c) body(c * grain, std::min(n, (c + 1) * grain));
+}
+
 // C[M×N] += alpha · op(A) · op(B) with Eigen's serial blocked GEMM (pack + gebp micro-kernel).
 // We call the internal kernel directly rather than through Eigen's expression API because the
 // latter may spawn OpenMP threads (see gemm.h) and only lets us switch that off globally.
@@ -81,7 +94,7 @@ void sgemm_batched(bool trans_a, bool trans_b, int64_t batch, int64_t M, int64_t
   const int64_t len = split_rows ? M : N;
   const int64_t block = block_length(len, split_rows ? N : M, K);
   const int64_t blocks = (len + block - 1) / block;
-  parallel_for(batch * blocks, 1, [&](int64_t t0, int64_t t1) {
+  parallel_for_balanced(batch * blocks, 1, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t i = t / blocks, b0 = (t % blocks) * block, n = std::min(block, len - b0);
       const float* Ai = A + i * stride_a;
@@ -109,7 +122,7 @@ void sgemm_split_k(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, 
   const int64_t parts = std::min<int64_t>(16, K / 4096);
   const int64_t part_len = ((K + parts - 1) / parts + 255) / 256 * 256;
   std::vector<float> partial(size_t(parts * M * N));
-  parallel_for(parts, 1, [&](int64_t p0, int64_t p1) {
+  parallel_for_balanced(parts, 1, [&](int64_t p0, int64_t p1) {
     for (int64_t p = p0; p < p1; ++p) {
       const int64_t k0 = std::min(K, p * part_len), kn = std::min(part_len, K - k0);
       const float* Ak = trans_a ? A + k0 * lda : A + k0;  // columns k0.. of op(A)
