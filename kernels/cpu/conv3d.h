@@ -1,10 +1,13 @@
 // 3-D convolution on the CPU: NCDHW activations, (Cout, Cin, kD, kH, kW) weights, zero padding,
 // per-axis stride, as PyTorch's conv3d. Forward, input gradient and weight (+ bias) gradient.
 //
-// All three passes are direct convolutions vectorised along W (16 floats, AVX-512 when the
-// build has it) with register blocking over output channels (or taps for the weight gradient).
-// The input is first copied into a zero-padded, W-phase-split scratch layout so that every
-// tap is a plain unaligned vector load, whatever the stride. Work is split into chunks that do
+// Forward and input gradient are direct convolutions vectorised along W (16 floats, AVX-512
+// when the build has it) with 3 output vectors × 8 output channels in registers; the input
+// gradient is the forward convolution of dy (dilated by the stride, padded k−1−p) with the
+// transposed, flipped weights. The weight gradient vectorises over output channels (dy
+// transposed per chunk, input values broadcast) when Cout ≥ 16, else along W. Inputs are first
+// copied into a zero-padded, W-phase-split scratch layout so that every tap is a plain vector
+// load, whatever the stride. Work is split into chunks that do
 // not depend on the thread count and reductions run in a fixed order, so every result is
 // bitwise identical for any number of threads.
 #pragma once

@@ -80,9 +80,13 @@ void avg_pool3d_backward(const float* dy, int64_t planes, int64_t D, int64_t H, 
       window_range(h, k, s, oH, hlo, hhi);
       if (k == 2 && s == 2) {
         // One window per voxel at most: a scaled nearest copy (zeros past the last window).
-        const bool inside = dlo <= dhi && hlo <= hhi;
+        if (dlo > dhi || hlo > hhi) {
+          std::fill(o, o + W, 0.f);
+          continue;
+        }
         const float* g = dy + ((p * oD + d / 2) * oH + h / 2) * oW;
-        for (int64_t w = 0; w < W; ++w) o[w] = (inside && w / 2 < oW) ? g[w / 2] * scale : 0.f;
+        for (int64_t w = 0; w < oW; ++w) o[2 * w] = o[2 * w + 1] = g[w] * scale;
+        std::fill(o + 2 * oW, o + W, 0.f);
         continue;
       }
       for (int64_t w = 0; w < W; ++w) {
