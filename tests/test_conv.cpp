@@ -91,6 +91,7 @@ std::vector<ConvCase> forward_cases() {
       {2, 16, 32, 3, 4, 32, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, false},   // full 16-lane vectors
       {1, 1, 16, 6, 5, 20, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, true},     // first layer 1→16
       {1, 17, 1, 4, 5, 18, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, true},     // head 17→1
+      {1, 37, 18, 3, 4, 21, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, true},    // three input-channel blocks
   };
 }
 
