@@ -15,8 +15,10 @@ Configurations (each measured, the faster one kept per case, and named in "confi
                through whatever BLAS torch links (the system libblas.so.3 alternative:
                OpenBLAS if libopenblas0 is installed, else the slow reference BLAS).
 The script re-executes itself under /usr/bin/python3 if started by another interpreter without
-torch, and without OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE when those are set (they make OpenBLAS
-pick a slower kernel on this machine); only this process's environment is changed.
+torch, without OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE when those are set (they can make OpenBLAS
+pick a slower kernel), and with glibc malloc told to keep freed memory (see _MALLOC_ENV; set
+CPETS_TORCH_DEFAULT_MALLOC=1 to measure with glibc's defaults). Only this process's
+environment is changed.
 """
 import argparse
 import json
@@ -28,6 +30,17 @@ import time
 _SCRUB = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
 
+# Fresh pages are very slow to first touch on this VM, and PyTorch's CPU allocator is plain
+# malloc: with glibc's defaults every large tensor is a new mmap, faulted in again on every
+# call. Keeping freed memory in the heap instead is PyTorch's faster configuration here
+# (conv3d 2x16 forward ~18 -> ~13 ms), so it is what we measure against.
+_MALLOC_ENV = {
+    "MALLOC_MMAP_THRESHOLD_": str(32 << 20),  # glibc's maximum: blocks up to 32 MB from the heap
+    "MALLOC_TRIM_THRESHOLD_": str(64 << 30),  # never give freed heap memory back
+    "MALLOC_TOP_PAD_": str(1 << 30),
+}
+
+
 def _reexec_if_needed():
     want_python = sys.executable
     try:
@@ -37,8 +50,11 @@ def _reexec_if_needed():
             raise
         want_python = "/usr/bin/python3"
     scrub = [k for k in _SCRUB if k in os.environ] if os.environ.get("CPETS_KEEP_OPENBLAS_ENV") != "1" else []
-    if want_python != sys.executable or scrub:
+    add = {} if os.environ.get("CPETS_TORCH_DEFAULT_MALLOC") == "1" else {
+        k: v for k, v in _MALLOC_ENV.items() if os.environ.get(k) != v}
+    if want_python != sys.executable or scrub or add:
         env = {k: v for k, v in os.environ.items() if k not in scrub}
+        env.update(add)
         if scrub:
             print(f"bench_torch: unsetting {', '.join(scrub)} for this process", file=sys.stderr)
         os.execve(want_python, [want_python, os.path.abspath(__file__)] + sys.argv[1:], env)
@@ -208,7 +224,10 @@ def main():
     run_conv(args, seconds, configs)
     run_groupnorm(args, seconds, configs)
     run_attention(args, seconds, configs)
-    config = f"{args.threads} threads; mkldnn enabled={torch.backends.mkldnn.enabled}; " + "; ".join(configs)
+    malloc = "default glibc malloc" if os.environ.get("CPETS_TORCH_DEFAULT_MALLOC") == "1" else \
+        "glibc malloc keeping freed memory (" + " ".join(f"{k}={v}" for k, v in _MALLOC_ENV.items()) + ")"
+    config = (f"{args.threads} threads; mkldnn enabled={torch.backends.mkldnn.enabled}; {malloc}; " +
+              "; ".join(configs))
     print(json.dumps({"torch": torch.__version__, "config": config, "seconds": seconds}))
 
 
