@@ -570,7 +570,7 @@ void bwwt_dispatch(int ncov, const BwdWTArgs& a) {
 // chunk of transposed dy is swept by all (input channel, tap) groups while it sits in L1, so dy
 // is read from memory once (not once per input-channel block).
 template <class V>
-void backward_weight_transposed(const ConvGeom& g, const Padded& X, const float* dy, float* dw) {
+void backward_weight_transposed(const ConvGeom& g, const Padded& X, const float* dy, float* dw, float* db) {
   const int64_t taps = g.k[0] * g.k[1] * g.k[2];
   const int64_t out_plane = g.o[1] * g.o[2], out_chan = g.o[0] * out_plane;
   const int64_t cp = ceil_div(g.cout, kLanes) * kLanes, cvecs = cp / kLanes;
@@ -588,8 +588,11 @@ void backward_weight_transposed(const ConvGeom& g, const Padded& X, const float*
   float* acc_all = scratch(kWeightPartials, size_t(parts * pairs_padded * cp));
 
   // dy transposed once: per (slab, chunk) a [voxel][cp] block, zeros in the padded channels.
+  // The same pass sums each channel of the chunk for the bias gradient (in double, per chunk;
+  // chunks are then added in order).
   float* dyt = scratch(kPackedGrad, size_t(slabs * chunks * chunk_floats));
   auto chunk_ptr = [&](int64_t slab, int64_t chunk) { return dyt + (slab * chunks + chunk) * chunk_floats; };
+  std::vector<double> chunk_sums(db ? size_t(slabs * chunks * g.cout) : 0);
   run_tasks(slabs * chunks, [&](int64_t task) {
     const int64_t slab = task / chunks, chunk = task % chunks;
     const int64_t b = slab / g.o[0], od = slab % g.o[0], oh0 = chunk * rows_per_chunk;
@@ -600,7 +603,27 @@ void backward_weight_transposed(const ConvGeom& g, const Padded& X, const float*
       for (int64_t c = 0; c < g.cout; ++c) d[v * cp + c] = src[c * out_chan + v];
       for (int64_t c = g.cout; c < cp; ++c) d[v * cp + c] = 0.f;
     }
+    if (db) {
+      // Lanes of 16 voxels per channel (the transposed rows, contiguous), then in double.
+      for (int64_t c = 0; c < g.cout; ++c) {
+        const float* p = src + c * out_chan;
+        float lanes[kLanes] = {};
+        int64_t v = 0;
+        for (; v + kLanes <= voxels; v += kLanes)
+          for (int l = 0; l < kLanes; ++l) lanes[l] += p[v + l];
+        double sum = 0;
+        for (int l = 0; l < kLanes; ++l) sum += lanes[l];
+        for (; v < voxels; ++v) sum += p[v];
+        chunk_sums[size_t(task * g.cout + c)] = sum;
+      }
+    }
   });
+  if (db)
+    for (int64_t c = 0; c < g.cout; ++c) {
+      double sum = 0;
+      for (int64_t t = 0; t < slabs * chunks; ++t) sum += chunk_sums[size_t(t * g.cout + c)];
+      db[c] = float(sum);
+    }
 
   std::vector<int64_t> poff = tap_offsets(g, X, g.cin);
   poff.resize(size_t(pairs_padded), 0);  // dummies read x[0]
@@ -743,14 +766,20 @@ void backward_data_impl(const Conv3dShape& s, const float* dy, const float* w, f
   forward_core<V>(g, G, wpk, blk, nullptr, dx);
 }
 
+// Returns whether it also computed the bias gradient (the channel-vectorised kernel does, in
+// its pass over dy).
 template <class V>
-void backward_weight_impl(const Conv3dShape& s, const float* x, const float* dy, float* dw) {
+bool backward_weight_impl(const Conv3dShape& s, const float* x, const float* dy, float* dw, float* db) {
   const ConvGeom g = forward_geom(s);
   const Padded X = pad_input(s, g, x);
   // Channel vectors need at least 16 output channels to be worth it; the head layers (→ 1
   // channel) use the W-vectorised kernel.
-  if (g.cout >= kLanes) backward_weight_transposed<V>(g, X, dy, dw);
-  else backward_weight_core<V>(g, X, dy, dw);
+  if (g.cout >= kLanes) {
+    backward_weight_transposed<V>(g, X, dy, dw, db);
+    return db != nullptr;
+  }
+  backward_weight_core<V>(g, X, dy, dw);
+  return false;
 }
 
 }  // namespace
@@ -780,14 +809,15 @@ void conv3d_backward_data(const Conv3dShape& s, const float* dy, const float* w,
 }
 
 void conv3d_backward_weight(const Conv3dShape& s, const float* x, const float* dy, float* dw, float* dbias) {
+  bool bias_done = false;
   if (dw) {
 #ifdef __AVX512F__
-    if (use_simd()) backward_weight_impl<VecSimd>(s, x, dy, dw);
+    if (use_simd()) bias_done = backward_weight_impl<VecSimd>(s, x, dy, dw, dbias);
     else
 #endif
-      backward_weight_impl<VecPortable>(s, x, dy, dw);
+      bias_done = backward_weight_impl<VecPortable>(s, x, dy, dw, dbias);
   }
-  if (dbias) bias_gradient(dy, s.batch, s.out_channels, s.out_voxels(), dbias);
+  if (dbias && !bias_done) bias_gradient(dy, s.batch, s.out_channels, s.out_voxels(), dbias);
 }
 
 }  // namespace cpets::kernels::cpu
