@@ -92,6 +92,10 @@ std::vector<ConvCase> forward_cases() {
       {1, 1, 16, 6, 5, 20, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, true},     // first layer 1→16
       {1, 17, 1, 4, 5, 18, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, true},     // head 17→1
       {1, 37, 18, 3, 4, 21, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, true},    // three input-channel blocks
+      // Deep enough for the per-task ring of padded planes (runs of >= 4 output planes):
+      {2, 3, 5, 24, 5, 7, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, true},
+      {2, 2, 3, 50, 6, 5, {4, 4, 4}, {2, 2, 2}, {1, 1, 1}, true},
+      {2, 2, 3, 26, 5, 6, {3, 3, 3}, {1, 1, 1}, {0, 0, 0}, false},
   };
 }
 
@@ -177,6 +181,8 @@ TEST_CASE("conv3d backward by finite differences") {
       {1, 2, 2, 5, 6, 7, {3, 2, 3}, {2, 1, 3}, {0, 1, 2}, true},   // anisotropic
       {1, 2, 17, 3, 4, 5, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, true},  // Cout ≥ 16: channel-vectorised weight gradient
       {1, 2, 16, 5, 4, 6, {4, 4, 4}, {2, 2, 2}, {1, 1, 1}, false}, // the same, strided
+      {2, 1, 2, 19, 3, 4, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, true},  // ring of padded planes (input gradient too)
+      {2, 1, 2, 40, 3, 3, {4, 4, 4}, {2, 2, 2}, {1, 1, 1}, false}, // the same, strided (dilated dy)
   };
   for (const ConvCase& c : cases) {
     CAPTURE(c.k[0]);
@@ -196,6 +202,7 @@ TEST_CASE("conv3d forward and backward are bitwise identical for 1 and 2 threads
       {1, 3, 32, 5, 7, 21, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, true},
       {1, 1, 16, 8, 9, 20, {4, 4, 4}, {2, 2, 2}, {1, 1, 1}, true},
       {1, 32, 1, 6, 6, 18, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, true},
+      {2, 16, 16, 24, 6, 32, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, true},  // ring of padded planes
   };
   for (const ConvCase& c : cases) {
     ConvInputs in = make_inputs(c, 21);

@@ -133,45 +133,57 @@ inline int64_t source_index(int64_t p, int64_t pad, int64_t dil, int64_t size) {
   return s < size ? s : -1;
 }
 
-void build_padded(const float* src, int64_t batch, const int64_t size[3], const int64_t dil[3], const int64_t pad[3],
-                  Padded& P, int slot) {
-  P.data = scratch(slot, size_t(batch * P.channels * P.chan()));
-  const int64_t plane_src = size[1] * size[2], chan_src = size[0] * plane_src;
-  const int64_t rows = batch * P.channels * P.Dp;
+// What a padded layout is built from: an NCDHW source, its sizes, dilation and left padding.
+struct PadSource {
+  const float* src = nullptr;
+  int64_t batch = 0;
+  int64_t size[3] = {0, 0, 0}, dil[3] = {1, 1, 1}, pad[3] = {0, 0, 0};
+  int64_t chan_floats() const { return size[0] * size[1] * size[2]; }
+};
+
+// Fills padded plane pd (Hp rows of sW·Wq floats) from one source channel.
+void fill_padded_plane(const PadSource& S, const float* src_chan, const Padded& P, int64_t pd, float* dst_plane) {
+  const int64_t* size = S.size;
+  const int64_t* dil = S.dil;
+  const int64_t* pad = S.pad;
   const bool plain_w = dil[2] == 1 && P.sW == 1;
-  parallel_for(rows, 4, [&](int64_t r0, int64_t r1) {
+  const int64_t sd = source_index(pd, pad[0], dil[0], size[0]);
+  for (int64_t ph = 0; ph < P.Hp; ++ph) {
+    float* dst = dst_plane + ph * P.row();
+    const int64_t sh = sd < 0 ? -1 : source_index(ph, pad[1], dil[1], size[1]);
+    if (sh < 0) {
+      std::memset(dst, 0, sizeof(float) * P.row());
+      continue;
+    }
+    const float* s = src_chan + (sd * size[1] + sh) * size[2];
+    if (plain_w) {
+      // Zeros, then the row, then zeros; the copied span is clipped to both rows.
+      const int64_t begin = std::clamp<int64_t>(pad[2], 0, P.Wq);
+      const int64_t skip = begin - pad[2];  // source samples cut off on the left
+      const int64_t n = std::max<int64_t>(0, std::min<int64_t>(size[2] - skip, P.Wq - begin));
+      std::memset(dst, 0, sizeof(float) * begin);
+      if (n > 0) std::memcpy(dst + begin, s + skip, sizeof(float) * n);
+      std::memset(dst + begin + n, 0, sizeof(float) * (P.Wq - begin - n));
+      continue;
+    }
+    // Strided or dilated: zeros, then each source sample scattered to its phase and slot.
+    std::memset(dst, 0, sizeof(float) * P.row());
+    for (int64_t w = 0; w < size[2]; ++w) {
+      const int64_t pw = pad[2] + w * dil[2];
+      if (pw < 0) continue;
+      const int64_t q = pw / P.sW;
+      if (q >= P.Wq) break;
+      dst[(pw - q * P.sW) * P.Wq + q] = s[w];
+    }
+  }
+}
+
+void build_padded(const PadSource& S, Padded& P, int slot) {
+  P.data = scratch(slot, size_t(S.batch * P.channels * P.chan()));
+  parallel_for(S.batch * P.channels * P.Dp, 4, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const int64_t bc = r / P.Dp, pd = r % P.Dp;
-      float* dst_plane = P.data + bc * P.chan() + pd * P.plane();
-      const int64_t sd = source_index(pd, pad[0], dil[0], size[0]);
-      for (int64_t ph = 0; ph < P.Hp; ++ph) {
-        float* dst = dst_plane + ph * P.row();
-        const int64_t sh = sd < 0 ? -1 : source_index(ph, pad[1], dil[1], size[1]);
-        if (sh < 0) {
-          std::memset(dst, 0, sizeof(float) * P.row());
-          continue;
-        }
-        const float* s = src + bc * chan_src + sd * plane_src + sh * size[2];
-        if (plain_w) {
-          // Zeros, then the row, then zeros; the copied span is clipped to both rows.
-          const int64_t begin = std::clamp<int64_t>(pad[2], 0, P.Wq);
-          const int64_t skip = begin - pad[2];  // source samples cut off on the left
-          const int64_t n = std::clamp<int64_t>(size[2] - skip, 0, P.Wq - begin);
-          std::memset(dst, 0, sizeof(float) * begin);
-          if (n > 0) std::memcpy(dst + begin, s + skip, sizeof(float) * n);
-          std::memset(dst + begin + std::max<int64_t>(n, 0), 0, sizeof(float) * (P.Wq - begin - std::max<int64_t>(n, 0)));
-          continue;
-        }
-        // Strided or dilated: zeros, then each source sample scattered to its phase and slot.
-        std::memset(dst, 0, sizeof(float) * P.row());
-        for (int64_t w = 0; w < size[2]; ++w) {
-          const int64_t pw = pad[2] + w * dil[2];
-          if (pw < 0) continue;
-          const int64_t q = pw / P.sW;
-          if (q >= P.Wq) break;
-          dst[(pw - q * P.sW) * P.Wq + q] = s[w];
-        }
-      }
+      fill_padded_plane(S, S.src + bc * S.chan_floats(), P, pd, P.data + bc * P.chan() + pd * P.plane());
     }
   });
 }
@@ -292,57 +304,115 @@ std::vector<int64_t> tap_offsets(const ConvGeom& g, const Padded& X, int64_t ci_
   return off;
 }
 
+// Output rows [oh0, oh1) of output plane od of batch item b. x_b: padded input of b with the
+// plane od·sD at offset 0 of every channel (x_chan apart); toff: tap offsets from there.
 template <class V>
-void forward_core(const ConvGeom& g, const Padded& X, const float* wpk, FwdBlocking blk, const float* bias, float* y) {
+void conv_output_rows(const ConvGeom& g, const Padded& X, const float* x_b, int64_t x_chan, const int64_t* toff,
+                      const float* wpk, FwdBlocking blk, const float* bias, float* y, int64_t b, int64_t od,
+                      int64_t oh0, int64_t oh1) {
   const int64_t taps = g.k[0] * g.k[1] * g.k[2];
-  const std::vector<int64_t> toff = tap_offsets(g, X);
   const int64_t nwv = ceil_div(g.o[2], kLanes);
   const int64_t out_plane = g.o[1] * g.o[2], out_chan = g.o[0] * out_plane;
+  FwdArgs a{};
+  a.tap_off = toff;
+  a.taps = taps;
+  a.x_chan = x_chan;
+  a.out_chan = out_chan;
+  float* y_plane = y + b * g.cout * out_chan + od * out_plane;
+  const int64_t positions = (oh1 - oh0) * nwv;
+  for (int64_t p0 = 0; p0 < positions; p0 += blk.nw) {
+    const int nw = int(std::min<int64_t>(blk.nw, positions - p0));
+    for (int j = 0; j < nw; ++j) {
+      const int64_t oh = oh0 + (p0 + j) / nwv, wv = (p0 + j) % nwv;
+      a.pos_off[j] = oh * g.st[1] * X.row() + wv * kLanes;
+      a.valid[j] = int(std::min<int64_t>(kLanes, g.o[2] - wv * kLanes));
+      a.out[j] = y_plane + oh * g.o[2] + wv * kLanes;
+    }
+    float* out0[4] = {a.out[0], a.out[1], a.out[2], a.out[3]};
+    // Input channels in blocks of 16: the block's input rows for these output vectors
+    // (16·kD·kH rows) stay in L1 while every output-channel block uses them.
+    for (int64_t c0 = 0; c0 < g.cin; c0 += kCinBlock) {
+      a.cin = std::min(kCinBlock, g.cin - c0);
+      a.accumulate = c0 > 0;
+      a.x = x_b + c0 * x_chan;
+      for (int64_t n0 = 0; n0 < g.cout; n0 += blk.nb) {
+        const int nco = int(std::min<int64_t>(blk.nb, g.cout - n0));
+        a.w = wpk + n0 * g.cin * taps + c0 * taps * nco;
+        a.bias = bias ? bias + n0 : nullptr;
+        for (int j = 0; j < nw; ++j) a.out[j] = out0[j] + n0 * out_chan;
+        fwd_micro_dispatch<V>(nco, nw, a);
+      }
+    }
+  }
+}
+
+// Whole padded input built beforehand (X.data).
+template <class V>
+void forward_core(const ConvGeom& g, const Padded& X, const float* wpk, FwdBlocking blk, const float* bias, float* y) {
+  const std::vector<int64_t> toff = tap_offsets(g, X);
   // Tasks: (b, od, chunk of output rows); enough of them to balance two or more threads.
   const int64_t slabs = g.batch * g.o[0];
   const int64_t row_chunks = std::min<int64_t>(g.o[1], std::max<int64_t>(1, ceil_div(32, slabs)));
   const int64_t rows_per_chunk = ceil_div(g.o[1], row_chunks);
   run_tasks(slabs * row_chunks, [&](int64_t task) {
-    {
-      const int64_t slab = task / row_chunks, chunk = task % row_chunks;
-      const int64_t b = slab / g.o[0], od = slab % g.o[0];
-      const int64_t oh0 = chunk * rows_per_chunk, oh1 = std::min(g.o[1], oh0 + rows_per_chunk);
-      if (oh0 >= oh1) return;
-      FwdArgs a{};
-      const float* x_b = X.data + b * g.cin * X.chan() + od * g.st[0] * X.plane();
-      a.tap_off = toff.data();
-      a.taps = taps;
-      a.cin = g.cin;
-      a.x_chan = X.chan();
-      a.out_chan = out_chan;
-      float* y_plane = y + b * g.cout * out_chan + od * out_plane;
-      const int64_t positions = (oh1 - oh0) * nwv;
-      for (int64_t p0 = 0; p0 < positions; p0 += blk.nw) {
-        const int nw = int(std::min<int64_t>(blk.nw, positions - p0));
-        for (int j = 0; j < nw; ++j) {
-          const int64_t oh = oh0 + (p0 + j) / nwv, wv = (p0 + j) % nwv;
-          a.pos_off[j] = oh * g.st[1] * X.row() + wv * kLanes;
-          a.valid[j] = int(std::min<int64_t>(kLanes, g.o[2] - wv * kLanes));
-          a.out[j] = y_plane + oh * g.o[2] + wv * kLanes;
-        }
-        float* out0[4] = {a.out[0], a.out[1], a.out[2], a.out[3]};
-        // Input channels in blocks of 16: the block's input rows for these output vectors
-        // (16·kD·kH rows) stay in L1 while every output-channel block uses them.
-        for (int64_t c0 = 0; c0 < g.cin; c0 += kCinBlock) {
-          a.cin = std::min(kCinBlock, g.cin - c0);
-          a.accumulate = c0 > 0;
-          a.x = x_b + c0 * X.chan();
-          for (int64_t n0 = 0; n0 < g.cout; n0 += blk.nb) {
-            const int nco = int(std::min<int64_t>(blk.nb, g.cout - n0));
-            a.w = wpk + n0 * g.cin * taps + c0 * taps * nco;
-            a.bias = bias ? bias + n0 : nullptr;
-            for (int j = 0; j < nw; ++j) a.out[j] = out0[j] + n0 * out_chan;
-            fwd_micro_dispatch<V>(nco, nw, a);
-          }
-        }
-      }
+    const int64_t slab = task / row_chunks, chunk = task % row_chunks;
+    const int64_t b = slab / g.o[0], od = slab % g.o[0];
+    const int64_t oh0 = chunk * rows_per_chunk, oh1 = std::min(g.o[1], oh0 + rows_per_chunk);
+    if (oh0 >= oh1) return;
+    const float* x_b = X.data + b * g.cin * X.chan() + od * g.st[0] * X.plane();
+    conv_output_rows<V>(g, X, x_b, X.chan(), toff.data(), wpk, blk, bias, y, b, od, oh0, oh1);
+  });
+}
+
+// Tasks over runs of output planes, each keeping its own ring of the kD padded input planes it
+// needs (all channels) and padding each source plane once as the run advances. Used when
+// the ring fits in L2: the padded copy is then written and read in cache, never through memory.
+struct WindowPlan { bool use; int64_t runs, per_run; };
+WindowPlan plan_window(const ConvGeom& g, const Padded& X) {
+  const int64_t ring_bytes = g.cin * g.k[0] * X.plane() * int64_t(sizeof(float));
+  const int64_t runs = std::min(g.o[0], ceil_div(12, g.batch));
+  const int64_t per_run = ceil_div(g.o[0], runs);
+  return {ring_bytes <= (3 << 19) && per_run >= 4, runs, per_run};
+}
+
+template <class V>
+void forward_windowed(const ConvGeom& g, const Padded& X, const PadSource& S, WindowPlan plan, const float* wpk,
+                      FwdBlocking blk, const float* bias, float* y) {
+  const int64_t kd_n = g.k[0], x_chan = kd_n * X.plane();
+  const std::vector<int64_t> toff0 = tap_offsets(g, X);  // plane kd at kd·plane
+  run_tasks(g.batch * plan.runs, [&](int64_t task) {
+    thread_local std::vector<float> ring;
+    const int64_t b = task / plan.runs, run = task % plan.runs;
+    const int64_t od0 = run * plan.per_run, od1 = std::min(g.o[0], od0 + plan.per_run);
+    if (od0 >= od1) return;
+    if (int64_t(ring.size()) < g.cin * x_chan) ring.resize(size_t(g.cin * x_chan));
+    std::vector<int64_t> toff(toff0.size());
+    const int64_t per_kd = int64_t(toff0.size()) / kd_n;
+    int64_t built_end = 0;  // padded planes below this are (or were) in the ring
+    for (int64_t od = od0; od < od1; ++od) {
+      const int64_t first = od * g.st[0], last = first + kd_n;
+      for (int64_t pd = std::max(first, od == od0 ? first : built_end); pd < last; ++pd)
+        for (int64_t ci = 0; ci < g.cin; ++ci)
+          fill_padded_plane(S, S.src + (b * g.cin + ci) * S.chan_floats(), X, pd,
+                            ring.data() + ci * x_chan + (pd % kd_n) * X.plane());
+      built_end = last;
+      // Plane first + kd lives in ring slot (first + kd) mod kD.
+      for (int64_t kd = 0; kd < kd_n; ++kd)
+        for (int64_t t = 0; t < per_kd; ++t)
+          toff[size_t(kd * per_kd + t)] = toff0[size_t(kd * per_kd + t)] + (((first + kd) % kd_n) - kd) * X.plane();
+      conv_output_rows<V>(g, X, ring.data(), x_chan, toff.data(), wpk, blk, bias, y, b, od, 0, g.o[1]);
     }
   });
+}
+
+// Pads (in a ring per task when it fits in cache, else all at once) and convolves.
+template <class V>
+void padded_forward(const ConvGeom& g, Padded& X, const PadSource& S, int slot, const float* wpk, FwdBlocking blk,
+                    const float* bias, float* y) {
+  const WindowPlan plan = plan_window(g, X);
+  if (plan.use) return forward_windowed<V>(g, X, S, plan, wpk, blk, bias, y);
+  build_padded(S, X, slot);
+  forward_core<V>(g, X, wpk, blk, bias, y);
 }
 
 // ------------------------------------------------------------------------------------------
@@ -717,25 +787,39 @@ ConvGeom forward_geom(const Conv3dShape& s) {
   return g;
 }
 
-Padded pad_input(const Conv3dShape& s, const ConvGeom& g, const float* x) {
+Padded input_layout(const ConvGeom& g) {
   int64_t extent[3];
   for (int a = 0; a < 3; ++a) extent[a] = (g.o[a] - 1) * g.st[a] + g.k[a];
-  Padded X = padded_layout(g.cin, extent, g.st[2], g.o[2], g.k[2]);
-  const int64_t one[3] = {1, 1, 1};
-  build_padded(x, g.batch, s.in, one, s.padding, X, kPaddedInput);
+  return padded_layout(g.cin, extent, g.st[2], g.o[2], g.k[2]);
+}
+
+PadSource input_source(const Conv3dShape& s, const float* x) {
+  PadSource S;
+  S.src = x;
+  S.batch = s.batch;
+  for (int a = 0; a < 3; ++a) {
+    S.size[a] = s.in[a];
+    S.pad[a] = s.padding[a];
+  }
+  return S;
+}
+
+Padded pad_input(const Conv3dShape& s, const ConvGeom& g, const float* x) {
+  Padded X = input_layout(g);
+  build_padded(input_source(s, x), X, kPaddedInput);
   return X;
 }
 
 template <class V>
 void forward_impl(const Conv3dShape& s, const float* x, const float* w, const float* bias, float* y) {
   const ConvGeom g = forward_geom(s);
-  const Padded X = pad_input(s, g, x);
+  Padded X = input_layout(g);
   const FwdBlocking blk = choose_fwd_blocking();
   const int64_t taps = s.taps();
   float* wpk = scratch(kPackedWeights, size_t(g.cout * g.cin * taps));
   pack_weights(g.cout, g.cin, taps, blk.nb, wpk,
                [&](int64_t n, int64_t m, int64_t t) { return w[(n * g.cin + m) * taps + t]; });
-  forward_core<V>(g, X, wpk, blk, bias, y);
+  padded_forward<V>(g, X, input_source(s, x), kPaddedInput, wpk, blk, bias, y);
 }
 
 // The input gradient is a stride-1 convolution of dy — dilated by the stride and padded by
@@ -756,14 +840,21 @@ void backward_data_impl(const Conv3dShape& s, const float* dy, const float* w, f
     pad[a] = s.kernel[a] - 1 - s.padding[a];
   }
   Padded G = padded_layout(g.cin, extent, 1, g.o[2], g.k[2]);
-  build_padded(dy, g.batch, fg.o, s.stride, pad, G, kPaddedGrad);
+  PadSource S;
+  S.src = dy;
+  S.batch = g.batch;
+  for (int a = 0; a < 3; ++a) {
+    S.size[a] = fg.o[a];
+    S.dil[a] = s.stride[a];
+    S.pad[a] = pad[a];
+  }
   const FwdBlocking blk = choose_fwd_blocking();
   const int64_t taps = s.taps();
   float* wpk = scratch(kPackedWeights, size_t(g.cout * g.cin * taps));
   const int64_t cin0 = s.in_channels;
   pack_weights(g.cout, g.cin, taps, blk.nb, wpk,
                [&](int64_t n, int64_t m, int64_t t) { return w[(m * cin0 + n) * taps + (taps - 1 - t)]; });
-  forward_core<V>(g, G, wpk, blk, nullptr, dx);
+  padded_forward<V>(g, G, S, kPaddedGrad, wpk, blk, nullptr, dx);
 }
 
 // Returns whether it also computed the bias gradient (the channel-vectorised kernel does, in
