@@ -35,19 +35,6 @@ int64_t tasks_per_chunk(double flops_per_task) {
   return std::max<int64_t>(1, int64_t(2e6 / std::max(flops_per_task, 1.0)));
 }
 
-// parallel_for with chunks handed out dynamically: each chunk writes only its own outputs, so
-// which thread runs it cannot change any result, and a thread slowed down by other processes on
-// its core (common on our shared machines) no longer holds up the whole loop as it does with
-// the static schedule.
-template <class F>
-void parallel_for_balanced(int64_t n, int64_t grain, F&& body) {
-  if (n <= 0) return;
-  if (grain < 1) grain = 1;
-  const int64_t chunks = (n + grain - 1) / grain;
-#pragma omp parallel for schedule(dynamic, 1) if (chunks > 1)
-  for (int64_t c = 0; c < chunks; ++c) body(c * grain, std::min(n, (c + 1) * grain));
-}
-
 // exp(x) as 2^n · e^r with n = round(x / ln 2) and a degree-6 Taylor polynomial on
 // |r| ≤ ln2/2 (relative error ~2e-7), no libm call. x is clamped to [−87, 88]: an input below −87
 // gives ~1e-38 instead of 0, negligible against the row maximum's e^0 = 1. The softmax loops below

@@ -12,19 +12,6 @@
 namespace cpets::kernels::cpu {
 namespace {
 
-// parallel_for with chunks handed out dynamically: each chunk writes only its own outputs, so
-// which thread runs it cannot change any result, and a thread slowed down by other processes on
-// its core (common on our shared machines) no longer holds up the whole loop as it does with
-// the static schedule.
-template <class F>
-void parallel_for_balanced(int64_t n, int64_t grain, F&& body) {
-  if (n <= 0) return;
-  if (grain < 1) grain = 1;
-  const int64_t chunks = (n + grain - 1) / grain;
-#pragma omp parallel for schedule(dynamic, 1) if (chunks > 1)
-  for (int64_t c = 0; c < chunks; ++c) body(c * grain, std::min(n, (c + 1) * grain));
-}
-
 // C[M×N] += alpha · op(A) · op(B) with Eigen's serial blocked GEMM (pack + gebp micro-kernel).
 // We call the internal kernel directly rather than through Eigen's expression API because the
 // latter may spawn OpenMP threads (see gemm.h) and only lets us switch that off globally.

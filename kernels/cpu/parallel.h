@@ -23,6 +23,21 @@ void parallel_for(int64_t n, int64_t grain, F&& body) {
   }
 }
 
+// Like parallel_for, but chunks are handed out dynamically. Use it only where each chunk writes
+// its own outputs, so which thread runs a chunk cannot change any result; then a thread slowed
+// by other processes on its core (common on shared machines) no longer holds up the whole loop.
+template <class F>
+void parallel_for_balanced(int64_t n, int64_t grain, F&& body) {
+  if (n <= 0) return;
+  if (grain < 1) grain = 1;
+  const int64_t chunks = (n + grain - 1) / grain;
+#pragma omp parallel for schedule(dynamic, 1) if (chunks > 1)
+  for (int64_t c = 0; c < chunks; ++c) {
+    const int64_t b = c * grain;
+    body(b, b + grain < n ? b + grain : n);
+  }
+}
+
 // Sum of f(i) for i in [0, n), accumulated in double per fixed chunk and combined in chunk order.
 template <class F>
 double deterministic_sum(int64_t n, F&& f, int64_t grain = 4096) {
