@@ -303,8 +303,15 @@ CohortRow parse_row(const std::vector<std::string>& f, const std::map<std::strin
     if (auto d = parse_date(get(name))) *dst = *d;
     else issue(name, "not a date: use YYYY-MM-DD or M/D/YYYY");
   }
+  if (auto t = parse_tracer(get("Tracer"))) r.tracer = *t;
+  else issue("Tracer", "not AV45 or AV1451");
+  // A tracer's model input is its CSF marker (AV45: ABETA; AV1451: TAU and PTAU), so only those
+  // must be present; ADNI's AV45 rows often lack tau. A value that is there must still parse.
   const std::pair<const char*, CsfValue*> csf[] = {{"ABETA", &r.abeta}, {"TAU", &r.tau}, {"PTAU", &r.ptau}};
   for (auto [name, dst] : csf) {
+    const bool is_abeta = std::string_view(name) == "ABETA";
+    const bool required = r.tracer.empty() || (r.tracer == "AV45") == is_abeta;
+    if (!required && get(name).empty()) continue;
     if (auto v = parse_csf(get(name))) *dst = *v;
     else issue(name, "not a number (censored values are written like >1700 or <200)");
   }
@@ -320,8 +327,6 @@ CohortRow parse_row(const std::vector<std::string>& f, const std::map<std::strin
   const auto apoe = parse_int(get("APOE4"));
   if (apoe && *apoe >= 0 && *apoe <= 2) r.apoe4 = *apoe;
   else issue("APOE4", "not an allele count 0, 1 or 2");
-  if (auto t = parse_tracer(get("Tracer"))) r.tracer = *t;
-  else issue("Tracer", "not AV45 or AV1451");
   if (col.count("split")) r.split = get("split");
   return r;
 }

@@ -1,6 +1,8 @@
 // io/cohort: CSV reading, value parsing, the 6-month pairing rule, the subject-level split and
 // the training-only min–max ranges.
 #include <doctest/doctest.h>
+
+#include <cmath>
 #include <unistd.h>
 
 #include <algorithm>
@@ -171,6 +173,29 @@ TEST_CASE("cohort: bad rows fail listing each problem, or are skipped with a war
   for (const auto& e : expected) CHECK_MESSAGE(warnings.str().find(e) != std::string::npos, e);
   CHECK(parse_missing_policy("skip") == MissingPolicy::skip_row);
   CHECK_THROWS_WITH_AS(parse_missing_policy("ignore"), doctest::Contains("'ignore'"), std::runtime_error);
+}
+
+TEST_CASE("cohort: only the tracer's own CSF marker is required (AV45: ABETA; AV1451: TAU and PTAU)") {
+  TempDir dir;
+  const std::string path = dir.file("tracers.csv");
+  {
+    std::ofstream f(path);
+    f << "Subject,DX,T1_date,PET_date,CSF_date,ABETA,TAU,PTAU,Age,Sex,APOE4,PTEDUCAT,Tracer\n"
+      << "100_S_0001,CN,2012-01-10,2012-01-20,2012-01-05,900,,,70.1,0,0,16,AV45\n"
+      << "100_S_0002,MCI,2012-02-10,2012-02-20,2012-02-05,,250,23,71.2,1,1,14,AV1451\n"
+      << "100_S_0003,AD,2012-03-10,2012-03-20,2012-03-05,700,,30,72.3,1,2,12,AV1451\n"
+      << "100_S_0004,CN,2012-04-10,2012-04-20,2012-04-05,950,abc,21,73.4,0,0,18,AV45\n";
+  }
+  const std::string msg = error_of([&] { read_cohort(path, MissingPolicy::fail); });
+  CHECK(msg.find("tracers.csv:4: TAU = '' (missing)") != std::string::npos);
+  CHECK(msg.find("tracers.csv:5: TAU = 'abc'") != std::string::npos);  // present but unparseable
+  CHECK(msg.find("tracers.csv:2:") == std::string::npos);
+  CHECK(msg.find("tracers.csv:3:") == std::string::npos);
+  std::ostringstream warnings;
+  const Cohort c = read_cohort(path, MissingPolicy::skip_row, &warnings);
+  REQUIRE(c.rows.size() == 2);
+  CHECK(std::isnan(c.rows[0].tau.value));
+  CHECK(std::isnan(c.rows[1].abeta.value));
 }
 
 TEST_CASE("cohort: pairing at the 6-month boundary, each of the three gaps") {
