@@ -183,6 +183,7 @@ TEST_CASE("conv3d backward by finite differences") {
       {1, 2, 16, 5, 4, 6, {4, 4, 4}, {2, 2, 2}, {1, 1, 1}, false}, // the same, strided
       {2, 1, 2, 19, 3, 4, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, true},  // ring of padded planes (input gradient too)
       {2, 1, 2, 40, 3, 3, {4, 4, 4}, {2, 2, 2}, {1, 1, 1}, false}, // the same, strided (dilated dy)
+      {2, 1, 16, 16, 3, 3, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, true}, // ring in the weight gradient (Cout >= 16)
   };
   for (const ConvCase& c : cases) {
     CAPTURE(c.k[0]);

@@ -102,13 +102,30 @@ enum ScratchSlot { kPaddedInput = 0, kPaddedGrad = 1, kPackedWeights = 2, kWeigh
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// Tiny convolutions (finite-difference checks, the smallest U-Net levels) run on the calling
+// thread: a parallel region costs more than their work, and far more on a loaded machine.
+thread_local bool t_serial = false;
+struct SerialIfSmall {
+  explicit SerialIfSmall(double flops) : prev(t_serial) { t_serial = flops < 4e6; }
+  ~SerialIfSmall() { t_serial = prev; }
+  bool prev;
+};
+
 // Runs body(task) for every task in [0, n), handed out dynamically: the machine is shared, and
 // a thread whose core is busy must not hold up the others. Results stay deterministic because
 // the tasks are fixed by the shape alone and each writes only its own outputs.
 template <class F>
 void run_tasks(int64_t n, F&& body) {
-#pragma omp parallel for schedule(dynamic, 1) if (n > 1)
+#pragma omp parallel for schedule(dynamic, 1) if (n > 1 && !t_serial)
   for (int64_t t = 0; t < n; ++t) body(t);
+}
+
+// body(begin, end) over fixed chunks of `grain` items (static hand-out; for light loops).
+template <class F>
+void parallel_chunks(int64_t n, int64_t grain, F&& body) {
+  const int64_t chunks = ceil_div(n, grain);
+#pragma omp parallel for schedule(static) if (chunks > 1 && !t_serial)
+  for (int64_t c = 0; c < chunks; ++c) body(c * grain, std::min(n, (c + 1) * grain));
 }
 
 // ------------------------------------------------------------------------------------------
@@ -180,7 +197,7 @@ void fill_padded_plane(const PadSource& S, const float* src_chan, const Padded& 
 
 void build_padded(const PadSource& S, Padded& P, int slot) {
   P.data = scratch(slot, size_t(S.batch * P.channels * P.chan()));
-  parallel_for(S.batch * P.channels * P.Dp, 4, [&](int64_t r0, int64_t r1) {
+  parallel_chunks(S.batch * P.channels * P.Dp, 4, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const int64_t bc = r / P.Dp, pd = r % P.Dp;
       fill_padded_plane(S, S.src + bc * S.chan_floats(), P, pd, P.data + bc * P.chan() + pd * P.plane());
@@ -276,7 +293,7 @@ FwdBlocking choose_fwd_blocking() { return {3, 8}; }
 // blocks of `nb` output channels, each [m][t][nb'] where nb' is the block's real width.
 template <class Get>
 void pack_weights(int64_t cout, int64_t cin, int64_t taps, int64_t nb, float* dst, Get&& get) {
-  parallel_for(ceil_div(cout, nb), 1, [&](int64_t b0, int64_t b1) {
+  parallel_chunks(ceil_div(cout, nb), 1, [&](int64_t b0, int64_t b1) {
     for (int64_t blk = b0; blk < b1; ++blk) {
       const int64_t n0 = blk * nb, width = std::min(nb, cout - n0);
       float* d = dst + n0 * cin * taps;
@@ -572,7 +589,7 @@ void backward_weight_core(const ConvGeom& g, const Padded& X, const float* dy, f
     }
   });
   if (parts > 1)
-    parallel_for(dw_size, 4096, [&](int64_t i0, int64_t i1) {
+    parallel_chunks(dw_size, 4096, [&](int64_t i0, int64_t i1) {
       for (int64_t i = i0; i < i1; ++i) {
         float s = partial[i];
         for (int64_t p = 1; p < parts; ++p) s += partial[p * dw_size + i];
@@ -640,7 +657,9 @@ void bwwt_dispatch(int ncov, const BwdWTArgs& a) {
 // chunk of transposed dy is swept by all (input channel, tap) groups while it sits in L1, so dy
 // is read from memory once (not once per input-channel block).
 template <class V>
-void backward_weight_transposed(const ConvGeom& g, const Padded& X, const float* dy, float* dw, float* db) {
+// ring: pad the input per part into a ring of kD planes (S is the source) instead of X.data.
+void backward_weight_transposed(const ConvGeom& g, const Padded& X, const PadSource* ring_src, const float* dy,
+                                float* dw, float* db) {
   const int64_t taps = g.k[0] * g.k[1] * g.k[2];
   const int64_t out_plane = g.o[1] * g.o[2], out_chan = g.o[0] * out_plane;
   const int64_t cp = ceil_div(g.cout, kLanes) * kLanes, cvecs = cp / kLanes;
@@ -695,22 +714,48 @@ void backward_weight_transposed(const ConvGeom& g, const Padded& X, const float*
       db[c] = float(sum);
     }
 
-  std::vector<int64_t> poff = tap_offsets(g, X, g.cin);
-  poff.resize(size_t(pairs_padded), 0);  // dummies read x[0]
+  const std::vector<int64_t> poff0 = tap_offsets(g, X, g.cin);
+  const int64_t kd_n = g.k[0], ring_chan = kd_n * X.plane(), per_kd = taps / kd_n;
   run_tasks(parts, [&](int64_t part) {
+    thread_local std::vector<float> ring;
     float* acc = acc_all + part * pairs_padded * cp;
     std::fill(acc, acc + pairs_padded * cp, 0.f);
+    std::vector<int64_t> poff(poff0);
+    poff.resize(size_t(pairs_padded), 0);  // dummies read x[0]
+    if (ring_src && int64_t(ring.size()) < g.cin * ring_chan) ring.resize(size_t(g.cin * ring_chan));
     BwdWTArgs a{};
     a.cp = cp;
     a.cols = g.o[2];
     a.x_row_step = g.st[1] * X.row();
     const int64_t s0 = part * slabs / parts, s1 = (part + 1) * slabs / parts;
+    int64_t ring_b = -1, built_end = 0;
     for (int64_t slab = s0; slab < s1; ++slab) {
       const int64_t b = slab / g.o[0], od = slab % g.o[0];
+      const float* x_slab = nullptr;
+      if (ring_src) {
+        // Pad the planes this output plane needs that the ring does not hold yet (all of them
+        // at the part's start or a new batch item), then point the pair offsets at their slots.
+        const int64_t first = od * g.st[0], last = first + kd_n;
+        for (int64_t pd = ring_b == b ? std::max(first, built_end) : first; pd < last; ++pd)
+          for (int64_t ci = 0; ci < g.cin; ++ci)
+            fill_padded_plane(*ring_src, ring_src->src + (b * g.cin + ci) * ring_src->chan_floats(), X, pd,
+                              ring.data() + ci * ring_chan + (pd % kd_n) * X.plane());
+        ring_b = b;
+        built_end = last;
+        for (int64_t ci = 0; ci < g.cin; ++ci)
+          for (int64_t kd = 0; kd < kd_n; ++kd)
+            for (int64_t t = 0; t < per_kd; ++t) {
+              const size_t i = size_t((ci * kd_n + kd) * per_kd + t);
+              poff[i] = poff0[i] - ci * X.chan() + ci * ring_chan + (((first + kd) % kd_n) - kd) * X.plane();
+            }
+        x_slab = ring.data();
+      } else {
+        x_slab = X.data + b * g.cin * X.chan() + od * g.st[0] * X.plane();
+      }
       for (int64_t chunk = 0; chunk < chunks; ++chunk) {
         const int64_t oh0 = chunk * rows_per_chunk;
         a.rows = std::min(rows_per_chunk, g.o[1] - oh0);
-        a.x = X.data + b * g.cin * X.chan() + od * g.st[0] * X.plane() + oh0 * g.st[1] * X.row();
+        a.x = x_slab + oh0 * g.st[1] * X.row();
         for (int64_t j0 = 0; j0 < cvecs; j0 += 4) {
           const int ncov = int(std::min<int64_t>(4, cvecs - j0));
           const int np = ncov == 1 ? bwwt_np(1) : ncov == 2 ? bwwt_np(2) : ncov == 3 ? bwwt_np(3) : bwwt_np(4);
@@ -724,7 +769,7 @@ void backward_weight_transposed(const ConvGeom& g, const Padded& X, const float*
       }
     }
   });
-  parallel_for(dw_size, 1024, [&](int64_t i0, int64_t i1) {
+  parallel_chunks(dw_size, 1024, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) {
       const int64_t co = i / pairs, p = i % pairs;
       float s = acc_all[p * cp + co];
@@ -737,7 +782,7 @@ void backward_weight_transposed(const ConvGeom& g, const Padded& X, const float*
 // Σ over batch and positions of dy, per output channel: 16 float lanes over each channel's
 // row, lanes then rows added in double, all in a fixed order.
 void bias_gradient(const float* dy, int64_t batch, int64_t cout, int64_t voxels, float* db) {
-  parallel_for(cout, 1, [&](int64_t c0, int64_t c1) {
+  parallel_chunks(cout, 1, [&](int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c) {
       double total = 0;
       for (int64_t b = 0; b < batch; ++b) {
@@ -804,11 +849,6 @@ PadSource input_source(const Conv3dShape& s, const float* x) {
   return S;
 }
 
-Padded pad_input(const Conv3dShape& s, const ConvGeom& g, const float* x) {
-  Padded X = input_layout(g);
-  build_padded(input_source(s, x), X, kPaddedInput);
-  return X;
-}
 
 template <class V>
 void forward_impl(const Conv3dShape& s, const float* x, const float* w, const float* bias, float* y) {
@@ -862,13 +902,19 @@ void backward_data_impl(const Conv3dShape& s, const float* dy, const float* w, f
 template <class V>
 bool backward_weight_impl(const Conv3dShape& s, const float* x, const float* dy, float* dw, float* db) {
   const ConvGeom g = forward_geom(s);
-  const Padded X = pad_input(s, g, x);
+  Padded X = input_layout(g);
+  const PadSource S = input_source(s, x);
   // Channel vectors need at least 16 output channels to be worth it; the head layers (→ 1
   // channel) use the W-vectorised kernel.
   if (g.cout >= kLanes) {
-    backward_weight_transposed<V>(g, X, dy, dw, db);
+    // A ring of padded planes per part when it fits in L2 (parts hold several planes each).
+    const bool ring = g.cin * g.k[0] * X.plane() * int64_t(sizeof(float)) <= (3 << 19) &&
+                      g.batch * g.o[0] >= 4 * std::min<int64_t>(g.batch * g.o[0], 8);
+    if (!ring) build_padded(S, X, kPaddedInput);
+    backward_weight_transposed<V>(g, X, ring ? &S : nullptr, dy, dw, db);
     return db != nullptr;
   }
+  build_padded(S, X, kPaddedInput);
   backward_weight_core<V>(g, X, dy, dw);
   return false;
 }
@@ -885,7 +931,12 @@ bool conv3d_simd_compiled() {
 
 void conv3d_set_portable_only(bool on) { g_portable_only.store(on); }
 
+static double pass_flops(const Conv3dShape& s) {
+  return 2.0 * double(s.batch) * double(s.out_channels) * double(s.in_channels) * double(s.taps()) * double(s.out_voxels());
+}
+
 void conv3d_forward(const Conv3dShape& s, const float* x, const float* w, const float* bias, float* y) {
+  SerialIfSmall serial(pass_flops(s));
 #ifdef __AVX512F__
   if (use_simd()) return forward_impl<VecSimd>(s, x, w, bias, y);
 #endif
@@ -893,6 +944,7 @@ void conv3d_forward(const Conv3dShape& s, const float* x, const float* w, const 
 }
 
 void conv3d_backward_data(const Conv3dShape& s, const float* dy, const float* w, float* dx) {
+  SerialIfSmall serial(pass_flops(s));
 #ifdef __AVX512F__
   if (use_simd()) return backward_data_impl<VecSimd>(s, dy, w, dx);
 #endif
@@ -900,6 +952,7 @@ void conv3d_backward_data(const Conv3dShape& s, const float* dy, const float* w,
 }
 
 void conv3d_backward_weight(const Conv3dShape& s, const float* x, const float* dy, float* dw, float* dbias) {
+  SerialIfSmall serial(pass_flops(s));
   bool bias_done = false;
   if (dw) {
 #ifdef __AVX512F__
