@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# End-to-end check of the data tools as a user runs them: cpets-phantom writes a cohort (with and
+# without injected faults), cpets-data pairs and inspects it, and bad input fails loudly.
+# Usage: data_tools.sh BUILD_DIR
+set -uo pipefail
+bin=$1
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+fails=0
+check() {  # check NAME CONDITION...
+  local name=$1; shift
+  if "$@"; then echo "ok   $name"; else echo "FAIL $name"; fails=$((fails + 1)); fi
+}
+contains() { grep -qF -- "$2" "$1"; }
+
+"$bin/cpets-phantom" --out "$work/clean" --subjects 12 --seed 7 --tracer both --no-progress > "$work/phantom.log" 2>&1
+check "phantom exits 0" test $? -eq 0
+check "phantom writes the ADNI-like layout" test -f "$work/clean/cohort.csv" -a -f "$work/clean/truth.csv" -a -f "$work/clean/atlas/labels.nii.gz" -a -f "$work/clean/atlas/regions.json"
+check "phantom writes both tracers" bash -c "ls $work/clean/pet/*/*/av45.nii.gz >/dev/null && ls $work/clean/pet/*/*/av1451.nii.gz >/dev/null"
+
+"$bin/cpets-data" pair "$work/clean/cohort.csv" --out "$work/clean/paired.csv" --check-images > "$work/pair.log" 2>&1
+check "pair exits 0 on a clean cohort" test $? -eq 0
+check "pair writes the paired table with a split column" bash -c "head -1 $work/clean/paired.csv | grep -q ',split$'"
+check "pair writes split.json with training ranges" contains "$work/clean/split.json" '"ABETA"'
+check "pair reports the 6-month rule" contains "$work/pair.log" "rejected by the 6-month rule"
+
+"$bin/cpets-data" inspect "$work"/clean/t1/*/*/t1.nii.gz > "$work/inspect.log" 2>&1
+check "inspect exits 0 on good volumes" test $? -eq 0
+check "inspect prints shape and affine source" contains "$work/inspect.log" "48×64×48"
+
+"$bin/cpets-phantom" --out "$work/faulty" --subjects 12 --seed 7 --faults missing_csf,bad_date,truncated_image,not_nifti,wrong_grid,nan_voxel --no-progress > /dev/null 2>&1
+"$bin/cpets-data" pair "$work/faulty/cohort.csv" --out "$work/faulty/paired.csv" > "$work/fail.log" 2>&1
+check "pair fails on missing/unparseable values by default" test $? -ne 0
+check "the failure names the file and the column" bash -c "grep -q 'cohort.csv:[0-9]*: ' $work/fail.log"
+"$bin/cpets-data" pair "$work/faulty/cohort.csv" --out "$work/faulty/paired.csv" --on-missing skip > "$work/skip.log" 2>&1
+check "pair --on-missing skip goes on" test $? -eq 0
+check "skipping warns" contains "$work/skip.log" "warning: skipping"
+
+faulty_images=$(grep -E 'truncated_image|not_nifti|nan_voxel' "$work/faulty/faults.csv" | grep -oE '(t1|pet)/[^,]*\.nii(\.gz)?' | sed "s|^|$work/faulty/|")
+"$bin/cpets-data" inspect $faulty_images > "$work/bad_inspect.log" 2>&1
+check "inspect exits 1 on malformed volumes" test $? -eq 1
+check "inspect names the malformed file" bash -c "grep -q FAILED $work/bad_inspect.log"
+
+echo "$fails failed"
+exit $((fails > 0))
