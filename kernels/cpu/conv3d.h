@@ -6,8 +6,13 @@
 // gradient is the forward convolution of dy (dilated by the stride, padded k−1−p) with the
 // transposed, flipped weights. The weight gradient vectorises over output channels (dy
 // transposed per chunk, input values broadcast) when Cout ≥ 16, else along W. Inputs are first
-// copied into a zero-padded, W-phase-split scratch layout so that every tap is a plain vector
-// load, whatever the stride. Work is split into chunks that do
+// copied into a zero-padded, W-phase-split layout so that every tap is a plain vector load,
+// whatever the stride: a per-task ring of kD planes kept in L2 when it fits, else one scratch
+// copy of the whole tensor.
+//
+// Scratch buffers are process-wide and reused (grown, never shrunk: fresh pages are slow to
+// fault in), so these functions must not be called concurrently from several threads; each is
+// parallel inside (OpenMP). Convolutions under ~4 MFLOP run on the calling thread. Work is split into chunks that do
 // not depend on the thread count and reductions run in a fixed order, so every result is
 // bitwise identical for any number of threads.
 #pragma once
