@@ -34,6 +34,12 @@ struct VecSimd {
   static Mask mask_bits(uint16_t bits) { return Mask(bits); }
   static VecSimd load_m(const float* p, Mask m) { return {_mm512_maskz_loadu_ps(m, p)}; }
   static VecSimd bcast(float a) { return {_mm512_set1_ps(a)}; }
+  // (p[0], p[1]) repeated over the 8 lane pairs: one 64-bit broadcast load.
+  static VecSimd bcast2(const float* p) {
+    double d;
+    std::memcpy(&d, p, sizeof d);
+    return {_mm512_castpd_ps(_mm512_set1_pd(d))};
+  }
   static VecSimd fma(VecSimd a, VecSimd b, VecSimd c) { return {_mm512_fmadd_ps(a.v, b.v, c.v)}; }
   static VecSimd add(VecSimd a, VecSimd b) { return {_mm512_add_ps(a.v, b.v)}; }
   void store(float* p) const { _mm512_storeu_ps(p, v); }
@@ -55,6 +61,7 @@ struct VecPortable {
   static Mask mask_bits(uint16_t bits) { return __builtin_popcount(bits); }  // a prefix of lanes
   static VecPortable load_m(const float* p, Mask n) { return load_n(p, n); }
   static VecPortable bcast(float a) { VecPortable r; for (int i = 0; i < kLanes; ++i) r.v[i] = a; return r; }
+  static VecPortable bcast2(const float* p) { VecPortable r; for (int i = 0; i < kLanes; ++i) r.v[i] = p[i & 1]; return r; }
   static VecPortable fma(const VecPortable& a, const VecPortable& b, const VecPortable& c) {
     VecPortable r;
     for (int i = 0; i < kLanes; ++i) r.v[i] = a.v[i] * b.v[i] + c.v[i];
@@ -613,7 +620,10 @@ struct BwdWTArgs {
   float* acc_out;           // [pair][cp] partial sums, at this group's first pair and channel
 };
 
-template <class V, int NCOV, int NP>
+// PAIRED: each column is two neighbouring voxels, lanes (channel i, voxel parity) at 2i + par,
+// so a 64-bit broadcast of the two x values feeds 8 channels × 2 voxels per FMA (used when
+// there is a single channel vector: twice the work per broadcast).
+template <class V, int NCOV, int NP, bool PAIRED>
 __attribute__((noinline)) void bwwt_micro(const BwdWTArgs& a) {
   V acc[NCOV][NP];
   for (int j = 0; j < NCOV; ++j)
@@ -627,7 +637,7 @@ __attribute__((noinline)) void bwwt_micro(const BwdWTArgs& a) {
       V gv[NCOV];
       for (int j = 0; j < NCOV; ++j) gv[j] = V::load(gp + j * kLanes);
       for (int k = 0; k < NP; ++k) {
-        const V xb = V::bcast(xr[off[k] + c]);
+        const V xb = PAIRED ? V::bcast2(xr + off[k] + 2 * c) : V::bcast(xr[off[k] + c]);
         for (int j = 0; j < NCOV; ++j) acc[j][k] = V::fma(gv[j], xb, acc[j][k]);
       }
     }
@@ -643,12 +653,13 @@ __attribute__((noinline)) void bwwt_micro(const BwdWTArgs& a) {
 constexpr int bwwt_np(int ncov) { return ncov == 1 ? 16 : ncov == 2 ? 12 : ncov == 3 ? 8 : 6; }
 
 template <class V>
-void bwwt_dispatch(int ncov, const BwdWTArgs& a) {
+void bwwt_dispatch(int ncov, bool paired, const BwdWTArgs& a) {
+  if (paired) return bwwt_micro<V, 2, bwwt_np(2), true>(a);
   switch (ncov) {
-    case 1: return bwwt_micro<V, 1, bwwt_np(1)>(a);
-    case 2: return bwwt_micro<V, 2, bwwt_np(2)>(a);
-    case 3: return bwwt_micro<V, 3, bwwt_np(3)>(a);
-    default: return bwwt_micro<V, 4, bwwt_np(4)>(a);
+    case 1: return bwwt_micro<V, 1, bwwt_np(1), false>(a);
+    case 2: return bwwt_micro<V, 2, bwwt_np(2), false>(a);
+    case 3: return bwwt_micro<V, 3, bwwt_np(3), false>(a);
+    default: return bwwt_micro<V, 4, bwwt_np(4), false>(a);
   }
 }
 
@@ -662,13 +673,17 @@ void backward_weight_transposed(const ConvGeom& g, const Padded& X, const PadSou
                                 float* dw, float* db) {
   const int64_t taps = g.k[0] * g.k[1] * g.k[2];
   const int64_t out_plane = g.o[1] * g.o[2], out_chan = g.o[0] * out_plane;
-  const int64_t cp = ceil_div(g.cout, kLanes) * kLanes, cvecs = cp / kLanes;
+  const int64_t cp0 = ceil_div(g.cout, kLanes) * kLanes;
+  // One channel vector: columns of voxel pairs, 32 floats each (see bwwt_micro).
+  const bool paired = cp0 == kLanes;
+  const int64_t cp = paired ? 2 * kLanes : cp0, cvecs = cp / kLanes;
+  const int64_t cols = paired ? ceil_div(g.o[2], 2) : g.o[2];
   const int64_t slabs = g.batch * g.o[0];
   const int64_t parts = std::min<int64_t>(slabs, 8);
   // Chunks of whole rows, about 32 KB of transposed dy (L1).
-  const int64_t rows_per_chunk = std::clamp<int64_t>(8192 / cp / g.o[2], 1, g.o[1]);
+  const int64_t rows_per_chunk = std::clamp<int64_t>(8192 / cp / cols, 1, g.o[1]);
   const int64_t chunks = ceil_div(g.o[1], rows_per_chunk);
-  const int64_t chunk_floats = rows_per_chunk * g.o[2] * cp;
+  const int64_t chunk_floats = rows_per_chunk * cols * cp;
   const int64_t dw_size = g.cout * g.cin * taps;
   const int64_t pairs = g.cin * taps;
   const int np_max = bwwt_np(1);
@@ -688,9 +703,23 @@ void backward_weight_transposed(const ConvGeom& g, const Padded& X, const PadSou
     const int64_t voxels = std::min(rows_per_chunk, g.o[1] - oh0) * g.o[2];
     const float* src = dy + b * g.cout * out_chan + od * out_plane + oh0 * g.o[2];
     float* d = chunk_ptr(slab, chunk);
-    for (int64_t v = 0; v < voxels; ++v) {
-      for (int64_t c = 0; c < g.cout; ++c) d[v * cp + c] = src[c * out_chan + v];
-      for (int64_t c = g.cout; c < cp; ++c) d[v * cp + c] = 0.f;
+    if (paired) {
+      const int64_t rows = voxels / g.o[2];
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t m = 0; m < cols; ++m) {
+          float* col = d + (r * cols + m) * cp;
+          for (int64_t c = 0; c < kLanes; ++c)
+            for (int64_t par = 0; par < 2; ++par) {
+              const int64_t w = 2 * m + par;
+              col[(c / 8) * kLanes + (c % 8) * 2 + par] =
+                  c < g.cout && w < g.o[2] ? src[c * out_chan + r * g.o[2] + w] : 0.f;
+            }
+        }
+    } else {
+      for (int64_t v = 0; v < voxels; ++v) {
+        for (int64_t c = 0; c < g.cout; ++c) d[v * cp + c] = src[c * out_chan + v];
+        for (int64_t c = g.cout; c < cp; ++c) d[v * cp + c] = 0.f;
+      }
     }
     if (db) {
       // Lanes of 16 voxels per channel (the transposed rows, contiguous), then in double.
@@ -725,7 +754,7 @@ void backward_weight_transposed(const ConvGeom& g, const Padded& X, const PadSou
     if (ring_src && int64_t(ring.size()) < g.cin * ring_chan) ring.resize(size_t(g.cin * ring_chan));
     BwdWTArgs a{};
     a.cp = cp;
-    a.cols = g.o[2];
+    a.cols = cols;
     a.x_row_step = g.st[1] * X.row();
     const int64_t s0 = part * slabs / parts, s1 = (part + 1) * slabs / parts;
     int64_t ring_b = -1, built_end = 0;
@@ -763,7 +792,7 @@ void backward_weight_transposed(const ConvGeom& g, const Padded& X, const PadSou
           for (int64_t p0 = 0; p0 < pairs; p0 += np) {
             a.pair_off = poff.data() + p0;
             a.acc_out = acc + p0 * cp + j0 * kLanes;
-            bwwt_dispatch<V>(ncov, a);
+            bwwt_dispatch<V>(ncov, paired, a);
           }
         }
       }
@@ -772,8 +801,14 @@ void backward_weight_transposed(const ConvGeom& g, const Padded& X, const PadSou
   parallel_chunks(dw_size, 1024, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) {
       const int64_t co = i / pairs, p = i % pairs;
-      float s = acc_all[p * cp + co];
-      for (int64_t part = 1; part < parts; ++part) s += acc_all[(part * pairs_padded + p) * cp + co];
+      // Paired columns: the two voxel parities of a channel are added first.
+      const int64_t lane = paired ? (co / 8) * kLanes + (co % 8) * 2 : co;
+      auto value = [&](int64_t part) {
+        const float* v = acc_all + (part * pairs_padded + p) * cp + lane;
+        return paired ? v[0] + v[1] : v[0];
+      };
+      float s = value(0);
+      for (int64_t part = 1; part < parts; ++part) s += value(part);
       dw[i] = s;
     }
   });
