@@ -179,6 +179,7 @@ TEST_CASE("conv3d backward by finite differences") {
       {1, 3, 2, 3, 4, 5, {1, 1, 1}, {1, 1, 1}, {0, 0, 0}, true},   // 1×1×1
       {1, 2, 2, 5, 5, 6, {3, 3, 3}, {1, 1, 1}, {2, 2, 2}, false},  // padding 2
       {1, 2, 2, 5, 6, 7, {3, 2, 3}, {2, 1, 3}, {0, 1, 2}, true},   // anisotropic
+      {1, 2, 3, 5, 4, 5, {1, 2, 1}, {2, 3, 2}, {0, 1, 0}, true},   // stride > kernel: inputs no tap reaches
       {1, 2, 17, 3, 4, 5, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, true},  // Cout ≥ 16: channel-vectorised weight gradient
       {1, 2, 16, 5, 4, 6, {4, 4, 4}, {2, 2, 2}, {1, 1, 1}, false}, // the same, strided
       {2, 1, 2, 19, 3, 4, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, true},  // ring of padded planes (input gradient too)

@@ -93,7 +93,7 @@ float* scratch(int slot, size_t floats) {
     size_t n = 0;
     ~Buf() { std::free(p); }
   };
-  static Buf bufs[5];
+  static Buf bufs[6];
   Buf& b = bufs[slot];
   if (b.n < floats) {
     std::free(b.p);
@@ -105,7 +105,7 @@ float* scratch(int slot, size_t floats) {
   }
   return b.p;
 }
-enum ScratchSlot { kPaddedInput = 0, kPaddedGrad = 1, kPackedWeights = 2, kWeightPartials = 3, kPackedGrad = 4 };
+enum ScratchSlot { kPaddedInput = 0, kPaddedGrad = 1, kPackedWeights = 2, kWeightPartials = 3, kPackedGrad = 4, kPhaseOut = 5 };
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -897,10 +897,88 @@ void forward_impl(const Conv3dShape& s, const float* x, const float* w, const fl
   padded_forward<V>(g, X, input_source(s, x), kPaddedInput, wpk, blk, bias, y);
 }
 
+// Input gradient of a strided convolution, one output phase at a time. With i + p = q·s + r
+// (0 ≤ r < s per axis), only taps t = r + j·s reach input i, from dy[q − j]: every phase r is
+// a stride-1 convolution of dy with the sub-kernel w[r + j·s] reversed (J_r = ⌈(k − r)/s⌉
+// taps), written to a compact buffer and then scattered to dx[q·s + r − p]. No multiplication
+// by the zeros a dilated dy would hold.
+template <class V>
+void backward_data_phases(const Conv3dShape& s, const float* dy, const float* w, float* dx) {
+  const ConvGeom fg = forward_geom(s);
+  const int64_t cin0 = s.in_channels, cout0 = s.out_channels, taps0 = s.taps();
+  const int64_t in_chan = s.in_voxels();
+  for (int64_t rd = 0; rd < s.stride[0]; ++rd)
+    for (int64_t rh = 0; rh < s.stride[1]; ++rh)
+      for (int64_t rw = 0; rw < s.stride[2]; ++rw) {
+        const int64_t r[3] = {rd, rh, rw};
+        int64_t J[3], qmin[3], n[3];
+        bool empty = false, no_taps = false;
+        for (int a = 0; a < 3; ++a) {
+          J[a] = r[a] < s.kernel[a] ? ceil_div(s.kernel[a] - r[a], s.stride[a]) : 0;
+          // Inputs i = q·s + r − p inside [0, in): q from ⌈(p − r)/s⌉ to ⌊(in − 1 + p − r)/s⌋.
+          const int64_t lo = s.padding[a] - r[a], hi = s.in[a] - 1 + s.padding[a] - r[a];
+          qmin[a] = lo <= 0 ? -((-lo) / s.stride[a]) : ceil_div(lo, s.stride[a]);
+          const int64_t qmax = hi >= 0 ? hi / s.stride[a] : -ceil_div(-hi, s.stride[a]);
+          n[a] = qmax - qmin[a] + 1;
+          empty |= n[a] <= 0;
+          no_taps |= J[a] == 0;
+        }
+        if (empty) continue;
+        const int64_t nvox = n[0] * n[1] * n[2];
+        float* phase = scratch(kPhaseOut, size_t(s.batch * cin0 * nvox));
+        if (no_taps) {
+          std::fill(phase, phase + s.batch * cin0 * nvox, 0.f);
+        } else {
+          ConvGeom g{};
+          g.batch = s.batch;
+          g.cin = cout0;
+          g.cout = cin0;
+          int64_t extent[3];
+          PadSource S;
+          S.src = dy;
+          S.batch = s.batch;
+          for (int a = 0; a < 3; ++a) {
+            g.k[a] = J[a];
+            g.st[a] = 1;
+            g.o[a] = n[a];
+            extent[a] = n[a] + J[a] - 1;
+            S.size[a] = fg.o[a];
+            S.pad[a] = (J[a] - 1) - qmin[a];  // padded index P ↔ dy index P + qmin − (J − 1)
+          }
+          Padded G = padded_layout(g.cin, extent, 1, g.o[2], g.k[2]);
+          const FwdBlocking blk = choose_fwd_blocking();
+          const int64_t taps = J[0] * J[1] * J[2];
+          float* wpk = scratch(kPackedWeights, size_t(g.cout * g.cin * taps));
+          pack_weights(g.cout, g.cin, taps, blk.nb, wpk, [&](int64_t nn, int64_t m, int64_t t) {
+            // Sub-kernel tap j' (per axis) is original tap r + (J − 1 − j')·s.
+            const int64_t j2 = t % J[2], j1 = (t / J[2]) % J[1], j0 = t / (J[1] * J[2]);
+            const int64_t t0 = r[0] + (J[0] - 1 - j0) * s.stride[0], t1 = r[1] + (J[1] - 1 - j1) * s.stride[1],
+                          t2 = r[2] + (J[2] - 1 - j2) * s.stride[2];
+            return w[(m * cin0 + nn) * taps0 + (t0 * s.kernel[1] + t1) * s.kernel[2] + t2];
+          });
+          padded_forward<V>(g, G, S, kPaddedGrad, wpk, blk, nullptr, phase);
+        }
+        // Scatter: dx[b, c, q·s + r − p] = phase[b, c, q − qmin].
+        parallel_chunks(s.batch * cin0 * n[0] * n[1], 16, [&](int64_t r0, int64_t r1) {
+          for (int64_t row = r0; row < r1; ++row) {
+            const int64_t bc = row / (n[0] * n[1]), qd = (row / n[1]) % n[0], qh = row % n[1];
+            const int64_t d = (qd + qmin[0]) * s.stride[0] + r[0] - s.padding[0];
+            const int64_t h = (qh + qmin[1]) * s.stride[1] + r[1] - s.padding[1];
+            const float* src = phase + row * n[2];
+            float* dst = dx + bc * in_chan + (d * s.in[1] + h) * s.in[2];
+            for (int64_t qw = 0; qw < n[2]; ++qw)
+              dst[(qw + qmin[2]) * s.stride[2] + r[2] - s.padding[2]] = src[qw];
+          }
+        });
+      }
+}
+
 // The input gradient is a stride-1 convolution of dy — dilated by the stride and padded by
-// k−1−p — with the weights transposed (Cin ↔ Cout) and flipped in all three axes.
+// k−1−p — with the weights transposed (Cin ↔ Cout) and flipped in all three axes (strided
+// convolutions go phase by phase instead, above).
 template <class V>
 void backward_data_impl(const Conv3dShape& s, const float* dy, const float* w, float* dx) {
+  if (s.stride[0] > 1 || s.stride[1] > 1 || s.stride[2] > 1) return backward_data_phases<V>(s, dy, w, dx);
   const ConvGeom fg = forward_geom(s);
   ConvGeom g{};
   g.batch = s.batch;
