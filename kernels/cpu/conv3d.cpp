@@ -12,7 +12,6 @@
 #include <immintrin.h>
 #endif
 
-#include "kernels/cpu/parallel.h"
 
 namespace cpets::kernels::cpu {
 namespace {
@@ -139,8 +138,7 @@ void parallel_chunks(int64_t n, int64_t grain, F&& body) {
 // Zero-padded, W-phase-split copy of an NCDHW tensor: layout [B][C][Dp][Hp][sW][Wq], where the
 // padded W index pw = q·sW + phase. With this layout output column ow and tap kw read padded
 // column ow·sW + kw = (ow + kw/sW)·sW + kw%sW, i.e. phase kw%sW at q = ow + kw/sW: contiguous
-// in ow for any stride. `dil` inserts dil−1 zeros between source samples (input gradient of a
-// strided convolution); `pad` is the number of zeros before the first sample on each axis.
+// in ow for any stride. What fills it is described by a PadSource (below).
 struct Padded {
   float* data = nullptr;
   int64_t channels = 0, Dp = 0, Hp = 0, sW = 1, Wq = 0;
@@ -157,7 +155,9 @@ inline int64_t source_index(int64_t p, int64_t pad, int64_t dil, int64_t size) {
   return s < size ? s : -1;
 }
 
-// What a padded layout is built from: an NCDHW source, its sizes, dilation and left padding.
+// What a padded layout is built from: an NCDHW source, its sizes, a dilation (dil − 1 zeros
+// between samples) and the number of zeros before the first sample on each axis (negative:
+// samples cut off).
 struct PadSource {
   const float* src = nullptr;
   int64_t batch = 0;
@@ -502,6 +502,7 @@ void bww_micro_dispatch(int nco, int nt, const BwdWArgs& a) {
   }
 }
 
+// Weight gradient for Cout < 16 (the heads, → 1 channel), vectorised along W.
 // dw[co][ci][t] = Σ_{b, output positions} dy · x. Tasks are (spatial part, input-channel
 // block); each owns its outputs, sums positions in a fixed order and writes its own partial;
 // partials of the spatial parts are added in part order. Nothing depends on the thread count.
