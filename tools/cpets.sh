@@ -12,9 +12,12 @@ jobs=${CPETS_JOBS:-$(nproc)}
 packages=(cmake g++ make pkg-config libeigen3-dev libnifti2-dev nifti-bin doctest-dev nlohmann-json3-dev
           libcli11-dev libpng-dev zlib1g-dev mricron-data)
 
+# Only for `bench`: PyTorch (oneDNN convs) and OpenBLAS, to measure the baseline in the same run.
+bench_packages=(python3-torch python3-numpy libopenblas0-openmp)
+
 install() {
   local missing=()
-  for p in "${packages[@]}"; do
+  for p in "${packages[@]}" "$@"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
   [ ${#missing[@]} -eq 0 ] && return 0
@@ -42,7 +45,7 @@ case "$cmd" in
     ctest --output-on-failure -j "$jobs" "$@"
     ;;
   bench)
-    install
+    install "${bench_packages[@]}"
     configure_and_build
     "$build/cpets-bench" "$@"
     ;;
@@ -56,6 +59,7 @@ case "$cmd" in
     echo "== data check"
     "$build/cpets-data" pair "$out/cohort/cohort.csv" --out "$out/cohort/paired.csv"
     echo "== op benchmark (the training demo arrives with the model issue)"
+    echo "   (PyTorch's figures appear beside ours with tools/cpets.sh bench ops, which installs python3-torch)"
     "$build/cpets-bench" ops --quick
     ;;
   *)
