@@ -13,6 +13,7 @@
 #include <cmath>
 
 #include "kernels/cpu/parallel.h"
+#include "kernels/cpu/vmath.h"
 
 namespace cpets::kernels::cpu {
 namespace {
@@ -121,29 +122,6 @@ void binary_plan(const float* a, const float* b, float* out, const Plan& p) {
 
 // ---- unary maps ---------------------------------------------------------------------------------
 
-// exp(x) in plain arithmetic so loops vectorise (the libm call does not). n = round(x/ln2) by the
-// 1.5·2^23 trick; r = x − n·ln2 with ln2 split in two parts; degree-7 Taylor polynomial on
-// |r| ≤ ln2/2 (truncation ≈ 5e-9 relative); scaled by 2^n built in the exponent bits. The input is
-// clamped so 2^n stays normal; below the clamp the result is 0.
-inline float vexp(float x_in) {
-  const float x = std::min(std::max(x_in, -87.3f), 88.3f);
-  const float t = x * 1.44269504088896341f + 12582912.f;
-  const float n = t - 12582912.f;
-  float r = x - n * 0.693145751953125f;
-  r = r - n * 1.428606765330187e-06f;
-  float q = 1.f / 5040.f;
-  q = q * r + 1.f / 720.f;
-  q = q * r + 1.f / 120.f;
-  q = q * r + 1.f / 24.f;
-  q = q * r + 1.f / 6.f;
-  q = q * r + 0.5f;
-  q = q * r + 1.f;
-  q = q * r + 1.f;
-  const int32_t bits = (std::bit_cast<int32_t>(t) - 0x4B400000 + 127) << 23;
-  return x_in < -87.3f ? 0.f : q * std::bit_cast<float>(bits);
-}
-
-inline float vsigmoid(float x) { return 1.f / (1.f + vexp(-x)); }
 
 constexpr double kInvSqrt2 = 0.70710678118654752;
 constexpr double kInvSqrt2Pi = 0.39894228040143268;
@@ -206,13 +184,13 @@ void unary_forward(UnaryOp op, const float* x, float* y, int64_t n, float p0, fl
     case UnaryOp::Neg: map_n(n, [&](int64_t i) { y[i] = -x[i]; }); break;
     case UnaryOp::AddScalar: map_n(n, [&](int64_t i) { y[i] = x[i] + p0; }); break;
     case UnaryOp::MulScalar: map_n(n, [&](int64_t i) { y[i] = x[i] * p0; }); break;
-    case UnaryOp::Silu: map_n(n, [&](int64_t i) { y[i] = x[i] * vsigmoid(x[i]); }); break;
+    case UnaryOp::Silu: map_n(n, [&](int64_t i) { y[i] = x[i] * fast_sigmoid(x[i]); }); break;
     case UnaryOp::Gelu:
       map_n_scalar(n, [&](int64_t i) { y[i] = float(x[i] * gaussian_cdf(x[i])); });
       break;
     case UnaryOp::LeakyRelu: map_n(n, [&](int64_t i) { y[i] = x[i] > 0.f ? x[i] : x[i] * p0; }); break;
     case UnaryOp::Relu: map_n(n, [&](int64_t i) { y[i] = x[i] < 0.f ? 0.f : x[i]; }); break;
-    case UnaryOp::Sigmoid: map_n(n, [&](int64_t i) { y[i] = vsigmoid(x[i]); }); break;
+    case UnaryOp::Sigmoid: map_n(n, [&](int64_t i) { y[i] = fast_sigmoid(x[i]); }); break;
     case UnaryOp::Tanh: map_n_scalar(n, [&](int64_t i) { y[i] = std::tanh(x[i]); }); break;
     case UnaryOp::Exp: map_n_scalar(n, [&](int64_t i) { y[i] = std::exp(x[i]); }); break;
     case UnaryOp::Log: map_n_scalar(n, [&](int64_t i) { y[i] = std::log(x[i]); }); break;
@@ -232,7 +210,7 @@ void unary_backward(UnaryOp op, const float* __restrict v, const float* dy, floa
     case UnaryOp::MulScalar: map_n(n, [&](int64_t i) { dx[i] = dy[i] * p0; }); break;
     case UnaryOp::Silu:
       map_n(n, [&](int64_t i) {
-        const float s = vsigmoid(v[i]);
+        const float s = fast_sigmoid(v[i]);
         dx[i] = dy[i] * (s * (1.f + v[i] * (1.f - s)));
       });
       break;

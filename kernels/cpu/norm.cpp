@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "kernels/cpu/parallel.h"
+#include "kernels/cpu/vmath.h"
 
 namespace cpets::kernels::cpu {
 namespace {
@@ -25,37 +26,6 @@ constexpr int64_t kChunk = 8192;   // elements per parallel work item: 32 KB, st
 struct F2 {
   float a, b;
 };
-
-// exp(x) for the SiLU and softmax loops, written in plain arithmetic so it vectorises (the libm
-// call does not): round x/ln2 to n with the 1.5·2^23 trick, reduce r = x − n·ln2 (two-part ln2),
-// Taylor polynomial of degree 7 on |r| ≤ ln2/2 (truncation < 1e-8 relative), scale by 2^n
-// through the exponent bits. Inputs are clamped so 2^n stays a normal float; NaN propagates.
-inline float exp_approx(float x_in) {
-  const float x = std::min(std::max(x_in, -87.3f), 88.3f);
-  const float t = x * 1.44269504088896341f + 12582912.f;
-  const float n = t - 12582912.f;
-  float r = x - n * 0.693145751953125f;
-  r = r - n * 1.428606765330187e-06f;
-  float p = 1.f / 5040.f;
-  p = p * r + 1.f / 720.f;
-  p = p * r + 1.f / 120.f;
-  p = p * r + 1.f / 24.f;
-  p = p * r + 1.f / 6.f;
-  p = p * r + 0.5f;
-  p = p * r + 1.f;
-  p = p * r + 1.f;
-  const int32_t bits = (std::bit_cast<int32_t>(t) - 0x4B400000 + 127) << 23;
-  // Below the clamp the true value is under FLT_MIN: return 0 so masked (−inf) logits vanish.
-  return x_in < -87.3f ? 0.f : p * std::bit_cast<float>(bits);
-}
-
-inline float sigmoid(float z) { return 1.f / (1.f + exp_approx(-z)); }
-
-// d SiLU(z) / dz = σ(z)·(1 + z·(1 − σ(z))).
-inline float silu_grad(float z) {
-  const float s = sigmoid(z);
-  return s * (1.f + z * (1.f - s));
-}
 
 // Σ term(i), i in [0, n): kLanes float lanes within blocks of ≤ kBlock elements, double across blocks,
 // lanes combined in a fixed order. `term` may also write to index i (it runs once per i).
@@ -192,7 +162,7 @@ void affine_rows_impl(const float* x, float* y, int64_t rows, int64_t S, const f
       for (int64_t s = split.begin(j, S); s < s1; ++s) {
         const float z = (xp[s] - c) * sc + sh;
         if constexpr (Silu) {
-          yp[s] = z * sigmoid(z);
+          yp[s] = z * fast_sigmoid(z);
         } else {
           yp[s] = z;
         }
@@ -480,7 +450,7 @@ void softmax_row(const float* x, float* y, int64_t D) {
 #pragma omp simd reduction(max : m)
   for (int64_t d = 0; d < D; ++d) m = std::max(m, x[d]);
   const double s = sum1(D, [=](int64_t d) {
-    const float e = exp_approx(x[d] - m);
+    const float e = fast_exp(x[d] - m);
     y[d] = e;
     return e;
   });
@@ -503,7 +473,7 @@ void softmax_strided(const float* x, float* y, int64_t D, int64_t inner, int64_t
     float* yp = y + d * inner;
 #pragma omp simd
     for (int64_t i = 0; i < n; ++i) {
-      const float e = exp_approx(xp[i] - m[i]);
+      const float e = fast_exp(xp[i] - m[i]);
       yp[i] = e;
       s[i] += e;  // positive terms: no cancellation, float is accurate here
     }
