@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "engine/tensor.h"
+
 namespace cpets::bench {
 
 struct Result {
@@ -35,6 +37,12 @@ std::vector<Case>& registry();
 
 // Median wall time of fn over `repeats` runs after `warmup` untimed runs.
 double median_seconds(const std::function<void()>& fn, int repeats, int warmup = 1);
+
+// Median time of the backward node of `forward()`'s output alone (the forward is not timed).
+double median_backward_seconds(const std::function<Tensor()>& forward, const Tensor& grad_out, int repeats);
+
+// Uniform in [-1, 1), fixed by the seed.
+Tensor random_input(const Shape& shape, uint32_t seed);
 
 }  // namespace cpets::bench
 

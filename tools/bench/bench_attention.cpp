@@ -19,13 +19,8 @@ using namespace cpets;
 
 namespace {
 
-Tensor random_input(const Shape& shape, uint32_t seed) {
-  std::mt19937 gen(seed);
-  std::uniform_real_distribution<float> dist(-1.f, 1.f);
-  Tensor t = Tensor::empty(shape);
-  for (int64_t i = 0; i < t.numel(); ++i) t.data()[i] = dist(gen);
-  return t;
-}
+using bench::median_backward_seconds;
+using bench::random_input;
 
 void bench_attention(const bench::Context& ctx, std::vector<bench::Result>& out, int64_t B, int64_t Nq, int64_t Nk,
                      int64_t C, int64_t heads, const std::string& key_suffix) {

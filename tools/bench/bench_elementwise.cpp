@@ -18,31 +18,10 @@ using namespace cpets;
 
 namespace {
 
+using bench::median_backward_seconds;
+using bench::random_input;
+
 const Shape kAct{2, 32, 48, 64, 48};
-
-Tensor random_input(const Shape& shape, uint32_t seed) {
-  std::mt19937 gen(seed);
-  std::uniform_real_distribution<float> dist(-1.f, 1.f);
-  Tensor t = Tensor::empty(shape);
-  for (int64_t i = 0; i < t.numel(); ++i) t.data()[i] = dist(gen);
-  return t;
-}
-
-// Median time of the backward node of `forward()`'s output, the forward itself untimed.
-template <class F>
-double median_backward_seconds(F&& forward, const Tensor& grad_out, int repeats) {
-  std::vector<double> t;
-  for (int i = -1; i < std::max(1, repeats); ++i) {  // i = -1: warm-up
-    Tensor y = forward();
-    auto node = y.grad_fn();
-    const auto t0 = std::chrono::steady_clock::now();
-    std::vector<Tensor> grads = node->apply(grad_out);
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (i >= 0) t.push_back(s);
-  }
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
-}
 
 template <class F>
 double median_forward_seconds(F&& forward, int repeats) {
