@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <thread>
 #include <vector>
 
 #include "engine/ops_conv.h"
@@ -296,5 +297,94 @@ TEST_CASE("pool and upsample are bitwise identical for 1 and 2 threads") {
     CHECK(bitwise_equal(a1[i], a2[i]));
     CHECK(bitwise_equal(b1[i], b2[i]));
     CHECK(bitwise_equal(c1[i], c2[i]));
+  }
+}
+
+namespace {
+
+// One convolution's forward, input gradient and weight + bias gradients through the kernel API
+// (no Tensor: the engine's allocator is not what is tested here).
+struct KernelRun {
+  kernels::cpu::Conv3dShape s;
+  std::vector<float> x, w, b, g;
+  std::vector<float> y, dx, dw, db;
+};
+
+KernelRun kernel_case(int64_t B, int64_t cin, int64_t cout, int64_t D, int64_t H, int64_t W, int64_t k, int64_t stride,
+                      uint32_t seed) {
+  KernelRun r;
+  r.s.batch = B;
+  r.s.in_channels = cin;
+  r.s.out_channels = cout;
+  const int64_t in[3] = {D, H, W};
+  for (int a = 0; a < 3; ++a) {
+    r.s.in[a] = in[a];
+    r.s.kernel[a] = k;
+    r.s.stride[a] = stride;
+    r.s.padding[a] = 1;
+  }
+  auto fill = [&](std::vector<float>& v, int64_t n, uint32_t sd) {
+    Tensor t = random_tensor({n}, sd);
+    v.assign(t.data(), t.data() + n);
+  };
+  fill(r.x, B * cin * r.s.in_voxels(), seed);
+  fill(r.w, cout * cin * r.s.taps(), seed + 1);
+  fill(r.b, cout, seed + 2);
+  fill(r.g, B * cout * r.s.out_voxels(), seed + 3);
+  return r;
+}
+
+void run_kernels(KernelRun& r) {
+  namespace kc = kernels::cpu;
+  r.y.assign(r.g.size(), 0.f);
+  r.dx.assign(r.x.size(), 0.f);
+  r.dw.assign(r.w.size(), 0.f);
+  r.db.assign(r.b.size(), 0.f);
+  kc::conv3d_forward(r.s, r.x.data(), r.w.data(), r.b.data(), r.y.data());
+  kc::conv3d_backward_data(r.s, r.g.data(), r.w.data(), r.dx.data());
+  kc::conv3d_backward_weight(r.s, r.x.data(), r.g.data(), r.dw.data(), r.db.data());
+}
+
+bool same_results(const KernelRun& a, const KernelRun& b) { return a.y == b.y && a.dx == b.dx && a.dw == b.dw && a.db == b.db; }
+
+}  // namespace
+
+TEST_CASE("conv3d from two threads at once gives the serial results; released scratch is rebuilt") {
+  // Different shapes (so different scratch sizes and paths: ring vs whole padded copy, channel-
+  // vs W-vectorised weight gradient, strided phases), each large enough to run in parallel inside.
+  std::vector<KernelRun> serial = {
+      kernel_case(2, 16, 16, 10, 12, 40, 3, 1, 31),
+      kernel_case(1, 8, 1, 12, 10, 33, 3, 1, 41),
+      kernel_case(1, 16, 32, 14, 12, 36, 4, 2, 51),
+      kernel_case(1, 12, 20, 9, 20, 29, 3, 1, 61),
+  };
+  for (KernelRun& r : serial) run_kernels(r);
+  for (int round = 0; round < 2; ++round) {
+    CAPTURE(round);
+    std::vector<KernelRun> copies[2] = {serial, serial};
+    bool ok[2] = {true, true};
+    auto worker = [&](int id) {
+      // The two threads take the cases in opposite orders, several times over.
+      for (int rep = 0; rep < 3; ++rep)
+        for (size_t i = 0; i < copies[id].size(); ++i) {
+          KernelRun& r = copies[id][id == 0 ? i : copies[id].size() - 1 - i];
+          run_kernels(r);
+          const KernelRun& want = serial[id == 0 ? i : serial.size() - 1 - i];
+          ok[id] = ok[id] && same_results(r, want);
+        }
+    };
+    std::thread t0(worker, 0), t1(worker, 1);
+    if (round == 1) kernels::cpu::conv3d_release_scratch();  // while both are running
+    t0.join();
+    t1.join();
+    CHECK(ok[0]);
+    CHECK(ok[1]);
+    kernels::cpu::conv3d_release_scratch();
+  }
+  // After a release the next call allocates afresh and still gives the same results.
+  for (const KernelRun& want : serial) {
+    KernelRun r = want;
+    run_kernels(r);
+    CHECK(same_results(r, want));
   }
 }

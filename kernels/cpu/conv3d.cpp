@@ -5,8 +5,11 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <new>
 #include <vector>
+
+#include <omp.h>
 
 #ifdef __AVX512F__
 #include <immintrin.h>
@@ -84,26 +87,113 @@ bool use_simd() {
 }
 
 // ------------------------------------------------------------------------------------------
-// Scratch memory, grown but never shrunk: fresh pages are slow to first touch, so the large
-// padded copies reuse the same buffers call after call. Slots are used outside parallel regions.
-float* scratch(int slot, size_t floats) {
-  struct Buf {
-    float* p = nullptr;
-    size_t n = 0;
-    ~Buf() { std::free(p); }
-  };
-  static Buf bufs[6];
-  Buf& b = bufs[slot];
-  if (b.n < floats) {
-    std::free(b.p);
-    // 64-byte aligned so rows that start on a multiple of 16 floats give aligned vector loads.
-    const size_t bytes = (floats * sizeof(float) + 63) / 64 * 64;
-    b.p = static_cast<float*>(std::aligned_alloc(64, bytes));
-    if (!b.p) throw std::bad_alloc();
-    b.n = floats;
+// Scratch memory. Fresh pages are slow to first touch, so the large padded copies reuse the
+// same buffers call after call (grown, never shrunk until conv3d_release_scratch). Each call
+// leases a whole set of buffers from a pool: calls from several threads at once get different
+// sets, serial calls keep reusing one. The lease lives on the calling thread; the parallel
+// regions inside reach it through a pointer captured beforehand.
+struct ScratchBuf {
+  float* p = nullptr;
+  size_t n = 0;
+  ScratchBuf() = default;
+  ScratchBuf(const ScratchBuf&) = delete;
+  ScratchBuf& operator=(const ScratchBuf&) = delete;
+  ~ScratchBuf() { std::free(p); }
+  float* get(size_t floats) {
+    if (n < floats) {
+      std::free(p);
+      p = nullptr;
+      n = 0;
+      // 64-byte aligned so rows that start on a multiple of 16 floats give aligned vector loads.
+      const size_t bytes = (floats * sizeof(float) + 63) / 64 * 64;
+      p = static_cast<float*>(std::aligned_alloc(64, bytes));
+      if (!p) throw std::bad_alloc();
+      n = floats;
+    }
+    return p;
   }
-  return b.p;
+};
+
+constexpr int kScratchSlots = 6;
+struct ScratchSet {
+  ScratchBuf bufs[kScratchSlots];
+  // Per OpenMP thread number of the leasing call's team: the padded-plane rings.
+  std::vector<std::vector<float>> rings;
+  uint64_t generation = 0;
+  // Per OpenMP thread number: the weight gradient's transposed dy chunk.
+  std::vector<std::vector<float>> chunks;
+  std::vector<float>& ring(int thread) { return rings[size_t(thread)]; }
+  std::vector<float>& chunk(int thread) { return chunks[size_t(thread)]; }
+};
+
+class ScratchPool {
+ public:
+  std::unique_ptr<ScratchSet> acquire() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    std::unique_ptr<ScratchSet> set;
+    if (idle_.empty()) {
+      set = std::make_unique<ScratchSet>();
+    } else {
+      set = std::move(idle_.back());
+      idle_.pop_back();
+    }
+    set->generation = generation_;
+    return set;
+  }
+  // A set leased before a release is dropped instead of kept.
+  void give_back(std::unique_ptr<ScratchSet> set) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (set->generation == generation_) idle_.push_back(std::move(set));
+  }
+  void release() {
+    std::vector<std::unique_ptr<ScratchSet>> dropped;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      dropped.swap(idle_);
+      ++generation_;
+    }
+  }
+
+ private:
+  std::mutex mutex_;
+  std::vector<std::unique_ptr<ScratchSet>> idle_;
+  uint64_t generation_ = 0;
+};
+
+ScratchPool& scratch_pool() {
+  static ScratchPool pool;
+  return pool;
 }
+
+thread_local ScratchSet* t_scratch = nullptr;
+
+// Held by every public entry point for the duration of the call.
+class ScratchLease {
+ public:
+  ScratchLease() {
+    if (t_scratch) return;  // already inside a call on this thread
+    set_ = scratch_pool().acquire();
+    const size_t threads = size_t(std::max(1, omp_get_max_threads()));
+    if (set_->rings.size() < threads) set_->rings.resize(threads);
+    if (set_->chunks.size() < threads) set_->chunks.resize(threads);
+    t_scratch = set_.get();
+  }
+  ~ScratchLease() {
+    if (!set_) return;
+    t_scratch = nullptr;
+    scratch_pool().give_back(std::move(set_));
+  }
+  ScratchLease(const ScratchLease&) = delete;
+  ScratchLease& operator=(const ScratchLease&) = delete;
+
+ private:
+  std::unique_ptr<ScratchSet> set_;
+};
+
+// Called on the calling thread, outside parallel regions.
+float* scratch(int slot, size_t floats) { return t_scratch->bufs[slot].get(floats); }
+ScratchSet* current_scratch() { return t_scratch; }
+
 enum ScratchSlot { kPaddedInput = 0, kPaddedGrad = 1, kPackedWeights = 2, kWeightPartials = 3, kPackedGrad = 4, kPhaseOut = 5 };
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -404,8 +494,9 @@ void forward_windowed(const ConvGeom& g, const Padded& X, const PadSource& S, Wi
                       FwdBlocking blk, const float* bias, float* y) {
   const int64_t kd_n = g.k[0], x_chan = kd_n * X.plane();
   const std::vector<int64_t> toff0 = tap_offsets(g, X);  // plane kd at kd·plane
+  ScratchSet* set = current_scratch();
   run_tasks(g.batch * plan.runs, [&](int64_t task) {
-    thread_local std::vector<float> ring;
+    std::vector<float>& ring = set->ring(omp_get_thread_num());
     const int64_t b = task / plan.runs, run = task % plan.runs;
     const int64_t od0 = run * plan.per_run, od1 = std::min(g.o[0], od0 + plan.per_run);
     if (od0 >= od1) return;
@@ -692,29 +783,27 @@ void backward_weight_transposed(const ConvGeom& g, const Padded& X, const PadSou
   // Per part: a [pair][cp] accumulator (dummy pairs at the end soak up the padded groups).
   float* acc_all = scratch(kWeightPartials, size_t(parts * pairs_padded * cp));
 
-  // dy transposed once: per (slab, chunk) a [voxel][cp] block, zeros in the padded channels.
-  // The same pass sums each channel of the chunk for the bias gradient (in double, per chunk;
-  // chunks are then added in order).
-  float* dyt = scratch(kPackedGrad, size_t(slabs * chunks * chunk_floats));
-  auto chunk_ptr = [&](int64_t slab, int64_t chunk) { return dyt + (slab * chunks + chunk) * chunk_floats; };
+  // dy transposed chunk by chunk, just before its use (it then sits in L1): a [voxel][cp]
+  // block, zeros in the padded channels. The same pass sums each channel of the chunk for the
+  // bias gradient (in double, per chunk; chunks are added in order afterwards).
   std::vector<double> chunk_sums(db ? size_t(slabs * chunks * g.cout) : 0);
-  run_tasks(slabs * chunks, [&](int64_t task) {
-    const int64_t slab = task / chunks, chunk = task % chunks;
+  auto transpose_chunk = [&](int64_t slab, int64_t chunk, float* d) {
     const int64_t b = slab / g.o[0], od = slab % g.o[0], oh0 = chunk * rows_per_chunk;
-    const int64_t voxels = std::min(rows_per_chunk, g.o[1] - oh0) * g.o[2];
+    const int64_t rows = std::min(rows_per_chunk, g.o[1] - oh0), voxels = rows * g.o[2];
     const float* src = dy + b * g.cout * out_chan + od * out_plane + oh0 * g.o[2];
-    float* d = chunk_ptr(slab, chunk);
     if (paired) {
-      const int64_t rows = voxels / g.o[2];
+      // Lane (c % 8)·2 + parity of vector c / 8 in column m holds voxel 2m + parity.
+      if (g.cout < kLanes || g.o[2] % 2) std::fill(d, d + rows * cols * cp, 0.f);
+      const int64_t even = g.o[2] / 2;
       for (int64_t r = 0; r < rows; ++r)
-        for (int64_t m = 0; m < cols; ++m) {
-          float* col = d + (r * cols + m) * cp;
-          for (int64_t c = 0; c < kLanes; ++c)
-            for (int64_t par = 0; par < 2; ++par) {
-              const int64_t w = 2 * m + par;
-              col[(c / 8) * kLanes + (c % 8) * 2 + par] =
-                  c < g.cout && w < g.o[2] ? src[c * out_chan + r * g.o[2] + w] : 0.f;
-            }
+        for (int64_t c = 0; c < g.cout; ++c) {
+          const float* row = src + c * out_chan + r * g.o[2];
+          float* col = d + r * cols * cp + (c / 8) * kLanes + (c % 8) * 2;
+          for (int64_t m = 0; m < even; ++m) {
+            col[m * cp] = row[2 * m];
+            col[m * cp + 1] = row[2 * m + 1];
+          }
+          if (even < cols) col[even * cp] = row[2 * even];
         }
     } else {
       for (int64_t v = 0; v < voxels; ++v) {
@@ -723,7 +812,7 @@ void backward_weight_transposed(const ConvGeom& g, const Padded& X, const PadSou
       }
     }
     if (db) {
-      // Lanes of 16 voxels per channel (the transposed rows, contiguous), then in double.
+      // Lanes of 16 voxels per channel (the chunk's rows, contiguous), then in double.
       for (int64_t c = 0; c < g.cout; ++c) {
         const float* p = src + c * out_chan;
         float lanes[kLanes] = {};
@@ -733,21 +822,21 @@ void backward_weight_transposed(const ConvGeom& g, const Padded& X, const PadSou
         double sum = 0;
         for (int l = 0; l < kLanes; ++l) sum += lanes[l];
         for (; v < voxels; ++v) sum += p[v];
-        chunk_sums[size_t(task * g.cout + c)] = sum;
+        chunk_sums[size_t((slab * chunks + chunk) * g.cout + c)] = sum;
       }
     }
-  });
-  if (db)
-    for (int64_t c = 0; c < g.cout; ++c) {
-      double sum = 0;
-      for (int64_t t = 0; t < slabs * chunks; ++t) sum += chunk_sums[size_t(t * g.cout + c)];
-      db[c] = float(sum);
-    }
+  };
+
 
   const std::vector<int64_t> poff0 = tap_offsets(g, X, g.cin);
   const int64_t kd_n = g.k[0], ring_chan = kd_n * X.plane(), per_kd = taps / kd_n;
+  ScratchSet* set = current_scratch();
   run_tasks(parts, [&](int64_t part) {
-    thread_local std::vector<float> ring;
+    std::vector<float>& ring = set->ring(omp_get_thread_num());
+    std::vector<float>& chunk_buf = set->chunk(omp_get_thread_num());
+    if (int64_t(chunk_buf.size()) < chunk_floats + kLanes) chunk_buf.resize(size_t(chunk_floats + kLanes));
+    // 64-byte aligned start: every dy vector load of the micro-kernel is then aligned.
+    float* dyt = chunk_buf.data() + (kLanes - (reinterpret_cast<uintptr_t>(chunk_buf.data()) / sizeof(float)) % kLanes) % kLanes;
     float* acc = acc_all + part * pairs_padded * cp;
     std::fill(acc, acc + pairs_padded * cp, 0.f);
     std::vector<int64_t> poff(poff0);
@@ -786,10 +875,11 @@ void backward_weight_transposed(const ConvGeom& g, const Padded& X, const PadSou
         const int64_t oh0 = chunk * rows_per_chunk;
         a.rows = std::min(rows_per_chunk, g.o[1] - oh0);
         a.x = x_slab + oh0 * g.st[1] * X.row();
+        transpose_chunk(slab, chunk, dyt);
         for (int64_t j0 = 0; j0 < cvecs; j0 += 4) {
           const int ncov = int(std::min<int64_t>(4, cvecs - j0));
           const int np = ncov == 1 ? bwwt_np(1) : ncov == 2 ? bwwt_np(2) : ncov == 3 ? bwwt_np(3) : bwwt_np(4);
-          a.dyt = chunk_ptr(slab, chunk) + j0 * kLanes;
+          a.dyt = dyt + j0 * kLanes;
           for (int64_t p0 = 0; p0 < pairs; p0 += np) {
             a.pair_off = poff.data() + p0;
             a.acc_out = acc + p0 * cp + j0 * kLanes;
@@ -799,6 +889,12 @@ void backward_weight_transposed(const ConvGeom& g, const Padded& X, const PadSou
       }
     }
   });
+  if (db)
+    for (int64_t c = 0; c < g.cout; ++c) {
+      double sum = 0;
+      for (int64_t t = 0; t < slabs * chunks; ++t) sum += chunk_sums[size_t(t * g.cout + c)];
+      db[c] = float(sum);
+    }
   parallel_chunks(dw_size, 1024, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) {
       const int64_t co = i / pairs, p = i % pairs;
@@ -1045,11 +1141,14 @@ bool conv3d_simd_compiled() {
 
 void conv3d_set_portable_only(bool on) { g_portable_only.store(on); }
 
+void conv3d_release_scratch() { scratch_pool().release(); }
+
 static double pass_flops(const Conv3dShape& s) {
   return 2.0 * double(s.batch) * double(s.out_channels) * double(s.in_channels) * double(s.taps()) * double(s.out_voxels());
 }
 
 void conv3d_forward(const Conv3dShape& s, const float* x, const float* w, const float* bias, float* y) {
+  ScratchLease lease;
   SerialIfSmall serial(pass_flops(s));
 #ifdef __AVX512F__
   if (use_simd()) return forward_impl<VecSimd>(s, x, w, bias, y);
@@ -1058,6 +1157,7 @@ void conv3d_forward(const Conv3dShape& s, const float* x, const float* w, const 
 }
 
 void conv3d_backward_data(const Conv3dShape& s, const float* dy, const float* w, float* dx) {
+  ScratchLease lease;
   SerialIfSmall serial(pass_flops(s));
 #ifdef __AVX512F__
   if (use_simd()) return backward_data_impl<VecSimd>(s, dy, w, dx);
@@ -1066,6 +1166,7 @@ void conv3d_backward_data(const Conv3dShape& s, const float* dy, const float* w,
 }
 
 void conv3d_backward_weight(const Conv3dShape& s, const float* x, const float* dy, float* dw, float* dbias) {
+  ScratchLease lease;
   SerialIfSmall serial(pass_flops(s));
   bool bias_done = false;
   if (dw) {

@@ -10,9 +10,10 @@
 // whatever the stride: a per-task ring of kD planes kept in L2 when it fits, else one scratch
 // copy of the whole tensor.
 //
-// Scratch buffers are process-wide and reused (grown, never shrunk: fresh pages are slow to
-// fault in), so these functions must not be called concurrently from several threads; each is
-// parallel inside (OpenMP). Convolutions under ~4 MFLOP run on the calling thread. Work is split into chunks that do
+// Scratch buffers (padded copies, packed weights, partial sums) are kept between calls and
+// reused (fresh pages are slow to fault in); conv3d_release_scratch() gives them back. Calls
+// from several threads at once are safe: each concurrent call leases its own set of buffers.
+// Each call is parallel inside (OpenMP). Convolutions under ~4 MFLOP run on the calling thread. Work is split into chunks that do
 // not depend on the thread count and reductions run in a fixed order, so every result is
 // bitwise identical for any number of threads.
 #pragma once
@@ -43,5 +44,9 @@ void conv3d_backward_weight(const Conv3dShape& s, const float* x, const float* d
 // loops the compiler may auto-vectorise) is always built. Tests compare the two.
 bool conv3d_simd_compiled();
 void conv3d_set_portable_only(bool on);
+
+// Frees the scratch buffers kept for later calls (those of calls running now are freed when
+// they return). The next call allocates afresh.
+void conv3d_release_scratch();
 
 }  // namespace cpets::kernels::cpu
