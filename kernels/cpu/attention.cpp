@@ -300,7 +300,8 @@ struct HeadsT {
 
 int64_t heads_t_floats(const Geometry& g, int64_t n) { return use_micro_kernels(g.d) ? g.B * g.C * round16(n) : 0; }
 
-HeadsT transpose_heads(const Geometry& g, const float* x, int64_t n, float* buf) {
+// `factor` multiplies every value (the thin kernels fold the score scale into q or k).
+HeadsT transpose_heads(const Geometry& g, const float* x, int64_t n, float* buf, float factor = 1.f) {
   if (!use_micro_kernels(g.d)) return {};
   const int64_t np = round16(n), d = g.d;
   parallel_for(g.B * g.H, std::max<int64_t>(1, (1 << 16) / (np * d)), [&](int64_t t0, int64_t t1) {
@@ -309,11 +310,234 @@ HeadsT transpose_heads(const Geometry& g, const float* x, int64_t n, float* buf)
       float* dst = buf + t * d * np;
       for (int64_t j = 0; j < np; ++j) {  // read rows in order, write d streams
         const float* src = g.row(x, n, b, std::min(j, n - 1), h);
-        for (int64_t c = 0; c < d; ++c) dst[c * np + j] = j < n ? src[c] : 0.f;
+        for (int64_t c = 0; c < d; ++c) dst[c * np + j] = j < n ? src[c] * factor : 0.f;
       }
     }
   });
   return {buf, np};
+}
+
+// Thin heads (d ≤ 8) on AVX-512. The tile kernels above put 16 keys in the lanes for Q·Kᵀ but
+// need d channels in the lanes for P·V, so at d = 8 half of every P·V vector is empty. Here the
+// whole block stays in registers with 16 queries in the lanes (16 keys in the dK/dV pass):
+// scores are d broadcast-FMAs per key against the head's transposed queries, the online softmax
+// max and sum are lane-wise (no horizontal reductions), and P·V is d broadcast-FMAs of V[j][c]
+// into d accumulators of 16 queries each. No vector is ever half empty, and no score tile goes
+// through memory except one small chunk. Scores are in log2 units: the transposed q (or k) copy
+// is pre-multiplied by scale·log2(e), so each probability is one exp2.
+#if defined(__AVX512F__)
+constexpr int64_t kMaxThinDim = 8;
+constexpr int64_t kThinChunk = 128;  // keys whose scores are kept (one vector each) per rescale
+constexpr float kLog2e = 1.44269504088896341f;
+
+// 2^x for x ≤ ~0: n = round(x), 2^(x−n) by its degree-6 Taylor polynomial in (x−n)·ln2
+// (|x−n| ≤ 1/2, relative error ~1e-7), then scaled by 2^n. Below −126 the input is clamped, which
+// gives ~1e-38 instead of 0 (and keeps −∞, the initial running maximum, finite).
+inline __m512 exp2_16(__m512 x) {
+  x = _mm512_max_ps(x, _mm512_set1_ps(-126.f));
+  const __m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m512 f = _mm512_sub_ps(x, n);
+  __m512 p = _mm512_set1_ps(1.5403530393381606e-4f);
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.3333558146428443e-3f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.6181291076284772e-3f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.5504108664821580e-2f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.24022650695910071f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.69314718055994531f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.f));
+  return _mm512_scalef_ps(p, n);
+}
+
+// Σ_c row[c] · cols[c] for D channels: 16 lanes of dot products with the broadcast row, in two
+// interleaved chains (even and odd channels) to halve the dependency depth.
+template <int D>
+inline __m512 lane_dots(const float* row, const __m512* cols) {
+  __m512 a = _mm512_mul_ps(_mm512_set1_ps(row[0]), cols[0]);
+  if constexpr (D == 1) return a;
+  __m512 b = _mm512_mul_ps(_mm512_set1_ps(row[1]), cols[1]);
+  _Pragma("GCC unroll 8") for (int c = 2; c < D; c += 2) {
+    a = _mm512_fmadd_ps(_mm512_set1_ps(row[c]), cols[c], a);
+    if (c + 1 < D) b = _mm512_fmadd_ps(_mm512_set1_ps(row[c + 1]), cols[c + 1], b);
+  }
+  return _mm512_add_ps(a, b);
+}
+
+// Writes D lane vectors (lane = token) as `valid` rows of D channels with row stride ld.
+template <int D>
+inline void store_lanes_as_rows(const __m512* x, int64_t valid, float* rows, int64_t ld) {
+  alignas(64) float t[D][16];
+  _Pragma("GCC unroll 8") for (int c = 0; c < D; ++c) _mm512_store_ps(t[c], x[c]);
+  for (int64_t i = 0; i < valid; ++i)
+    _Pragma("GCC unroll 8") for (int c = 0; c < D; ++c) rows[i * ld + c] = t[c][i];
+}
+
+// Forward for 16 queries (nvalid of them real): qt = their scaled transposed q (D rows, stride
+// ldq), K and V the head's key rows (stride C).
+template <int D>
+void thin_forward_group(const Geometry& g, const float* qt, int64_t ldq, const float* K, const float* V, int64_t nvalid,
+                        float* out_rows, float* lse_dst, float* sbuf) {
+  const int64_t C = g.C;
+  __m512 Q[D], O[D];
+  _Pragma("GCC unroll 8") for (int c = 0; c < D; ++c) {
+    Q[c] = _mm512_loadu_ps(qt + c * ldq);
+    O[c] = _mm512_setzero_ps();
+  }
+  __m512 m = _mm512_set1_ps(-std::numeric_limits<float>::infinity()), l = _mm512_setzero_ps();
+  for (int64_t j0 = 0; j0 < g.Nk; j0 += kThinChunk) {
+    const int64_t n = std::min(kThinChunk, g.Nk - j0);
+    __m512 mx = m;
+    for (int64_t j = 0; j < n; ++j) {
+      const __m512 s = lane_dots<D>(K + (j0 + j) * C, Q);
+      _mm512_storeu_ps(sbuf + 16 * j, s);
+      mx = _mm512_max_ps(mx, s);
+    }
+    const __m512 rescale = exp2_16(_mm512_sub_ps(m, mx));
+    m = mx;
+    l = _mm512_mul_ps(l, rescale);
+    _Pragma("GCC unroll 8") for (int c = 0; c < D; ++c) O[c] = _mm512_mul_ps(O[c], rescale);
+    for (int64_t j = 0; j < n; ++j) {
+      const __m512 p = exp2_16(_mm512_sub_ps(_mm512_loadu_ps(sbuf + 16 * j), m));
+      l = _mm512_add_ps(l, p);
+      const float* vr = V + (j0 + j) * C;
+      _Pragma("GCC unroll 8") for (int c = 0; c < D; ++c) O[c] = _mm512_fmadd_ps(_mm512_set1_ps(vr[c]), p, O[c]);
+    }
+  }
+  const __m512 inv = _mm512_div_ps(_mm512_set1_ps(1.f), l);
+  _Pragma("GCC unroll 8") for (int c = 0; c < D; ++c) O[c] = _mm512_mul_ps(O[c], inv);
+  store_lanes_as_rows<D>(O, nvalid, out_rows, C);
+  alignas(64) float mm[16], ll[16];
+  _mm512_store_ps(mm, m);
+  _mm512_store_ps(ll, l);
+  for (int64_t i = 0; i < nvalid; ++i) lse_dst[i] = (mm[i] + std::log2(ll[i])) * 0.69314718055994531f;
+}
+
+// dQ for 16 queries: dS = P∘(dO·Vᵀ − D), dQ = scale · dS·K, with P = 2^(s − lse·log2 e).
+template <int D>
+void thin_dq_group(const Geometry& g, const float* qt, const float* dot, int64_t ld, const float* K, const float* V,
+                   const float* lse, const float* Drow, int64_t nvalid, float* dq_rows) {
+  const int64_t C = g.C;
+  __m512 Q[D], dO[D], dQ[D];
+  _Pragma("GCC unroll 8") for (int c = 0; c < D; ++c) {
+    Q[c] = _mm512_loadu_ps(qt + c * ld);
+    dO[c] = _mm512_loadu_ps(dot + c * ld);
+    dQ[c] = _mm512_setzero_ps();
+  }
+  const __mmask16 valid = tail_mask(nvalid);
+  const __m512 L = _mm512_mul_ps(_mm512_maskz_loadu_ps(valid, lse), _mm512_set1_ps(kLog2e));
+  const __m512 Dv = _mm512_maskz_loadu_ps(valid, Drow);
+  for (int64_t j = 0; j < g.Nk; ++j) {
+    const float* kr = K + j * C;
+    const __m512 s = lane_dots<D>(kr, Q);
+    const __m512 dp = lane_dots<D>(V + j * C, dO);
+    const __m512 ds = _mm512_mul_ps(exp2_16(_mm512_sub_ps(s, L)), _mm512_sub_ps(dp, Dv));
+    _Pragma("GCC unroll 8") for (int c = 0; c < D; ++c) dQ[c] = _mm512_fmadd_ps(_mm512_set1_ps(kr[c]), ds, dQ[c]);
+  }
+  _Pragma("GCC unroll 8") for (int c = 0; c < D; ++c) dQ[c] = _mm512_mul_ps(dQ[c], _mm512_set1_ps(g.scale));
+  store_lanes_as_rows<D>(dQ, nvalid, dq_rows, C);
+}
+
+// dK, dV for 16 keys over queries [q_begin, q_end): keys in the lanes, kt the scaled transposed k,
+// vt the transposed v (kept in L1 and read as memory operands: registers hold K, dK and dV).
+template <int D>
+void thin_dkdv_group(const Geometry& g, const float* kt, const float* vt, int64_t ld, const float* Q, const float* dO,
+                     const float* lse, const float* Drow, int64_t q_begin, int64_t q_end, int64_t nvalid,
+                     float* dk_rows, float* dv_rows) {
+  const int64_t C = g.C;
+  __m512 Kt[D], dK[D], dV[D];
+  _Pragma("GCC unroll 8") for (int c = 0; c < D; ++c) {
+    Kt[c] = _mm512_loadu_ps(kt + c * ld);
+    dK[c] = _mm512_setzero_ps();
+    dV[c] = _mm512_setzero_ps();
+  }
+  for (int64_t i = q_begin; i < q_end; ++i) {
+    const float* qr = Q + i * C;
+    const float* gr = dO + i * C;
+    const __m512 s = lane_dots<D>(qr, Kt);
+    const __m512 p = exp2_16(_mm512_sub_ps(s, _mm512_set1_ps(lse[i] * kLog2e)));
+    __m512 dp0 = _mm512_setzero_ps(), dp1 = _mm512_setzero_ps();
+    _Pragma("GCC unroll 8") for (int c = 0; c < D; ++c) {
+      const __m512 go = _mm512_set1_ps(gr[c]);
+      dV[c] = _mm512_fmadd_ps(go, p, dV[c]);
+      if (c % 2 == 0) dp0 = _mm512_fmadd_ps(go, _mm512_loadu_ps(vt + c * ld), dp0);
+      else dp1 = _mm512_fmadd_ps(go, _mm512_loadu_ps(vt + c * ld), dp1);
+    }
+    const __m512 ds = _mm512_mul_ps(p, _mm512_sub_ps(_mm512_add_ps(dp0, dp1), _mm512_set1_ps(Drow[i])));
+    _Pragma("GCC unroll 8") for (int c = 0; c < D; ++c) dK[c] = _mm512_fmadd_ps(_mm512_set1_ps(qr[c]), ds, dK[c]);
+  }
+  _Pragma("GCC unroll 8") for (int c = 0; c < D; ++c) dK[c] = _mm512_mul_ps(dK[c], _mm512_set1_ps(g.scale));
+  store_lanes_as_rows<D>(dK, nvalid, dk_rows, C);
+  store_lanes_as_rows<D>(dV, nvalid, dv_rows, C);
+}
+
+// Calls f.template operator()<D>() with D = d (1 ≤ d ≤ kMaxThinDim).
+template <class F>
+void with_thin_dim(int64_t d, F&& f) {
+  switch (d) {
+    case 1: return f.template operator()<1>();
+    case 2: return f.template operator()<2>();
+    case 3: return f.template operator()<3>();
+    case 4: return f.template operator()<4>();
+    case 5: return f.template operator()<5>();
+    case 6: return f.template operator()<6>();
+    case 7: return f.template operator()<7>();
+    default: return f.template operator()<8>();
+  }
+}
+#endif
+
+bool use_thin_kernels(int64_t d) {
+#if defined(__AVX512F__)
+  return d <= kMaxThinDim;
+#else
+  (void)d;
+  return false;
+#endif
+}
+
+// Block-level drivers of the thin kernels: the same tasks as the tile path (query blocks of
+// kFwdQ, key blocks of kBwdK), walked in groups of 16 lanes.
+void thin_forward_block(const Geometry& g, const HeadsT& qt, const float* k, const float* v, float* out, float* lse,
+                        int64_t b, int64_t h, int64_t i0, int64_t nq) {
+#if defined(__AVX512F__)
+  float* sbuf = thread_tile(16 * kThinChunk);
+  with_thin_dim(g.d, [&]<int D>() {
+    for (int64_t i = i0; i < i0 + nq; i += 16)
+      thin_forward_group<D>(g, qt.at(g, b, h, i), qt.np, g.row(k, g.Nk, b, 0, h), g.row(v, g.Nk, b, 0, h),
+                            std::min<int64_t>(16, i0 + nq - i), g.row(out, g.Nq, b, i, h), lse + g.lse_index(b, h, i),
+                            sbuf);
+  });
+#else
+  (void)g, (void)qt, (void)k, (void)v, (void)out, (void)lse, (void)b, (void)h, (void)i0, (void)nq;
+#endif
+}
+
+void thin_dq_block(const Geometry& g, const HeadsT& qt, const HeadsT& dot, const float* k, const float* v,
+                   const float* lse, const float* D, float* dq, int64_t b, int64_t h, int64_t i0, int64_t nq) {
+#if defined(__AVX512F__)
+  with_thin_dim(g.d, [&]<int Dim>() {
+    for (int64_t i = i0; i < i0 + nq; i += 16)
+      thin_dq_group<Dim>(g, qt.at(g, b, h, i), dot.at(g, b, h, i), qt.np, g.row(k, g.Nk, b, 0, h),
+                         g.row(v, g.Nk, b, 0, h), lse + g.lse_index(b, h, i), D + g.lse_index(b, h, i),
+                         std::min<int64_t>(16, i0 + nq - i), g.row(dq, g.Nq, b, i, h));
+  });
+#else
+  (void)g, (void)qt, (void)dot, (void)k, (void)v, (void)lse, (void)D, (void)dq, (void)b, (void)h, (void)i0, (void)nq;
+#endif
+}
+
+void thin_dkdv_block(const Geometry& g, const HeadsT& kt, const HeadsT& vt, const float* q, const float* dout,
+                     const float* lse, const float* D, int64_t b, int64_t h, int64_t j0, int64_t nk, int64_t q_begin,
+                     int64_t q_end, float* dk_dst, float* dv_dst) {
+#if defined(__AVX512F__)
+  with_thin_dim(g.d, [&]<int Dim>() {
+    for (int64_t j = 0; j < nk; j += 16)
+      thin_dkdv_group<Dim>(g, kt.at(g, b, h, j0 + j), vt.at(g, b, h, j0 + j), kt.np, g.row(q, g.Nq, b, 0, h),
+                           g.row(dout, g.Nq, b, 0, h), lse + g.lse_index(b, h, 0), D + g.lse_index(b, h, 0), q_begin,
+                           q_end, std::min<int64_t>(16, nk - j), dk_dst + j * g.C, dv_dst + j * g.C);
+  });
+#else
+  (void)g, (void)kt, (void)vt, (void)q, (void)dout, (void)lse, (void)D, (void)b, (void)h, (void)j0, (void)nk,
+      (void)q_begin, (void)q_end, (void)dk_dst, (void)dv_dst;
+#endif
 }
 
 // One (batch, head, query block): online softmax over key tiles, then normalise and store.
@@ -457,8 +681,9 @@ int64_t query_splits(const Geometry& g) {
   return std::max<int64_t>(1, std::min(query_tiles, (kMinKeyTasks + key_tasks - 1) / key_tasks));
 }
 
-void dkdv_pass(const Geometry& g, const float* q, const HeadsT& qt, const float* k, const float* v, const float* lse,
-               const float* D, const float* dout, const HeadsT& dot, float* dk, float* dv, float* partial) {
+// block(b, h, j0, nk, q_begin, q_end, dk_dst, dv_dst) computes one task's dK and dV rows.
+template <class Block>
+void dkdv_pass(const Geometry& g, float* dk, float* dv, float* partial, Block&& block) {
   const int64_t nkb = (g.Nk + kBwdK - 1) / kBwdK;
   const int64_t splits = query_splits(g);
   const int64_t query_tiles = (g.Nq + kBwdQ - 1) / kBwdQ;
@@ -474,8 +699,7 @@ void dkdv_pass(const Geometry& g, const float* q, const HeadsT& qt, const float*
       const int64_t qe = std::min(g.Nq, qb + tiles_per_split * kBwdQ);
       float* dk_dst = splits == 1 ? dk : partial + 2 * sp * part;
       float* dv_dst = splits == 1 ? dv : partial + (2 * sp + 1) * part;
-      dkdv_block(g, q, qt, k, v, lse, D, dout, dot, b, h, j0, nk, qb, qe, g.row(dk_dst, g.Nk, b, j0, h),
-                 g.row(dv_dst, g.Nk, b, j0, h));
+      block(b, h, j0, nk, qb, qe, g.row(dk_dst, g.Nk, b, j0, h), g.row(dv_dst, g.Nk, b, j0, h));
     }
   });
   if (splits == 1) return;
@@ -500,19 +724,26 @@ int64_t attention_tile_floats(const AttentionShape& s) {
                    2 * kBwdK * kBwdQ + 2 * kBwdK * d});
 }
 
-int64_t attention_forward_scratch_floats(const AttentionShape& s) { return heads_t_floats(Geometry(s), s.nk); }
+// The thin kernels transpose q, the tile kernels k.
+int64_t attention_forward_scratch_floats(const AttentionShape& s) {
+  const Geometry g(s);
+  return heads_t_floats(g, use_thin_kernels(g.d) ? g.Nq : g.Nk);
+}
 
 void attention_forward(const AttentionShape& s, const float* q, const float* k, const float* v, float* out,
                        float* lse, float* scratch) {
   const Geometry g(s);
-  const HeadsT kt = transpose_heads(g, k, g.Nk, scratch);
+  const bool thin = use_thin_kernels(g.d);
+  const HeadsT kt = thin ? HeadsT{} : transpose_heads(g, k, g.Nk, scratch);
+  const HeadsT qt = thin ? transpose_heads(g, q, g.Nq, scratch, g.scale * 1.44269504088896341f) : HeadsT{};
   const int64_t nqb = (g.Nq + kFwdQ - 1) / kFwdQ;
   const double task_flops = 4.0 * std::min(kFwdQ, g.Nq) * double(g.Nk) * g.d;
   parallel_for_balanced(g.B * g.H * nqb, tasks_per_chunk(task_flops), [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t qb = t % nqb, h = (t / nqb) % g.H, b = t / (nqb * g.H);
       const int64_t i0 = qb * kFwdQ;
-      forward_block(g, q, k, kt, v, out, lse, b, h, i0, std::min(kFwdQ, g.Nq - i0));
+      if (thin) thin_forward_block(g, qt, k, v, out, lse, b, h, i0, std::min(kFwdQ, g.Nq - i0));
+      else forward_block(g, q, k, kt, v, out, lse, b, h, i0, std::min(kFwdQ, g.Nq - i0));
     }
   });
 }
@@ -537,7 +768,21 @@ void attention_backward(const AttentionShape& s, const float* q, const float* k,
   float* transposed = partial + (splits > 1 ? 2 * splits * g.B * g.Nk * g.C : 0);
   const int64_t tk = heads_t_floats(g, g.Nk), tq = heads_t_floats(g, g.Nq);
   row_dots(g, out, dout, D);
-  if (dq) {
+  const bool thin = use_thin_kernels(g.d);
+  const float log2_scale = g.scale * 1.44269504088896341f;
+  if (dq && thin) {  // transposed q (scaled) and dO
+    const HeadsT qt = transpose_heads(g, q, g.Nq, transposed, log2_scale);
+    const HeadsT dot = transpose_heads(g, dout, g.Nq, transposed + tq);
+    const int64_t nqb = (g.Nq + kFwdQ - 1) / kFwdQ;
+    const double task_flops = 6.0 * std::min(kFwdQ, g.Nq) * double(g.Nk) * g.d;
+    parallel_for_balanced(g.B * g.H * nqb, tasks_per_chunk(task_flops), [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t qb = t % nqb, h = (t / nqb) % g.H, b = t / (nqb * g.H);
+        const int64_t i0 = qb * kFwdQ;
+        thin_dq_block(g, qt, dot, k, v, lse, D, dq, b, h, i0, std::min(kFwdQ, g.Nq - i0));
+      }
+    });
+  } else if (dq) {
     const HeadsT kt = transpose_heads(g, k, g.Nk, transposed);
     const HeadsT vt = transpose_heads(g, v, g.Nk, transposed + tk);
     const int64_t nqb = (g.Nq + kFwdQ - 1) / kFwdQ;
@@ -550,10 +795,20 @@ void attention_backward(const AttentionShape& s, const float* q, const float* k,
       }
     });
   }
-  if (dk) {
+  if (dk && thin) {  // transposed k (scaled) and v
+    const HeadsT kt = transpose_heads(g, k, g.Nk, transposed + 2 * tq, log2_scale);
+    const HeadsT vt = transpose_heads(g, v, g.Nk, transposed + 2 * tq + tk);
+    dkdv_pass(g, dk, dv, partial, [&](int64_t b, int64_t h, int64_t j0, int64_t nk, int64_t qb, int64_t qe,
+                                      float* dk_dst, float* dv_dst) {
+      thin_dkdv_block(g, kt, vt, q, dout, lse, D, b, h, j0, nk, qb, qe, dk_dst, dv_dst);
+    });
+  } else if (dk) {
     const HeadsT qt = transpose_heads(g, q, g.Nq, transposed + 2 * tk);
     const HeadsT dot = transpose_heads(g, dout, g.Nq, transposed + 2 * tk + tq);
-    dkdv_pass(g, q, qt, k, v, lse, D, dout, dot, dk, dv, partial);
+    dkdv_pass(g, dk, dv, partial, [&](int64_t b, int64_t h, int64_t j0, int64_t nk, int64_t qb, int64_t qe,
+                                      float* dk_dst, float* dv_dst) {
+      dkdv_block(g, q, qt, k, v, lse, D, dout, dot, b, h, j0, nk, qb, qe, dk_dst, dv_dst);
+    });
   }
 }
 

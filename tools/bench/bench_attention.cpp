@@ -59,6 +59,16 @@ CPETS_BENCH("ops", "attention") {
   if (!ctx.quick) bench_attention(ctx, out, 2, 216, 216, 64, 8, "");  // demo preset
 }
 
+// Thin heads: the PET generator G_P (full: 64 channels in 8 heads of 8; demo: 32 in 4 of 8) and
+// the demo encoder (32 channels in 2 heads of 16), with their cross-attention to the context.
+CPETS_BENCH("ops", "attention_thin_heads") {
+  bench_attention(ctx, out, 2, 2304, 2304, 64, 8, "");
+  bench_attention(ctx, out, 2, 2304, 8, 64, 8, "");
+  bench_attention(ctx, out, 2, 216, 216, 32, 4, "");
+  bench_attention(ctx, out, 2, 216, 4, 32, 4, "");
+  bench_attention(ctx, out, 2, 216, 216, 32, 2, "");
+}
+
 CPETS_BENCH("ops", "linear") {
   const int64_t rows = 2 * 2304, in = 128, outf = 1024;
   Tensor x = random_input({rows, in}, 5).set_requires_grad(true);
