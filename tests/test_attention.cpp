@@ -151,6 +151,15 @@ TEST_CASE("attention forward and backward: cross-attention, Nq ≠ Nk, few conte
   check_against_naive({1, 3, 1, 4, 2}, 11);     // a single key: output equals v
 }
 
+TEST_CASE("attention: thin heads (d ≤ 8, queries or keys in the vector lanes) against naive") {
+  check_against_naive({1, 300, 259, 64, 8}, 60);  // d = 8: key chunks of 128 + 3, query/key lane tails
+  check_against_naive({2, 45, 131, 21, 3}, 61);   // d = 7, odd everything
+  check_against_naive({1, 17, 129, 40, 8}, 62);   // d = 5, one query group, one past a key chunk
+  check_against_naive({2, 129, 33, 32, 4}, 63);   // demo G_P layout (4 heads of 8), Nq one past a block
+  check_against_naive({1, 16, 16, 1, 1}, 64);     // d = 1: exactly one lane group
+  check_against_naive({1, 70, 400, 32, 4}, 65, 6.f);  // large scores: the running max moves across chunks
+}
+
 TEST_CASE("attention: large scores stay finite and accurate (online softmax rescaling)") {
   check_against_naive({1, 150, 200, 16, 2}, 12, 6.f);  // |scores| up to ~100
 }
@@ -159,12 +168,15 @@ TEST_CASE("attention backward: gradcheck of q, k and v on small shapes") {
   auto f2 = [](const std::vector<Tensor>& in) { return attention(in[0], in[1], in[2], 2); };
   gradcheck(f2, {random_tensor({2, 5, 6}, 20), random_tensor({2, 7, 6}, 21), random_tensor({2, 7, 6}, 22)});
   gradcheck(f2, {random_tensor({1, 7, 4}, 23), random_tensor({1, 3, 4}, 24), random_tensor({1, 3, 4}, 25)});
+  auto f8 = [](const std::vector<Tensor>& in) { return attention(in[0], in[1], in[2], 2); };  // d = 8
+  gradcheck(f8, {random_tensor({1, 19, 16}, 29), random_tensor({1, 21, 16}, 30), random_tensor({1, 21, 16}, 31)});
   auto f1 = [](const std::vector<Tensor>& in) { return attention(in[0], in[1], in[2], 1); };
   gradcheck(f1, {random_tensor({1, 70, 3}, 26), random_tensor({1, 130, 3}, 27), random_tensor({1, 130, 3}, 28)});
 }
 
 TEST_CASE("attention: bitwise identical for 1 and 2 threads (self and cross)") {
-  for (const Case& c : {Case{2, 300, 300, 64, 2}, Case{2, 300, 300, 128, 2}, Case{2, 20000, 6, 32, 4}}) {
+  for (const Case& c : {Case{2, 300, 300, 64, 2}, Case{2, 300, 300, 128, 2}, Case{2, 20000, 6, 32, 4},
+                       Case{2, 500, 333, 64, 8}, Case{1, 700, 9, 35, 5}}) {  // thin heads, d = 8 and 7
     CAPTURE(c.Nk);
     std::vector<float> r1 = with_threads(1, [&] { return forward_backward_values(c, 40); });
     std::vector<float> r2 = with_threads(2, [&] { return forward_backward_values(c, 40); });
