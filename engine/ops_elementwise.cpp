@@ -140,6 +140,22 @@ Tensor neg(const Tensor& a) {
 
 Tensor silu(const Tensor& a) { return unary_op(k::UnaryOp::Silu, "silu", a); }
 Tensor gelu(const Tensor& a) { return unary_op(k::UnaryOp::Gelu, "gelu", a); }
+Tensor geglu(const Tensor& x) {
+  if (x.dim() == 0 || x.shape().back() % 2 != 0)
+    throw std::invalid_argument("geglu: input " + x.str() +
+                                " needs an even last dimension (the two halves a and b of a · GELU(b))");
+  const int64_t F = x.shape().back() / 2, rows = F == 0 ? 0 : x.numel() / (2 * F);
+  Shape out_shape = x.shape();
+  out_shape.back() = F;
+  Tensor out = Tensor::empty(out_shape);
+  k::geglu_forward(x.data(), out.data(), rows, F);
+  return record(out, "geglu", {x}, [saved = x.detach(), rows, F](const Tensor& g, const std::vector<bool>&) {
+    Tensor dx = Tensor::empty(saved.shape());
+    k::geglu_backward(saved.data(), g.data(), dx.data(), rows, F);
+    return std::vector<Tensor>{dx};
+  });
+}
+
 Tensor leaky_relu(const Tensor& a, float negative_slope) {
   return unary_op(k::UnaryOp::LeakyRelu, "leaky_relu", a, negative_slope);
 }

@@ -14,6 +14,9 @@ Tensor neg(const Tensor& a);
 
 Tensor silu(const Tensor& a);
 Tensor gelu(const Tensor& a);  // exact, with erf
+// GEGLU: x (…, 2F) → a · GELU(b) of shape (…, F), with a = first half and b = second half of the
+// last dimension (the model's feed-forward gate); same values as chunk(x, 2, -1) → mul(a, gelu(b)).
+Tensor geglu(const Tensor& x);
 Tensor leaky_relu(const Tensor& a, float negative_slope);
 Tensor relu(const Tensor& a);
 Tensor sigmoid(const Tensor& a);

@@ -2,8 +2,10 @@
 // backward. Copies run the kernels in kernels/cpu/layout.h.
 #include "engine/ops_shape.h"
 
+#include <memory>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 #include "engine/autograd.h"
 #include "kernels/cpu/layout.h"
@@ -56,14 +58,48 @@ Tensor slice_raw(const Tensor& a, int64_t dim, int64_t start, int64_t end) {
   return out;
 }
 
-// Zeros of `shape` with `part` written at [start, start + part.size(dim)) along dim.
-Tensor embed_slice(const Tensor& part, const Shape& shape, int64_t dim, int64_t start) {
-  Tensor out = Tensor::zeros(shape);
+// The gradient of `a` (shape `shape`) from gradients of its consecutive parts along dim, given as
+// (gradient or undefined, size along dim) in order: each element written once, zeros only where
+// a part has no gradient.
+Tensor assemble_parts(const Shape& shape, int64_t dim, const std::vector<std::pair<Tensor, int64_t>>& parts) {
+  Tensor out = Tensor::empty(shape);
   const Around r = around(shape, dim);
-  const int64_t len = part.shape()[dim] * r.inner;
-  k::copy_rows(part.data(), len, out.data() + start * r.inner, r.size * r.inner, r.outer, len);
+  std::vector<const float*> src;
+  std::vector<int64_t> lens;
+  for (const auto& [g, size] : parts) {
+    src.push_back(g.defined() ? g.data() : nullptr);
+    lens.push_back(size * r.inner);
+  }
+  k::assemble_rows(src, lens, out.data(), r.outer);
   return out;
 }
+
+// chunk's parts share one backward node, so the input's gradient is assembled once instead of
+// one zero-filled full-size gradient per part summed by autograd. The autograd graph has one
+// output per node; so each part gets a small node of its own that stores its gradient here and
+// passes a 1-element token on to the shared node ("chunk"), which runs once every part that is
+// reached by the backward pass has delivered (autograd's dependency count) and reads them all.
+struct ChunkGradients {
+  std::vector<Tensor> parts;  // undefined until that part's gradient arrives
+};
+
+class ChunkPartNode final : public Node {
+ public:
+  ChunkPartNode(std::shared_ptr<ChunkGradients> grads, size_t index, std::shared_ptr<Node> gather)
+      : Node("chunk_part"), grads_(std::move(grads)), index_(index) {
+    next.push_back(std::move(gather));
+  }
+  std::vector<Tensor> apply(const Tensor& grad_out) override {
+    if (!grads_)
+      throw std::logic_error("backward through a part of 'chunk' a second time: the chunk node already ran");
+    grads_->parts[index_] = grad_out;
+    grads_.reset();
+    return {Tensor::ones({1})};  // a token: the gradient itself travels through ChunkGradients
+  }
+ private:
+  std::shared_ptr<ChunkGradients> grads_;
+  size_t index_;
+};
 
 }  // namespace
 
@@ -155,8 +191,8 @@ Tensor slice(const Tensor& a, int64_t dim, int64_t start, int64_t end) {
                             std::to_string(dim) + " of shape " + a.str() + ": need 0 <= start <= end <= " +
                             std::to_string(size) + " (negative values count from the end)");
   Tensor out = slice_raw(a, dim, s, e);
-  return record(out, "slice", {a}, [shape = a.shape(), dim, s](const Tensor& g, const std::vector<bool>&) {
-    return std::vector<Tensor>{embed_slice(g, shape, dim, s)};
+  return record(out, "slice", {a}, [shape = a.shape(), dim, s, e, size](const Tensor& g, const std::vector<bool>&) {
+    return std::vector<Tensor>{assemble_parts(shape, dim, {{Tensor(), s}, {g, e - s}, {Tensor(), size - e}})};
   });
 }
 
@@ -169,7 +205,21 @@ std::vector<Tensor> chunk(const Tensor& a, int64_t chunks, int64_t dim) {
                                 " equal parts");
   const int64_t step = size / chunks;
   std::vector<Tensor> out;
-  for (int64_t c = 0; c < chunks; ++c) out.push_back(slice(a, dim, c * step, (c + 1) * step));
+  for (int64_t c = 0; c < chunks; ++c) out.push_back(slice_raw(a, dim, c * step, (c + 1) * step));
+  // The shared backward node hangs off a placeholder tensor (record attaches nodes to outputs);
+  // the parts' own nodes point to it.
+  auto grads = std::make_shared<ChunkGradients>();
+  grads->parts.resize(chunks);
+  Tensor anchor = record(a.detach(), "chunk", {a}, [grads, shape = a.shape(), dim, step](const Tensor&, const std::vector<bool>&) {
+    std::vector<std::pair<Tensor, int64_t>> parts;
+    for (Tensor& g : grads->parts) parts.emplace_back(std::move(g), step);
+    return std::vector<Tensor>{assemble_parts(shape, dim, parts)};
+  });
+  if (!anchor.grad_fn()) return out;  // no gradient wanted
+  for (int64_t c = 0; c < chunks; ++c) {
+    out[c].impl()->requires_grad = true;
+    out[c].impl()->grad_fn = std::make_shared<ChunkPartNode>(grads, c, anchor.grad_fn());
+  }
   return out;
 }
 

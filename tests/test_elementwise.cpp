@@ -253,3 +253,145 @@ TEST_CASE("operator sugar composes with autograd") {
   gradcheck([](const std::vector<Tensor>& x) { return (x[0] * x[1] + x[0] / x[1] - x[1]) * 2.f - 1.f; }, {a, b},
             fine_step());
 }
+
+namespace {
+
+// Dense inputs for GELU: every 1e-4 over [−10, 10] (the left tail reaches GELU(−10) ≈ −7.6e−23),
+// tiny magnitudes near 0, and far values up to where x·Φ(x) underflows float and beyond.
+std::vector<float> gelu_grid() {
+  std::vector<float> xs;
+  for (int i = -100000; i <= 100000; ++i) xs.push_back(float(i) * 1e-4f);
+  for (float m = 1e-38f; m < 1.f; m *= 7.3f) {
+    xs.push_back(m);
+    xs.push_back(-m);
+  }
+  for (float v : {-2.9999998f, -3.f, -3.0000002f, 2.9999998f, 3.f, 3.0000002f, -12.f, -13.f, -13.5f, -14.f, -20.f,
+                  -37.f, -40.f, -100.f, -1e30f, 12.f, 40.f, 1e30f})
+    xs.push_back(v);
+  return xs;
+}
+
+double normal_cdf_ref(double x) { return 0.5 * std::erfc(-x / std::sqrt(2.0)); }
+double normal_pdf_ref(double x) { return std::exp(-0.5 * x * x) / std::sqrt(2.0 * M_PI); }
+
+}  // namespace
+
+TEST_CASE("gelu and its derivative match double erfc within 2e-7 relative over a dense grid, incl. the left tail") {
+  const std::vector<float> xs = gelu_grid();
+  Tensor x = Tensor::from_vector({int64_t(xs.size())}, xs).set_requires_grad(true);
+  Tensor y = gelu(x);
+  y.backward(Tensor::ones(x.shape()));
+  const float* got = y.data();
+  const float* dgot = x.grad().data();
+  int bad = 0;
+  for (size_t i = 0; i < xs.size() && bad < 5; ++i) {
+    const double v = xs[i], cdf = normal_cdf_ref(v), pdf = normal_pdf_ref(v);
+    const double want = v * cdf;
+    // Relative, with an absolute floor of two float subnormal steps for results that underflow.
+    if (!(std::abs(got[i] - want) <= 2e-7 * std::abs(want) + 3e-45)) {
+      ++bad;
+      FAIL_CHECK("gelu(" << v << ") = " << got[i] << ", want " << want);
+    }
+    // Φ(x) + x·φ(x) changes sign near x = −0.75, where the two terms cancel: relative to the
+    // larger term there, not to the (vanishing) sum.
+    const double dwant = cdf + v * pdf, scale = std::max(std::abs(dwant), 1e-3 * (cdf + std::abs(v) * pdf));
+    if (!(std::abs(dgot[i] - dwant) <= 2e-7 * scale + 3e-45)) {
+      ++bad;
+      FAIL_CHECK("gelu'(" << v << ") = " << dgot[i] << ", want " << dwant);
+    }
+  }
+  // Special values: ±inf and NaN behave as x·Φ(x) does in double.
+  Tensor s = gelu(Tensor::from_vector({3}, {std::numeric_limits<float>::infinity(),
+                                            -std::numeric_limits<float>::infinity(),
+                                            std::numeric_limits<float>::quiet_NaN()}));
+  CHECK(s.data()[0] == std::numeric_limits<float>::infinity());
+  CHECK(std::isnan(s.data()[2]));
+}
+
+TEST_CASE("geglu equals chunk -> gelu -> mul bitwise, forward and backward; gradcheck; errors") {
+  for (const Shape& shape : {Shape{3, 5, 14}, Shape{2, 40002}, Shape{1, 2}, Shape{6}}) {
+    CAPTURE(shape_str(shape));
+    Tensor x = random_tensor(shape, 77, -6.f, 6.f).set_requires_grad(true);
+    Shape half = shape;
+    half.back() /= 2;
+    Tensor gy = random_tensor(half, 78);
+    Tensor fused = geglu(x);
+    fused.backward(gy);
+    Tensor dx_fused = x.grad().clone();
+    x.zero_grad();
+    std::vector<Tensor> ab = chunk(x, 2, -1);
+    Tensor composed = mul(ab[0], gelu(ab[1]));
+    composed.backward(gy);
+    REQUIRE(fused.shape() == composed.shape());
+    CHECK(std::equal(fused.data(), fused.data() + fused.numel(), composed.data()));
+    CHECK(std::equal(dx_fused.data(), dx_fused.data() + dx_fused.numel(), x.grad().data()));
+  }
+  gradcheck([](const std::vector<Tensor>& in) { return geglu(in[0]); }, {random_tensor({3, 5, 2 * 7}, 79, -3.f, 3.f)},
+            fine_step());
+  CHECK_THROWS_WITH_AS(geglu(Tensor::zeros({4, 7})), doctest::Contains("(4, 7)"), std::invalid_argument);
+  CHECK_THROWS_AS(geglu(Tensor::scalar(1.f)), std::invalid_argument);
+}
+
+namespace {
+
+// Compares op(xs) with ref in double: relative 2e-7, with a floor of two subnormal steps; a
+// reference beyond float's range must come out as ±inf.
+void check_dense(const std::function<Tensor(const Tensor&)>& op, const std::function<double(double)>& ref,
+                 const std::vector<float>& xs) {
+  Tensor y = op(Tensor::from_vector({int64_t(xs.size())}, xs));
+  int bad = 0;
+  for (size_t i = 0; i < xs.size() && bad < 5; ++i) {
+    const double want = ref(xs[i]), got = y.data()[i];
+    const bool ok = std::abs(want) > std::numeric_limits<float>::max()
+                        ? got == want || (std::isinf(got) && (got > 0) == (want > 0))
+                        : std::abs(got - want) <= 2e-7 * std::abs(want) + 3e-45;
+    if (!ok) {
+      ++bad;
+      FAIL_CHECK("f(" << xs[i] << ") = " << got << ", want " << want);
+    }
+  }
+}
+
+std::vector<float> grid(double lo, double hi, double step) {
+  std::vector<float> xs;
+  for (double v = lo; v <= hi; v += step) xs.push_back(float(v));
+  return xs;
+}
+
+}  // namespace
+
+TEST_CASE("exp, tanh and log match double libm within 2e-7 relative over dense grids and extremes") {
+  // exp: from where it underflows float (subnormal results) to past where it overflows.
+  check_dense([](const Tensor& t) { return cpets::exp(t); }, [](double x) { return std::exp(x); },
+              grid(-110, 95, 1e-3));
+  // tanh: dense over [−20, 20], and magnitudes from 1e-38 up, where tanh x ≈ x.
+  std::vector<float> t = grid(-20, 20, 1e-4);
+  for (float m = 1e-38f; m < 1e30f; m *= 3.1f) {
+    t.push_back(m);
+    t.push_back(-m);
+  }
+  check_dense([](const Tensor& v) { return cpets::tanh(v); }, [](double x) { return std::tanh(x); }, t);
+  // log: every binade from the smallest subnormal to the largest float, dense around 1.
+  std::vector<float> l = grid(0.5, 2.0, 1e-5);
+  for (double v = std::numeric_limits<float>::denorm_min(); v < std::numeric_limits<float>::max(); v *= 1.0007)
+    l.push_back(float(v));
+  l.push_back(std::numeric_limits<float>::max());
+  check_dense([](const Tensor& v) { return cpets::log(v); }, [](double x) { return std::log(x); }, l);
+  // Special values as libm.
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+  std::vector<float> e = cpets::exp(Tensor::from_vector({4}, {inf, -inf, 89.f, nan})).to_vector();
+  CHECK(e[0] == inf);
+  CHECK(e[1] == 0.f);
+  CHECK(e[2] == inf);
+  CHECK(std::isnan(e[3]));
+  std::vector<float> h = cpets::tanh(Tensor::from_vector({3}, {inf, -inf, nan})).to_vector();
+  CHECK(h[0] == 1.f);
+  CHECK(h[1] == -1.f);
+  CHECK(std::isnan(h[2]));
+  std::vector<float> g = cpets::log(Tensor::from_vector({5}, {0.f, -0.f, -1.f, inf, nan})).to_vector();
+  CHECK(g[0] == -inf);
+  CHECK(g[1] == -inf);
+  CHECK(std::isnan(g[2]));
+  CHECK(g[3] == inf);
+  CHECK(std::isnan(g[4]));
+}

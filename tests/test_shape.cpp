@@ -163,3 +163,68 @@ TEST_CASE("chunk: equal parts with their own gradients; indivisible sizes are an
   CHECK_THROWS_WITH_AS(chunk(x, 4, 1), doctest::Contains("dimension 1 of shape (2, 6, 3) has size 6"),
                        std::invalid_argument);
 }
+
+namespace {
+
+// Σ parts[c] · weights[c] over the chosen parts, summed to a scalar: its gradient with respect to
+// x is weights[c] in part c's region of x and exactly zero in the regions of unused parts.
+Tensor weighted_parts(const std::vector<Tensor>& parts, const std::vector<Tensor>& weights,
+                      const std::vector<int>& used) {
+  Tensor total;
+  for (int c : used) {
+    Tensor t = sum(parts[c] * weights[c]);
+    total = total.defined() ? total + t : t;
+  }
+  return total;
+}
+
+}  // namespace
+
+TEST_CASE("chunk backward: the input gradient is the used parts' gradients, zeros in unused parts") {
+  const Shape shape{3, 9, 5};  // chunked into 3 along dimension 1: parts (3, 3, 5)
+  std::vector<Tensor> weights;
+  for (uint32_t c = 0; c < 3; ++c) weights.push_back(random_tensor({3, 3, 5}, 40 + c));
+  for (const std::vector<int>& used : {std::vector<int>{1}, {0}, {2}, {0, 2}, {0, 1, 2}, {2, 0, 1}}) {
+    CAPTURE(used.size());
+    CAPTURE(used[0]);
+    Tensor x = random_tensor(shape, 30).set_requires_grad(true);
+    std::vector<Tensor> parts = chunk(x, 3, 1);
+    weighted_parts(parts, weights, used).backward();
+    REQUIRE(x.grad().defined());
+    for (int64_t i = 0; i < 3; ++i)
+      for (int64_t j = 0; j < 9; ++j)
+        for (int64_t k = 0; k < 5; ++k) {
+          const int64_t c = j / 3;
+          const bool is_used = std::find(used.begin(), used.end(), int(c)) != used.end();
+          const float want = is_used ? weights[c].data()[(i * 3 + j % 3) * 5 + k] : 0.f;
+          CHECK(x.grad().data()[(i * 9 + j) * 5 + k] == want);
+        }
+  }
+}
+
+TEST_CASE("chunk backward: a part used twice, a part as the backward root, and gradchecks") {
+  Tensor x = random_tensor({4, 6}, 31).set_requires_grad(true);
+  std::vector<Tensor> h = chunk(x, 2, 0);  // along the outer dimension: parts (2, 6)
+  (h[1] * h[1] + h[1]).backward(Tensor::ones({2, 6}));
+  for (int64_t i = 0; i < 24; ++i) CHECK(x.grad().data()[i] == (i < 12 ? 0.f : doctest::Approx(2.f * x.data()[i] + 1.f).epsilon(1e-6)));
+  x.zero_grad();
+  chunk(x, 3, -1)[2].backward(Tensor::full({4, 2}, 3.f));
+  for (int64_t i = 0; i < 24; ++i) CHECK(x.grad().data()[i] == (i % 6 >= 4 ? 3.f : 0.f));
+  // Only one of three parts, and two parts of four, through a non-linear function.
+  gradcheck([](const std::vector<Tensor>& in) { return chunk(in[0], 3, 1)[1] * 2.f; }, {random_tensor({3, 9, 5}, 32)});
+  gradcheck([](const std::vector<Tensor>& in) {
+    std::vector<Tensor> p = chunk(in[0], 4, -1);
+    return p[3] * p[0] + p[0];
+  }, {random_tensor({5, 3, 8}, 33)});
+}
+
+TEST_CASE("chunk without gradients records nothing; slice backward writes zeros only outside the slice") {
+  Tensor x = random_tensor({2, 4}, 34);
+  for (const Tensor& p : chunk(x, 2, 1)) CHECK_FALSE(p.requires_grad());
+  Tensor y = random_tensor({3, 7, 2}, 35).set_requires_grad(true);
+  slice(y, 1, 2, 5).backward(Tensor::full({3, 3, 2}, 2.f));
+  for (int64_t i = 0; i < y.numel(); ++i) {
+    const int64_t j = (i / 2) % 7;
+    CHECK(y.grad().data()[i] == (j >= 2 && j < 5 ? 2.f : 0.f));
+  }
+}

@@ -122,28 +122,11 @@ void binary_plan(const float* a, const float* b, float* out, const Plan& p) {
 
 // ---- unary maps ---------------------------------------------------------------------------------
 
-
-constexpr double kInvSqrt2 = 0.70710678118654752;
-constexpr double kInvSqrt2Pi = 0.39894228040143268;
-
-// Φ(x) = ½·erfc(−x/√2), in double: unlike ½(1 + erf), erfc keeps full relative precision in the
-// left tail, and the double argument avoids the float rounding of x/√2 that erfc's steep tail
-// would amplify (GELU is used on small token tensors, so the scalar libm call is affordable).
-inline double gaussian_cdf(float x) { return 0.5 * std::erfc(-double(x) * kInvSqrt2); }
-
 // y[i] = f(x[i]) (or any per-index expression), in parallel fixed chunks with a vectorised body.
 template <class F>
 void map_n(int64_t n, F&& f) {
   parallel_for(n, kChunk, [&](int64_t b, int64_t e) {
 #pragma omp simd
-    for (int64_t i = b; i < e; ++i) f(i);
-  });
-}
-
-// Loops whose body calls libm (erf, exp, tanh, log): no simd pragma, the calls are scalar.
-template <class F>
-void map_n_scalar(int64_t n, F&& f) {
-  parallel_for(n, kChunk, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) f(i);
   });
 }
@@ -186,14 +169,14 @@ void unary_forward(UnaryOp op, const float* x, float* y, int64_t n, float p0, fl
     case UnaryOp::MulScalar: map_n(n, [&](int64_t i) { y[i] = x[i] * p0; }); break;
     case UnaryOp::Silu: map_n(n, [&](int64_t i) { y[i] = x[i] * fast_sigmoid(x[i]); }); break;
     case UnaryOp::Gelu:
-      map_n_scalar(n, [&](int64_t i) { y[i] = float(x[i] * gaussian_cdf(x[i])); });
+      map_n(n, [&](int64_t i) { y[i] = gelu_exact(x[i]); });
       break;
     case UnaryOp::LeakyRelu: map_n(n, [&](int64_t i) { y[i] = x[i] > 0.f ? x[i] : x[i] * p0; }); break;
     case UnaryOp::Relu: map_n(n, [&](int64_t i) { y[i] = x[i] < 0.f ? 0.f : x[i]; }); break;
     case UnaryOp::Sigmoid: map_n(n, [&](int64_t i) { y[i] = fast_sigmoid(x[i]); }); break;
-    case UnaryOp::Tanh: map_n_scalar(n, [&](int64_t i) { y[i] = std::tanh(x[i]); }); break;
-    case UnaryOp::Exp: map_n_scalar(n, [&](int64_t i) { y[i] = std::exp(x[i]); }); break;
-    case UnaryOp::Log: map_n_scalar(n, [&](int64_t i) { y[i] = std::log(x[i]); }); break;
+    case UnaryOp::Tanh: map_n(n, [&](int64_t i) { y[i] = tanh_float(x[i]); }); break;
+    case UnaryOp::Exp: map_n(n, [&](int64_t i) { y[i] = exp_float(x[i]); }); break;
+    case UnaryOp::Log: map_n(n, [&](int64_t i) { y[i] = log_float(x[i]); }); break;
     case UnaryOp::Clamp: map_n(n, [&](int64_t i) { y[i] = std::min(std::max(x[i], p0), p1); }); break;
   }
 }
@@ -215,11 +198,7 @@ void unary_backward(UnaryOp op, const float* __restrict v, const float* dy, floa
       });
       break;
     case UnaryOp::Gelu:
-      map_n_scalar(n, [&](int64_t i) {
-        const float x = v[i];
-        const double pdf = kInvSqrt2Pi * std::exp(-0.5 * double(x) * x);
-        dx[i] = dy[i] * float(gaussian_cdf(x) + x * pdf);
-      });
+      map_n(n, [&](int64_t i) { dx[i] = dy[i] * gelu_exact_grad(v[i]); });
       break;
     case UnaryOp::LeakyRelu: map_n(n, [&](int64_t i) { dx[i] = v[i] > 0.f ? dy[i] : dy[i] * p0; }); break;
     case UnaryOp::Relu: map_n(n, [&](int64_t i) { dx[i] = v[i] > 0.f ? dy[i] : 0.f; }); break;
@@ -231,6 +210,51 @@ void unary_backward(UnaryOp op, const float* __restrict v, const float* dy, floa
       map_n(n, [&](int64_t i) { dx[i] = (v[i] >= p0 && v[i] <= p1) ? dy[i] : 0.f; });
       break;
   }
+}
+
+namespace {
+
+// body(row, i0, i1) over [i0, i1) of each row of F, in fixed parallel chunks of about kChunk
+// elements (long rows split into segments, so a single row still parallelises).
+template <class F_>
+void for_row_segments(int64_t rows, int64_t F, F_&& body) {
+  if (rows <= 0 || F <= 0) return;
+  const int64_t segs = (F + kChunk - 1) / kChunk;
+  const int64_t seg_len = (F + segs - 1) / segs;
+  parallel_for(rows * segs, std::max<int64_t>(1, kChunk / seg_len), [&](int64_t b, int64_t e) {
+    for (int64_t it = b; it < e; ++it) {
+      const int64_t r = it / segs, i0 = (it % segs) * seg_len;
+      body(r, i0, std::min(F, i0 + seg_len));
+    }
+  });
+}
+
+}  // namespace
+
+void geglu_forward(const float* x, float* y, int64_t rows, int64_t F) {
+  for_row_segments(rows, F, [&](int64_t r, int64_t i0, int64_t i1) {
+    const float* __restrict a = x + r * 2 * F;
+    const float* __restrict b = a + F;
+    float* __restrict o = y + r * F;
+#pragma omp simd
+    for (int64_t i = i0; i < i1; ++i) o[i] = a[i] * gelu_exact(b[i]);
+  });
+}
+
+void geglu_backward(const float* x, const float* dy, float* dx, int64_t rows, int64_t F) {
+  for_row_segments(rows, F, [&](int64_t r, int64_t i0, int64_t i1) {
+    const float* __restrict a = x + r * 2 * F;
+    const float* __restrict b = a + F;
+    const float* __restrict g = dy + r * F;
+    float* __restrict da = dx + r * 2 * F;
+    float* __restrict db = da + F;
+#pragma omp simd
+    for (int64_t i = i0; i < i1; ++i) {
+      const NormalCdfPdf n = normal_cdf_pdf(b[i]);
+      da[i] = g[i] * float(double(b[i]) * n.cdf);
+      db[i] = g[i] * a[i] * float(n.cdf + double(b[i]) * n.pdf);
+    }
+  });
 }
 
 }  // namespace cpets::kernels::cpu

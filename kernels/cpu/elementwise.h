@@ -49,4 +49,10 @@ bool unary_backward_uses_output(UnaryOp op);
 void unary_backward(UnaryOp op, const float* xy, const float* dy, float* dx, int64_t n, float p0 = 0.f,
                     float p1 = 0.f);
 
+// GEGLU on rows of 2F: y[r, i] = a·GELU(b) with a = x[r, i], b = x[r, F + i] (exact erf), y of
+// shape (rows, F). The backward writes dx (rows, 2F): dy·GELU(b) into the a half and
+// dy·a·GELU'(b) into the b half.
+void geglu_forward(const float* x, float* y, int64_t rows, int64_t F);
+void geglu_backward(const float* x, const float* dy, float* dx, int64_t rows, int64_t F);
+
 }  // namespace cpets::kernels::cpu

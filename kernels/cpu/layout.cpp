@@ -124,4 +124,23 @@ void copy_rows(const float* src, int64_t src_stride, float* dst, int64_t dst_str
   });
 }
 
+void assemble_rows(const std::vector<const float*>& src, const std::vector<int64_t>& lens, float* dst, int64_t rows) {
+  int64_t row_len = 0;
+  for (int64_t l : lens) row_len += l;
+  if (rows <= 0 || row_len <= 0) return;
+  // Whole rows per work item (at least kChunk floats each); a row of blocks is at most a few
+  // memcpy/memset calls.
+  parallel_for(rows, std::max<int64_t>(1, kChunk / row_len), [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r) {
+      float* out = dst + r * row_len;
+      for (size_t p = 0; p < lens.size(); ++p) {
+        const int64_t n = lens[p];
+        if (src[p]) std::memcpy(out, src[p] + r * n, n * sizeof(float));
+        else std::memset(out, 0, n * sizeof(float));
+        out += n;
+      }
+    }
+  });
+}
+
 }  // namespace cpets::kernels::cpu

@@ -3,7 +3,9 @@
 #pragma once
 #include <algorithm>
 #include <bit>
+#include <cmath>
 #include <cstdint>
+#include <limits>
 
 namespace cpets::kernels::cpu {
 
@@ -35,6 +37,133 @@ inline float fast_sigmoid(float z) { return 1.f / (1.f + fast_exp(-z)); }
 inline float silu_grad(float z) {
   const float s = fast_sigmoid(z);
   return s * (1.f + z * (1.f - s));
+}
+
+// exp(y) in double, vectorisable: as fast_exp, with the 1.5·2^52 rounding trick and a degree-12
+// Taylor polynomial on |r| ≤ ln2/2 (truncation < 1e-15 relative). Clamped to [−708, 709] so 2^n
+// stays a normal double; callers needing exact underflow handle it themselves.
+inline double fast_exp_d(double y_in) {
+  const double y = std::min(std::max(y_in, -708.0), 709.0);
+  const double t = y * 1.4426950408889634 + 6755399441055744.0;
+  const double n = t - 6755399441055744.0;
+  double r = y - n * 0.693147180369123816490;  // ln2 in two parts; the first has 32 bits, so
+  r = r - n * 1.90821492927058770002e-10;       // n · it is exact for |n| < 2^20
+  double p = 1.0 / 479001600.0;
+  p = p * r + 1.0 / 39916800.0;
+  p = p * r + 1.0 / 3628800.0;
+  p = p * r + 1.0 / 362880.0;
+  p = p * r + 1.0 / 40320.0;
+  p = p * r + 1.0 / 5040.0;
+  p = p * r + 1.0 / 720.0;
+  p = p * r + 1.0 / 120.0;
+  p = p * r + 1.0 / 24.0;
+  p = p * r + 1.0 / 6.0;
+  p = p * r + 0.5;
+  p = p * r + 1.0;
+  p = p * r + 1.0;
+  const int64_t bits = (std::bit_cast<int64_t>(t) - std::bit_cast<int64_t>(6755399441055744.0) + 1023) << 52;
+  return p * std::bit_cast<double>(bits);
+}
+
+// The standard normal CDF Φ(x) and density φ(x) for a float x, in double and vectorisable (no
+// libm), for GELU and its gradient. With a = |x| and z = a/√2:
+//   a ≤ 3: erf(z) = z·S(z²),                  S fitted on z² ∈ [0, 4.5]
+//   a > 3: erfc(z) = e^(−z²)/(z√π) · T(1/z²), T fitted on 1/z² ∈ (0, 1/4.5]
+// S and T are degree-12 least-squares Chebyshev fits (weighted for relative error) to erf and the
+// scaled erfc computed with mpmath, converted to monomials; both are within 5e-11 relative over
+// their range, far below float's 6e-8. Then Φ(x) = ½·erfc(−x/√2) is taken from erfc for x < 0
+// (keeping full relative precision in the left tail, where GELU(x) = x·Φ(x) is tiny) and as
+// 1 − ½·erfc(z) for x ≥ 0. x² is exact in double, so e^(−x²/2) is not hurt by rounding x/√2.
+struct NormalCdfPdf {
+  double cdf, pdf;
+};
+inline NormalCdfPdf normal_cdf_pdf(float x_f) {
+  const double x = x_f, a = std::abs(x), half_x2 = 0.5 * x * x;
+  const double gauss = fast_exp_d(-half_x2);  // e^(−x²/2) = e^(−z²); 0 below double's range is fine
+  // a ≤ 3: erf(z) = z·S(z²), z² = x²/2.
+  double s = 1.242645230956293e-11;
+  s = s * half_x2 - 5.065348580049144e-10;
+  s = s * half_x2 + 1.0316205336393183e-08;
+  s = s * half_x2 - 1.4395896378433392e-07;
+  s = s * half_x2 + 1.5848633246485388e-06;
+  s = s * half_x2 - 1.4790064218612074e-05;
+  s = s * half_x2 + 0.00012034282850159069;
+  s = s * half_x2 - 0.0008546083211762187;
+  s = s * half_x2 + 0.005223819883345636;
+  s = s * half_x2 - 0.02686610225358454;
+  s = s * half_x2 + 0.11283790041804899;
+  s = s * half_x2 - 0.37612638732573594;
+  s = s * half_x2 + 1.1283791670509298;
+  const double erfc_near = 1.0 - a * 0.70710678118654752 * s;
+  // a > 3: erfc(z) = e^(−z²)/(z√π)·T(u), u = 1/z² = 2/a² (a clamped so the unused lane stays finite).
+  const double at = std::max(a, 3.0), u = 2.0 / (at * at);
+  double t = 17277.509753104725;
+  t = t * u - 27299.571890018633;
+  t = t * u + 19765.197063533327;
+  t = t * u - 8793.938829953646;
+  t = t * u + 2748.652135197948;
+  t = t * u - 666.5860634887057;
+  t = t * u + 139.38775353001648;
+  t = t * u - 28.529627061466996;
+  t = t * u + 6.532593215062356;
+  t = t * u - 1.8744362648888744;
+  t = t * u + 0.7499940907539826;
+  t = t * u - 0.4999999726768236;
+  t = t * u + 0.9999999999686802;
+  const double erfc_far = gauss * t * (0.79788456080286536 / at);  // 1/(z√π) = √2/(a√π) = √(2/π)/a
+  const double erfc_z = a <= 3.0 ? erfc_near : erfc_far;
+  const double half_erfc = 0.5 * erfc_z;
+  return {x < 0.0 ? half_erfc : 1.0 - half_erfc, 0.39894228040143268 * gauss};
+}
+
+// GELU(x) = x·Φ(x) and its derivative Φ(x) + x·φ(x), exact-erf semantics.
+inline float gelu_exact(float x) { return float(double(x) * normal_cdf_pdf(x).cdf); }
+inline float gelu_exact_grad(float x) {
+  const NormalCdfPdf n = normal_cdf_pdf(x);
+  return float(n.cdf + double(x) * n.pdf);
+}
+
+// exp, tanh and log of a float through double arithmetic, vectorisable (no libm): the double
+// result is within ~1e-15 relative, so after rounding to float it is the correctly rounded value
+// in all but rare halfway cases; overflow, underflow and special values come out as libm's.
+inline float exp_float(float x) { return float(fast_exp_d(double(x))); }
+
+// tanh(x) = sign(x)·(1 − 2/(e^(2|x|) + 1)); below |x| = 1e-3, where that subtraction would cost
+// relative precision, the series x·(1 − x²/3 + 2x⁴/15) (next term 17x⁷/315, < 1e-19 relative).
+inline float tanh_float(float x_f) {
+  const double x = x_f, a = std::abs(x), x2 = x * x;
+  const double far = 1.0 - 2.0 / (fast_exp_d(2.0 * a) + 1.0);
+  const double near = x * (1.0 + x2 * (-1.0 / 3.0 + x2 * (2.0 / 15.0)));
+  return float(a < 1e-3 ? near : (x < 0.0 ? -far : far));
+}
+
+// log(x) = e·ln2 + log(m) with x = m·2^e, m ∈ [√½, √2) taken from the double's bits (float
+// subnormals are normal doubles), and log(m) = 2·atanh(s) = 2(s + s³/3 + … + s^21/21),
+// s = (m − 1)/(m + 1), |s| ≤ 0.172 (omitted terms < 1e-18). 0 → −inf, negative → NaN, inf → inf.
+inline float log_float(float x_f) {
+  const double x = x_f;
+  const int64_t bits = std::bit_cast<int64_t>(x);
+  int64_t e = ((bits >> 52) & 0x7ff) - 1023;
+  double m = std::bit_cast<double>((bits & 0x000fffffffffffffLL) | 0x3ff0000000000000LL);  // [1, 2)
+  const bool high = m > 1.4142135623730951;
+  m = high ? 0.5 * m : m;
+  e = high ? e + 1 : e;
+  const double s = (m - 1.0) / (m + 1.0), s2 = s * s;
+  double p = 1.0 / 21;
+  p = p * s2 + 1.0 / 19;
+  p = p * s2 + 1.0 / 17;
+  p = p * s2 + 1.0 / 15;
+  p = p * s2 + 1.0 / 13;
+  p = p * s2 + 1.0 / 11;
+  p = p * s2 + 1.0 / 9;
+  p = p * s2 + 1.0 / 7;
+  p = p * s2 + 1.0 / 5;
+  p = p * s2 + 1.0 / 3;
+  p = p * s2 + 1.0;
+  const double r = double(e) * 0.69314718055994531 + 2.0 * s * p;
+  const double inf = std::numeric_limits<double>::infinity();
+  const double special = x == 0.0 ? -inf : (x == inf ? inf : std::numeric_limits<double>::quiet_NaN());
+  return float(x > 0.0 && x < inf ? r : special);
 }
 
 }  // namespace cpets::kernels::cpu

@@ -5,6 +5,7 @@
 // (Node::apply), the forward untimed. Bytes are our memory traffic: every float read or written.
 #include <algorithm>
 #include <chrono>
+#include <functional>
 #include <random>
 
 #include "bench/bench.h"
@@ -77,4 +78,86 @@ CPETS_BENCH("ops", "transpose") {
   out.push_back({"transpose (2,256,2304)->(2,2304,256)",
                  median_forward_seconds([&] { return transpose(x, 1, 2); }, ctx.repeats), 0, 2 * bytes,
                  "transpose_2x256x2304"});
+}
+
+namespace {
+
+// The GEGLU feed-forward's activation sizes in the full preset: 2 × 2304 tokens, 8C = 2048 hidden
+// channels chunked into halves a, b of 1024 (y = a · GELU(b)).
+const Shape kHidden{2 * 2304, 2048};
+const Shape kHalf{2 * 2304, 1024};
+
+// Median time of a whole backward pass from `forward()`'s output to the leaves (forward untimed),
+// for ops whose backward spans several nodes (chunk, the composed GEGLU). Includes the leaves'
+// gradient accumulation (one copy of each leaf gradient).
+double median_graph_backward_seconds(const std::function<Tensor()>& forward, const Tensor& grad_out,
+                                     const std::vector<Tensor>& leaves, int repeats) {
+  std::vector<double> times;
+  for (int r = 0; r < repeats + 1; ++r) {
+    for (Tensor leaf : leaves) leaf.zero_grad();
+    Tensor y = forward();
+    const auto t0 = std::chrono::steady_clock::now();
+    y.backward(grad_out);
+    const auto t1 = std::chrono::steady_clock::now();
+    if (r > 0) times.push_back(std::chrono::duration<double>(t1 - t0).count());
+  }
+  std::sort(times.begin(), times.end());
+  return times[times.size() / 2];
+}
+
+}  // namespace
+
+// Uniform in [−4, 4): pre-activations that reach both GELU branches (|x| ≤ 3 and the tails).
+Tensor wide_input(const Shape& shape, uint32_t seed) {
+  Tensor x = random_input(shape, seed);
+  float* p = x.data();
+  for (int64_t i = 0; i < x.numel(); ++i) p[i] *= 4.f;
+  return x;
+}
+
+CPETS_BENCH("ops", "gelu") {
+  Tensor x = wide_input(kHalf, 10).set_requires_grad(true);
+  Tensor gy = random_input(kHalf, 11);
+  const double bytes = 4.0 * double(x.numel());
+  auto forward = [&] { return gelu(x); };
+  out.push_back({"gelu fwd (4608,1024)", median_forward_seconds(forward, ctx.repeats), 0, 2 * bytes,
+                 "gelu_fwd_4608x1024"});
+  out.push_back({"gelu bwd (4608,1024)", median_backward_seconds(forward, gy, ctx.repeats), 0, 3 * bytes,
+                 "gelu_bwd_4608x1024"});
+}
+
+CPETS_BENCH("ops", "chunk") {
+  Tensor x = random_input(kHidden, 12).set_requires_grad(true);
+  Tensor ga = random_input(kHalf, 13), gb = random_input(kHalf, 14);
+  const double bytes = 4.0 * double(x.numel());
+  // Both halves used, as in GEGLU: (a·ga + b·gb).sum() has gradient (ga | gb) through chunk.
+  auto forward = [&] {
+    std::vector<Tensor> parts = chunk(x, 2, -1);
+    return add(mul(parts[0], ga), mul(parts[1], gb));
+  };
+  out.push_back({"chunk(2,-1) (4608,2048) fwd", median_forward_seconds([&] { return chunk(x, 2, -1); }, ctx.repeats),
+                 0, 2 * bytes, "chunk_fwd_4608x2048"});
+  out.push_back({"a*ga + b*gb, (a,b)=chunk (4608,2048): full bwd",
+                 median_graph_backward_seconds(forward, Tensor::ones(kHalf), {x}, ctx.repeats), 0, 0,
+                 "chunk_mul_bwd_4608x2048"});
+}
+
+CPETS_BENCH("ops", "geglu") {
+  Tensor x = wide_input(kHidden, 15).set_requires_grad(true);
+  Tensor gy = random_input(kHalf, 16);
+  const double bytes = 4.0 * double(x.numel());
+  auto composed = [&] {
+    std::vector<Tensor> ab = chunk(x, 2, -1);
+    return mul(ab[0], gelu(ab[1]));
+  };
+  out.push_back({"chunk->gelu->mul fwd (4608,2048)", median_forward_seconds(composed, ctx.repeats), 0, 1.5 * bytes,
+                 "geglu_fwd_4608x2048"});
+  out.push_back({"chunk->gelu->mul full bwd (4608,2048)",
+                 median_graph_backward_seconds(composed, gy, {x}, ctx.repeats), 0, 2.5 * bytes,
+                 "geglu_bwd_4608x2048"});
+  auto fused = [&] { return geglu(x); };
+  out.push_back({"geglu fwd (4608,2048)", median_forward_seconds(fused, ctx.repeats), 0, 1.5 * bytes,
+                 "geglu_fwd_4608x2048"});
+  out.push_back({"geglu full bwd (4608,2048)", median_graph_backward_seconds(fused, gy, {x}, ctx.repeats), 0,
+                 2.5 * bytes, "geglu_bwd_4608x2048"});
 }
