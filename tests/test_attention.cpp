@@ -160,6 +160,16 @@ TEST_CASE("attention: thin heads (d ≤ 8, queries or keys in the vector lanes) 
   check_against_naive({1, 70, 400, 32, 4}, 65, 6.f);  // large scores: the running max moves across chunks
 }
 
+TEST_CASE("attention: heads of 9–16 channels (phased lane kernels) against naive") {
+  check_against_naive({2, 216, 216, 32, 2}, 70);   // demo encoder: 2 heads of 16
+  check_against_naive({1, 131, 300, 48, 3}, 71);   // d = 16, key chunks of 128 + 44, query lane tail
+  check_against_naive({1, 300, 131, 16, 1}, 72);   // d = 16, query chunks of 128 in dK/dV, key lane tail
+  check_against_naive({2, 37, 53, 33, 3}, 73);     // d = 11
+  check_against_naive({1, 19, 140, 9, 1}, 74);     // d = 9
+  check_against_naive({1, 150, 260, 30, 2}, 75, 6.f);  // d = 15, large scores across key chunks
+  check_against_naive({2, 216, 4, 32, 2}, 76);     // cross-attention to 4 tokens
+}
+
 TEST_CASE("attention: large scores stay finite and accurate (online softmax rescaling)") {
   check_against_naive({1, 150, 200, 16, 2}, 12, 6.f);  // |scores| up to ~100
 }
@@ -170,13 +180,16 @@ TEST_CASE("attention backward: gradcheck of q, k and v on small shapes") {
   gradcheck(f2, {random_tensor({1, 7, 4}, 23), random_tensor({1, 3, 4}, 24), random_tensor({1, 3, 4}, 25)});
   auto f8 = [](const std::vector<Tensor>& in) { return attention(in[0], in[1], in[2], 2); };  // d = 8
   gradcheck(f8, {random_tensor({1, 19, 16}, 29), random_tensor({1, 21, 16}, 30), random_tensor({1, 21, 16}, 31)});
+  auto f13 = [](const std::vector<Tensor>& in) { return attention(in[0], in[1], in[2], 1); };  // d = 13
+  gradcheck(f13, {random_tensor({1, 17, 13}, 32), random_tensor({1, 18, 13}, 33), random_tensor({1, 18, 13}, 34)});
   auto f1 = [](const std::vector<Tensor>& in) { return attention(in[0], in[1], in[2], 1); };
   gradcheck(f1, {random_tensor({1, 70, 3}, 26), random_tensor({1, 130, 3}, 27), random_tensor({1, 130, 3}, 28)});
 }
 
 TEST_CASE("attention: bitwise identical for 1 and 2 threads (self and cross)") {
   for (const Case& c : {Case{2, 300, 300, 64, 2}, Case{2, 300, 300, 128, 2}, Case{2, 20000, 6, 32, 4},
-                       Case{2, 500, 333, 64, 8}, Case{1, 700, 9, 35, 5}}) {  // thin heads, d = 8 and 7
+                       Case{2, 500, 333, 64, 8}, Case{1, 700, 9, 35, 5},  // thin heads, d = 8 and 7
+                       Case{2, 400, 290, 64, 4}, Case{1, 600, 5, 26, 2}}) {     // phased, d = 16 and 13
     CAPTURE(c.Nk);
     std::vector<float> r1 = with_threads(1, [&] { return forward_backward_values(c, 40); });
     std::vector<float> r2 = with_threads(2, [&] { return forward_backward_values(c, 40); });

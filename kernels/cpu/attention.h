@@ -7,7 +7,8 @@
 // (flash-attention-2): one pass over (batch, head, query block) for dQ and one over
 // (batch, head, key block) for dK and dV, each thread owning its outputs — no atomics, and the
 // work split depends on the shapes only, so results are bitwise identical for any thread count.
-// Memory beyond inputs and outputs: the logsumexp (B·heads·Nq), the caller-provided scratch
+// Heads of ≤ 16 channels take register-resident kernels with 16 queries (keys in the dK/dV pass)
+// in the vector lanes instead of the tile products. Memory beyond inputs and outputs: the logsumexp (B·heads·Nq), the caller-provided scratch
 // below (O(N·C)), and a thread-local tile of attention_tile_floats() floats per thread.
 #pragma once
 #include <cstdint>

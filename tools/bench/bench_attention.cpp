@@ -67,6 +67,7 @@ CPETS_BENCH("ops", "attention_thin_heads") {
   bench_attention(ctx, out, 2, 216, 216, 32, 4, "");
   bench_attention(ctx, out, 2, 216, 4, 32, 4, "");
   bench_attention(ctx, out, 2, 216, 216, 32, 2, "");
+  if (!ctx.quick) bench_attention(ctx, out, 2, 2304, 2304, 64, 4, "");  // d = 16 at the full token count
 }
 
 CPETS_BENCH("ops", "linear") {
