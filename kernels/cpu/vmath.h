@@ -5,7 +5,6 @@
 #include <bit>
 #include <cmath>
 #include <cstdint>
-#include <limits>
 
 namespace cpets::kernels::cpu {
 
@@ -96,7 +95,7 @@ inline NormalCdfPdf normal_cdf_pdf(float x_f) {
   s = s * half_x2 + 1.1283791670509298;
   const double erfc_near = 1.0 - a * 0.70710678118654752 * s;
   // a > 3: erfc(z) = e^(−z²)/(z√π)·T(u), u = 1/z² = 2/a² (a clamped so the unused lane stays finite).
-  const double at = std::max(a, 3.0), u = 2.0 / (at * at);
+  const double at = std::max(a, 3.0), inv_a = 1.0 / at, u = 2.0 * inv_a * inv_a;  // one division
   double t = 17277.509753104725;
   t = t * u - 27299.571890018633;
   t = t * u + 19765.197063533327;
@@ -110,7 +109,7 @@ inline NormalCdfPdf normal_cdf_pdf(float x_f) {
   t = t * u + 0.7499940907539826;
   t = t * u - 0.4999999726768236;
   t = t * u + 0.9999999999686802;
-  const double erfc_far = gauss * t * (0.79788456080286536 / at);  // 1/(z√π) = √2/(a√π) = √(2/π)/a
+  const double erfc_far = gauss * t * (0.79788456080286536 * inv_a);  // 1/(z√π) = √2/(a√π) = √(2/π)/a
   const double erfc_z = a <= 3.0 ? erfc_near : erfc_far;
   const double half_erfc = 0.5 * erfc_z;
   return {x < 0.0 ? half_erfc : 1.0 - half_erfc, 0.39894228040143268 * gauss};
@@ -123,47 +122,5 @@ inline float gelu_exact_grad(float x) {
   return float(n.cdf + double(x) * n.pdf);
 }
 
-// exp, tanh and log of a float through double arithmetic, vectorisable (no libm): the double
-// result is within ~1e-15 relative, so after rounding to float it is the correctly rounded value
-// in all but rare halfway cases; overflow, underflow and special values come out as libm's.
-inline float exp_float(float x) { return float(fast_exp_d(double(x))); }
-
-// tanh(x) = sign(x)·(1 − 2/(e^(2|x|) + 1)); below |x| = 1e-3, where that subtraction would cost
-// relative precision, the series x·(1 − x²/3 + 2x⁴/15) (next term 17x⁷/315, < 1e-19 relative).
-inline float tanh_float(float x_f) {
-  const double x = x_f, a = std::abs(x), x2 = x * x;
-  const double far = 1.0 - 2.0 / (fast_exp_d(2.0 * a) + 1.0);
-  const double near = x * (1.0 + x2 * (-1.0 / 3.0 + x2 * (2.0 / 15.0)));
-  return float(a < 1e-3 ? near : (x < 0.0 ? -far : far));
-}
-
-// log(x) = e·ln2 + log(m) with x = m·2^e, m ∈ [√½, √2) taken from the double's bits (float
-// subnormals are normal doubles), and log(m) = 2·atanh(s) = 2(s + s³/3 + … + s^21/21),
-// s = (m − 1)/(m + 1), |s| ≤ 0.172 (omitted terms < 1e-18). 0 → −inf, negative → NaN, inf → inf.
-inline float log_float(float x_f) {
-  const double x = x_f;
-  const int64_t bits = std::bit_cast<int64_t>(x);
-  int64_t e = ((bits >> 52) & 0x7ff) - 1023;
-  double m = std::bit_cast<double>((bits & 0x000fffffffffffffLL) | 0x3ff0000000000000LL);  // [1, 2)
-  const bool high = m > 1.4142135623730951;
-  m = high ? 0.5 * m : m;
-  e = high ? e + 1 : e;
-  const double s = (m - 1.0) / (m + 1.0), s2 = s * s;
-  double p = 1.0 / 21;
-  p = p * s2 + 1.0 / 19;
-  p = p * s2 + 1.0 / 17;
-  p = p * s2 + 1.0 / 15;
-  p = p * s2 + 1.0 / 13;
-  p = p * s2 + 1.0 / 11;
-  p = p * s2 + 1.0 / 9;
-  p = p * s2 + 1.0 / 7;
-  p = p * s2 + 1.0 / 5;
-  p = p * s2 + 1.0 / 3;
-  p = p * s2 + 1.0;
-  const double r = double(e) * 0.69314718055994531 + 2.0 * s * p;
-  const double inf = std::numeric_limits<double>::infinity();
-  const double special = x == 0.0 ? -inf : (x == inf ? inf : std::numeric_limits<double>::quiet_NaN());
-  return float(x > 0.0 && x < inf ? r : special);
-}
 
 }  // namespace cpets::kernels::cpu
