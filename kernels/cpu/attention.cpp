@@ -248,6 +248,8 @@ void pz_acc_avx512(int64_t n1, int64_t n2, int64_t d, const float* P, int64_t ld
 
 // The micro-kernels win for thin heads (2× at d = 8, ~1.3× at d = 16, ~1.05× at d = 32, measured
 // at N = 2304); from d = 64 on Eigen's cache blocking is faster (the transposed tile outgrows L1).
+// Heads of ≤ 16 channels now take the lane kernels below instead (the transposed copies
+// heads_t_floats sizes serve both).
 constexpr int64_t kMicroKernelMaxDim = 32;
 
 bool use_micro_kernels(int64_t d) {
