@@ -90,6 +90,7 @@ std::vector<ConvCase> forward_cases() {
       {1, 2, 3, 7, 8, 9, {3, 2, 1}, {1, 2, 3}, {1, 0, 0}, true},       // anisotropic everything
       {1, 16, 16, 4, 5, 37, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, true},    // 16-multiple channels, W tail
       {2, 16, 32, 3, 4, 32, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, false},   // full 16-lane vectors
+      {1, 3, 16, 4, 3, 32, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, true},     // 16 outputs, W a multiple of 16
       {1, 1, 16, 6, 5, 20, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, true},     // first layer 1→16
       {1, 17, 1, 4, 5, 18, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, true},     // head 17→1
       {1, 37, 18, 3, 4, 21, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, true},    // three input-channel blocks

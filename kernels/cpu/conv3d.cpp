@@ -7,6 +7,7 @@
 #include <memory>
 #include <mutex>
 #include <new>
+#include <type_traits>
 #include <vector>
 
 #include <omp.h>
@@ -755,6 +756,34 @@ void bwwt_dispatch(int ncov, bool paired, const BwdWTArgs& a) {
   }
 }
 
+#ifdef __AVX512F__
+// The paired layout of 8 channels × 16 voxels: rows[i] (channel i, 16 voxels = 8 voxel pairs)
+// become 8 columns of (channel, pair) at dst + m·cp. An 8 × 8 transpose of 64-bit pairs.
+inline void transpose_pairs_8x16(const float* row0, int64_t row_stride, float* dst, int64_t cp) {
+  // Two-source permutes only (GCC 12's unpack/shuffle intrinsics warn about their own
+  // undefined values). Index bit 3 picks the second source.
+  auto mix = [](__m512d x, __m512d y, long i0, long i1, long i2, long i3, long i4, long i5, long i6, long i7) {
+    return _mm512_permutex2var_pd(x, _mm512_set_epi64(i7, i6, i5, i4, i3, i2, i1, i0), y);
+  };
+  __m512d r[8];
+  for (int i = 0; i < 8; ++i) r[i] = _mm512_castps_pd(_mm512_loadu_ps(row0 + i * row_stride));
+  __m512d t[8];
+  for (int i = 0; i < 4; ++i) {
+    t[2 * i] = mix(r[2 * i], r[2 * i + 1], 0, 8, 2, 10, 4, 12, 6, 14);      // pairs 0,2,4,6 of rows 2i, 2i+1
+    t[2 * i + 1] = mix(r[2 * i], r[2 * i + 1], 1, 9, 3, 11, 5, 13, 7, 15);  // pairs 1,3,5,7
+  }
+  for (int odd = 0; odd < 2; ++odd) {
+    const __m512d a = mix(t[odd], t[2 + odd], 0, 1, 2, 3, 8, 9, 10, 11), b = mix(t[odd], t[2 + odd], 4, 5, 6, 7, 12, 13, 14, 15);
+    const __m512d c = mix(t[4 + odd], t[6 + odd], 0, 1, 2, 3, 8, 9, 10, 11),
+                  d = mix(t[4 + odd], t[6 + odd], 4, 5, 6, 7, 12, 13, 14, 15);
+    _mm512_storeu_ps(dst + (0 + odd) * cp, _mm512_castpd_ps(mix(a, c, 0, 1, 4, 5, 8, 9, 12, 13)));
+    _mm512_storeu_ps(dst + (2 + odd) * cp, _mm512_castpd_ps(mix(a, c, 2, 3, 6, 7, 10, 11, 14, 15)));
+    _mm512_storeu_ps(dst + (4 + odd) * cp, _mm512_castpd_ps(mix(b, d, 0, 1, 4, 5, 8, 9, 12, 13)));
+    _mm512_storeu_ps(dst + (6 + odd) * cp, _mm512_castpd_ps(mix(b, d, 2, 3, 6, 7, 10, 11, 14, 15)));
+  }
+}
+#endif
+
 // Tasks are fixed spatial parts (slabs of output planes), each summing into its own partial of
 // the whole weight gradient; the partials are then added in part order. Inside a part every
 // chunk of transposed dy is swept by all (input channel, tap) groups while it sits in L1, so dy
@@ -791,6 +820,15 @@ void backward_weight_transposed(const ConvGeom& g, const Padded& X, const PadSou
     const int64_t b = slab / g.o[0], od = slab % g.o[0], oh0 = chunk * rows_per_chunk;
     const int64_t rows = std::min(rows_per_chunk, g.o[1] - oh0), voxels = rows * g.o[2];
     const float* src = dy + b * g.cout * out_chan + od * out_plane + oh0 * g.o[2];
+#ifdef __AVX512F__
+    if (std::is_same_v<V, VecSimd> && paired && g.cout == kLanes && g.o[2] % kLanes == 0) {
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t cb = 0; cb < 2; ++cb)
+          for (int64_t w0 = 0; w0 < g.o[2]; w0 += kLanes)
+            transpose_pairs_8x16(src + cb * 8 * out_chan + r * g.o[2] + w0, out_chan,
+                                 d + (r * cols + w0 / 2) * cp + cb * kLanes, cp);
+    } else
+#endif
     if (paired) {
       // Lane (c % 8)·2 + parity of vector c / 8 in column m holds voxel 2m + parity.
       if (g.cout < kLanes || g.o[2] % 2) std::fill(d, d + rows * cols * cp, 0.f);
