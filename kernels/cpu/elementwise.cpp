@@ -141,6 +141,27 @@ void map_n_scalar(int64_t n, F&& f) {
   });
 }
 
+// GELU in blocks of 16: where every |x| in a block is ≤ 3 (nearly all of a layer's
+// pre-activations) near(i) runs — the erf polynomial alone, bitwise the same results as the full
+// formula there — else full(i), which also evaluates the tail terms. Blocks are fixed by index,
+// so results do not depend on the thread count (nor, being equal, on the path taken).
+template <class Near, class Full>
+inline void gelu_blocks(const float* x, int64_t begin, int64_t end, Near&& near, Full&& full) {
+  for (int64_t i0 = begin; i0 < end; i0 += 16) {
+    const int64_t i1 = std::min(i0 + 16, end);
+    float m = 0.f;
+#pragma omp simd reduction(max : m)
+    for (int64_t i = i0; i < i1; ++i) m = std::abs(x[i]) > m ? std::abs(x[i]) : m;
+    if (m <= 3.f) {
+#pragma omp simd
+      for (int64_t i = i0; i < i1; ++i) near(i);
+    } else {
+#pragma omp simd
+      for (int64_t i = i0; i < i1; ++i) full(i);
+    }
+  }
+}
+
 }  // namespace
 
 void binary_broadcast(BinaryOp op, const float* a, const std::vector<int64_t>& a_shape, const float* b,
@@ -179,7 +200,9 @@ void unary_forward(UnaryOp op, const float* x, float* y, int64_t n, float p0, fl
     case UnaryOp::MulScalar: map_n(n, [&](int64_t i) { y[i] = x[i] * p0; }); break;
     case UnaryOp::Silu: map_n(n, [&](int64_t i) { y[i] = x[i] * fast_sigmoid(x[i]); }); break;
     case UnaryOp::Gelu:
-      map_n(n, [&](int64_t i) { y[i] = gelu_exact(x[i]); });
+      parallel_for(n, kChunk, [&](int64_t b, int64_t e) {
+        gelu_blocks(x, b, e, [&](int64_t i) { y[i] = gelu_near(x[i]); }, [&](int64_t i) { y[i] = gelu_exact(x[i]); });
+      });
       break;
     case UnaryOp::LeakyRelu: map_n(n, [&](int64_t i) { y[i] = x[i] > 0.f ? x[i] : x[i] * p0; }); break;
     case UnaryOp::Relu: map_n(n, [&](int64_t i) { y[i] = x[i] < 0.f ? 0.f : x[i]; }); break;
@@ -208,7 +231,10 @@ void unary_backward(UnaryOp op, const float* __restrict v, const float* dy, floa
       });
       break;
     case UnaryOp::Gelu:
-      map_n(n, [&](int64_t i) { dx[i] = dy[i] * gelu_exact_grad(v[i]); });
+      parallel_for(n, kChunk, [&](int64_t b, int64_t e) {
+        gelu_blocks(v, b, e, [&](int64_t i) { dx[i] = dy[i] * gelu_grad_near(v[i]); },
+                    [&](int64_t i) { dx[i] = dy[i] * gelu_exact_grad(v[i]); });
+      });
       break;
     case UnaryOp::LeakyRelu: map_n(n, [&](int64_t i) { dx[i] = v[i] > 0.f ? dy[i] : dy[i] * p0; }); break;
     case UnaryOp::Relu: map_n(n, [&](int64_t i) { dx[i] = v[i] > 0.f ? dy[i] : 0.f; }); break;
@@ -246,8 +272,8 @@ void geglu_forward(const float* x, float* y, int64_t rows, int64_t F) {
     const float* __restrict a = x + r * 2 * F;
     const float* __restrict b = a + F;
     float* __restrict o = y + r * F;
-#pragma omp simd
-    for (int64_t i = i0; i < i1; ++i) o[i] = a[i] * gelu_exact(b[i]);
+    gelu_blocks(b, i0, i1, [&](int64_t i) { o[i] = a[i] * gelu_near(b[i]); },
+                [&](int64_t i) { o[i] = a[i] * gelu_exact(b[i]); });
   });
 }
 
@@ -258,12 +284,18 @@ void geglu_backward(const float* x, const float* dy, float* dx, int64_t rows, in
     const float* __restrict g = dy + r * F;
     float* __restrict da = dx + r * 2 * F;
     float* __restrict db = da + F;
-#pragma omp simd
-    for (int64_t i = i0; i < i1; ++i) {
-      const NormalCdfPdf n = normal_cdf_pdf(b[i]);
-      da[i] = g[i] * float(double(b[i]) * n.cdf);
-      db[i] = g[i] * a[i] * float(n.cdf + double(b[i]) * n.pdf);
-    }
+    gelu_blocks(
+        b, i0, i1,
+        [&](int64_t i) {
+          const double cdf = normal_cdf_near(b[i]), pdf = normal_pdf(fast_exp_d(-0.5 * double(b[i]) * double(b[i])));
+          da[i] = g[i] * float(double(b[i]) * cdf);
+          db[i] = g[i] * a[i] * float(cdf + double(b[i]) * pdf);
+        },
+        [&](int64_t i) {
+          const NormalCdfPdf n = normal_cdf_pdf(b[i]);
+          da[i] = g[i] * float(double(b[i]) * n.cdf);
+          db[i] = g[i] * a[i] * float(n.cdf + double(b[i]) * n.pdf);
+        });
   });
 }
 

@@ -73,13 +73,9 @@ inline double fast_exp_d(double y_in) {
 // their range, far below float's 6e-8. Then Φ(x) = ½·erfc(−x/√2) is taken from erfc for x < 0
 // (keeping full relative precision in the left tail, where GELU(x) = x·Φ(x) is tiny) and as
 // 1 − ½·erfc(z) for x ≥ 0. x² is exact in double, so e^(−x²/2) is not hurt by rounding x/√2.
-struct NormalCdfPdf {
-  double cdf, pdf;
-};
-inline NormalCdfPdf normal_cdf_pdf(float x_f) {
+// Φ(x) for |x| ≤ 3 (the erf polynomial; no exponential).
+inline double normal_cdf_near(float x_f) {
   const double x = x_f, a = std::abs(x), half_x2 = 0.5 * x * x;
-  const double gauss = fast_exp_d(-half_x2);  // e^(−x²/2) = e^(−z²); 0 below double's range is fine
-  // a ≤ 3: erf(z) = z·S(z²), z² = x²/2.
   double s = 1.242645230956293e-11;
   s = s * half_x2 - 5.065348580049144e-10;
   s = s * half_x2 + 1.0316205336393183e-08;
@@ -93,9 +89,13 @@ inline NormalCdfPdf normal_cdf_pdf(float x_f) {
   s = s * half_x2 + 0.11283790041804899;
   s = s * half_x2 - 0.37612638732573594;
   s = s * half_x2 + 1.1283791670509298;
-  const double erfc_near = 1.0 - a * 0.70710678118654752 * s;
-  // a > 3: erfc(z) = e^(−z²)/(z√π)·T(u), u = 1/z² = 2/a² (a clamped so the unused lane stays finite).
-  const double at = std::max(a, 3.0), inv_a = 1.0 / at, u = 2.0 * inv_a * inv_a;  // one division
+  const double half_erfc = 0.5 * (1.0 - a * 0.70710678118654752 * s);  // ½·erfc(|x|/√2)
+  return x < 0.0 ? half_erfc : 1.0 - half_erfc;
+}
+
+// Φ(x) for |x| > 3, given gauss = e^(−x²/2) (a clamped so that a lane where |x| ≤ 3 stays finite).
+inline double normal_cdf_far(float x_f, double gauss) {
+  const double x = x_f, at = std::max(std::abs(x), 3.0), inv_a = 1.0 / at, u = 2.0 * inv_a * inv_a;
   double t = 17277.509753104725;
   t = t * u - 27299.571890018633;
   t = t * u + 19765.197063533327;
@@ -109,18 +109,32 @@ inline NormalCdfPdf normal_cdf_pdf(float x_f) {
   t = t * u + 0.7499940907539826;
   t = t * u - 0.4999999726768236;
   t = t * u + 0.9999999999686802;
-  const double erfc_far = gauss * t * (0.79788456080286536 * inv_a);  // 1/(z√π) = √2/(a√π) = √(2/π)/a
-  const double erfc_z = a <= 3.0 ? erfc_near : erfc_far;
-  const double half_erfc = 0.5 * erfc_z;
-  return {x < 0.0 ? half_erfc : 1.0 - half_erfc, 0.39894228040143268 * gauss};
+  const double half_erfc = 0.5 * (gauss * t * (0.79788456080286536 * inv_a));  // 1/(z√π) = √(2/π)/a
+  return x < 0.0 ? half_erfc : 1.0 - half_erfc;
 }
 
-// GELU(x) = x·Φ(x) and its derivative Φ(x) + x·φ(x), exact-erf semantics.
+inline double normal_pdf(double gauss) { return 0.39894228040143268 * gauss; }
+
+struct NormalCdfPdf {
+  double cdf, pdf;
+};
+inline NormalCdfPdf normal_cdf_pdf(float x) {
+  const double gauss = fast_exp_d(-0.5 * double(x) * double(x));  // e^(−x²/2); x² exact in double
+  const double cdf = std::abs(x) <= 3.f ? normal_cdf_near(x) : normal_cdf_far(x, gauss);
+  return {cdf, normal_pdf(gauss)};
+}
+
+// GELU(x) = x·Φ(x) and its derivative Φ(x) + x·φ(x), exact-erf semantics. The _near versions
+// are the same expressions for |x| ≤ 3 without the tail terms (bitwise the same results there),
+// for blocks of inputs that all lie in that range.
 inline float gelu_exact(float x) { return float(double(x) * normal_cdf_pdf(x).cdf); }
 inline float gelu_exact_grad(float x) {
   const NormalCdfPdf n = normal_cdf_pdf(x);
   return float(n.cdf + double(x) * n.pdf);
 }
-
+inline float gelu_near(float x) { return float(double(x) * normal_cdf_near(x)); }
+inline float gelu_grad_near(float x) {
+  return float(normal_cdf_near(x) + double(x) * normal_pdf(fast_exp_d(-0.5 * double(x) * double(x))));
+}
 
 }  // namespace cpets::kernels::cpu
