@@ -1,6 +1,7 @@
 // Elementwise ops: broadcasting binary ops against a naive index-mapping reference, activations
 // against libm in double, special values at the kinks, gradients by finite differences.
 #include <doctest/doctest.h>
+#include <omp.h>
 
 #include <cmath>
 #include <functional>
@@ -413,4 +414,21 @@ TEST_CASE("gelu: blocks within ±3 (cheap path) and blocks with a tail value giv
     CHECK(yi.data()[i] == ym.data()[i]);
     CHECK(xi.grad().data()[i] == xm.grad().data()[i]);
   }
+}
+
+TEST_CASE("gelu, geglu and chunk backward: 1 and 2 threads give the same bits") {
+  auto run = [](int threads) {
+    const int prev = omp_get_max_threads();
+    omp_set_num_threads(threads);
+    Tensor x = random_tensor({37, 2 * 1501}, 90, -5.f, 5.f).set_requires_grad(true);
+    Tensor gy = random_tensor({37, 1501}, 91);
+    std::vector<Tensor> ab = chunk(x, 2, -1);
+    Tensor y = geglu(x) + mul(ab[0], gelu(ab[1]));
+    y.backward(gy);
+    omp_set_num_threads(prev);
+    return std::vector<Tensor>{y.detach(), x.grad()};
+  };
+  const std::vector<Tensor> one = run(1), two = run(2);
+  for (size_t k = 0; k < one.size(); ++k)
+    CHECK(std::equal(one[k].data(), one[k].data() + one[k].numel(), two[k].data()));
 }
