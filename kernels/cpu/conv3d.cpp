@@ -218,10 +218,12 @@ void run_tasks(int64_t n, F&& body) {
 }
 
 // body(begin, end) over fixed chunks of `grain` items (static hand-out; for light loops).
+// `worth_it` false: on the calling thread (a fork/join costs more than tens of microseconds of
+// work, and far more when the other core is busy).
 template <class F>
-void parallel_chunks(int64_t n, int64_t grain, F&& body) {
+void parallel_chunks(int64_t n, int64_t grain, F&& body, bool worth_it = true) {
   const int64_t chunks = ceil_div(n, grain);
-#pragma omp parallel for schedule(static) if (chunks > 1 && !t_serial)
+#pragma omp parallel for schedule(static) if (chunks > 1 && worth_it && !t_serial)
   for (int64_t c = 0; c < chunks; ++c) body(c * grain, std::min(n, (c + 1) * grain));
 }
 
@@ -391,15 +393,18 @@ FwdBlocking choose_fwd_blocking() { return {3, 8}; }
 // blocks of `nb` output channels, each [m][t][nb'] where nb' is the block's real width.
 template <class Get>
 void pack_weights(int64_t cout, int64_t cin, int64_t taps, int64_t nb, float* dst, Get&& get) {
-  parallel_chunks(ceil_div(cout, nb), 1, [&](int64_t b0, int64_t b1) {
-    for (int64_t blk = b0; blk < b1; ++blk) {
-      const int64_t n0 = blk * nb, width = std::min(nb, cout - n0);
-      float* d = dst + n0 * cin * taps;
-      for (int64_t m = 0; m < cin; ++m)
-        for (int64_t t = 0; t < taps; ++t)
-          for (int64_t i = 0; i < width; ++i) *d++ = get(n0 + i, m, t);
-    }
-  });
+  parallel_chunks(
+      ceil_div(cout, nb), 1,
+      [&](int64_t b0, int64_t b1) {
+        for (int64_t blk = b0; blk < b1; ++blk) {
+          const int64_t n0 = blk * nb, width = std::min(nb, cout - n0);
+          float* d = dst + n0 * cin * taps;
+          for (int64_t m = 0; m < cin; ++m)
+            for (int64_t t = 0; t < taps; ++t)
+              for (int64_t i = 0; i < width; ++i) *d++ = get(n0 + i, m, t);
+        }
+      },
+      cout * cin * taps >= (int64_t(1) << 17));
 }
 
 // The convolution every pass is built on: stride `st` over the padded input X, output (B,
@@ -946,7 +951,7 @@ void backward_weight_transposed(const ConvGeom& g, const Padded& X, const PadSou
       for (int64_t part = 1; part < parts; ++part) s += value(part);
       dw[i] = s;
     }
-  });
+  }, dw_size * parts >= (int64_t(1) << 18));
 }
 
 // Σ over batch and positions of dy, per output channel: 16 float lanes over each channel's
