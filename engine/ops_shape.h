@@ -10,6 +10,8 @@ Tensor permute(const Tensor& a, const std::vector<int64_t>& dims);  // materiali
 Tensor transpose(const Tensor& a, int64_t d0, int64_t d1);
 Tensor concat(const std::vector<Tensor>& parts, int64_t dim);
 Tensor slice(const Tensor& a, int64_t dim, int64_t start, int64_t end);  // [start, end), step 1
-std::vector<Tensor> chunk(const Tensor& a, int64_t chunks, int64_t dim);  // equal parts
+// Equal parts (copies). Their backward is one node that assembles a's gradient once, so all the
+// parts' gradients must come in one backward pass; a second pass from another part throws.
+std::vector<Tensor> chunk(const Tensor& a, int64_t chunks, int64_t dim);
 
 }  // namespace cpets
