@@ -210,11 +210,12 @@ std::vector<Tensor> chunk(const Tensor& a, int64_t chunks, int64_t dim) {
   // the parts' own nodes point to it.
   auto grads = std::make_shared<ChunkGradients>();
   grads->parts.resize(chunks);
-  Tensor anchor = record(a.detach(), "chunk", {a}, [grads, shape = a.shape(), dim, step](const Tensor&, const std::vector<bool>&) {
+  auto gather = [grads, shape = a.shape(), dim, step](const Tensor&, const std::vector<bool>&) {
     std::vector<std::pair<Tensor, int64_t>> parts;
     for (Tensor& g : grads->parts) parts.emplace_back(std::move(g), step);
     return std::vector<Tensor>{assemble_parts(shape, dim, parts)};
-  });
+  };
+  Tensor anchor = record(a.detach(), "chunk", {a}, gather);
   if (!anchor.grad_fn()) return out;  // no gradient wanted
   for (int64_t c = 0; c < chunks; ++c) {
     out[c].impl()->requires_grad = true;

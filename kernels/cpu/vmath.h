@@ -73,6 +73,8 @@ inline double fast_exp_d(double y_in) {
 // their range, far below float's 6e-8. Then Φ(x) = ½·erfc(−x/√2) is taken from erfc for x < 0
 // (keeping full relative precision in the left tail, where GELU(x) = x·Φ(x) is tiny) and as
 // 1 − ½·erfc(z) for x ≥ 0. x² is exact in double, so e^(−x²/2) is not hurt by rounding x/√2.
+// tools/fit_normal_cdf.py reproduces the coefficients.
+
 // Φ(x) for |x| ≤ 3 (the erf polynomial; no exponential).
 inline double normal_cdf_near(float x_f) {
   const double x = x_f, a = std::abs(x), half_x2 = 0.5 * x * x;
