@@ -3,9 +3,8 @@
 
 S(w) ≈ erf(√w)/√w on w = z² ∈ [0, 4.5] and T(u) ≈ √π·z·e^(z²)·erfc(z) on u = 1/z² ∈ [0, 1/4.5],
 both degree 12: Chebyshev least squares (4000 and 3000 evenly spaced points) weighted for relative
-error against mpmath references,
-then converted to monomial coefficients (constant term first). Prints the coefficients and the
-largest relative error of the monomial form on a dense grid.
+error against mpmath references, then converted to monomial coefficients (constant term first).
+Prints the coefficients and the largest relative error of the monomial form on a dense grid.
 """
 import mpmath as mp
 import numpy as np
