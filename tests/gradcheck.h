@@ -4,6 +4,7 @@
 // with L accumulated in double. Inputs should be small (a few hundred elements).
 #pragma once
 #include <doctest/doctest.h>
+#include <omp.h>
 
 #include <cmath>
 #include <functional>
@@ -29,6 +30,23 @@ struct GradCheckOptions {
   double rtol = 2e-2;
   std::vector<bool> check;  // per input; empty = all
 };
+
+// A smaller finite-difference step, for ops with strong curvature or kinks nearby.
+inline GradCheckOptions fine_step() {
+  GradCheckOptions o;
+  o.step = 1e-3;
+  return o;
+}
+
+// Runs f with the OpenMP thread count set to `threads`, for 1-vs-N determinism checks.
+template <class F>
+auto with_threads(int threads, F&& f) {
+  const int prev = omp_get_max_threads();
+  omp_set_num_threads(threads);
+  auto r = f();
+  omp_set_num_threads(prev);
+  return r;
+}
 
 inline double weighted_sum(const Tensor& out, const Tensor& w) {
   double s = 0;

@@ -14,6 +14,7 @@
 #include "kernels/cpu/attention.h"
 
 using namespace cpets;
+using cpets::testing::with_threads;
 using cpets::testing::gradcheck;
 using cpets::testing::random_tensor;
 
@@ -106,14 +107,6 @@ void check_against_naive(const Case& c, uint32_t seed, float range = 1.f) {
   check_close(v.grad(), want.dv, 5e-5, "dv");
 }
 
-template <class F>
-std::vector<float> with_threads(int threads, F&& f) {
-  const int prev = omp_get_max_threads();
-  omp_set_num_threads(threads);
-  std::vector<float> r = f();
-  omp_set_num_threads(prev);
-  return r;
-}
 
 std::vector<float> forward_backward_values(const Case& c, uint32_t seed) {
   Tensor q = random_tensor({c.B, c.Nq, c.C}, seed).set_requires_grad(true);

@@ -12,17 +12,9 @@
 #include "gradcheck.h"
 
 using namespace cpets;
+using cpets::testing::fine_step;
 using cpets::testing::gradcheck;
 using cpets::testing::random_tensor;
-
-namespace {
-// A smaller finite-difference step, for ops with strong curvature or kinks nearby.
-cpets::testing::GradCheckOptions fine_step() {
-  cpets::testing::GradCheckOptions o;
-  o.step = 1e-3;
-  return o;
-}
-}  // namespace
 
 namespace {
 

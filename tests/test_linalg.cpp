@@ -11,6 +11,7 @@
 #include "kernels/cpu/gemm.h"
 
 using namespace cpets;
+using cpets::testing::with_threads;
 using cpets::testing::gradcheck;
 using cpets::testing::random_tensor;
 
@@ -56,14 +57,6 @@ void check_close(const Tensor& got, const std::vector<double>& want, double tol)
     }
 }
 
-template <class F>
-std::vector<float> with_threads(int threads, F&& f) {
-  const int prev = omp_get_max_threads();
-  omp_set_num_threads(threads);
-  std::vector<float> r = f();
-  omp_set_num_threads(prev);
-  return r;
-}
 
 }  // namespace
 

@@ -11,17 +11,10 @@
 #include "gradcheck.h"
 
 using namespace cpets;
+using cpets::testing::fine_step;
+using cpets::testing::with_threads;
 using cpets::testing::gradcheck;
 using cpets::testing::random_tensor;
-
-namespace {
-// A smaller finite-difference step, for ops with strong curvature or kinks nearby.
-cpets::testing::GradCheckOptions fine_step() {
-  cpets::testing::GradCheckOptions o;
-  o.step = 1e-3;
-  return o;
-}
-}  // namespace
 
 namespace {
 
@@ -30,15 +23,6 @@ double mean_of(const Tensor& a, const Tensor& b, F&& f) {
   double s = 0;
   for (int64_t i = 0; i < a.numel(); ++i) s += f(double(a.data()[i]), double(b.data()[i]));
   return s / double(a.numel());
-}
-
-template <class F>
-float with_threads(int n, F&& f) {
-  const int prev = omp_get_max_threads();
-  omp_set_num_threads(n);
-  const float r = f();
-  omp_set_num_threads(prev);
-  return r;
 }
 
 }  // namespace
