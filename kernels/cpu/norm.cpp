@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "kernels/cpu/parallel.h"
+#include "kernels/cpu/reduce.h"
 #include "kernels/cpu/vmath.h"
 
 namespace cpets::kernels::cpu {
@@ -27,27 +28,10 @@ struct F2 {
   float a, b;
 };
 
-// Σ term(i), i in [0, n): kLanes float lanes within blocks of ≤ kBlock elements, double across blocks,
-// lanes combined in a fixed order. `term` may also write to index i (it runs once per i).
+// Σ term(i), i in [0, n), in kLanes float lanes (reduce.h); `term` may also write to index i.
 template <class F>
 inline double sum1(int64_t n, F&& term) {
-  double d[kLanes] = {};
-  const int64_t nv = n - n % kLanes;
-  int64_t i = 0;
-  while (i < nv) {
-    const int64_t end = std::min(nv, i + kBlock);
-    float f[kLanes] = {};
-    for (; i < end; i += kLanes) {
-#pragma omp simd
-      for (int l = 0; l < kLanes; ++l) f[l] += term(i + l);
-    }
-#pragma omp simd
-    for (int l = 0; l < kLanes; ++l) d[l] += f[l];
-  }
-  double s = 0;
-  for (; i < n; ++i) s += term(i);
-  for (int l = 0; l < kLanes; ++l) s += d[l];
-  return s;
+  return lane_sum<kLanes>(n, [&](int64_t i) -> float { return term(i); });
 }
 
 // Two sums at once, as sum1; term returns F2.

@@ -17,10 +17,10 @@ namespace cpets::kernels::cpu {
 
 constexpr int64_t kReduceChunk = 16384;  // elements per parallel work item of a reduction
 
-// Σ term(i) for i in [0, n), as described above (one chunk; no threading).
-template <class F>
+// Σ term(i) for i in [0, n), as described above (one chunk; no threading). More lanes give more
+// independent add chains (the norm kernels use 32: two AVX-512 registers).
+template <int kLanes = 16, class F>
 inline double lane_sum(int64_t n, F&& term) {
-  constexpr int kLanes = 16;
   constexpr int64_t kBlock = 256;
   using V = std::decay_t<decltype(term(int64_t{0}))>;  // float lanes for float terms, double for double
   double d[kLanes] = {};
