@@ -3,6 +3,7 @@
 #include <stdexcept>
 #include <unordered_map>
 
+#include "kernels/cpu/parallel.h"
 #include "kernels/cpu/reduce.h"
 
 namespace cpets {
@@ -38,8 +39,10 @@ void accumulate_into(std::shared_ptr<TensorImpl>& slot, const Tensor& g) {
     throw std::logic_error("gradient of shape " + g.str() + " accumulated into " + acc.str());
   float* a = acc.data();
   const float* b = g.data();
-  const int64_t n = acc.numel();
-  for (int64_t i = 0; i < n; ++i) a[i] += b[i];
+  // Each element is summed on its own, so any split over threads gives the same bits.
+  kernels::cpu::parallel_for(acc.numel(), 1 << 16, [=](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) a[i] += b[i];
+  });
 }
 
 class AccumulateGrad final : public Node {
