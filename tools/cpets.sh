@@ -55,7 +55,8 @@ case "$cmd" in
     out=${CPETS_DEMO_DIR:-$root/out/demo}
     mkdir -p "$out"
     echo "== phantom cohort -> $out/cohort"
-    "$build/cpets-phantom" --out "$out/cohort" --subjects 24 --seed 1 "$@"
+    "$build/cpets-phantom" --out "$out/cohort" --subjects 24 --seed 1 --montage "$@"
+    echo "   montages (T1 and PET slices): $out/cohort/montage/"
     echo "== data check"
     "$build/cpets-data" pair "$out/cohort/cohort.csv" --out "$out/cohort/paired.csv"
     echo "== op benchmark (the training demo arrives with the model issue)"
