@@ -60,7 +60,7 @@ case "$cmd" in
     echo "== data check"
     "$build/cpets-data" pair "$out/cohort/cohort.csv" --out "$out/cohort/paired.csv"
     echo "== op benchmark (the training demo arrives with the model issue)"
-    echo "   (PyTorch's figures appear beside ours with tools/cpets.sh bench ops, which installs python3-torch)"
+    echo "   (PyTorch's figures appear beside ours when python3-torch is installed; tools/cpets.sh bench ops installs it)"
     "$build/cpets-bench" ops --quick
     ;;
   *)
