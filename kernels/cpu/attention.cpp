@@ -13,6 +13,7 @@
 
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/parallel.h"
+#include "kernels/cpu/vmath.h"
 
 namespace cpets::kernels::cpu {
 namespace {
@@ -35,26 +36,7 @@ int64_t tasks_per_chunk(double flops_per_task) {
   return std::max<int64_t>(1, int64_t(2e6 / std::max(flops_per_task, 1.0)));
 }
 
-// exp(x) as 2^n · e^r with n = round(x / ln 2) and a degree-6 Taylor polynomial on
-// |r| ≤ ln2/2 (relative error ~2e-7), no libm call. x is clamped to [−87, 88]: an input below −87
-// gives ~1e-38 instead of 0, negligible against the row maximum's e^0 = 1. The softmax loops below
-// use an AVX-512 version of the same formula when the build targets it, this one otherwise.
-inline float exp_approx(float x) {
-  x = std::min(std::max(x, -87.f), 88.f);
-  const float shifter = 12582912.f;  // 1.5·2^23: adding and subtracting it rounds to an integer
-  const float n = (x * 1.44269504088896341f + shifter) - shifter;
-  const float r = (x - n * 0.693145751953125f) - n * 1.42860682030941723e-6f;
-  float p = 1.f / 720.f;
-  p = p * r + 1.f / 120.f;
-  p = p * r + 1.f / 24.f;
-  p = p * r + 1.f / 6.f;
-  p = p * r + 0.5f;
-  p = p * r + 1.f;
-  p = p * r + 1.f;
-  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
-  return p * std::bit_cast<float>(bits);
-}
-
+// Scalar exp is fast_exp (vmath.h); exp16 below is its AVX-512 counterpart for the softmax loops.
 #if defined(__AVX512F__)
 inline __m512 exp16(__m512 x) {
   x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.f)), _mm512_set1_ps(88.f));
@@ -102,7 +84,7 @@ float exp_row_inplace(float* s, int64_t n, float scale, float shift) {
   return _mm512_reduce_add_ps(sum);
 #else
   float sum = 0.f;
-  for (int64_t j = 0; j < n; ++j) sum += (s[j] = exp_approx(s[j] * scale - shift));
+  for (int64_t j = 0; j < n; ++j) sum += (s[j] = fast_exp(s[j] * scale - shift));
   return sum;
 #endif
 }
@@ -127,7 +109,7 @@ void softmax_grad_row(float* s, const float* dp, int64_t n, float scale, const f
   }
 #else
   for (int64_t j = 0; j < n; ++j) {
-    float p = exp_approx(s[j] * scale - (scalar ? shift[0] : shift[j]));
+    float p = fast_exp(s[j] * scale - (scalar ? shift[0] : shift[j]));
     if (dp) p *= dp[j] - (scalar ? sub[0] : sub[j]);
     s[j] = p;
   }
@@ -378,6 +360,21 @@ inline void store_lanes_as_rows(const __m512* x, int64_t valid, float* rows, int
     _Pragma("GCC unroll 8") for (int c = 0; c < D; ++c) rows[i * ld + c] = t[c][i];
 }
 
+// Last step of a 16-query forward group: O /= l, rows written out, and the logsumexp saved
+// (m and l are in base 2: m = max·log2 e, so lse = (m + log2 l)·ln 2).
+template <int D>
+inline void finish_forward_group(__m512 (&O)[D], __m512 m, __m512 l, int64_t nvalid, float* out_rows, int64_t C,
+                                 float* lse_dst) {
+  const __m512 inv = _mm512_div_ps(_mm512_set1_ps(1.f), l);
+  _Pragma("GCC unroll 16") for (int c = 0; c < D; ++c) O[c] = _mm512_mul_ps(O[c], inv);
+  store_lanes_as_rows<D>(O, nvalid, out_rows, C);
+  alignas(64) float mm[16], ll[16];
+  _mm512_store_ps(mm, m);
+  _mm512_store_ps(ll, l);
+  for (int64_t i = 0; i < nvalid; ++i) lse_dst[i] = (mm[i] + std::log2(ll[i])) * 0.69314718055994531f;
+}
+
+
 // Forward for 16 queries (nvalid of them real): qt = their scaled transposed q (D rows, stride
 // ldq), K and V the head's key rows (stride C).
 template <int D>
@@ -409,13 +406,7 @@ void thin_forward_group(const Geometry& g, const float* qt, int64_t ldq, const f
       _Pragma("GCC unroll 8") for (int c = 0; c < D; ++c) O[c] = _mm512_fmadd_ps(_mm512_set1_ps(vr[c]), p, O[c]);
     }
   }
-  const __m512 inv = _mm512_div_ps(_mm512_set1_ps(1.f), l);
-  _Pragma("GCC unroll 8") for (int c = 0; c < D; ++c) O[c] = _mm512_mul_ps(O[c], inv);
-  store_lanes_as_rows<D>(O, nvalid, out_rows, C);
-  alignas(64) float mm[16], ll[16];
-  _mm512_store_ps(mm, m);
-  _mm512_store_ps(ll, l);
-  for (int64_t i = 0; i < nvalid; ++i) lse_dst[i] = (mm[i] + std::log2(ll[i])) * 0.69314718055994531f;
+  finish_forward_group<D>(O, m, l, nvalid, out_rows, C, lse_dst);
 }
 
 // dQ for 16 queries: dS = P∘(dO·Vᵀ − D), dQ = scale · dS·K, with P = 2^(s − lse·log2 e).
@@ -512,13 +503,8 @@ void phased_forward_group(const Geometry& g, const float* qt, int64_t ldq, const
     _Pragma("GCC unroll 16") for (int c = 0; c < D; ++c) _mm512_store_ps(acc[c], O[c]);
   }
   __m512 O[D];
-  const __m512 inv = _mm512_div_ps(_mm512_set1_ps(1.f), l);
-  _Pragma("GCC unroll 16") for (int c = 0; c < D; ++c) O[c] = _mm512_mul_ps(_mm512_load_ps(acc[c]), inv);
-  store_lanes_as_rows<D>(O, nvalid, out_rows, C);
-  alignas(64) float mm[16], ll[16];
-  _mm512_store_ps(mm, m);
-  _mm512_store_ps(ll, l);
-  for (int64_t i = 0; i < nvalid; ++i) lse_dst[i] = (mm[i] + std::log2(ll[i])) * 0.69314718055994531f;
+  _Pragma("GCC unroll 16") for (int c = 0; c < D; ++c) O[c] = _mm512_load_ps(acc[c]);
+  finish_forward_group<D>(O, m, l, nvalid, out_rows, C, lse_dst);
 }
 
 template <int D>
@@ -730,7 +716,7 @@ void forward_block(const Geometry& g, const float* q, const float* k, const Head
     for (int64_t i = 0; i < nq; ++i) {
       float* s = S + i * kFwdK;
       const float m_new = std::max(m[i], row_max(s, nk) * g.scale);
-      const float rescale = exp_approx(m[i] - m_new);
+      const float rescale = fast_exp(m[i] - m_new);
       l[i] = l[i] * rescale + exp_row_inplace(s, nk, g.scale, m_new);
       m[i] = m_new;
       float* o = O + i * d;
