@@ -1,0 +1,112 @@
+// The training configuration: one JSON document with three sections,
+//
+//   { "model": { "preset": "demo", …ModelConfig fields… },   models/config.h
+//     "data":  { "cohort": "out/demo/cohort", "tracer": "AV45", … },
+//     "train": { "lr": 1e-4, "batch_size": 2, "lambda_adv": 0.005, … } }
+//
+// read from configs/*.json, then overridden key by key from the command line
+// (`--set train.lr=2e-4 --set model.fusion_tokens=4`). Every key a user writes must exist in
+// the defaults and have their type (a float key takes any number, an integer key an integer, an
+// array the same length): an unknown key, a wrong type or an impossible value throws
+// ConfigError naming the dotted key and the fix, because a typo that silently keeps a default
+// wastes a day of training.
+//
+// The model section starts from model_preset(model.preset, data.tracer). The paper's ablations
+// (Table 5) are train.* switches, not model.* ones, so there is one place to set each:
+// train.t1_reconstruction, train.discriminator, train.perceptual, train.eps_pet (see
+// configs/README.md); the resolved ModelConfig gets the network-shaping ones copied in.
+#pragma once
+#include <array>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "models/config.h"
+#include "train/objective.h"
+
+namespace cpets::train {
+
+// A configuration problem; what() names the dotted key ("train.lr") and how to fix it.
+struct ConfigError : std::invalid_argument {
+  using std::invalid_argument::invalid_argument;
+};
+
+struct DataConfig {
+  // A cohort folder: cohort.csv + t1/… + pet/… (io/cohort.h layout, as cpets-phantom writes).
+  std::string cohort;
+  // Optional: an existing paired table (cpets-data pair's output, with its split column); when
+  // empty the cohort table is read, paired and split here. Relative paths are taken relative
+  // to the cohort folder.
+  std::string paired_csv;
+  std::string tracer = "AV45";      // "AV45" | "AV1451"
+  uint64_t split_seed = 100;        // subject-level 4:1:1 split (io::assign_splits)
+  std::string on_missing = "fail";  // cohort rows with missing values: "fail" | "skip"
+  bool prefetch = true;             // load the next batch on a background thread
+  bool cache = true;                // keep prepared volumes in memory after their first read
+  int64_t max_val_sessions = 0;     // validate on the first N val sessions only (0 = all)
+};
+
+struct TrainConfig {
+  // Optimisers (model.md §5): Adam β (0.9, 0.999), eps 1e-8, no weight decay.
+  double lr = 1e-4;                 // everything but D
+  double lr_discriminator = 5e-4;   // D (paper; the reference code used 1e-3)
+  double beta1 = 0.9, beta2 = 0.999, adam_eps = 1e-8;
+  int64_t batch_size = 2;
+  int64_t epochs = 1000;
+  int64_t max_steps = 0;            // stop after this many steps in total (0 = no limit)
+  uint64_t seed = 777;              // initial weights and all noise (ε_T1, ε_PET, slice subsets)
+  uint64_t data_seed = 777;         // the per-epoch shuffles
+
+  // Objective (train/objective.h) and the paper's Table-5 ablations.
+  double lambda_perceptual = 0.02;  // λ_p
+  double lambda_adv = 0.005;        // λ_adv
+  double beta_kl = 0.001;           // β
+  std::string t1_loss = "l1";       // "l1" (reference code) | "mse" (paper eq. 6)
+  bool t1_reconstruction = true;    // false: no G_T1, no L_T1          ("w/o T1 reconstruction")
+  bool discriminator = true;        // false: no D, no adversarial term ("w/o discriminator")
+  std::string perceptual = "lpips-squeeze";  // "none" | "lpips-squeeze" ("w/o perceptual loss")
+  std::string perceptual_weights;   // converted LPIPS-squeeze safetensors (tools/convert_lpips.py)
+  bool eps_pet = true;              // false: G_P decodes μ             ("w/o ε_PET")
+  double perceptual_slice_ratio = 0.5;
+
+  // Bookkeeping.
+  int64_t validate_every = 1;       // epochs between validations (0 = never)
+  int64_t checkpoint_every = 1;     // epochs between checkpoints (0 = only at the end)
+  int64_t checkpoint_every_steps = 0;  // additionally every N steps (0 = off)
+  int64_t keep_last = 3;            // step checkpoints kept (the best one is kept apart)
+  int64_t threads = 0;              // OpenMP threads (0 = OMP_NUM_THREADS / all cores)
+};
+
+struct Config {
+  models::ModelConfig model;  // resolved: preset + overrides + the ablation switches above
+  DataConfig data;
+  TrainConfig train;
+
+  // The objective's settings as train/objective.h wants them (λ_adv 0 without D, λ_p 0 with
+  // perceptual "none").
+  ObjectiveConfig objective() const;
+};
+
+// Every default, as the JSON document a user edits (model section from the preset/tracer given).
+nlohmann::json default_config_json(const std::string& preset = "full", const std::string& tracer = "AV45");
+
+// JSON → Config: keys checked against the defaults (names and types), then values validated
+// (ranges, enumerations, ModelConfig::validate, consistency between sections).
+Config config_from_json(const nlohmann::json& j);
+// Config → JSON, complete (every key); config_from_json(config_to_json(c)) == c.
+nlohmann::json config_to_json(const Config& c);
+
+// "train.lr=2e-4": the value is parsed as JSON when it is valid JSON (numbers, true/false,
+// arrays like [48,64,48]) and taken as a string otherwise. Throws ConfigError on a malformed
+// assignment (no '=', empty key). The key is checked later by config_from_json.
+void apply_override(nlohmann::json& j, const std::string& assignment);
+
+// Reads a JSON file (errors name the file and line), applies the overrides in order, resolves.
+Config load_config(const std::string& path, const std::vector<std::string>& overrides = {});
+// The same from defaults only (no file): `cpets-train --set …` alone, and the tests.
+Config make_config(const std::string& preset, const std::vector<std::string>& overrides = {});
+
+}  // namespace cpets::train
