@@ -1,8 +1,10 @@
 #include "engine/autograd.h"
 
+#include <chrono>
 #include <stdexcept>
 #include <unordered_map>
 
+#include "engine/profiler.h"
 #include "kernels/cpu/parallel.h"
 #include "kernels/cpu/reduce.h"
 
@@ -72,6 +74,15 @@ std::shared_ptr<Node> gradient_edge(const Tensor& t) {
   return acc;
 }
 
+// Runs a node's backward, timing it for the profiler when that is on.
+std::vector<Tensor> timed_apply(Node& node, const Tensor& grad) {
+  if (!profiler::enabled()) return node.apply(grad);
+  const auto t0 = std::chrono::steady_clock::now();
+  std::vector<Tensor> grads = node.apply(grad);
+  profiler::backward_op(node.name.c_str(), std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  return grads;
+}
+
 }  // namespace
 
 bool grad_enabled() { return g_grad_enabled; }
@@ -79,6 +90,7 @@ NoGradGuard::NoGradGuard() : prev_(g_grad_enabled) { g_grad_enabled = false; }
 NoGradGuard::~NoGradGuard() { g_grad_enabled = prev_; }
 
 Tensor record(Tensor out, const char* name, const std::vector<Tensor>& inputs, BackwardFn fn) {
+  if (profiler::enabled()) profiler::forward_op_done(name);
   if (!g_grad_enabled) return out;
   std::vector<bool> needs(inputs.size());
   bool any = false;
@@ -150,7 +162,7 @@ void run_backward(const Tensor& root, const Tensor& grad_output) {
     pending.erase(node.get());
     // A node whose every incoming gradient was undefined still runs its bookkeeping, so the
     // nodes below it see their dependency counts reach zero.
-    std::vector<Tensor> grads = gin.defined() ? node->apply(gin) : std::vector<Tensor>(node->next.size());
+    std::vector<Tensor> grads = gin.defined() ? timed_apply(*node, gin) : std::vector<Tensor>(node->next.size());
     gin = Tensor();
     for (size_t i = 0; i < grads.size(); ++i) {
       const auto& nx = node->next[i];

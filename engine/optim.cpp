@@ -7,6 +7,7 @@
 #include <unordered_set>
 
 #include "engine/autograd.h"
+#include "engine/profiler.h"
 #include "kernels/cpu/adam.h"
 
 namespace cpets {
@@ -63,6 +64,7 @@ void Adam::set_lr(size_t group, double lr) {
 }
 
 void Adam::step() {
+  profiler::Scope scope("adam_step");
   NoGradGuard no_grad;
   for (auto& group : groups_) {
     const AdamOptions& o = group.options;
