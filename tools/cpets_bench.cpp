@@ -1,5 +1,6 @@
 // cpets-bench: speed figures, printed next to PyTorch's measured in the same run.
 //   cpets-bench ops [--quick] [--filter TEXT] [--torch FILE|none]
+//   cpets-bench train [--preset demo|full|tiny] [--batch N] [--steps N] [--torch FILE|none]
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
@@ -10,6 +11,7 @@
 #include <omp.h>
 
 #include "bench/bench.h"
+#include "bench/train_bench.h"
 #include "engine/allocator.h"
 
 using namespace cpets;
@@ -60,7 +62,16 @@ int main(int argc, char** argv) {
   };
   CLI::App* ops = app.add_subcommand("ops", "every op family at the model's shapes (CPU)");
   add_common(ops);
+  bench::TrainBenchOptions train_opt;
+  CLI::App* train = app.add_subcommand("train", "one training step of a model preset: time, per-op breakdown, memory, vs PyTorch");
+  train->add_option("--preset", train_opt.preset, "model preset: demo, full or tiny")->capture_default_str();
+  train->add_option("--batch", train_opt.batch, "batch size")->capture_default_str();
+  train->add_option("--steps", train_opt.steps, "timed steps (median reported)")->capture_default_str();
+  train->add_option("--warmup", train_opt.warmup, "untimed steps first")->capture_default_str();
+  train->add_option("--top", train_opt.top, "ops listed in the breakdown")->capture_default_str();
+  train->add_option("--torch", train_opt.torch, "PyTorch figures: JSON from tools/torch_model.py --bench, or 'none'");
   CLI11_PARSE(app, argc, argv);
+  if (train->parsed()) return bench::run_train_bench(train_opt);
   if (ctx.quick) ctx.repeats = std::min(ctx.repeats, 3);
   const std::string suite = app.get_subcommands().front()->get_name();
 

@@ -1,0 +1,199 @@
+#include "bench/train_bench.h"
+
+#include <nlohmann/json.hpp>
+#include <omp.h>
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <optional>
+
+#include "engine/allocator.h"
+#include "engine/autograd.h"
+#include "engine/optim.h"
+#include "engine/profiler.h"
+#include "models/causal_pets.h"
+#include "train/objective.h"
+
+namespace cpets::bench {
+namespace {
+
+using models::CausalPETS;
+
+double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+
+double peak_rss_bytes() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return static_cast<double>(ru.ru_maxrss) * 1024.0;  // Linux reports KiB
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[v.size() / 2];
+}
+
+struct RandomBatch {
+  models::Inputs in;
+  Tensor pet;
+};
+
+RandomBatch random_batch(const models::ModelConfig& c, int batch, Generator& gen) {
+  const Shape vol{batch, 1, c.volume[0], c.volume[1], c.volume[2]};
+  RandomBatch b;
+  b.in.t1 = rand(vol, gen);
+  b.pet = rand(vol, gen);
+  b.in.csf = rand({batch, c.csf_inputs}, gen);
+  b.in.covariates = rand({batch, c.covariate_inputs}, gen);
+  return b;
+}
+
+// model.md §5: generator step with D frozen, then the D step on a regenerated fake. The same
+// order as train::Trainer::step, on a fixed random batch.
+struct Step {
+  CausalPETS& model;
+  Adam& g_opt;
+  Adam* d_opt;
+  train::ObjectiveConfig objective;
+  Generator noise{1234};
+
+  void run(const RandomBatch& b) {
+    const int64_t batch = b.pet.size(0);
+    if (model.discriminator) model.discriminator->set_requires_grad(false);
+    models::Noise eps{model.sample_noise(batch, noise), model.sample_noise(batch, noise)};
+    auto losses = train::generator_objective(model, b.in, b.pet, eps, objective);
+    losses.total.backward();
+    g_opt.step();
+    g_opt.zero_grad();
+    if (!d_opt) return;
+    model.discriminator->set_requires_grad(true);
+    Tensor fake;
+    {
+      NoGradGuard no_grad;
+      models::Noise regen{Tensor(), model.sample_noise(batch, noise)};
+      fake = model.forward(b.in, regen).pet_syn;
+    }
+    auto d = train::discriminator_objective(model, fake, b.pet);
+    d.total.backward();
+    d_opt->step();
+    d_opt->zero_grad();
+  }
+};
+
+nlohmann::json torch_figures(const TrainBenchOptions& opt) {
+  if (opt.torch == "none") return {};
+  std::string text;
+  if (!opt.torch.empty()) {
+    std::ifstream f(opt.torch);
+    if (!f) throw std::runtime_error("--torch " + opt.torch + ": cannot open the file");
+    text.assign(std::istreambuf_iterator<char>(f), {});
+  } else {
+    const std::string cmd = "/usr/bin/python3 " CPETS_SOURCE_DIR "/tools/torch_model.py --bench " + opt.preset +
+                            " --batch " + std::to_string(opt.batch) + " --threads " +
+                            std::to_string(omp_get_max_threads()) + " 2>/dev/null";
+    std::fprintf(stderr, "running PyTorch for the same model: %s\n", cmd.c_str());
+    FILE* p = popen(cmd.c_str(), "r");
+    if (!p) return {};
+    char buf[4096];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, p)) > 0) text.append(buf, n);
+    if (pclose(p) != 0) {
+      std::cerr << "note: PyTorch is not available (tools/torch_model.py failed); ratios are omitted. "
+                   "`tools/cpets.sh bench train` installs python3-torch.\n";
+      return {};
+    }
+  }
+  return nlohmann::json::parse(text);
+}
+
+void print_breakdown(double step_seconds, int top) {
+  const auto entries = profiler::entries();
+  double total = 0;
+  for (const auto& e : entries) total += e.total();
+  std::printf("\nwhere one step's time goes (profiled step, %.0f ms accounted):\n", total * 1e3);
+  std::printf("  %-26s %9s %9s %9s %7s %7s\n", "op", "fwd ms", "bwd ms", "other ms", "share", "calls");
+  int shown = 0;
+  for (const auto& e : entries) {
+    if (shown++ >= top) break;
+    std::printf("  %-26s %9.1f %9.1f %9.1f %6.1f%% %7lld\n", e.name.c_str(), e.forward_seconds * 1e3,
+                e.backward_seconds * 1e3, e.other_seconds * 1e3, 100 * e.total() / std::max(total, 1e-12),
+                static_cast<long long>(e.forward_calls + e.backward_calls + e.other_calls));
+  }
+  (void)step_seconds;
+}
+
+}  // namespace
+
+int run_train_bench(const TrainBenchOptions& opt) {
+  models::ModelConfig cfg = models::model_preset(opt.preset);
+  cfg.perceptual = "none";  // the demo preset has no V; the full preset's V needs converted weights
+  Generator init(777);
+  CausalPETS model(cfg, init);
+  auto group = [](NamedTensors p, double lr) { return ParamGroup{std::move(p), AdamOptions{lr, 0.9, 0.999, 1e-8, 0}}; };
+  Adam g_opt({group(model.generator_parameters(), 1e-4)});
+  std::optional<Adam> d_opt;
+  if (model.discriminator) d_opt.emplace(std::vector<ParamGroup>{group(model.discriminator_parameters(), 5e-4)});
+  train::ObjectiveConfig objective;
+  objective.lambda_perceptual = 0;
+  objective.lambda_adv = model.discriminator ? 0.005f : 0.f;
+  Step step{model, g_opt, d_opt ? &*d_opt : nullptr, objective};
+  Generator data_gen(42);
+  const RandomBatch batch = random_batch(cfg, opt.batch, data_gen);
+
+  std::printf("cpets-bench train — preset %s, batch %d, volume %lldx%lldx%lld, %d OpenMP threads\n", opt.preset.c_str(),
+              opt.batch, (long long)cfg.volume[0], (long long)cfg.volume[1], (long long)cfg.volume[2],
+              omp_get_max_threads());
+  for (int i = 0; i < opt.warmup; ++i) step.run(batch);
+  host_reset_peak();
+  std::vector<double> times;
+  for (int i = 0; i < opt.steps; ++i) {
+    const double t0 = now();
+    step.run(batch);
+    times.push_back(now() - t0);
+    std::fprintf(stderr, "  step %d/%d: %.3f s\n", i + 1, opt.steps, times.back());
+  }
+  const double step_s = median(times);
+  const double pool_peak = static_cast<double>(host_memory_stats().peak_bytes);
+
+  double infer_s = 0;
+  if (opt.infer) {
+    NoGradGuard no_grad;
+    models::Inputs one{slice(batch.in.t1, 0, 0, 1), slice(batch.in.csf, 0, 0, 1), slice(batch.in.covariates, 0, 0, 1)};
+    std::vector<double> t;
+    for (int i = 0; i < std::max(3, opt.steps); ++i) {
+      const double t0 = now();
+      model.forward(one, models::Noise{});
+      t.push_back(now() - t0);
+    }
+    infer_s = median(t);
+  }
+
+  profiler::enable(true);
+  profiler::reset();
+  step.run(batch);
+  profiler::enable(false);
+
+  const nlohmann::json torch = torch_figures(opt);
+  const double rss = peak_rss_bytes();
+  std::printf("\n%-34s %12s %12s %9s\n", "", "cpets", "PyTorch", "ratio");
+  auto row = [&](const char* what, double ours, const char* key, double scale, const char* unit) {
+    if (torch.contains(key)) {
+      const double theirs = torch[key].get<double>();
+      std::printf("%-34s %9.3f %-2s %9.3f %-2s %8.2fx\n", what, ours * scale, unit, theirs * scale, unit, ours / theirs);
+    } else {
+      std::printf("%-34s %9.3f %-2s %12s %9s\n", what, ours * scale, unit, "-", "-");
+    }
+  };
+  row("training step (median)", step_s, "train_step_seconds", 1, "s");
+  if (opt.infer) row("inference, one volume", infer_s, "infer_seconds", 1, "s");
+  row("peak resident memory (process)", rss, "peak_rss_bytes", 1e-9, "GB");
+  std::printf("%-34s %9.3f GB (tensors in use at once, caching allocator)\n", "peak tensor memory", pool_peak * 1e-9);
+  std::printf("ratio = cpets / PyTorch (< 1: cpets is faster / smaller).\n");
+  print_breakdown(step_s, opt.top);
+  return 0;
+}
+
+}  // namespace cpets::bench

@@ -1,0 +1,21 @@
+// `cpets-bench train`: the time of one training step of a preset (model.md §5's step order on a
+// random batch), a per-op breakdown, peak memory, and PyTorch's time for the same model
+// (tools/torch_model.py --bench) measured in the same run.
+#pragma once
+#include <string>
+
+namespace cpets::bench {
+
+struct TrainBenchOptions {
+  std::string preset = "demo";
+  int batch = 2;
+  int steps = 5;     // timed steps (median reported)
+  int warmup = 2;    // untimed steps first (allocator warm-up, first-touch of pages)
+  int top = 15;      // ops listed in the breakdown
+  bool infer = true; // also time the inference of one volume
+  std::string torch; // JSON file from tools/torch_model.py --bench, "none", or "" to run it
+};
+
+int run_train_bench(const TrainBenchOptions& opt);
+
+}  // namespace cpets::bench
