@@ -3,8 +3,15 @@
 #pragma once
 #include <memory>
 
+#include <vector>
+
 #include "engine/module.h"
 #include "engine/rng.h"
+#include "layers/conv.h"
+#include "layers/linear.h"
+#include "layers/norm.h"
+#include "layers/resnet.h"
+#include "layers/transformer.h"
 #include "models/config.h"
 
 namespace cpets::models {
@@ -15,6 +22,12 @@ class FusionMLP : public Module {
  public:
   FusionMLP(int64_t inputs, const ModelConfig& config, Generator& init);
   Tensor forward(const Tensor& x) const;  // x (B, inputs)
+  int64_t tokens() const { return tokens_; }  // K
+  int64_t width() const { return width_; }    // c_ctx
+
+ private:
+  std::shared_ptr<layers::Linear> fc1_, fc2_, fc3_;  // null with fusion == "raw"
+  int64_t inputs_, tokens_, width_;
 };
 
 // E (g_S). forward returns the head's (B, 2z, d, h, w) output; channels [0, z) are μ, [z, 2z) s.
@@ -23,24 +36,49 @@ class Encoder : public Module {
   Encoder(const ModelConfig& config, Generator& init);
   Tensor forward(const Tensor& t1, const Tensor& covariates) const;
   std::shared_ptr<FusionMLP> demographics;  // MLP_M (null with fusion == "raw")
+  std::shared_ptr<layers::SpatialTransformer> transformer;  // on the latent grid
+
+ private:
+  std::shared_ptr<layers::Conv3d> conv_in_, conv_out_;
+  std::vector<std::shared_ptr<layers::ResnetBlock>> blocks_;  // per level: 2 plain + 1 down
+  std::shared_ptr<layers::GroupNorm> norm_out_;
 };
 
 class T1Decoder : public Module {  // G_T1
  public:
   T1Decoder(const ModelConfig& config, Generator& init);
   Tensor forward(const Tensor& z) const;
+
+ private:
+  std::shared_ptr<layers::Conv3d> conv_in_, conv_out_;
+  std::vector<std::shared_ptr<layers::Block>> blocks_;  // AE ResBlocks and Upsamples in order
+  std::shared_ptr<layers::GroupNorm> norm_out_;
 };
 
 class PETGenerator : public Module {  // G_P
  public:
   PETGenerator(const ModelConfig& config, Generator& init);
   Tensor forward(const Tensor& z, const Tensor& tokens) const;
+
+ private:
+  struct Level {
+    std::vector<std::shared_ptr<layers::ResnetBlock>> resnets;
+    std::vector<std::shared_ptr<layers::SpatialTransformer>> attentions;  // level 0 only
+    std::shared_ptr<layers::Upsample> upsampler;
+  };
+  std::shared_ptr<layers::Conv3d> conv_in_, conv_out_;
+  std::vector<Level> levels_;
+  std::shared_ptr<layers::GroupNorm> norm_out_;
 };
 
 class PatchDiscriminator : public Module {  // D
  public:
   PatchDiscriminator(const ModelConfig& config, Generator& init);
   Tensor forward(const Tensor& pet) const;  // raw logits (B, 1, …)
+
+ private:
+  std::shared_ptr<layers::Conv3d> initial_conv_, conv1_, conv2_, final_conv_;
+  std::shared_ptr<layers::BatchNorm3d> norm1_, norm2_;
 };
 
 }  // namespace cpets::models

@@ -1,0 +1,126 @@
+#include "models/causal_pets.h"
+
+#include <stdexcept>
+#include <string>
+
+#include "engine/ops_elementwise.h"
+#include "engine/ops_shape.h"
+
+namespace cpets::models {
+
+namespace {
+// The vae latent's clamp of log σ² (as MONAI's AutoencoderKL), so exp never overflows.
+constexpr float kLogVarMin = -30.f, kLogVarMax = 20.f;
+
+std::string volume_str(const std::array<int64_t, 3>& v) {
+  return std::to_string(v[0]) + "×" + std::to_string(v[1]) + "×" + std::to_string(v[2]);
+}
+}  // namespace
+
+CausalPETS::CausalPETS(const ModelConfig& config, Generator& init) : config_(config) {
+  config_.validate();
+  encoder = register_module("encoder", std::make_shared<Encoder>(config_, init));
+  fusion = register_module("fusion", std::make_shared<FusionMLP>(config_.fusion_inputs(), config_, init));
+  if (config_.t1_reconstruction) t1_decoder = register_module("t1_decoder", std::make_shared<T1Decoder>(config_, init));
+  pet_generator = register_module("pet_generator", std::make_shared<PETGenerator>(config_, init));
+  if (config_.discriminator)
+    discriminator = register_module("discriminator", std::make_shared<PatchDiscriminator>(config_, init));
+}
+
+Latent CausalPETS::encode(const Tensor& t1, const Tensor& covariates) const {
+  const auto& v = config_.volume;
+  if (t1.dim() != 5 || t1.size(1) != 1 || t1.size(2) != v[0] || t1.size(3) != v[1] || t1.size(4) != v[2])
+    throw std::invalid_argument("CausalPETS: T1 must be (B, 1, " + volume_str(v) + ") as the model's volume, got " +
+                                t1.str() + "; pad/crop the images to the configured volume");
+  if (covariates.dim() != 2 || covariates.size(0) != t1.size(0) || covariates.size(1) != config_.covariate_inputs)
+    throw std::invalid_argument("CausalPETS: covariates must be (B = " + std::to_string(t1.size(0)) + ", " +
+                                std::to_string(config_.covariate_inputs) + ") [Age, Sex, APOE4, PTEDUCAT], got " +
+                                covariates.str());
+  const Tensor h = encoder->forward(t1, covariates);
+  const int64_t z = config_.latent_channels;
+  return {slice(h, 1, 0, z), slice(h, 1, z, 2 * z)};
+}
+
+Tensor CausalPETS::fuse(const Tensor& csf, const Tensor& covariates) const {
+  if (csf.dim() != 2 || csf.size(1) != config_.csf_inputs || covariates.dim() != 2 ||
+      covariates.size(1) != config_.covariate_inputs || csf.size(0) != covariates.size(0))
+    throw std::invalid_argument("CausalPETS: csf must be (B, " + std::to_string(config_.csf_inputs) +
+                                ") and covariates (B, " + std::to_string(config_.covariate_inputs) + "), got " +
+                                csf.str() + " and " + covariates.str());
+  return fusion->forward(concat({csf, covariates}, 1));  // [B_CSF, M], the reference's order
+}
+
+Tensor CausalPETS::log_variance(const Latent& latent) const {
+  return config_.latent == "vae" ? clamp(latent.s, kLogVarMin, kLogVarMax) : latent.s;
+}
+
+Tensor CausalPETS::reparameterise(const Latent& latent, const Tensor& eps) const {
+  if (!eps.defined()) return latent.mu;
+  if (eps.shape() != latent.mu.shape())
+    throw std::invalid_argument("CausalPETS: noise " + eps.str() + " must have the latent's shape " + latent.mu.str() +
+                                " (use sample_noise)");
+  // reference: s is σ itself (it may be negative); vae: σ = exp(½ log σ²).
+  const Tensor sigma = config_.latent == "vae" ? exp(mul_scalar(log_variance(latent), 0.5f)) : latent.s;
+  return add(latent.mu, mul(eps, sigma));
+}
+
+Tensor CausalPETS::reconstruct_t1(const Tensor& z) const {
+  if (!t1_decoder)
+    throw std::logic_error("CausalPETS: reconstruct_t1 called but the model has no T1 decoder (t1_reconstruction = false)");
+  return t1_decoder->forward(z);
+}
+
+Tensor CausalPETS::synthesise_pet(const Tensor& z, const Tensor& tokens) const { return pet_generator->forward(z, tokens); }
+
+Tensor CausalPETS::discriminate(const Tensor& pet) const {
+  if (!discriminator)
+    throw std::logic_error("CausalPETS: discriminate called but the model has no discriminator (discriminator = false)");
+  return discriminator->forward(pet);
+}
+
+Outputs CausalPETS::forward(const Inputs& in, const Noise& noise) const {
+  Outputs out;
+  out.latent = encode(in.t1, in.covariates);  // S = E(I_T1, M)
+  out.tokens = fuse(in.csf, in.covariates);   // B = f(B_CSF, M)
+  if (t1_decoder) out.t1_rec = reconstruct_t1(reparameterise(out.latent, noise.eps_t1));
+  out.pet_syn = synthesise_pet(reparameterise(out.latent, noise.eps_pet), out.tokens);
+  return out;
+}
+
+Tensor CausalPETS::sample_noise(int64_t batch, Generator& gen) const {
+  if (batch < 1) throw std::invalid_argument("CausalPETS::sample_noise: batch must be positive, got " + std::to_string(batch));
+  const auto g = config_.latent_grid();
+  return randn({batch, config_.latent_channels, g[0], g[1], g[2]}, gen);
+}
+
+NamedTensors CausalPETS::generator_parameters() const {
+  NamedTensors all;
+  auto append = [&all](const std::shared_ptr<Module>& m, const char* prefix) {
+    if (!m) return;
+    for (auto& p : m->named_parameters(prefix)) all.push_back(std::move(p));
+  };
+  append(encoder, "encoder.");
+  append(fusion, "fusion.");
+  append(t1_decoder, "t1_decoder.");
+  append(pet_generator, "pet_generator.");
+  return all;
+}
+
+NamedTensors CausalPETS::discriminator_parameters() const {
+  return discriminator ? discriminator->named_parameters("discriminator.") : NamedTensors{};
+}
+
+ParameterCounts count_parameters(const CausalPETS& model) {
+  ParameterCounts c;
+  c.encoder = model.encoder->num_parameters();
+  c.encoder_demographics = model.encoder->demographics ? model.encoder->demographics->num_parameters() : 0;
+  c.encoder_transformer = model.encoder->transformer->num_parameters();
+  c.fusion = model.fusion->num_parameters();
+  c.t1_decoder = model.t1_decoder ? model.t1_decoder->num_parameters() : 0;
+  c.pet_generator = model.pet_generator->num_parameters();
+  c.discriminator = model.discriminator ? model.discriminator->num_parameters() : 0;
+  c.total = model.num_parameters();
+  return c;
+}
+
+}  // namespace cpets::models

@@ -1,0 +1,223 @@
+#include "models/config.h"
+
+#include <nlohmann/json.hpp>
+#include <stdexcept>
+#include <string>
+
+namespace cpets::models {
+
+namespace {
+
+[[noreturn]] void invalid(const std::string& field, const std::string& problem, const std::string& fix) {
+  throw std::invalid_argument("model config: " + field + " " + problem + "; " + fix);
+}
+
+std::string list_str(const int64_t* v, size_t n) {
+  std::string s = "[";
+  for (size_t i = 0; i < n; ++i) s += (i ? ", " : "") + std::to_string(v[i]);
+  return s + "]";
+}
+
+template <size_t N>
+void require_divisible(const char* field, const std::array<int64_t, N>& channels, const char* groups_field,
+                       int64_t groups) {
+  if (groups < 1) invalid(groups_field, "is " + std::to_string(groups), "it must be a positive group count");
+  for (int64_t c : channels)
+    if (c < 1 || c % groups != 0)
+      invalid(field, list_str(channels.data(), N) + " has a channel count not divisible by " + groups_field + " = " +
+                         std::to_string(groups),
+              "every entry must be a positive multiple of the group count");
+}
+
+void require_positive(const char* field, int64_t v) {
+  if (v < 1) invalid(field, "is " + std::to_string(v), "it must be at least 1");
+}
+
+// PatchGAN: two stride-2 and two stride-1 4³ convolutions with padding 1.
+int64_t patch_grid(int64_t n) {
+  n = (n - 2) / 2 + 1;
+  n = (n - 2) / 2 + 1;
+  return n - 2;
+}
+
+}  // namespace
+
+void ModelConfig::validate() const {
+  for (int i = 0; i < 3; ++i)
+    if (volume[i] < 8 || volume[i] % 8 != 0)
+      invalid("volume", list_str(volume.data(), 3) + " has a size not divisible by 8",
+              "pad or crop the volume so that D, H and W are positive multiples of 8 (three ×2 down-samplings)");
+  require_positive("latent_channels", latent_channels);
+  if (latent != "reference" && latent != "vae")
+    invalid("latent", "is \"" + latent + "\"", "use \"reference\" or \"vae\"");
+  require_positive("csf_inputs", csf_inputs);
+  require_positive("covariate_inputs", covariate_inputs);
+
+  require_divisible("encoder_channels", encoder_channels, "encoder_groups", encoder_groups);
+  require_positive("encoder_heads", encoder_heads);
+  if (encoder_channels[2] % encoder_heads != 0)
+    invalid("encoder_heads", "= " + std::to_string(encoder_heads) + " does not divide encoder_channels[2] = " +
+                                 std::to_string(encoder_channels[2]),
+            "choose a head count that divides the latent-level width");
+
+  if (fusion != "mlp" && fusion != "raw") invalid("fusion", "is \"" + fusion + "\"", "use \"mlp\" or \"raw\"");
+  if (fusion == "mlp") {
+    require_positive("fusion_width", fusion_width);
+    require_positive("fusion_tokens", fusion_tokens);
+    require_positive("context_width", context_width);
+  }
+
+  require_divisible("t1_decoder_channels", t1_decoder_channels, "t1_decoder_groups", t1_decoder_groups);
+  require_divisible("generator_channels", generator_channels, "generator_groups", generator_groups);
+  require_positive("generator_heads", generator_heads);
+  if (generator_channels[0] % generator_heads != 0)
+    invalid("generator_heads", "= " + std::to_string(generator_heads) + " does not divide generator_channels[0] = " +
+                                   std::to_string(generator_channels[0]),
+            "choose a head count that divides the first generator width");
+
+  if (discriminator) {
+    require_positive("discriminator_channels", discriminator_channels);
+    for (int i = 0; i < 3; ++i)
+      if (patch_grid(volume[i]) < 1)
+        invalid("volume", list_str(volume.data(), 3) + " is too small for the PatchGAN discriminator",
+                "use sizes of at least 16, or set discriminator to false");
+  }
+  if (perceptual != "none" && perceptual != "lpips-squeeze")
+    invalid("perceptual", "is \"" + perceptual + "\"", "use \"none\" or \"lpips-squeeze\"");
+  if (!(norm_eps > 0.f)) invalid("norm_eps", "is " + std::to_string(norm_eps), "it must be positive");
+  if (!(ln_eps > 0.f)) invalid("ln_eps", "is " + std::to_string(ln_eps), "it must be positive");
+  if (!(bn_eps > 0.f)) invalid("bn_eps", "is " + std::to_string(bn_eps), "it must be positive");
+  if (!(bn_momentum >= 0.f && bn_momentum <= 1.f))
+    invalid("bn_momentum", "is " + std::to_string(bn_momentum), "it must lie in [0, 1]");
+}
+
+ModelConfig model_preset(const std::string& name, const std::string& tracer) {
+  ModelConfig c;  // the defaults are the full preset
+  c.preset = name;
+  if (name == "full") {
+    c.perceptual = "lpips-squeeze";
+  } else if (name == "demo") {
+    c.volume = {48, 64, 48};
+    c.encoder_channels = {16, 32, 32};
+    c.encoder_groups = 8;
+    c.encoder_heads = 2;
+    c.t1_decoder_channels = {32, 32, 32, 16};
+    c.t1_decoder_groups = 8;
+    c.generator_channels = {32, 32, 16};
+    c.generator_groups = 8;
+    c.generator_heads = 4;
+    c.fusion_width = 64;
+    c.fusion_tokens = 4;
+    c.context_width = 32;
+    c.discriminator_channels = 16;
+    c.perceptual = "none";
+  } else if (name == "tiny") {
+    // Small enough for finite differences and a PyTorch fixture, but every structural feature
+    // present: ≥ 2 heads, K > 1 tokens, channel changes in every network, a 2³ patch grid.
+    c.volume = {16, 16, 16};
+    c.encoder_channels = {4, 8, 8};
+    c.encoder_groups = 2;
+    c.encoder_heads = 2;
+    c.t1_decoder_channels = {8, 8, 4, 4};
+    c.t1_decoder_groups = 2;
+    c.generator_channels = {8, 8, 4};
+    c.generator_groups = 2;
+    c.generator_heads = 2;
+    c.fusion_width = 8;
+    c.fusion_tokens = 3;
+    c.context_width = 6;
+    c.discriminator_channels = 4;
+    c.perceptual = "none";
+  } else {
+    throw std::invalid_argument("model preset \"" + name + "\" is unknown; use \"full\", \"demo\" or \"tiny\"");
+  }
+  if (tracer == "AV45") {
+    c.csf_inputs = 1;
+  } else if (tracer == "AV1451") {
+    c.csf_inputs = 2;
+  } else {
+    throw std::invalid_argument("tracer \"" + tracer + "\" is unknown; use \"AV45\" (CSF ABETA) or \"AV1451\" (TAU, PTAU)");
+  }
+  return c;
+}
+
+nlohmann::json to_json(const ModelConfig& c) {
+  return nlohmann::json{{"preset", c.preset},
+                        {"volume", c.volume},
+                        {"latent_channels", c.latent_channels},
+                        {"latent", c.latent},
+                        {"csf_inputs", c.csf_inputs},
+                        {"covariate_inputs", c.covariate_inputs},
+                        {"encoder_channels", c.encoder_channels},
+                        {"encoder_groups", c.encoder_groups},
+                        {"encoder_heads", c.encoder_heads},
+                        {"fusion", c.fusion},
+                        {"fusion_width", c.fusion_width},
+                        {"fusion_tokens", c.fusion_tokens},
+                        {"context_width", c.context_width},
+                        {"t1_decoder_channels", c.t1_decoder_channels},
+                        {"t1_decoder_groups", c.t1_decoder_groups},
+                        {"generator_channels", c.generator_channels},
+                        {"generator_groups", c.generator_groups},
+                        {"generator_heads", c.generator_heads},
+                        {"discriminator_channels", c.discriminator_channels},
+                        {"t1_reconstruction", c.t1_reconstruction},
+                        {"discriminator", c.discriminator},
+                        {"perceptual", c.perceptual},
+                        {"norm_eps", c.norm_eps},
+                        {"ln_eps", c.ln_eps},
+                        {"bn_eps", c.bn_eps},
+                        {"bn_momentum", c.bn_momentum}};
+}
+
+namespace {
+template <class T>
+void read_field(const nlohmann::json& value, const std::string& key, T& out) {
+  try {
+    out = value.get<T>();
+  } catch (const nlohmann::json::exception& e) {
+    throw std::invalid_argument("model config: key \"" + key + "\" has the wrong type or length (" + value.dump() +
+                                "): " + e.what());
+  }
+}
+}  // namespace
+
+ModelConfig model_config_from_json(const nlohmann::json& j, ModelConfig base) {
+  if (!j.is_object()) throw std::invalid_argument("model config: expected a JSON object, got " + j.dump());
+  ModelConfig& c = base;
+  for (const auto& [key, value] : j.items()) {
+    if (key == "preset") read_field(value, key, c.preset);
+    else if (key == "volume") read_field(value, key, c.volume);
+    else if (key == "latent_channels") read_field(value, key, c.latent_channels);
+    else if (key == "latent") read_field(value, key, c.latent);
+    else if (key == "csf_inputs") read_field(value, key, c.csf_inputs);
+    else if (key == "covariate_inputs") read_field(value, key, c.covariate_inputs);
+    else if (key == "encoder_channels") read_field(value, key, c.encoder_channels);
+    else if (key == "encoder_groups") read_field(value, key, c.encoder_groups);
+    else if (key == "encoder_heads") read_field(value, key, c.encoder_heads);
+    else if (key == "fusion") read_field(value, key, c.fusion);
+    else if (key == "fusion_width") read_field(value, key, c.fusion_width);
+    else if (key == "fusion_tokens") read_field(value, key, c.fusion_tokens);
+    else if (key == "context_width") read_field(value, key, c.context_width);
+    else if (key == "t1_decoder_channels") read_field(value, key, c.t1_decoder_channels);
+    else if (key == "t1_decoder_groups") read_field(value, key, c.t1_decoder_groups);
+    else if (key == "generator_channels") read_field(value, key, c.generator_channels);
+    else if (key == "generator_groups") read_field(value, key, c.generator_groups);
+    else if (key == "generator_heads") read_field(value, key, c.generator_heads);
+    else if (key == "discriminator_channels") read_field(value, key, c.discriminator_channels);
+    else if (key == "t1_reconstruction") read_field(value, key, c.t1_reconstruction);
+    else if (key == "discriminator") read_field(value, key, c.discriminator);
+    else if (key == "perceptual") read_field(value, key, c.perceptual);
+    else if (key == "norm_eps") read_field(value, key, c.norm_eps);
+    else if (key == "ln_eps") read_field(value, key, c.ln_eps);
+    else if (key == "bn_eps") read_field(value, key, c.bn_eps);
+    else if (key == "bn_momentum") read_field(value, key, c.bn_momentum);
+    else
+      throw std::invalid_argument("model config: unknown key \"" + key +
+                                  "\" (a typo would silently keep the default); known keys are those of to_json, e.g. "
+                                  "\"encoder_channels\", \"fusion_tokens\", \"latent\"");
+  }
+  return c;
+}
+
+}  // namespace cpets::models
