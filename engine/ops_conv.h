@@ -13,6 +13,8 @@ inline Tensor conv3d(const Tensor& x, const Tensor& weight, const Tensor& bias, 
   return conv3d(x, weight, bias, {stride, stride, stride}, {padding, padding, padding});
 }
 Tensor avg_pool3d(const Tensor& x, int64_t kernel = 2, int64_t stride = 2);  // no padding
+// Max over kernel windows `stride` apart, no padding; ceil_mode as PyTorch's (engine/ops_pool.cpp).
+Tensor max_pool3d(const Tensor& x, Int3 kernel, Int3 stride, bool ceil_mode = false);
 Tensor upsample_nearest2x(const Tensor& x);                                  // (B,C,2D,2H,2W)
 
 }  // namespace cpets
