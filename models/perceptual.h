@@ -9,19 +9,50 @@
 #pragma once
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "engine/module.h"
 #include "engine/rng.h"
 
 namespace cpets::models {
 
+// Parameter names are the lpips package's (LPIPS(net="squeeze").state_dict()): the trunk
+// "net.slice1.0.weight" … "net.slice7.12.expand3x3.bias" (torchvision's features index kept
+// inside each slice), the calibration "lin0.model.1.weight" … "lin6.model.1.weight". Conv weights
+// are 5-D, (Cout, Cin, 1, kH, kW); lin weights (1, C, 1, 1, 1). 722,496 + 2,240 parameters.
 class LpipsSqueeze : public Module {
  public:
-  LpipsSqueeze();  // weights zero until loaded (tests load random ones)
+  static constexpr int kTaps = 7;
+  LpipsSqueeze();  // weights zero until loaded (tests load random ones); frozen
   // Per-slice LPIPS distance between single-channel slices in [0, 1], (N, 1, 1, H, W) each:
-  // returns (N).
+  // returns (N). Slices must be at least 17×17 (the smallest size whose seventh tap is
+  // non-empty). Differentiable w.r.t. a and b.
   Tensor forward(const Tensor& a, const Tensor& b) const;
+  // The same, one (N) distance per tap (their sum is forward's result).
+  std::vector<Tensor> forward_per_tap(const Tensor& a, const Tensor& b) const;
+  // The seven trunk taps (relu1 … relu7) of one batch of slices, after the scaling layer.
+  std::vector<Tensor> features(const Tensor& x) const;
+
+ private:
+  struct Layers;  // handles to the registered tensors, in forward order (perceptual.cpp)
+  std::shared_ptr<Layers> layers_;
 };
+
+// LPIPS's per-layer term: fa, fb (N, C, 1, h, w) trunk features, lin_weight (1, C, 1, 1, 1);
+// returns (N, 1, 1, h, w) = Σ_c w_c (f̂a_c − f̂b_c)², f̂ = f / (‖f‖₂ + 1e-10) over channels.
+// Differentiable w.r.t. all three.
+Tensor lpips_layer_distance(const Tensor& fa, const Tensor& fb, const Tensor& lin_weight);
+
+// The slices along `axis` (2 = D, 3 = H, 4 = W) of a (B, 1, D, H, W) volume listed in `index`
+// (slice s = image s / n, position s % n, n = size of that axis), as (count, 1, 1, rows, cols)
+// with the two remaining axes in order. Differentiable; the indices must be distinct.
+Tensor gather_slices(const Tensor& volume, int64_t axis, const std::vector<int64_t>& index);
+
+// The slice order of the 2.5-D loss: a uniformly random permutation of [0, count) by
+// Fisher–Yates: start from the identity, draw count − 1 uniforms u_0 … u_{count−2} from `gen`
+// in one request, and for k = 0 … count − 2 swap elements i = count − 1 − k and
+// j = ⌊u_k·(i + 1)⌋ (product in double). Advances gen by count − 1 values.
+std::vector<int64_t> random_permutation(int64_t count, Generator& gen);
 
 // Reads the converted file; a missing or incomplete file throws naming the path, the missing
 // keys and the fix (run tools/convert_lpips.py, or set perceptual to "none" / λ_p to 0).
