@@ -1,9 +1,10 @@
 // cuBLAS reference backend for matrix products, with the row-major contract of
 // kernels/cpu/gemm.h (C = alpha · op(A) · op(B) + beta · C; op(A) is M×K, stored M×K with lda ≥ K
 // or, when trans_a, K×M with lda ≥ M; likewise B) on device pointers, asynchronous on `stream`.
-// Precision::fp32_exact computes with CUBLAS_COMPUTE_32F (pedantic: no tensor cores), tf32 with
-// CUBLAS_COMPUTE_32F_FAST_TF32; bf16 is not offered (std::invalid_argument). Handles are kept per
-// host thread and device.
+// Precision::fp32_exact computes with CUBLAS_COMPUTE_32F_PEDANTIC (no tensor cores), tf32 with
+// CUBLAS_COMPUTE_32F_FAST_TF32 and bf16 with CUBLAS_COMPUTE_32F_FAST_16BF (operands rounded to
+// BF16 inside cuBLAS, FP32 accumulation). Handles are kept per host thread and device (created on
+// first use, never destroyed: they live as long as the process).
 #pragma once
 #include <cstdint>
 

@@ -1,0 +1,395 @@
+// Implicit-GEMM 3-D convolution (see conv3d.h for the contract and conv3d_math.h for the index
+// math). One mainloop, `implicit_gemm`, serves the three passes; each pass is an "operand policy"
+// struct that says how to gather an element of A (M×K) and B (K×N) and where a result goes.
+//
+// Tiling: 256 threads compute a 128×64 tile of C, K in steps of 16. The next K step's operands are
+// loaded into registers while the current shared-memory tile is multiplied, then stored into the
+// other of two shared buffers (one barrier per step). An operand is gathered either "row-fast"
+// (consecutive threads take consecutive rows; each thread keeps one row for the whole loop, so its
+// index arithmetic is done once) or "k-fast" (consecutive threads take consecutive k, i.e.
+// consecutive voxels, which is what makes the weight gradient's loads coalesce).
+//   fp32_exact: each thread owns an 8×4 block of C and does FFMAs from float4 shared loads.
+//   tf32/bf16:  8 warps as 4 (M) × 2 (N), each a 32×32 block of m16n8 mma.sync tiles; operands
+//               are rounded once when stored to shared memory.
+#include "kernels/cuda/conv3d.h"
+
+#include <string>
+
+#include "kernels/cuda/common.cuh"
+#include "kernels/cuda/conv3d_math.h"
+#include "kernels/cuda/conv3d_ops.h"
+
+namespace cpets::kernels::cuda {
+namespace {
+
+using detail::cdiv;
+using detail::require;
+
+using namespace conv_tile;
+
+// ---- the mainloop -------------------------------------------------------------------------------
+
+template <Precision P>
+struct Accumulators;
+
+template <>
+struct Accumulators<Precision::fp32_exact> {
+  float c[8][4];  // rows (tid % 16)·4 + {0..3} and 64 + ..., columns (tid / 16)·4 + {0..3}
+};
+template <>
+struct Accumulators<Precision::tf32> {
+  float c[2][4][4];  // [m16 tile][n8 tile][slot]
+};
+template <>
+struct Accumulators<Precision::bf16> {
+  float c[2][4][4];
+};
+
+template <Precision P>
+__device__ __forceinline__ void multiply_tile(Accumulators<P>& acc, const float (*As)[kALd], const float (*Bs)[kBLd]) {
+  const int tid = threadIdx.x;
+  if constexpr (P == Precision::fp32_exact) {
+    const int tm = fp32_row(tid, 0), tn = fp32_col(tid, 0);
+#pragma unroll
+    for (int k = 0; k < kBK; ++k) {
+      float4 a0 = *reinterpret_cast<const float4*>(&As[k][tm]);
+      float4 a1 = *reinterpret_cast<const float4*>(&As[k][64 + tm]);
+      float4 b = *reinterpret_cast<const float4*>(&Bs[k][tn]);
+      const float av[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
+      const float bv[4] = {b.x, b.y, b.z, b.w};
+#pragma unroll
+      for (int i = 0; i < 8; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) acc.c[i][j] = fmaf(av[i], bv[j], acc.c[i][j]);
+    }
+  } else {
+    const int lane = tid % 32, warp = tid / 32;
+    const int wm = warp_row(warp), wn = warp_col(warp);
+    constexpr int kStep = P == Precision::tf32 ? 8 : 16;
+#pragma unroll
+    for (int kk = 0; kk < kBK; kk += kStep) {
+      uint32_t a[2][4], b[4][2];
+#pragma unroll
+      for (int mi = 0; mi < 2; ++mi)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+          if constexpr (P == Precision::tf32) {
+            RowCol e = tf32_a_slot(lane, r);
+            a[mi][r] = __float_as_uint(As[kk + e.col][wm + mi * 16 + e.row]);
+          } else {
+            RowCol lo = bf16_a_slot(lane, 2 * r), hi = bf16_a_slot(lane, 2 * r + 1);
+            a[mi][r] = detail::pack_bf16(As[kk + lo.col][wm + mi * 16 + lo.row], As[kk + hi.col][wm + mi * 16 + hi.row]);
+          }
+        }
+#pragma unroll
+      for (int ni = 0; ni < 4; ++ni)
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+          if constexpr (P == Precision::tf32) {
+            RowCol e = tf32_b_slot(lane, r);
+            b[ni][r] = __float_as_uint(Bs[kk + e.row][wn + ni * 8 + e.col]);
+          } else {
+            RowCol lo = bf16_b_slot(lane, 2 * r), hi = bf16_b_slot(lane, 2 * r + 1);
+            b[ni][r] = detail::pack_bf16(Bs[kk + lo.row][wn + ni * 8 + lo.col], Bs[kk + hi.row][wn + ni * 8 + hi.col]);
+          }
+        }
+#pragma unroll
+      for (int mi = 0; mi < 2; ++mi)
+#pragma unroll
+        for (int ni = 0; ni < 4; ++ni) {
+          if constexpr (P == Precision::tf32)
+            detail::mma_tf32_16x8x8(acc.c[mi][ni], a[mi], b[ni]);
+          else
+            detail::mma_bf16_16x8x16(acc.c[mi][ni], a[mi], b[ni]);
+        }
+    }
+  }
+}
+
+template <Precision P, class Op>
+__device__ __forceinline__ void store_tile(const Op& op, const Accumulators<P>& acc, int m0, int n0, int split) {
+  const int tid = threadIdx.x;
+  if constexpr (P == Precision::fp32_exact) {
+#pragma unroll
+    for (int i = 0; i < 8; ++i)
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        int m = m0 + fp32_row(tid, i), n = n0 + fp32_col(tid, j);
+        if (m < op.M && n < op.N) op.store(m, n, split, acc.c[i][j]);
+      }
+  } else {
+    const int lane = tid % 32, warp = tid / 32;
+    const int wm = warp_row(warp), wn = warp_col(warp);
+#pragma unroll
+    for (int mi = 0; mi < 2; ++mi)
+#pragma unroll
+      for (int ni = 0; ni < 4; ++ni)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+          RowCol e = mma_c_slot(lane, r);
+          int m = m0 + wm + mi * 16 + e.row, n = n0 + wn + ni * 8 + e.col;
+          if (m < op.M && n < op.N) op.store(m, n, split, acc.c[mi][ni][r]);
+        }
+  }
+}
+
+// C tile (blockIdx.x, blockIdx.y) over the K chunk blockIdx.z of length k_chunk.
+template <Precision P, class Op>
+__global__ void __launch_bounds__(kThreads) implicit_gemm(Op op, int k_chunk) {
+  __shared__ __align__(16) float As[2][kBK][kALd];
+  __shared__ __align__(16) float Bs[2][kBK][kBLd];
+  __shared__ Coord3 taps[kMaxTaps];
+  const int tid = threadIdx.x;
+  for (int i = tid; i < op.g.taps; i += kThreads) taps[i] = split_index(i, op.g.kernel);
+  __syncthreads();
+
+  const int m0 = blockIdx.x * kBM, n0 = blockIdx.y * kBN, split = blockIdx.z;
+  const int k_begin = split * k_chunk;
+  const int k_end = min(op.K, k_begin + k_chunk);
+
+  // Row-fast operands keep their row's gather state for the whole loop; k-fast ones set it up
+  // once per K step (every slot of a thread shares one k).
+  decltype(op.a_fixed(0)) a_state{};
+  decltype(op.b_fixed(0)) b_state{};
+  if constexpr (!Op::a_kfast) a_state = op.a_fixed(m0 + a_slot(false, tid, 0).index);
+  if constexpr (!Op::b_kfast) b_state = op.b_fixed(n0 + b_slot(false, tid, 0).index);
+
+  float a_reg[kAPerThread], b_reg[kBPerThread];
+  auto load = [&](int k0) {
+    if constexpr (Op::a_kfast) {
+      int k = k0 + a_slot(true, tid, 0).k;
+      a_state = op.a_fixed(k < k_end ? k : -1);
+    }
+#pragma unroll
+    for (int j = 0; j < kAPerThread; ++j) {
+      TileSlot e = a_slot(Op::a_kfast, tid, j);
+      if constexpr (Op::a_kfast)
+        a_reg[j] = op.a_load(a_state, m0 + e.index, taps);
+      else
+        a_reg[j] = k0 + e.k < k_end ? op.a_load(a_state, k0 + e.k, taps) : 0.f;
+    }
+    if constexpr (Op::b_kfast) {
+      int k = k0 + b_slot(true, tid, 0).k;
+      b_state = op.b_fixed(k < k_end ? k : -1);
+    }
+#pragma unroll
+    for (int j = 0; j < kBPerThread; ++j) {
+      TileSlot e = b_slot(Op::b_kfast, tid, j);
+      if constexpr (Op::b_kfast)
+        b_reg[j] = op.b_load(b_state, n0 + e.index);
+      else
+        b_reg[j] = k0 + e.k < k_end ? op.b_load(b_state, k0 + e.k) : 0.f;
+    }
+  };
+  auto store = [&](int buf) {
+#pragma unroll
+    for (int j = 0; j < kAPerThread; ++j) {
+      TileSlot e = a_slot(Op::a_kfast, tid, j);
+      As[buf][e.k][e.index] = detail::round_operand<P>(a_reg[j]);
+    }
+#pragma unroll
+    for (int j = 0; j < kBPerThread; ++j) {
+      TileSlot e = b_slot(Op::b_kfast, tid, j);
+      Bs[buf][e.k][e.index] = detail::round_operand<P>(b_reg[j]);
+    }
+  };
+
+  Accumulators<P> acc;
+  float* flat = reinterpret_cast<float*>(&acc);
+#pragma unroll
+  for (int i = 0; i < static_cast<int>(sizeof(acc) / sizeof(float)); ++i) flat[i] = 0.f;
+
+  if (k_begin < k_end) {
+    load(k_begin);
+    store(0);
+    __syncthreads();
+    int buf = 0;
+    for (int k0 = k_begin; k0 < k_end; k0 += kBK) {
+      const bool more = k0 + kBK < k_end;
+      if (more) load(k0 + kBK);  // in flight while the tensor/CUDA cores work on `buf`
+      multiply_tile<P>(acc, As[buf], Bs[buf]);
+      if (more) store(buf ^ 1);
+      __syncthreads();
+      buf ^= 1;
+    }
+  }
+  store_tile<P>(op, acc, m0, n0, split);
+}
+
+// ---- small helper kernels ---------------------------------------------------------------------
+
+// wt[k, co] = w[co, k]: the forward's B operand with Cout contiguous.
+__global__ void transpose_weight_forward(const float* w, float* wt, int cout, int K) {
+  int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= static_cast<int64_t>(cout) * K) return;
+  int k = static_cast<int>(i / cout), co = static_cast<int>(i % cout);
+  wt[i] = w[static_cast<int64_t>(co) * K + k];
+}
+
+// wt[(co, tap), ci] = w[co, ci, tap]: the backward-data B operand with Cin contiguous.
+__global__ void transpose_weight_backward_data(const float* w, float* wt, int cout, int cin, int taps) {
+  int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  int64_t total = static_cast<int64_t>(cout) * cin * taps;
+  if (i >= total) return;
+  int ci = static_cast<int>(i % cin);
+  int64_t r = i / cin;
+  int tap = static_cast<int>(r % taps), co = static_cast<int>(r / taps);
+  wt[i] = w[(static_cast<int64_t>(co) * cin + ci) * taps + tap];
+}
+
+// out[i] = Σ_s partial[s][i], s in increasing order: the deterministic end of split-K.
+__global__ void sum_splits(const float* partial, float* out, int64_t n, int splits) {
+  int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= n) return;
+  float s = 0.f;
+  for (int z = 0; z < splits; ++z) s += partial[z * n + i];
+  out[i] = s;
+}
+
+// dbias[co] = Σ_{b, voxel} dy[b, co, voxel]: one block per channel, each thread a fixed strided
+// subset, then a fixed tree in shared memory — the same order on every run.
+constexpr int kBiasThreads = 512;
+__global__ void __launch_bounds__(kBiasThreads) bias_gradient(const float* dy, float* dbias, int batch, int cout,
+                                                              int vox) {
+  __shared__ float part[kBiasThreads];
+  const int co = blockIdx.x;
+  float s = 0.f;
+  for (int b = 0; b < batch; ++b) {
+    const float* p = dy + (static_cast<int64_t>(b) * cout + co) * vox;
+    for (int i = threadIdx.x; i < vox; i += kBiasThreads) s += __ldg(p + i);
+  }
+  part[threadIdx.x] = s;
+  __syncthreads();
+  for (int width = kBiasThreads / 2; width > 0; width /= 2) {
+    if (threadIdx.x < width) part[threadIdx.x] += part[threadIdx.x + width];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) dbias[co] = part[0];
+}
+
+// ---- host side --------------------------------------------------------------------------------
+
+std::string describe(const Conv3dShape& s) {
+  auto tri = [](const int64_t v[3]) {
+    return std::to_string(v[0]) + "x" + std::to_string(v[1]) + "x" + std::to_string(v[2]);
+  };
+  return "batch " + std::to_string(s.batch) + ", " + std::to_string(s.in_channels) + "→" +
+         std::to_string(s.out_channels) + " channels, input " + tri(s.in) + ", kernel " + tri(s.kernel) +
+         ", stride " + tri(s.stride) + ", padding " + tri(s.padding);
+}
+
+// Checks the shape and converts it to the kernels' 32-bit geometry.
+ConvGeom geometry(const Conv3dShape& s, const char* who) {
+  const std::string where = std::string("cuda::") + who + " (" + describe(s) + "): ";
+  require(s.batch > 0 && s.in_channels > 0 && s.out_channels > 0, where + "batch and channel counts must be positive");
+  for (int a = 0; a < 3; ++a) {
+    require(s.in[a] > 0 && s.kernel[a] > 0 && s.stride[a] > 0 && s.padding[a] >= 0,
+            where + "sizes, kernel and stride must be positive and padding non-negative");
+    require(s.out_size(a) >= 1, where + "the kernel is larger than the padded input on axis " + std::to_string(a));
+  }
+  require(s.taps() <= kMaxTaps, where + "kernels of more than 125 taps are not supported; split the kernel");
+  const int64_t lim = int64_t{1} << 30;
+  require(s.batch * s.in_voxels() < lim && s.batch * s.out_voxels() < lim && s.in_channels * s.taps() < lim &&
+              s.out_channels * s.taps() < lim,
+          where + "too large for 32-bit voxel indices (batch·voxels and channels·taps must stay below 2^30); "
+                  "split the batch");
+  return to_geom(s);
+}
+
+void check_workspace(size_t have, size_t need, const char* who) {
+  require(have >= need, std::string("cuda::") + who + ": workspace of " + std::to_string(have) +
+                            " bytes is too small; the shape needs " + std::to_string(need) +
+                            " (ask " + who + "_workspace_bytes)");
+}
+
+template <class Op>
+void launch_gemm(Precision p, const Op& op, int splits, int k_chunk, cudaStream_t stream) {
+  dim3 grid(static_cast<unsigned>(cdiv(op.M, kBM)), static_cast<unsigned>(cdiv(op.N, kBN)),
+            static_cast<unsigned>(splits));
+  require(grid.y <= 65535 && grid.z <= 65535, "cuda::conv3d: too many output channels for one launch");
+  switch (p) {
+    case Precision::fp32_exact: implicit_gemm<Precision::fp32_exact><<<grid, kThreads, 0, stream>>>(op, k_chunk); break;
+    case Precision::tf32: implicit_gemm<Precision::tf32><<<grid, kThreads, 0, stream>>>(op, k_chunk); break;
+    case Precision::bf16: implicit_gemm<Precision::bf16><<<grid, kThreads, 0, stream>>>(op, k_chunk); break;
+  }
+  CPETS_CUDA_CHECK_LAUNCH(implicit_gemm);
+}
+
+unsigned blocks_for(int64_t n, int threads) { return static_cast<unsigned>(cdiv(n, threads)); }
+
+
+}  // namespace
+
+// ---- public entry points ------------------------------------------------------------------------
+
+size_t conv3d_forward_workspace_bytes(const Conv3dShape& s, Precision) {
+  return detail::align_bytes(sizeof(float) * s.out_channels * s.in_channels * s.taps());
+}
+
+void conv3d_forward(const Conv3dShape& s, Precision p, const float* x, const float* w, const float* bias, float* y,
+                    void* workspace, size_t workspace_bytes, cudaStream_t stream) {
+  ConvGeom g = geometry(s, "conv3d_forward");
+  check_workspace(workspace_bytes, conv3d_forward_workspace_bytes(s, p), "conv3d_forward");
+  require(x && w && y && workspace, "cuda::conv3d_forward: x, w, y and the workspace must be device pointers, not null");
+  float* wt = static_cast<float*>(workspace);
+  const int K = g.cin * g.taps;
+  transpose_weight_forward<<<blocks_for(int64_t{g.cout} * K, 256), 256, 0, stream>>>(w, wt, g.cout, K);
+  CPETS_CUDA_CHECK_LAUNCH(transpose_weight_forward);
+  ForwardOp op{g, x, wt, bias, y, g.batch * g.out_vox, g.cout, K};
+  launch_gemm(p, op, 1, K, stream);
+}
+
+size_t conv3d_backward_data_workspace_bytes(const Conv3dShape& s, Precision) {
+  return detail::align_bytes(sizeof(float) * s.out_channels * s.in_channels * s.taps());
+}
+
+void conv3d_backward_data(const Conv3dShape& s, Precision p, const float* dy, const float* w, float* dx,
+                          void* workspace, size_t workspace_bytes, cudaStream_t stream) {
+  ConvGeom g = geometry(s, "conv3d_backward_data");
+  check_workspace(workspace_bytes, conv3d_backward_data_workspace_bytes(s, p), "conv3d_backward_data");
+  require(dy && w && dx && workspace,
+          "cuda::conv3d_backward_data: dy, w, dx and the workspace must be device pointers, not null");
+  float* wt = static_cast<float*>(workspace);
+  transpose_weight_backward_data<<<blocks_for(int64_t{g.cout} * g.cin * g.taps, 256), 256, 0, stream>>>(
+      w, wt, g.cout, g.cin, g.taps);
+  CPETS_CUDA_CHECK_LAUNCH(transpose_weight_backward_data);
+  const int K = g.cout * g.taps;
+  BackwardDataOp op{g, dy, wt, dx, g.batch * g.in_vox, g.cin, K};
+  launch_gemm(p, op, 1, K, stream);
+}
+
+int64_t conv3d_backward_weight_splits(const Conv3dShape& s) {
+  return weight_split_plan(geometry(s, "conv3d_backward_weight_splits")).splits;
+}
+
+size_t conv3d_backward_weight_workspace_bytes(const Conv3dShape& s, Precision) {
+  SplitK plan = weight_split_plan(geometry(s, "conv3d_backward_weight_workspace_bytes"));
+  if (plan.splits == 1) return 0;
+  return detail::align_bytes(sizeof(float) * plan.splits * s.out_channels * s.in_channels * s.taps());
+}
+
+void conv3d_backward_weight(const Conv3dShape& s, Precision p, const float* x, const float* dy, float* dw,
+                            float* dbias, void* workspace, size_t workspace_bytes, cudaStream_t stream) {
+  ConvGeom g = geometry(s, "conv3d_backward_weight");
+  check_workspace(workspace_bytes, conv3d_backward_weight_workspace_bytes(s, p), "conv3d_backward_weight");
+  require(dy != nullptr, "cuda::conv3d_backward_weight: dy must be a device pointer, not null");
+  if (dbias) {
+    bias_gradient<<<g.cout, kBiasThreads, 0, stream>>>(dy, dbias, g.batch, g.cout, g.out_vox);
+    CPETS_CUDA_CHECK_LAUNCH(bias_gradient);
+  }
+  if (!dw) return;
+  require(x != nullptr, "cuda::conv3d_backward_weight: x must be a device pointer when dw is wanted");
+  SplitK plan = weight_split_plan(g);
+  const int M = g.cin * g.taps, N = g.cout, K = g.batch * g.out_vox;
+  require(plan.splits == 1 || workspace, "cuda::conv3d_backward_weight: the workspace must not be null");
+  float* target = plan.splits == 1 ? dw : static_cast<float*>(workspace);
+  BackwardWeightOp op{g, x, dy, target, M, N, K};
+  launch_gemm(p, op, plan.splits, plan.chunk, stream);
+  if (plan.splits > 1) {
+    const int64_t n = static_cast<int64_t>(M) * N;
+    sum_splits<<<blocks_for(n, 256), 256, 0, stream>>>(target, dw, n, plan.splits);
+    CPETS_CUDA_CHECK_LAUNCH(sum_splits);
+  }
+}
+
+}  // namespace cpets::kernels::cuda

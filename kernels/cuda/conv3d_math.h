@@ -1,0 +1,125 @@
+// Index math of the implicit-GEMM convolution kernels (kernels/cuda/conv3d.cu), written once as
+// __host__ __device__ functions so that CI, which has no GPU, tests exactly what the kernels run
+// (tests/test_cuda_host_math.cpp rebuilds every pass on the host from these functions and
+// compares with kernels/cpu). Also the register layouts of the mma.sync fragments.
+//
+// Coordinates are 32-bit: the host entry points check that voxel counts and GEMM sizes fit.
+#pragma once
+#include <cstdint>
+
+#if defined(__CUDACC__)
+#define CPETS_HD __host__ __device__ __forceinline__
+#else
+#define CPETS_HD inline
+#endif
+
+namespace cpets::kernels::cuda {
+
+// A Conv3dShape in the 32-bit form the kernels use.
+struct ConvGeom {
+  int batch = 1, cin = 1, cout = 1;
+  int in[3] = {1, 1, 1}, out[3] = {1, 1, 1}, kernel[3] = {1, 1, 1}, stride[3] = {1, 1, 1}, pad[3] = {0, 0, 0};
+  int taps = 1;     // kD·kH·kW
+  int in_vox = 1;   // D·H·W
+  int out_vox = 1;  // oD·oH·oW
+};
+
+struct Coord3 {
+  int d, h, w;
+};
+
+// Voxel index within one (D, H, W) volume → coordinates (W fastest).
+CPETS_HD Coord3 split_index(int v, const int dims[3]) {
+  int w = v % dims[2];
+  int r = v / dims[2];
+  return {r / dims[1], r % dims[1], w};
+}
+
+CPETS_HD int join_index(Coord3 c, const int dims[3]) { return (c.d * dims[1] + c.h) * dims[2] + c.w; }
+
+// The implicit GEMMs' reduction index k = channel · taps + tap, as in the weight layout.
+struct ChannelTap {
+  int channel, tap;
+};
+CPETS_HD ChannelTap split_channel_tap(int k, int taps) {
+  int c = k / taps;
+  return {c, k - c * taps};
+}
+
+// Forward (and weight-gradient) gather: the input coordinate under tap (0,0,0) of output voxel o.
+CPETS_HD Coord3 forward_origin(const ConvGeom& g, Coord3 o) {
+  return {o.d * g.stride[0] - g.pad[0], o.h * g.stride[1] - g.pad[1], o.w * g.stride[2] - g.pad[2]};
+}
+
+// The input voxel that tap t of an output voxel with origin `org` reads, or −1 in the padding.
+CPETS_HD int forward_source(const ConvGeom& g, Coord3 org, Coord3 t) {
+  int d = org.d + t.d, h = org.h + t.h, w = org.w + t.w;
+  if (static_cast<unsigned>(d) >= static_cast<unsigned>(g.in[0]) ||
+      static_cast<unsigned>(h) >= static_cast<unsigned>(g.in[1]) ||
+      static_cast<unsigned>(w) >= static_cast<unsigned>(g.in[2]))
+    return -1;
+  return (d * g.in[1] + h) * g.in[2] + w;
+}
+
+// Backward-data gather: input voxel i receives dy[o] · w[tap] from the output voxel o with
+// o · stride − pad + tap = i. origin = i + pad; the output coordinate on one axis is
+// (origin − tap) / stride when that divides exactly and lands inside the output, else none (−1).
+CPETS_HD Coord3 backward_data_origin(const ConvGeom& g, Coord3 i) {
+  return {i.d + g.pad[0], i.h + g.pad[1], i.w + g.pad[2]};
+}
+
+CPETS_HD int backward_axis(int origin, int tap, int stride, int out) {
+  int num = origin - tap;
+  if (num < 0) return -1;
+  int o = num / stride;
+  if (o * stride != num || o >= out) return -1;
+  return o;
+}
+
+CPETS_HD int backward_data_source(const ConvGeom& g, Coord3 org, Coord3 t) {
+  int d = backward_axis(org.d, t.d, g.stride[0], g.out[0]);
+  int h = backward_axis(org.h, t.h, g.stride[1], g.out[1]);
+  int w = backward_axis(org.w, t.w, g.stride[2], g.out[2]);
+  if ((d | h | w) < 0) return -1;
+  return (d * g.out[1] + h) * g.out[2] + w;
+}
+
+// Split-K plan of the weight gradient: `splits` chunks of `chunk` reduction indices each (a
+// multiple of the K tile), the last one possibly shorter. Depends on the sizes only.
+struct SplitK {
+  int splits, chunk;
+};
+CPETS_HD SplitK plan_split_k(int64_t K, int64_t tiles_mn, int k_tile, int target_blocks, int max_splits,
+                             int min_tiles_per_split) {
+  int64_t k_tiles = (K + k_tile - 1) / k_tile;
+  int64_t want = (target_blocks + tiles_mn - 1) / tiles_mn;
+  int64_t most = k_tiles / min_tiles_per_split;
+  if (want > most) want = most;
+  if (want > max_splits) want = max_splits;
+  if (want < 1) want = 1;
+  int64_t chunk_tiles = (k_tiles + want - 1) / want;
+  int chunk = static_cast<int>(chunk_tiles * k_tile);
+  int splits = static_cast<int>((K + chunk - 1) / chunk);
+  return {splits < 1 ? 1 : splits, chunk};
+}
+
+// mma.sync fragment layouts (PTX ISA, "Matrix Fragments for mma.m16n8k8 / m16n8k16"): which
+// element of the tile lane `lane` holds in slot `i`. g = lane / 4, t = lane % 4.
+struct RowCol {
+  int row, col;
+};
+// TF32 m16n8k8: A is 16×8 (row = m, col = k), 4 slots.
+CPETS_HD RowCol tf32_a_slot(int lane, int i) { return {(lane >> 2) + 8 * (i & 1), (lane & 3) + 4 * (i >> 1)}; }
+// TF32 m16n8k8: B is 8×8 (row = k, col = n), 2 slots.
+CPETS_HD RowCol tf32_b_slot(int lane, int i) { return {(lane & 3) + 4 * i, lane >> 2}; }
+// BF16 m16n8k16: A is 16×16, 8 halves in 4 registers (slot i is half i & 1 of register i / 2).
+CPETS_HD RowCol bf16_a_slot(int lane, int i) {
+  int reg = i >> 1;
+  return {(lane >> 2) + 8 * (reg & 1), 2 * (lane & 3) + (i & 1) + 8 * (reg >> 1)};
+}
+// BF16 m16n8k16: B is 16×8, 4 halves in 2 registers.
+CPETS_HD RowCol bf16_b_slot(int lane, int i) { return {2 * (lane & 3) + (i & 1) + 8 * (i >> 1), lane >> 2}; }
+// The f32 accumulator (16×8) of both shapes, 4 slots.
+CPETS_HD RowCol mma_c_slot(int lane, int i) { return {(lane >> 2) + 8 * (i >> 1), 2 * (lane & 3) + (i & 1)}; }
+
+}  // namespace cpets::kernels::cuda

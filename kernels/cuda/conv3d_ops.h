@@ -1,0 +1,206 @@
+// The operand policies of the implicit-GEMM convolution (kernels/cuda/conv3d.cu) and the
+// thread → tile-element maps of its mainloop, as __host__ __device__ code: the kernel runs them on
+// the GPU and tests/test_cuda_host_math.cpp runs the very same functions in a host emulation of
+// the kernel (tile by tile, thread by thread) against kernels/cpu.
+#pragma once
+#include <cstdint>
+
+#include "kernels/cpu/conv3d.h"
+#include "kernels/cuda/conv3d_math.h"
+
+#if defined(__CUDA_ARCH__)
+#define CPETS_LDG(p) __ldg(p)
+#else
+#define CPETS_LDG(p) (*(p))
+#endif
+
+namespace cpets::kernels::cuda::conv_tile {
+
+constexpr int kBM = 128, kBN = 64, kBK = 16, kThreads = 256;
+constexpr int kALd = kBM + 8;  // padded rows: the fragment loads of 32 lanes hit 32 banks
+constexpr int kBLd = kBN + 8;
+constexpr int kMaxTaps = 125;
+constexpr int kAPerThread = kBM * kBK / kThreads;  // 8
+constexpr int kBPerThread = kBN * kBK / kThreads;  // 4
+// Blocks the weight gradient's split-K aims for: ~4 per SM on an H100 (132 SMs). A constant, so
+// the plan (and so the summation order) never depends on the device.
+constexpr int kTargetBlocks = 528;
+
+// Which element of the 16-deep operand tile thread `tid` gathers in its slot j: (k, row) for A,
+// (k, column) for B. Row-fast: consecutive threads take consecutive rows and keep them for the
+// whole loop; k-fast: consecutive threads take consecutive k (consecutive voxels).
+struct TileSlot {
+  int k, index;
+};
+CPETS_HD TileSlot a_slot(bool kfast, int tid, int j) {
+  return kfast ? TileSlot{tid % kBK, tid / kBK + (kThreads / kBK) * j} : TileSlot{tid / kBM + (kThreads / kBM) * j, tid % kBM};
+}
+CPETS_HD TileSlot b_slot(bool kfast, int tid, int j) {
+  return kfast ? TileSlot{tid % kBK, tid / kBK + (kThreads / kBK) * j} : TileSlot{tid / kBN + (kThreads / kBN) * j, tid % kBN};
+}
+
+// fp32 path: thread tid owns rows fp32_row(tid, i), i < 8, and columns fp32_col(tid, j), j < 4,
+// of the 128×64 tile (two float4 groups of rows, one of columns).
+CPETS_HD int fp32_row(int tid, int i) { return (i < 4 ? 0 : 64) + (tid % 16) * 4 + (i & 3); }
+CPETS_HD int fp32_col(int tid, int j) { return (tid / 16) * 4 + j; }
+
+// Tensor-core path: warp w owns the 32×32 block at (warp_row(w), warp_col(w)): 2 m16 × 4 n8 tiles.
+CPETS_HD int warp_row(int warp) { return (warp % 4) * 32; }
+CPETS_HD int warp_col(int warp) { return (warp / 4) * 32; }
+
+}  // namespace cpets::kernels::cuda::conv_tile
+
+namespace cpets::kernels::cuda {
+
+// A Conv3dShape in the kernels' 32-bit form (the caller has checked that it fits).
+inline ConvGeom to_geom(const cpets::kernels::cpu::Conv3dShape& s) {
+  ConvGeom g;
+  g.batch = static_cast<int>(s.batch);
+  g.cin = static_cast<int>(s.in_channels);
+  g.cout = static_cast<int>(s.out_channels);
+  for (int a = 0; a < 3; ++a) {
+    g.in[a] = static_cast<int>(s.in[a]);
+    g.out[a] = static_cast<int>(s.out_size(a));
+    g.kernel[a] = static_cast<int>(s.kernel[a]);
+    g.stride[a] = static_cast<int>(s.stride[a]);
+    g.pad[a] = static_cast<int>(s.padding[a]);
+  }
+  g.taps = static_cast<int>(s.taps());
+  g.in_vox = static_cast<int>(s.in_voxels());
+  g.out_vox = static_cast<int>(s.out_voxels());
+  return g;
+}
+
+// The weight gradient's split over its reduction (B·oD·oH·oW): at most 64 chunks of at least 8
+// K steps each.
+inline SplitK weight_split_plan(const ConvGeom& g) {
+  using namespace conv_tile;
+  const int64_t M = static_cast<int64_t>(g.cin) * g.taps, N = g.cout, K = static_cast<int64_t>(g.batch) * g.out_vox;
+  return plan_split_k(K, ((M + kBM - 1) / kBM) * ((N + kBN - 1) / kBN), kBK, kTargetBlocks, 64, 8);
+}
+
+}  // namespace cpets::kernels::cuda
+
+namespace cpets::kernels::cuda {
+
+// ---- operand policies -------------------------------------------------------------------------
+
+// Forward: A(m = (b, output voxel), k = (ci, tap)) = x gathered; B(k, n = co) = w transposed to
+// (K, Cout) in the workspace; C → y[b, co, voxel] + bias.
+struct ForwardOp {
+  static constexpr bool a_kfast = false, b_kfast = false;
+  ConvGeom g;
+  const float* x;
+  const float* wt;
+  const float* bias;
+  float* y;
+  int M, N, K;
+
+  struct ARow {
+    const float* base;  // x of this row's sample
+    Coord3 origin;
+    bool valid;
+  };
+  CPETS_HD ARow a_fixed(int m) const {
+    if (m >= M) return {x, {0, 0, 0}, false};
+    int b = m / g.out_vox;
+    Coord3 o = split_index(m - b * g.out_vox, g.out);
+    return {x + static_cast<int64_t>(b) * g.cin * g.in_vox, forward_origin(g, o), true};
+  }
+  CPETS_HD float a_load(const ARow& r, int k, const Coord3* taps) const {
+    if (!r.valid || k >= K) return 0.f;
+    ChannelTap ct = split_channel_tap(k, g.taps);
+    int src = forward_source(g, r.origin, taps[ct.tap]);
+    return src < 0 ? 0.f : CPETS_LDG(r.base + static_cast<int64_t>(ct.channel) * g.in_vox + src);
+  }
+  CPETS_HD int b_fixed(int n) const { return n; }
+  CPETS_HD float b_load(int n, int k) const {
+    return (n < N && k < K) ? CPETS_LDG(wt + static_cast<int64_t>(k) * N + n) : 0.f;
+  }
+  CPETS_HD void store(int m, int n, int /*split*/, float v) const {
+    int b = m / g.out_vox;
+    int o = m - b * g.out_vox;
+    y[(static_cast<int64_t>(b) * N + n) * g.out_vox + o] = v + (bias ? CPETS_LDG(bias + n) : 0.f);
+  }
+};
+
+// Backward data: A(m = (b, input voxel), k = (co, tap)) = dy gathered; B(k, n = ci) = w
+// transposed to (Cout·taps, Cin); C → dx[b, ci, voxel].
+struct BackwardDataOp {
+  static constexpr bool a_kfast = false, b_kfast = false;
+  ConvGeom g;
+  const float* dy;
+  const float* wt;
+  float* dx;
+  int M, N, K;
+
+  struct ARow {
+    const float* base;
+    Coord3 origin;
+    bool valid;
+  };
+  CPETS_HD ARow a_fixed(int m) const {
+    if (m >= M) return {dy, {0, 0, 0}, false};
+    int b = m / g.in_vox;
+    Coord3 i = split_index(m - b * g.in_vox, g.in);
+    return {dy + static_cast<int64_t>(b) * g.cout * g.out_vox, backward_data_origin(g, i), true};
+  }
+  CPETS_HD float a_load(const ARow& r, int k, const Coord3* taps) const {
+    if (!r.valid || k >= K) return 0.f;
+    ChannelTap ct = split_channel_tap(k, g.taps);
+    int src = backward_data_source(g, r.origin, taps[ct.tap]);
+    return src < 0 ? 0.f : CPETS_LDG(r.base + static_cast<int64_t>(ct.channel) * g.out_vox + src);
+  }
+  CPETS_HD int b_fixed(int n) const { return n; }
+  CPETS_HD float b_load(int n, int k) const {
+    return (n < N && k < K) ? CPETS_LDG(wt + static_cast<int64_t>(k) * N + n) : 0.f;
+  }
+  CPETS_HD void store(int m, int n, int /*split*/, float v) const {
+    int b = m / g.in_vox;
+    int i = m - b * g.in_vox;
+    dx[(static_cast<int64_t>(b) * N + n) * g.in_vox + i] = v;
+  }
+};
+
+// Backward weight, computed transposed so that the long side (Cin·taps) is M:
+// A(m = (ci, tap), k = (b, output voxel)) = x gathered; B(k, n = co) = dy; C → the split's slice
+// of the partial sums, laid out as dw (co, ci·taps + tap).
+struct BackwardWeightOp {
+  static constexpr bool a_kfast = true, b_kfast = true;
+  ConvGeom g;
+  const float* x;
+  const float* dy;
+  float* partial;  // splits × (Cout, Cin·taps); dw itself when there is one split
+  int M, N, K;
+
+  struct APos {
+    const float* base;
+    Coord3 origin;
+    bool valid;
+  };
+  CPETS_HD APos a_fixed(int k) const {
+    if (k < 0 || k >= K) return {x, {0, 0, 0}, false};
+    int b = k / g.out_vox;
+    Coord3 o = split_index(k - b * g.out_vox, g.out);
+    return {x + static_cast<int64_t>(b) * g.cin * g.in_vox, forward_origin(g, o), true};
+  }
+  CPETS_HD float a_load(const APos& p, int m, const Coord3* taps) const {
+    if (!p.valid || m >= M) return 0.f;
+    ChannelTap ct = split_channel_tap(m, g.taps);
+    int src = forward_source(g, p.origin, taps[ct.tap]);
+    return src < 0 ? 0.f : CPETS_LDG(p.base + static_cast<int64_t>(ct.channel) * g.in_vox + src);
+  }
+  CPETS_HD const float* b_fixed(int k) const {
+    if (k < 0 || k >= K) return nullptr;
+    int b = k / g.out_vox;
+    return dy + static_cast<int64_t>(b) * g.cout * g.out_vox + (k - b * g.out_vox);
+  }
+  CPETS_HD float b_load(const float* p, int n) const {
+    return (p && n < N) ? CPETS_LDG(p + static_cast<int64_t>(n) * g.out_vox) : 0.f;
+  }
+  CPETS_HD void store(int m, int n, int split, float v) const {
+    partial[(static_cast<int64_t>(split) * N + n) * M + m] = v;
+  }
+};
+
+}  // namespace cpets::kernels::cuda
