@@ -10,6 +10,7 @@
 #pragma once
 #include <array>
 #include <condition_variable>
+#include <exception>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -70,6 +71,9 @@ struct CohortSplits {
 // (io::missing_images), or naming the tracer/split that came out empty.
 CohortSplits open_cohort(const DataConfig& cfg, const io::NormRanges* ranges = nullptr);
 
+// Recomputes every session's csf/covariates with `ranges` (resume: the checkpoint's ranges win).
+void renormalise(CohortSplits& splits, const io::NormRanges& ranges);
+
 // The tabular model inputs of one record, as training builds them (B_CSF for the tracer, M).
 std::vector<float> csf_vector(const io::PairedRecord& r, const io::NormRanges& ranges, const std::string& tracer);
 std::vector<float> covariate_vector(const io::PairedRecord& r, const io::NormRanges& ranges);
@@ -93,8 +97,9 @@ class Dataset {
   const Session& session(int64_t i) const { return sessions_.at(static_cast<size_t>(i)); }
   std::array<int64_t, 3> volume() const { return volume_; }
 
+  using Pair = std::pair<PreparedVolume, PreparedVolume>;  // (T1, PET)
   // The T1 and PET of session i on the model grid (cached when enabled). Errors name the files.
-  std::shared_ptr<const std::pair<PreparedVolume, PreparedVolume>> load(int64_t i) const;
+  std::shared_ptr<const Pair> load(int64_t i) const;
   // Stacks the given sessions into a batch.
   Batch collate(const std::vector<int64_t>& indices) const;
 
@@ -103,7 +108,7 @@ class Dataset {
   std::array<int64_t, 3> volume_;
   bool cache_;
   mutable std::mutex mu_;
-  mutable std::map<int64_t, std::shared_ptr<const std::pair<PreparedVolume, PreparedVolume>>> cached_;
+  mutable std::map<int64_t, std::shared_ptr<const Pair>> cached_;
 };
 
 // A permutation of [0, n) that depends only on (seed, epoch): Fisher–Yates driven by a Philox
@@ -134,23 +139,27 @@ class BatchLoader {
 
  private:
   Batch make(LoaderPosition p) const;
-  void start_prefetch(LoaderPosition p);
-  Batch wait_prefetch();
+  LoaderPosition after(LoaderPosition p) const;
+  void request(LoaderPosition p);  // hands position p to the worker thread
+  void worker_loop();
 
   const Dataset& data_;
-  int64_t batch_size_, per_epoch_;
-  uint64_t seed_;
+  int64_t batch_size_ = 0, per_epoch_ = 0;
+  uint64_t seed_ = 0;
   LoaderPosition position_;
-  bool prefetch_;
-  std::thread worker_;
-  std::optional<Batch> ready_;
-  std::exception_ptr error_;
-  mutable std::mutex mu_;
+  bool prefetch_ = true;
+
+  // Worker hand-off, guarded by mu_: one request at a time, its result in ready_ or error_.
+  std::mutex mu_;
   std::condition_variable cv_;
-  bool pending_ = false;
   std::optional<LoaderPosition> requested_;
-  bool stop_ = false;
-  // cached per-epoch order of the epoch last used
+  bool pending_ = false, stop_ = false;
+  std::optional<Batch> ready_;
+  LoaderPosition ready_position_;
+  std::exception_ptr error_;
+  std::thread worker_;
+
+  // The order of the epoch last used (both threads ask for it).
   mutable std::mutex order_mu_;
   mutable int64_t order_epoch_ = -1;
   mutable std::vector<int64_t> order_;

@@ -10,6 +10,7 @@
 // from a separate Generator with the same seed, before training), saved in every checkpoint, so
 // a resumed run repeats an uninterrupted one bit for bit.
 #pragma once
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <iosfwd>
@@ -53,6 +54,8 @@ struct RunOptions {
   std::optional<int64_t> epochs;  // overrides train.epochs
   bool progress = true;           // a live progress line on `progress_stream`
   std::ostream* progress_stream = nullptr;  // default std::cerr
+  // Checked after every step: when it turns true (SIGINT), run() writes a checkpoint and returns.
+  const std::atomic<bool>* stop = nullptr;
 };
 
 class Trainer {

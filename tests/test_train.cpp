@@ -1,0 +1,597 @@
+// train/: configuration (keys, types, values, overrides), data (volume preparation and its
+// inverse, splits and ranges, the per-epoch order, the prefetching loader), checkpoints (atomic
+// files, keep-last-K, round trip) and the trainer (same seed ⇒ same losses; an interrupted and
+// resumed run equals an uninterrupted one, losses and weights bit for bit).
+//
+// The cohort is written by the test itself: small NIfTI volumes of odd shapes (so pad and crop
+// both happen) on the "tiny" model preset's 16³ grid.
+#include <doctest/doctest.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include "engine/rng.h"
+#include "io/cohort.h"
+#include "io/nifti.h"
+#include "io/preprocess.h"
+#include "train/checkpoint.h"
+#include "train/config.h"
+#include "train/data.h"
+#include "train/trainer.h"
+
+using namespace cpets;
+using namespace cpets::train;
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+struct TempDir {
+  fs::path path;
+  TempDir() {
+    static int counter = 0;
+    path = fs::temp_directory_path() / ("cpets_train_test_" + std::to_string(getpid()) + "_" + std::to_string(counter++));
+    fs::create_directories(path);
+  }
+  ~TempDir() { fs::remove_all(path); }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  std::string str() const { return path.string(); }
+};
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "(no exception)";
+}
+
+bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+// A smooth blob plus a subject-dependent ramp: distinct per subject, positive maximum.
+io::Volume synthetic_volume(std::array<int64_t, 3> shape, int subject, bool pet) {
+  io::Volume v = io::make_volume(shape, 0.f, io::scaling_affine(2, 2, 2));
+  for (int64_t d = 0; d < shape[0]; ++d)
+    for (int64_t h = 0; h < shape[1]; ++h)
+      for (int64_t w = 0; w < shape[2]; ++w) {
+        const double x = (w - shape[2] / 2.0) / shape[2], y = (h - shape[1] / 2.0) / shape[1],
+                     z = (d - shape[0] / 2.0) / shape[0];
+        const double r2 = x * x + y * y + z * z;
+        const double base = std::exp(-6 * r2) * (pet ? 1.0 + 0.1 * subject * x : 1.0 + 0.05 * subject * z);
+        v.at(d, h, w) = static_cast<float>(base * (pet ? 3.0 : 200.0));
+      }
+  return v;
+}
+
+// A cohort folder: cohort.csv + t1/… + pet/… with `subjects` AV45 subjects, one session each.
+// Volumes are 14×18×15 (D < 16 padded, H > 16 cropped, odd W).
+void write_cohort(const fs::path& dir, int subjects) {
+  std::ofstream csv(dir / "cohort.csv");
+  for (size_t i = 0; i < io::cohort_columns().size(); ++i) csv << (i ? "," : "") << io::cohort_columns()[i];
+  csv << "\n";
+  for (int s = 0; s < subjects; ++s) {
+    char id[32];
+    std::snprintf(id, sizeof id, "%03d_S_%04d", 100 + s, 1000 + s);
+    io::PairedRecord r;
+    r.subject = id;
+    r.tracer = "AV45";
+    r.t1_date = io::days_from_civil(2012, 3, 1 + s % 20);
+    r.pet_date = r.t1_date + 10;
+    const auto paths = io::image_paths(r);
+    fs::create_directories((dir / paths.t1).parent_path());
+    fs::create_directories((dir / paths.pet).parent_path());
+    io::write_nifti((dir / paths.t1).string(), synthetic_volume({14, 18, 15}, s, false));
+    io::write_nifti((dir / paths.pet).string(), synthetic_volume({14, 18, 15}, s, true));
+    csv << id << "," << (s % 3 == 0 ? "CN" : s % 3 == 1 ? "MCI" : "AD") << "," << io::format_date(r.t1_date) << ","
+        << io::format_date(r.pet_date) << "," << io::format_date(r.t1_date + 20) << "," << 600 + 50 * s << ","
+        << 200 + 10 * s << "," << 20 + s << "," << 60 + s << "," << s % 2 << "," << s % 3 << "," << 12 + s % 8
+        << ",AV45\n";
+  }
+}
+
+// One cohort for the whole file (writing NIfTIs is the slow part).
+const fs::path& cohort_dir() {
+  static TempDir dir;
+  static bool written = false;
+  if (!written) {
+    write_cohort(dir.path, 14);
+    written = true;
+  }
+  return dir.path;
+}
+
+std::vector<std::string> tiny_overrides(const std::string& cohort) {
+  return {"data.cohort=" + cohort, "train.perceptual=none", "train.batch_size=2", "data.max_val_sessions=2"};
+}
+
+Config tiny_config(std::vector<std::string> extra = {}) {
+  auto o = tiny_overrides(cohort_dir().string());
+  o.insert(o.end(), extra.begin(), extra.end());
+  return make_config("tiny", o);
+}
+
+bool same_bits(double a, double b) {
+  if (std::isnan(a) && std::isnan(b)) return true;
+  return std::memcmp(&a, &b, sizeof a) == 0;
+}
+
+void check_same_losses(const StepLosses& a, const StepLosses& b) {
+  CHECK(a.step == b.step);
+  CHECK(a.epoch == b.epoch);
+  CHECK(a.batch == b.batch);
+  for (auto [x, y] : {std::pair{a.g_total, b.g_total}, {a.pet_l1, b.pet_l1}, {a.t1, b.t1}, {a.kl, b.kl}, {a.adv, b.adv},
+                      {a.d_fake, b.d_fake}, {a.d_real, b.d_real}})
+    CHECK(same_bits(x, y));
+}
+
+// Same names, shapes and bits (in any order: safetensors files are sorted by name).
+bool same_tensors(const NamedTensors& a, const NamedTensors& b) {
+  if (a.size() != b.size()) return false;
+  std::map<std::string, Tensor> by_name(b.begin(), b.end());
+  for (const auto& [name, t] : a) {
+    const auto it = by_name.find(name);
+    if (it == by_name.end() || it->second.shape() != t.shape()) return false;
+    if (std::memcmp(it->second.data(), t.data(), sizeof(float) * t.numel()) != 0) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+// ---- configuration -------------------------------------------------------------------------------
+
+TEST_CASE("config: the shipped configs load and match model.md's table") {
+  const std::string root = std::string(CPETS_FIXTURES) + "/../../configs/";
+  const Config demo = load_config(root + "demo.json");
+  CHECK(demo.model.preset == "demo");
+  CHECK(demo.model.volume == std::array<int64_t, 3>{48, 64, 48});
+  CHECK(demo.train.batch_size == 2);
+  CHECK(demo.train.lr == doctest::Approx(1e-4));
+  CHECK(demo.train.lr_discriminator == doctest::Approx(5e-4));
+  CHECK(demo.train.lambda_adv == doctest::Approx(0.005));
+  CHECK(demo.train.beta_kl == doctest::Approx(0.001));
+  CHECK(demo.objective().lambda_perceptual == 0.f);
+  CHECK(demo.model.perceptual == "none");
+
+  // The full preset needs the converted perceptual weights, and says so.
+  const std::string err = error_of([&] { load_config(root + "full.json"); });
+  CHECK(contains(err, "train.perceptual_weights"));
+  CHECK(contains(err, "train.perceptual=none"));
+  const Config full = load_config(root + "full.json", {"train.perceptual_weights=/some/lpips.safetensors"});
+  CHECK(full.model.volume == std::array<int64_t, 3>{96, 128, 96});
+  CHECK(full.model.encoder_channels == std::array<int64_t, 3>{64, 128, 128});
+  CHECK(full.objective().lambda_perceptual == doctest::Approx(0.02f));
+}
+
+TEST_CASE("config: overrides set keys of every type, and the result round-trips through JSON") {
+  const Config c = tiny_config({"train.lr=2e-4", "model.fusion_tokens=4", "train.eps_pet=false", "train.t1_loss=mse",
+                                "model.volume=[16,24,16]", "train.epochs=3", "data.split_seed=9"});
+  CHECK(c.train.lr == 2e-4);
+  CHECK(c.model.fusion_tokens == 4);
+  CHECK_FALSE(c.train.eps_pet);
+  CHECK_FALSE(c.objective().eps_pet);
+  CHECK(c.objective().t1_loss == "mse");
+  CHECK(c.model.volume == std::array<int64_t, 3>{16, 24, 16});
+  CHECK(c.data.split_seed == 9u);
+  // An array key also takes comma-separated values; an integral float is an integer.
+  CHECK(tiny_config({"model.volume=24,16,16"}).model.volume == std::array<int64_t, 3>{24, 16, 16});
+  CHECK(tiny_config({"train.epochs=5.0"}).train.epochs == 5);
+  // Numbers for a string key stay strings (a folder may be called 2024).
+  CHECK(make_config("tiny", {"train.perceptual=none", "data.cohort=2024"}).data.cohort == "2024");
+
+  const Config back = config_from_json(config_to_json(c));
+  CHECK(config_to_json(back) == config_to_json(c));
+}
+
+TEST_CASE("config: the ablation switches reach the model and the objective") {
+  const Config c = tiny_config({"train.t1_reconstruction=false", "train.discriminator=false"});
+  CHECK_FALSE(c.model.t1_reconstruction);
+  CHECK_FALSE(c.model.discriminator);
+  CHECK(c.objective().lambda_adv == 0.f);
+  // …and only the train section sets them.
+  const std::string err = error_of([] { tiny_config({"model.discriminator=false"}); });
+  CHECK(contains(err, "model.discriminator"));
+  CHECK(contains(err, "train.discriminator"));
+}
+
+TEST_CASE("config: unknown keys, wrong types and impossible values name the key and the fix") {
+  auto err = [](std::vector<std::string> o) { return error_of([&] { tiny_config(o); }); };
+  std::string e = err({"train.lrr=1e-4"});
+  CHECK(contains(e, "'train.lrr' is unknown"));
+  CHECK(contains(e, "did you mean 'train.lr'"));
+  e = err({"model.fusion_tokenz=3"});
+  CHECK(contains(e, "model.fusion_tokenz"));
+  CHECK(contains(e, "model.fusion_tokens"));
+  e = err({"trian.lr=1"});
+  CHECK(contains(e, "'trian' is unknown"));
+  e = err({"train.batch_size=2.5"});
+  CHECK(contains(e, "train.batch_size"));
+  CHECK(contains(e, "integer"));
+  e = err({"train.lr=fast"});
+  CHECK(contains(e, "train.lr"));
+  CHECK(contains(e, "should be a number"));
+  e = err({"train.eps_pet=1"});
+  CHECK(contains(e, "train.eps_pet"));
+  CHECK(contains(e, "boolean"));
+  e = err({"model.volume=[16,16]"});
+  CHECK(contains(e, "model.volume"));
+  CHECK(contains(e, "3 entries"));
+  e = err({"train.lr=-1"});
+  CHECK(contains(e, "train.lr"));
+  CHECK(contains(e, "positive"));
+  e = err({"train.seed=-3"});
+  CHECK(contains(e, "train.seed"));
+  CHECK(contains(e, "negative"));
+  e = err({"train.t1_loss=l2"});
+  CHECK(contains(e, "train.t1_loss"));
+  CHECK(contains(e, "\"mse\""));
+  e = err({"data.tracer=FDG"});
+  CHECK(contains(e, "data.tracer"));
+  e = err({"model.encoder_groups=3"});
+  CHECK(contains(e, "model section"));
+  CHECK(contains(e, "encoder_groups"));
+  e = err({"model.csf_inputs=2"});
+  CHECK(contains(e, "model.csf_inputs"));
+  e = err({"train.lr"});
+  CHECK(contains(e, "KEY=VALUE"));
+  e = err({"train.lr.x=1"});
+  CHECK(contains(e, "'train.lr' is a value"));
+
+  TempDir dir;
+  const fs::path bad = dir.path / "bad.json";
+  std::ofstream(bad) << "{\"train\": {\"lr\": 1e-4,}}";
+  e = error_of([&] { load_config(bad.string()); });
+  CHECK(contains(e, bad.string()));
+  CHECK(contains(e, "not valid JSON"));
+  const fs::path typo = dir.path / "typo.json";
+  std::ofstream(typo) << "{\"model\": {\"preset\": \"tiny\"}, \"train\": {\"perceptual\": \"none\", \"bach_size\": 4}}";
+  e = error_of([&] { load_config(typo.string()); });
+  CHECK(contains(e, typo.string()));
+  CHECK(contains(e, "train.bach_size"));
+  CHECK(contains(e, "train.batch_size"));
+}
+
+// ---- data ------------------------------------------------------------------------------------------
+
+TEST_CASE("data: prepare_volume divides by the maximum and pads/crops like MONAI; restore_to_grid inverts it") {
+  TempDir dir;
+  for (auto shape : {std::array<int64_t, 3>{13, 18, 15}, std::array<int64_t, 3>{16, 21, 9}}) {
+    io::Volume v = synthetic_volume(shape, 3, true);
+    v.affine[0][3] = -7.5;  // a non-trivial origin
+    const std::string path = (dir.path / "v.nii.gz").string();
+    io::write_nifti(path, v);
+    const std::array<int64_t, 3> target{16, 16, 16};
+    const PreparedVolume p = prepare_volume(path, target);
+    float mx = 0;
+    for (float x : v.data) mx = std::max(mx, x);
+    CHECK(p.max == mx);
+    CHECK(p.original.shape == shape);
+    REQUIRE(p.volume.shape == target);
+    // Naive symmetric pad / centre crop, per axis.
+    for (int64_t d = 0; d < 16; ++d)
+      for (int64_t h = 0; h < 16; ++h)
+        for (int64_t w = 0; w < 16; ++w) {
+          const int64_t idx[3] = {d, h, w};
+          int64_t src[3];
+          bool inside = true;
+          for (int a = 0; a < 3; ++a) {
+            const int64_t n = shape[a];
+            src[a] = n < 16 ? idx[a] - (16 - n) / 2 : idx[a] + (n / 2 - 8);
+            inside = inside && src[a] >= 0 && src[a] < n;
+          }
+          const float want = inside ? v.at(src[0], src[1], src[2]) / mx : 0.f;
+          if (p.volume.at(d, h, w) != want) {
+            FAIL("voxel (" << d << "," << h << "," << w << ") is " << p.volume.at(d, h, w) << ", want " << want);
+          }
+        }
+    // Back on the original grid: kept voxels exact, cropped-away voxels zero.
+    const io::Volume back = restore_to_grid(p.volume, p.original);
+    REQUIRE(back.shape == shape);
+    for (int64_t d = 0; d < shape[0]; ++d)
+      for (int64_t h = 0; h < shape[1]; ++h)
+        for (int64_t w = 0; w < shape[2]; ++w) {
+          const int64_t idx[3] = {d, h, w};
+          bool kept = true;
+          for (int a = 0; a < 3; ++a) {
+            const int64_t n = shape[a], start = n < 16 ? -((16 - n) / 2) : n / 2 - 8;
+            kept = kept && idx[a] - start >= 0 && idx[a] - start < 16;
+          }
+          const float want = kept ? v.at(d, h, w) / mx : 0.f;
+          if (back.at(d, h, w) != want) FAIL("restored voxel (" << d << "," << h << "," << w << ") differs");
+        }
+    for (int i = 0; i < 4; ++i)
+      for (int j = 0; j < 4; ++j) CHECK(back.affine[i][j] == doctest::Approx(v.affine[i][j]));
+  }
+  CHECK(contains(error_of([&] { prepare_volume((dir.path / "absent.nii.gz").string(), {16, 16, 16}); }), "absent.nii.gz"));
+  const io::Volume zero = io::make_volume({8, 8, 8}, 0.f);
+  io::write_nifti((dir.path / "zero.nii.gz").string(), zero);
+  const std::string e = error_of([&] { prepare_volume((dir.path / "zero.nii.gz").string(), {16, 16, 16}); });
+  CHECK(contains(e, "zero.nii.gz"));
+  CHECK(contains(e, "maximum"));
+}
+
+TEST_CASE("data: epoch_order is a permutation fixed by (seed, epoch)") {
+  for (int64_t n : {1, 2, 7, 100}) {
+    const auto a = epoch_order(n, 5, 3);
+    std::set<int64_t> seen(a.begin(), a.end());
+    CHECK(static_cast<int64_t>(seen.size()) == n);
+    CHECK(*seen.begin() == 0);
+    CHECK(*seen.rbegin() == n - 1);
+    CHECK(a == epoch_order(n, 5, 3));
+  }
+  CHECK(epoch_order(100, 5, 3) != epoch_order(100, 5, 4));
+  CHECK(epoch_order(100, 5, 3) != epoch_order(100, 6, 3));
+  // Every position is visited by roughly uniform shuffles: element 0 lands everywhere.
+  std::set<int64_t> where;
+  for (int64_t e = 0; e < 200; ++e) {
+    const auto o = epoch_order(5, 1, e);
+    where.insert(std::find(o.begin(), o.end(), 0) - o.begin());
+  }
+  CHECK(where.size() == 5);
+  CHECK(batches_per_epoch(9, 2) == 4);  // drop_last
+  CHECK(batches_per_epoch(1, 2) == 0);
+}
+
+TEST_CASE("data: open_cohort splits by subject, fits ranges on train only, and builds the model inputs") {
+  DataConfig cfg;
+  cfg.cohort = cohort_dir().string();
+  const CohortSplits s = open_cohort(cfg);
+  CHECK(s.tracer == "AV45");
+  CHECK(s.train.size() + s.val.size() + s.test.size() == 14);
+  REQUIRE(s.train.size() >= 4);
+  REQUIRE(s.val.size() >= 1);
+  std::set<std::string> train_subjects;
+  std::vector<io::PairedRecord> train_records;
+  for (const auto& x : s.train) train_subjects.insert(x.record.subject), train_records.push_back(x.record);
+  for (const auto* part : {&s.val, &s.test})
+    for (const auto& x : *part) CHECK(train_subjects.count(x.record.subject) == 0);
+  // Ranges from the training records alone.
+  double lo = 1e9, hi = -1e9;
+  for (const auto& r : train_records) lo = std::min(lo, r.abeta.value), hi = std::max(hi, r.abeta.value);
+  CHECK(s.ranges.at("ABETA").min == lo);
+  CHECK(s.ranges.at("ABETA").max == hi);
+  for (const auto& x : s.train) {
+    REQUIRE(x.csf.size() == 1);
+    CHECK(x.csf[0] == doctest::Approx((x.record.abeta.value - lo) / (hi - lo)));
+    REQUIRE(x.covariates.size() == 4);
+    CHECK(x.covariates[1] == x.record.sex);
+    CHECK(x.covariates[2] == x.record.apoe4);
+    CHECK(fs::exists(x.t1_path));
+  }
+  // Given ranges are used as they are (resume, inference).
+  io::NormRanges fixed = s.ranges;
+  fixed["ABETA"] = {0, 2000};
+  const CohortSplits again = open_cohort(cfg, &fixed);
+  CHECK(again.train[0].csf[0] == doctest::Approx(again.train[0].record.abeta.value / 2000.0));
+
+  cfg.tracer = "AV1451";
+  const std::string e = error_of([&] { open_cohort(cfg); });
+  CHECK(contains(e, "AV1451"));
+  CHECK(contains(e, "tracers found: AV45"));
+}
+
+TEST_CASE("data: missing and unreadable images are reported by file") {
+  TempDir dir;
+  write_cohort(dir.path, 6);
+  DataConfig cfg;
+  cfg.cohort = dir.str();
+  const CohortSplits ok = open_cohort(cfg);
+  // A corrupt image fails at loading time, naming the file.
+  const std::string victim = ok.train[0].pet_path;
+  std::ofstream(victim, std::ios::trunc) << "not a nifti";
+  Dataset ds(ok.train, {16, 16, 16});
+  CHECK(contains(error_of([&] { ds.collate({0}); }), victim));
+  // Missing files are listed before anything is trained.
+  fs::remove(ok.train[1].t1_path);
+  fs::remove(ok.val.empty() ? ok.test[0].pet_path : ok.val[0].pet_path);
+  const std::string e = error_of([&] { open_cohort(cfg); });
+  CHECK(contains(e, "2 image file(s)"));
+  CHECK(contains(e, ok.train[1].record.subject));
+  CHECK(contains(e, "t1.nii.gz"));
+  CHECK(contains(e, "av45.nii.gz"));
+  cfg.cohort = (dir.path / "nowhere").string();
+  CHECK(contains(error_of([&] { open_cohort(cfg); }), "nowhere"));
+}
+
+TEST_CASE("data: the loader's batches do not depend on prefetching or on where it started") {
+  DataConfig cfg;
+  cfg.cohort = cohort_dir().string();
+  const CohortSplits s = open_cohort(cfg);
+  Dataset ds(s.train, {16, 16, 16});
+  const int64_t per_epoch = batches_per_epoch(ds.size(), 3);
+  BatchLoader plain(ds, 3, 11, {}, /*prefetch=*/false);
+  BatchLoader fetched(ds, 3, 11, {}, /*prefetch=*/true);
+  std::vector<Batch> seq;
+  for (int64_t i = 0; i < 2 * per_epoch + 1; ++i) {
+    Batch a = plain.next(), b = fetched.next();
+    CHECK(a.sessions == b.sessions);
+    CHECK(a.epoch == i / per_epoch);
+    CHECK(a.index == i % per_epoch);
+    CHECK(std::memcmp(a.t1.data(), b.t1.data(), sizeof(float) * a.t1.numel()) == 0);
+    CHECK(std::memcmp(a.pet.data(), b.pet.data(), sizeof(float) * a.pet.numel()) == 0);
+    CHECK(a.csf.to_vector() == b.csf.to_vector());
+    CHECK(a.covariates.to_vector() == b.covariates.to_vector());
+    seq.push_back(std::move(a));
+  }
+  // The order is epoch_order's, and an epoch covers distinct sessions.
+  const auto order = epoch_order(ds.size(), 11, 1);
+  CHECK(seq[static_cast<size_t>(per_epoch)].sessions == std::vector<int64_t>(order.begin(), order.begin() + 3));
+  std::set<int64_t> epoch0;
+  for (int64_t i = 0; i < per_epoch; ++i) epoch0.insert(seq[i].sessions.begin(), seq[i].sessions.end());
+  CHECK(static_cast<int64_t>(epoch0.size()) == per_epoch * 3);
+  // Starting mid-way gives the continuation.
+  BatchLoader late(ds, 3, 11, {1, 1}, true);
+  CHECK(late.next().sessions == seq[static_cast<size_t>(per_epoch + 1)].sessions);
+  CHECK(late.position() == (2 < per_epoch ? LoaderPosition{1, 2} : LoaderPosition{2, 0}));
+  // Values: t1 of the first batch's first session is the prepared volume.
+  const PreparedVolume p = prepare_volume(s.train[static_cast<size_t>(seq[0].sessions[0])].t1_path, {16, 16, 16});
+  CHECK(std::memcmp(seq[0].t1.data(), p.volume.data.data(), sizeof(float) * p.volume.numel()) == 0);
+  CHECK(seq[0].t1.shape() == Shape{3, 1, 16, 16, 16});
+  CHECK(seq[0].csf.shape() == Shape{3, 1});
+  CHECK(seq[0].covariates.shape() == Shape{3, 4});
+  CHECK(contains(error_of([&] { BatchLoader big(ds, 100, 1); }), "train.batch_size"));
+}
+
+// ---- checkpoints and the trainer -------------------------------------------------------------------
+
+TEST_CASE("trainer: the same config and seed give bitwise identical losses") {
+  const Config c = tiny_config();
+  Trainer a(c), b(c);
+  for (int i = 0; i < 3; ++i) {
+    const StepLosses x = a.step(), y = b.step();
+    check_same_losses(x, y);
+    CHECK(std::isfinite(x.g_total));
+    CHECK(std::isfinite(x.t1));
+    CHECK(std::isfinite(x.kl));
+    CHECK(std::isfinite(x.adv));
+    CHECK(std::isfinite(x.d_fake));
+    CHECK(std::isnan(x.perceptual));
+  }
+  CHECK(same_tensors(a.model().state_dict(), b.model().state_dict()));
+  // Another seed trains another model.
+  Trainer other(tiny_config({"train.seed=778"}));
+  CHECK_FALSE(same_bits(other.step().g_total, Trainer(c).step().g_total));
+}
+
+TEST_CASE("trainer: a run interrupted, checkpointed and resumed in a fresh trainer equals an uninterrupted one") {
+  TempDir out;
+  const Config c = tiny_config({"train.keep_last=2"});
+  const int n = 6;
+  std::vector<StepLosses> whole;
+  NamedTensors final_weights, final_g_state, final_d_state;
+  {
+    Trainer t(c);
+    for (int i = 0; i < n; ++i) whole.push_back(t.step());
+    final_weights = t.model().state_dict();
+    final_g_state = t.generator_optimizer().state_dict();
+    REQUIRE(t.discriminator_optimizer());
+    final_d_state = t.discriminator_optimizer()->state_dict();
+    // Copies: the state_dict tensors share storage with a trainer about to be destroyed.
+    for (auto* v : {&final_weights, &final_g_state, &final_d_state})
+      for (auto& [_, x] : *v) x = x.clone();
+  }
+  {
+    Trainer first(c);
+    for (int i = 0; i < n / 2; ++i) check_same_losses(first.step(), whole[i]);
+    first.save(out.str());
+  }
+  Trainer second(c);
+  second.resume(out.str());
+  CHECK(second.step_count() == n / 2);
+  for (int i = n / 2; i < n; ++i) check_same_losses(second.step(), whole[i]);
+  CHECK(same_tensors(second.model().state_dict(), final_weights));
+  CHECK(same_tensors(second.generator_optimizer().state_dict(), final_g_state));
+  CHECK(same_tensors(second.discriminator_optimizer()->state_dict(), final_d_state));
+}
+
+TEST_CASE("trainer: ablations train without the switched-off parts") {
+  Trainer t(tiny_config({"train.t1_reconstruction=false", "train.discriminator=false", "train.eps_pet=false"}));
+  CHECK(t.model().t1_decoder == nullptr);
+  CHECK(t.model().discriminator == nullptr);
+  CHECK(t.discriminator_optimizer() == nullptr);
+  const StepLosses s = t.step();
+  CHECK(std::isfinite(s.g_total));
+  CHECK(std::isnan(s.t1));
+  CHECK(std::isnan(s.adv));
+  CHECK(std::isnan(s.d_total));
+}
+
+TEST_CASE("checkpoints: atomic files, keep-last-K, best, resolve and inference loading") {
+  TempDir out;
+  const Config c = tiny_config({"train.keep_last=2"});
+  Trainer t(c);
+  std::vector<std::string> written;
+  for (int i = 0; i < 4; ++i) {
+    t.step();
+    ValidationResult v;
+    v.l1 = i == 1 ? 0.01 : 0.5 + i;  // step 2 is the best
+    v.step = t.step_count();
+    written.push_back(t.save(out.str(), v));
+  }
+  const fs::path dir = out.path / "checkpoints";
+  std::set<std::string> files;
+  for (const auto& e : fs::directory_iterator(dir)) files.insert(e.path().filename().string());
+  CHECK(files == std::set<std::string>{"best.json", "best.safetensors", "step-00000003.json", "step-00000003.safetensors",
+                                       "step-00000004.json", "step-00000004.safetensors"});  // no temporaries left
+  CHECK(resolve_checkpoint(out.str()) == written.back());
+  CHECK(resolve_checkpoint(dir.string()) == written.back());
+  CHECK(resolve_checkpoint(out.str(), true) == (dir / "best.safetensors").string());
+  CHECK(resolve_checkpoint((dir / "step-00000003.json").string()) == (dir / "step-00000003.safetensors").string());
+
+  const LoadedCheckpoint best = read_checkpoint((dir / "best.safetensors").string());
+  CHECK(best.meta.state.step == 2);
+  CHECK(best.meta.state.best_step == 2);
+  CHECK(best.meta.state.best_val_l1 == 0.01);
+  const LoadedCheckpoint last = read_checkpoint(written.back());
+  CHECK(last.meta.state.step == 4);
+  CHECK(last.meta.state.best_step == 2);
+  CHECK(last.meta.tracer == "AV45");
+  CHECK(config_to_json(last.meta.config) == config_to_json(c));
+  CHECK(same_tensors(last.model, t.model().state_dict()));
+  // The JSON beside it holds the same state.
+  std::ifstream js(dir / "step-00000004.json");
+  const json sidecar = json::parse(js);
+  CHECK(sidecar == checkpoint_meta_to_json(last.meta));
+  CHECK(sidecar["ranges"]["ABETA"][0].get<double>() == t.data().ranges.at("ABETA").min);
+
+  const InferenceBundle inf = load_for_inference(out.str());
+  CHECK(inf.path == (dir / "best.safetensors").string());
+  CHECK(inf.tracer == "AV45");
+  CHECK(inf.model_config.volume == c.model.volume);
+  CHECK(same_tensors(inf.model->state_dict(), best.model));
+  CHECK_FALSE(inf.model->is_training());
+
+  CHECK(contains(error_of([&] { resolve_checkpoint((out.path / "none").string()); }), "does not exist"));
+  TempDir empty;
+  CHECK(contains(error_of([&] { resolve_checkpoint(empty.str()); }), "no checkpoint"));
+  // Resuming with another model shape is refused, naming the key.
+  Trainer wider(tiny_config({"model.fusion_tokens=5"}));
+  const std::string e = error_of([&] { wider.resume(out.str()); });
+  CHECK(contains(e, "model.fusion_tokens"));
+}
+
+TEST_CASE("trainer: run() validates, checkpoints per epoch, logs every step and stops at max_steps") {
+  TempDir out;
+  Trainer t(tiny_config({"train.keep_last=5"}));
+  std::ostringstream progress;
+  RunOptions opt;
+  opt.out_dir = out.str();
+  opt.max_steps = 5;
+  opt.progress = false;
+  opt.progress_stream = &progress;
+  const int64_t per_epoch = batches_per_epoch(static_cast<int64_t>(t.data().train.size()), 2);
+  t.run(opt);
+  CHECK(t.step_count() == 5);
+  std::ifstream log(out.path / "train.jsonl");
+  std::string line;
+  int steps = 0, validations = 0;
+  while (std::getline(log, line)) {
+    const json j = json::parse(line);
+    if (j["type"] == "step") {
+      ++steps;
+      CHECK(j["step"].get<int64_t>() == steps);
+      CHECK(j.contains("pet_l1"));
+      CHECK(j.contains("d_real"));
+    } else {
+      ++validations;
+      CHECK(j["l1"].get<double>() > 0);
+      CHECK(j["sessions"].get<int64_t>() == 2);
+    }
+  }
+  CHECK(steps == 5);
+  CHECK(validations == 5 / per_epoch + (5 % per_epoch != 0));
+  CHECK(fs::exists(out.path / "config.json"));
+  CHECK(fs::exists(out.path / "checkpoints" / (step_checkpoint_name(5) + ".safetensors")));
+  CHECK(fs::exists(out.path / "checkpoints" / "best.safetensors"));
+  CHECK(contains(progress.str(), "validation"));
+  CHECK(contains(progress.str(), "step 5/5"));
+}

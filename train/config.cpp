@@ -1,0 +1,420 @@
+#include "train/config.h"
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <sstream>
+
+namespace cpets::train {
+
+using json = nlohmann::json;
+
+namespace {
+
+// The ablation switches that shape the networks: set in the train section only, copied into the
+// ModelConfig, so a run cannot say "no discriminator" in one place and "discriminator" in another.
+const std::vector<std::string>& ablation_model_keys() {
+  static const std::vector<std::string> keys = {"t1_reconstruction", "discriminator", "perceptual"};
+  return keys;
+}
+
+[[noreturn]] void fail(const std::string& key, const std::string& problem, const std::string& fix) {
+  throw ConfigError("config key '" + key + "' " + problem + "; " + fix);
+}
+
+std::string kind_of(const json& v) {
+  if (v.is_boolean()) return "a boolean";
+  if (v.is_number_integer() || v.is_number_unsigned()) return "an integer";
+  if (v.is_number_float()) return "a number";
+  if (v.is_string()) return "a string";
+  if (v.is_array()) return "an array";
+  if (v.is_object()) return "a section";
+  return "null";
+}
+
+size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diag = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      const size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] != b[j - 1])});
+      diag = up;
+    }
+  }
+  return row[b.size()];
+}
+
+std::string join_path(const std::string& section, const std::string& key) {
+  return section.empty() ? key : section + "." + key;
+}
+
+[[noreturn]] void unknown_key(const json& section_defaults, const std::string& section, const std::string& key) {
+  const std::string dotted = join_path(section, key);
+  if (section == "model" && std::find(ablation_model_keys().begin(), ablation_model_keys().end(), key) !=
+                                ablation_model_keys().end())
+    fail(dotted, "is an ablation switch, which is set in the train section",
+         "write train." + key + " instead (see configs/README.md)");
+  std::string best;
+  size_t best_d = 4;
+  std::string known;
+  for (const auto& [k, _] : section_defaults.items()) {
+    known += (known.empty() ? "" : ", ") + k;
+    const size_t d = edit_distance(key, k);
+    if (d < best_d) best_d = d, best = k;
+  }
+  fail(dotted, "is unknown",
+       (best.empty() ? std::string() : "did you mean '" + join_path(section, best) + "'? ") + "known keys" +
+           (section.empty() ? "" : " in '" + section + "'") + ": " + known);
+}
+
+// A value of the default's type: any number for a float key, an integral number for an integer
+// key (a non-negative one for unsigned keys), same-length arrays element by element.
+json checked_value(const json& def, const json& v, const std::string& key) {
+  auto wrong = [&]() -> json {
+    fail(key, "should be " + kind_of(def) + " like " + def.dump() + " but is " + kind_of(v) + " (" + v.dump() + ")",
+         "write it as " + kind_of(def));
+  };
+  if (def.is_number_float()) {
+    if (!v.is_number()) wrong();
+    return v.get<double>();
+  }
+  if (def.is_number_integer() || def.is_number_unsigned()) {
+    if (!v.is_number()) wrong();
+    if (v.is_number_float()) {
+      const double d = v.get<double>();
+      if (!std::isfinite(d) || d != std::floor(d) || std::abs(d) > 9.0e15)
+        fail(key, "must be an integer but is " + v.dump(), "write a whole number");
+      if (def.is_number_unsigned() && d < 0) fail(key, "must not be negative (is " + v.dump() + ")", "write a whole number ≥ 0");
+      return def.is_number_unsigned() ? json(static_cast<uint64_t>(d)) : json(static_cast<int64_t>(d));
+    }
+    if (def.is_number_unsigned() && v.is_number_integer() && v.get<int64_t>() < 0)
+      fail(key, "must not be negative (is " + v.dump() + ")", "write a whole number ≥ 0");
+    return v;
+  }
+  if (def.is_boolean() && !v.is_boolean()) wrong();
+  if (def.is_string() && !v.is_string()) wrong();
+  if (def.is_array()) {
+    if (!v.is_array()) wrong();
+    if (v.size() != def.size())
+      fail(key, "needs " + std::to_string(def.size()) + " entries like " + def.dump() + " but has " +
+                    std::to_string(v.size()) + " (" + v.dump() + ")",
+           "write " + std::to_string(def.size()) + " values");
+    json out = json::array();
+    for (size_t i = 0; i < v.size(); ++i) out.push_back(checked_value(def[i], v[i], key + "[" + std::to_string(i) + "]"));
+    return out;
+  }
+  return v;
+}
+
+// Overlays `given` on `target` (the defaults), checking every key and type.
+void merge_checked(json& target, const json& given, const std::string& section) {
+  if (!given.is_object())
+    fail(section.empty() ? "(top level)" : section, "should be a section ({…}) but is " + kind_of(given),
+         "write it as a JSON object");
+  for (const auto& [key, value] : given.items()) {
+    const std::string dotted = join_path(section, key);
+    if (!target.contains(key)) unknown_key(target, section, key);
+    json& def = target[key];
+    if (def.is_object())
+      merge_checked(def, value, dotted);
+    else
+      def = checked_value(def, value, dotted);
+  }
+}
+
+std::string string_at(const json& j, const std::string& section, const std::string& key, const std::string& fallback) {
+  if (j.is_object() && j.contains(section) && j[section].is_object() && j[section].contains(key) &&
+      j[section][key].is_string())
+    return j[section][key].get<std::string>();
+  return fallback;
+}
+
+json data_to_json(const DataConfig& d) {
+  return {{"cohort", d.cohort},           {"paired_csv", d.paired_csv}, {"tracer", d.tracer},
+          {"split_seed", d.split_seed},   {"on_missing", d.on_missing}, {"prefetch", d.prefetch},
+          {"cache", d.cache},             {"max_val_sessions", d.max_val_sessions}};
+}
+
+DataConfig data_from_json(const json& j) {
+  DataConfig d;
+  d.cohort = j.at("cohort").get<std::string>();
+  d.paired_csv = j.at("paired_csv").get<std::string>();
+  d.tracer = j.at("tracer").get<std::string>();
+  d.split_seed = j.at("split_seed").get<uint64_t>();
+  d.on_missing = j.at("on_missing").get<std::string>();
+  d.prefetch = j.at("prefetch").get<bool>();
+  d.cache = j.at("cache").get<bool>();
+  d.max_val_sessions = j.at("max_val_sessions").get<int64_t>();
+  return d;
+}
+
+json train_to_json(const TrainConfig& t) {
+  return {{"lr", t.lr},
+          {"lr_discriminator", t.lr_discriminator},
+          {"beta1", t.beta1},
+          {"beta2", t.beta2},
+          {"adam_eps", t.adam_eps},
+          {"batch_size", t.batch_size},
+          {"epochs", t.epochs},
+          {"max_steps", t.max_steps},
+          {"seed", t.seed},
+          {"data_seed", t.data_seed},
+          {"lambda_perceptual", t.lambda_perceptual},
+          {"lambda_adv", t.lambda_adv},
+          {"beta_kl", t.beta_kl},
+          {"t1_loss", t.t1_loss},
+          {"t1_reconstruction", t.t1_reconstruction},
+          {"discriminator", t.discriminator},
+          {"perceptual", t.perceptual},
+          {"perceptual_weights", t.perceptual_weights},
+          {"eps_pet", t.eps_pet},
+          {"perceptual_slice_ratio", t.perceptual_slice_ratio},
+          {"validate_every", t.validate_every},
+          {"checkpoint_every", t.checkpoint_every},
+          {"checkpoint_every_steps", t.checkpoint_every_steps},
+          {"keep_last", t.keep_last},
+          {"threads", t.threads}};
+}
+
+TrainConfig train_from_json(const json& j) {
+  TrainConfig t;
+  t.lr = j.at("lr").get<double>();
+  t.lr_discriminator = j.at("lr_discriminator").get<double>();
+  t.beta1 = j.at("beta1").get<double>();
+  t.beta2 = j.at("beta2").get<double>();
+  t.adam_eps = j.at("adam_eps").get<double>();
+  t.batch_size = j.at("batch_size").get<int64_t>();
+  t.epochs = j.at("epochs").get<int64_t>();
+  t.max_steps = j.at("max_steps").get<int64_t>();
+  t.seed = j.at("seed").get<uint64_t>();
+  t.data_seed = j.at("data_seed").get<uint64_t>();
+  t.lambda_perceptual = j.at("lambda_perceptual").get<double>();
+  t.lambda_adv = j.at("lambda_adv").get<double>();
+  t.beta_kl = j.at("beta_kl").get<double>();
+  t.t1_loss = j.at("t1_loss").get<std::string>();
+  t.t1_reconstruction = j.at("t1_reconstruction").get<bool>();
+  t.discriminator = j.at("discriminator").get<bool>();
+  t.perceptual = j.at("perceptual").get<std::string>();
+  t.perceptual_weights = j.at("perceptual_weights").get<std::string>();
+  t.eps_pet = j.at("eps_pet").get<bool>();
+  t.perceptual_slice_ratio = j.at("perceptual_slice_ratio").get<double>();
+  t.validate_every = j.at("validate_every").get<int64_t>();
+  t.checkpoint_every = j.at("checkpoint_every").get<int64_t>();
+  t.checkpoint_every_steps = j.at("checkpoint_every_steps").get<int64_t>();
+  t.keep_last = j.at("keep_last").get<int64_t>();
+  t.threads = j.at("threads").get<int64_t>();
+  return t;
+}
+
+void require_one_of(const std::string& key, const std::string& v, const std::vector<std::string>& allowed) {
+  if (std::find(allowed.begin(), allowed.end(), v) != allowed.end()) return;
+  std::string list;
+  for (const auto& a : allowed) list += (list.empty() ? "\"" : ", \"") + a + "\"";
+  fail(key, "is \"" + v + "\"", "use one of " + list);
+}
+
+void require_at_least(const std::string& key, double v, double lo, const std::string& why = "") {
+  if (!(v >= lo)) {
+    std::ostringstream s;
+    s << "is " << v;
+    std::ostringstream fix;
+    fix << "it must be ≥ " << lo << why;
+    fail(key, s.str(), fix.str());
+  }
+}
+
+void require_positive(const std::string& key, double v) {
+  if (!(v > 0) || !std::isfinite(v)) {
+    std::ostringstream s;
+    s << "is " << v;
+    fail(key, s.str(), "it must be a positive number");
+  }
+}
+
+void validate_data(const DataConfig& d) {
+  require_one_of("data.tracer", d.tracer, {"AV45", "AV1451"});
+  require_one_of("data.on_missing", d.on_missing, {"fail", "skip"});
+  require_at_least("data.max_val_sessions", static_cast<double>(d.max_val_sessions), 0, " (0 = all)");
+}
+
+void validate_train(const TrainConfig& t) {
+  require_positive("train.lr", t.lr);
+  require_positive("train.lr_discriminator", t.lr_discriminator);
+  if (!(t.beta1 >= 0 && t.beta1 < 1)) fail("train.beta1", "is " + std::to_string(t.beta1), "it must lie in [0, 1)");
+  if (!(t.beta2 >= 0 && t.beta2 < 1)) fail("train.beta2", "is " + std::to_string(t.beta2), "it must lie in [0, 1)");
+  require_positive("train.adam_eps", t.adam_eps);
+  require_at_least("train.batch_size", static_cast<double>(t.batch_size), 1);
+  require_at_least("train.epochs", static_cast<double>(t.epochs), 1);
+  require_at_least("train.max_steps", static_cast<double>(t.max_steps), 0, " (0 = no limit)");
+  require_at_least("train.lambda_perceptual", t.lambda_perceptual, 0);
+  require_at_least("train.lambda_adv", t.lambda_adv, 0);
+  require_at_least("train.beta_kl", t.beta_kl, 0);
+  require_one_of("train.t1_loss", t.t1_loss, {"l1", "mse"});
+  require_one_of("train.perceptual", t.perceptual, {"none", "lpips-squeeze"});
+  if (!(t.perceptual_slice_ratio > 0 && t.perceptual_slice_ratio <= 1))
+    fail("train.perceptual_slice_ratio", "is " + std::to_string(t.perceptual_slice_ratio), "it must lie in (0, 1]");
+  if (t.perceptual == "lpips-squeeze" && t.lambda_perceptual > 0 && t.perceptual_weights.empty())
+    fail("train.perceptual_weights",
+         "is empty while train.perceptual is \"lpips-squeeze\" with lambda_perceptual " +
+             std::to_string(t.lambda_perceptual),
+         "convert the LPIPS-squeeze weights once (tools/convert_lpips.py) and set train.perceptual_weights=FILE, "
+         "or switch the perceptual loss off explicitly with train.perceptual=none (or train.lambda_perceptual=0)");
+  require_at_least("train.validate_every", static_cast<double>(t.validate_every), 0, " (0 = never)");
+  require_at_least("train.checkpoint_every", static_cast<double>(t.checkpoint_every), 0, " (0 = only at the end)");
+  require_at_least("train.checkpoint_every_steps", static_cast<double>(t.checkpoint_every_steps), 0, " (0 = off)");
+  require_at_least("train.keep_last", static_cast<double>(t.keep_last), 1);
+  require_at_least("train.threads", static_cast<double>(t.threads), 0, " (0 = OMP_NUM_THREADS or all cores)");
+}
+
+json model_section_defaults(const std::string& preset, const std::string& tracer) {
+  models::ModelConfig base;
+  try {
+    base = models::model_preset(preset, tracer);
+  } catch (const std::invalid_argument& e) {
+    // The preset and the tracer are the two inputs here; say which is wrong.
+    const bool tracer_bad = tracer != "AV45" && tracer != "AV1451";
+    fail(tracer_bad ? "data.tracer" : "model.preset", std::string("is not usable: ") + e.what(),
+         tracer_bad ? "use \"AV45\" or \"AV1451\"" : "use \"full\", \"demo\" or \"tiny\"");
+  }
+  json m = models::to_json(base);
+  for (const auto& k : ablation_model_keys()) m.erase(k);
+  return m;
+}
+
+// The full document for the preset/tracer the (possibly partial) document `j` asks for.
+json defaults_for(const json& j) {
+  return default_config_json(string_at(j, "model", "preset", "full"), string_at(j, "data", "tracer", "AV45"));
+}
+
+}  // namespace
+
+ObjectiveConfig Config::objective() const {
+  ObjectiveConfig o;
+  o.lambda_perceptual = train.perceptual == "none" ? 0.f : static_cast<float>(train.lambda_perceptual);
+  o.lambda_adv = train.discriminator ? static_cast<float>(train.lambda_adv) : 0.f;
+  o.beta_kl = static_cast<float>(train.beta_kl);
+  o.t1_loss = train.t1_loss;
+  o.eps_pet = train.eps_pet;
+  o.perceptual_slice_ratio = static_cast<float>(train.perceptual_slice_ratio);
+  return o;
+}
+
+json default_config_json(const std::string& preset, const std::string& tracer) {
+  DataConfig d;
+  d.tracer = tracer;
+  return {{"model", model_section_defaults(preset, tracer)}, {"data", data_to_json(d)}, {"train", train_to_json({})}};
+}
+
+Config config_from_json(const json& j) {
+  if (!j.is_object()) fail("(top level)", "should be a JSON object with model, data and train sections", "see configs/");
+  json doc = defaults_for(j);
+  merge_checked(doc, j, "");
+
+  Config c;
+  c.data = data_from_json(doc["data"]);
+  c.train = train_from_json(doc["train"]);
+  validate_data(c.data);
+  validate_train(c.train);
+
+  json model = doc["model"];
+  model["t1_reconstruction"] = c.train.t1_reconstruction;
+  model["discriminator"] = c.train.discriminator;
+  model["perceptual"] = c.train.perceptual;
+  try {
+    c.model = models::model_config_from_json(model, models::ModelConfig{});
+    c.model.validate();
+  } catch (const std::invalid_argument& e) {
+    throw ConfigError(std::string("in the model section: ") + e.what());
+  }
+  const int64_t want_csf = c.data.tracer == "AV45" ? 1 : 2;
+  if (c.model.csf_inputs != want_csf)
+    fail("model.csf_inputs",
+         "is " + std::to_string(c.model.csf_inputs) + " but data.tracer " + c.data.tracer + " gives " +
+             std::to_string(want_csf) + " CSF input(s)",
+         "leave model.csf_inputs out (the tracer sets it)");
+  if (c.model.covariate_inputs != 4)
+    fail("model.covariate_inputs", "is " + std::to_string(c.model.covariate_inputs),
+         "the data gives 4 covariates (Age, Sex, APOE4, PTEDUCAT); leave it at 4");
+  return c;
+}
+
+json config_to_json(const Config& c) {
+  json model = models::to_json(c.model);
+  for (const auto& k : ablation_model_keys()) model.erase(k);
+  return {{"model", model}, {"data", data_to_json(c.data)}, {"train", train_to_json(c.train)}};
+}
+
+void apply_override(json& j, const std::string& assignment) {
+  const size_t eq = assignment.find('=');
+  if (eq == std::string::npos || eq == 0)
+    throw ConfigError("override '" + assignment + "' is not KEY=VALUE; write e.g. --set train.lr=2e-4");
+  const std::string key = assignment.substr(0, eq), text = assignment.substr(eq + 1);
+  std::vector<std::string> parts;
+  for (size_t b = 0;;) {
+    const size_t dot = key.find('.', b);
+    parts.push_back(key.substr(b, dot - b));
+    if (dot == std::string::npos) break;
+    b = dot + 1;
+  }
+  for (const auto& p : parts)
+    if (p.empty()) throw ConfigError("override '" + assignment + "' has an empty part in its key '" + key + "'");
+  if (!j.is_object()) j = json::object();
+  json* node = &j;
+  std::string walked;
+  for (size_t i = 0; i + 1 < parts.size(); ++i) {
+    walked = join_path(walked, parts[i]);
+    json& next = (*node)[parts[i]];
+    if (next.is_null()) next = json::object();
+    if (!next.is_object()) fail(walked, "is a value, not a section", "set '" + walked + "' itself");
+    node = &next;
+  }
+  const json* existing = node->contains(parts.back()) ? &(*node)[parts.back()] : nullptr;
+  json value;
+  if (existing && existing->is_string()) {
+    value = text;  // a string key takes the text as written (a cohort folder named "2024" stays a string)
+  } else {
+    std::string source = text;
+    if (existing && existing->is_array() && !text.empty() && text.front() != '[') source = "[" + text + "]";
+    value = json::parse(source, nullptr, /*allow_exceptions=*/false);
+    if (value.is_discarded()) value = text;
+  }
+  (*node)[parts.back()] = value;
+}
+
+Config load_config(const std::string& path, const std::vector<std::string>& overrides) {
+  std::ifstream in(path);
+  if (!in) throw ConfigError("cannot open config file '" + path + "'; check the path (configs/demo.json, configs/full.json)");
+  json file;
+  try {
+    file = json::parse(in, nullptr, true, /*ignore_comments=*/true);
+  } catch (const json::parse_error& e) {
+    throw ConfigError("config file '" + path + "' is not valid JSON: " + e.what());
+  }
+  if (!file.is_object()) throw ConfigError("config file '" + path + "' must hold a JSON object {\"model\": …, \"data\": …, \"train\": …}");
+  // Overrides apply to the complete document, so each assignment's type is known when it is
+  // parsed (a string key takes its text as it is).
+  json scan = file;
+  for (const auto& o : overrides) apply_override(scan, o);
+  json doc = defaults_for(scan);
+  try {
+    merge_checked(doc, file, "");
+  } catch (const ConfigError& e) {
+    throw ConfigError(path + ": " + e.what());
+  }
+  for (const auto& o : overrides) apply_override(doc, o);
+  return config_from_json(doc);
+}
+
+Config make_config(const std::string& preset, const std::vector<std::string>& overrides) {
+  json scan = {{"model", {{"preset", preset}}}};
+  for (const auto& o : overrides) apply_override(scan, o);
+  json doc = defaults_for(scan);
+  doc["model"]["preset"] = string_at(scan, "model", "preset", preset);
+  for (const auto& o : overrides) apply_override(doc, o);
+  return config_from_json(doc);
+}
+
+}  // namespace cpets::train

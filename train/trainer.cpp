@@ -1,0 +1,387 @@
+#include "train/trainer.h"
+
+#include <omp.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <limits>
+#include <sstream>
+
+#include "engine/autograd.h"
+#include "eval/metrics.h"
+#include "train/progress.h"
+
+namespace cpets::train {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+// The noise stream's key: the training seed mixed with a tag (splitmix64), so ε is not drawn
+// from the same Philox words as the initial weights (Generator(seed)).
+uint64_t noise_key(uint64_t seed) {
+  uint64_t z = seed ^ 0x6e6f697365303030ull;  // "noise000"
+  z += 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+double value_of(const Tensor& t) { return t.defined() ? static_cast<double>(t.item()) : kNaN; }
+
+AdamOptions adam_options(const TrainConfig& t, double lr) {
+  AdamOptions o;
+  o.lr = lr;
+  o.beta1 = t.beta1;
+  o.beta2 = t.beta2;
+  o.eps = t.adam_eps;
+  o.weight_decay = 0.0;
+  return o;
+}
+
+std::string group_digits(int64_t n) {
+  std::string s = std::to_string(n), out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (i && (s.size() - i) % 3 == 0) out += ',';
+    out += s[i];
+  }
+  return out;
+}
+
+std::string fixed(double v, int digits = 4) {
+  if (std::isnan(v)) return "-";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.*f", digits, v);
+  return buf;
+}
+
+// The one place validation computes its metrics (eval/metrics.h), on the model grid.
+struct SessionMetrics {
+  double l1, psnr, ssim;
+};
+SessionMetrics session_metrics(const float* pred, const float* real, std::array<int64_t, 3> shape) {
+  const int64_t n = shape[0] * shape[1] * shape[2];
+  return {eval::mae(pred, real, n), eval::psnr(pred, real, n), eval::ssim3d(pred, real, shape, eval::ssim_reference())};
+}
+
+bool same_ranges(const io::NormRanges& a, const io::NormRanges& b) {
+  if (a.size() != b.size()) return false;
+  for (const auto& [k, r] : a) {
+    const auto it = b.find(k);
+    if (it == b.end() || it->second.min != r.min || it->second.max != r.max) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+json StepLosses::to_json() const {
+  return {{"type", "step"},     {"step", step},       {"epoch", epoch}, {"batch", batch},   {"g_total", g_total},
+          {"pet_l1", pet_l1},   {"t1", t1},           {"kl", kl},       {"adv", adv},       {"perceptual", perceptual},
+          {"d_total", d_total}, {"d_fake", d_fake},   {"d_real", d_real}, {"seconds", seconds}};
+}
+
+json ValidationResult::to_json() const {
+  return {{"type", "validation"}, {"step", step},     {"epoch", epoch}, {"sessions", sessions},
+          {"l1", l1},             {"psnr", psnr},     {"ssim", ssim},   {"seconds", seconds}};
+}
+
+Trainer::Trainer(Config config, std::optional<CohortSplits> data)
+    : config_(std::move(config)), noise_(noise_key(config_.train.seed)) {
+  if (config_.train.threads > 0) omp_set_num_threads(static_cast<int>(config_.train.threads));
+  data_ = data ? std::move(*data) : open_cohort(config_.data);
+  if (data_.tracer != config_.data.tracer)
+    throw ConfigError("data.tracer is " + config_.data.tracer + " but the cohort given is " + data_.tracer);
+  const auto& t = config_.train;
+  if (static_cast<int64_t>(data_.train.size()) < t.batch_size)
+    throw ConfigError("config key 'train.batch_size' is " + std::to_string(t.batch_size) + " but the training split of '" +
+                      data_.cohort_dir + "' has only " + std::to_string(data_.train.size()) + " " + data_.tracer +
+                      " session(s); lower train.batch_size or use a larger cohort");
+  train_set_ = std::make_unique<Dataset>(data_.train, config_.model.volume, config_.data.cache);
+  std::vector<Session> val = data_.val;
+  if (config_.data.max_val_sessions > 0 && static_cast<int64_t>(val.size()) > config_.data.max_val_sessions)
+    val.resize(static_cast<size_t>(config_.data.max_val_sessions));
+  val_set_ = std::make_unique<Dataset>(std::move(val), config_.model.volume, config_.data.cache);
+
+  Generator init(t.seed);
+  model_ = std::make_shared<models::CausalPETS>(config_.model, init);
+  model_->train();
+  const ObjectiveConfig obj = config_.objective();
+  if (obj.lambda_perceptual > 0) perceptual_ = models::load_lpips_squeeze(t.perceptual_weights);
+  g_opt_ = std::make_unique<Adam>(model_->generator_parameters(), adam_options(t, t.lr));
+  if (discriminator_step_enabled())
+    d_opt_ = std::make_unique<Adam>(model_->discriminator_parameters(), adam_options(t, t.lr_discriminator));
+  if (model_->discriminator) model_->discriminator->set_requires_grad(false);  // unfrozen for its own step only
+  state_.noise = noise_.state();
+  loader_ = std::make_unique<BatchLoader>(*train_set_, t.batch_size, t.data_seed, state_.position, config_.data.prefetch);
+}
+
+Trainer::~Trainer() = default;
+
+bool Trainer::discriminator_step_enabled() const {
+  return model_->discriminator != nullptr && config_.objective().lambda_adv > 0.f;
+}
+
+CheckpointMeta Trainer::meta() const {
+  CheckpointMeta m;
+  m.config = config_;
+  m.ranges = data_.ranges;
+  m.tracer = data_.tracer;
+  m.state = state_;
+  return m;
+}
+
+void Trainer::resume(const std::string& path) {
+  const std::string file = resolve_checkpoint(path);
+  LoadedCheckpoint ck = read_checkpoint(file);
+  const Config& saved = ck.meta.config;
+  if (models::to_json(saved.model) != models::to_json(config_.model)) {
+    std::string diff;
+    const json a = models::to_json(saved.model), b = models::to_json(config_.model);
+    for (const auto& [k, v] : a.items())
+      if (!b.contains(k) || b[k] != v) diff += "\n  model." + k + ": checkpoint " + v.dump() + ", now " + b[k].dump();
+    throw ConfigError(file + ": the checkpoint was trained with another model configuration:" + diff +
+                      "\nresume with the checkpoint's config (cpets-train --resume DIR without --config)");
+  }
+  auto require_same = [&](const std::string& key, const json& then, const json& now) {
+    if (then != now)
+      throw ConfigError("config key '" + key + "' is " + now.dump() + " but the checkpoint " + file + " used " +
+                        then.dump() + "; resuming continues its data order and noise only with the same value");
+  };
+  require_same("data.tracer", saved.data.tracer, config_.data.tracer);
+  require_same("train.batch_size", saved.train.batch_size, config_.train.batch_size);
+  require_same("train.seed", saved.train.seed, config_.train.seed);
+  require_same("train.data_seed", saved.train.data_seed, config_.train.data_seed);
+
+  if (!same_ranges(ck.meta.ranges, data_.ranges)) {
+    // Never refit on resume: the network learnt the checkpoint's normalisation.
+    renormalise(data_, ck.meta.ranges);
+    train_set_ = std::make_unique<Dataset>(data_.train, config_.model.volume, config_.data.cache);
+    std::vector<Session> val = data_.val;
+    if (config_.data.max_val_sessions > 0 && static_cast<int64_t>(val.size()) > config_.data.max_val_sessions)
+      val.resize(static_cast<size_t>(config_.data.max_val_sessions));
+    val_set_ = std::make_unique<Dataset>(std::move(val), config_.model.volume, config_.data.cache);
+  }
+  model_->load_state_dict(ck.model, /*strict=*/true);
+  g_opt_->load_state_dict(ck.g_optimizer);
+  if (d_opt_) d_opt_->load_state_dict(ck.d_optimizer);
+  state_ = ck.meta.state;
+  noise_.set_state(state_.noise);
+  loader_.reset();  // join the old worker before the new loader starts
+  loader_ = std::make_unique<BatchLoader>(*train_set_, config_.train.batch_size, config_.train.data_seed, state_.position,
+                                          config_.data.prefetch);
+}
+
+StepLosses Trainer::step() {
+  const auto t0 = std::chrono::steady_clock::now();
+  Batch batch = loader_->next();
+  const int64_t b = batch.t1.size(0);
+  const ObjectiveConfig obj = config_.objective();
+  const models::Inputs in{batch.t1, batch.csf, batch.covariates};
+  StepLosses out;
+  out.epoch = batch.epoch;
+  out.batch = batch.index;
+
+  // 1. Generator: D frozen (it is, outside its own step), one backward over E, f, G_T1, G_P.
+  {
+    models::Noise noise;
+    if (model_->t1_decoder) noise.eps_t1 = model_->sample_noise(b, noise_);
+    if (obj.eps_pet) noise.eps_pet = model_->sample_noise(b, noise_);
+    g_opt_->zero_grad();
+    GeneratorLosses g = generator_objective(*model_, in, batch.pet, noise, obj, perceptual_.get(), &noise_);
+    g.total.backward();
+    g_opt_->step();
+    out.g_total = value_of(g.total);
+    out.pet_l1 = value_of(g.pet_l1);
+    out.t1 = value_of(g.t1);
+    out.kl = value_of(g.kl);
+    out.adv = value_of(g.adv);
+    out.perceptual = value_of(g.perceptual);
+  }
+
+  // 2. Discriminator on a fake regenerated by the updated generator with a new ε_PET; fake and
+  //    real go through D in separate calls (separate BatchNorm batch statistics).
+  out.d_total = out.d_fake = out.d_real = kNaN;
+  if (discriminator_step_enabled()) {
+    Tensor fake;
+    {
+      NoGradGuard no_grad;
+      const models::Latent latent = model_->encode(batch.t1, batch.covariates);
+      const Tensor tokens = model_->fuse(batch.csf, batch.covariates);
+      const Tensor eps = obj.eps_pet ? model_->sample_noise(b, noise_) : Tensor();
+      fake = model_->synthesise_pet(model_->reparameterise(latent, eps), tokens);
+    }
+    model_->discriminator->set_requires_grad(true);
+    d_opt_->zero_grad();
+    DiscriminatorLosses d = discriminator_objective(*model_, fake.detach(), batch.pet);
+    d.total.backward();
+    d_opt_->step();
+    model_->discriminator->set_requires_grad(false);
+    out.d_fake = value_of(d.fake);
+    out.d_real = value_of(d.real);
+    out.d_total = 0.5 * (out.d_fake + out.d_real);
+  }
+
+  ++state_.step;
+  state_.position = loader_->position();
+  state_.noise = noise_.state();
+  out.step = state_.step;
+  out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return out;
+}
+
+ValidationResult Trainer::validate() {
+  const auto t0 = std::chrono::steady_clock::now();
+  ValidationResult r;
+  r.step = state_.step;
+  r.epoch = state_.position.epoch;
+  const int64_t n = val_set_->size();
+  if (n == 0) {
+    r.l1 = r.psnr = r.ssim = kNaN;
+    return r;
+  }
+  NoGradGuard no_grad;
+  model_->eval();
+  double l1 = 0, psnr = 0, ssim = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const Batch one = val_set_->collate({i});
+    const models::Latent latent = model_->encode(one.t1, one.covariates);
+    const Tensor tokens = model_->fuse(one.csf, one.covariates);
+    const Tensor pet = model_->synthesise_pet(model_->reparameterise(latent, Tensor()), tokens);  // ε = 0
+    const SessionMetrics m = session_metrics(pet.data(), one.pet.data(), val_set_->volume());
+    l1 += m.l1;
+    psnr += m.psnr;
+    ssim += m.ssim;
+  }
+  model_->train();
+  r.sessions = n;
+  r.l1 = l1 / n;
+  r.psnr = psnr / n;
+  r.ssim = ssim / n;
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return r;
+}
+
+std::string Trainer::save(const std::string& out_dir, const std::optional<ValidationResult>& validation) {
+  const fs::path dir = fs::path(out_dir) / "checkpoints";
+  bool best = false;
+  if (validation) {
+    state_.last_validation = validation->to_json();
+    if (validation->l1 < state_.best_val_l1) {
+      state_.best_val_l1 = validation->l1;
+      state_.best_step = state_.step;
+      best = true;
+    }
+  }
+  const CheckpointMeta m = meta();
+  const std::string path = save_checkpoint(dir.string(), step_checkpoint_name(state_.step), *model_, *g_opt_, d_opt_.get(), m);
+  if (best) save_checkpoint(dir.string(), "best", *model_, *g_opt_, d_opt_.get(), m);
+  prune_step_checkpoints(dir.string(), config_.train.keep_last);
+  return path;
+}
+
+int64_t Trainer::total_steps(const RunOptions& opt) const {
+  const int64_t epochs = opt.epochs.value_or(config_.train.epochs);
+  int64_t total = epochs * loader_->batches_per_epoch();
+  const int64_t cap = opt.max_steps > 0 ? opt.max_steps : config_.train.max_steps;
+  if (cap > 0) total = std::min(total, cap);
+  return total;
+}
+
+void Trainer::run(const RunOptions& opt) {
+  std::ostream& os = opt.progress_stream ? *opt.progress_stream : std::cerr;
+  const int64_t total = total_steps(opt);
+  const auto& t = config_.train;
+  std::ofstream log;
+  if (!opt.out_dir.empty()) {
+    fs::create_directories(opt.out_dir);
+    std::ofstream(fs::path(opt.out_dir) / "config.json") << config_to_json(config_).dump(2) << "\n";
+    const fs::path log_path = fs::path(opt.out_dir) / "train.jsonl";
+    log.open(log_path, std::ios::app);
+    if (!log) throw std::runtime_error("cannot write the training log '" + log_path.string() + "'");
+  }
+  auto write_log = [&](const json& j) {
+    if (log.is_open()) log << j.dump() << "\n" << std::flush;
+  };
+  const int64_t per_epoch = loader_->batches_per_epoch();
+  os << "training " << data_.train.size() << " " << data_.tracer << " sessions (" << per_epoch << " batches of "
+     << t.batch_size << " per epoch), " << val_set_->size() << " validation sessions; steps " << state_.step << " → "
+     << total << "\n";
+
+  ProgressLine progress(os, state_.step, total, opt.progress, std::max<int64_t>(1, total / 20));
+  int64_t last_saved = -1, last_validated = -1;
+  auto validate_and_report = [&](const std::string& when) {
+    const ValidationResult v = validate();
+    last_validated = state_.step;
+    write_log(v.to_json());
+    progress.message("validation " + when + ": L1 " + fixed(v.l1) + "  PSNR " + fixed(v.psnr, 2) + " dB  SSIM " +
+                     fixed(v.ssim) + "  (" + std::to_string(v.sessions) + " sessions, " + fixed(v.seconds, 1) + " s)");
+    return v;
+  };
+  auto checkpoint = [&](const std::optional<ValidationResult>& v) {
+    if (opt.out_dir.empty()) return;
+    const std::string path = save(opt.out_dir, v);
+    last_saved = state_.step;
+    progress.message("checkpoint " + path + (state_.best_step == state_.step ? " (best so far)" : ""));
+  };
+
+  bool stopped = false;
+  while (state_.step < total) {
+    if (opt.stop && opt.stop->load()) {
+      stopped = true;
+      break;
+    }
+    const StepLosses s = step();
+    write_log(s.to_json());
+    std::string text = "epoch " + std::to_string(s.epoch) + "  G " + fixed(s.g_total) + "  L1 " + fixed(s.pet_l1);
+    if (!std::isnan(s.t1)) text += "  T1 " + fixed(s.t1);
+    if (!std::isnan(s.kl)) text += "  KL " + fixed(s.kl, 2);
+    if (!std::isnan(s.adv)) text += "  adv " + fixed(s.adv);
+    if (!std::isnan(s.perceptual)) text += "  perc " + fixed(s.perceptual);
+    if (!std::isnan(s.d_total)) text += "  D " + fixed(s.d_total);
+    progress.update(state_.step, text);
+
+    const bool epoch_done = state_.position.batch == 0;
+    const int64_t epochs_done = state_.position.epoch;
+    std::optional<ValidationResult> v;
+    if (epoch_done && t.validate_every > 0 && epochs_done % t.validate_every == 0 && val_set_->size() > 0)
+      v = validate_and_report("after epoch " + std::to_string(epochs_done));
+    const bool epoch_ckpt = epoch_done && t.checkpoint_every > 0 && epochs_done % t.checkpoint_every == 0;
+    const bool step_ckpt = t.checkpoint_every_steps > 0 && state_.step % t.checkpoint_every_steps == 0;
+    const bool improved = v && v->l1 < state_.best_val_l1;  // keep every new best on disk
+    if (epoch_ckpt || step_ckpt || improved) checkpoint(v);
+  }
+  std::optional<ValidationResult> v;
+  if (!stopped && last_validated != state_.step && t.validate_every > 0 && val_set_->size() > 0 && state_.step > 0)
+    v = validate_and_report("at step " + std::to_string(state_.step));
+  if (last_saved != state_.step) checkpoint(v);
+  progress.finish();
+}
+
+std::string describe_parameters(const models::CausalPETS& model) {
+  const models::ParameterCounts c = models::count_parameters(model);
+  std::ostringstream s;
+  auto row = [&](const std::string& name, int64_t n) {
+    char buf[128];
+    std::snprintf(buf, sizeof buf, "  %-34s %14s\n", name.c_str(), group_digits(n).c_str());
+    s << buf;
+  };
+  row("E  encoder (total)", c.encoder);
+  row("     MLP_M demographics", c.encoder_demographics);
+  row("     latent SpatialTransformer", c.encoder_transformer);
+  row("f  fusion", c.fusion);
+  row("G_T1 t1_decoder", c.t1_decoder);
+  row("G_P pet_generator", c.pet_generator);
+  row("D  discriminator", c.discriminator);
+  row("total", c.total);
+  return s.str();
+}
+
+}  // namespace cpets::train
