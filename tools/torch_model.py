@@ -4,7 +4,8 @@
 python3-torch (1.13, CPU) and nothing else.
 
   --count full|demo|tiny   parameter counts per network (to double-check models/'s figures)
-  --fixture OUT            golden fixture for tests/test_golden.cpp (tiny preset): random but
+  --fixture OUT [--variant reference|vae-raw]
+                           golden fixture for tests/test_golden.cpp (tiny preset): random but
                            fixed weights (every parameter non-trivial, also the zero-initialised
                            ones), inputs and noise; the generator objective's terms and outputs
                            and the gradient of L_G w.r.t. every generator parameter; then one
@@ -338,8 +339,8 @@ class CausalPETS(nn.Module):
 
 # ---- objective (docs/model.md §5) -----------------------------------------------------------------
 
-def generator_objective(model, batch, noise, lambda_adv=0.005, beta=0.001, t1_loss="l1"):
-    out = model(batch["t1"], batch["csf"], batch["covariates"], noise["eps_t1"], noise["eps_pet"])
+def generator_objective(model, batch, noise, lambda_adv=0.005, beta_kl=0.001, t1_loss="l1", eps_pet=True):
+    out = model(batch["t1"], batch["csf"], batch["covariates"], noise["eps_t1"], noise["eps_pet"] if eps_pet else None)
     terms = {"pet_l1": (out["pet_syn"] - batch["pet"]).abs().mean()}
     total = terms["pet_l1"]
     if out["t1_rec"] is not None:
@@ -348,7 +349,7 @@ def generator_objective(model, batch, noise, lambda_adv=0.005, beta=0.001, t1_lo
         total = total + terms["t1"]
     logvar = model.log_variance(out["s"])
     terms["kl"] = -0.5 * torch.sum(1 + logvar - out["mu"] ** 2 - logvar.exp()) / out["mu"].shape[0]
-    total = total + beta * terms["kl"]
+    total = total + beta_kl * terms["kl"]
     if lambda_adv > 0 and model.discriminator is not None:
         terms["adv"] = ((model.discriminator(out["pet_syn"]) - 1) ** 2).mean()
         total = total + lambda_adv * terms["adv"]
@@ -408,8 +409,19 @@ def randomise(model, gen):
                 p.copy_(0.2 * u)
 
 
-def fixture(path, seed=2024, batch=2):
+# The golden fixtures: "reference" is the default model and objective; "vae-raw" the other
+# branches (vae latent, raw fusion, MSE T1 loss, no ε_PET, no discriminator).
+VARIANTS = {
+    "reference": ({}, {"lambda_adv": 0.005, "beta_kl": 0.001, "t1_loss": "l1", "eps_pet": True}),
+    "vae-raw": ({"latent": "vae", "fusion": "raw", "discriminator": False},
+                {"lambda_adv": 0.005, "beta_kl": 0.001, "t1_loss": "mse", "eps_pet": False}),
+}
+
+
+def fixture(path, variant="reference", seed=2024, batch=2):
+    overrides, objective = VARIANTS[variant]
     c = preset("tiny")
+    c.update(overrides)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     model = CausalPETS(c)
@@ -426,33 +438,38 @@ def fixture(path, seed=2024, batch=2):
 
     # Generator step: D frozen (its parameters get no gradient), D in training mode (batch
     # statistics, running statistics updated), as the reference.
-    for p in model.discriminator.parameters():
-        p.requires_grad_(False)
-    terms, out = generator_objective(model, inputs, noise)
+    if model.discriminator is not None:
+        for p in model.discriminator.parameters():
+            p.requires_grad_(False)
+    terms, out = generator_objective(model, inputs, noise, **objective)
     terms["total"].backward()
     tensors = {f"input.{k}": v for k, v in inputs.items()}
     tensors.update({f"noise.{k}": v for k, v in noise.items()})
     tensors.update({f"weight.{k}": v for k, v in weights.items()})
     tensors.update({f"loss.{k}": v.reshape(()) for k, v in terms.items()})
     for k in ("mu", "s", "tokens", "t1_rec", "pet_syn"):
-        tensors[f"output.{k}"] = out[k]
+        if out[k] is not None:
+            tensors[f"output.{k}"] = out[k]
     for mod_name in ("encoder", "fusion", "t1_decoder", "pet_generator"):
+        if getattr(model, mod_name) is None:
+            continue
         for name, p in getattr(model, mod_name).named_parameters(prefix=mod_name):
             assert p.grad is not None, name
             tensors[f"grad.{name}"] = p.grad
 
     # Discriminator step on the detached fake and the real PET (fake first).
-    for p in model.discriminator.parameters():
-        p.requires_grad_(True)
-    l_fake, l_real = discriminator_objective(model, out["pet_syn"].detach(), inputs["pet"])
-    (l_fake + l_real).backward()
-    tensors["dloss.fake"], tensors["dloss.real"] = l_fake, l_real
-    for name, p in model.discriminator.named_parameters(prefix="discriminator"):
-        tensors[f"dgrad.{name}"] = p.grad
-    for name, b in model.discriminator.named_buffers(prefix="discriminator"):
-        tensors[f"after.{name}"] = b
+    if model.discriminator is not None:
+        for p in model.discriminator.parameters():
+            p.requires_grad_(True)
+        l_fake, l_real = discriminator_objective(model, out["pet_syn"].detach(), inputs["pet"])
+        (l_fake + l_real).backward()
+        tensors["dloss.fake"], tensors["dloss.real"] = l_fake, l_real
+        for name, p in model.discriminator.named_parameters(prefix="discriminator"):
+            tensors[f"dgrad.{name}"] = p.grad
+        for name, b in model.discriminator.named_buffers(prefix="discriminator"):
+            tensors[f"after.{name}"] = b
 
-    meta = {"config": json.dumps(c), "objective": json.dumps({"lambda_adv": 0.005, "beta_kl": 0.001, "t1_loss": "l1"}),
+    meta = {"config": json.dumps(c), "objective": json.dumps(objective), "variant": variant,
             "torch": torch.__version__, "producer": "tools/torch_model.py --fixture"}
     save_safetensors(path, tensors, meta)
     print(f"wrote {path}: {len(tensors)} tensors, {os.path.getsize(path)} bytes")
@@ -532,6 +549,7 @@ if __name__ == "__main__":
     ap.add_argument("--count", choices=["full", "demo", "tiny"])
     ap.add_argument("--tracer", default="AV45", choices=["AV45", "AV1451"])
     ap.add_argument("--fixture", metavar="OUT.safetensors")
+    ap.add_argument("--variant", default="reference", choices=sorted(VARIANTS), help="which golden fixture")
     ap.add_argument("--bench", choices=["demo", "full", "tiny"])
     ap.add_argument("--bench-full-infer", action="store_true")
     ap.add_argument("--steps", type=int, default=5)
@@ -543,7 +561,7 @@ if __name__ == "__main__":
     if args.count:
         count(preset(args.count, args.tracer))
     if args.fixture:
-        fixture(args.fixture)
+        fixture(args.fixture, args.variant)
     if args.bench:
         bench(args.bench, args.steps, args.warmup, args.bench_full_infer)
     if not (args.count or args.fixture or args.bench):
