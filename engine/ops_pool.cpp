@@ -1,4 +1,5 @@
-// max_pool3d: shape checks, the CPU kernel, and the backward that routes gradients to the argmax.
+// max_pool3d: shape checks, the CPU kernel, and the backward that routes gradients to the argmax
+// recorded by the forward (only when a gradient will be needed).
 #include <stdexcept>
 #include <string>
 
@@ -47,11 +48,23 @@ kc::MaxPool3dShape pool_shape(const Tensor& x, Int3 kernel, Int3 stride, bool ce
 
 Tensor max_pool3d(const Tensor& x, Int3 kernel, Int3 stride, bool ceil_mode) {
   const kc::MaxPool3dShape s = pool_shape(x, kernel, stride, ceil_mode);
-  Tensor y = Tensor::empty({x.size(0), x.size(1), s.out[0], s.out[1], s.out[2]});
-  kc::max_pool3d_forward(s, x.data(), y.data());
-  return record(y, "max_pool3d", {x}, [s, x = x.detach()](const Tensor& g, const std::vector<bool>&) {
-    Tensor dx = Tensor::empty(x.shape());
-    kc::max_pool3d_backward(s, x.data(), g.data(), dx.data());
+  const Shape out_shape = {x.size(0), x.size(1), s.out[0], s.out[1], s.out[2]};
+  Tensor y = Tensor::empty(out_shape);
+  if (!(grad_enabled() && x.requires_grad())) {
+    kc::max_pool3d_forward(s, x.data(), y.data(), nullptr);
+    return y;
+  }
+  if (s.in_voxels() >= (int64_t(1) << 31))
+    throw std::invalid_argument("max_pool3d: planes of 2^31 voxels or more cannot record their argmax" +
+                                describe(x, kernel, stride, ceil_mode));
+  // The argmax indices (int32) live in a float tensor's storage, so they come from the caching
+  // allocator like every activation; only their bits are used, never their float values.
+  Tensor argmax = Tensor::empty(out_shape);
+  int32_t* idx = reinterpret_cast<int32_t*>(argmax.data());
+  kc::max_pool3d_forward(s, x.data(), y.data(), idx);
+  return record(y, "max_pool3d", {x}, [s, argmax, in_shape = x.shape()](const Tensor& g, const std::vector<bool>&) {
+    Tensor dx = Tensor::empty(in_shape);
+    kc::max_pool3d_backward(s, reinterpret_cast<const int32_t*>(argmax.data()), g.data(), dx.data());
     return std::vector<Tensor>{dx};
   });
 }

@@ -30,7 +30,8 @@ class LpipsSqueeze : public Module {
   Tensor forward(const Tensor& a, const Tensor& b) const;
   // The same, one (N) distance per tap (their sum is forward's result).
   std::vector<Tensor> forward_per_tap(const Tensor& a, const Tensor& b) const;
-  // The seven trunk taps (relu1 … relu7) of one batch of slices, after the scaling layer.
+  // The seven trunk taps (relu1 … relu7) of a batch of N slices (N, 1, 1, H, W), after the
+  // scaling layer, each (1, C_k, N, h_k, w_k): the slices are stacked along D inside the trunk.
   std::vector<Tensor> features(const Tensor& x) const;
 
  private:
@@ -38,8 +39,8 @@ class LpipsSqueeze : public Module {
   std::shared_ptr<Layers> layers_;
 };
 
-// LPIPS's per-layer term: fa, fb (N, C, 1, h, w) trunk features, lin_weight (1, C, 1, 1, 1);
-// returns (N, 1, 1, h, w) = Σ_c w_c (f̂a_c − f̂b_c)², f̂ = f / (‖f‖₂ + 1e-10) over channels.
+// LPIPS's per-layer term: fa, fb (B, C, d, h, w) trunk features, lin_weight (1, C, 1, 1, 1);
+// returns (B, 1, d, h, w) = Σ_c w_c (f̂a_c − f̂b_c)², f̂ = f / (‖f‖₂ + 1e-10) over channels.
 // Differentiable w.r.t. all three.
 Tensor lpips_layer_distance(const Tensor& fa, const Tensor& fb, const Tensor& lin_weight);
 

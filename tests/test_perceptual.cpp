@@ -137,8 +137,8 @@ TEST_CASE("LpipsSqueeze matches the PyTorch golden: distances, per-tap terms, in
   Tensor b = as_slices(named(fx, "b")).clone().set_requires_grad(true);
 
   std::vector<Tensor> taps = net->features(a.detach());
-  const std::vector<Shape> tap_shapes = {{3, 64, 1, 19, 15}, {3, 128, 1, 9, 7}, {3, 256, 1, 4, 3}, {3, 384, 1, 2, 1},
-                                         {3, 384, 1, 2, 1},  {3, 512, 1, 2, 1}, {3, 512, 1, 2, 1}};
+  const std::vector<Shape> tap_shapes = {{1, 64, 3, 19, 15}, {1, 128, 3, 9, 7}, {1, 256, 3, 4, 3}, {1, 384, 3, 2, 1},
+                                         {1, 384, 3, 2, 1},  {1, 512, 3, 2, 1}, {1, 512, 3, 2, 1}};
   for (size_t k = 0; k < taps.size(); ++k) CHECK(taps[k].shape() == tap_shapes[k]);
 
   std::vector<Tensor> per_tap = net->forward_per_tap(a, b);
@@ -168,7 +168,7 @@ TEST_CASE("LpipsSqueeze matches the golden at the smallest slice size (17×19, 1
   for (int n = 0; n < 2; ++n) CHECK(d.data()[n] == doctest::Approx(want.data()[n]).epsilon(1e-4));
   sum(mul(d, Tensor::from_vector({2}, {1.f, -0.5f}))).backward();
   check_close_scaled(a.grad(), named(fx, "small_grad_a"), 1e-3);
-  CHECK(net->features(a.detach())[6].shape() == Shape{2, 512, 1, 1, 1});
+  CHECK(net->features(a.detach())[6].shape() == Shape{1, 512, 2, 1, 1});
 }
 
 TEST_CASE("LpipsSqueeze: identical inputs give 0; bad shapes are named") {
