@@ -1,0 +1,57 @@
+// The evaluation report: a PNG montage per shown session (real | each method's synthetic | each
+// method's error), a compact text table for the terminal, a JSON file of every number, and one
+// self-contained HTML page (tables per method, paired t-tests, inline SVG plots of per-session
+// MAE / SSIM and of synthetic-vs-real cortical SUVR, the montages by relative path).
+#pragma once
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "eval/evaluation.h"
+#include "io/png.h"
+#include "io/volume.h"
+
+namespace cpets::eval {
+
+struct ReportMontage {
+  std::string caption;
+  std::string path;  // relative to the HTML file
+};
+
+struct Report {
+  std::string title = "Causal PETS evaluation";
+  std::vector<std::pair<std::string, std::string>> facts;  // "checkpoint" → "run/ckpt…", shown on top
+  std::vector<MethodResult> methods;                       // the first is the one being evaluated
+  std::vector<Comparison> comparisons;
+  std::vector<ReportMontage> montages;
+  std::vector<std::string> notes;                          // protocol remarks (MS-SSIM padding, …)
+};
+
+// Rows: REAL, then per method its synthetic volume (same hot colour range as REAL) and its error
+// synthetic − real (diverging, one symmetric range shared by all methods). Labels are upper-cased
+// for the montage font. All volumes must share the real volume's shape.
+struct MontageMethod {
+  std::string label;
+  const io::Volume* volume = nullptr;
+};
+io::Image render_comparison_montage(const io::Volume& real, const std::vector<MontageMethod>& methods,
+                                    const io::MontageOptions& opt = {});
+void write_comparison_montage(const std::string& path, const io::Volume& real, const std::vector<MontageMethod>& methods,
+                              const io::MontageOptions& opt = {});
+
+// A fixed-width table (metric rows × method columns, mean ± std), the SUVR correlations and the
+// comparisons, for stdout.
+std::string text_summary(const Report& r);
+
+// Every number: per method the summary and the per-session values; comparisons; facts; notes.
+// NaN and infinity become null.
+nlohmann::ordered_json report_json(const Report& r);
+void write_report_json(const std::string& path, const Report& r);  // atomic
+
+// The HTML page (atomic write). Creates the parent folder if needed.
+void write_html_report(const std::string& path, const Report& r);
+std::string html_report(const Report& r);
+
+}  // namespace cpets::eval
