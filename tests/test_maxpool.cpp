@@ -10,6 +10,7 @@
 #include <random>
 #include <vector>
 
+#include "engine/autograd.h"
 #include "engine/ops_conv.h"
 #include "gradcheck.h"
 #include "kernels/cpu/maxpool.h"
@@ -118,6 +119,10 @@ TEST_CASE("max_pool3d forward and backward match naive loops") {
     NaivePool ref = naive_pool(c, x);
     REQUIRE(y.shape() == ref.out_shape);
     CHECK(y.to_vector() == ref.y);  // a max is exact
+    {
+      NoGradGuard ng;  // the forward that records no argmax
+      CHECK(max_pool3d(xg, c.k, c.s, c.ceil_mode).to_vector() == ref.y);
+    }
 
     Tensor dy = random_tensor(y.shape(), seed++);
     y.backward(dy);
@@ -149,10 +154,31 @@ TEST_CASE("max_pool3d: ties send the gradient to the first maximum; NaN propagat
   for (int64_t h = 0; h < 6; ++h)
     for (int64_t w = 0; w < 6; ++w) CHECK(g[size_t(h * 6 + w)] == ((h % 2 == 0 && w % 2 == 0) ? 1.f : 0.f));
 
-  Tensor n = Tensor::zeros({1, 1, 1, 3, 3});
-  n.data()[4] = std::numeric_limits<float>::quiet_NaN();
-  Tensor yn = max_pool3d(n, {1, 3, 3}, {1, 2, 2}, false);
-  CHECK(std::isnan(yn.item()));
+  // A NaN anywhere in a window (first, middle or last column, with or without argmax
+  // recording) makes that output NaN, and the gradient goes to the NaN.
+  for (int64_t at : {0, 4, 8, 5}) {
+    Tensor n = random_tensor({1, 1, 1, 3, 3}, 9);
+    n.data()[at] = std::numeric_limits<float>::quiet_NaN();
+    {
+      NoGradGuard ng;
+      CHECK(std::isnan(max_pool3d(n, {1, 3, 3}, {1, 2, 2}, false).item()));
+    }
+    n.set_requires_grad(true);
+    Tensor yn = max_pool3d(n, {1, 3, 3}, {1, 2, 2}, false);
+    CHECK(std::isnan(yn.item()));
+    yn.backward(Tensor::ones({1, 1, 1, 1, 1}));
+    for (int64_t i = 0; i < 9; ++i) CHECK(n.grad().data()[i] == (i == at ? 1.f : 0.f));
+  }
+  // The same in a window clipped by ceil_mode: 3×4 input, windows at columns 0 and 2 (2 wide).
+  Tensor c = random_tensor({1, 1, 1, 3, 4}, 10);
+  c.data()[7] = std::numeric_limits<float>::quiet_NaN();  // row 1, column 3
+  c.set_requires_grad(true);
+  Tensor yc = max_pool3d(c, {1, 3, 3}, {1, 2, 2}, true);
+  REQUIRE(yc.shape() == Shape{1, 1, 1, 1, 2});
+  CHECK_FALSE(std::isnan(yc.data()[0]));
+  CHECK(std::isnan(yc.data()[1]));
+  yc.backward(Tensor::from_vector({1, 1, 1, 1, 2}, {0.f, 1.f}));
+  CHECK(c.grad().data()[7] == 1.f);
 }
 
 TEST_CASE("max_pool3d is bitwise identical for 1 and 2 threads") {

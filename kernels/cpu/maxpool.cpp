@@ -11,15 +11,16 @@ namespace {
 
 inline int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
 
-// Value-only maximum that propagates NaN (v != v is the NaN test; kept as a select, so loops
-// over it vectorise).
-inline float nan_max(float v, float m) { return (v > m || v != v) ? v : m; }
+// Value-only maximum that propagates NaN (v != v is the NaN test). Bitwise | and &, not || and
+// &&: short-circuit operators compile to branches, which random data mispredicts half the time
+// (measured 3× slower); a select over the combined mask is branch-free and vectorises.
+inline float nan_max(float v, float m) { return ((v > m) | (v != v)) ? v : m; }
 
 // Whether (v, at i) beats the current maximum (m, at mi) under the scan-order rule: a NaN beats
 // any number, and among NaNs or equal numbers the smaller flat index (earlier in scan order) wins.
 inline bool beats(float v, int32_t i, float m, int32_t mi) {
-  const bool vn = v != v, mn = m != m;
-  return vn ? (!mn || i < mi) : (!mn && (v > m || (v == m && i < mi)));
+  const bool vn = v != v, mn = m != m, earlier = i < mi;
+  return (vn & (!mn | earlier)) | (!vn & !mn & ((v > m) | ((v == m) & earlier)));
 }
 
 // The clipped window of output o along one axis: [begin, end).
@@ -56,7 +57,7 @@ void forward_row(const MaxPool3dShape& s, const float* plane, int64_t od, int64_
         first = false;
       } else if (arg) {
         for (int64_t w = 0; w < W; ++w) {
-          const bool take = (src[w] > cv[w]) || (src[w] != src[w] && cv[w] == cv[w]);
+          const bool take = (src[w] > cv[w]) | ((src[w] != src[w]) & (cv[w] == cv[w]));
           cv[w] = take ? src[w] : cv[w];
           ci[w] = take ? int32_t(base + w) : ci[w];
         }
@@ -64,17 +65,35 @@ void forward_row(const MaxPool3dShape& s, const float* plane, int64_t od, int64_
         for (int64_t w = 0; w < W; ++w) cv[w] = nan_max(src[w], cv[w]);
       }
     }
-  for (int64_t ow = 0; ow < s.out[2]; ++ow) {
+  // Across columns. Windows that lie wholly inside the row go kernel column by kernel column,
+  // each pass a loop over all outputs without a carried dependency (so it vectorises, where a
+  // per-window loop compiled to mispredicted branches); the few clipped windows at the end
+  // (ceil_mode) are done one by one.
+  const int64_t kW = s.kernel[2], sW = s.stride[2];
+  const int64_t full = W >= kW ? std::min(s.out[2], (W - kW) / sW + 1) : 0;
+  for (int64_t ow = 0; ow < full; ++ow) out[ow] = cv[ow * sW];
+  if (arg)
+    for (int64_t ow = 0; ow < full; ++ow) arg[ow] = ci[ow * sW];
+  for (int64_t kw = 1; kw < kW; ++kw) {
+    if (arg) {
+      for (int64_t ow = 0; ow < full; ++ow) {
+        const int64_t w = ow * sW + kw;
+        const bool take = beats(cv[w], ci[w], out[ow], arg[ow]);
+        out[ow] = take ? cv[w] : out[ow];
+        arg[ow] = take ? ci[w] : arg[ow];
+      }
+    } else {
+      for (int64_t ow = 0; ow < full; ++ow) out[ow] = nan_max(cv[ow * sW + kw], out[ow]);
+    }
+  }
+  for (int64_t ow = full; ow < s.out[2]; ++ow) {
     int64_t w0, w1;
-    window(ow, s.kernel[2], s.stride[2], W, w0, w1);
+    window(ow, kW, sW, W, w0, w1);
     float m = cv[w0];
     if (arg) {
       int32_t mi = ci[w0];
-      for (int64_t w = w0 + 1; w < w1; ++w) {
-        const bool take = beats(cv[w], ci[w], m, mi);
-        m = take ? cv[w] : m;
-        mi = take ? ci[w] : mi;
-      }
+      for (int64_t w = w0 + 1; w < w1; ++w)
+        if (beats(cv[w], ci[w], m, mi)) m = cv[w], mi = ci[w];
       arg[ow] = mi;
     } else {
       for (int64_t w = w0 + 1; w < w1; ++w) m = nan_max(cv[w], m);
