@@ -1,0 +1,562 @@
+// Host tests of the CUDA kernels' shared __host__ __device__ code (runs on CI, no GPU needed).
+//
+// The convolution kernels' operand policies and thread → tile maps (kernels/cuda/conv3d_ops.h)
+// are run here in an emulation of kernels/cuda/conv3d.cu's implicit_gemm: block by block, each of
+// the 256 threads gathers its tile slots, the tiles are multiplied the way the threads (fp32) or
+// the warps' mma fragments (tf32, bf16) do, and the results are stored through the same policy.
+// The results are compared with a float64 convolution written here. The attention kernels' split
+// plan and online-softmax helpers are checked by running the kernels' algorithm (four lanes per
+// row, tiles of 64, merge) on the host against kernels/cpu/attention.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <set>
+#include <vector>
+
+#include "kernels/cpu/attention.h"
+#include "kernels/cuda/attention_math.h"
+#include "kernels/cuda/conv3d_math.h"
+#include "kernels/cuda/conv3d_ops.h"
+#include "kernels/cuda/precision.h"
+
+using namespace cpets::kernels;
+using namespace cpets::kernels::cuda;
+using namespace cpets::kernels::cuda::conv_tile;
+
+namespace {
+
+std::vector<float> random_vector(size_t n, uint32_t seed) {
+  std::mt19937 gen(seed);
+  std::uniform_real_distribution<float> u(-1.f, 1.f);
+  std::vector<float> v(n);
+  for (auto& x : v) x = u(gen);
+  return v;
+}
+
+cpu::Conv3dShape conv_shape(int64_t b, int64_t cin, int64_t cout, std::array<int64_t, 3> in, std::array<int64_t, 3> k,
+                            std::array<int64_t, 3> stride, std::array<int64_t, 3> pad) {
+  cpu::Conv3dShape s;
+  s.batch = b;
+  s.in_channels = cin;
+  s.out_channels = cout;
+  for (int a = 0; a < 3; ++a) {
+    s.in[a] = in[a];
+    s.kernel[a] = k[a];
+    s.stride[a] = stride[a];
+    s.padding[a] = pad[a];
+  }
+  return s;
+}
+
+// ---- operand rounding as the tensor cores see it (cvt.rna.tf32.f32, __float2bfloat16_rn) -------
+
+float round_tf32(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  u = (u + 0x1000u) & 0xffffe000u;  // to nearest, ties away from zero (sign-magnitude)
+  std::memcpy(&x, &u, 4);
+  return x;
+}
+float round_bf16(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;  // to nearest even
+  std::memcpy(&x, &u, 4);
+  return x;
+}
+float round_operand(Precision p, float x) {
+  return p == Precision::tf32 ? round_tf32(x) : p == Precision::bf16 ? round_bf16(x) : x;
+}
+
+// ---- emulation of implicit_gemm ----------------------------------------------------------------
+
+void emulate_mma_tiles(Precision p, const std::vector<float>& As, const std::vector<float>& Bs, std::vector<float>& acc);
+
+template <class Op>
+void emulate_implicit_gemm(const Op& op, Precision p, int splits, int k_chunk) {
+  std::vector<Coord3> taps(op.g.taps);
+  for (int i = 0; i < op.g.taps; ++i) taps[i] = split_index(i, op.g.kernel);
+  const int grid_m = (op.M + kBM - 1) / kBM, grid_n = (op.N + kBN - 1) / kBN;
+  std::vector<float> As(kBK * kALd), Bs(kBK * kBLd);
+  for (int split = 0; split < splits; ++split)
+    for (int bx = 0; bx < grid_m; ++bx)
+      for (int by = 0; by < grid_n; ++by) {
+        const int m0 = bx * kBM, n0 = by * kBN;
+        const int k_begin = split * k_chunk, k_end = std::min(op.K, k_begin + k_chunk);
+        using AState = decltype(op.a_fixed(0));
+        using BState = decltype(op.b_fixed(0));
+        std::vector<AState> a_state(kThreads);
+        std::vector<BState> b_state(kThreads);
+        for (int tid = 0; tid < kThreads; ++tid) {
+          if (!Op::a_kfast) a_state[tid] = op.a_fixed(m0 + a_slot(false, tid, 0).index);
+          if (!Op::b_kfast) b_state[tid] = op.b_fixed(n0 + b_slot(false, tid, 0).index);
+        }
+        // acc[m][n] of the tile; the fp32 threads and the mma warps both accumulate per element in
+        // k order, the tensor cores in steps of 8 (tf32) or 16 (bf16) products.
+        std::vector<float> acc(kBM * kBN, 0.f);
+        for (int k0 = k_begin; k0 < k_end; k0 += kBK) {
+          for (int tid = 0; tid < kThreads; ++tid) {
+            if (Op::a_kfast) {
+              int k = k0 + a_slot(true, tid, 0).k;
+              a_state[tid] = op.a_fixed(k < k_end ? k : -1);
+            }
+            for (int j = 0; j < kAPerThread; ++j) {
+              TileSlot e = a_slot(Op::a_kfast, tid, j);
+              float v = Op::a_kfast ? op.a_load(a_state[tid], m0 + e.index, taps.data())
+                                    : (k0 + e.k < k_end ? op.a_load(a_state[tid], k0 + e.k, taps.data()) : 0.f);
+              As[e.k * kALd + e.index] = round_operand(p, v);
+            }
+            if (Op::b_kfast) {
+              int k = k0 + b_slot(true, tid, 0).k;
+              b_state[tid] = op.b_fixed(k < k_end ? k : -1);
+            }
+            for (int j = 0; j < kBPerThread; ++j) {
+              TileSlot e = b_slot(Op::b_kfast, tid, j);
+              float v = Op::b_kfast ? op.b_load(b_state[tid], n0 + e.index)
+                                    : (k0 + e.k < k_end ? op.b_load(b_state[tid], k0 + e.k) : 0.f);
+              Bs[e.k * kBLd + e.index] = round_operand(p, v);
+            }
+          }
+          if (p == Precision::fp32_exact) {
+            for (int tid = 0; tid < kThreads; ++tid)
+              for (int k = 0; k < kBK; ++k)
+                for (int i = 0; i < 8; ++i)
+                  for (int j = 0; j < 4; ++j) {
+                    int r = fp32_row(tid, i), c = fp32_col(tid, j);
+                    acc[r * kBN + c] = std::fma(As[k * kALd + r], Bs[k * kBLd + c], acc[r * kBN + c]);
+                  }
+          } else {
+            emulate_mma_tiles(p, As, Bs, acc);
+          }
+        }
+        for (int r = 0; r < kBM; ++r)
+          for (int c = 0; c < kBN; ++c)
+            if (m0 + r < op.M && n0 + c < op.N) op.store(m0 + r, n0 + c, split, acc[r * kBN + c]);
+      }
+}
+
+// The warps' fragment loads (as multiply_tile in conv3d.cu) and mma.sync: lane `lane` register r
+// of A holds element a_slot(lane, r) of the 16×k tile; D += A·B in double per instruction.
+void emulate_mma_tiles(Precision p, const std::vector<float>& As, const std::vector<float>& Bs, std::vector<float>& acc) {
+  const int step = p == Precision::tf32 ? 8 : 16;
+  for (int warp = 0; warp < kThreads / 32; ++warp) {
+    const int wm = warp_row(warp), wn = warp_col(warp);
+    for (int kk = 0; kk < kBK; kk += step)
+      for (int mi = 0; mi < 2; ++mi)
+        for (int ni = 0; ni < 4; ++ni) {
+          double A[16][16] = {}, B[16][8] = {};
+          for (int lane = 0; lane < 32; ++lane) {
+            for (int i = 0; i < (p == Precision::tf32 ? 4 : 8); ++i) {
+              RowCol e = p == Precision::tf32 ? tf32_a_slot(lane, i) : bf16_a_slot(lane, i);
+              A[e.row][e.col] = As[(kk + e.col) * kALd + wm + mi * 16 + e.row];
+            }
+            for (int i = 0; i < (p == Precision::tf32 ? 2 : 4); ++i) {
+              RowCol e = p == Precision::tf32 ? tf32_b_slot(lane, i) : bf16_b_slot(lane, i);
+              B[e.row][e.col] = Bs[(kk + e.row) * kBLd + wn + ni * 8 + e.col];
+            }
+          }
+          for (int lane = 0; lane < 32; ++lane)
+            for (int i = 0; i < 4; ++i) {
+              RowCol e = mma_c_slot(lane, i);
+              double s = 0;
+              for (int k = 0; k < step; ++k) s += A[e.row][k] * B[k][e.col];
+              float& d = acc[(wm + mi * 16 + e.row) * kBN + wn + ni * 8 + e.col];
+              d = static_cast<float>(d + s);
+            }
+        }
+  }
+}
+
+// ---- float64 reference and error measure -------------------------------------------------------
+
+struct ConvReference {
+  std::vector<double> y, dx, dw, dbias;               // values
+  std::vector<double> y_abs, dx_abs, dw_abs;          // Σ |a·b| of each output: the error scale
+};
+
+ConvReference reference_conv(const cpu::Conv3dShape& s, const std::vector<float>& x, const std::vector<float>& w,
+                             const std::vector<float>& dy) {
+  ConvGeom g = to_geom(s);
+  ConvReference r;
+  r.y.assign(s.batch * s.out_channels * g.out_vox, 0);
+  r.y_abs = r.y;
+  r.dx.assign(x.size(), 0);
+  r.dx_abs = r.dx;
+  r.dw.assign(w.size(), 0);
+  r.dw_abs = r.dw;
+  r.dbias.assign(s.out_channels, 0);
+  for (int b = 0; b < g.batch; ++b)
+    for (int co = 0; co < g.cout; ++co)
+      for (int o = 0; o < g.out_vox; ++o) {
+        const Coord3 oc = split_index(o, g.out);
+        const int64_t yi = (int64_t(b) * g.cout + co) * g.out_vox + o;
+        r.dbias[co] += dy[yi];
+        for (int ci = 0; ci < g.cin; ++ci)
+          for (int t = 0; t < g.taps; ++t) {
+            Coord3 tc = split_index(t, g.kernel);
+            int d = oc.d * g.stride[0] - g.pad[0] + tc.d, h = oc.h * g.stride[1] - g.pad[1] + tc.h,
+                wq = oc.w * g.stride[2] - g.pad[2] + tc.w;
+            if (d < 0 || d >= g.in[0] || h < 0 || h >= g.in[1] || wq < 0 || wq >= g.in[2]) continue;
+            const int64_t xi = (int64_t(b) * g.cin + ci) * g.in_vox + (int64_t(d) * g.in[1] + h) * g.in[2] + wq;
+            const int64_t wi = (int64_t(co) * g.cin + ci) * g.taps + t;
+            r.y[yi] += double(x[xi]) * w[wi];
+            r.y_abs[yi] += std::fabs(double(x[xi]) * w[wi]);
+            r.dx[xi] += double(dy[yi]) * w[wi];
+            r.dx_abs[xi] += std::fabs(double(dy[yi]) * w[wi]);
+            r.dw[wi] += double(dy[yi]) * x[xi];
+            r.dw_abs[wi] += std::fabs(double(dy[yi]) * x[xi]);
+          }
+      }
+  return r;
+}
+
+// Largest |got − want| / (Σ|a·b| + tiny) over all outputs.
+double worst_relative_error(const std::vector<float>& got, const std::vector<double>& want,
+                            const std::vector<double>& scale) {
+  double worst = 0;
+  for (size_t i = 0; i < got.size(); ++i)
+    worst = std::max(worst, std::fabs(got[i] - want[i]) / (scale[i] + 1e-30));
+  return worst;
+}
+
+// Error bound per output, relative to Σ|a·b|: rounding both operands (unit roundoff u_op each) and
+// summing K terms in float.
+double bound(Precision p, int64_t K) {
+  const double u_op = p == Precision::tf32 ? std::ldexp(1.0, -11) : p == Precision::bf16 ? std::ldexp(1.0, -8) : 0;
+  return 2 * u_op + 2 * (K + 2) * std::ldexp(1.0, -24);
+}
+
+struct EmulatedConv {
+  std::vector<float> y, dx, dw, dbias;
+};
+
+EmulatedConv emulate_conv(const cpu::Conv3dShape& s, Precision p, const std::vector<float>& x,
+                          const std::vector<float>& w, const std::vector<float>& bias, const std::vector<float>& dy) {
+  ConvGeom g = to_geom(s);
+  EmulatedConv e;
+  const int Kf = g.cin * g.taps;
+  // forward: w transposed to (K, Cout), as transpose_weight_forward
+  std::vector<float> wt(w.size());
+  for (int co = 0; co < g.cout; ++co)
+    for (int k = 0; k < Kf; ++k) wt[int64_t(k) * g.cout + co] = w[int64_t(co) * Kf + k];
+  e.y.assign(int64_t(g.batch) * g.cout * g.out_vox, NAN);
+  ForwardOp fwd{g, x.data(), wt.data(), bias.data(), e.y.data(), g.batch * g.out_vox, g.cout, Kf};
+  emulate_implicit_gemm(fwd, p, 1, Kf);
+  // backward data: w as (Cout·taps, Cin), as transpose_weight_backward_data
+  std::vector<float> wt2(w.size());
+  for (int co = 0; co < g.cout; ++co)
+    for (int ci = 0; ci < g.cin; ++ci)
+      for (int t = 0; t < g.taps; ++t)
+        wt2[(int64_t(co) * g.taps + t) * g.cin + ci] = w[(int64_t(co) * g.cin + ci) * g.taps + t];
+  e.dx.assign(x.size(), NAN);
+  const int Kd = g.cout * g.taps;
+  BackwardDataOp bwd{g, dy.data(), wt2.data(), e.dx.data(), g.batch * g.in_vox, g.cin, Kd};
+  emulate_implicit_gemm(bwd, p, 1, Kd);
+  // backward weight: split-K partials, then summed in split order, as sum_splits
+  SplitK plan = weight_split_plan(g);
+  const int64_t mn = int64_t(g.cin) * g.taps * g.cout;
+  std::vector<float> partial(plan.splits * mn, NAN);
+  BackwardWeightOp bw{g, x.data(), dy.data(), partial.data(), g.cin * g.taps, g.cout, g.batch * g.out_vox};
+  emulate_implicit_gemm(bw, p, plan.splits, plan.chunk);
+  e.dw.assign(mn, 0.f);
+  for (int64_t i = 0; i < mn; ++i) {
+    float acc = 0.f;
+    for (int z = 0; z < plan.splits; ++z) acc += partial[z * mn + i];
+    e.dw[i] = acc;
+  }
+  return e;
+}
+
+void check_conv(const cpu::Conv3dShape& s, Precision p, uint32_t seed) {
+  ConvGeom g = to_geom(s);
+  auto x = random_vector(s.batch * s.in_channels * s.in_voxels(), seed);
+  auto w = random_vector(s.out_channels * s.in_channels * s.taps(), seed + 1);
+  auto bias = random_vector(s.out_channels, seed + 2);
+  auto dy = random_vector(s.batch * s.out_channels * s.out_voxels(), seed + 3);
+  ConvReference ref = reference_conv(s, x, w, dy);
+  for (int b = 0; b < g.batch; ++b)
+    for (int co = 0; co < g.cout; ++co)
+      for (int o = 0; o < g.out_vox; ++o) {
+        const int64_t i = (int64_t(b) * g.cout + co) * g.out_vox + o;
+        ref.y[i] += bias[co];
+        ref.y_abs[i] += std::fabs(bias[co]);
+      }
+  EmulatedConv e = emulate_conv(s, p, x, w, bias, dy);
+  INFO("precision " << precision_name(p) << ", " << s.in_channels << "→" << s.out_channels << " in " << s.in[0] << "×"
+                    << s.in[1] << "×" << s.in[2] << " kernel " << s.kernel[0] << s.kernel[1] << s.kernel[2]
+                    << " stride " << s.stride[0] << s.stride[1] << s.stride[2] << " pad " << s.padding[0]
+                    << s.padding[1] << s.padding[2] << ", weight splits " << weight_split_plan(g).splits);
+  CHECK(worst_relative_error(e.y, ref.y, ref.y_abs) <= bound(p, s.in_channels * s.taps() + 1));
+  CHECK(worst_relative_error(e.dx, ref.dx, ref.dx_abs) <= bound(p, s.out_channels * s.taps()));
+  CHECK(worst_relative_error(e.dw, ref.dw, ref.dw_abs) <= bound(p, s.batch * s.out_voxels()));
+  // Every output was written (the NaN fill is gone) and none is wildly off.
+  for (float v : e.y) REQUIRE(std::isfinite(v));
+  for (float v : e.dx) REQUIRE(std::isfinite(v));
+}
+
+}  // namespace
+
+// ---- index math ------------------------------------------------------------------------------------
+
+TEST_CASE("conv index math: forward and backward-data gathers are inverse to each other") {
+  for (auto s : {conv_shape(1, 1, 1, {7, 6, 5}, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}),
+                 conv_shape(1, 1, 1, {9, 8, 7}, {4, 4, 4}, {2, 2, 2}, {1, 1, 1}),
+                 conv_shape(1, 1, 1, {8, 7, 9}, {4, 3, 3}, {2, 1, 1}, {1, 1, 1}),
+                 conv_shape(1, 1, 1, {5, 6, 7}, {3, 1, 2}, {1, 2, 3}, {2, 0, 1})}) {
+    ConvGeom g = to_geom(s);
+    int64_t pairs = 0;
+    std::set<std::pair<int, int>> forward_pairs;  // (input voxel, output voxel · taps + tap)
+    for (int o = 0; o < g.out_vox; ++o)
+      for (int t = 0; t < g.taps; ++t) {
+        int i = forward_source(g, forward_origin(g, split_index(o, g.out)), split_index(t, g.kernel));
+        if (i < 0) continue;
+        forward_pairs.insert({i, o * g.taps + t});
+        ++pairs;
+      }
+    int64_t back_pairs = 0;
+    for (int i = 0; i < g.in_vox; ++i)
+      for (int t = 0; t < g.taps; ++t) {
+        int o = backward_data_source(g, backward_data_origin(g, split_index(i, g.in)), split_index(t, g.kernel));
+        if (o < 0) continue;
+        CHECK(forward_pairs.count({i, o * g.taps + t}) == 1);
+        ++back_pairs;
+      }
+    CHECK(back_pairs == pairs);
+    CHECK(pairs == static_cast<int64_t>(forward_pairs.size()));
+  }
+}
+
+TEST_CASE("conv index math: split and join of voxel indices round-trip") {
+  const int dims[3] = {5, 7, 3};
+  for (int v = 0; v < 5 * 7 * 3; ++v) CHECK(join_index(split_index(v, dims), dims) == v);
+  ChannelTap ct = split_channel_tap(3 * 27 + 13, 27);
+  CHECK(ct.channel == 3);
+  CHECK(ct.tap == 13);
+}
+
+TEST_CASE("split-K plan covers K exactly, in whole tiles, within its limits") {
+  for (int64_t K : {1, 15, 16, 17, 255, 256, 1000, 294912, 2359296})
+    for (int64_t tiles : {1, 3, 14, 27, 600}) {
+      SplitK p = plan_split_k(K, tiles, kBK, kTargetBlocks, 64, 8);
+      INFO("K " << K << " tiles " << tiles);
+      CHECK(p.chunk % kBK == 0);
+      CHECK(p.splits >= 1);
+      CHECK(p.splits <= 64);
+      CHECK(int64_t(p.splits) * p.chunk >= K);
+      CHECK(int64_t(p.splits - 1) * p.chunk < K);
+      if (p.splits > 1) CHECK(p.chunk >= 8 * kBK);
+    }
+}
+
+TEST_CASE("mma fragment layouts: every tile element sits in exactly one (lane, slot)") {
+  auto covers = [](auto slot, int slots, int rows, int cols) {
+    std::vector<int> seen(rows * cols, 0);
+    for (int lane = 0; lane < 32; ++lane)
+      for (int i = 0; i < slots; ++i) {
+        RowCol e = slot(lane, i);
+        REQUIRE(e.row >= 0);
+        REQUIRE(e.row < rows);
+        REQUIRE(e.col >= 0);
+        REQUIRE(e.col < cols);
+        ++seen[e.row * cols + e.col];
+      }
+    return std::all_of(seen.begin(), seen.end(), [](int c) { return c == 1; });
+  };
+  CHECK(covers(tf32_a_slot, 4, 16, 8));
+  CHECK(covers(tf32_b_slot, 2, 8, 8));
+  CHECK(covers(bf16_a_slot, 8, 16, 16));
+  CHECK(covers(bf16_b_slot, 4, 16, 8));
+  CHECK(covers(mma_c_slot, 4, 16, 8));
+  // Spot values from the PTX ISA tables: lane 5 (group 1, thread 1).
+  CHECK(tf32_a_slot(5, 3).row == 9);
+  CHECK(tf32_a_slot(5, 3).col == 5);
+  CHECK(bf16_a_slot(5, 5).row == 1);
+  CHECK(bf16_a_slot(5, 5).col == 11);
+  CHECK(bf16_b_slot(5, 2).row == 10);
+  CHECK(mma_c_slot(5, 3).row == 9);
+  CHECK(mma_c_slot(5, 3).col == 3);
+}
+
+TEST_CASE("conv tile maps: the 256 threads cover each operand tile and the C tile exactly once") {
+  for (bool kfast : {false, true}) {
+    std::vector<int> a(kBK * kBM, 0), b(kBK * kBN, 0);
+    for (int tid = 0; tid < kThreads; ++tid) {
+      for (int j = 0; j < kAPerThread; ++j) {
+        TileSlot e = a_slot(kfast, tid, j);
+        REQUIRE(e.k < kBK);
+        REQUIRE(e.index < kBM);
+        ++a[e.k * kBM + e.index];
+        CHECK(e.k == a_slot(kfast, tid, 0).k + (kfast ? 0 : 2 * j));  // k-fast: one k per thread
+      }
+      for (int j = 0; j < kBPerThread; ++j) {
+        TileSlot e = b_slot(kfast, tid, j);
+        REQUIRE(e.k < kBK);
+        REQUIRE(e.index < kBN);
+        ++b[e.k * kBN + e.index];
+      }
+    }
+    CHECK(std::all_of(a.begin(), a.end(), [](int c) { return c == 1; }));
+    CHECK(std::all_of(b.begin(), b.end(), [](int c) { return c == 1; }));
+  }
+  std::vector<int> c(kBM * kBN, 0);
+  for (int tid = 0; tid < kThreads; ++tid)
+    for (int i = 0; i < 8; ++i)
+      for (int j = 0; j < 4; ++j) ++c[fp32_row(tid, i) * kBN + fp32_col(tid, j)];
+  CHECK(std::all_of(c.begin(), c.end(), [](int v) { return v == 1; }));
+  std::fill(c.begin(), c.end(), 0);
+  for (int warp = 0; warp < 8; ++warp)
+    for (int lane = 0; lane < 32; ++lane)
+      for (int mi = 0; mi < 2; ++mi)
+        for (int ni = 0; ni < 4; ++ni)
+          for (int r = 0; r < 4; ++r) {
+            RowCol e = mma_c_slot(lane, r);
+            ++c[(warp_row(warp) + mi * 16 + e.row) * kBN + warp_col(warp) + ni * 8 + e.col];
+          }
+  CHECK(std::all_of(c.begin(), c.end(), [](int v) { return v == 1; }));
+}
+
+TEST_CASE("operand rounding: tf32 keeps 10 mantissa bits, bf16 7") {
+  CHECK(round_tf32(1.0f + std::ldexp(1.f, -11)) == 1.0f + std::ldexp(1.f, -10));  // tie: away from zero
+  CHECK(round_tf32(1.0f + std::ldexp(1.f, -12)) == 1.0f);
+  CHECK(round_bf16(1.0f + std::ldexp(1.f, -8)) == 1.0f);                           // tie: to even
+  CHECK(round_bf16(1.0f + 3 * std::ldexp(1.f, -8)) == 1.0f + std::ldexp(1.f, -6));
+}
+
+// ---- the convolution kernels, emulated ----------------------------------------------------------------
+
+TEST_CASE("emulated implicit-GEMM conv3d, fp32: forward, backward data and weight match float64") {
+  // Odd sizes, stride 2, padding, kernels 1, 3 and 4, a split-K weight gradient, several M tiles.
+  check_conv(conv_shape(2, 3, 5, {7, 9, 8}, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}), Precision::fp32_exact, 1);
+  check_conv(conv_shape(1, 4, 3, {9, 7, 10}, {4, 4, 4}, {2, 2, 2}, {1, 1, 1}), Precision::fp32_exact, 2);
+  check_conv(conv_shape(2, 5, 70, {5, 6, 7}, {1, 1, 1}, {1, 1, 1}, {0, 0, 0}), Precision::fp32_exact, 3);
+  check_conv(conv_shape(1, 3, 4, {8, 7, 6}, {4, 3, 3}, {2, 1, 1}, {1, 1, 1}), Precision::fp32_exact, 4);
+  check_conv(conv_shape(1, 2, 3, {6, 5, 9}, {3, 2, 1}, {1, 2, 3}, {2, 0, 1}), Precision::fp32_exact, 5);
+}
+
+TEST_CASE("emulated implicit-GEMM conv3d, tf32 and bf16: within the operand-rounding bound") {
+  for (Precision p : {Precision::tf32, Precision::bf16}) {
+    check_conv(conv_shape(2, 3, 5, {7, 9, 8}, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}), p, 11);
+    check_conv(conv_shape(1, 4, 3, {9, 7, 10}, {4, 4, 4}, {2, 2, 2}, {1, 1, 1}), p, 12);
+    check_conv(conv_shape(1, 6, 66, {4, 5, 6}, {1, 1, 1}, {1, 1, 1}, {0, 0, 0}), p, 13);
+  }
+}
+
+TEST_CASE("emulated conv3d, fp32, the model's first conv (1→64, 3³ pad 1) on a small volume") {
+  check_conv(conv_shape(2, 1, 64, {6, 8, 6}, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}), Precision::fp32_exact, 21);
+}
+
+// ---- attention: the kernels' algorithm on the host ------------------------------------------------
+
+namespace {
+
+// Forward of one (b, h) as flash_forward does it: four lanes per query, lane s takes keys s, s+4, …
+// of each 64-key tile, online softmax per lane, then the merge with merge_weight.
+void emulate_attention_forward(const cpu::AttentionShape& s, const float* q, const float* k, const float* v, float* out,
+                               float* lse) {
+  using namespace attn;
+  const int64_t C = s.channels, d = s.head_dim();
+  const float scale2 = 1.f / std::sqrt(float(d)) * kLog2e;
+  for (int64_t b = 0; b < s.batch; ++b)
+    for (int64_t h = 0; h < s.heads; ++h)
+      for (int64_t i = 0; i < s.nq; ++i) {
+        float m[kLanesPerRow], l[kLanesPerRow];
+        std::vector<float> o(kLanesPerRow * d, 0.f);
+        const float* qi = q + (b * s.nq + i) * C + h * d;
+        for (int lane = 0; lane < kLanesPerRow; ++lane) {
+          m[lane] = -INFINITY;
+          l[lane] = 0.f;
+          for (int64_t k0 = 0; k0 < s.nk; k0 += kTile) {
+            float sc[kPerLane], tile_max = -INFINITY;
+            for (int jj = 0; jj < kPerLane; ++jj) {
+              int64_t j = k0 + jj * kLanesPerRow + lane;
+              sc[jj] = -INFINITY;
+              if (j < s.nk) {
+                float acc = 0.f;
+                for (int64_t c = 0; c < d; ++c) acc = std::fma(qi[c] * scale2, k[(b * s.nk + j) * C + h * d + c], acc);
+                sc[jj] = acc;
+              }
+              tile_max = std::max(tile_max, sc[jj]);
+            }
+            float alpha = online_rescale(m[lane], tile_max);
+            l[lane] *= alpha;
+            for (int64_t c = 0; c < d; ++c) o[lane * d + c] *= alpha;
+            if (m[lane] == -INFINITY) continue;
+            for (int jj = 0; jj < kPerLane; ++jj) {
+              int64_t j = k0 + jj * kLanesPerRow + lane;
+              float pj = exp2f(sc[jj] - m[lane]);
+              l[lane] += pj;
+              if (j < s.nk)
+                for (int64_t c = 0; c < d; ++c) o[lane * d + c] = std::fma(pj, v[(b * s.nk + j) * C + h * d + c], o[lane * d + c]);
+            }
+          }
+        }
+        float m_all = std::max(std::max(m[0], m[1]), std::max(m[2], m[3]));
+        float wgt[kLanesPerRow], l_all = 0.f;
+        for (int lane = 0; lane < kLanesPerRow; ++lane) wgt[lane] = merge_weight(m[lane], m_all);
+        l_all = (l[0] * wgt[0] + l[1] * wgt[1]) + (l[2] * wgt[2] + l[3] * wgt[3]);
+        for (int64_t c = 0; c < d; ++c) {
+          float oc = (o[0 * d + c] * wgt[0] + o[1 * d + c] * wgt[1]) + (o[2 * d + c] * wgt[2] + o[3 * d + c] * wgt[3]);
+          out[(b * s.nq + i) * C + h * d + c] = oc / l_all;
+        }
+        lse[(b * s.heads + h) * s.nq + i] = (m_all + std::log2(l_all)) * kLn2;
+      }
+}
+
+}  // namespace
+
+TEST_CASE("attention split plan: query chunks cover Nq in whole tiles") {
+  using namespace attn;
+  for (int64_t nq : {1, 63, 64, 65, 2304})
+    for (int64_t nk : {1, 8, 33, 2304}) {
+      QuerySplit p = plan_query_split(2, 4, nq, nk);
+      INFO("nq " << nq << " nk " << nk);
+      CHECK(p.chunk % kTile == 0);
+      CHECK(int64_t(p.splits) * p.chunk >= nq);
+      CHECK(int64_t(p.splits - 1) * p.chunk < nq);
+      CHECK(p.splits <= 64);
+    }
+  CHECK(plan_query_split(2, 4, 2304, 2304).splits == 1);  // self-attention fills the GPU by itself
+  CHECK(plan_query_split(2, 4, 2304, 8).splits > 1);      // cross-attention to 8 tokens is split
+  CHECK(padded_head_dim(8) == 8);
+  CHECK(padded_head_dim(9) == 16);
+  CHECK(padded_head_dim(32) == 32);
+  CHECK(padded_head_dim(65) == 0);
+}
+
+TEST_CASE("attention: the kernels' lane-split online softmax matches kernels/cpu") {
+  struct Case {
+    int64_t batch, nq, nk, channels, heads;
+  };
+  for (Case c : {Case{2, 70, 130, 32, 4}, Case{1, 33, 1, 16, 2}, Case{2, 65, 8, 24, 3}, Case{1, 5, 200, 64, 2}}) {
+    cpu::AttentionShape s{c.batch, c.nq, c.nk, c.channels, c.heads};
+    auto q = random_vector(s.batch * s.nq * s.channels, 31);
+    auto k = random_vector(s.batch * s.nk * s.channels, 32);
+    auto v = random_vector(s.batch * s.nk * s.channels, 33);
+    for (auto& x : q) x *= 3.f;  // peaked rows: the running max matters
+    std::vector<float> out(q.size()), lse(s.batch * s.heads * s.nq), out_ref(q.size()), lse_ref(lse.size());
+    std::vector<float> scratch(cpu::attention_forward_scratch_floats(s));
+    cpu::attention_forward(s, q.data(), k.data(), v.data(), out_ref.data(), lse_ref.data(), scratch.data());
+    emulate_attention_forward(s, q.data(), k.data(), v.data(), out.data(), lse.data());
+    INFO("Nq " << s.nq << " Nk " << s.nk << " C " << s.channels << " heads " << s.heads);
+    for (size_t i = 0; i < out.size(); ++i) REQUIRE(out[i] == doctest::Approx(out_ref[i]).epsilon(2e-5).scale(1));
+    for (size_t i = 0; i < lse.size(); ++i) REQUIRE(lse[i] == doctest::Approx(lse_ref[i]).epsilon(1e-5).scale(1));
+  }
+}
+
+TEST_CASE("attention online softmax helpers: rescale and merge weights") {
+  using namespace attn;
+  float m = -INFINITY;
+  CHECK(online_rescale(m, -INFINITY) == 1.f);  // nothing seen: state untouched
+  CHECK(m == -INFINITY);
+  CHECK(online_rescale(m, 2.f) == 0.f);  // first tile: the empty state is scaled away
+  CHECK(m == 2.f);
+  CHECK(online_rescale(m, 1.f) == 1.f);  // smaller tile max: no change
+  CHECK(online_rescale(m, 3.f) == doctest::Approx(0.5f));
+  CHECK(m == 3.f);
+  CHECK(merge_weight(-INFINITY, 1.f) == 0.f);
+  CHECK(merge_weight(1.f, 2.f) == doctest::Approx(0.5f));
+}
