@@ -13,6 +13,7 @@
 
 #include "engine/allocator.h"
 #include "engine/autograd.h"
+#include "engine/ops.h"
 #include "engine/optim.h"
 #include "engine/profiler.h"
 #include "models/causal_pets.h"
