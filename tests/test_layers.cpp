@@ -16,6 +16,7 @@
 #include "engine/autograd.h"
 #include "engine/init.h"
 #include "engine/ops.h"
+#include "engine/safetensors.h"
 #include "gradcheck.h"
 #include "layers/conv.h"
 #include "layers/linear.h"
@@ -388,6 +389,28 @@ TEST_CASE("BatchNorm3d: PyTorch's parameters and buffers, batch statistics, runn
                             bn.weight.data()[c] + bn.bias.data()[c];
     CHECK(z.data()[i] == doctest::Approx(want).epsilon(1e-5));
   }
+}
+
+TEST_CASE("BatchNorm3d state: PyTorch's int64 num_batches_tracked loads (as float), and our state round-trips") {
+  // toy_module.safetensors was written by PyTorch (tools/make_safetensors_fixture.py): its
+  // BatchNorm3d(3) counter is I64 = 7. PyTorch's load_state_dict copies our F32 counter back
+  // into its int64 buffer (copy_ converts), so files go both ways.
+  const SafetensorsFile f = load_safetensors(std::string(CPETS_FIXTURES) + "/safetensors/toy_module.safetensors");
+  CHECK(f.source_dtypes.at("encoder.down.0.norm.num_batches_tracked") == "I64");
+  NamedTensors state;
+  const std::string prefix = "encoder.down.0.norm.";
+  for (const auto& [k, v] : f.tensors)
+    if (k.rfind(prefix, 0) == 0) state.emplace_back(k.substr(prefix.size()), v);
+  BatchNorm3d bn(3);
+  bn.load_state_dict(state);  // strict: the five names and shapes are PyTorch's
+  CHECK(bn.num_batches_tracked.item() == 7.f);
+  bn.forward(random_tensor({2, 3, 2, 2, 2}, 1));
+  CHECK(bn.num_batches_tracked.item() == 8.f);
+
+  const SafetensorsFile back = parse_safetensors(serialize_safetensors(bn.state_dict()));
+  BatchNorm3d copy(3);
+  copy.load_state_dict(back.tensors);
+  for (size_t i = 0; i < back.tensors.size(); ++i) check_equal(copy.state_dict()[i].second, bn.state_dict()[i].second);
 }
 
 // ---- residual blocks ------------------------------------------------------------------------
