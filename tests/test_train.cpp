@@ -6,6 +6,7 @@
 // The cohort is written by the test itself: small NIfTI volumes of odd shapes (so pad and crop
 // both happen) on the "tiny" model preset's 16³ grid.
 #include <doctest/doctest.h>
+#include <omp.h>
 #include <unistd.h>
 
 #include <cmath>
@@ -54,6 +55,16 @@ std::string error_of(const std::function<void()>& f) {
   }
   return "(no exception)";
 }
+
+// Sets the OpenMP thread count for a scope. The trainer tests run on one thread: on a shared,
+// busy machine every fork/join of a tiny model's many small ops waits for a descheduled thread
+// (measured 0.03 s per step on one thread vs 0.75 s on two under load); the 1-vs-2-thread
+// determinism test below is the exception.
+struct ThreadCount {
+  int prev;
+  explicit ThreadCount(int n) : prev(omp_get_max_threads()) { omp_set_num_threads(n); }
+  ~ThreadCount() { omp_set_num_threads(prev); }
+};
 
 bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
@@ -443,11 +454,19 @@ TEST_CASE("data: the loader's batches do not depend on prefetching or on where i
 
 // ---- checkpoints and the trainer -------------------------------------------------------------------
 
-TEST_CASE("trainer: the same config and seed give bitwise identical losses") {
+TEST_CASE("trainer: the same config and seed give bitwise identical losses, on 1 and on 2 threads") {
   const Config c = tiny_config();
   Trainer a(c), b(c);
   for (int i = 0; i < 3; ++i) {
-    const StepLosses x = a.step(), y = b.step();
+    StepLosses x, y;
+    {
+      ThreadCount one(1);
+      x = a.step();
+    }
+    {
+      ThreadCount two(2);
+      y = b.step();
+    }
     check_same_losses(x, y);
     CHECK(std::isfinite(x.g_total));
     CHECK(std::isfinite(x.t1));
@@ -458,11 +477,13 @@ TEST_CASE("trainer: the same config and seed give bitwise identical losses") {
   }
   CHECK(same_tensors(a.model().state_dict(), b.model().state_dict()));
   // Another seed trains another model.
+  ThreadCount one(1);
   Trainer other(tiny_config({"train.seed=778"}));
   CHECK_FALSE(same_bits(other.step().g_total, Trainer(c).step().g_total));
 }
 
 TEST_CASE("trainer: a run interrupted, checkpointed and resumed in a fresh trainer equals an uninterrupted one") {
+  ThreadCount one(1);
   TempDir out;
   const Config c = tiny_config({"train.keep_last=2"});
   const int n = 6;
@@ -494,6 +515,7 @@ TEST_CASE("trainer: a run interrupted, checkpointed and resumed in a fresh train
 }
 
 TEST_CASE("trainer: ablations train without the switched-off parts") {
+  ThreadCount one(1);
   Trainer t(tiny_config({"train.t1_reconstruction=false", "train.discriminator=false", "train.eps_pet=false"}));
   CHECK(t.model().t1_decoder == nullptr);
   CHECK(t.model().discriminator == nullptr);
@@ -506,6 +528,7 @@ TEST_CASE("trainer: ablations train without the switched-off parts") {
 }
 
 TEST_CASE("checkpoints: atomic files, keep-last-K, best, resolve and inference loading") {
+  ThreadCount one(1);
   TempDir out;
   const Config c = tiny_config({"train.keep_last=2"});
   Trainer t(c);
@@ -560,6 +583,7 @@ TEST_CASE("checkpoints: atomic files, keep-last-K, best, resolve and inference l
 }
 
 TEST_CASE("trainer: run() validates, checkpoints per epoch, logs every step and stops at max_steps") {
+  ThreadCount one(1);
   TempDir out;
   Trainer t(tiny_config({"train.keep_last=5"}));
   std::ostringstream progress;

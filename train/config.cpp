@@ -209,6 +209,12 @@ TrainConfig train_from_json(const json& j) {
   return t;
 }
 
+std::string number(double v) {
+  std::ostringstream s;
+  s << v;
+  return s.str();
+}
+
 void require_one_of(const std::string& key, const std::string& v, const std::vector<std::string>& allowed) {
   if (std::find(allowed.begin(), allowed.end(), v) != allowed.end()) return;
   std::string list;
@@ -243,8 +249,8 @@ void validate_data(const DataConfig& d) {
 void validate_train(const TrainConfig& t) {
   require_positive("train.lr", t.lr);
   require_positive("train.lr_discriminator", t.lr_discriminator);
-  if (!(t.beta1 >= 0 && t.beta1 < 1)) fail("train.beta1", "is " + std::to_string(t.beta1), "it must lie in [0, 1)");
-  if (!(t.beta2 >= 0 && t.beta2 < 1)) fail("train.beta2", "is " + std::to_string(t.beta2), "it must lie in [0, 1)");
+  if (!(t.beta1 >= 0 && t.beta1 < 1)) fail("train.beta1", "is " + number(t.beta1), "it must lie in [0, 1)");
+  if (!(t.beta2 >= 0 && t.beta2 < 1)) fail("train.beta2", "is " + number(t.beta2), "it must lie in [0, 1)");
   require_positive("train.adam_eps", t.adam_eps);
   require_at_least("train.batch_size", static_cast<double>(t.batch_size), 1);
   require_at_least("train.epochs", static_cast<double>(t.epochs), 1);
@@ -255,11 +261,10 @@ void validate_train(const TrainConfig& t) {
   require_one_of("train.t1_loss", t.t1_loss, {"l1", "mse"});
   require_one_of("train.perceptual", t.perceptual, {"none", "lpips-squeeze"});
   if (!(t.perceptual_slice_ratio > 0 && t.perceptual_slice_ratio <= 1))
-    fail("train.perceptual_slice_ratio", "is " + std::to_string(t.perceptual_slice_ratio), "it must lie in (0, 1]");
+    fail("train.perceptual_slice_ratio", "is " + number(t.perceptual_slice_ratio), "it must lie in (0, 1]");
   if (t.perceptual == "lpips-squeeze" && t.lambda_perceptual > 0 && t.perceptual_weights.empty())
     fail("train.perceptual_weights",
-         "is empty while train.perceptual is \"lpips-squeeze\" with lambda_perceptual " +
-             std::to_string(t.lambda_perceptual),
+         "is empty while train.perceptual is \"lpips-squeeze\" with lambda_perceptual " + number(t.lambda_perceptual),
          "convert the LPIPS-squeeze weights once (tools/convert_lpips.py) and set train.perceptual_weights=FILE, "
          "or switch the perceptual loss off explicitly with train.perceptual=none (or train.lambda_perceptual=0)");
   require_at_least("train.validate_every", static_cast<double>(t.validate_every), 0, " (0 = never)");
