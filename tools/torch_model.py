@@ -12,7 +12,7 @@ python3-torch (1.13, CPU) and nothing else.
                            discriminator step on the detached fake: its two losses, D's gradients
                            and the BatchNorm running statistics after both steps.
   --bench demo             median time of a full training step (G forward+backward+Adam, then D
-                           step on a regenerated fake) at batch 2 on random data, peak RSS and
+                           step on a regenerated fake) at batch 2 (--batch) on random data, peak RSS and
                            one inference; prints JSON. --bench-full-infer adds one full-preset
                            inference.
 
@@ -481,7 +481,7 @@ def random_batch(c, batch, gen):
             "csf": torch.rand(batch, c["csf_inputs"], generator=gen), "covariates": torch.rand(batch, 4, generator=gen)}
 
 
-def bench(name, steps, warmup, full_infer):
+def bench(name, steps, warmup, full_infer, batch_size=2):
     c = preset(name)
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(0)
@@ -490,8 +490,8 @@ def bench(name, steps, warmup, full_infer):
     g_params = [p for m in model.generator_modules() for p in m.parameters()]
     opt_g = torch.optim.Adam(g_params, lr=1e-4, betas=(0.9, 0.999), eps=1e-8)
     opt_d = torch.optim.Adam(model.discriminator.parameters(), lr=5e-4, betas=(0.9, 0.999), eps=1e-8)
-    batch = random_batch(c, 2, gen)
-    shape = (2, c["latent_channels"], *[v // 8 for v in c["volume"]])
+    batch = random_batch(c, batch_size, gen)
+    shape = (batch_size, c["latent_channels"], *[v // 8 for v in c["volume"]])
 
     def step():
         for p in model.discriminator.parameters():
@@ -519,7 +519,7 @@ def bench(name, steps, warmup, full_infer):
         if i >= warmup:
             times.append(time.perf_counter() - t0)
     times.sort()
-    result = {"preset": name, "threads": torch.get_num_threads(), "steps": steps,
+    result = {"preset": name, "batch": batch_size, "threads": torch.get_num_threads(), "steps": steps,
               "train_step_seconds": times[len(times) // 2],
               "infer_demo_seconds": infer_seconds(model, c, gen)}
     if full_infer:
@@ -552,6 +552,7 @@ if __name__ == "__main__":
     ap.add_argument("--variant", default="reference", choices=sorted(VARIANTS), help="which golden fixture")
     ap.add_argument("--bench", choices=["demo", "full", "tiny"])
     ap.add_argument("--bench-full-infer", action="store_true")
+    ap.add_argument("--batch", type=int, default=2, help="batch size of the benchmarked training step")
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: PyTorch's default)")
@@ -563,6 +564,6 @@ if __name__ == "__main__":
     if args.fixture:
         fixture(args.fixture, args.variant)
     if args.bench:
-        bench(args.bench, args.steps, args.warmup, args.bench_full_infer)
+        bench(args.bench, args.steps, args.warmup, args.bench_full_infer, args.batch)
     if not (args.count or args.fixture or args.bench):
         ap.print_help()
