@@ -62,6 +62,8 @@ int main(int argc, char** argv) {
   };
   CLI::App* ops = app.add_subcommand("ops", "every op family at the model's shapes (CPU)");
   add_common(ops);
+  CLI::App* kernels = app.add_subcommand("kernels", "the CUDA kernel lab: each kernel version vs cuDNN/cuBLAS (GPU)");
+  add_common(kernels);
   bench::TrainBenchOptions train_opt;
   CLI::App* train = app.add_subcommand("train", "one training step of a model preset: time, per-op breakdown, memory, vs PyTorch");
   train->add_option("--preset", train_opt.preset, "model preset: demo, full or tiny")->capture_default_str();
@@ -81,6 +83,7 @@ int main(int argc, char** argv) {
     if (!filter.empty() && c.name.find(filter) == std::string::npos) continue;
     c.fn(ctx, results);
   }
+  if (suite == "kernels") return 0;  // the kernel lab prints its own tables (no PyTorch CPU column)
   auto torch = torch_figures(torch_src, ctx.quick, filter);
 
   std::printf("cpets-bench %s — %d OpenMP threads; median of %d runs\n", suite.c_str(), omp_get_max_threads(), ctx.repeats);
