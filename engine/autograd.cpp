@@ -5,8 +5,7 @@
 #include <unordered_map>
 
 #include "engine/profiler.h"
-#include "kernels/cpu/parallel.h"
-#include "kernels/cpu/reduce.h"
+#include "engine/dispatch.h"
 
 namespace cpets {
 namespace {
@@ -39,12 +38,8 @@ void accumulate_into(std::shared_ptr<TensorImpl>& slot, const Tensor& g) {
   Tensor acc(slot);
   if (acc.shape() != g.shape())
     throw std::logic_error("gradient of shape " + g.str() + " accumulated into " + acc.str());
-  float* a = acc.data();
-  const float* b = g.data();
   // Each element is summed on its own, so any split over threads gives the same bits.
-  kernels::cpu::parallel_for(acc.numel(), 1 << 16, [=](int64_t lo, int64_t hi) {
-    for (int64_t i = lo; i < hi; ++i) a[i] += b[i];
-  });
+  dispatch::add_inplace(dispatch::same_device("gradient accumulation", {acc, g}), acc.data(), g.data(), acc.numel());
 }
 
 class AccumulateGrad final : public Node {
@@ -118,8 +113,8 @@ Tensor sum_to_shape(const Tensor& grad, const Shape& shape) {
   // Deterministic parallel sum over the broadcast dimensions (fixed chunking, double partials).
   std::vector<bool> reduce(nd);
   for (size_t i = 0; i < nd; ++i) reduce[i] = target[i] == 1;
-  Tensor out = Tensor::empty(shape);
-  kernels::cpu::sum_axes(grad.data(), gs, reduce, out.data());
+  Tensor out = Tensor::empty(shape, grad.device());
+  dispatch::sum_axes(grad.device(), grad.data(), gs, reduce, out.data());
   return out;
 }
 
@@ -128,7 +123,7 @@ void run_backward(const Tensor& root, const Tensor& grad_output) {
   Tensor g = grad_output;
   if (!g.defined()) {
     if (root.numel() != 1) throw std::logic_error("backward() without a gradient needs a scalar, got " + root.str());
-    g = Tensor::ones(root.shape());
+    g = Tensor::ones(root.shape(), root.device());
   } else if (g.shape() != root.shape()) {
     throw std::invalid_argument("backward(): gradient " + g.str() + " for tensor " + root.str());
   }

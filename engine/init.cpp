@@ -18,6 +18,15 @@ int64_t kernel_volume(const Tensor& w) {
 void require_defined(const Tensor& t, const char* who) {
   if (!t.defined()) throw std::invalid_argument(std::string(who) + ": undefined tensor");
 }
+// Runs fill(p) on t's values in host memory: t's own for a CPU tensor; for a CUDA tensor a host
+// buffer copied over afterwards, so a seed initialises a model identically on either device.
+template <class Fill>
+void on_host(Tensor& t, Fill&& fill) {
+  if (t.device() == Device::CPU) return fill(t.data());
+  Tensor host = Tensor::empty(t.shape());
+  fill(host.data());
+  t.copy_from(host);
+}
 }  // namespace
 
 int64_t fan_in(const Tensor& weight) {
@@ -32,13 +41,13 @@ int64_t fan_out(const Tensor& weight) {
 
 Tensor& uniform_(Tensor& t, Generator& gen, float lo, float hi) {
   require_defined(t, "uniform_");
-  gen.fill_uniform(t.data(), t.numel(), lo, hi);
+  on_host(t, [&](float* p) { gen.fill_uniform(p, t.numel(), lo, hi); });
   return t;
 }
 
 Tensor& normal_(Tensor& t, Generator& gen, float mean, float std) {
   require_defined(t, "normal_");
-  gen.fill_normal(t.data(), t.numel(), mean, std);
+  on_host(t, [&](float* p) { gen.fill_normal(p, t.numel(), mean, std); });
   return t;
 }
 

@@ -77,6 +77,11 @@ std::vector<Tensor> Module::parameters() const {
   return out;
 }
 
+void Module::to(Device device) {
+  for (auto& [name, t] : named_parameters()) t.move_to_(device);
+  for (auto& [name, t] : named_buffers()) t.move_to_(device);
+}
+
 NamedTensors Module::named_buffers(const std::string& prefix) const {
   NamedTensors out;
   collect(prefix, nullptr, &out, false);

@@ -66,6 +66,10 @@ class Module {
   LoadResult load_state_dict(const std::map<std::string, Tensor>& state, bool strict = true);
 
   // Training mode (dropout, BatchNorm statistics…), set recursively.
+  // Moves every parameter and buffer, recursively, to `device` in place (Tensor::move_to_): the
+  // members that layers hold stay valid, and an optimiser built before or after sees the moved
+  // tensors.
+  void to(Device device);
   void train(bool on = true);
   void eval() { train(false); }
   bool is_training() const { return training_; }

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "engine/autograd.h"
+#include "engine/dispatch.h"
 #include "kernels/cpu/attention.h"
 
 namespace cpets {
@@ -13,17 +14,15 @@ namespace {
 
 namespace kc = kernels::cpu;
 
-void require_cpu_defined(const Tensor& t, const char* what) {
+void require_defined(const Tensor& t, const char* what) {
   if (!t.defined()) throw std::invalid_argument(std::string("attention: ") + what + " is undefined");
-  if (t.device() != Device::CPU)
-    throw std::invalid_argument(std::string("attention: ") + what + " is on " + device_name(t.device()) +
-                                "; only the CPU backend implements this op so far");
 }
 
 kc::AttentionShape check_attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t heads) {
-  require_cpu_defined(q, "q");
-  require_cpu_defined(k, "k");
-  require_cpu_defined(v, "v");
+  require_defined(q, "q");
+  require_defined(k, "k");
+  require_defined(v, "v");
+  dispatch::same_device("attention", {q, k, v});
   const std::string shapes = "q " + q.str() + ", k " + k.str() + ", v " + v.str();
   if (q.dim() != 3 || k.dim() != 3 || v.dim() != 3)
     throw std::invalid_argument("attention: q, k, v must be (batch, tokens, channels); got " + shapes);
@@ -45,30 +44,28 @@ kc::AttentionShape check_attention(const Tensor& q, const Tensor& k, const Tenso
 
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t heads) {
   const kc::AttentionShape s = check_attention(q, k, v, heads);
-  Tensor out = Tensor::empty(q.shape());
-  Tensor lse = Tensor::empty({s.batch, s.heads, s.nq});
-  if (out.numel() > 0) {
-    Tensor scratch = Tensor::empty({kc::attention_forward_scratch_floats(s)});
-    kc::attention_forward(s, q.data(), k.data(), v.data(), out.data(), lse.data(), scratch.data());
-  }
+  const Device dev = q.device();
+  Tensor out = Tensor::empty(q.shape(), dev);
+  Tensor lse = Tensor::empty({s.batch, s.heads, s.nq}, dev);
+  if (out.numel() > 0) dispatch::attention_forward(dev, s, q.data(), k.data(), v.data(), out.data(), lse.data());
   return record(out, "attention", {q, k, v},
                 [q = q.detach(), k = k.detach(), v = v.detach(), o = out.detach(), lse, s](
                     const Tensor& g, const std::vector<bool>& needs) {
                   Tensor gq, gk, gv;
-                  if (needs[0]) gq = Tensor::empty(q.shape());
+                  const Device dev = q.device();
+                  if (needs[0]) gq = Tensor::empty(q.shape(), dev);
                   if (needs[1] || needs[2]) {  // one pass makes both
-                    gk = Tensor::empty(k.shape());
-                    gv = Tensor::empty(v.shape());
+                    gk = Tensor::empty(k.shape(), dev);
+                    gv = Tensor::empty(v.shape(), dev);
                   }
                   if (q.numel() == 0) {  // no queries: nothing flows back
                     if (gk.defined()) gk.fill_(0.f);
                     if (gv.defined()) gv.fill_(0.f);
                     return std::vector<Tensor>{gq, gk, gv};
                   }
-                  Tensor scratch = Tensor::empty({kc::attention_backward_scratch_floats(s)});
-                  kc::attention_backward(s, q.data(), k.data(), v.data(), o.data(), lse.data(), g.data(),
-                                         gq.defined() ? gq.data() : nullptr, gk.defined() ? gk.data() : nullptr,
-                                         gv.defined() ? gv.data() : nullptr, scratch.data());
+                  dispatch::attention_backward(dev, s, q.data(), k.data(), v.data(), o.data(), lse.data(), g.data(),
+                                               gq.defined() ? gq.data() : nullptr, gk.defined() ? gk.data() : nullptr,
+                                               gv.defined() ? gv.data() : nullptr);
                   return std::vector<Tensor>{gq, gk, gv};
                 });
 }

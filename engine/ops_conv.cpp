@@ -1,8 +1,10 @@
-// conv3d, avg_pool3d and upsample_nearest2x: shape checks, CPU kernels, backward closures.
+// conv3d, avg_pool3d and upsample_nearest2x: shape checks, kernels by device (dispatch.h),
+// backward closures.
 #include <stdexcept>
 #include <string>
 
 #include "engine/autograd.h"
+#include "engine/dispatch.h"
 #include "engine/ops_conv.h"
 #include "kernels/cpu/conv3d.h"
 #include "kernels/cpu/pool.h"
@@ -16,17 +18,10 @@ std::string int3_str(Int3 v) {
   return "(" + std::to_string(v[0]) + ", " + std::to_string(v[1]) + ", " + std::to_string(v[2]) + ")";
 }
 
-void require_cpu(const char* op, const Tensor& t) {
-  if (t.device() != Device::CPU)
-    throw std::invalid_argument(std::string(op) + ": only CPU tensors are supported here; got a " +
-                                device_name(t.device()) + " tensor");
-}
-
 void require_5d(const char* op, const char* what, const Tensor& t) {
   if (!t.defined()) throw std::invalid_argument(std::string(op) + ": " + what + " is undefined");
   if (t.dim() != 5)
     throw std::invalid_argument(std::string(op) + ": " + what + " must be 5-D (B, C, D, H, W); got " + t.str());
-  require_cpu(op, t);
 }
 
 kc::Conv3dShape conv_shape(const Tensor& x, const Tensor& weight, const Tensor& bias, Int3 stride, Int3 padding) {
@@ -37,8 +32,8 @@ kc::Conv3dShape conv_shape(const Tensor& x, const Tensor& weight, const Tensor& 
   if (weight.size(1) != x.size(1))
     throw std::invalid_argument("conv3d: weight expects " + std::to_string(weight.size(1)) + " input channels but the input has " +
                                 std::to_string(x.size(1)) + shapes);
+  dispatch::same_device("conv3d", {x, weight, bias});
   if (bias.defined()) {
-    require_cpu("conv3d", bias);
     if (bias.dim() != 1 || bias.size(0) != weight.size(0))
       throw std::invalid_argument("conv3d: bias must have shape (" + std::to_string(weight.size(0)) + "); got " + bias.str() + shapes);
   }
@@ -70,26 +65,28 @@ Shape conv_out_shape(const kc::Conv3dShape& s) {
 
 Tensor conv3d(const Tensor& x, const Tensor& weight, const Tensor& bias, Int3 stride, Int3 padding) {
   const kc::Conv3dShape s = conv_shape(x, weight, bias, stride, padding);
-  Tensor y = Tensor::empty(conv_out_shape(s));
-  kc::conv3d_forward(s, x.data(), weight.data(), bias.defined() ? bias.data() : nullptr, y.data());
+  const Device dev = x.device();
+  Tensor y = Tensor::empty(conv_out_shape(s), dev);
+  dispatch::conv3d_forward(dev, s, x.data(), weight.data(), bias.defined() ? bias.data() : nullptr, y.data());
   std::vector<Tensor> inputs = {x, weight};
   if (bias.defined()) inputs.push_back(bias);
   return record(y, "conv3d", inputs,
-                [s, x = x.detach(), w = weight.detach(), has_bias = bias.defined()](const Tensor& g, const std::vector<bool>& needs) {
+                [s, x = x.detach(), w = weight.detach(), has_bias = bias.defined(), dev](const Tensor& g, const std::vector<bool>& needs) {
                   std::vector<Tensor> grads(has_bias ? 3 : 2);
                   if (needs[0]) {
-                    grads[0] = Tensor::empty(x.shape());
-                    kc::conv3d_backward_data(s, g.data(), w.data(), grads[0].data());
+                    grads[0] = Tensor::empty(x.shape(), dev);
+                    dispatch::conv3d_backward_data(dev, s, g.data(), w.data(), grads[0].data());
                   }
                   const bool need_bias = has_bias && needs[2];
                   if (needs[1]) {
-                    grads[1] = Tensor::empty(w.shape());
-                    Tensor db = need_bias ? Tensor::empty({s.out_channels}) : Tensor();
-                    kc::conv3d_backward_weight(s, x.data(), g.data(), grads[1].data(), need_bias ? db.data() : nullptr);
+                    grads[1] = Tensor::empty(w.shape(), dev);
+                    Tensor db = need_bias ? Tensor::empty({s.out_channels}, dev) : Tensor();
+                    dispatch::conv3d_backward_weight(dev, s, x.data(), g.data(), grads[1].data(),
+                                                     need_bias ? db.data() : nullptr);
                     if (need_bias) grads[2] = db;
                   } else if (need_bias) {
-                    grads[2] = Tensor::empty({s.out_channels});
-                    kc::conv3d_backward_weight(s, x.data(), g.data(), nullptr, grads[2].data());
+                    grads[2] = Tensor::empty({s.out_channels}, dev);
+                    dispatch::conv3d_backward_weight(dev, s, x.data(), g.data(), nullptr, grads[2].data());
                   }
                   return grads;
                 });
@@ -106,11 +103,13 @@ Tensor avg_pool3d(const Tensor& x, int64_t kernel, int64_t stride) {
                                   " on axis " + std::to_string(a));
   const int64_t B = x.size(0), C = x.size(1), D = x.size(2), H = x.size(3), W = x.size(4);
   Tensor y = Tensor::empty({B, C, kc::pool_out_size(D, kernel, stride), kc::pool_out_size(H, kernel, stride),
-                            kc::pool_out_size(W, kernel, stride)});
-  kc::avg_pool3d_forward(x.data(), B * C, D, H, W, kernel, stride, y.data());
+                            kc::pool_out_size(W, kernel, stride)},
+                           x.device());
+  dispatch::avg_pool3d_forward(x.device(), x.data(), B * C, D, H, W, kernel, stride, y.data());
   return record(y, "avg_pool3d", {x}, [shape = x.shape(), kernel, stride](const Tensor& g, const std::vector<bool>& needs) {
-    Tensor dx = Tensor::empty(shape);
-    kc::avg_pool3d_backward(g.data(), shape[0] * shape[1], shape[2], shape[3], shape[4], kernel, stride, dx.data());
+    Tensor dx = Tensor::empty(shape, g.device());
+    dispatch::avg_pool3d_backward(g.device(), g.data(), shape[0] * shape[1], shape[2], shape[3], shape[4], kernel,
+                                  stride, dx.data());
     return std::vector<Tensor>{dx};
   });
 }
@@ -118,11 +117,12 @@ Tensor avg_pool3d(const Tensor& x, int64_t kernel, int64_t stride) {
 Tensor upsample_nearest2x(const Tensor& x) {
   require_5d("upsample_nearest2x", "input", x);
   const int64_t B = x.size(0), C = x.size(1), D = x.size(2), H = x.size(3), W = x.size(4);
-  Tensor y = Tensor::empty({B, C, 2 * D, 2 * H, 2 * W});
-  kc::upsample_nearest2x_forward(x.data(), B * C, D, H, W, y.data());
+  Tensor y = Tensor::empty({B, C, 2 * D, 2 * H, 2 * W}, x.device());
+  dispatch::upsample_nearest2x_forward(x.device(), x.data(), B * C, D, H, W, y.data());
   return record(y, "upsample_nearest2x", {x}, [shape = x.shape()](const Tensor& g, const std::vector<bool>& needs) {
-    Tensor dx = Tensor::empty(shape);
-    kc::upsample_nearest2x_backward(g.data(), shape[0] * shape[1], shape[2], shape[3], shape[4], dx.data());
+    Tensor dx = Tensor::empty(shape, g.device());
+    dispatch::upsample_nearest2x_backward(g.device(), g.data(), shape[0] * shape[1], shape[2], shape[3], shape[4],
+                                          dx.data());
     return std::vector<Tensor>{dx};
   });
 }

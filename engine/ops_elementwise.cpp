@@ -8,6 +8,7 @@
 #include <string>
 
 #include "engine/autograd.h"
+#include "engine/dispatch.h"
 #include "kernels/cpu/elementwise.h"
 
 namespace cpets {
@@ -40,29 +41,35 @@ Shape right_aligned(const Shape& s, size_t n) {
   return out;
 }
 
-// a op b into a new tensor of `out_shape` (the broadcast of both); no autograd.
+const char* binary_name(k::BinaryOp op) {
+  static const char* names[] = {"add", "sub", "mul", "div"};
+  return names[static_cast<int>(op)];
+}
+
+// a op b into a new tensor of `out_shape` (the broadcast of both), on their device; no autograd.
 Tensor binary_raw(k::BinaryOp op, const Tensor& a, const Tensor& b, const Shape& out_shape) {
-  Tensor out = Tensor::empty(out_shape);
+  const Device dev = dispatch::same_device(binary_name(op), {a, b});
+  Tensor out = Tensor::empty(out_shape, dev);
   const size_t n = out_shape.size();
-  k::binary_broadcast(op, a.data(), right_aligned(a.shape(), n), b.data(), right_aligned(b.shape(), n), out.data(),
-                      out_shape);
+  dispatch::binary_broadcast(dev, op, a.data(), right_aligned(a.shape(), n), b.data(), right_aligned(b.shape(), n),
+                             out.data(), out_shape);
   return out;
 }
 
 Tensor unary_raw(k::UnaryOp op, const Tensor& a, float p0 = 0.f) {
-  Tensor out = Tensor::empty(a.shape());
-  k::unary_forward(op, a.data(), out.data(), a.numel(), p0);
+  Tensor out = Tensor::empty(a.shape(), a.device());
+  dispatch::unary_forward(a.device(), op, a.data(), out.data(), a.numel(), p0);
   return out;
 }
 
 // Unary op whose backward needs the input or the output (as the kernel says), saved detached.
 Tensor unary_op(k::UnaryOp op, const char* name, const Tensor& a, float p0 = 0.f, float p1 = 0.f) {
-  Tensor out = Tensor::empty(a.shape());
-  k::unary_forward(op, a.data(), out.data(), a.numel(), p0, p1);
+  Tensor out = Tensor::empty(a.shape(), a.device());
+  dispatch::unary_forward(a.device(), op, a.data(), out.data(), a.numel(), p0, p1);
   Tensor saved = k::unary_backward_uses_output(op) ? out.detach() : a.detach();
   return record(out, name, {a}, [saved, op, p0, p1](const Tensor& g, const std::vector<bool>&) {
-    Tensor dx = Tensor::empty(g.shape());
-    k::unary_backward(op, saved.data(), g.data(), dx.data(), g.numel(), p0, p1);
+    Tensor dx = Tensor::empty(g.shape(), g.device());
+    dispatch::unary_backward(g.device(), op, saved.data(), g.data(), dx.data(), g.numel(), p0, p1);
     return std::vector<Tensor>{dx};
   });
 }
@@ -147,11 +154,11 @@ Tensor geglu(const Tensor& x) {
   const int64_t F = x.shape().back() / 2, rows = F == 0 ? 0 : x.numel() / (2 * F);
   Shape out_shape = x.shape();
   out_shape.back() = F;
-  Tensor out = Tensor::empty(out_shape);
-  k::geglu_forward(x.data(), out.data(), rows, F);
+  Tensor out = Tensor::empty(out_shape, x.device());
+  dispatch::geglu_forward(x.device(), x.data(), out.data(), rows, F);
   return record(out, "geglu", {x}, [saved = x.detach(), rows, F](const Tensor& g, const std::vector<bool>&) {
-    Tensor dx = Tensor::empty(saved.shape());
-    k::geglu_backward(saved.data(), g.data(), dx.data(), rows, F);
+    Tensor dx = Tensor::empty(saved.shape(), saved.device());
+    dispatch::geglu_backward(saved.device(), saved.data(), g.data(), dx.data(), rows, F);
     return std::vector<Tensor>{dx};
   });
 }

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "engine/autograd.h"
+#include "engine/dispatch.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/parallel.h"
 
@@ -15,11 +16,8 @@ namespace {
 
 namespace kc = kernels::cpu;
 
-void require_cpu_defined(const Tensor& t, const char* op, const char* what) {
+void require_defined(const Tensor& t, const char* op, const char* what) {
   if (!t.defined()) throw std::invalid_argument(std::string(op) + ": " + what + " is undefined");
-  if (t.device() != Device::CPU)
-    throw std::invalid_argument(std::string(op) + ": " + what + " is on " + device_name(t.device()) +
-                                "; only the CPU backend implements this op so far");
 }
 
 Shape batch_dims(const Tensor& t) { return Shape(t.shape().begin(), t.shape().end() - 2); }
@@ -30,8 +28,9 @@ struct MatmulDims {
 };
 
 MatmulDims check_matmul(const Tensor& a, const Tensor& b) {
-  require_cpu_defined(a, "matmul", "a");
-  require_cpu_defined(b, "matmul", "b");
+  require_defined(a, "matmul", "a");
+  require_defined(b, "matmul", "b");
+  dispatch::same_device("matmul", {a, b});
   const std::string shapes = "a " + a.str() + " @ b " + b.str();
   if (a.dim() < 2 || b.dim() < 2)
     throw std::invalid_argument("matmul: both operands need at least 2 dimensions (…, rows, cols), got " + shapes +
@@ -57,28 +56,29 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   Shape out_shape = batch_dims(a);
   out_shape.push_back(m.M);
   out_shape.push_back(m.N);
-  Tensor out = Tensor::empty(out_shape);
+  const Device dev = a.device();
+  Tensor out = Tensor::empty(out_shape, dev);
   if (m.shared_b)  // one tall product: the batch folds into the rows
-    kc::sgemm(false, false, m.batch * m.M, m.N, m.K, 1.f, a.data(), m.K, b.data(), m.N, 0.f, out.data(), m.N);
+    dispatch::sgemm(dev, false, false, m.batch * m.M, m.N, m.K, 1.f, a.data(), m.K, b.data(), m.N, 0.f, out.data(), m.N);
   else
-    kc::sgemm_batched(false, false, m.batch, m.M, m.N, m.K, 1.f, a.data(), m.K, m.M * m.K, b.data(), m.N, m.K * m.N,
+    dispatch::sgemm_batched(dev, false, false, m.batch, m.M, m.N, m.K, 1.f, a.data(), m.K, m.M * m.K, b.data(), m.N, m.K * m.N,
                       0.f, out.data(), m.N, m.M * m.N);
-  return record(out, "matmul", {a, b}, [a = a.detach(), b = b.detach(), m](const Tensor& g, const std::vector<bool>& needs) {
+  return record(out, "matmul", {a, b}, [a = a.detach(), b = b.detach(), m, dev](const Tensor& g, const std::vector<bool>& needs) {
     Tensor ga, gb;
     if (needs[0]) {  // dA = dC·Bᵀ
-      ga = Tensor::empty(a.shape());
+      ga = Tensor::empty(a.shape(), dev);
       if (m.shared_b)
-        kc::sgemm(false, true, m.batch * m.M, m.K, m.N, 1.f, g.data(), m.N, b.data(), m.N, 0.f, ga.data(), m.K);
+        dispatch::sgemm(dev, false, true, m.batch * m.M, m.K, m.N, 1.f, g.data(), m.N, b.data(), m.N, 0.f, ga.data(), m.K);
       else
-        kc::sgemm_batched(false, true, m.batch, m.M, m.K, m.N, 1.f, g.data(), m.N, m.M * m.N, b.data(), m.N,
+        dispatch::sgemm_batched(dev, false, true, m.batch, m.M, m.K, m.N, 1.f, g.data(), m.N, m.M * m.N, b.data(), m.N,
                           m.K * m.N, 0.f, ga.data(), m.K, m.M * m.K);
     }
     if (needs[1]) {  // dB = Aᵀ·dC, summed over the batch when B is shared
-      gb = Tensor::empty(b.shape());
+      gb = Tensor::empty(b.shape(), dev);
       if (m.shared_b)
-        kc::sgemm(true, false, m.K, m.N, m.batch * m.M, 1.f, a.data(), m.K, g.data(), m.N, 0.f, gb.data(), m.N);
+        dispatch::sgemm(dev, true, false, m.K, m.N, m.batch * m.M, 1.f, a.data(), m.K, g.data(), m.N, 0.f, gb.data(), m.N);
       else
-        kc::sgemm_batched(true, false, m.batch, m.K, m.N, m.M, 1.f, a.data(), m.K, m.M * m.K, g.data(), m.N,
+        dispatch::sgemm_batched(dev, true, false, m.batch, m.K, m.N, m.M, 1.f, a.data(), m.K, m.M * m.K, g.data(), m.N,
                           m.M * m.N, 0.f, gb.data(), m.N, m.K * m.N);
     }
     return std::vector<Tensor>{ga, gb};
@@ -86,8 +86,9 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
 }
 
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
-  require_cpu_defined(x, "linear", "input");
-  require_cpu_defined(weight, "linear", "weight");
+  require_defined(x, "linear", "input");
+  require_defined(weight, "linear", "weight");
+  const Device dev = dispatch::same_device("linear", {x, weight, bias});
   if (weight.dim() != 2)
     throw std::invalid_argument("linear: weight must be (out_features, in_features), got " + weight.str());
   const int64_t out_f = weight.size(0), in_f = weight.size(1);
@@ -95,7 +96,6 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
     throw std::invalid_argument("linear: input " + x.str() + " must end in in_features = " + std::to_string(in_f) +
                                 " to match weight " + weight.str());
   if (bias.defined()) {
-    require_cpu_defined(bias, "linear", "bias");
     if (bias.shape() != Shape{out_f})
       throw std::invalid_argument("linear: bias " + bias.str() + " must be (" + std::to_string(out_f) +
                                   ") to match weight " + weight.str());
@@ -103,9 +103,12 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   const int64_t rows = x.numel() / in_f;
   Shape out_shape = x.shape();
   out_shape.back() = out_f;
-  Tensor out = Tensor::empty(out_shape);
+  Tensor out = Tensor::empty(out_shape, dev);
   float beta = 0.f;
-  if (bias.defined()) {  // start from the bias in every row, then accumulate x·Wᵀ onto it
+  if (bias.defined() && dev == Device::CUDA) {
+    dispatch::broadcast_to(dev, bias.data(), {1, out_f}, out.data(), {rows, out_f});
+    beta = 1.f;
+  } else if (bias.defined()) {  // start from the bias in every row, then accumulate x·Wᵀ onto it
     float* o = out.data();
     const float* bb = bias.data();
     kc::parallel_for(rows, 256, [&](int64_t r0, int64_t r1) {
@@ -113,19 +116,22 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
     });
     beta = 1.f;
   }
-  kc::sgemm(false, true, rows, out_f, in_f, 1.f, x.data(), in_f, weight.data(), in_f, beta, out.data(), out_f);
+  dispatch::sgemm(dev, false, true, rows, out_f, in_f, 1.f, x.data(), in_f, weight.data(), in_f, beta, out.data(), out_f);
   return record(out, "linear", {x, weight, bias},
-                [x = x.detach(), w = weight.detach(), rows, in_f, out_f](const Tensor& g, const std::vector<bool>& needs) {
+                [x = x.detach(), w = weight.detach(), rows, in_f, out_f, dev](const Tensor& g, const std::vector<bool>& needs) {
                   Tensor gx, gw, gbias;
                   if (needs[0]) {  // dx = g·W
-                    gx = Tensor::empty(x.shape());
-                    kc::sgemm(false, false, rows, in_f, out_f, 1.f, g.data(), out_f, w.data(), in_f, 0.f, gx.data(), in_f);
+                    gx = Tensor::empty(x.shape(), dev);
+                    dispatch::sgemm(dev, false, false, rows, in_f, out_f, 1.f, g.data(), out_f, w.data(), in_f, 0.f, gx.data(), in_f);
                   }
                   if (needs[1]) {  // dW = gᵀ·x
-                    gw = Tensor::empty(w.shape());
-                    kc::sgemm(true, false, out_f, in_f, rows, 1.f, g.data(), out_f, x.data(), in_f, 0.f, gw.data(), in_f);
+                    gw = Tensor::empty(w.shape(), dev);
+                    dispatch::sgemm(dev, true, false, out_f, in_f, rows, 1.f, g.data(), out_f, x.data(), in_f, 0.f, gw.data(), in_f);
                   }
-                  if (needs[2]) {  // db = column sums of g, each column summed in row order
+                  if (needs[2] && dev == Device::CUDA) {  // db = column sums of g (deterministic reduction)
+                    gbias = Tensor::empty({out_f}, dev);
+                    dispatch::sum_axes(dev, g.data(), {rows, out_f}, {true, false}, gbias.data());
+                  } else if (needs[2]) {  // db = column sums of g, each column summed in row order
                     gbias = Tensor::zeros({out_f});
                     float* gb = gbias.data();
                     const float* gd = g.data();

@@ -13,6 +13,8 @@
 #include <vector>
 
 #include "engine/autograd.h"
+#include "engine/dispatch.h"
+#include "engine/ops_cuda.h"
 #include "kernels/cpu/norm.h"
 
 namespace cpets {
@@ -20,15 +22,11 @@ namespace {
 
 namespace kc = kernels::cpu;
 
-void require_cpu(const Tensor& t, const char* op, const char* what) {
-  if (t.defined() && t.device() != Device::CPU)
-    throw std::invalid_argument(std::string(op) + ": " + what + " is on " + device_name(t.device()) +
-                                "; only the CPU backend implements this op so far");
-}
-
 void require_param(const Tensor& p, int64_t n, const char* op, const char* what, const Tensor& x) {
   if (!p.defined()) return;
-  require_cpu(p, op, what);
+  if (p.device() != x.device())
+    throw std::invalid_argument(std::string(op) + ": " + what + " is on " + device_name(p.device()) + " but input " +
+                                x.str() + " is on " + device_name(x.device()) + "; move both to one device first");
   if (p.shape() != Shape{n})
     throw std::invalid_argument(std::string(op) + ": " + what + " has shape " + p.str() + " but input " + x.str() +
                                 " needs (" + std::to_string(n) + ")");
@@ -58,7 +56,6 @@ struct GroupNormDims {
 GroupNormDims check_group_norm(const Tensor& x, int64_t groups, const Tensor& gamma, const Tensor& beta,
                                const char* op) {
   if (!x.defined()) throw std::invalid_argument(std::string(op) + ": input is undefined");
-  require_cpu(x, op, "input");
   if (x.dim() < 2)
     throw std::invalid_argument(std::string(op) + ": input " + x.str() + " must be (B, C, ...) with at least 2 dims");
   const int64_t C = x.size(1);
@@ -148,6 +145,7 @@ std::vector<Tensor> group_norm_backward(const Tensor& gy, const Tensor& x, const
 Tensor group_norm_op(const Tensor& x, int64_t groups, const Tensor& gamma, const Tensor& beta, float eps, bool silu) {
   const char* op = silu ? "group_norm_silu" : "group_norm";
   const GroupNormDims d = check_group_norm(x, groups, gamma, beta, op);
+  CPETS_ROUTE_CUDA(x, group_norm(x, groups, gamma, beta, eps, silu));
   Tensor y = Tensor::empty(x.shape());
   if (x.numel() == 0) return y;
   auto sv = std::make_shared<GroupNormSaved>();
@@ -186,11 +184,11 @@ Tensor group_norm_silu(const Tensor& x, int64_t groups, const Tensor& gamma, con
 Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps) {
   const char* op = "layer_norm";
   if (!x.defined()) throw std::invalid_argument("layer_norm: input is undefined");
-  require_cpu(x, op, "input");
   if (x.dim() < 1) throw std::invalid_argument("layer_norm: input " + x.str() + " has no last dimension to normalise");
   const int64_t D = x.size(-1);
   require_param(gamma, D, op, "gamma", x);
   require_param(beta, D, op, "beta", x);
+  CPETS_ROUTE_CUDA(x, layer_norm(x, gamma, beta, eps));
   const int64_t rows = D > 0 ? x.numel() / D : 0;
   // The kernel takes both affine parameters or neither: fill in the missing one.
   Tensor g = gamma.defined() ? gamma : (beta.defined() ? Tensor::ones({D}) : Tensor());
@@ -306,7 +304,6 @@ void check_batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, 
                       const Tensor& running_var) {
   const char* op = "batch_norm3d";
   if (!x.defined()) throw std::invalid_argument("batch_norm3d: input is undefined");
-  require_cpu(x, op, "input");
   if (x.dim() != 5) throw std::invalid_argument("batch_norm3d: input " + x.str() + " must be (B, C, D, H, W)");
   const int64_t C = x.size(1);
   require_param(gamma, C, op, "gamma", x);
@@ -322,6 +319,7 @@ void check_batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, 
 Tensor batch_norm3d(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor running_mean,
                     Tensor running_var, bool training, float momentum, float eps) {
   check_batch_norm(x, gamma, beta, running_mean, running_var);
+  CPETS_ROUTE_CUDA(x, batch_norm3d(x, gamma, beta, running_mean, running_var, training, momentum, eps));
   auto sv = std::make_shared<BatchNormSaved>();
   sv->B = x.size(0);
   sv->C = x.size(1);
@@ -357,7 +355,6 @@ Tensor batch_norm3d(const Tensor& x, const Tensor& gamma, const Tensor& beta, Te
 
 Tensor softmax(const Tensor& x, int64_t dim) {
   if (!x.defined()) throw std::invalid_argument("softmax: input is undefined");
-  require_cpu(x, "softmax", "input");
   const int64_t nd = std::max<int64_t>(x.dim(), 1);
   const int64_t d = dim < 0 ? dim + nd : dim;
   if (d < 0 || d >= nd)
@@ -366,12 +363,12 @@ Tensor softmax(const Tensor& x, int64_t dim) {
   const int64_t D = x.dim() == 0 ? 1 : x.size(d);
   for (int64_t i = 0; i < d; ++i) outer *= x.size(i);
   for (int64_t i = d + 1; i < x.dim(); ++i) inner *= x.size(i);
-  Tensor y = Tensor::empty(x.shape());
-  if (x.numel() > 0) kc::softmax_forward(x.data(), y.data(), outer, D, inner);
+  Tensor y = Tensor::empty(x.shape(), x.device());
+  if (x.numel() > 0) dispatch::softmax_forward(x.device(), x.data(), y.data(), outer, D, inner);
   return record(y, "softmax", {x},
                 [y = y.detach(), outer, D, inner](const Tensor& gy, const std::vector<bool>&) {
-                  Tensor gx = Tensor::empty(y.shape());
-                  if (y.numel() > 0) kc::softmax_backward(y.data(), gy.data(), gx.data(), outer, D, inner);
+                  Tensor gx = Tensor::empty(y.shape(), y.device());
+                  if (y.numel() > 0) dispatch::softmax_backward(y.device(), y.data(), gy.data(), gx.data(), outer, D, inner);
                   return std::vector<Tensor>{gx};
                 });
 }

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "engine/autograd.h"
+#include "engine/dispatch.h"
 #include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/reduce.h"
 
@@ -43,11 +44,11 @@ Tensor reduce(const Tensor& a, const std::vector<int64_t>& axes, bool keepdim, b
     keep_shape.push_back(mask[i] ? 1 : shape[i]);
   }
   const double scale = average ? 1.0 / double(count) : 1.0;
-  Tensor out = Tensor::empty(keepdim ? keep_shape : kept_shape);
-  k::sum_axes(a.data(), shape, mask, out.data(), scale);
+  Tensor out = Tensor::empty(keepdim ? keep_shape : kept_shape, a.device());
+  dispatch::sum_axes(a.device(), a.data(), shape, mask, out.data(), scale);
   return record(out, op, {a}, [shape, keep_shape, scale](const Tensor& g, const std::vector<bool>&) {
-    Tensor dx = Tensor::empty(shape);
-    k::broadcast_to(g.data(), keep_shape, dx.data(), shape, float(scale));
+    Tensor dx = Tensor::empty(shape, g.device());
+    dispatch::broadcast_to(g.device(), g.data(), keep_shape, dx.data(), shape, float(scale));
     return std::vector<Tensor>{dx};
   });
 }

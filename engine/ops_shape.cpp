@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "engine/autograd.h"
+#include "engine/dispatch.h"
 #include "kernels/cpu/layout.h"
 
 namespace cpets {
@@ -42,8 +43,8 @@ Around around(const Shape& shape, int64_t dim) {
 Tensor permute_raw(const Tensor& a, const std::vector<int64_t>& perm) {
   Shape out_shape(perm.size());
   for (size_t i = 0; i < perm.size(); ++i) out_shape[i] = a.shape()[perm[i]];
-  Tensor out = Tensor::empty(out_shape);
-  k::permute_copy(a.data(), a.shape(), perm, out.data());
+  Tensor out = Tensor::empty(out_shape, a.device());
+  dispatch::permute_copy(a.device(), a.data(), a.shape(), perm, out.data());
   return out;
 }
 
@@ -52,9 +53,9 @@ Tensor slice_raw(const Tensor& a, int64_t dim, int64_t start, int64_t end) {
   const Around r = around(a.shape(), dim);
   Shape out_shape = a.shape();
   out_shape[dim] = end - start;
-  Tensor out = Tensor::empty(out_shape);
+  Tensor out = Tensor::empty(out_shape, a.device());
   const int64_t len = (end - start) * r.inner;
-  k::copy_rows(a.data() + start * r.inner, r.size * r.inner, out.data(), len, r.outer, len);
+  dispatch::copy_rows(a.device(), a.data() + start * r.inner, r.size * r.inner, out.data(), len, r.outer, len);
   return out;
 }
 
@@ -62,7 +63,10 @@ Tensor slice_raw(const Tensor& a, int64_t dim, int64_t start, int64_t end) {
 // (gradient or undefined, size along dim) in order: each element written once, zeros only where
 // a part has no gradient.
 Tensor assemble_parts(const Shape& shape, int64_t dim, const std::vector<std::pair<Tensor, int64_t>>& parts) {
-  Tensor out = Tensor::empty(shape);
+  std::vector<Tensor> given;
+  for (const auto& part : parts) given.push_back(part.first);
+  const Device dev = dispatch::same_device("gradient of slice/chunk", given);
+  Tensor out = Tensor::empty(shape, dev);
   const Around r = around(shape, dim);
   std::vector<const float*> src;
   std::vector<int64_t> lens;
@@ -70,7 +74,7 @@ Tensor assemble_parts(const Shape& shape, int64_t dim, const std::vector<std::pa
     src.push_back(g.defined() ? g.data() : nullptr);
     lens.push_back(size * r.inner);
   }
-  k::assemble_rows(src, lens, out.data(), r.outer);
+  dispatch::assemble_rows(dev, src, lens, out.data(), r.outer);
   return out;
 }
 
@@ -162,13 +166,14 @@ Tensor concat(const std::vector<Tensor>& parts, int64_t dim) {
                                   "; all other dimensions must match");
     out_shape[dim] += s[dim];
   }
-  Tensor out = Tensor::empty(out_shape);
+  const Device dev = dispatch::same_device("concat", parts);
+  Tensor out = Tensor::empty(out_shape, dev);
   const Around r = around(out_shape, dim);
   std::vector<int64_t> offsets;
   int64_t offset = 0;
   for (const Tensor& p : parts) {
     const int64_t len = p.shape()[dim] * r.inner;
-    k::copy_rows(p.data(), len, out.data() + offset * r.inner, r.size * r.inner, r.outer, len);
+    dispatch::copy_rows(dev, p.data(), len, out.data() + offset * r.inner, r.size * r.inner, r.outer, len);
     offsets.push_back(offset);
     offset += p.shape()[dim];
   }

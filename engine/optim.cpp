@@ -7,8 +7,10 @@
 #include <unordered_set>
 
 #include "engine/autograd.h"
+#include "engine/device.h"
 #include "engine/profiler.h"
 #include "kernels/cpu/adam.h"
+#include "kernels/cuda/adam.h"
 
 namespace cpets {
 
@@ -66,6 +68,7 @@ void Adam::set_lr(size_t group, double lr) {
 void Adam::step() {
   profiler::Scope scope("adam_step");
   NoGradGuard no_grad;
+  std::vector<kernels::cuda::AdamTensor> on_device;  // updated together by one fused launch
   for (auto& group : groups_) {
     const AdamOptions& o = group.options;
     for (auto& ps : group.params) {
@@ -73,9 +76,12 @@ void Adam::step() {
       if (!grad.defined()) continue;
       if (grad.shape() != ps.param.shape())
         throw std::runtime_error("Adam: gradient " + grad.str() + " does not match parameter '" + ps.name + "' " + ps.param.str());
+      if (grad.device() != ps.param.device())
+        throw std::runtime_error("Adam: gradient of parameter '" + ps.name + "' is on " + device_name(grad.device()) +
+                                 " but the parameter is on " + device_name(ps.param.device()));
       if (!ps.exp_avg.defined()) {
-        ps.exp_avg = Tensor::zeros(ps.param.shape());
-        ps.exp_avg_sq = Tensor::zeros(ps.param.shape());
+        ps.exp_avg = Tensor::zeros(ps.param.shape(), ps.param.device());
+        ps.exp_avg_sq = Tensor::zeros(ps.param.shape(), ps.param.device());
       }
       ps.step += 1;
       // As PyTorch: bias corrections and step size in double, then used as float scalars.
@@ -89,7 +95,17 @@ void Adam::step() {
                                         float(1.0 - o.beta2),
                                         float(o.lr / bias_correction1),
                                         float(std::sqrt(bias_correction2))};
-      kernels::cpu::adam_step(ps.param.data(), grad.data(), ps.exp_avg.data(), ps.exp_avg_sq.data(), ps.param.numel(), s);
+      if (ps.param.device() == Device::CUDA)
+        on_device.push_back({ps.param.data(), grad.data(), ps.exp_avg.data(), ps.exp_avg_sq.data(), ps.param.numel(), s});
+      else
+        kernels::cpu::adam_step(ps.param.data(), grad.data(), ps.exp_avg.data(), ps.exp_avg_sq.data(), ps.param.numel(), s);
+    }
+  }
+  if constexpr (kHaveCuda) {
+    if (!on_device.empty()) {
+      const size_t bytes = kernels::cuda::adam_workspace_bytes(on_device.size());
+      Tensor ws = Tensor::empty({int64_t((bytes + 3) / 4)}, Device::CUDA);
+      kernels::cuda::adam_multi_tensor(on_device, {ws.data(), bytes}, cuda_stream());
     }
   }
 }

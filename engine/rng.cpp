@@ -5,7 +5,9 @@
 #include <limits>
 #include <stdexcept>
 
+#include "engine/device.h"
 #include "kernels/cpu/parallel.h"
+#include "kernels/cuda/rng.h"
 
 namespace cpets {
 
@@ -136,14 +138,29 @@ Generator& default_generator() {
   return gen;
 }
 
-Tensor rand(const Shape& shape, Generator& gen) {
-  Tensor t = Tensor::empty(shape);
+Tensor rand(const Shape& shape, Generator& gen, Device device) {
+  Tensor t = Tensor::empty(shape, device);
+  if constexpr (kHaveCuda) {
+    if (device == Device::CUDA) {
+      const uint64_t start = gen.take(t.numel());
+      kernels::cuda::philox_uniform(gen.seed(), start, t.data(), t.numel(), cuda_stream());
+      return t;
+    }
+  }
   gen.fill_uniform(t.data(), t.numel());
   return t;
 }
 
-Tensor randn(const Shape& shape, Generator& gen, float mean, float std) {
-  Tensor t = Tensor::empty(shape);
+Tensor randn(const Shape& shape, Generator& gen, float mean, float std, Device device) {
+  Tensor t = Tensor::empty(shape, device);
+  if constexpr (kHaveCuda) {
+    if (device == Device::CUDA) {
+      if (!(std >= 0.f)) throw std::invalid_argument("randn: std must be >= 0, got " + std::to_string(std));
+      const uint64_t start = gen.take(t.numel());
+      kernels::cuda::philox_normal(gen.seed(), start, t.data(), t.numel(), mean, std, cuda_stream());
+      return t;
+    }
+  }
   gen.fill_normal(t.data(), t.numel(), mean, std);
   return t;
 }

@@ -54,6 +54,8 @@ class Generator {
   void fill_normal(float* out, int64_t n, float mean = 0.f, float std = 1.f);
 
  private:
+  friend Tensor rand(const Shape&, Generator&, Device);
+  friend Tensor randn(const Shape&, Generator&, float, float, Device);
   uint64_t take(int64_t n);  // returns the first position of a request of n values and advances
   GeneratorState state_;
 };
@@ -61,7 +63,9 @@ class Generator {
 // A process-wide generator for code that has not been handed one (seed it with manual_seed).
 Generator& default_generator();
 
-Tensor rand(const Shape& shape, Generator& gen);                                     // U[0, 1)
-Tensor randn(const Shape& shape, Generator& gen, float mean = 0.f, float std = 1.f);  // N(mean, std²)
+// On the CUDA device the values are generated there (kernels/cuda/rng), the same stream exactly.
+Tensor rand(const Shape& shape, Generator& gen, Device device = Device::CPU);  // U[0, 1)
+Tensor randn(const Shape& shape, Generator& gen, float mean = 0.f, float std = 1.f,
+             Device device = Device::CPU);  // N(mean, std²)
 
 }  // namespace cpets

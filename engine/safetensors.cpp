@@ -86,8 +86,15 @@ void emit_safetensors(const NamedTensors& tensors, const SafetensorsMetadata& me
   const auto order = canonical_order(tensors, file);
   const std::string header = build_header(order, metadata, file);
   sink(header.data(), header.size());
-  for (const auto* entry : order)
-    sink(reinterpret_cast<const char*>(entry->second.data()), size_t(entry->second.numel()) * sizeof(float));
+  for (const auto* entry : order) {
+    const Tensor& t = entry->second;
+    if (t.device() == Device::CPU) {
+      sink(reinterpret_cast<const char*>(t.data()), size_t(t.numel()) * sizeof(float));
+    } else {  // a CUDA tensor: through a host copy, one tensor at a time
+      const std::vector<float> host = t.to_vector();
+      sink(reinterpret_cast<const char*>(host.data()), host.size() * sizeof(float));
+    }
+  }
 }
 
 std::string errno_text() { return std::strerror(errno); }

@@ -6,18 +6,21 @@
 
 #include "engine/allocator.h"
 #include "engine/autograd.h"
+#include "engine/device.h"
+#include "kernels/cuda/elementwise.h"
 
 namespace cpets {
 
 const char* device_name(Device d) { return d == Device::CPU ? "cpu" : "cuda"; }
 
 Storage::Storage(size_t n, Device dev) : numel(n), device(dev) {
-  if (dev != Device::CPU)
-    throw std::runtime_error("cuda tensors are not available: this build has no CUDA backend");
-  data = static_cast<float*>(host_alloc(n * sizeof(float)));
+  data = static_cast<float*>(dev == Device::CPU ? host_alloc(n * sizeof(float)) : device_alloc(n * sizeof(float)));
 }
 
-Storage::~Storage() { host_free(data, numel * sizeof(float)); }
+Storage::~Storage() {
+  if (device == Device::CPU) host_free(data, numel * sizeof(float));
+  else device_free(data, numel * sizeof(float));
+}
 
 int64_t shape_numel(const Shape& s) {
   int64_t n = 1;
@@ -74,11 +77,13 @@ Tensor Tensor::full(const Shape& shape, float value, Device device) {
   return t;
 }
 
-Tensor Tensor::from_vector(const Shape& shape, const std::vector<float>& values) {
+Tensor Tensor::from_vector(const Shape& shape, const std::vector<float>& values, Device device) {
   if (static_cast<int64_t>(values.size()) != shape_numel(shape))
     throw std::invalid_argument("from_vector: " + std::to_string(values.size()) + " values for shape " + shape_str(shape));
-  Tensor t = empty(shape);
-  if (!values.empty()) std::memcpy(t.data(), values.data(), values.size() * sizeof(float));
+  Tensor t = empty(shape, device);
+  if (values.empty()) return t;
+  if (device == Device::CPU) std::memcpy(t.data(), values.data(), values.size() * sizeof(float));
+  else copy_host_to_device(t.data(), values.data(), values.size() * sizeof(float));
   return t;
 }
 
@@ -105,10 +110,18 @@ const float* Tensor::data() const { return need(impl_).storage->data; }
 
 float Tensor::item() const {
   if (numel() != 1) throw std::invalid_argument("item() on a tensor of shape " + str());
-  return data()[0];
+  if (device() == Device::CPU) return data()[0];
+  float v = 0.f;
+  copy_device_to_host(&v, data(), sizeof(float));
+  return v;
 }
 
-std::vector<float> Tensor::to_vector() const { return std::vector<float>(data(), data() + numel()); }
+std::vector<float> Tensor::to_vector() const {
+  if (device() == Device::CPU) return std::vector<float>(data(), data() + numel());
+  std::vector<float> v(numel());
+  copy_device_to_host(v.data(), data(), v.size() * sizeof(float));
+  return v;
+}
 
 bool Tensor::requires_grad() const { return impl_ && impl_->requires_grad; }
 
@@ -156,13 +169,47 @@ Tensor Tensor::view(const Shape& s) const {
 void Tensor::copy_from(const Tensor& src) {
   if (src.numel() != numel())
     throw std::invalid_argument("copy_from: " + src.str() + " into " + str());
-  if (src.data() != data()) std::memcpy(data(), src.data(), numel() * sizeof(float));
+  if (src.data() == data()) return;
+  const size_t bytes = numel() * sizeof(float);
+  const Device from = src.device(), to = device();
+  if (from == Device::CPU && to == Device::CPU) std::memcpy(data(), src.data(), bytes);
+  else if (from == Device::CPU) copy_host_to_device(data(), src.data(), bytes);
+  else if (to == Device::CPU) copy_device_to_host(data(), src.data(), bytes);
+  else copy_device_to_device(data(), src.data(), bytes);
 }
 
 void Tensor::fill_(float value) {
   float* p = data();
   const int64_t n = numel();
+  if constexpr (kHaveCuda) {
+    if (device() == Device::CUDA) {
+      kernels::cuda::fill(p, n, value, cuda_stream());
+      return;
+    }
+  }
   for (int64_t i = 0; i < n; ++i) p[i] = value;
+}
+
+Tensor Tensor::to(Device target) const {
+  if (device() == target) return *this;
+  Tensor out = empty(shape(), target);
+  out.copy_from(*this);
+  return record(out, "to", {*this}, [source = device()](const Tensor& g, const std::vector<bool>&) {
+    return std::vector<Tensor>{g.to(source)};
+  });
+}
+
+Tensor& Tensor::move_to_(Device target) {
+  if (!is_leaf()) throw std::logic_error("move_to_ on a non-leaf tensor " + str() + "; use to() for a copy with history");
+  if (device() == target) return *this;
+  Tensor moved = empty(shape(), target);
+  moved.copy_from(*this);
+  impl_->storage = moved.impl_->storage;
+  if (impl_->grad) {
+    Tensor g(impl_->grad);
+    impl_->grad = g.to(target).detach().impl_ptr();
+  }
+  return *this;
 }
 
 bool Tensor::same_storage(const Tensor& o) const {

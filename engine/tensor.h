@@ -1,5 +1,7 @@
 // Tensor: float32, contiguous, N-d, on a device, sharing a Storage with its views.
 // Autograd state (requires_grad, grad, grad_fn) lives on the TensorImpl; see autograd.h.
+// CUDA tensors (engine/device.h) hold device memory: data() is then a device pointer, for
+// kernels only; item(), to_vector(), copy_from() and to() copy across as needed.
 #pragma once
 #include <cstdint>
 #include <initializer_list>
@@ -48,7 +50,7 @@ class Tensor {
   static Tensor zeros(const Shape& shape, Device device = Device::CPU);
   static Tensor ones(const Shape& shape, Device device = Device::CPU);
   static Tensor full(const Shape& shape, float value, Device device = Device::CPU);
-  static Tensor from_vector(const Shape& shape, const std::vector<float>& values);
+  static Tensor from_vector(const Shape& shape, const std::vector<float>& values, Device device = Device::CPU);
   static Tensor scalar(float value);
 
   bool defined() const { return impl_ != nullptr; }
@@ -59,8 +61,8 @@ class Tensor {
   Device device() const;
   float* data();
   const float* data() const;
-  float item() const;  // requires numel() == 1
-  std::vector<float> to_vector() const;
+  float item() const;  // requires numel() == 1; from a CUDA tensor, waits for it and copies
+  std::vector<float> to_vector() const;  // host copy, from either device
   std::string str() const { return shape_str(shape()); }
 
   // Autograd.
@@ -76,8 +78,15 @@ class Tensor {
   Tensor detach() const;  // same storage, no history: save outputs in backward closures this way
   Tensor clone() const;   // deep copy, no history
   Tensor view(const Shape& shape) const;  // same storage, no history; one dimension may be -1
-  void copy_from(const Tensor& src);      // same numel; no history
+  void copy_from(const Tensor& src);      // same numel, any devices; no history
   void fill_(float value);
+
+  // A copy on `device` (this tensor itself when it is already there), as PyTorch's .to(): the
+  // copy is differentiable, its gradient goes back to this tensor's device.
+  Tensor to(Device device) const;
+  // Moves this tensor's own storage to `device` in place — same TensorImpl, so modules keep
+  // their registered parameters — together with its gradient. Leaves only (no history).
+  Tensor& move_to_(Device device);
 
   TensorImpl* impl() const { return impl_.get(); }
   const std::shared_ptr<TensorImpl>& impl_ptr() const { return impl_; }

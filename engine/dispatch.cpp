@@ -1,0 +1,315 @@
+#include "engine/dispatch.h"
+
+#include <stdexcept>
+
+#include "engine/backend.h"
+#include "engine/device.h"
+#include "kernels/cpu/gemm.h"
+#include "kernels/cpu/layout.h"
+#include "kernels/cpu/norm.h"
+#include "kernels/cpu/pool.h"
+#include "kernels/cpu/reduce.h"
+
+#if CPETS_HAVE_CUDA
+#include "kernels/cudnn/conv3d.h"
+#include "kernels/cudnn/gemm.h"
+#include "kernels/cuda/attention.h"
+#include "kernels/cuda/conv3d.h"
+#include "kernels/cuda/elementwise.h"
+#include "kernels/cuda/gemm.h"
+#include "kernels/cuda/layout.h"
+#include "kernels/cuda/norm.h"
+#include "kernels/cuda/pool.h"
+#include "kernels/cuda/reduce.h"
+#endif
+
+namespace cpets::dispatch {
+
+namespace kc = kernels::cpu;
+
+// CUDA_CALL(d, call): in CUDA builds, when d is the GPU, runs kernels::cuda::call with the
+// compute stream appended, and returns from the calling function.
+#if CPETS_HAVE_CUDA
+namespace kg = kernels::cuda;
+#define CUDA_CALL(d, fn, ...)                      \
+  do {                                             \
+    if ((d) == Device::CUDA) {                     \
+      kg::fn(__VA_ARGS__, cuda_stream());          \
+      return;                                      \
+    }                                              \
+  } while (0)
+#else
+#define CUDA_CALL(d, fn, ...) \
+  do {                        \
+  } while (0)
+#endif
+
+#if CPETS_HAVE_CUDA
+namespace {
+
+kernels::cuda::Precision precision_of(ConvPrecision p) {
+  switch (p) {
+    case ConvPrecision::Fp32: return kernels::cuda::Precision::fp32_exact;
+    case ConvPrecision::Tf32: return kernels::cuda::Precision::tf32;
+    case ConvPrecision::Bf16: return kernels::cuda::Precision::bf16;
+  }
+  return kernels::cuda::Precision::fp32_exact;
+}
+
+// A device workspace of `bytes` from the caching allocator (stream-ordered, so it may be released
+// as soon as the kernels using it are queued).
+struct DeviceWorkspace {
+  explicit DeviceWorkspace(size_t bytes)
+      : holder(bytes ? Tensor::empty({int64_t((bytes + 3) / 4)}, Device::CUDA) : Tensor()), size(bytes) {}
+  void* ptr() { return holder.defined() ? static_cast<void*>(holder.data()) : nullptr; }
+  Tensor holder;
+  size_t size;
+};
+
+// Runs ours or cuDNN's, as engine/backend.h's "conv" says.
+template <class Ours, class Cudnn>
+void run_conv(Ours&& ours, Cudnn&& cudnn) {
+  if (conv_backend() == ConvBackend::Cudnn) cudnn();
+  else ours();
+}
+
+}  // namespace
+#endif
+
+Device same_device(const char* op, const std::vector<Tensor>& tensors) {
+  Device dev = Device::CPU;
+  bool any = false, mixed = false;
+  for (const Tensor& t : tensors) {
+    if (!t.defined()) continue;
+    if (any && t.device() != dev) mixed = true;
+    if (!any) dev = t.device();
+    any = true;
+  }
+  if (!mixed) return dev;
+  std::string list;
+  for (const Tensor& t : tensors)
+    if (t.defined()) list += (list.empty() ? "" : ", ") + t.str() + " on " + device_name(t.device());
+  throw std::invalid_argument(std::string(op) + ": inputs are on different devices (" + list +
+                              "); move them to one device first, e.g. with .to(Device::CUDA)");
+}
+
+void fill(Device d, float* out, int64_t n, float value) {
+  CUDA_CALL(d, fill, out, n, value);
+  for (int64_t i = 0; i < n; ++i) out[i] = value;
+}
+
+void add_inplace(Device d, float* a, const float* b, int64_t n) {
+  CUDA_CALL(d, add_inplace, a, b, n);
+  kc::parallel_for(n, 1 << 16, [=](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) a[i] += b[i];
+  });
+}
+
+void binary_broadcast(Device d, BinaryOp op, const float* a, const std::vector<int64_t>& a_shape, const float* b,
+                      const std::vector<int64_t>& b_shape, float* out, const std::vector<int64_t>& out_shape) {
+  CUDA_CALL(d, binary_broadcast, op, a, a_shape, b, b_shape, out, out_shape);
+  kc::binary_broadcast(op, a, a_shape, b, b_shape, out, out_shape);
+}
+
+void broadcast_to(Device d, const float* x, const std::vector<int64_t>& x_shape, float* out,
+                  const std::vector<int64_t>& out_shape, float scale) {
+  CUDA_CALL(d, broadcast_to, x, x_shape, out, out_shape, scale);
+  kc::broadcast_to(x, x_shape, out, out_shape, scale);
+}
+
+void unary_forward(Device d, UnaryOp op, const float* x, float* y, int64_t n, float p0, float p1) {
+  CUDA_CALL(d, unary_forward, op, x, y, n, p0, p1);
+  kc::unary_forward(op, x, y, n, p0, p1);
+}
+
+void unary_backward(Device d, UnaryOp op, const float* xy, const float* dy, float* dx, int64_t n, float p0, float p1) {
+  CUDA_CALL(d, unary_backward, op, xy, dy, dx, n, p0, p1);
+  kc::unary_backward(op, xy, dy, dx, n, p0, p1);
+}
+
+void geglu_forward(Device d, const float* x, float* y, int64_t rows, int64_t F) {
+  CUDA_CALL(d, geglu_forward, x, y, rows, F);
+  kc::geglu_forward(x, y, rows, F);
+}
+
+void geglu_backward(Device d, const float* x, const float* dy, float* dx, int64_t rows, int64_t F) {
+  CUDA_CALL(d, geglu_backward, x, dy, dx, rows, F);
+  kc::geglu_backward(x, dy, dx, rows, F);
+}
+
+void sum_axes(Device d, const float* x, const std::vector<int64_t>& shape, const std::vector<bool>& reduce, float* out,
+              double scale) {
+#if CPETS_HAVE_CUDA
+  if (d == Device::CUDA) {
+    // The workspace tensor is released when this returns, while the kernels may still be queued:
+    // safe, because the allocator's blocks are stream-ordered (engine/device.h).
+    DeviceWorkspace ws(kg::sum_axes_workspace_bytes(shape, reduce));
+    kg::sum_axes(x, shape, reduce, out, scale, {ws.ptr(), ws.size}, cuda_stream());
+    return;
+  }
+#endif
+  kc::sum_axes(x, shape, reduce, out, scale);
+}
+
+void permute_copy(Device d, const float* x, const std::vector<int64_t>& shape, const std::vector<int64_t>& perm,
+                  float* out) {
+  CUDA_CALL(d, permute_copy, x, shape, perm, out);
+  kc::permute_copy(x, shape, perm, out);
+}
+
+void copy_rows(Device d, const float* src, int64_t src_stride, float* dst, int64_t dst_stride, int64_t rows,
+               int64_t len) {
+  CUDA_CALL(d, copy_rows, src, src_stride, dst, dst_stride, rows, len);
+  kc::copy_rows(src, src_stride, dst, dst_stride, rows, len);
+}
+
+void assemble_rows(Device d, const std::vector<const float*>& src, const std::vector<int64_t>& lens, float* dst,
+                   int64_t rows) {
+  CUDA_CALL(d, assemble_rows, src, lens, dst, rows);
+  kc::assemble_rows(src, lens, dst, rows);
+}
+
+void avg_pool3d_forward(Device d, const float* x, int64_t planes, int64_t D, int64_t H, int64_t W, int64_t kernel,
+                        int64_t stride, float* y) {
+  CUDA_CALL(d, avg_pool3d_forward, x, planes, D, H, W, kernel, stride, y);
+  kc::avg_pool3d_forward(x, planes, D, H, W, kernel, stride, y);
+}
+
+void avg_pool3d_backward(Device d, const float* dy, int64_t planes, int64_t D, int64_t H, int64_t W, int64_t kernel,
+                         int64_t stride, float* dx) {
+  CUDA_CALL(d, avg_pool3d_backward, dy, planes, D, H, W, kernel, stride, dx);
+  kc::avg_pool3d_backward(dy, planes, D, H, W, kernel, stride, dx);
+}
+
+void upsample_nearest2x_forward(Device d, const float* x, int64_t planes, int64_t D, int64_t H, int64_t W, float* y) {
+  CUDA_CALL(d, upsample_nearest2x_forward, x, planes, D, H, W, y);
+  kc::upsample_nearest2x_forward(x, planes, D, H, W, y);
+}
+
+void upsample_nearest2x_backward(Device d, const float* dy, int64_t planes, int64_t D, int64_t H, int64_t W,
+                                 float* dx) {
+  CUDA_CALL(d, upsample_nearest2x_backward, dy, planes, D, H, W, dx);
+  kc::upsample_nearest2x_backward(dy, planes, D, H, W, dx);
+}
+
+void sgemm_batched(Device d, bool trans_a, bool trans_b, int64_t batch, int64_t M, int64_t N, int64_t K, float alpha,
+                   const float* A, int64_t lda, int64_t stride_a, const float* B, int64_t ldb, int64_t stride_b,
+                   float beta, float* C, int64_t ldc, int64_t stride_c) {
+#if CPETS_HAVE_CUDA
+  if (d == Device::CUDA) {
+    if (gemm_backend() == GemmBackend::Cublas)
+      kernels::cudnn::sgemm_batched(kernels::cuda::Precision::fp32_exact, trans_a, trans_b, batch, M, N, K, alpha, A,
+                                    lda, stride_a, B, ldb, stride_b, beta, C, ldc, stride_c, cuda_stream());
+    else
+      kg::sgemm_batched(trans_a, trans_b, batch, M, N, K, alpha, A, lda, stride_a, B, ldb, stride_b, beta, C, ldc,
+                        stride_c, cuda_stream());
+    return;
+  }
+#endif
+  kc::sgemm_batched(trans_a, trans_b, batch, M, N, K, alpha, A, lda, stride_a, B, ldb, stride_b, beta, C, ldc,
+                    stride_c);
+}
+
+void sgemm(Device d, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+           int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  if (d == Device::CUDA) return sgemm_batched(d, trans_a, trans_b, 1, M, N, K, alpha, A, lda, 0, B, ldb, 0, beta, C, ldc, 0);
+  kc::sgemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+
+void conv3d_forward(Device d, const kernels::cpu::Conv3dShape& s, const float* x, const float* w, const float* bias,
+                    float* y) {
+#if CPETS_HAVE_CUDA
+  if (d == Device::CUDA) {
+    const auto p = precision_of(conv_precision());
+    run_conv(
+        [&] {
+          DeviceWorkspace ws(kg::conv3d_forward_workspace_bytes(s, p));
+          kg::conv3d_forward(s, p, x, w, bias, y, ws.ptr(), ws.size, cuda_stream());
+        },
+        [&] {
+          DeviceWorkspace ws(kernels::cudnn::conv3d_forward_workspace_bytes(s, p));
+          kernels::cudnn::conv3d_forward(s, p, x, w, bias, y, ws.ptr(), ws.size, cuda_stream());
+        });
+    return;
+  }
+#endif
+  kc::conv3d_forward(s, x, w, bias, y);
+}
+
+void conv3d_backward_data(Device d, const kernels::cpu::Conv3dShape& s, const float* dy, const float* w, float* dx) {
+#if CPETS_HAVE_CUDA
+  if (d == Device::CUDA) {
+    const auto p = precision_of(conv_precision());
+    run_conv(
+        [&] {
+          DeviceWorkspace ws(kg::conv3d_backward_data_workspace_bytes(s, p));
+          kg::conv3d_backward_data(s, p, dy, w, dx, ws.ptr(), ws.size, cuda_stream());
+        },
+        [&] {
+          DeviceWorkspace ws(kernels::cudnn::conv3d_backward_data_workspace_bytes(s, p));
+          kernels::cudnn::conv3d_backward_data(s, p, dy, w, dx, ws.ptr(), ws.size, cuda_stream());
+        });
+    return;
+  }
+#endif
+  kc::conv3d_backward_data(s, dy, w, dx);
+}
+
+void conv3d_backward_weight(Device d, const kernels::cpu::Conv3dShape& s, const float* x, const float* dy, float* dw,
+                            float* dbias) {
+#if CPETS_HAVE_CUDA
+  if (d == Device::CUDA) {
+    const auto p = precision_of(conv_precision());
+    run_conv(
+        [&] {
+          DeviceWorkspace ws(kg::conv3d_backward_weight_workspace_bytes(s, p));
+          kg::conv3d_backward_weight(s, p, x, dy, dw, dbias, ws.ptr(), ws.size, cuda_stream());
+        },
+        [&] {
+          DeviceWorkspace ws(kernels::cudnn::conv3d_backward_weight_workspace_bytes(s, p));
+          kernels::cudnn::conv3d_backward_weight(s, p, x, dy, dw, dbias, ws.ptr(), ws.size, cuda_stream());
+        });
+    return;
+  }
+#endif
+  kc::conv3d_backward_weight(s, x, dy, dw, dbias);
+}
+
+void attention_forward(Device d, const kernels::cpu::AttentionShape& s, const float* q, const float* k, const float* v,
+                       float* out, float* lse) {
+#if CPETS_HAVE_CUDA
+  if (d == Device::CUDA) {
+    kg::attention_forward(s, q, k, v, out, lse, cuda_stream());
+    return;
+  }
+#endif
+  Tensor scratch = Tensor::empty({kc::attention_forward_scratch_floats(s)});
+  kc::attention_forward(s, q, k, v, out, lse, scratch.data());
+}
+
+void attention_backward(Device d, const kernels::cpu::AttentionShape& s, const float* q, const float* k,
+                        const float* v, const float* out, const float* lse, const float* dout, float* dq, float* dk,
+                        float* dv) {
+#if CPETS_HAVE_CUDA
+  if (d == Device::CUDA) {
+    DeviceWorkspace ws(kg::attention_backward_workspace_bytes(s));
+    kg::attention_backward(s, q, k, v, out, lse, dout, dq, dk, dv, ws.ptr(), ws.size, cuda_stream());
+    return;
+  }
+#endif
+  Tensor scratch = Tensor::empty({kc::attention_backward_scratch_floats(s)});
+  kc::attention_backward(s, q, k, v, out, lse, dout, dq, dk, dv, scratch.data());
+}
+
+void softmax_forward(Device d, const float* x, float* y, int64_t outer, int64_t D, int64_t inner) {
+  CUDA_CALL(d, softmax_forward, x, y, outer, D, inner);
+  kc::softmax_forward(x, y, outer, D, inner);
+}
+
+void softmax_backward(Device d, const float* y, const float* dy, float* dx, int64_t outer, int64_t D, int64_t inner) {
+  CUDA_CALL(d, softmax_backward, y, dy, dx, outer, D, inner);
+  kc::softmax_backward(y, dy, dx, outer, D, inner);
+}
+
+}  // namespace cpets::dispatch

@@ -1,0 +1,86 @@
+// Kernel calls by device: each function has the arguments of its kernels/cpu counterpart plus
+// the device, and runs the CPU kernel (unchanged) or the CUDA one (kernels/cuda, on the compute
+// stream, with any workspace taken from the caching device allocator). The ops in ops_*.cpp call
+// these instead of kernels::cpu directly, so one op body — shape checks, autograd closure — serves
+// both devices. The CUDA branches exist only in CUDA builds (dispatch.cpp).
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "engine/tensor.h"
+#include "kernels/cpu/attention.h"
+#include "kernels/cpu/conv3d.h"
+#include "kernels/cpu/elementwise.h"
+
+namespace cpets::dispatch {
+
+using kernels::cpu::BinaryOp;
+using kernels::cpu::UnaryOp;
+
+// The device of the defined tensors; throws, naming `op` and every tensor's shape and device,
+// when they are not all on one device.
+Device same_device(const char* op, const std::vector<Tensor>& tensors);
+
+// ---- elementwise ----
+void fill(Device d, float* out, int64_t n, float value);
+void add_inplace(Device d, float* a, const float* b, int64_t n);
+void binary_broadcast(Device d, BinaryOp op, const float* a, const std::vector<int64_t>& a_shape, const float* b,
+                      const std::vector<int64_t>& b_shape, float* out, const std::vector<int64_t>& out_shape);
+void broadcast_to(Device d, const float* x, const std::vector<int64_t>& x_shape, float* out,
+                  const std::vector<int64_t>& out_shape, float scale = 1.f);
+void unary_forward(Device d, UnaryOp op, const float* x, float* y, int64_t n, float p0 = 0.f, float p1 = 0.f);
+void unary_backward(Device d, UnaryOp op, const float* xy, const float* dy, float* dx, int64_t n, float p0 = 0.f,
+                    float p1 = 0.f);
+void geglu_forward(Device d, const float* x, float* y, int64_t rows, int64_t F);
+void geglu_backward(Device d, const float* x, const float* dy, float* dx, int64_t rows, int64_t F);
+
+// ---- reductions ----
+void sum_axes(Device d, const float* x, const std::vector<int64_t>& shape, const std::vector<bool>& reduce, float* out,
+              double scale = 1.0);
+
+// ---- layout ----
+void permute_copy(Device d, const float* x, const std::vector<int64_t>& shape, const std::vector<int64_t>& perm,
+                  float* out);
+void copy_rows(Device d, const float* src, int64_t src_stride, float* dst, int64_t dst_stride, int64_t rows,
+               int64_t len);
+void assemble_rows(Device d, const std::vector<const float*>& src, const std::vector<int64_t>& lens, float* dst,
+                   int64_t rows);
+
+// ---- pooling ----
+void avg_pool3d_forward(Device d, const float* x, int64_t planes, int64_t D, int64_t H, int64_t W, int64_t kernel,
+                        int64_t stride, float* y);
+void avg_pool3d_backward(Device d, const float* dy, int64_t planes, int64_t D, int64_t H, int64_t W, int64_t kernel,
+                         int64_t stride, float* dx);
+void upsample_nearest2x_forward(Device d, const float* x, int64_t planes, int64_t D, int64_t H, int64_t W, float* y);
+void upsample_nearest2x_backward(Device d, const float* dy, int64_t planes, int64_t D, int64_t H, int64_t W,
+                                 float* dx);
+
+// ---- matrix products (CUDA: ours or cuBLAS, as engine/backend.h's "gemm" says) ----
+void sgemm(Device d, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+           int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
+void sgemm_batched(Device d, bool trans_a, bool trans_b, int64_t batch, int64_t M, int64_t N, int64_t K, float alpha,
+                   const float* A, int64_t lda, int64_t stride_a, const float* B, int64_t ldb, int64_t stride_b,
+                   float beta, float* C, int64_t ldc, int64_t stride_c);
+
+// ---- conv3d (CUDA: ours or cuDNN, at the precision engine/backend.h says) ----
+void conv3d_forward(Device d, const kernels::cpu::Conv3dShape& s, const float* x, const float* w, const float* bias,
+                    float* y);
+void conv3d_backward_data(Device d, const kernels::cpu::Conv3dShape& s, const float* dy, const float* w, float* dx);
+void conv3d_backward_weight(Device d, const kernels::cpu::Conv3dShape& s, const float* x, const float* dy, float* dw,
+                            float* dbias);
+
+// ---- attention (CUDA: ours) ----
+// `scratch` is for the CPU kernels only (attention_*_scratch_floats); the CUDA path takes its
+// workspace from the device allocator.
+void attention_forward(Device d, const kernels::cpu::AttentionShape& s, const float* q, const float* k, const float* v,
+                       float* out, float* lse);
+void attention_backward(Device d, const kernels::cpu::AttentionShape& s, const float* q, const float* k,
+                        const float* v, const float* out, const float* lse, const float* dout, float* dq, float* dk,
+                        float* dv);
+
+// ---- softmax ----
+void softmax_forward(Device d, const float* x, float* y, int64_t outer, int64_t D, int64_t inner);
+void softmax_backward(Device d, const float* y, const float* dy, float* dx, int64_t outer, int64_t D, int64_t inner);
+
+}  // namespace cpets::dispatch

@@ -1,0 +1,75 @@
+// The device layer as seen without a GPU (and, on a GPU machine, its basic promises): CUDA
+// availability is reported with a reason and never throws, CUDA tensors fail with that reason
+// when there is no device, and backends are chosen by name with clear errors.
+#include <doctest/doctest.h>
+
+#include <cstdlib>
+#include <string>
+
+#include "engine/backend.h"
+#include "engine/device.h"
+#include "engine/ops.h"
+#include "engine/tensor.h"
+
+using namespace cpets;
+
+TEST_CASE("cuda_available never throws and explains a missing device") {
+  std::string reason;
+  bool ok = false;
+  CHECK_NOTHROW(ok = cuda_available(&reason));
+  if (!kHaveCuda) {
+    CHECK_FALSE(ok);
+    CHECK(reason == "this build has no CUDA backend: configure with -DCPETS_CUDA=ON");
+  }
+  if (ok) CHECK(reason.empty());
+  else CHECK_FALSE(reason.empty());
+  CHECK_FALSE(cuda_device_description().empty());
+}
+
+TEST_CASE("a CUDA tensor without a usable device throws the reason") {
+  std::string reason;
+  if (cuda_available(&reason)) return;  // covered by the gpu tests there
+  try {
+    Tensor::empty({2, 3}, Device::CUDA);
+    FAIL("creating a CUDA tensor should have thrown");
+  } catch (const std::runtime_error& e) {
+    CHECK(std::string(e.what()).find(reason) != std::string::npos);
+  }
+  CHECK_THROWS_AS(Tensor::zeros({4}).to(Device::CUDA), std::runtime_error);
+  const MemoryStats s = device_memory_stats();
+  CHECK(s.current_bytes == 0);
+}
+
+TEST_CASE("to(cpu) of a cpu tensor is the tensor itself; move_to_ keeps a leaf") {
+  Tensor a = Tensor::ones({3});
+  CHECK(a.to(Device::CPU).same_storage(a));
+  a.set_requires_grad(true);
+  CHECK(a.move_to_(Device::CPU).is_leaf());
+  Tensor b = mul_scalar(a, 2.f);
+  CHECK_THROWS_AS(b.move_to_(Device::CPU), std::logic_error);
+}
+
+TEST_CASE("backends are chosen by name, unknown names list the valid ones") {
+  if (!std::getenv("CPETS_CONV_BACKEND")) CHECK(backend_name("conv") == "cuda");  // the default: ours
+  set_backend("conv", "cudnn");
+  CHECK(conv_backend() == ConvBackend::Cudnn);
+  set_backend("conv", "cuda");
+  CHECK(conv_backend() == ConvBackend::Cuda);
+  set_backend("gemm", "cublas");
+  CHECK(gemm_backend() == GemmBackend::Cublas);
+  CHECK(backend_name("gemm") == "cublas");
+  set_gemm_backend(GemmBackend::Cuda);
+  set_backend("conv_precision", "tf32");
+  CHECK(conv_precision() == ConvPrecision::Tf32);
+  set_conv_precision(ConvPrecision::Fp32);
+  try {
+    set_backend("gemm", "mkl");
+    FAIL("expected an error");
+  } catch (const std::invalid_argument& e) {
+    const std::string m = e.what();
+    CHECK(m.find("mkl") != std::string::npos);
+    CHECK(m.find("cuda, cublas") != std::string::npos);
+  }
+  CHECK_THROWS_AS(set_backend("pooling", "cuda"), std::invalid_argument);
+  CHECK(backend_choices("attention") == std::vector<std::string>{"cuda"});
+}
