@@ -135,7 +135,7 @@ std::string string_at(const json& j, const std::string& section, const std::stri
 json data_to_json(const DataConfig& d) {
   return {{"cohort", d.cohort},           {"paired_csv", d.paired_csv}, {"tracer", d.tracer},
           {"split_seed", d.split_seed},   {"on_missing", d.on_missing}, {"prefetch", d.prefetch},
-          {"cache", d.cache},             {"max_val_sessions", d.max_val_sessions}};
+          {"cache_mb", d.cache_mb},             {"max_val_sessions", d.max_val_sessions}};
 }
 
 DataConfig data_from_json(const json& j) {
@@ -146,7 +146,7 @@ DataConfig data_from_json(const json& j) {
   d.split_seed = j.at("split_seed").get<uint64_t>();
   d.on_missing = j.at("on_missing").get<std::string>();
   d.prefetch = j.at("prefetch").get<bool>();
-  d.cache = j.at("cache").get<bool>();
+  d.cache_mb = j.at("cache_mb").get<int64_t>();
   d.max_val_sessions = j.at("max_val_sessions").get<int64_t>();
   return d;
 }
@@ -243,6 +243,7 @@ void require_positive(const std::string& key, double v) {
 void validate_data(const DataConfig& d) {
   require_one_of("data.tracer", d.tracer, {"AV45", "AV1451"});
   require_one_of("data.on_missing", d.on_missing, {"fail", "skip"});
+  require_at_least("data.cache_mb", static_cast<double>(d.cache_mb), 0, " (0 = no cache)");
   require_at_least("data.max_val_sessions", static_cast<double>(d.max_val_sessions), 0, " (0 = all)");
 }
 

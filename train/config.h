@@ -45,7 +45,7 @@ struct DataConfig {
   uint64_t split_seed = 100;        // subject-level 4:1:1 split (io::assign_splits)
   std::string on_missing = "fail";  // cohort rows with missing values: "fail" | "skip"
   bool prefetch = true;             // load the next batch on a background thread
-  bool cache = true;                // keep prepared volumes in memory after their first read
+  int64_t cache_mb = 4096;          // keep prepared volumes in memory up to this size (0 = off)
   int64_t max_val_sessions = 0;     // validate on the first N val sessions only (0 = all)
 };
 

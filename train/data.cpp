@@ -155,13 +155,13 @@ CohortSplits open_cohort(const DataConfig& cfg, const io::NormRanges* ranges) {
 
 // ---- the dataset -----------------------------------------------------------------------------
 
-Dataset::Dataset(std::vector<Session> sessions, std::array<int64_t, 3> volume, bool cache)
-    : sessions_(std::move(sessions)), volume_(volume), cache_(cache) {}
+Dataset::Dataset(std::vector<Session> sessions, std::array<int64_t, 3> volume, int64_t cache_mb)
+    : sessions_(std::move(sessions)), volume_(volume), cache_bytes_(std::max<int64_t>(cache_mb, 0) << 20) {}
 
 std::shared_ptr<const Dataset::Pair> Dataset::load(int64_t i) const {
   if (i < 0 || i >= size())
     throw std::out_of_range("session index " + std::to_string(i) + " outside a dataset of " + std::to_string(size()));
-  if (cache_) {
+  if (cache_bytes_ > 0) {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = cached_.find(i);
     if (it != cached_.end()) return it->second;
@@ -169,10 +169,9 @@ std::shared_ptr<const Dataset::Pair> Dataset::load(int64_t i) const {
   const Session& s = sessions_[static_cast<size_t>(i)];
   auto pair = std::make_shared<Pair>(prepare_volume(s.t1_path, volume_), prepare_volume(s.pet_path, volume_));
   io::check_same_grid(pair->first.volume, pair->second.volume, {s.t1_path, s.pet_path});
-  if (cache_) {
-    std::lock_guard<std::mutex> lock(mu_);
-    cached_.emplace(i, pair);
-  }
+  const int64_t bytes = static_cast<int64_t>(sizeof(float)) * (pair->first.volume.numel() + pair->second.volume.numel());
+  std::lock_guard<std::mutex> lock(mu_);
+  if (cached_bytes_ + bytes <= cache_bytes_ && cached_.emplace(i, pair).second) cached_bytes_ += bytes;
   return pair;
 }
 

@@ -80,6 +80,29 @@ bool same_ranges(const io::NormRanges& a, const io::NormRanges& b) {
   return true;
 }
 
+// A resumed run appends to the log of the run it continues; entries after the checkpoint's step
+// (written by the process that was interrupted after its last checkpoint) are dropped, so the log
+// reads like one uninterrupted run.
+void trim_log(const fs::path& path, int64_t step) {
+  std::ifstream in(path);
+  if (!in) return;
+  std::string kept, line;
+  bool dropped = false;
+  while (std::getline(in, line)) {
+    const json j = json::parse(line, nullptr, false);
+    if (!j.is_discarded() && j.contains("step") && j["step"].is_number() && j["step"].get<int64_t>() > step) {
+      dropped = true;
+      continue;
+    }
+    kept += line + "\n";
+  }
+  in.close();
+  if (!dropped) return;
+  const fs::path tmp = path.string() + ".tmp";
+  std::ofstream(tmp, std::ios::trunc) << kept;
+  fs::rename(tmp, path);
+}
+
 }  // namespace
 
 json StepLosses::to_json() const {
@@ -104,11 +127,7 @@ Trainer::Trainer(Config config, std::optional<CohortSplits> data)
     throw ConfigError("config key 'train.batch_size' is " + std::to_string(t.batch_size) + " but the training split of '" +
                       data_.cohort_dir + "' has only " + std::to_string(data_.train.size()) + " " + data_.tracer +
                       " session(s); lower train.batch_size or use a larger cohort");
-  train_set_ = std::make_unique<Dataset>(data_.train, config_.model.volume, config_.data.cache);
-  std::vector<Session> val = data_.val;
-  if (config_.data.max_val_sessions > 0 && static_cast<int64_t>(val.size()) > config_.data.max_val_sessions)
-    val.resize(static_cast<size_t>(config_.data.max_val_sessions));
-  val_set_ = std::make_unique<Dataset>(std::move(val), config_.model.volume, config_.data.cache);
+  build_datasets();
 
   Generator init(t.seed);
   model_ = std::make_shared<models::CausalPETS>(config_.model, init);
@@ -124,6 +143,14 @@ Trainer::Trainer(Config config, std::optional<CohortSplits> data)
 }
 
 Trainer::~Trainer() = default;
+
+void Trainer::build_datasets() {
+  train_set_ = std::make_unique<Dataset>(data_.train, config_.model.volume, config_.data.cache_mb);
+  std::vector<Session> val = data_.val;
+  if (config_.data.max_val_sessions > 0 && static_cast<int64_t>(val.size()) > config_.data.max_val_sessions)
+    val.resize(static_cast<size_t>(config_.data.max_val_sessions));
+  val_set_ = std::make_unique<Dataset>(std::move(val), config_.model.volume, config_.data.cache_mb);
+}
 
 bool Trainer::discriminator_step_enabled() const {
   return model_->discriminator != nullptr && config_.objective().lambda_adv > 0.f;
@@ -163,11 +190,8 @@ void Trainer::resume(const std::string& path) {
   if (!same_ranges(ck.meta.ranges, data_.ranges)) {
     // Never refit on resume: the network learnt the checkpoint's normalisation.
     renormalise(data_, ck.meta.ranges);
-    train_set_ = std::make_unique<Dataset>(data_.train, config_.model.volume, config_.data.cache);
-    std::vector<Session> val = data_.val;
-    if (config_.data.max_val_sessions > 0 && static_cast<int64_t>(val.size()) > config_.data.max_val_sessions)
-      val.resize(static_cast<size_t>(config_.data.max_val_sessions));
-    val_set_ = std::make_unique<Dataset>(std::move(val), config_.model.volume, config_.data.cache);
+    loader_.reset();  // it reads the old training set
+    build_datasets();
   }
   model_->load_state_dict(ck.model, /*strict=*/true);
   g_opt_->load_state_dict(ck.g_optimizer);
@@ -301,9 +325,15 @@ void Trainer::run(const RunOptions& opt) {
   const auto& t = config_.train;
   std::ofstream log;
   if (!opt.out_dir.empty()) {
+    const auto existing = list_step_checkpoints((fs::path(opt.out_dir) / "checkpoints").string());
+    if (state_.step == 0 && !existing.empty())
+      throw ConfigError("the run folder '" + opt.out_dir + "' already holds checkpoints of a run (up to step " +
+                        std::to_string(existing.back().first) + "); continue it with --resume " + opt.out_dir +
+                        ", or choose another --out");
     fs::create_directories(opt.out_dir);
     std::ofstream(fs::path(opt.out_dir) / "config.json") << config_to_json(config_).dump(2) << "\n";
     const fs::path log_path = fs::path(opt.out_dir) / "train.jsonl";
+    trim_log(log_path, state_.step);
     log.open(log_path, std::ios::app);
     if (!log) throw std::runtime_error("cannot write the training log '" + log_path.string() + "'");
   }

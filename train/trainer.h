@@ -91,6 +91,7 @@ class Trainer {
   Adam* discriminator_optimizer() { return d_opt_.get(); }
 
  private:
+  void build_datasets();  // train_set_ and val_set_ from data_
   bool discriminator_step_enabled() const;
   CheckpointMeta meta() const;
 

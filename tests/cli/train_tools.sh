@@ -43,6 +43,11 @@ check "resumed losses equal the uninterrupted run's, bit for bit" bash -c "$(dec
 tensor_bytes() { local n; n=$(od -An -tu8 -N8 "$1" | tr -d ' '); tail -c +$((9 + n)) "$1"; }
 check "resumed weights and Adam states equal the uninterrupted run's" bash -c "$(declare -f tensor_bytes); cmp -s <(tensor_bytes $work/run/checkpoints/step-00000006.safetensors) <(tensor_bytes $work/split/checkpoints/step-00000006.safetensors)"
 
+"$bin/cpets-train" --config "$root/configs/demo.json" "${tiny[@]}" --set data.cohort="$work/cohort" \
+  --out "$work/run" --max-steps 2 --no-progress > "$work/again.log" 2>&1
+check "a fresh run into a used folder exits 2" test $? -eq 2
+check "…and says how to resume" contains "$work/again.log" "--resume $work/run"
+
 # --- --print-model --------------------------------------------------------------------------------------
 "$bin/cpets-train" --config "$root/configs/demo.json" --print-model > "$work/model.txt" 2>&1
 check "--print-model exits 0" test $? -eq 0
