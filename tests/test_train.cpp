@@ -390,6 +390,35 @@ TEST_CASE("data: open_cohort splits by subject, fits ranges on train only, and b
   CHECK(contains(e, "tracers found: AV45"));
 }
 
+TEST_CASE("data: an existing paired table is used with its own split column") {
+  DataConfig cfg;
+  cfg.cohort = cohort_dir().string();
+  const CohortSplits s = open_cohort(cfg);
+  std::vector<io::PairedRecord> records;
+  for (const auto* part : {&s.train, &s.val, &s.test})
+    for (const auto& x : *part) records.push_back(x.record);
+  // Move every val and test session to train except one of each: the table decides.
+  int kept_val = 0, kept_test = 0;
+  for (auto& r : records) {
+    if (r.split == "val" && kept_val++ > 0) r.split = "train";
+    if (r.split == "test" && kept_test++ > 0) r.split = "train";
+  }
+  TempDir dir;
+  const std::string paired = (dir.path / "paired.csv").string();
+  io::write_paired_csv(paired, records);
+  cfg.paired_csv = paired;
+  const CohortSplits p = open_cohort(cfg);
+  CHECK(p.val.size() == 1);
+  CHECK(p.test.size() == 1);
+  CHECK(p.train.size() == records.size() - 2);
+  // A table without splits is refused, naming the file.
+  for (auto& r : records) r.split = "";
+  io::write_paired_csv(paired, records);
+  const std::string e = error_of([&] { open_cohort(cfg); });
+  CHECK(contains(e, paired));
+  CHECK(contains(e, "split"));
+}
+
 TEST_CASE("data: missing and unreadable images are reported by file") {
   TempDir dir;
   write_cohort(dir.path, 6);
@@ -593,6 +622,10 @@ TEST_CASE("trainer: run() validates, checkpoints per epoch, logs every step and 
   opt.progress = false;
   opt.progress_stream = &progress;
   const int64_t per_epoch = batches_per_epoch(static_cast<int64_t>(t.data().train.size()), 2);
+  RunOptions two_epochs;
+  two_epochs.epochs = 2;
+  CHECK(t.total_steps(two_epochs) == 2 * per_epoch);
+  CHECK(t.total_steps(opt) == 5);
   t.run(opt);
   CHECK(t.step_count() == 5);
   std::ifstream log(out.path / "train.jsonl");
