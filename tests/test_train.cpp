@@ -543,6 +543,28 @@ TEST_CASE("trainer: a run interrupted, checkpointed and resumed in a fresh train
   CHECK(same_tensors(second.discriminator_optimizer()->state_dict(), final_d_state));
 }
 
+TEST_CASE("trainer: the losses fall on the cohort") {
+  ThreadCount one(1);
+  Trainer t(tiny_config({"train.lr=1e-3", "train.lr_discriminator=1e-3"}));
+  const double before = t.validate().l1;
+  std::vector<double> l1, t1;
+  for (int i = 0; i < 40; ++i) {
+    const StepLosses s = t.step();
+    l1.push_back(s.pet_l1);
+    t1.push_back(s.t1);
+  }
+  auto mean = [](const std::vector<double>& v, size_t b, size_t e) {
+    double m = 0;
+    for (size_t i = b; i < e; ++i) m += v[i];
+    return m / static_cast<double>(e - b);
+  };
+  INFO("PET L1 " << mean(l1, 0, 5) << " → " << mean(l1, 35, 40) << ", T1 " << mean(t1, 0, 5) << " → " << mean(t1, 35, 40)
+                    << ", validation L1 " << before << " → " << t.validate().l1);
+  CHECK(mean(l1, 35, 40) < 0.7 * mean(l1, 0, 5));
+  CHECK(mean(t1, 35, 40) < 0.7 * mean(t1, 0, 5));
+  CHECK(t.validate().l1 < 0.7 * before);
+}
+
 TEST_CASE("trainer: ablations train without the switched-off parts") {
   ThreadCount one(1);
   Trainer t(tiny_config({"train.t1_reconstruction=false", "train.discriminator=false", "train.eps_pet=false"}));
