@@ -121,7 +121,8 @@ LpipsSqueeze::LpipsSqueeze() : layers_(std::make_shared<Layers>()) {
   for (int k = 1; k <= kTaps; ++k)
     slices.push_back(net->register_module("slice" + std::to_string(k), std::make_shared<Module>()));
   layers_->conv1 = add_conv(*slices[0]->register_module("0", std::make_shared<Module>()), 3, 64, 3, 2, 0);
-  // (slice, torchvision features index, in, squeeze, expand) of the eight Fire modules.
+  // (index into `slices`, so 1 = net.slice2; torchvision features index; in; squeeze; expand)
+  // of the eight Fire modules.
   struct FireSpec { int slice; int64_t index, cin, s, e; };
   for (FireSpec f : {FireSpec{1, 3, 64, 16, 64}, {1, 4, 128, 16, 64}, {2, 6, 128, 32, 128}, {2, 7, 256, 32, 128},
                      {3, 9, 256, 48, 192}, {4, 10, 384, 48, 192}, {5, 11, 384, 64, 256}, {6, 12, 512, 64, 256}})

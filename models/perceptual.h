@@ -3,9 +3,10 @@
 // project; tools/convert_lpips.py converts torchvision's squeezenet1_1 + lpips' squeeze linear
 // layers once into a safetensors file that load_lpips_squeeze reads.
 //
-// 2-D slices are carried as 5-D tensors (N, C, 1, H, W) so the engine's conv3d (kernel 1×k×k)
-// and pooling serve; the network is frozen (requires_grad off) but differentiable w.r.t. its
-// input, since the generator's gradient flows through it.
+// 2-D slices are carried as 5-D tensors (N, 1, 1, H, W) so the engine's conv3d (kernel 1×k×k)
+// and max_pool3d serve; inside the trunk a batch of slices is stacked along D, (1, C, N, H, W)
+// (faster; see perceptual.cpp). The network is frozen (requires_grad off) but differentiable
+// w.r.t. its inputs, since the generator's gradient flows through it.
 #pragma once
 #include <memory>
 #include <string>
@@ -60,8 +61,10 @@ std::vector<int64_t> random_permutation(int64_t count, Generator& gen);
 std::shared_ptr<LpipsSqueeze> load_lpips_squeeze(const std::string& path);
 
 // The 2.5-D loss: for each axis (D, H, W) of the (B, 1, D, H, W) volumes, the B·n slices along it
-// are permuted with `gen` and the first ⌊ratio·B·n⌋ kept (same slices for both volumes); the
-// per-slice LPIPS is averaged per axis and the three axis means are summed.
+// are put in random_permutation(B·n, gen) order and the first ⌊ratio·B·n⌋ kept (same slices for
+// both volumes); the per-slice LPIPS is averaged per axis and the three axis means are summed.
+// Permutations are drawn for D, then H, then W: gen advances by Σ (B·n − 1). Every slice must
+// be at least 17×17. Returns a one-element tensor (as mean over all axes gives).
 Tensor perceptual_loss_25d(const LpipsSqueeze& net, const Tensor& pred, const Tensor& target, Generator& gen,
                            float ratio = 0.5f);
 
