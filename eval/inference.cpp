@@ -1,0 +1,165 @@
+#include "eval/inference.h"
+
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <set>
+#include <stdexcept>
+
+#include "engine/autograd.h"
+
+namespace cpets::eval {
+
+namespace {
+
+std::string known_variables() {
+  std::string s;
+  for (const auto& v : intervention_variables()) s += (s.empty() ? "" : ", ") + v;
+  return s;
+}
+
+double parse_number(const std::string& text, const std::string& variable) {
+  const char* begin = text.c_str();
+  char* end = nullptr;
+  const double v = std::strtod(begin, &end);
+  if (text.empty() || end != begin + text.size() || !std::isfinite(v))
+    throw std::invalid_argument("--do " + variable + "=" + text + ": '" + text + "' is not a number");
+  return v;
+}
+
+void check_value(const Assignment& a) {
+  const std::string where = "--do " + a.variable + "=" + std::to_string(a.value);
+  if (a.variable == "sex" && a.value != 0 && a.value != 1)
+    throw std::invalid_argument("--do sex=…: sex is 0 (female) or 1 (male)");
+  if (a.variable == "apoe4" && a.value != 0 && a.value != 1 && a.value != 2)
+    throw std::invalid_argument("--do apoe4=…: APOE4 is the ε4 allele count, 0, 1 or 2");
+  if ((a.variable == "abeta" || a.variable == "tau" || a.variable == "ptau") && a.value < 0)
+    throw std::invalid_argument(where + ": a CSF concentration cannot be negative");
+  if ((a.variable == "age" || a.variable == "education") && a.value < 0)
+    throw std::invalid_argument(where + ": must be ≥ 0");
+}
+
+Tensor to_tensor(const std::vector<float>& v) { return Tensor::from_vector({1, int64_t(v.size())}, v); }
+
+}  // namespace
+
+const std::vector<std::string>& intervention_variables() {
+  static const std::vector<std::string> v = {"age", "sex", "apoe4", "education", "abeta", "tau", "ptau"};
+  return v;
+}
+
+Intervention parse_intervention(const std::string& text) {
+  Intervention iv;
+  iv.name = text;
+  if (text.empty()) throw std::invalid_argument("--do needs VARIABLE=VALUE, e.g. --do apoe4=0 (variables: " + known_variables() + ")");
+  std::set<std::string> seen;
+  size_t start = 0;
+  while (start <= text.size()) {
+    const size_t comma = text.find(',', start);
+    const std::string part = text.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+    const size_t eq = part.find('=');
+    if (eq == std::string::npos || eq == 0)
+      throw std::invalid_argument("--do " + text + ": '" + part + "' is not VARIABLE=VALUE (e.g. apoe4=0; variables: " +
+                                  known_variables() + ")");
+    Assignment a;
+    a.variable = part.substr(0, eq);
+    for (auto& c : a.variable) c = char(std::tolower(static_cast<unsigned char>(c)));
+    if (a.variable == "pteducat") a.variable = "education";
+    bool known = false;
+    for (const auto& v : intervention_variables()) known = known || v == a.variable;
+    if (!known)
+      throw std::invalid_argument("--do " + text + ": unknown variable '" + part.substr(0, eq) + "' (known: " +
+                                  known_variables() + ")");
+    if (!seen.insert(a.variable).second)
+      throw std::invalid_argument("--do " + text + ": " + a.variable + " is set twice");
+    a.value = parse_number(part.substr(eq + 1), a.variable);
+    check_value(a);
+    iv.set.push_back(a);
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  return iv;
+}
+
+void check_intervention_for_tracer(const Intervention& iv, const std::string& tracer) {
+  for (const auto& a : iv.set) {
+    if (a.variable == "abeta" && tracer != "AV45")
+      throw std::invalid_argument("--do " + iv.name + ": abeta is not an input of the " + tracer +
+                                  " model (its B_CSF is TAU and PTAU); intervene on tau or ptau");
+    if ((a.variable == "tau" || a.variable == "ptau") && tracer != "AV1451")
+      throw std::invalid_argument("--do " + iv.name + ": " + a.variable + " is not an input of the " + tracer +
+                                  " model (its B_CSF is ABETA); intervene on abeta");
+  }
+}
+
+io::PairedRecord apply_intervention(io::PairedRecord r, const Intervention& iv) {
+  auto csf = [](double v) {
+    io::CsfValue c;
+    c.value = v;
+    c.raw = std::to_string(v);
+    return c;
+  };
+  for (const auto& a : iv.set) {
+    if (a.variable == "age") r.age = a.value;
+    else if (a.variable == "sex") r.sex = int(a.value);
+    else if (a.variable == "apoe4") r.apoe4 = int(a.value);
+    else if (a.variable == "education") r.pteducat = a.value;
+    else if (a.variable == "abeta") r.abeta = csf(a.value);
+    else if (a.variable == "tau") r.tau = csf(a.value);
+    else if (a.variable == "ptau") r.ptau = csf(a.value);
+  }
+  return r;
+}
+
+std::string intervention_folder(const Intervention& iv) {
+  std::string s = "do_" + iv.name;
+  for (auto& c : s)
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '=' || c == '.' || c == '_' || c == '-')) c = '_';
+  return s;
+}
+
+TabularInputs tabular_inputs(const io::PairedRecord& r, const io::NormRanges& ranges, const std::string& tracer) {
+  if (r.tracer != tracer)
+    throw std::invalid_argument("session " + r.subject + " is " + r.tracer + " but the model was trained on " + tracer);
+  return {io::csf_inputs(r, ranges), io::covariate_inputs(r, ranges)};
+}
+
+Synthesiser::Synthesiser(std::shared_ptr<const models::CausalPETS> model) : model_(std::move(model)) {
+  if (!model_) throw std::invalid_argument("Synthesiser: no model");
+}
+
+models::Latent Synthesiser::abduct(const io::Volume& t1, const std::vector<float>& covariates) const {
+  const auto& v = model_->config().volume;
+  if (t1.shape != v)
+    throw std::invalid_argument("inference: the T1 is " + io::shape_string(t1.shape) + " but the model takes " +
+                                io::shape_string(v) + "; prepare it with train::prepare_volume (pad/crop)");
+  NoGradGuard no_grad;
+  const Tensor x = Tensor::from_vector({1, 1, v[0], v[1], v[2]}, t1.data);
+  return model_->encode(x, to_tensor(covariates));
+}
+
+io::Volume Synthesiser::synthesise(const models::Latent& s, const TabularInputs& tab, const io::Volume& grid) const {
+  NoGradGuard no_grad;
+  const Tensor tokens = model_->fuse(to_tensor(tab.csf), to_tensor(tab.covariates));
+  const Tensor pet = model_->synthesise_pet(model_->reparameterise(s, Tensor()), tokens);  // ε = 0: decode μ_S
+  io::Volume out = io::make_volume(grid.shape, 0.f, grid.affine);
+  if (pet.numel() != out.numel())
+    throw std::logic_error("inference: G_P produced " + pet.str() + " for a " + io::shape_string(grid.shape) + " grid");
+  std::memcpy(out.data.data(), pet.data(), sizeof(float) * size_t(out.numel()));
+  return out;
+}
+
+io::Volume Synthesiser::synthesise(const io::Volume& t1, const TabularInputs& tab) const {
+  return synthesise(abduct(t1, tab.covariates), tab, t1);
+}
+
+io::Volume difference(const io::Volume& counterfactual, const io::Volume& factual) {
+  if (counterfactual.shape != factual.shape)
+    throw std::invalid_argument("difference: " + io::shape_string(counterfactual.shape) + " vs " +
+                                io::shape_string(factual.shape));
+  io::Volume d = counterfactual;
+  for (size_t i = 0; i < d.data.size(); ++i) d.data[i] -= factual.data[i];
+  return d;
+}
+
+}  // namespace cpets::eval
