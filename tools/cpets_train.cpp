@@ -57,7 +57,11 @@ std::string run_folder_of(const std::string& resume) {
 
 int run(const Args& a) {
   if (a.threads > 0) omp_set_num_threads(static_cast<int>(a.threads));
-  const Config config = resolve_config(a);
+  Config config = resolve_config(a);
+  // Absolute paths in the saved config, so `--resume` works from any working directory.
+  if (!config.data.cohort.empty()) config.data.cohort = fs::absolute(config.data.cohort).lexically_normal().string();
+  if (!config.train.perceptual_weights.empty())
+    config.train.perceptual_weights = fs::absolute(config.train.perceptual_weights).lexically_normal().string();
   if (a.print_config) {
     std::cout << config_to_json(config).dump(2) << "\n";
     return 0;
