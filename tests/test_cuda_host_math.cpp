@@ -77,23 +77,27 @@ float round_operand(Precision p, float x) {
 void emulate_mma_tiles(Precision p, const std::vector<float>& As, const std::vector<float>& Bs, std::vector<float>& acc);
 
 template <class Op>
-void emulate_implicit_gemm(const Op& op, Precision p, int splits, int k_chunk) {
-  std::vector<Coord3> taps(op.g.taps);
-  for (int i = 0; i < op.g.taps; ++i) taps[i] = split_index(i, op.g.kernel);
-  const int grid_m = (op.M + kBM - 1) / kBM, grid_n = (op.N + kBN - 1) / kBN;
+void emulate_implicit_gemm(const Op& op, Precision p, int64_t max_rows, int layers, int k_chunk) {
+  const int grid_m = static_cast<int>((max_rows + kBM - 1) / kBM), grid_n = (op.N + kBN - 1) / kBN;
   std::vector<float> As(kBK * kALd), Bs(kBK * kBLd);
-  for (int split = 0; split < splits; ++split)
+  for (int z = 0; z < layers; ++z) {
+    std::vector<Coord3> taps(kMaxTaps);
+    REQUIRE(op.taps_in(z) <= kMaxTaps);
+    for (int i = 0; i < op.taps_in(z); ++i) taps[i] = op.tap(z, i);
+    const int rows = op.rows(z), K = op.reduction(z);
+    REQUIRE(rows <= max_rows);
     for (int bx = 0; bx < grid_m; ++bx)
       for (int by = 0; by < grid_n; ++by) {
         const int m0 = bx * kBM, n0 = by * kBN;
-        const int k_begin = split * k_chunk, k_end = std::min(op.K, k_begin + k_chunk);
-        using AState = decltype(op.a_fixed(0));
-        using BState = decltype(op.b_fixed(0));
+        const int k_begin = Op::split_k ? z * k_chunk : 0;
+        const int k_end = Op::split_k ? std::min(K, k_begin + k_chunk) : K;
+        using AState = decltype(op.a_fixed(0, 0));
+        using BState = decltype(op.b_fixed(0, 0));
         std::vector<AState> a_state(kThreads);
         std::vector<BState> b_state(kThreads);
         for (int tid = 0; tid < kThreads; ++tid) {
-          if (!Op::a_kfast) a_state[tid] = op.a_fixed(m0 + a_slot(false, tid, 0).index);
-          if (!Op::b_kfast) b_state[tid] = op.b_fixed(n0 + b_slot(false, tid, 0).index);
+          if (!Op::a_kfast) a_state[tid] = op.a_fixed(m0 + a_slot(false, tid, 0).index, z);
+          if (!Op::b_kfast) b_state[tid] = op.b_fixed(n0 + b_slot(false, tid, 0).index, z);
         }
         // acc[m][n] of the tile; the fp32 threads and the mma warps both accumulate per element in
         // k order, the tensor cores in steps of 8 (tf32) or 16 (bf16) products.
@@ -102,7 +106,7 @@ void emulate_implicit_gemm(const Op& op, Precision p, int splits, int k_chunk) {
           for (int tid = 0; tid < kThreads; ++tid) {
             if (Op::a_kfast) {
               int k = k0 + a_slot(true, tid, 0).k;
-              a_state[tid] = op.a_fixed(k < k_end ? k : -1);
+              a_state[tid] = op.a_fixed(k < k_end ? k : -1, z);
             }
             for (int j = 0; j < kAPerThread; ++j) {
               TileSlot e = a_slot(Op::a_kfast, tid, j);
@@ -112,12 +116,12 @@ void emulate_implicit_gemm(const Op& op, Precision p, int splits, int k_chunk) {
             }
             if (Op::b_kfast) {
               int k = k0 + b_slot(true, tid, 0).k;
-              b_state[tid] = op.b_fixed(k < k_end ? k : -1);
+              b_state[tid] = op.b_fixed(k < k_end ? k : -1, z);
             }
             for (int j = 0; j < kBPerThread; ++j) {
               TileSlot e = b_slot(Op::b_kfast, tid, j);
-              float v = Op::b_kfast ? op.b_load(b_state[tid], n0 + e.index)
-                                    : (k0 + e.k < k_end ? op.b_load(b_state[tid], k0 + e.k) : 0.f);
+              float v = Op::b_kfast ? op.b_load(b_state[tid], n0 + e.index, taps.data())
+                                    : (k0 + e.k < k_end ? op.b_load(b_state[tid], k0 + e.k, taps.data()) : 0.f);
               Bs[e.k * kBLd + e.index] = round_operand(p, v);
             }
           }
@@ -135,8 +139,9 @@ void emulate_implicit_gemm(const Op& op, Precision p, int splits, int k_chunk) {
         }
         for (int r = 0; r < kBM; ++r)
           for (int c = 0; c < kBN; ++c)
-            if (m0 + r < op.M && n0 + c < op.N) op.store(m0 + r, n0 + c, split, acc[r * kBN + c]);
+            if (m0 + r < rows && n0 + c < op.N) op.store(m0 + r, n0 + c, z, acc[r * kBN + c]);
       }
+  }
 }
 
 // The warps' fragment loads (as multiply_tile in conv3d.cu) and mma.sync: lane `lane` register r
@@ -245,7 +250,7 @@ EmulatedConv emulate_conv(const cpu::Conv3dShape& s, Precision p, const std::vec
     for (int k = 0; k < Kf; ++k) wt[int64_t(k) * g.cout + co] = w[int64_t(co) * Kf + k];
   e.y.assign(int64_t(g.batch) * g.cout * g.out_vox, NAN);
   ForwardOp fwd{g, x.data(), wt.data(), bias.data(), e.y.data(), g.batch * g.out_vox, g.cout, Kf};
-  emulate_implicit_gemm(fwd, p, 1, Kf);
+  emulate_implicit_gemm(fwd, p, fwd.M, 1, Kf);
   // backward data: w as (Cout·taps, Cin), as transpose_weight_backward_data
   std::vector<float> wt2(w.size());
   for (int co = 0; co < g.cout; ++co)
@@ -253,15 +258,14 @@ EmulatedConv emulate_conv(const cpu::Conv3dShape& s, Precision p, const std::vec
       for (int t = 0; t < g.taps; ++t)
         wt2[(int64_t(co) * g.taps + t) * g.cin + ci] = w[(int64_t(co) * g.cin + ci) * g.taps + t];
   e.dx.assign(x.size(), NAN);
-  const int Kd = g.cout * g.taps;
-  BackwardDataOp bwd{g, dy.data(), wt2.data(), e.dx.data(), g.batch * g.in_vox, g.cin, Kd};
-  emulate_implicit_gemm(bwd, p, 1, Kd);
+  BackwardDataOp bwd{g, dy.data(), wt2.data(), e.dx.data(), g.cin};
+  emulate_implicit_gemm(bwd, p, int64_t(g.batch) * data_phase_max_voxels(g), data_phase_count(g), 0);
   // backward weight: split-K partials, then summed in split order, as sum_splits
   SplitK plan = weight_split_plan(g);
   const int64_t mn = int64_t(g.cin) * g.taps * g.cout;
   std::vector<float> partial(plan.splits * mn, NAN);
   BackwardWeightOp bw{g, x.data(), dy.data(), partial.data(), g.cin * g.taps, g.cout, g.batch * g.out_vox};
-  emulate_implicit_gemm(bw, p, plan.splits, plan.chunk);
+  emulate_implicit_gemm(bw, p, bw.M, plan.splits, plan.chunk);
   e.dw.assign(mn, 0.f);
   for (int64_t i = 0; i < mn; ++i) {
     float acc = 0.f;
@@ -327,6 +331,36 @@ TEST_CASE("conv index math: forward and backward-data gathers are inverse to eac
       }
     CHECK(back_pairs == pairs);
     CHECK(pairs == static_cast<int64_t>(forward_pairs.size()));
+  }
+}
+
+TEST_CASE("conv index math: the backward-data phases partition the voxels and hold exactly their valid taps") {
+  for (auto s : {conv_shape(1, 1, 1, {9, 8, 7}, {4, 4, 4}, {2, 2, 2}, {1, 1, 1}),
+                 conv_shape(1, 1, 1, {7, 6, 9}, {3, 1, 2}, {2, 3, 1}, {1, 0, 1}),
+                 conv_shape(1, 1, 1, {1, 5, 4}, {1, 3, 3}, {2, 2, 1}, {0, 1, 0}),  // a phase past the input
+                 conv_shape(1, 1, 1, {6, 6, 6}, {3, 3, 3}, {1, 1, 1}, {1, 1, 1})}) {
+    ConvGeom g = to_geom(s);
+    std::vector<int> seen(g.in_vox, 0);
+    for (int z = 0; z < data_phase_count(g); ++z) {
+      DataPhase ph = data_phase(g, z);
+      CHECK(ph.voxels <= data_phase_max_voxels(g));
+      std::set<int> phase_taps;
+      for (int j = 0; j < ph.tap_count; ++j) phase_taps.insert(join_index(data_phase_tap(g, ph, j), g.kernel));
+      CHECK(static_cast<int>(phase_taps.size()) == ph.tap_count);
+      for (int v = 0; v < ph.voxels; ++v) {
+        Coord3 c = data_phase_voxel(g, ph, v);
+        REQUIRE(c.d < g.in[0]);
+        REQUIRE(c.h < g.in[1]);
+        REQUIRE(c.w < g.in[2]);
+        const int i = join_index(c, g.in);
+        ++seen[i];
+        // A tap reaches this voxel from some output only if it is one of the phase's taps.
+        for (int t = 0; t < g.taps; ++t)
+          if (backward_data_source(g, backward_data_origin(g, c), split_index(t, g.kernel)) >= 0)
+            CHECK(phase_taps.count(t) == 1);
+      }
+    }
+    CHECK(std::all_of(seen.begin(), seen.end(), [](int c) { return c == 1; }));
   }
 }
 

@@ -107,7 +107,7 @@ __device__ __forceinline__ void multiply_tile(Accumulators<P>& acc, const float 
 }
 
 template <Precision P, class Op>
-__device__ __forceinline__ void store_tile(const Op& op, const Accumulators<P>& acc, int m0, int n0, int split) {
+__device__ __forceinline__ void store_tile(const Op& op, const Accumulators<P>& acc, int m0, int n0, int z, int rows) {
   const int tid = threadIdx.x;
   if constexpr (P == Precision::fp32_exact) {
 #pragma unroll
@@ -115,7 +115,7 @@ __device__ __forceinline__ void store_tile(const Op& op, const Accumulators<P>& 
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
         int m = m0 + fp32_row(tid, i), n = n0 + fp32_col(tid, j);
-        if (m < op.M && n < op.N) op.store(m, n, split, acc.c[i][j]);
+        if (m < rows && n < op.N) op.store(m, n, z, acc.c[i][j]);
       }
   } else {
     const int lane = tid % 32, warp = tid / 32;
@@ -128,37 +128,40 @@ __device__ __forceinline__ void store_tile(const Op& op, const Accumulators<P>& 
         for (int r = 0; r < 4; ++r) {
           RowCol e = mma_c_slot(lane, r);
           int m = m0 + wm + mi * 16 + e.row, n = n0 + wn + ni * 8 + e.col;
-          if (m < op.M && n < op.N) op.store(m, n, split, acc.c[mi][ni][r]);
+          if (m < rows && n < op.N) op.store(m, n, z, acc.c[mi][ni][r]);
         }
   }
 }
 
-// C tile (blockIdx.x, blockIdx.y) over the K chunk blockIdx.z of length k_chunk.
+// C tile (blockIdx.x, blockIdx.y) of layer blockIdx.z: for split-K policies the K chunk z of
+// length k_chunk, otherwise the whole reduction of problem z.
 template <Precision P, class Op>
 __global__ void __launch_bounds__(kThreads) implicit_gemm(Op op, int k_chunk) {
   __shared__ __align__(16) float As[2][kBK][kALd];
   __shared__ __align__(16) float Bs[2][kBK][kBLd];
   __shared__ Coord3 taps[kMaxTaps];
   const int tid = threadIdx.x;
-  for (int i = tid; i < op.g.taps; i += kThreads) taps[i] = split_index(i, op.g.kernel);
+  const int z = blockIdx.z;
+  for (int i = tid; i < op.taps_in(z); i += kThreads) taps[i] = op.tap(z, i);
   __syncthreads();
 
-  const int m0 = blockIdx.x * kBM, n0 = blockIdx.y * kBN, split = blockIdx.z;
-  const int k_begin = split * k_chunk;
-  const int k_end = min(op.K, k_begin + k_chunk);
+  const int m0 = blockIdx.x * kBM, n0 = blockIdx.y * kBN;
+  const int rows = op.rows(z), K = op.reduction(z);
+  const int k_begin = Op::split_k ? z * k_chunk : 0;
+  const int k_end = Op::split_k ? min(K, k_begin + k_chunk) : K;
 
   // Row-fast operands keep their row's gather state for the whole loop; k-fast ones set it up
   // once per K step (every slot of a thread shares one k).
-  decltype(op.a_fixed(0)) a_state{};
-  decltype(op.b_fixed(0)) b_state{};
-  if constexpr (!Op::a_kfast) a_state = op.a_fixed(m0 + a_slot(false, tid, 0).index);
-  if constexpr (!Op::b_kfast) b_state = op.b_fixed(n0 + b_slot(false, tid, 0).index);
+  decltype(op.a_fixed(0, 0)) a_state{};
+  decltype(op.b_fixed(0, 0)) b_state{};
+  if constexpr (!Op::a_kfast) a_state = op.a_fixed(m0 + a_slot(false, tid, 0).index, z);
+  if constexpr (!Op::b_kfast) b_state = op.b_fixed(n0 + b_slot(false, tid, 0).index, z);
 
   float a_reg[kAPerThread], b_reg[kBPerThread];
   auto load = [&](int k0) {
     if constexpr (Op::a_kfast) {
       int k = k0 + a_slot(true, tid, 0).k;
-      a_state = op.a_fixed(k < k_end ? k : -1);
+      a_state = op.a_fixed(k < k_end ? k : -1, z);
     }
 #pragma unroll
     for (int j = 0; j < kAPerThread; ++j) {
@@ -170,15 +173,15 @@ __global__ void __launch_bounds__(kThreads) implicit_gemm(Op op, int k_chunk) {
     }
     if constexpr (Op::b_kfast) {
       int k = k0 + b_slot(true, tid, 0).k;
-      b_state = op.b_fixed(k < k_end ? k : -1);
+      b_state = op.b_fixed(k < k_end ? k : -1, z);
     }
 #pragma unroll
     for (int j = 0; j < kBPerThread; ++j) {
       TileSlot e = b_slot(Op::b_kfast, tid, j);
       if constexpr (Op::b_kfast)
-        b_reg[j] = op.b_load(b_state, n0 + e.index);
+        b_reg[j] = op.b_load(b_state, n0 + e.index, taps);
       else
-        b_reg[j] = k0 + e.k < k_end ? op.b_load(b_state, k0 + e.k) : 0.f;
+        b_reg[j] = k0 + e.k < k_end ? op.b_load(b_state, k0 + e.k, taps) : 0.f;
     }
   };
   auto store = [&](int buf) {
@@ -213,7 +216,7 @@ __global__ void __launch_bounds__(kThreads) implicit_gemm(Op op, int k_chunk) {
       buf ^= 1;
     }
   }
-  store_tile<P>(op, acc, m0, n0, split);
+  store_tile<P>(op, acc, m0, n0, z, rows);
 }
 
 // ---- small helper kernels ---------------------------------------------------------------------
@@ -303,9 +306,9 @@ void check_workspace(size_t have, size_t need, const char* who) {
 }
 
 template <class Op>
-void launch_gemm(Precision p, const Op& op, int splits, int k_chunk, cudaStream_t stream) {
-  dim3 grid(static_cast<unsigned>(cdiv(op.M, kBM)), static_cast<unsigned>(cdiv(op.N, kBN)),
-            static_cast<unsigned>(splits));
+void launch_gemm(Precision p, const Op& op, int64_t max_rows, int layers, int k_chunk, cudaStream_t stream) {
+  dim3 grid(static_cast<unsigned>(cdiv(max_rows, kBM)), static_cast<unsigned>(cdiv(op.N, kBN)),
+            static_cast<unsigned>(layers));
   require(grid.y <= 65535 && grid.z <= 65535, "cuda::conv3d: too many output channels for one launch");
   switch (p) {
     case Precision::fp32_exact: implicit_gemm<Precision::fp32_exact><<<grid, kThreads, 0, stream>>>(op, k_chunk); break;
@@ -336,7 +339,7 @@ void conv3d_forward(const Conv3dShape& s, Precision p, const float* x, const flo
   transpose_weight_forward<<<blocks_for(int64_t{g.cout} * K, 256), 256, 0, stream>>>(w, wt, g.cout, K);
   CPETS_CUDA_CHECK_LAUNCH(transpose_weight_forward);
   ForwardOp op{g, x, wt, bias, y, g.batch * g.out_vox, g.cout, K};
-  launch_gemm(p, op, 1, K, stream);
+  launch_gemm(p, op, op.M, 1, K, stream);
 }
 
 size_t conv3d_backward_data_workspace_bytes(const Conv3dShape& s, Precision) {
@@ -353,9 +356,9 @@ void conv3d_backward_data(const Conv3dShape& s, Precision p, const float* dy, co
   transpose_weight_backward_data<<<blocks_for(int64_t{g.cout} * g.cin * g.taps, 256), 256, 0, stream>>>(
       w, wt, g.cout, g.cin, g.taps);
   CPETS_CUDA_CHECK_LAUNCH(transpose_weight_backward_data);
-  const int K = g.cout * g.taps;
-  BackwardDataOp op{g, dy, wt, dx, g.batch * g.in_vox, g.cin, K};
-  launch_gemm(p, op, 1, K, stream);
+  // One GEMM layer per output phase (stride 1: one layer); the largest phase sets the grid.
+  BackwardDataOp op{g, dy, wt, dx, g.cin};
+  launch_gemm(p, op, int64_t{g.batch} * data_phase_max_voxels(g), data_phase_count(g), 0, stream);
 }
 
 int64_t conv3d_backward_weight_splits(const Conv3dShape& s) {
@@ -384,7 +387,7 @@ void conv3d_backward_weight(const Conv3dShape& s, Precision p, const float* x, c
   require(plan.splits == 1 || workspace, "cuda::conv3d_backward_weight: the workspace must not be null");
   float* target = plan.splits == 1 ? dw : static_cast<float*>(workspace);
   BackwardWeightOp op{g, x, dy, target, M, N, K};
-  launch_gemm(p, op, plan.splits, plan.chunk, stream);
+  launch_gemm(p, op, M, plan.splits, plan.chunk, stream);
   if (plan.splits > 1) {
     const int64_t n = static_cast<int64_t>(M) * N;
     sum_splits<<<blocks_for(n, 256), 256, 0, stream>>>(target, dw, n, plan.splits);

@@ -84,6 +84,47 @@ CPETS_HD int backward_data_source(const ConvGeom& g, Coord3 org, Coord3 t) {
   return (d * g.out[1] + h) * g.out[2] + w;
 }
 
+// Backward data by output phase: with stride s, input voxel i only receives taps t with
+// t ≡ i + pad (mod s) on each axis. Grouping the input voxels by their residue r = i mod s (the
+// phase, numbered like a (s0, s1, s2) volume) gives s0·s1·s2 dense sub-problems whose taps are
+// all valid — no multiplications by the zeros between strided outputs.
+struct DataPhase {
+  Coord3 residue;  // first input coordinate of the phase on each axis
+  int count[3];    // input voxels of the phase per axis (0 if the residue is past the input)
+  Coord3 tap0;     // first tap of the phase per axis
+  int taps[3];     // taps of the phase per axis: tap0, tap0 + s, … < kernel
+  int voxels;      // count[0]·count[1]·count[2]
+  int tap_count;   // taps[0]·taps[1]·taps[2]
+};
+CPETS_HD int data_phase_count(const ConvGeom& g) { return g.stride[0] * g.stride[1] * g.stride[2]; }
+CPETS_HD DataPhase data_phase(const ConvGeom& g, int z) {
+  DataPhase ph;
+  ph.residue = split_index(z, g.stride);
+  const int r[3] = {ph.residue.d, ph.residue.h, ph.residue.w};
+  int t0[3];
+  for (int a = 0; a < 3; ++a) {
+    const int s = g.stride[a];
+    ph.count[a] = r[a] < g.in[a] ? (g.in[a] - r[a] + s - 1) / s : 0;
+    t0[a] = (r[a] + g.pad[a]) % s;
+    ph.taps[a] = t0[a] < g.kernel[a] ? (g.kernel[a] - t0[a] + s - 1) / s : 0;
+  }
+  ph.tap0 = {t0[0], t0[1], t0[2]};
+  ph.voxels = ph.count[0] * ph.count[1] * ph.count[2];
+  ph.tap_count = ph.taps[0] * ph.taps[1] * ph.taps[2];
+  return ph;
+}
+// Input coordinate of the phase's local voxel v, and kernel coordinate of its local tap j.
+CPETS_HD Coord3 data_phase_voxel(const ConvGeom& g, const DataPhase& ph, int v) {
+  Coord3 l = split_index(v, ph.count);
+  return {ph.residue.d + g.stride[0] * l.d, ph.residue.h + g.stride[1] * l.h, ph.residue.w + g.stride[2] * l.w};
+}
+CPETS_HD Coord3 data_phase_tap(const ConvGeom& g, const DataPhase& ph, int j) {
+  Coord3 l = split_index(j, ph.taps);
+  return {ph.tap0.d + g.stride[0] * l.d, ph.tap0.h + g.stride[1] * l.h, ph.tap0.w + g.stride[2] * l.w};
+}
+// The largest phase (residue 0 on every axis): sets the grid's M extent.
+CPETS_HD int data_phase_max_voxels(const ConvGeom& g) { return data_phase(g, 0).voxels; }
+
 // Split-K plan of the weight gradient: `splits` chunks of `chunk` reduction indices each (a
 // multiple of the K tile), the last one possibly shorter. Depends on the sizes only.
 struct SplitK {

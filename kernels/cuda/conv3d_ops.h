@@ -84,11 +84,17 @@ inline SplitK weight_split_plan(const ConvGeom& g) {
 namespace cpets::kernels::cuda {
 
 // ---- operand policies -------------------------------------------------------------------------
+//
+// Each policy describes one GEMM layer per blockIdx.z: rows(z) × N outputs reduced over
+// reduction(z); with split_k the layers are chunks of one reduction (the kernel takes
+// [z·chunk, (z+1)·chunk)), otherwise independent problems each reduced whole. taps_in(z) / tap(z, i)
+// fill the block's shared tap table; a_fixed/b_fixed set up a gather state that a_load/b_load
+// use (see conv3d.cu for which index is fixed); store(m, n, z, v) writes one result.
 
 // Forward: A(m = (b, output voxel), k = (ci, tap)) = x gathered; B(k, n = co) = w transposed to
 // (K, Cout) in the workspace; C → y[b, co, voxel] + bias.
 struct ForwardOp {
-  static constexpr bool a_kfast = false, b_kfast = false;
+  static constexpr bool a_kfast = false, b_kfast = false, split_k = false;
   ConvGeom g;
   const float* x;
   const float* wt;
@@ -96,13 +102,18 @@ struct ForwardOp {
   float* y;
   int M, N, K;
 
+  CPETS_HD int rows(int) const { return M; }
+  CPETS_HD int reduction(int) const { return K; }
+  CPETS_HD int taps_in(int) const { return g.taps; }
+  CPETS_HD Coord3 tap(int, int i) const { return split_index(i, g.kernel); }
+
   struct ARow {
     const float* base;  // x of this row's sample
     Coord3 origin;
     bool valid;
   };
-  CPETS_HD ARow a_fixed(int m) const {
-    if (m >= M) return {x, {0, 0, 0}, false};
+  CPETS_HD ARow a_fixed(int m, int) const {
+    if (m < 0 || m >= M) return {x, {0, 0, 0}, false};
     int b = m / g.out_vox;
     Coord3 o = split_index(m - b * g.out_vox, g.out);
     return {x + static_cast<int64_t>(b) * g.cin * g.in_vox, forward_origin(g, o), true};
@@ -113,51 +124,66 @@ struct ForwardOp {
     int src = forward_source(g, r.origin, taps[ct.tap]);
     return src < 0 ? 0.f : CPETS_LDG(r.base + static_cast<int64_t>(ct.channel) * g.in_vox + src);
   }
-  CPETS_HD int b_fixed(int n) const { return n; }
-  CPETS_HD float b_load(int n, int k) const {
+  CPETS_HD int b_fixed(int n, int) const { return n; }
+  CPETS_HD float b_load(int n, int k, const Coord3*) const {
     return (n < N && k < K) ? CPETS_LDG(wt + static_cast<int64_t>(k) * N + n) : 0.f;
   }
-  CPETS_HD void store(int m, int n, int /*split*/, float v) const {
+  CPETS_HD void store(int m, int n, int, float v) const {
     int b = m / g.out_vox;
     int o = m - b * g.out_vox;
     y[(static_cast<int64_t>(b) * N + n) * g.out_vox + o] = v + (bias ? CPETS_LDG(bias + n) : 0.f);
   }
 };
 
-// Backward data: A(m = (b, input voxel), k = (co, tap)) = dy gathered; B(k, n = ci) = w
-// transposed to (Cout·taps, Cin); C → dx[b, ci, voxel].
+// Backward data, one layer per output phase (data_phase): A(m = (b, phase voxel), k = (co, phase
+// tap)) = dy gathered; B(k, n = ci) = w transposed to (Cout·taps, Cin), read at the phase's taps;
+// C → dx[b, ci, voxel]. Stride 1 has a single phase holding every voxel and tap.
 struct BackwardDataOp {
-  static constexpr bool a_kfast = false, b_kfast = false;
+  static constexpr bool a_kfast = false, b_kfast = false, split_k = false;
   ConvGeom g;
   const float* dy;
   const float* wt;
   float* dx;
-  int M, N, K;
+  int N;  // Cin
+
+  CPETS_HD int rows(int z) const { return g.batch * data_phase(g, z).voxels; }
+  CPETS_HD int reduction(int z) const { return g.cout * data_phase(g, z).tap_count; }
+  CPETS_HD int taps_in(int z) const { return data_phase(g, z).tap_count; }
+  CPETS_HD Coord3 tap(int z, int i) const { return data_phase_tap(g, data_phase(g, z), i); }
 
   struct ARow {
     const float* base;
     Coord3 origin;
+    int taps;  // taps of the phase
     bool valid;
   };
-  CPETS_HD ARow a_fixed(int m) const {
-    if (m >= M) return {dy, {0, 0, 0}, false};
-    int b = m / g.in_vox;
-    Coord3 i = split_index(m - b * g.in_vox, g.in);
-    return {dy + static_cast<int64_t>(b) * g.cout * g.out_vox, backward_data_origin(g, i), true};
+  CPETS_HD ARow a_fixed(int m, int z) const {
+    DataPhase ph = data_phase(g, z);
+    if (m < 0 || m >= g.batch * ph.voxels) return {dy, {0, 0, 0}, ph.tap_count, false};
+    int b = m / ph.voxels;
+    Coord3 i = data_phase_voxel(g, ph, m - b * ph.voxels);
+    return {dy + static_cast<int64_t>(b) * g.cout * g.out_vox, backward_data_origin(g, i), ph.tap_count, true};
   }
   CPETS_HD float a_load(const ARow& r, int k, const Coord3* taps) const {
-    if (!r.valid || k >= K) return 0.f;
-    ChannelTap ct = split_channel_tap(k, g.taps);
+    if (!r.valid || k >= g.cout * r.taps) return 0.f;
+    ChannelTap ct = split_channel_tap(k, r.taps);
     int src = backward_data_source(g, r.origin, taps[ct.tap]);
     return src < 0 ? 0.f : CPETS_LDG(r.base + static_cast<int64_t>(ct.channel) * g.out_vox + src);
   }
-  CPETS_HD int b_fixed(int n) const { return n; }
-  CPETS_HD float b_load(int n, int k) const {
-    return (n < N && k < K) ? CPETS_LDG(wt + static_cast<int64_t>(k) * N + n) : 0.f;
+  struct BCol {
+    int n, taps;
+  };
+  CPETS_HD BCol b_fixed(int n, int z) const { return {n, data_phase(g, z).tap_count}; }
+  CPETS_HD float b_load(const BCol& c, int k, const Coord3* taps) const {
+    if (c.n >= N || k >= g.cout * c.taps) return 0.f;
+    ChannelTap ct = split_channel_tap(k, c.taps);
+    const int tap = join_index(taps[ct.tap], g.kernel);
+    return CPETS_LDG(wt + (static_cast<int64_t>(ct.channel) * g.taps + tap) * N + c.n);
   }
-  CPETS_HD void store(int m, int n, int /*split*/, float v) const {
-    int b = m / g.in_vox;
-    int i = m - b * g.in_vox;
+  CPETS_HD void store(int m, int n, int z, float v) const {
+    DataPhase ph = data_phase(g, z);
+    int b = m / ph.voxels;
+    int i = join_index(data_phase_voxel(g, ph, m - b * ph.voxels), g.in);
     dx[(static_cast<int64_t>(b) * N + n) * g.in_vox + i] = v;
   }
 };
@@ -166,19 +192,24 @@ struct BackwardDataOp {
 // A(m = (ci, tap), k = (b, output voxel)) = x gathered; B(k, n = co) = dy; C → the split's slice
 // of the partial sums, laid out as dw (co, ci·taps + tap).
 struct BackwardWeightOp {
-  static constexpr bool a_kfast = true, b_kfast = true;
+  static constexpr bool a_kfast = true, b_kfast = true, split_k = true;
   ConvGeom g;
   const float* x;
   const float* dy;
   float* partial;  // splits × (Cout, Cin·taps); dw itself when there is one split
   int M, N, K;
 
+  CPETS_HD int rows(int) const { return M; }
+  CPETS_HD int reduction(int) const { return K; }
+  CPETS_HD int taps_in(int) const { return g.taps; }
+  CPETS_HD Coord3 tap(int, int i) const { return split_index(i, g.kernel); }
+
   struct APos {
     const float* base;
     Coord3 origin;
     bool valid;
   };
-  CPETS_HD APos a_fixed(int k) const {
+  CPETS_HD APos a_fixed(int k, int) const {
     if (k < 0 || k >= K) return {x, {0, 0, 0}, false};
     int b = k / g.out_vox;
     Coord3 o = split_index(k - b * g.out_vox, g.out);
@@ -190,12 +221,12 @@ struct BackwardWeightOp {
     int src = forward_source(g, p.origin, taps[ct.tap]);
     return src < 0 ? 0.f : CPETS_LDG(p.base + static_cast<int64_t>(ct.channel) * g.in_vox + src);
   }
-  CPETS_HD const float* b_fixed(int k) const {
+  CPETS_HD const float* b_fixed(int k, int) const {
     if (k < 0 || k >= K) return nullptr;
     int b = k / g.out_vox;
     return dy + static_cast<int64_t>(b) * g.cout * g.out_vox + (k - b * g.out_vox);
   }
-  CPETS_HD float b_load(const float* p, int n) const {
+  CPETS_HD float b_load(const float* p, int n, const Coord3*) const {
     return (p && n < N) ? CPETS_LDG(p + static_cast<int64_t>(n) * g.out_vox) : 0.f;
   }
   CPETS_HD void store(int m, int n, int split, float v) const {
