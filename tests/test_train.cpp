@@ -25,6 +25,7 @@
 #include "train/checkpoint.h"
 #include "train/config.h"
 #include "train/data.h"
+#include "train/progress.h"
 #include "train/trainer.h"
 
 using namespace cpets;
@@ -673,4 +674,26 @@ TEST_CASE("trainer: run() validates, checkpoints per epoch, logs every step and 
   CHECK(fs::exists(out.path / "checkpoints" / "best.safetensors"));
   CHECK(contains(progress.str(), "validation"));
   CHECK(contains(progress.str(), "step 5/5"));
+}
+
+TEST_CASE("progress: durations, live and log lines") {
+  CHECK(format_duration(45) == "45s");
+  CHECK(format_duration(725) == "12m05s");
+  CHECK(format_duration(3 * 3600 + 2 * 60 + 10) == "3h02m");
+  CHECK(format_duration(-1) == "?");
+  std::ostringstream log;
+  ProgressLine plain(log, 0, 10, /*live=*/false, /*log_every=*/5);
+  for (int i = 1; i <= 10; ++i) plain.update(i, "L1 0.5");
+  plain.message("validation");
+  const std::string text = log.str();
+  CHECK(std::count(text.begin(), text.end(), '\n') == 3);  // steps 5 and 10, the message
+  CHECK(contains(text, "step  5/10  L1 0.5"));
+  CHECK(text.find('\r') == std::string::npos);
+  std::ostringstream tty;
+  ProgressLine live(tty, 0, 3, /*live=*/true, 1);
+  live.update(1, "x");
+  live.message("checkpoint");
+  live.finish();
+  CHECK(contains(tty.str(), "\r\033[K"));
+  CHECK(contains(tty.str(), "checkpoint\n"));
 }
