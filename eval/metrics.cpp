@@ -63,36 +63,39 @@ std::vector<int64_t> reflect_table(int64_t n, int k) {
   return t;
 }
 
-// out = in convolved along `axis` (0 = D, 1 = H, 2 = W) with the taps, reflect padding. The
-// output voxel (d, h, w) is written by the thread owning slice d only.
-void blur_axis(const double* in, double* out, Shape3 s, int axis, const std::vector<double>& g,
-               const std::vector<int64_t>& table) {
+// One row convolved along W: out[w] = Σ_a g[a]·row[reflect(w + a − p)]. The interior, where no
+// reflection happens, runs tap by tap over contiguous memory (vectorised); the p border voxels
+// on each side go through the reflection table.
+void blur_row(const double* row, double* out, int64_t W, const std::vector<double>& g, const std::vector<int64_t>& table) {
+  const int k = int(g.size()), p = (k - 1) / 2;
+  const int64_t lo = std::min<int64_t>(p, W), hi = std::max<int64_t>(W - p, lo);
+  auto border = [&](int64_t w) {
+    const int64_t* t = &table[size_t(w * k)];
+    double acc = 0;
+    for (int a = 0; a < k; ++a) acc += g[size_t(a)] * row[t[a]];
+    out[w] = acc;
+  };
+  for (int64_t w = 0; w < lo; ++w) border(w);
+  std::fill(out + lo, out + hi, 0.0);
+  for (int a = 0; a < k; ++a) {
+    const double ga = g[size_t(a)];
+    const double* r = row + a - p;
+    for (int64_t w = lo; w < hi; ++w) out[w] += ga * r[w];
+  }
+  for (int64_t w = hi; w < W; ++w) border(w);
+}
+
+// out[0..len) = Σ_a g[a]·in[table[o·k + a]·stride + …]: the H pass within a slice (rows of W,
+// stride W) or the D pass across slices (whole slices, stride H·W), for output line/slice o.
+void blur_lines(const double* in, int64_t stride, double* out, int64_t len, int64_t o, const std::vector<double>& g,
+                const std::vector<int64_t>& table) {
   const int k = int(g.size());
-  const int64_t H = s[1], W = s[2], plane = H * W;
-  parallel_for(s[0], 1, [&](int64_t d0, int64_t d1) {
-    for (int64_t d = d0; d < d1; ++d)
-      for (int64_t h = 0; h < H; ++h) {
-        double* o = out + d * plane + h * W;
-        if (axis == 2) {
-          const double* row = in + d * plane + h * W;
-          for (int64_t w = 0; w < W; ++w) {
-            const int64_t* t = &table[size_t(w * k)];
-            double acc = 0;
-            for (int a = 0; a < k; ++a) acc += g[size_t(a)] * row[t[a]];
-            o[w] = acc;
-          }
-        } else {
-          std::fill(o, o + W, 0.0);
-          for (int a = 0; a < k; ++a) {
-            const int64_t src = axis == 1 ? d * plane + table[size_t(h * k + a)] * W
-                                          : table[size_t(d * k + a)] * plane + h * W;
-            const double ga = g[size_t(a)];
-            const double* r = in + src;
-            for (int64_t w = 0; w < W; ++w) o[w] += ga * r[w];
-          }
-        }
-      }
-  });
+  std::fill(out, out + len, 0.0);
+  for (int a = 0; a < k; ++a) {
+    const double ga = g[size_t(a)];
+    const double* r = in + table[size_t(o * k + a)] * stride;
+    for (int64_t i = 0; i < len; ++i) out[i] += ga * r[i];
+  }
 }
 
 void check_ssim_shape(Shape3 s, int k) {
@@ -114,40 +117,47 @@ SsimResult ssim_core(const double* x, const double* y, Shape3 s, const SsimOptio
   const auto g = gaussian_taps(opt.sigma);
   const std::array<std::vector<int64_t>, 3> tables{reflect_table(s[0], k), reflect_table(s[1], k), reflect_table(s[2], k)};
 
-  // The five local moments E[x], E[y], E[x²], E[y²], E[xy].
-  std::vector<double> moments[5], a(static_cast<size_t>(n)), b(static_cast<size_t>(n));
-  for (int m = 0; m < 5; ++m) {
-    parallel_for(n, 1 << 15, [&](int64_t i0, int64_t i1) {
-      for (int64_t i = i0; i < i1; ++i) {
-        const double xv = x[i], yv = y[i];
-        a[size_t(i)] = m == 0 ? xv : m == 1 ? yv : m == 2 ? xv * xv : m == 3 ? yv * yv : xv * yv;
+  // The five local moments E[x], E[y], E[x²], E[y²], E[xy], in two passes over D slices (two
+  // fork/joins in all, which matters on a busy machine): (1) per slice, blur along W then H;
+  // (2) per output slice, blur along D and reduce the SSIM and cs maps of that slice at once.
+  const int64_t H = s[1], W = s[2];
+  std::vector<double> wh(static_cast<size_t>(5 * n));  // map-major: moment m at wh[m·n …]
+  parallel_for(s[0], 1, [&](int64_t d0, int64_t d1) {
+    std::vector<double> src(static_cast<size_t>(plane)), row_blurred(static_cast<size_t>(plane));
+    for (int64_t d = d0; d < d1; ++d)
+      for (int m = 0; m < 5; ++m) {
+        const double* xs = x + d * plane;
+        const double* ys = y + d * plane;
+        for (int64_t i = 0; i < plane; ++i)
+          src[size_t(i)] = m == 0 ? xs[i] : m == 1 ? ys[i] : m == 2 ? xs[i] * xs[i] : m == 3 ? ys[i] * ys[i] : xs[i] * ys[i];
+        for (int64_t h = 0; h < H; ++h) blur_row(&src[size_t(h * W)], &row_blurred[size_t(h * W)], W, g, tables[2]);
+        double* dst = &wh[size_t(m * n + d * plane)];
+        for (int64_t h = 0; h < H; ++h) blur_lines(row_blurred.data(), W, dst + h * W, W, h, g, tables[1]);
       }
-    });
-    blur_axis(a.data(), b.data(), s, 2, g, tables[2]);
-    blur_axis(b.data(), a.data(), s, 1, g, tables[1]);
-    moments[m].resize(size_t(n));
-    blur_axis(a.data(), moments[m].data(), s, 0, g, tables[0]);
-  }
+  });
 
   const double c1 = std::pow(opt.k1 * opt.data_range, 2), c2 = std::pow(opt.k2 * opt.data_range, 2);
   const int64_t p = (k - 1) / 2;
   // Per-slice sums (double), combined in slice order.
   std::vector<double> ssim_slice(static_cast<size_t>(s[0])), cs_slice(static_cast<size_t>(s[0]));
   parallel_for(s[0], 1, [&](int64_t d0, int64_t d1) {
+    std::vector<double> mom(static_cast<size_t>(5 * plane));
     for (int64_t d = d0; d < d1; ++d) {
+      for (int m = 0; m < 5; ++m) blur_lines(&wh[size_t(m * n)], plane, &mom[size_t(m * plane)], plane, d, g, tables[0]);
       double ssum = 0, csum = 0;
       const bool inner_d = d >= p && d < s[0] - p;
-      for (int64_t h = 0; h < s[1]; ++h) {
-        const bool inner_dh = inner_d && h >= p && h < s[1] - p;
-        for (int64_t w = 0; w < s[2]; ++w) {
-          const size_t i = size_t(d * plane + h * s[2] + w);
-          const double mx = moments[0][i], my = moments[1][i];
+      for (int64_t h = 0; h < H; ++h) {
+        const bool inner_dh = inner_d && h >= p && h < H - p;
+        for (int64_t w = 0; w < W; ++w) {
+          const size_t i = size_t(h * W + w);
+          const double mx = mom[i], my = mom[size_t(plane) + i];
           const double mx2 = mx * mx, my2 = my * my, mxy = mx * my;
-          const double vx = std::max(moments[2][i] - mx2, 0.0), vy = std::max(moments[3][i] - my2, 0.0);
-          const double cov = moments[4][i] - mxy;
+          const double vx = std::max(mom[size_t(2 * plane) + i] - mx2, 0.0);
+          const double vy = std::max(mom[size_t(3 * plane) + i] - my2, 0.0);
+          const double cov = mom[size_t(4 * plane) + i] - mxy;
           const double upper = 2 * cov + c2, lower = vx + vy + c2;
           ssum += ((2 * mxy + c1) * upper) / ((mx2 + my2 + c1) * lower);
-          if (inner_dh && w >= p && w < s[2] - p) csum += upper / lower;
+          if (inner_dh && w >= p && w < W - p) csum += upper / lower;
         }
       }
       ssim_slice[size_t(d)] = ssum;

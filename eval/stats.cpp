@@ -93,7 +93,14 @@ Correlation pearson(const std::vector<double>& x, const std::vector<double>& y) 
   }
   Correlation c;
   c.n = int64_t(x.size());
-  if (sxx == 0 || syy == 0) {
+  // A constant sample has no correlation (tested on the values, not on sxx, which rounding can
+  // leave a hair above 0).
+  auto constant = [](const std::vector<double>& v) {
+    for (double e : v)
+      if (e != v[0]) return false;
+    return true;
+  };
+  if (constant(x) || constant(y) || sxx == 0 || syy == 0) {
     c.r = c.p = kNaN;
     return c;
   }
