@@ -300,6 +300,31 @@ void check_conv(const cpu::Conv3dShape& s, Precision p, uint32_t seed) {
   // Every output was written (the NaN fill is gone) and none is wildly off.
   for (float v : e.y) REQUIRE(std::isfinite(v));
   for (float v : e.dx) REQUIRE(std::isfinite(v));
+
+  // The narrow direct kernels (FP32 whatever the precision), one call per GPU thread, where the
+  // shape takes them.
+  if (narrow_forward(g)) {
+    std::vector<float> y(e.y.size(), NAN);
+    for (int m = 0; m < g.batch * g.out_vox; ++m) narrow_forward_row(g, x.data(), w.data(), bias.data(), y.data(), m);
+    CHECK(worst_relative_error(y, ref.y, ref.y_abs) <= bound(Precision::fp32_exact, s.in_channels * s.taps() + 1));
+  }
+  if (narrow_backward_data(g)) {
+    std::vector<float> dx(e.dx.size(), NAN);
+    for (int m = 0; m < g.batch * g.in_vox; ++m) narrow_backward_data_row(g, dy.data(), w.data(), dx.data(), m);
+    CHECK(worst_relative_error(dx, ref.dx, ref.dx_abs) <= bound(Precision::fp32_exact, s.out_channels * s.taps()));
+  }
+  if (narrow_backward_weight(g)) {
+    SplitK plan = weight_split_plan(g);
+    const int M = g.cin * g.taps, K = g.batch * g.out_vox;
+    std::vector<float> partial(int64_t(plan.splits) * M * g.cout, NAN), dw(M * g.cout, 0.f);
+    for (int z = 0; z < plan.splits; ++z)
+      for (int m = 0; m < M; ++m)
+        narrow_backward_weight_row(g, x.data(), dy.data(), partial.data(), m, z, z * plan.chunk,
+                                   std::min(K, (z + 1) * plan.chunk));
+    for (size_t i = 0; i < dw.size(); ++i)
+      for (int z = 0; z < plan.splits; ++z) dw[i] += partial[z * dw.size() + i];
+    CHECK(worst_relative_error(dw, ref.dw, ref.dw_abs) <= bound(Precision::fp32_exact, s.batch * s.out_voxels()));
+  }
 }
 
 }  // namespace
@@ -481,6 +506,16 @@ TEST_CASE("emulated implicit-GEMM conv3d, tf32 and bf16: within the operand-roun
 
 TEST_CASE("emulated conv3d, fp32, the model's first conv (1→64, 3³ pad 1) on a small volume") {
   check_conv(conv_shape(2, 1, 64, {6, 8, 6}, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}), Precision::fp32_exact, 21);
+}
+
+TEST_CASE("narrow conv3d kernels (N ≤ 8): output heads, single-channel inputs, strided and split") {
+  // 32→1 output head, 1→64 discriminator input (4³ stride 2), 5→3 odd, 3→8 with a split dW.
+  check_conv(conv_shape(2, 32, 1, {6, 8, 6}, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}), Precision::fp32_exact, 31);
+  check_conv(conv_shape(1, 1, 64, {9, 8, 10}, {4, 4, 4}, {2, 2, 2}, {1, 1, 1}), Precision::fp32_exact, 32);
+  check_conv(conv_shape(1, 5, 3, {7, 6, 9}, {3, 2, 3}, {2, 1, 2}, {1, 0, 2}), Precision::fp32_exact, 33);
+  ConvGeom big = to_geom(conv_shape(2, 3, 8, {20, 22, 21}, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}));
+  CHECK(weight_split_plan(big).splits > 1);
+  check_conv(conv_shape(2, 3, 8, {20, 22, 21}, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}), Precision::fp32_exact, 34);
 }
 
 // ---- attention: the kernels' algorithm on the host ------------------------------------------------

@@ -270,6 +270,28 @@ __global__ void __launch_bounds__(kBiasThreads) bias_gradient(const float* dy, f
   if (threadIdx.x == 0) dbias[co] = part[0];
 }
 
+// ---- narrow direct kernels (N ≤ kNarrow; see conv3d_ops.h) -----------------------------------------
+
+__global__ void __launch_bounds__(kNarrowThreads) narrow_forward_kernel(ConvGeom g, const float* x, const float* w,
+                                                                       const float* bias, float* y, int rows) {
+  const int m = blockIdx.x * kNarrowThreads + threadIdx.x;
+  if (m < rows) narrow_forward_row(g, x, w, bias, y, m);
+}
+
+__global__ void __launch_bounds__(kNarrowThreads) narrow_backward_data_kernel(ConvGeom g, const float* dy,
+                                                                             const float* w, float* dx, int rows) {
+  const int m = blockIdx.x * kNarrowThreads + threadIdx.x;
+  if (m < rows) narrow_backward_data_row(g, dy, w, dx, m);
+}
+
+__global__ void __launch_bounds__(kNarrowThreads) narrow_backward_weight_kernel(ConvGeom g, const float* x,
+                                                                               const float* dy, float* partial,
+                                                                               int chunk) {
+  const int m = blockIdx.x * kNarrowThreads + threadIdx.x, split = blockIdx.y;
+  const int K = g.batch * g.out_vox, k_begin = split * chunk;
+  if (m < g.cin * g.taps) narrow_backward_weight_row(g, x, dy, partial, m, split, k_begin, min(K, k_begin + chunk));
+}
+
 // ---- host side --------------------------------------------------------------------------------
 
 std::string describe(const Conv3dShape& s) {
@@ -326,6 +348,7 @@ unsigned blocks_for(int64_t n, int threads) { return static_cast<unsigned>(cdiv(
 // ---- public entry points ------------------------------------------------------------------------
 
 size_t conv3d_forward_workspace_bytes(const Conv3dShape& s, Precision) {
+  if (narrow_forward(geometry(s, "conv3d_forward_workspace_bytes"))) return 0;
   return detail::align_bytes(sizeof(float) * s.out_channels * s.in_channels * s.taps());
 }
 
@@ -333,7 +356,14 @@ void conv3d_forward(const Conv3dShape& s, Precision p, const float* x, const flo
                     void* workspace, size_t workspace_bytes, cudaStream_t stream) {
   ConvGeom g = geometry(s, "conv3d_forward");
   check_workspace(workspace_bytes, conv3d_forward_workspace_bytes(s, p), "conv3d_forward");
-  require(x && w && y && workspace, "cuda::conv3d_forward: x, w, y and the workspace must be device pointers, not null");
+  require(x && w && y, "cuda::conv3d_forward: x, w and y must be device pointers, not null");
+  if (narrow_forward(g)) {
+    const int rows = g.batch * g.out_vox;
+    narrow_forward_kernel<<<blocks_for(rows, kNarrowThreads), kNarrowThreads, 0, stream>>>(g, x, w, bias, y, rows);
+    CPETS_CUDA_CHECK_LAUNCH(narrow_forward_kernel);
+    return;
+  }
+  require(workspace != nullptr, "cuda::conv3d_forward: the workspace must not be null");
   float* wt = static_cast<float*>(workspace);
   const int K = g.cin * g.taps;
   transpose_weight_forward<<<blocks_for(int64_t{g.cout} * K, 256), 256, 0, stream>>>(w, wt, g.cout, K);
@@ -343,6 +373,7 @@ void conv3d_forward(const Conv3dShape& s, Precision p, const float* x, const flo
 }
 
 size_t conv3d_backward_data_workspace_bytes(const Conv3dShape& s, Precision) {
+  if (narrow_backward_data(geometry(s, "conv3d_backward_data_workspace_bytes"))) return 0;
   return detail::align_bytes(sizeof(float) * s.out_channels * s.in_channels * s.taps());
 }
 
@@ -350,8 +381,14 @@ void conv3d_backward_data(const Conv3dShape& s, Precision p, const float* dy, co
                           void* workspace, size_t workspace_bytes, cudaStream_t stream) {
   ConvGeom g = geometry(s, "conv3d_backward_data");
   check_workspace(workspace_bytes, conv3d_backward_data_workspace_bytes(s, p), "conv3d_backward_data");
-  require(dy && w && dx && workspace,
-          "cuda::conv3d_backward_data: dy, w, dx and the workspace must be device pointers, not null");
+  require(dy && w && dx, "cuda::conv3d_backward_data: dy, w and dx must be device pointers, not null");
+  if (narrow_backward_data(g)) {
+    const int rows = g.batch * g.in_vox;
+    narrow_backward_data_kernel<<<blocks_for(rows, kNarrowThreads), kNarrowThreads, 0, stream>>>(g, dy, w, dx, rows);
+    CPETS_CUDA_CHECK_LAUNCH(narrow_backward_data_kernel);
+    return;
+  }
+  require(workspace != nullptr, "cuda::conv3d_backward_data: the workspace must not be null");
   float* wt = static_cast<float*>(workspace);
   transpose_weight_backward_data<<<blocks_for(int64_t{g.cout} * g.cin * g.taps, 256), 256, 0, stream>>>(
       w, wt, g.cout, g.cin, g.taps);
@@ -386,8 +423,14 @@ void conv3d_backward_weight(const Conv3dShape& s, Precision p, const float* x, c
   const int M = g.cin * g.taps, N = g.cout, K = g.batch * g.out_vox;
   require(plan.splits == 1 || workspace, "cuda::conv3d_backward_weight: the workspace must not be null");
   float* target = plan.splits == 1 ? dw : static_cast<float*>(workspace);
-  BackwardWeightOp op{g, x, dy, target, M, N, K};
-  launch_gemm(p, op, M, plan.splits, plan.chunk, stream);
+  if (narrow_backward_weight(g)) {
+    dim3 grid(blocks_for(M, kNarrowThreads), static_cast<unsigned>(plan.splits));
+    narrow_backward_weight_kernel<<<grid, kNarrowThreads, 0, stream>>>(g, x, dy, target, plan.chunk);
+    CPETS_CUDA_CHECK_LAUNCH(narrow_backward_weight_kernel);
+  } else {
+    BackwardWeightOp op{g, x, dy, target, M, N, K};
+    launch_gemm(p, op, M, plan.splits, plan.chunk, stream);
+  }
   if (plan.splits > 1) {
     const int64_t n = static_cast<int64_t>(M) * N;
     sum_splits<<<blocks_for(n, 256), 256, 0, stream>>>(target, dw, n, plan.splits);

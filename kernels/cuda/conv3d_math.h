@@ -12,6 +12,12 @@
 #else
 #define CPETS_HD inline
 #endif
+// Unrolling hint for the device pass only (the host compiler would warn about the pragma).
+#if defined(__CUDA_ARCH__)
+#define CPETS_UNROLL _Pragma("unroll")
+#else
+#define CPETS_UNROLL
+#endif
 
 namespace cpets::kernels::cuda {
 

@@ -3,6 +3,7 @@
 // the GPU and tests/test_cuda_host_math.cpp runs the very same functions in a host emulation of
 // the kernel (tile by tile, thread by thread) against kernels/cpu.
 #pragma once
+#include <cmath>
 #include <cstdint>
 
 #include "kernels/cpu/conv3d.h"
@@ -71,12 +72,118 @@ inline ConvGeom to_geom(const cpets::kernels::cpu::Conv3dShape& s) {
   return g;
 }
 
+// Narrow convolutions: when the GEMM's N side (Cout for the forward and the weight gradient, Cin
+// for the data gradient) is at most kNarrow, a 128×64 tile would waste ≥ 7/8 of its products (the
+// model's 32→1 output convolutions, the discriminator's 1→64 input). Those passes run direct
+// kernels instead, one thread per output row with all N channels in registers, in FP32 whatever
+// the precision asked for (they are bound by the gathers, not by the multiplies).
+constexpr int kNarrow = 8;
+constexpr int kNarrowThreads = 256;
+inline bool narrow_forward(const ConvGeom& g) { return g.cout <= kNarrow; }
+inline bool narrow_backward_data(const ConvGeom& g) { return g.cin <= kNarrow; }
+inline bool narrow_backward_weight(const ConvGeom& g) { return g.cout <= kNarrow; }
+
 // The weight gradient's split over its reduction (B·oD·oH·oW): at most 64 chunks of at least 8
-// K steps each.
+// K steps (GEMM) or 8 × 256 positions (narrow) each.
 inline SplitK weight_split_plan(const ConvGeom& g) {
   using namespace conv_tile;
   const int64_t M = static_cast<int64_t>(g.cin) * g.taps, N = g.cout, K = static_cast<int64_t>(g.batch) * g.out_vox;
+  if (narrow_backward_weight(g))
+    return plan_split_k(K, (M + kNarrowThreads - 1) / kNarrowThreads, 256, kTargetBlocks, 64, 8);
   return plan_split_k(K, ((M + kBM - 1) / kBM) * ((N + kBN - 1) / kBN), kBK, kTargetBlocks, 64, 8);
+}
+
+// ---- narrow direct kernels, per thread -----------------------------------------------------------
+
+// y[b, ·, voxel] for output row m = (b, voxel), every output channel (Cout ≤ kNarrow).
+CPETS_HD void narrow_forward_row(const ConvGeom& g, const float* x, const float* w, const float* bias, float* y, int m) {
+  float acc[kNarrow];
+  CPETS_UNROLL
+  for (int co = 0; co < kNarrow; ++co) acc[co] = 0.f;
+  const int b = m / g.out_vox, o = m - b * g.out_vox;
+  const Coord3 org = forward_origin(g, split_index(o, g.out));
+  const float* xb = x + static_cast<int64_t>(b) * g.cin * g.in_vox;
+  const int K = g.cin * g.taps;
+  for (int t = 0; t < g.taps; ++t) {
+    const int src = forward_source(g, org, split_index(t, g.kernel));
+    if (src < 0) continue;
+    for (int ci = 0; ci < g.cin; ++ci) {
+      const float xv = CPETS_LDG(xb + static_cast<int64_t>(ci) * g.in_vox + src);
+      const int k = ci * g.taps + t;
+CPETS_UNROLL
+      for (int co = 0; co < kNarrow; ++co)
+        if (co < g.cout) acc[co] = fmaf(xv, CPETS_LDG(w + static_cast<int64_t>(co) * K + k), acc[co]);
+    }
+  }
+  CPETS_UNROLL
+  for (int co = 0; co < kNarrow; ++co)  // constant bounds keep acc in registers
+    if (co < g.cout)
+      y[(static_cast<int64_t>(b) * g.cout + co) * g.out_vox + o] = acc[co] + (bias ? CPETS_LDG(bias + co) : 0.f);
+}
+
+// dx[b, ·, voxel] for input row m = (b, voxel), every input channel (Cin ≤ kNarrow).
+CPETS_HD void narrow_backward_data_row(const ConvGeom& g, const float* dy, const float* w, float* dx, int m) {
+  float acc[kNarrow];
+  CPETS_UNROLL
+  for (int ci = 0; ci < kNarrow; ++ci) acc[ci] = 0.f;
+  const int b = m / g.in_vox, i = m - b * g.in_vox;
+  const Coord3 org = backward_data_origin(g, split_index(i, g.in));
+  const float* dyb = dy + static_cast<int64_t>(b) * g.cout * g.out_vox;
+  for (int t = 0; t < g.taps; ++t) {
+    const int src = backward_data_source(g, org, split_index(t, g.kernel));
+    if (src < 0) continue;
+    for (int co = 0; co < g.cout; ++co) {
+      const float dv = CPETS_LDG(dyb + static_cast<int64_t>(co) * g.out_vox + src);
+CPETS_UNROLL
+      for (int ci = 0; ci < kNarrow; ++ci)
+        if (ci < g.cin) acc[ci] = fmaf(dv, CPETS_LDG(w + (static_cast<int64_t>(co) * g.cin + ci) * g.taps + t), acc[ci]);
+    }
+  }
+  CPETS_UNROLL
+  for (int ci = 0; ci < kNarrow; ++ci)
+    if (ci < g.cin) dx[(static_cast<int64_t>(b) * g.cin + ci) * g.in_vox + i] = acc[ci];
+}
+
+// Partial dw[·, ci, tap] over positions [k_begin, k_end) of B·oD·oH·oW for row m = (ci, tap),
+// every output channel (Cout ≤ kNarrow), into partial[(split · Cout + co) · M + m]. The output
+// coordinates are stepped incrementally (no divisions in the loop).
+CPETS_HD void narrow_backward_weight_row(const ConvGeom& g, const float* x, const float* dy, float* partial, int m,
+                                         int split, int k_begin, int k_end) {
+  float acc[kNarrow];
+  CPETS_UNROLL
+  for (int co = 0; co < kNarrow; ++co) acc[co] = 0.f;
+  const ChannelTap ct = split_channel_tap(m, g.taps);
+  const Coord3 t = split_index(ct.tap, g.kernel);
+  int b = k_begin / g.out_vox;
+  int o = k_begin - b * g.out_vox;
+  Coord3 oc = split_index(o, g.out);
+  for (int k = k_begin; k < k_end; ++k) {
+    const int src = forward_source(g, forward_origin(g, oc), t);
+    if (src >= 0) {
+      const float xv = CPETS_LDG(x + (static_cast<int64_t>(b) * g.cin + ct.channel) * g.in_vox + src);
+      const float* dyp = dy + static_cast<int64_t>(b) * g.cout * g.out_vox + o;
+CPETS_UNROLL
+      for (int co = 0; co < kNarrow; ++co)
+        if (co < g.cout) acc[co] = fmaf(xv, CPETS_LDG(dyp + static_cast<int64_t>(co) * g.out_vox), acc[co]);
+    }
+    // next output voxel: w fastest, then h, d, then the next sample
+    ++o;
+    if (++oc.w == g.out[2]) {
+      oc.w = 0;
+      if (++oc.h == g.out[1]) {
+        oc.h = 0;
+        if (++oc.d == g.out[0]) {
+          oc.d = 0;
+          o = 0;
+          ++b;
+        }
+      }
+    }
+  }
+  const int M = g.cin * g.taps;
+  CPETS_UNROLL
+  for (int co = 0; co < kNarrow; ++co)
+    if (co < g.cout) partial[(static_cast<int64_t>(split) * g.cout + co) * M + m] = acc[co];
 }
 
 }  // namespace cpets::kernels::cuda
