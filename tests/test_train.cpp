@@ -506,6 +506,10 @@ TEST_CASE("trainer: the same config and seed give bitwise identical losses, on 1
     CHECK(std::isnan(x.perceptual));
   }
   CHECK(same_tensors(a.model().state_dict(), b.model().state_dict()));
+  // Every parameter of both optimisers was updated at every step.
+  for (const auto& [name, _] : a.model().generator_parameters()) CHECK_MESSAGE(a.generator_optimizer().step_count(name) == 3, name);
+  for (const auto& [name, _] : a.model().discriminator_parameters())
+    CHECK_MESSAGE(a.discriminator_optimizer()->step_count(name) == 3, name);
   // Another seed trains another model.
   ThreadCount one(1);
   Trainer other(tiny_config({"train.seed=778"}));

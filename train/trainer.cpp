@@ -220,6 +220,12 @@ StepLosses Trainer::step() {
     if (obj.eps_pet) noise.eps_pet = model_->sample_noise(b, noise_);
     g_opt_->zero_grad();
     GeneratorLosses g = generator_objective(*model_, in, batch.pet, noise, obj, perceptual_.get(), &noise_);
+    if (!std::isfinite(g.total.item()))  // stop before a non-finite gradient reaches the weights
+      throw std::runtime_error("step " + std::to_string(state_.step + 1) + " (epoch " + std::to_string(batch.epoch) +
+                               ", batch " + std::to_string(batch.index) + "): the generator loss is " +
+                               std::to_string(g.total.item()) + " (PET L1 " + std::to_string(value_of(g.pet_l1)) +
+                               ", KL " + std::to_string(value_of(g.kl)) +
+                               "); resume from the last checkpoint with a lower train.lr");
     g.total.backward();
     g_opt_->step();
     out.g_total = value_of(g.total);
