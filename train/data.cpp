@@ -133,6 +133,10 @@ CohortSplits open_cohort(const DataConfig& cfg, const io::NormRanges* ranges) {
                              " sessions are missing under '" + dir.string() + "':" + list_lines(missing) +
                              "\n(remove those sessions from the table, or restore the files)");
 
+  const bool has_train = std::any_of(records.begin(), records.end(), [](const auto& r) { return r.split == "train"; });
+  if (!ranges && !has_train)
+    throw std::runtime_error("the training split of '" + dir.string() + "' has no " + cfg.tracer +
+                             " session, so there is nothing to fit the normalisation ranges on; the cohort is too small");
   CohortSplits out;
   out.tracer = cfg.tracer;
   out.cohort_dir = dir.string();
@@ -147,9 +151,6 @@ CohortSplits open_cohort(const DataConfig& cfg, const io::NormRanges* ranges) {
     part.push_back(std::move(s));
   }
   renormalise(out, out.ranges);
-  if (out.train.empty())
-    throw std::runtime_error("the training split of '" + dir.string() + "' has no " + cfg.tracer +
-                             " session; the cohort is too small to train on");
   return out;
 }
 

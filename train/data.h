@@ -66,9 +66,10 @@ struct CohortSplits {
 
 // Reads data.cohort/cohort.csv (pairs and splits it with data.split_seed) or data.paired_csv
 // (its split column is used as written), keeps the sessions of data.tracer, fits the ranges on
-// the training split — unless `ranges` is given (resume, inference: never refit) — and checks
-// that every image file exists. Throws std::runtime_error listing every missing image
-// (io::missing_images), or naming the tracer/split that came out empty.
+// the training split — unless `ranges` is given (resume, inference: never refit; the training
+// split may then be empty) — and checks that every image file exists. Throws
+// std::runtime_error listing every missing image (io::missing_images), or naming the tracer or
+// split that came out empty.
 CohortSplits open_cohort(const DataConfig& cfg, const io::NormRanges* ranges = nullptr);
 
 // Recomputes every session's csf/covariates with `ranges` (resume: the checkpoint's ranges win).
