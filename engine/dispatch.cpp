@@ -200,9 +200,11 @@ void sgemm_batched(Device d, bool trans_a, bool trans_b, int64_t batch, int64_t 
     if (gemm_backend() == GemmBackend::Cublas)
       kernels::cudnn::sgemm_batched(kernels::cuda::Precision::fp32_exact, trans_a, trans_b, batch, M, N, K, alpha, A,
                                     lda, stride_a, B, ldb, stride_b, beta, C, ldc, stride_c, cuda_stream());
-    else
+    else {
+      DeviceWorkspace ws(kg::sgemm_workspace_bytes(batch, M, N, K));
       kg::sgemm_batched(trans_a, trans_b, batch, M, N, K, alpha, A, lda, stride_a, B, ldb, stride_b, beta, C, ldc,
-                        stride_c, cuda_stream());
+                        stride_c, {ws.ptr(), ws.size}, cuda_stream());
+    }
     return;
   }
 #endif

@@ -1,7 +1,7 @@
 // Single-precision matrix products on raw row-major device pointers, with cpu::sgemm's contract
 // (op(A) M×K, op(B) K×N, leading dimensions, alpha/beta; beta == 0 overwrites C): a
-// shared-memory tiled SGEMM with FP32 FMA on the CUDA cores. Deterministic: each element of C is
-// one thread's sum in a fixed K order. The cuBLAS reference is kernels/cudnn/gemm.h; the engine
+// shared-memory tiled SGEMM with FP32 FMA on the CUDA cores, split over K (into shape-determined
+// chunks added in order) when C alone has too few tiles. Deterministic, no atomics. The cuBLAS reference is kernels/cudnn/gemm.h; the engine
 // picks one per run (engine/backend.h, family "gemm").
 #pragma once
 #include <cstdint>
@@ -11,8 +11,10 @@
 namespace cpets::kernels::cuda {
 
 // `batch` products C_i = alpha·op(A_i)·op(B_i) + beta·C_i, X_i = X + i·stride_x (stride 0 shares).
+// The workspace holds split-K partial tiles (long K, few tiles of C); 0 bytes otherwise.
+size_t sgemm_workspace_bytes(int64_t batch, int64_t M, int64_t N, int64_t K);
 void sgemm_batched(bool trans_a, bool trans_b, int64_t batch, int64_t M, int64_t N, int64_t K, float alpha,
                    const float* A, int64_t lda, int64_t stride_a, const float* B, int64_t ldb, int64_t stride_b,
-                   float beta, float* C, int64_t ldc, int64_t stride_c, cudaStream_t stream);
+                   float beta, float* C, int64_t ldc, int64_t stride_c, Workspace ws, cudaStream_t stream);
 
 }  // namespace cpets::kernels::cuda
