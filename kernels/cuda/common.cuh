@@ -37,8 +37,14 @@ inline void require(bool ok, const std::string& what) {
       ::cpets::kernels::cuda::detail::throw_cuda_error(cpets_err_, #call, __FILE__, __LINE__); \
   } while (0)
 
-// After a <<<...>>> launch: a bad configuration shows up in cudaGetLastError.
-#define CPETS_CUDA_CHECK_LAUNCH(kernel_name) CPETS_CUDA_CHECK(cudaGetLastError() /* launch of kernel_name */)
+// After a <<<...>>> launch: a bad configuration shows up in cudaGetLastError; the exception names
+// the kernel.
+#define CPETS_CUDA_CHECK_LAUNCH(kernel_name)                                                          \
+  do {                                                                                                \
+    cudaError_t cpets_err_ = cudaGetLastError();                                                      \
+    if (cpets_err_ != cudaSuccess)                                                                    \
+      ::cpets::kernels::cuda::detail::throw_cuda_error(cpets_err_, "launch of " #kernel_name, __FILE__, __LINE__); \
+  } while (0)
 
 #ifdef __CUDACC__
 #include <cuda_bf16.h>
