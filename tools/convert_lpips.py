@@ -1,8 +1,9 @@
 #!/usr/bin/python3
 """Converts the LPIPS-squeeze perceptual network's weights into the safetensors file that cpets
-loads (models/perceptual.h, load_lpips_squeeze; the config's perceptual weights path).
+loads (models/perceptual.h, load_lpips_squeeze): point the config's train.perceptual_weights at
+the output file.
 
-Two inputs, neither of which can ship with cpets (licences) nor be fetched by it:
+Two inputs, neither of which ships with cpets or can be fetched by it (it runs offline):
   --squeezenet  torchvision's ImageNet SqueezeNet 1.1, the file torchvision downloads for
                 squeezenet1_1(weights="IMAGENET1K_V1"):
                   https://download.pytorch.org/models/squeezenet1_1-b8a52dc0.pth
