@@ -51,6 +51,24 @@ std::string pad_right(const std::string& s, size_t width) {
   return w >= width ? s : s + std::string(width - w, ' ');
 }
 
+// Columns padded to their widest cell (display width, so "±" and "σ" count once), two-space indent.
+std::string format_table(const std::vector<std::vector<std::string>>& rows) {
+  std::vector<size_t> width;
+  for (const auto& row : rows)
+    for (size_t i = 0; i < row.size(); ++i) {
+      if (width.size() <= i) width.push_back(0);
+      width[i] = std::max(width[i], display_width(row[i]));
+    }
+  std::string out;
+  for (const auto& row : rows) {
+    std::string line = "  ";
+    for (size_t i = 0; i < row.size(); ++i) line += pad_right(row[i], width[i] + 3);
+    while (!line.empty() && line.back() == ' ') line.pop_back();
+    out += line + "\n";
+  }
+  return out;
+}
+
 std::string html_escape(const std::string& s) {
   std::string o;
   for (char c : s) {
@@ -200,15 +218,6 @@ int best_method(const std::vector<MethodSummary>& sums, const MetricDef& d) {
   return best;
 }
 
-std::string comparison_line(const Comparison& c, bool html) {
-  const MetricDef& d = metric_def(c.metric);
-  char buf[256];
-  std::snprintf(buf, sizeof buf, "%s: mean diff %s, t = %s, dof %.0f, p = %s; %s better in %d/%d",
-                d.label.c_str(), fmt(c.test.mean_diff, d.precision + 1).c_str(), fmt(c.test.t, 2).c_str(), c.test.dof,
-                fmt_p(c.test.p).c_str(), c.method_a.c_str(), c.a_better, c.n);
-  return html ? html_escape(buf) : std::string(buf);
-}
-
 }  // namespace
 
 // ---- montage ---------------------------------------------------------------------------------------
@@ -274,30 +283,33 @@ std::string text_summary(const Report& r) {
   bool any_corr = false;
   for (const auto& s : sums) {
     any_corr = any_corr || s.suvr_correlation.has_value();
-    corr.push_back(s.suvr_correlation ? fmt(s.suvr_correlation->r, 3) + " (p " + fmt_p(s.suvr_correlation->p) + ")" : "–");
+    corr.push_back(!s.suvr_correlation ? "–"
+                   : std::isnan(s.suvr_correlation->r) ? "– (constant)"
+                                                       : fmt(s.suvr_correlation->r, 3) + " (p " + fmt_p(s.suvr_correlation->p) + ")");
   }
   if (any_corr) rows.push_back(corr);
-  std::vector<size_t> width;
-  for (const auto& row : rows)
-    for (size_t i = 0; i < row.size(); ++i) {
-      if (width.size() <= i) width.push_back(0);
-      width[i] = std::max(width[i], display_width(row[i]));
-    }
-  for (const auto& row : rows) {
-    std::string line = "  ";
-    for (size_t i = 0; i < row.size(); ++i) line += pad_right(row[i], width[i] + 3);
-    while (!line.empty() && line.back() == ' ') line.pop_back();
-    o << line << "\n";
-  }
-  if (!r.comparisons.empty()) {
-    std::string last;
-    for (const auto& c : r.comparisons) {
-      const std::string pair = c.method_a + " vs " + c.method_b;
-      if (pair != last) o << "paired t-tests, " << pair << " (" << c.method_a << " − " << c.method_b << "):\n";
+  o << format_table(rows);
+  std::string last;
+  std::vector<std::vector<std::string>> trows;
+  auto flush = [&] {
+    if (!trows.empty()) o << format_table(trows);
+    trows.clear();
+  };
+  for (const auto& c : r.comparisons) {
+    const std::string pair = c.method_a + " vs " + c.method_b;
+    if (pair != last) {
+      flush();
+      o << pair << ", paired t-test on " << c.method_a << " − " << c.method_b << " (n = " << c.n << "):\n";
+      trows.push_back({"", "mean diff", "t", "p", c.method_a + " better"});
       last = pair;
-      o << "  " << comparison_line(c, false) << "\n";
     }
+    const MetricDef& d = metric_def(c.metric);
+    char diff[48];
+    std::snprintf(diff, sizeof diff, "%+.*f", d.precision + 1, c.test.mean_diff);
+    trows.push_back({d.label, std::isfinite(c.test.mean_diff) ? diff : fmt(c.test.mean_diff, 0), fmt(c.test.t, 2),
+                     fmt_p(c.test.p), std::to_string(c.a_better) + "/" + std::to_string(c.n)});
   }
+  flush();
   for (const auto& note : r.notes) o << "note: " << note << "\n";
   return o.str();
 }
@@ -393,7 +405,10 @@ std::string html_report(const Report& r) {
   if (any_corr) {
     o << "<tr><td>SUVR r (synthetic vs real)</td>";
     for (const auto& s : sums)
-      o << "<td>" << (s.suvr_correlation ? fmt(s.suvr_correlation->r, 3) + " (p " + fmt_p(s.suvr_correlation->p) + ")" : "–")
+      o << "<td>"
+        << (!s.suvr_correlation ? "–"
+            : std::isnan(s.suvr_correlation->r) ? "– (constant)"
+                                                : fmt(s.suvr_correlation->r, 3) + " (p " + fmt_p(s.suvr_correlation->p) + ")")
         << "</td>";
     o << "</tr>\n";
   }

@@ -130,7 +130,15 @@ int run(const Args& a) {
     const train::PreparedVolume t1 = train::prepare_volume(s.t1_path, volume);
     const train::PreparedVolume pet = train::prepare_volume(s.pet_path, volume);
     std::optional<eval::Atlas> here;
-    if (atlas) here = eval::atlas_on_grid(*atlas, pet.volume.shape, pet.volume.affine);
+    if (atlas) {
+      try {
+        here = eval::atlas_on_grid(*atlas, pet.volume.shape, pet.volume.affine);
+      } catch (const std::invalid_argument& e) {  // e.g. the model volume crops the reference region away
+        std::fprintf(stderr, "warning: no SUVR metrics: the atlas does not fit the model grid %s: %s\n",
+                     fmt_shape(volume).c_str(), e.what());
+        atlas.reset();
+      }
+    }
     const eval::TabularInputs tab = eval::tabular_inputs(s.record, bundle.ranges, bundle.tracer);
     std::vector<io::Volume> outputs;
     for (const auto& syn : synths) outputs.push_back(syn.synthesise(t1.volume, tab));
@@ -174,7 +182,7 @@ int run(const Args& a) {
                   {"cohort", a.cohort},
                   {"split", a.split + " (" + std::to_string(sessions.size()) + " sessions, split seed " +
                                 std::to_string(cfg.split_seed) + ")"},
-                  {"atlas", atlas ? atlas->source : "none (no SUVR metrics)"},
+                  {"atlas", atlas ? atlas->source : atlas_path.empty() ? "none (no SUVR metrics)" : "unusable on the model grid (no SUVR metrics)"},
                   {"time", std::to_string(int(seconds + 0.5)) + " s"}};
   report.notes.push_back("Metrics on the model grid " + fmt_shape(volume) +
                          ": real PET divided by its maximum and padded/cropped as in training; synthetic PET as the "

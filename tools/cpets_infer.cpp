@@ -181,7 +181,13 @@ Outcome run_job(const Job& job, const eval::Synthesiser& syn, const train::Infer
   const auto& volume = b.model_config.volume;
   const train::PreparedVolume t1 = train::prepare_volume(job.t1_path, volume);
   std::optional<eval::Atlas> atlas_here;
-  if (native_atlas) atlas_here = eval::atlas_on_grid(*native_atlas, t1.volume.shape, t1.volume.affine);
+  if (native_atlas) {
+    try {
+      atlas_here = eval::atlas_on_grid(*native_atlas, t1.volume.shape, t1.volume.affine);
+    } catch (const std::invalid_argument& e) {  // e.g. the model volume crops the reference region away
+      std::fprintf(stderr, "warning: %s: no SUVR: the atlas does not fit the model grid: %s\n", job.label.c_str(), e.what());
+    }
+  }
   const eval::Atlas* atlas = atlas_here ? &*atlas_here : nullptr;
   const eval::TabularInputs tab = eval::tabular_inputs(job.record, b.ranges, b.tracer);
   const models::Latent s = syn.abduct(t1.volume, tab.covariates);  // S, abducted once
