@@ -95,8 +95,12 @@ void emulate_implicit_gemm(const Op& op, Precision p, int64_t max_rows, int laye
         using BState = decltype(op.b_fixed(0, 0));
         std::vector<AState> a_state(kThreads);
         std::vector<BState> b_state(kThreads);
+        std::vector<ChannelTap> a_cursor(kThreads, ChannelTap{0, 0});
         for (int tid = 0; tid < kThreads; ++tid) {
-          if (!Op::a_kfast) a_state[tid] = op.a_fixed(m0 + a_slot(false, tid, 0).index, z);
+          if constexpr (!Op::a_kfast) {
+            a_state[tid] = op.a_fixed(m0 + a_slot(false, tid, 0).index, z);
+            a_cursor[tid] = start_channel_tap(k_begin + a_slot(false, tid, 0).k, op.a_taps(a_state[tid]));
+          }
           if (!Op::b_kfast) b_state[tid] = op.b_fixed(n0 + b_slot(false, tid, 0).index, z);
         }
         // acc[m][n] of the tile; the fp32 threads and the mma warps both accumulate per element in
@@ -110,8 +114,19 @@ void emulate_implicit_gemm(const Op& op, Precision p, int64_t max_rows, int laye
             }
             for (int j = 0; j < kAPerThread; ++j) {
               TileSlot e = a_slot(Op::a_kfast, tid, j);
-              float v = Op::a_kfast ? op.a_load(a_state[tid], m0 + e.index, taps.data())
-                                    : (k0 + e.k < k_end ? op.a_load(a_state[tid], k0 + e.k, taps.data()) : 0.f);
+              float v = 0.f;
+              if constexpr (Op::a_kfast) {
+                v = op.a_load(a_state[tid], m0 + e.index, taps.data());
+              } else {
+                if (k0 + e.k < k_end) {
+                  // The stepped cursor must name the same (channel, tap) as dividing k would.
+                  ChannelTap direct = split_channel_tap(k0 + e.k, op.a_taps(a_state[tid]));
+                  REQUIRE(direct.channel == a_cursor[tid].channel);
+                  REQUIRE(direct.tap == a_cursor[tid].tap);
+                  v = op.a_load_at(a_state[tid], a_cursor[tid], taps.data());
+                }
+                advance_channel_tap(a_cursor[tid], kThreads / kBM, op.a_taps(a_state[tid]));
+              }
               As[e.k * kALd + e.index] = round_operand(p, v);
             }
             if (Op::b_kfast) {

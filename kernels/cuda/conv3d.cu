@@ -154,7 +154,11 @@ __global__ void __launch_bounds__(kThreads) implicit_gemm(Op op, int k_chunk) {
   // once per K step (every slot of a thread shares one k).
   decltype(op.a_fixed(0, 0)) a_state{};
   decltype(op.b_fixed(0, 0)) b_state{};
-  if constexpr (!Op::a_kfast) a_state = op.a_fixed(m0 + a_slot(false, tid, 0).index, z);
+  ChannelTap a_cursor{0, 0};  // row-fast: (channel, tap) of the thread's next k, stepped without divisions
+  if constexpr (!Op::a_kfast) {
+    a_state = op.a_fixed(m0 + a_slot(false, tid, 0).index, z);
+    a_cursor = start_channel_tap(k_begin + a_slot(false, tid, 0).k, op.a_taps(a_state));
+  }
   if constexpr (!Op::b_kfast) b_state = op.b_fixed(n0 + b_slot(false, tid, 0).index, z);
 
   float a_reg[kAPerThread], b_reg[kBPerThread];
@@ -168,8 +172,10 @@ __global__ void __launch_bounds__(kThreads) implicit_gemm(Op op, int k_chunk) {
       TileSlot e = a_slot(Op::a_kfast, tid, j);
       if constexpr (Op::a_kfast)
         a_reg[j] = op.a_load(a_state, m0 + e.index, taps);
-      else
-        a_reg[j] = k0 + e.k < k_end ? op.a_load(a_state, k0 + e.k, taps) : 0.f;
+      else {
+        a_reg[j] = k0 + e.k < k_end ? op.a_load_at(a_state, a_cursor, taps) : 0.f;
+        advance_channel_tap(a_cursor, kThreads / kBM, op.a_taps(a_state));  // the next slot's k
+      }
     }
     if constexpr (Op::b_kfast) {
       int k = k0 + b_slot(true, tid, 0).k;

@@ -52,6 +52,18 @@ CPETS_HD ChannelTap split_channel_tap(int k, int taps) {
   return {c, k - c * taps};
 }
 
+// Steps (channel, tap) by `step` reduction indices without dividing: the row-fast gathers walk
+// their k in fixed steps. taps ≤ 0 (an empty phase) leaves it alone.
+CPETS_HD void advance_channel_tap(ChannelTap& c, int step, int taps) {
+  if (taps <= 0) return;
+  c.tap += step;
+  while (c.tap >= taps) {
+    c.tap -= taps;
+    ++c.channel;
+  }
+}
+CPETS_HD ChannelTap start_channel_tap(int k, int taps) { return taps > 0 ? split_channel_tap(k, taps) : ChannelTap{0, 0}; }
+
 // Forward (and weight-gradient) gather: the input coordinate under tap (0,0,0) of output voxel o.
 CPETS_HD Coord3 forward_origin(const ConvGeom& g, Coord3 o) {
   return {o.d * g.stride[0] - g.pad[0], o.h * g.stride[1] - g.pad[1], o.w * g.stride[2] - g.pad[2]};

@@ -227,7 +227,12 @@ struct ForwardOp {
   }
   CPETS_HD float a_load(const ARow& r, int k, const Coord3* taps) const {
     if (!r.valid || k >= K) return 0.f;
-    ChannelTap ct = split_channel_tap(k, g.taps);
+    return a_load_at(r, split_channel_tap(k, g.taps), taps);
+  }
+  // Row-fast walk: the caller keeps (channel, tap) of its k and steps it (advance_channel_tap).
+  CPETS_HD int a_taps(const ARow&) const { return g.taps; }
+  CPETS_HD float a_load_at(const ARow& r, ChannelTap ct, const Coord3* taps) const {
+    if (!r.valid) return 0.f;
     int src = forward_source(g, r.origin, taps[ct.tap]);
     return src < 0 ? 0.f : CPETS_LDG(r.base + static_cast<int64_t>(ct.channel) * g.in_vox + src);
   }
@@ -273,7 +278,11 @@ struct BackwardDataOp {
   }
   CPETS_HD float a_load(const ARow& r, int k, const Coord3* taps) const {
     if (!r.valid || k >= g.cout * r.taps) return 0.f;
-    ChannelTap ct = split_channel_tap(k, r.taps);
+    return a_load_at(r, split_channel_tap(k, r.taps), taps);
+  }
+  CPETS_HD int a_taps(const ARow& r) const { return r.taps; }
+  CPETS_HD float a_load_at(const ARow& r, ChannelTap ct, const Coord3* taps) const {
+    if (!r.valid) return 0.f;
     int src = backward_data_source(g, r.origin, taps[ct.tap]);
     return src < 0 ? 0.f : CPETS_LDG(r.base + static_cast<int64_t>(ct.channel) * g.out_vox + src);
   }
