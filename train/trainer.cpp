@@ -351,6 +351,11 @@ void Trainer::run(const RunOptions& opt) {
      << t.batch_size << " per epoch), " << val_set_->size() << " validation sessions; steps " << state_.step << " → "
      << total << "\n";
 
+  if (state_.step >= total) {
+    os << "nothing to do: the run is at step " << state_.step << " and the limit (--max-steps / train.epochs) is "
+       << total << "\n";
+    return;
+  }
   ProgressLine progress(os, state_.step, total, opt.progress, std::max<int64_t>(1, total / 20));
   int64_t last_saved = -1, last_validated = -1;
   auto validate_and_report = [&](const std::string& when) {
