@@ -96,6 +96,9 @@ void emulate_implicit_gemm(const Op& op, Precision p, int64_t max_rows, int laye
         std::vector<AState> a_state(kThreads);
         std::vector<BState> b_state(kThreads);
         std::vector<ChannelTap> a_cursor(kThreads, ChannelTap{0, 0});
+        std::vector<typename ARowInfoOf<Op>::type> a_rows(kBM);
+        if constexpr (Op::a_kfast)
+          for (int i = 0; i < kBM; ++i) a_rows[i] = op.a_row_info(m0 + i, taps.data());
         for (int tid = 0; tid < kThreads; ++tid) {
           if constexpr (!Op::a_kfast) {
             a_state[tid] = op.a_fixed(m0 + a_slot(false, tid, 0).index, z);
@@ -116,7 +119,8 @@ void emulate_implicit_gemm(const Op& op, Precision p, int64_t max_rows, int laye
               TileSlot e = a_slot(Op::a_kfast, tid, j);
               float v = 0.f;
               if constexpr (Op::a_kfast) {
-                v = op.a_load(a_state[tid], m0 + e.index, taps.data());
+                v = op.a_load_row(a_state[tid], a_rows[e.index]);
+                REQUIRE(v == op.a_load(a_state[tid], m0 + e.index, taps.data()));  // same element
               } else {
                 if (k0 + e.k < k_end) {
                   // The stepped cursor must name the same (channel, tap) as dividing k would.

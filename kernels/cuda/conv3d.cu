@@ -146,6 +146,11 @@ __global__ void __launch_bounds__(kThreads) implicit_gemm(Op op, int k_chunk) {
   __syncthreads();
 
   const int m0 = blockIdx.x * kBM, n0 = blockIdx.y * kBN;
+  __shared__ typename ARowInfoOf<Op>::type a_rows[kBM];  // k-fast A: per-row gather info
+  if constexpr (Op::a_kfast) {
+    for (int i = tid; i < kBM; i += kThreads) a_rows[i] = op.a_row_info(m0 + i, taps);
+    __syncthreads();
+  }
   const int rows = op.rows(z), K = op.reduction(z);
   const int k_begin = Op::split_k ? z * k_chunk : 0;
   const int k_end = Op::split_k ? min(K, k_begin + k_chunk) : K;
@@ -171,7 +176,7 @@ __global__ void __launch_bounds__(kThreads) implicit_gemm(Op op, int k_chunk) {
     for (int j = 0; j < kAPerThread; ++j) {
       TileSlot e = a_slot(Op::a_kfast, tid, j);
       if constexpr (Op::a_kfast)
-        a_reg[j] = op.a_load(a_state, m0 + e.index, taps);
+        a_reg[j] = op.a_load_row(a_state, a_rows[e.index]);
       else {
         a_reg[j] = k0 + e.k < k_end ? op.a_load_at(a_state, a_cursor, taps) : 0.f;
         advance_channel_tap(a_cursor, kThreads / kBM, op.a_taps(a_state));  // the next slot's k

@@ -93,6 +93,16 @@ inline SplitK weight_split_plan(const ConvGeom& g) {
   return plan_split_k(K, ((M + kBM - 1) / kBM) * ((N + kBN - 1) / kBN), kBK, kTargetBlocks, 64, 8);
 }
 
+// The shared per-row gather info of k-fast A operands (a placeholder for the others).
+template <class Op, bool = Op::a_kfast>
+struct ARowInfoOf {
+  using type = char;
+};
+template <class Op>
+struct ARowInfoOf<Op, true> {
+  using type = typename Op::ARowInfo;
+};
+
 // ---- narrow direct kernels, per thread -----------------------------------------------------------
 
 // y[b, ·, voxel] for output row m = (b, voxel), every output channel (Cout ≤ kNarrow).
@@ -336,6 +346,22 @@ struct BackwardWeightOp {
     ChannelTap ct = split_channel_tap(m, g.taps);
     int src = forward_source(g, p.origin, taps[ct.tap]);
     return src < 0 ? 0.f : CPETS_LDG(p.base + static_cast<int64_t>(ct.channel) * g.in_vox + src);
+  }
+  // The k-fast rows of a block never change, so what row m = (ci, tap) adds to the gather is
+  // worked out once per block into shared memory (offset < 0: a row past M).
+  struct ARowInfo {
+    int64_t offset;  // ci · D·H·W
+    Coord3 tap;
+  };
+  CPETS_HD ARowInfo a_row_info(int m, const Coord3* taps) const {
+    if (m >= M) return {-1, {0, 0, 0}};
+    ChannelTap ct = split_channel_tap(m, g.taps);
+    return {static_cast<int64_t>(ct.channel) * g.in_vox, taps[ct.tap]};
+  }
+  CPETS_HD float a_load_row(const APos& p, const ARowInfo& r) const {
+    if (!p.valid || r.offset < 0) return 0.f;
+    int src = forward_source(g, p.origin, r.tap);
+    return src < 0 ? 0.f : CPETS_LDG(p.base + r.offset + src);
   }
   CPETS_HD const float* b_fixed(int k, int) const {
     if (k < 0 || k >= K) return nullptr;
