@@ -361,6 +361,7 @@ void Trainer::run(const RunOptions& opt) {
   auto validate_and_report = [&](const std::string& when) {
     const ValidationResult v = validate();
     last_validated = state_.step;
+    state_.last_validation = v.to_json();
     write_log(v.to_json());
     progress.message("validation " + when + ": L1 " + fixed(v.l1) + "  PSNR " + fixed(v.psnr, 2) + " dB  SSIM " +
                      fixed(v.ssim) + "  (" + std::to_string(v.sessions) + " sessions, " + fixed(v.seconds, 1) + " s)");
