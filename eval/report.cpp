@@ -122,7 +122,7 @@ Axis nice_axis(double lo, double hi) {
 // A scatter/line plot: one colour per series, points (and lines when `lines`), axis ticks,
 // an optional identity line, a legend.
 std::string svg_plot(const std::vector<Series>& series, const std::string& xlabel, const std::string& ylabel,
-                     bool lines, bool identity) {
+                     bool lines, bool identity, bool integer_x = false) {
   const double W = 640, H = 300, ml = 64, mr = 150, mt = 14, mb = 44;
   double xlo = INFINITY, xhi = -INFINITY, ylo = INFINITY, yhi = -INFINITY;
   for (const auto& s : series)
@@ -142,9 +142,16 @@ std::string svg_plot(const std::vector<Series>& series, const std::string& xlabe
     << ' ' << H << "\" font-family=\"sans-serif\" font-size=\"11\">\n";
   o << "<rect x=\"" << ml << "\" y=\"" << mt << "\" width=\"" << W - ml - mr << "\" height=\"" << H - mt - mb
     << "\" fill=\"#fafafa\" stroke=\"#999\"/>\n";
+  if (integer_x) {  // session numbers: a tick at each integer, thinned to at most ~12 labels
+    const int64_t first = int64_t(std::ceil(ax.lo)), last = int64_t(std::floor(ax.hi));
+    const int64_t step = std::max<int64_t>(1, (last - first + 1 + 11) / 12);
+    for (int64_t v = first; v <= last; v += step)
+      o << "<text x=\"" << px(double(v)) << "\" y=\"" << H - mb + 14 << "\" text-anchor=\"middle\">" << v << "</text>\n";
+  }
   for (int i = 0; i <= 4; ++i) {
     const double xv = ax.lo + (ax.hi - ax.lo) * i / 4, yv = ay.lo + (ay.hi - ay.lo) * i / 4;
-    o << "<text x=\"" << px(xv) << "\" y=\"" << H - mb + 14 << "\" text-anchor=\"middle\">" << fmt(xv, 3) << "</text>\n";
+    if (!integer_x)
+      o << "<text x=\"" << px(xv) << "\" y=\"" << H - mb + 14 << "\" text-anchor=\"middle\">" << fmt(xv, 3) << "</text>\n";
     o << "<text x=\"" << ml - 4 << "\" y=\"" << py(yv) + 4 << "\" text-anchor=\"end\">" << fmt(yv, 3) << "</text>\n";
     o << "<line x1=\"" << ml << "\" x2=\"" << W - mr << "\" y1=\"" << py(yv) << "\" y2=\"" << py(yv)
       << "\" stroke=\"#e4e4e4\"/>\n";
@@ -181,7 +188,7 @@ std::string per_session_plot(const Report& r, const std::string& key) {
     for (size_t i = 0; i < s.y.size(); ++i) s.x.push_back(double(i + 1));
     series.push_back(std::move(s));
   }
-  return svg_plot(series, "test session", metric_def(key).label, true, false);
+  return svg_plot(series, "test session", metric_def(key).label, true, false, true);
 }
 
 std::string suvr_plot(const Report& r) {

@@ -105,8 +105,14 @@ TEST_CASE("evaluation: a session's metrics are the metric functions' values; SUV
   CHECK(r.metrics.at("suvr_error") == doctest::Approx(std::fabs(sr - ss)));
   CHECK(r.roi_real[0] == doctest::Approx(sr));  // FC = cortex in this atlas
   CHECK(ms_ssim_protocol({10, 12, 14}, ssim_small(), opt).find("not computed") == 0);
-  CHECK(ms_ssim_protocol({48, 64, 48}, ssim_small(), {}) == "zero-padded to 48×80×80");
+  EvalOptions pad;
+  pad.pad_small_ms_ssim = true;
+  CHECK(ms_ssim_protocol({48, 64, 48}, ssim_small(), pad) == "zero-padded to 48×80×80");
+  CHECK(ms_ssim_protocol({48, 64, 48}, ssim_small(), {}).find("not computed") == 0);
   CHECK(ms_ssim_protocol({96, 128, 96}, ssim_small(), {}) == "native");
+  // With padding switched on, a small volume gets the padded value.
+  const SessionResult padded = evaluate_session(real, syn, &atlas, pad);
+  CHECK(padded.metrics.at("ms_ssim_s05") == ms_ssim3d_padded(syn, real, ssim_small()).value);
 
   // A synthetic PET that is empty in the reference region: SUVR NaN, not an exception.
   const SessionResult z = evaluate_session(real, io::make_volume(real.shape), &atlas, opt);

@@ -5,11 +5,11 @@
 // Methods: "trained" (the checkpoint, ε = 0), "untrained" (--untrained: the same config and
 // seed at step 0, i.e. the weights training started from) and "mean-PET" (the voxel-wise mean of
 // the training split's PET volumes, the trivial baseline). Per session: MAE, PSNR (data range 1),
-// SSIM with σ 1.5 and σ 0.5, MS-SSIM with both (zero-padded when the volume is too small, see
-// eval/metrics.h), cortical SUVR error and six-ROI SUVR from the cohort's atlas. Prints
-// mean ± std per method, the correlation of synthetic with real cortical SUVR, paired t-tests of
-// trained against the baselines and how often trained wins; writes OUT/report.html,
-// OUT/metrics.json and OUT/montage/*.png.
+// SSIM with σ 1.5 and σ 0.5, MS-SSIM with both where the volume is large enough for it (or
+// zero-padded with --pad-ms-ssim, see eval/metrics.h), cortical SUVR error and six-ROI SUVR from
+// the cohort's atlas. Prints mean ± std per method, the correlation of synthetic with real
+// cortical SUVR, paired t-tests of trained against the baselines and how often trained wins;
+// writes OUT/report.html, OUT/metrics.json and OUT/montage/*.png.
 //
 // Metrics are computed on the model grid (the volumes as training sees them: each divided by its
 // maximum and padded/cropped to the model volume), whole volume, no masking.
@@ -45,7 +45,7 @@ struct UsageError : std::invalid_argument {
 
 struct Args {
   std::string checkpoint, cohort, split = "test", out, atlas;
-  bool untrained = false, no_mean_pet = false, no_ms_ssim_padding = false, quiet = false;
+  bool untrained = false, no_mean_pet = false, pad_ms_ssim = false, no_ms_ssim = false, quiet = false;
   int montages = 3, threads = 0, max_sessions = 0;
 };
 
@@ -120,7 +120,8 @@ int run(const Args& a) {
   }
 
   eval::EvalOptions eo;
-  eo.pad_small_ms_ssim = !a.no_ms_ssim_padding;
+  eo.pad_small_ms_ssim = a.pad_ms_ssim;
+  eo.ms_ssim = !a.no_ms_ssim;
   const fs::path out(a.out);
   std::vector<eval::Synthesiser> synths;
   for (const auto& [name, m] : models) synths.emplace_back(m);
@@ -219,8 +220,10 @@ int main(int argc, char** argv) {
   app.add_option("--atlas", a.atlas, "atlas for SUVR (regions.json or its folder); default: the cohort's atlas/");
   app.add_flag("--untrained", a.untrained, "also evaluate the same model at step 0 (same config and seed)");
   app.add_flag("--no-mean-pet", a.no_mean_pet, "leave out the mean-training-PET baseline");
-  app.add_flag("--no-ms-ssim-padding", a.no_ms_ssim_padding,
-               "leave MS-SSIM out where the volume is too small instead of zero-padding it");
+  app.add_flag("--pad-ms-ssim", a.pad_ms_ssim,
+               "where the volume is too small for MS-SSIM, zero-pad it to the smallest legal shape (the reference "
+               "metrics.py protocol) instead of leaving MS-SSIM out");
+  app.add_flag("--no-ms-ssim", a.no_ms_ssim, "skip MS-SSIM altogether");
   app.add_option("--montages", a.montages, "how many sessions get a montage (default 3)");
   app.add_option("--max-sessions", a.max_sessions, "evaluate only the first N sessions of the split (0 = all)")
       ->check(CLI::NonNegativeNumber);

@@ -74,7 +74,7 @@ check "APOE4 = 3 exits 2" test $? -eq 2
 
 # ---- cpets-eval ----
 run "$work/eval.log" "$bin/cpets-eval" --checkpoint "$work/run" --cohort "$work/cohort" --out "$work/eval" \
-  --untrained --montages 1 --quiet
+  --untrained --montages 1 --quiet --pad-ms-ssim
 check "eval exits 0" test $? -eq 0
 check "eval writes report.html, metrics.json and a montage" \
   bash -c "test -f $work/eval/report.html -a -f $work/eval/metrics.json && ls $work/eval/montage/*.png > /dev/null"
@@ -83,6 +83,11 @@ check "eval prints the paired t-tests against mean-PET" contains "$work/eval.log
 check "the HTML holds the table, plots and montage" \
   bash -c "grep -q 'MS-SSIM' $work/eval/report.html && grep -q '<svg' $work/eval/report.html && grep -q 'montage/' $work/eval/report.html"
 check "metrics.json holds comparisons" contains "$work/eval/metrics.json" '"comparisons"'
+check "--pad-ms-ssim gives MS-SSIM on the small demo grid" contains "$work/eval/metrics.json" '"ms_ssim_s05"'
+run "$work/eval2.log" "$bin/cpets-eval" --checkpoint "$work/run" --cohort "$work/cohort" --out "$work/eval2" \
+  --no-mean-pet --montages 0 --quiet
+check "without padding, MS-SSIM is left out on the demo grid and the note says why" \
+  bash -c "! grep -q '\"ms_ssim' $work/eval2/metrics.json && grep -q 'MS-SSIM σ0.5 (window 5): not computed' $work/eval2.log"
 run "$work/bad8.log" "$bin/cpets-eval" --checkpoint "$work/run" --cohort "$work/cohort" --out "$work/x" --split nope
 check "eval with a bad split exits 2" test $? -eq 2
 run "$work/bad9.log" "$bin/cpets-eval" --checkpoint "$work/run" --cohort "$work/nocohort" --out "$work/x"
