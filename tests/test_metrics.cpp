@@ -2,6 +2,7 @@
 // tools/make_metric_fixtures.py), a naive SSIM written here, analytic cases and hand-made atlases.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -16,7 +17,9 @@
 #include "eval/stats.h"
 #include "eval/suvr.h"
 #include "gradcheck.h"
+#include "io/cohort.h"
 #include "io/nifti.h"
+#include "io/phantom.h"
 
 using namespace cpets;
 using namespace cpets::eval;
@@ -382,5 +385,37 @@ TEST_CASE("suvr: load_atlas reads the phantom's regions.json layout; atlas_on_gr
   for (int r = 0; r < 3; ++r) fine[r][3] = -0.75;  // voxel centres of the fine grid inside the coarse ones
   const Atlas b = atlas_on_grid(a, {12, 16, 20}, fine);
   CHECK(b.voxels.at("cerebellar_cortex").size() == 8 * a.voxels.at("cerebellar_cortex").size());
+  fs::remove_all(dir);
+}
+
+TEST_CASE("suvr: on a phantom cohort, SUVR from the written atlas and PET matches the generator's truth") {
+  // The phantom computes its SUVRs on the noise-free PET with its own code (io/phantom_render.cpp);
+  // ours reads atlas/regions.json + labels.nii.gz and the noisy, masked, max-normalised PET files.
+  const fs::path dir = fs::temp_directory_path() / ("cpets_test_suvr_phantom_" + std::to_string(::getpid()));
+  io::phantom::Options opt;
+  opt.out_dir = dir.string();
+  opt.subjects = 3;
+  opt.seed = 11;
+  opt.progress = false;
+  io::phantom::generate_cohort(opt);
+  const Atlas atlas = load_atlas(dir.string());
+  CHECK(atlas.has_six_rois());
+  const io::CsvTable truth = io::read_csv((dir / "truth.csv").string());
+  auto col = [&](const std::string& name) {
+    const auto it = std::find(truth.header.begin(), truth.header.end(), name);
+    REQUIRE(it != truth.header.end());
+    return size_t(it - truth.header.begin());
+  };
+  int checked = 0;
+  for (const auto& row : truth.rows) {
+    const fs::path pet = dir / "pet" / row[col("Subject")] / row[col("PET_date")] / "av45.nii.gz";
+    const Suvr s = compute_suvr(io::read_nifti(pet.string()), atlas);
+    CAPTURE(pet.string());
+    CHECK(s.cortical == doctest::Approx(std::stod(row[col("SUVR_av45")])).epsilon(0.01));
+    for (size_t k = 0; k < six_rois().size(); ++k)
+      CHECK(s.roi[k] == doctest::Approx(std::stod(row[col("SUVR_av45_" + six_rois()[k])])).epsilon(0.02));
+    ++checked;
+  }
+  CHECK(checked >= 3);
   fs::remove_all(dir);
 }
