@@ -95,7 +95,7 @@ void emulate_implicit_gemm(const Op& op, Precision p, int64_t max_rows, int laye
         using BState = decltype(op.b_fixed(0, 0));
         std::vector<AState> a_state(kThreads);
         std::vector<BState> b_state(kThreads);
-        std::vector<ChannelTap> a_cursor(kThreads, ChannelTap{0, 0});
+        std::vector<ChannelTap> a_cursor(kThreads, ChannelTap{0, 0}), b_cursor(kThreads, ChannelTap{0, 0});
         std::vector<typename ARowInfoOf<Op>::type> a_rows(kBM);
         if constexpr (Op::a_kfast)
           for (int i = 0; i < kBM; ++i) a_rows[i] = op.a_row_info(m0 + i, taps.data());
@@ -104,7 +104,9 @@ void emulate_implicit_gemm(const Op& op, Precision p, int64_t max_rows, int laye
             a_state[tid] = op.a_fixed(m0 + a_slot(false, tid, 0).index, z);
             a_cursor[tid] = start_channel_tap(k_begin + a_slot(false, tid, 0).k, op.a_taps(a_state[tid]));
           }
-          if (!Op::b_kfast) b_state[tid] = op.b_fixed(n0 + b_slot(false, tid, 0).index, z);
+          if constexpr (!Op::b_kfast) b_state[tid] = op.b_fixed(n0 + b_slot(false, tid, 0).index, z);
+          if constexpr (!Op::b_kfast && Op::b_walk)
+            b_cursor[tid] = start_channel_tap(k_begin + b_slot(false, tid, 0).k, op.b_taps(b_state[tid]));
         }
         // acc[m][n] of the tile; the fp32 threads and the mma warps both accumulate per element in
         // k order, the tensor cores in steps of 8 (tf32) or 16 (bf16) products.
@@ -139,8 +141,18 @@ void emulate_implicit_gemm(const Op& op, Precision p, int64_t max_rows, int laye
             }
             for (int j = 0; j < kBPerThread; ++j) {
               TileSlot e = b_slot(Op::b_kfast, tid, j);
-              float v = Op::b_kfast ? op.b_load(b_state[tid], n0 + e.index, taps.data())
-                                    : (k0 + e.k < k_end ? op.b_load(b_state[tid], k0 + e.k, taps.data()) : 0.f);
+              float v = 0.f;
+              if constexpr (Op::b_kfast) {
+                v = op.b_load(b_state[tid], n0 + e.index, taps.data());
+              } else if constexpr (!Op::b_walk) {
+                if (k0 + e.k < k_end) v = op.b_load(b_state[tid], k0 + e.k, taps.data());
+              } else {
+                if (k0 + e.k < k_end) {
+                  v = op.b_load_at(b_state[tid], b_cursor[tid], taps.data());
+                  REQUIRE(v == op.b_load(b_state[tid], k0 + e.k, taps.data()));  // same element
+                }
+                advance_channel_tap(b_cursor[tid], kThreads / kBN, op.b_taps(b_state[tid]));
+              }
               Bs[e.k * kBLd + e.index] = round_operand(p, v);
             }
           }
@@ -277,7 +289,7 @@ EmulatedConv emulate_conv(const cpu::Conv3dShape& s, Precision p, const std::vec
       for (int t = 0; t < g.taps; ++t)
         wt2[(int64_t(co) * g.taps + t) * g.cin + ci] = w[(int64_t(co) * g.cin + ci) * g.taps + t];
   e.dx.assign(x.size(), NAN);
-  BackwardDataOp bwd{g, dy.data(), wt2.data(), e.dx.data(), g.cin};
+  const BackwardDataOp bwd = BackwardDataOp::make(g, dy.data(), wt2.data(), e.dx.data());
   emulate_implicit_gemm(bwd, p, int64_t(g.batch) * data_phase_max_voxels(g), data_phase_count(g), 0);
   // backward weight: split-K partials, then summed in split order, as sum_splits
   SplitK plan = weight_split_plan(g);

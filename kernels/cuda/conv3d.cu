@@ -133,10 +133,11 @@ __device__ __forceinline__ void store_tile(const Op& op, const Accumulators<P>& 
   }
 }
 
+// At most 80 registers so that 3 blocks (24 warps) share an SM: the gathers need latency hiding.
 // C tile (blockIdx.x, blockIdx.y) of layer blockIdx.z: for split-K policies the K chunk z of
 // length k_chunk, otherwise the whole reduction of problem z.
 template <Precision P, class Op>
-__global__ void __launch_bounds__(kThreads) implicit_gemm(Op op, int k_chunk) {
+__global__ void __launch_bounds__(kThreads, 3) implicit_gemm(Op op, int k_chunk) {
   __shared__ __align__(16) float As[2][kBK][kALd];
   __shared__ __align__(16) float Bs[2][kBK][kBLd];
   __shared__ Coord3 taps[kMaxTaps];
@@ -164,7 +165,10 @@ __global__ void __launch_bounds__(kThreads) implicit_gemm(Op op, int k_chunk) {
     a_state = op.a_fixed(m0 + a_slot(false, tid, 0).index, z);
     a_cursor = start_channel_tap(k_begin + a_slot(false, tid, 0).k, op.a_taps(a_state));
   }
+  ChannelTap b_cursor{0, 0};  // column-fast B of policies with b_walk: the same walk
   if constexpr (!Op::b_kfast) b_state = op.b_fixed(n0 + b_slot(false, tid, 0).index, z);
+  if constexpr (!Op::b_kfast && Op::b_walk)
+    b_cursor = start_channel_tap(k_begin + b_slot(false, tid, 0).k, op.b_taps(b_state));
 
   float a_reg[kAPerThread], b_reg[kBPerThread];
   auto load = [&](int k0) {
@@ -191,8 +195,12 @@ __global__ void __launch_bounds__(kThreads) implicit_gemm(Op op, int k_chunk) {
       TileSlot e = b_slot(Op::b_kfast, tid, j);
       if constexpr (Op::b_kfast)
         b_reg[j] = op.b_load(b_state, n0 + e.index, taps);
-      else
+      else if constexpr (!Op::b_walk)
         b_reg[j] = k0 + e.k < k_end ? op.b_load(b_state, k0 + e.k, taps) : 0.f;
+      else {
+        b_reg[j] = k0 + e.k < k_end ? op.b_load_at(b_state, b_cursor, taps) : 0.f;
+        advance_channel_tap(b_cursor, kThreads / kBN, op.b_taps(b_state));
+      }
     }
   };
   auto store = [&](int buf) {
@@ -405,7 +413,7 @@ void conv3d_backward_data(const Conv3dShape& s, Precision p, const float* dy, co
       w, wt, g.cout, g.cin, g.taps);
   CPETS_CUDA_CHECK_LAUNCH(transpose_weight_backward_data);
   // One GEMM layer per output phase (stride 1: one layer); the largest phase sets the grid.
-  BackwardDataOp op{g, dy, wt, dx, g.cin};
+  const BackwardDataOp op = BackwardDataOp::make(g, dy, wt, dx);
   launch_gemm(p, op, int64_t{g.batch} * data_phase_max_voxels(g), data_phase_count(g), 0, stream);
 }
 

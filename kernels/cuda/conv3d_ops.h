@@ -212,6 +212,7 @@ namespace cpets::kernels::cuda {
 // (K, Cout) in the workspace; C → y[b, co, voxel] + bias.
 struct ForwardOp {
   static constexpr bool a_kfast = false, b_kfast = false, split_k = false;
+  static constexpr bool b_walk = false;  // B is indexed by k directly (no division to save)
   ConvGeom g;
   const float* x;
   const float* wt;
@@ -262,16 +263,26 @@ struct ForwardOp {
 // C → dx[b, ci, voxel]. Stride 1 has a single phase holding every voxel and tap.
 struct BackwardDataOp {
   static constexpr bool a_kfast = false, b_kfast = false, split_k = false;
+  static constexpr bool b_walk = true;  // B walks (co, phase tap) like A
+  static constexpr int kCachedPhases = 8;  // strides up to 2 on every axis
   ConvGeom g;
   const float* dy;
   const float* wt;
   float* dx;
-  int N;  // Cin
+  int N;                                // Cin
+  DataPhase cached[kCachedPhases];      // data_phase(g, z) for z < 8, filled by make()
 
-  CPETS_HD int rows(int z) const { return g.batch * data_phase(g, z).voxels; }
-  CPETS_HD int reduction(int z) const { return g.cout * data_phase(g, z).tap_count; }
-  CPETS_HD int taps_in(int z) const { return data_phase(g, z).tap_count; }
-  CPETS_HD Coord3 tap(int z, int i) const { return data_phase_tap(g, data_phase(g, z), i); }
+  static BackwardDataOp make(const ConvGeom& g, const float* dy, const float* wt, float* dx) {
+    BackwardDataOp op{g, dy, wt, dx, g.cin, {}};
+    for (int z = 0; z < kCachedPhases && z < data_phase_count(g); ++z) op.cached[z] = data_phase(g, z);
+    return op;
+  }
+  CPETS_HD DataPhase phase(int z) const { return z < kCachedPhases ? cached[z] : data_phase(g, z); }
+
+  CPETS_HD int rows(int z) const { return g.batch * phase(z).voxels; }
+  CPETS_HD int reduction(int z) const { return g.cout * phase(z).tap_count; }
+  CPETS_HD int taps_in(int z) const { return phase(z).tap_count; }
+  CPETS_HD Coord3 tap(int z, int i) const { return data_phase_tap(g, phase(z), i); }
 
   struct ARow {
     const float* base;
@@ -280,7 +291,7 @@ struct BackwardDataOp {
     bool valid;
   };
   CPETS_HD ARow a_fixed(int m, int z) const {
-    DataPhase ph = data_phase(g, z);
+    const DataPhase ph = phase(z);
     if (m < 0 || m >= g.batch * ph.voxels) return {dy, {0, 0, 0}, ph.tap_count, false};
     int b = m / ph.voxels;
     Coord3 i = data_phase_voxel(g, ph, m - b * ph.voxels);
@@ -299,15 +310,20 @@ struct BackwardDataOp {
   struct BCol {
     int n, taps;
   };
-  CPETS_HD BCol b_fixed(int n, int z) const { return {n, data_phase(g, z).tap_count}; }
+  CPETS_HD BCol b_fixed(int n, int z) const { return {n, phase(z).tap_count}; }
   CPETS_HD float b_load(const BCol& c, int k, const Coord3* taps) const {
     if (c.n >= N || k >= g.cout * c.taps) return 0.f;
-    ChannelTap ct = split_channel_tap(k, c.taps);
+    return b_load_at(c, split_channel_tap(k, c.taps), taps);
+  }
+  // Column-fast walk, as the row-fast A walk: (co, phase tap) stepped without divisions.
+  CPETS_HD int b_taps(const BCol& c) const { return c.taps; }
+  CPETS_HD float b_load_at(const BCol& c, ChannelTap ct, const Coord3* taps) const {
+    if (c.n >= N) return 0.f;
     const int tap = join_index(taps[ct.tap], g.kernel);
     return CPETS_LDG(wt + (static_cast<int64_t>(ct.channel) * g.taps + tap) * N + c.n);
   }
   CPETS_HD void store(int m, int n, int z, float v) const {
-    DataPhase ph = data_phase(g, z);
+    const DataPhase ph = phase(z);
     int b = m / ph.voxels;
     int i = join_index(data_phase_voxel(g, ph, m - b * ph.voxels), g.in);
     dx[(static_cast<int64_t>(b) * N + n) * g.in_vox + i] = v;
@@ -319,6 +335,7 @@ struct BackwardDataOp {
 // of the partial sums, laid out as dw (co, ci·taps + tap).
 struct BackwardWeightOp {
   static constexpr bool a_kfast = true, b_kfast = true, split_k = true;
+  static constexpr bool b_walk = false;
   ConvGeom g;
   const float* x;
   const float* dy;
