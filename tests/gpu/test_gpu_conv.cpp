@@ -229,6 +229,13 @@ TEST_CASE("conv3d fp32 (ours) matches the CPU kernels on the model's layer shape
   for (const Conv3dShape& s : model_shapes()) check_fp32(Problem(s, seed += 10));
 }
 
+TEST_CASE("conv3d fp32 (ours) at the full preset's volume: 96×128×96, batch 2") {
+  // The largest tensors the model convolves (CPU reference: a few seconds on the device machine).
+  const std::array<int64_t, 3> full{96, 128, 96}, k3{3, 3, 3}, one{1, 1, 1};
+  check_fp32(Problem(shape(2, 64, 64, full, k3, one, one), 2001));
+  check_fp32(Problem(shape(2, 32, 1, full, k3, one, one), 2002));  // the output head (narrow kernels)
+}
+
 TEST_CASE("conv3d fp32: ours and cuDNN (FMA math) agree") {
   uint32_t seed = 900;
   for (const Conv3dShape& s : {model_shapes()[1], model_shapes()[4], random_shapes(1, 3)[0]}) {
