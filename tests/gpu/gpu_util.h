@@ -86,7 +86,8 @@ inline ErrorStats relative_error(const std::vector<float>& got, const std::vecto
   double sq = 0;
   for (size_t i = 0; i < got.size(); ++i) {
     double r = std::fabs(double(got[i]) - want[i]) / (double(scale[i]) + 1e-30);
-    if (!(r <= e.max)) e.max = r;  // NaN propagates into max
+    if (std::isnan(r)) r = INFINITY;  // an unwritten or broken output must fail every bound
+    e.max = std::max(e.max, r);
     sq += r * r;
   }
   e.rms = std::sqrt(sq / std::max<size_t>(1, got.size()));
