@@ -120,15 +120,26 @@ __global__ void map2_kernel(const float* __restrict__ a, const float* __restrict
   for (int64_t i = start; i < n; i += stride) out[i] = f(a[i], b[i]);
 }
 
-// Broadcast: out[i] = f(a[off_a(i)], b[off_b(i)]) (b may be null: then f gets a and scale).
+// Broadcast: out[i] = f(a[off_a(i)], b[off_b(i)]) (b may be null: then out = a · scale).
+template <class I>
 __global__ void broadcast_kernel(const float* __restrict__ a, const float* __restrict__ b, float* __restrict__ out,
-                                 int64_t n, BroadcastIndex ix, BinaryF f, float scale) {
-  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
-    int64_t oa, ob;
+                                 I n, BroadcastIndex ix, BinaryF f, float scale) {
+  const I stride = I(gridDim.x) * blockDim.x;
+  for (I i = I(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
+    I oa, ob;
     broadcast_offsets(ix, i, oa, ob);
     out[i] = b ? f(a[oa], b[ob]) : a[oa] * scale;
   }
+}
+
+// 32-bit indices when the output (and so every operand) has fewer than 2³¹ elements.
+void launch_broadcast(const float* a, const float* b, float* out, int64_t n, const BroadcastIndex& ix, BinaryF f,
+                      float scale, cudaStream_t stream) {
+  if (n < (int64_t(1) << 31) - int64_t(65536) * kBlock)
+    broadcast_kernel<uint32_t><<<grid_for(n), kBlock, 0, stream>>>(a, b, out, uint32_t(n), ix, f, scale);
+  else
+    broadcast_kernel<int64_t><<<grid_for(n), kBlock, 0, stream>>>(a, b, out, n, ix, f, scale);
+  CPETS_CHECK_LAUNCH("broadcast_kernel");
 }
 
 template <class F>
@@ -206,18 +217,15 @@ void binary_broadcast(BinaryOp op, const float* a, const std::vector<int64_t>& a
   const int64_t n = numel_of(out_shape);
   if (n == 0) return;
   if (a_shape == out_shape && b_shape == out_shape) return launch_map2(a, b, out, n, BinaryF{op}, stream);
-  const BroadcastIndex ix = make_index(a_shape, b_shape, out_shape);
-  broadcast_kernel<<<grid_for(n), kBlock, 0, stream>>>(a, b, out, n, ix, BinaryF{op}, 1.f);
-  CPETS_CHECK_LAUNCH("broadcast_kernel");
+  launch_broadcast(a, b, out, n, make_index(a_shape, b_shape, out_shape), BinaryF{op}, 1.f, stream);
 }
 
 void broadcast_to(const float* x, const std::vector<int64_t>& x_shape, float* out,
                   const std::vector<int64_t>& out_shape, float scale, cudaStream_t stream) {
   const int64_t n = numel_of(out_shape);
   if (n == 0) return;
-  const BroadcastIndex ix = make_index(x_shape, out_shape, out_shape);
-  broadcast_kernel<<<grid_for(n), kBlock, 0, stream>>>(x, nullptr, out, n, ix, BinaryF{BinaryOp::Mul}, scale);
-  CPETS_CHECK_LAUNCH("broadcast_kernel");
+  launch_broadcast(x, nullptr, out, n, make_index(x_shape, out_shape, out_shape), BinaryF{BinaryOp::Mul}, scale,
+                   stream);
 }
 
 void unary_forward(UnaryOp op, const float* x, float* y, int64_t n, float p0, float p1, cudaStream_t stream) {

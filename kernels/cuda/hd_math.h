@@ -88,14 +88,18 @@ struct BroadcastIndex {
   int64_t stride[2][kMaxRank] = {};
 };
 
-// Offsets into operands 0 and 1 of output element i (row-major over `size`).
-CPETS_HD void broadcast_offsets(const BroadcastIndex& ix, int64_t i, int64_t& off0, int64_t& off1) {
+// Offsets into operands 0 and 1 of output element i (row-major over `size`). `I` is the index
+// type: kernels use 32-bit indices when everything fits (a 64-bit division costs several times a
+// 32-bit one, and these run once per element of a memory-bound op).
+template <class I>
+CPETS_HD void broadcast_offsets(const BroadcastIndex& ix, I i, I& off0, I& off1) {
   off0 = 0;
   off1 = 0;
   for (int d = ix.rank - 1; d >= 0; --d) {
-    const int64_t q = i / ix.size[d], c = i - q * ix.size[d];
-    off0 += c * ix.stride[0][d];
-    off1 += c * ix.stride[1][d];
+    const I size = I(ix.size[d]);
+    const I q = i / size, c = i - q * size;
+    off0 += c * I(ix.stride[0][d]);
+    off1 += c * I(ix.stride[1][d]);
     i = q;
   }
 }

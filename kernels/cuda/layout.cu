@@ -19,13 +19,16 @@ struct PermuteIndex {
   int64_t in_stride[kMaxRank] = {};  // stride in x of out dimension i
 };
 
-__global__ void permute_kernel(const float* __restrict__ x, float* __restrict__ out, int64_t n, PermuteIndex ix) {
-  const int64_t step = int64_t(gridDim.x) * blockDim.x;
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += step) {
-    int64_t t = i, off = 0;
+// I: 32-bit indices when they fit (a division per dimension and element).
+template <class I>
+__global__ void permute_kernel(const float* __restrict__ x, float* __restrict__ out, I n, PermuteIndex ix) {
+  const I step = I(gridDim.x) * blockDim.x;
+  for (I i = I(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += step) {
+    I t = i, off = 0;
     for (int d = ix.rank - 1; d >= 0; --d) {
-      const int64_t q = t / ix.out_size[d];
-      off += (t - q * ix.out_size[d]) * ix.in_stride[d];
+      const I size = I(ix.out_size[d]);
+      const I q = t / size;
+      off += (t - q * size) * I(ix.in_stride[d]);
       t = q;
     }
     out[i] = x[off];
@@ -67,7 +70,10 @@ void permute_copy(const float* x, const std::vector<int64_t>& shape, const std::
     ix.out_size[i] = size[i];
     ix.in_stride[i] = in_stride[i];
   }
-  permute_kernel<<<grid_for(n), kBlock, 0, stream>>>(x, out, n, ix);
+  if (n < (int64_t(1) << 31) - int64_t(65536) * kBlock)
+    permute_kernel<uint32_t><<<grid_for(n), kBlock, 0, stream>>>(x, out, uint32_t(n), ix);
+  else
+    permute_kernel<int64_t><<<grid_for(n), kBlock, 0, stream>>>(x, out, n, ix);
   CPETS_CHECK_LAUNCH("permute_kernel");
 }
 

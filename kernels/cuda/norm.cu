@@ -10,6 +10,7 @@
 // reading their row's coefficients from small per-row arrays that stay in L1/L2.
 // The glue kernels (statistics → coefficients) are tiny: one thread per group or channel, with
 // the CPU's double formulas.
+#include <algorithm>
 #include <stdexcept>
 
 #include "kernels/cuda/launch.cuh"
@@ -83,25 +84,30 @@ __device__ __forceinline__ float affine(float x, float c, float sc, float sh) {
   return kSilu ? silu(z) : z;
 }
 
-template <bool kSilu>
+// The elementwise passes run on a 2-D grid — y over rows, x over the row's elements — so no
+// thread divides an element index by S (64-bit division would cost about as much as the memory
+// traffic at full bandwidth); the row's coefficients are loaded once per thread and row.
+inline dim3 rows_grid(int64_t rows, int64_t per_row) {
+  return dim3(unsigned(std::min<int64_t>(ceil_div(per_row, kBlock), 4096)), unsigned(std::min<int64_t>(rows, 65535)));
+}
+
+template <bool kSilu, bool kVec>
 __global__ void affine_rows_kernel(const float* __restrict__ x, float* __restrict__ y, int64_t rows, int64_t S,
-                                   bool vec, const float* __restrict__ center, const float* __restrict__ scale,
+                                   const float* __restrict__ center, const float* __restrict__ scale,
                                    const float* __restrict__ shift) {
-  const int64_t step = int64_t(gridDim.x) * blockDim.x;
-  if (vec) {
-    const int64_t n4 = rows * S / 4, S4 = S / 4;
-    for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n4; i += step) {
-      const int64_t r = i / S4;
-      const float c = center[r], sc = scale[r], sh = shift[r];
-      const float4 v = reinterpret_cast<const float4*>(x)[i];
-      reinterpret_cast<float4*>(y)[i] = {affine<kSilu>(v.x, c, sc, sh), affine<kSilu>(v.y, c, sc, sh),
-                                         affine<kSilu>(v.z, c, sc, sh), affine<kSilu>(v.w, c, sc, sh)};
-    }
-  } else {
-    const int64_t n = rows * S;
-    for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += step) {
-      const int64_t r = i / S;
-      y[i] = affine<kSilu>(x[i], center[r], scale[r], shift[r]);
+  const int64_t step = int64_t(gridDim.x) * blockDim.x, first = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) {
+    const float c = center[r], sc = scale[r], sh = shift[r];
+    const float* xr = x + r * S;
+    float* yr = y + r * S;
+    if (kVec) {
+      for (int64_t i = first; i < S / 4; i += step) {
+        const float4 v = reinterpret_cast<const float4*>(xr)[i];
+        reinterpret_cast<float4*>(yr)[i] = {affine<kSilu>(v.x, c, sc, sh), affine<kSilu>(v.y, c, sc, sh),
+                                            affine<kSilu>(v.z, c, sc, sh), affine<kSilu>(v.w, c, sc, sh)};
+      }
+    } else {
+      for (int64_t i = first; i < S; i += step) yr[i] = affine<kSilu>(xr[i], c, sc, sh);
     }
   }
 }
@@ -160,17 +166,33 @@ __global__ void row_sums_finish_kernel(const double* __restrict__ part_g, const 
 }
 
 template <bool kSilu>
+struct ApplyRow {
+  float c, sc, sh, a, b, d;  // center, scale, shift (SiLU only), k_dy, k_x, k0
+  __device__ __forceinline__ float operator()(float g, float x) const {
+    return a * grad_in<kSilu>(g, x, c, sc, sh) + b * (x - c) + d;
+  }
+};
+
+template <bool kSilu, bool kVec>
 __global__ void row_apply_kernel(const float* __restrict__ dy, const float* __restrict__ x, float* __restrict__ dx,
                                  int64_t rows, int64_t S, const float* __restrict__ center,
                                  const float* __restrict__ scale, const float* __restrict__ shift,
                                  const float* __restrict__ k_dy, const float* __restrict__ k_x,
                                  const float* __restrict__ k0) {
-  const int64_t n = rows * S, step = int64_t(gridDim.x) * blockDim.x;
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += step) {
-    const int64_t r = i / S;
-    const float c = center[r];
-    const float g = grad_in<kSilu>(dy[i], x[i], c, kSilu ? scale[r] : 0.f, kSilu ? shift[r] : 0.f);
-    dx[i] = k_dy[r] * g + k_x[r] * (x[i] - c) + k0[r];
+  const int64_t step = int64_t(gridDim.x) * blockDim.x, first = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) {
+    const ApplyRow<kSilu> f{center[r], kSilu ? scale[r] : 0.f, kSilu ? shift[r] : 0.f, k_dy[r], k_x[r], k0[r]};
+    const float* gr = dy + r * S;
+    const float* xr = x + r * S;
+    float* dr = dx + r * S;
+    if (kVec) {
+      for (int64_t i = first; i < S / 4; i += step) {
+        const float4 g = reinterpret_cast<const float4*>(gr)[i], v = reinterpret_cast<const float4*>(xr)[i];
+        reinterpret_cast<float4*>(dr)[i] = {f(g.x, v.x), f(g.y, v.y), f(g.z, v.z), f(g.w, v.w)};
+      }
+    } else {
+      for (int64_t i = first; i < S; i += step) dr[i] = f(gr[i], xr[i]);
+    }
   }
 }
 
@@ -436,9 +458,10 @@ void affine_rows(const float* x, float* y, int64_t rows, int64_t S, const float*
                  const float* shift, bool silu, cudaStream_t stream) {
   if (rows * S == 0) return;
   const bool vec = S % 4 == 0 && aligned16(x) && aligned16(y);
-  const unsigned grid = grid_for(vec ? rows * S / 4 : rows * S);
-  if (silu) affine_rows_kernel<true><<<grid, kBlock, 0, stream>>>(x, y, rows, S, vec, center, scale, shift);
-  else affine_rows_kernel<false><<<grid, kBlock, 0, stream>>>(x, y, rows, S, vec, center, scale, shift);
+  const dim3 grid = rows_grid(rows, vec ? S / 4 : S);
+  auto go = [&](auto kernel) { kernel<<<grid, kBlock, 0, stream>>>(x, y, rows, S, center, scale, shift); };
+  if (silu) vec ? go(affine_rows_kernel<true, true>) : go(affine_rows_kernel<true, false>);
+  else vec ? go(affine_rows_kernel<false, true>) : go(affine_rows_kernel<false, false>);
   CPETS_CHECK_LAUNCH("affine_rows_kernel");
 }
 
@@ -467,11 +490,13 @@ void row_grad_apply(const float* dy, const float* x, float* dx, int64_t rows, in
                     const float* scale, const float* shift, bool silu, const float* k_dy, const float* k_x,
                     const float* k0, cudaStream_t stream) {
   if (rows * S == 0) return;
-  const unsigned grid = grid_for(rows * S);
-  if (silu)
-    row_apply_kernel<true><<<grid, kBlock, 0, stream>>>(dy, x, dx, rows, S, center, scale, shift, k_dy, k_x, k0);
-  else
-    row_apply_kernel<false><<<grid, kBlock, 0, stream>>>(dy, x, dx, rows, S, center, scale, shift, k_dy, k_x, k0);
+  const bool vec = S % 4 == 0 && aligned16(x) && aligned16(dy) && aligned16(dx);
+  const dim3 grid = rows_grid(rows, vec ? S / 4 : S);
+  auto go = [&](auto kernel) {
+    kernel<<<grid, kBlock, 0, stream>>>(dy, x, dx, rows, S, center, scale, shift, k_dy, k_x, k0);
+  };
+  if (silu) vec ? go(row_apply_kernel<true, true>) : go(row_apply_kernel<true, false>);
+  else vec ? go(row_apply_kernel<false, true>) : go(row_apply_kernel<false, false>);
   CPETS_CHECK_LAUNCH("row_apply_kernel");
 }
 
