@@ -315,6 +315,7 @@ size_t partial_bytes(const AttentionShape& s) {
 
 void attention_forward(const AttentionShape& s, const float* q, const float* k, const float* v, float* out, float* lse,
                        cudaStream_t stream) {
+  detail::NvtxRange nvtx("cuda::attention_forward");
   Problem p = problem(s, "attention_forward");
   require(q && k && v && out && lse, "cuda::attention_forward: q, k, v, out and lse must be device pointers, not null");
   dim3 grid(static_cast<unsigned>(cdiv(p.nq, kRowsPerBlock)), p.heads, p.batch);
@@ -330,6 +331,7 @@ size_t attention_backward_workspace_bytes(const AttentionShape& s) {
 void attention_backward(const AttentionShape& s, const float* q, const float* k, const float* v, const float* out,
                         const float* lse, const float* dout, float* dq, float* dk, float* dv, void* workspace,
                         size_t workspace_bytes, cudaStream_t stream) {
+  detail::NvtxRange nvtx("cuda::attention_backward");
   Problem p = problem(s, "attention_backward");
   require((dk == nullptr) == (dv == nullptr), "cuda::attention_backward: dk and dv must be both given or both null");
   require(q && k && v && out && lse && dout && workspace,

@@ -4,6 +4,7 @@
 // Kernels know nothing of the engine, so this is kernels' own check, separate from engine/'s.
 #pragma once
 #include <cuda_runtime_api.h>
+#include <nvtx3/nvToolsExt.h>
 
 #include <cstdint>
 #include <stdexcept>
@@ -26,6 +27,16 @@ inline size_t align_bytes(size_t n) { return (n + 255) / 256 * 256; }
 inline void require(bool ok, const std::string& what) {
   if (!ok) throw std::invalid_argument(what);
 }
+
+// An NVTX range for the lifetime of a host entry point, so that Nsight Systems shows every call
+// (and the kernels it launched) by name; a few nanoseconds when no tool is attached.
+class NvtxRange {
+ public:
+  explicit NvtxRange(const char* name) { nvtxRangePushA(name); }
+  ~NvtxRange() { nvtxRangePop(); }
+  NvtxRange(const NvtxRange&) = delete;
+  NvtxRange& operator=(const NvtxRange&) = delete;
+};
 
 }  // namespace cpets::kernels::cuda::detail
 

@@ -373,6 +373,7 @@ size_t conv3d_forward_workspace_bytes(const Conv3dShape& s, Precision) {
 
 void conv3d_forward(const Conv3dShape& s, Precision p, const float* x, const float* w, const float* bias, float* y,
                     void* workspace, size_t workspace_bytes, cudaStream_t stream) {
+  detail::NvtxRange nvtx("cuda::conv3d_forward");
   ConvGeom g = geometry(s, "conv3d_forward");
   check_workspace(workspace_bytes, conv3d_forward_workspace_bytes(s, p), "conv3d_forward");
   require(x && w && y, "cuda::conv3d_forward: x, w and y must be device pointers, not null");
@@ -398,6 +399,7 @@ size_t conv3d_backward_data_workspace_bytes(const Conv3dShape& s, Precision) {
 
 void conv3d_backward_data(const Conv3dShape& s, Precision p, const float* dy, const float* w, float* dx,
                           void* workspace, size_t workspace_bytes, cudaStream_t stream) {
+  detail::NvtxRange nvtx("cuda::conv3d_backward_data");
   ConvGeom g = geometry(s, "conv3d_backward_data");
   check_workspace(workspace_bytes, conv3d_backward_data_workspace_bytes(s, p), "conv3d_backward_data");
   require(dy && w && dx, "cuda::conv3d_backward_data: dy, w and dx must be device pointers, not null");
@@ -429,6 +431,7 @@ size_t conv3d_backward_weight_workspace_bytes(const Conv3dShape& s, Precision) {
 
 void conv3d_backward_weight(const Conv3dShape& s, Precision p, const float* x, const float* dy, float* dw,
                             float* dbias, void* workspace, size_t workspace_bytes, cudaStream_t stream) {
+  detail::NvtxRange nvtx("cuda::conv3d_backward_weight");
   ConvGeom g = geometry(s, "conv3d_backward_weight");
   check_workspace(workspace_bytes, conv3d_backward_weight_workspace_bytes(s, p), "conv3d_backward_weight");
   require(dy != nullptr, "cuda::conv3d_backward_weight: dy must be a device pointer, not null");

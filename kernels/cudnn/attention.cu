@@ -103,6 +103,7 @@ size_t attention_reference_workspace_bytes(const AttentionShape& s) {
 
 void attention_reference_forward(const AttentionShape& s, Precision p, const float* q, const float* k, const float* v,
                                  float* out, float* lse, void* workspace, size_t workspace_bytes, cudaStream_t stream) {
+  cuda::detail::NvtxRange nvtx("cublas::attention_reference_forward");
   Layout l = layout(s, "attention_reference_forward");
   check_workspace(workspace_bytes, attention_reference_workspace_bytes(s), "attention_reference_forward");
   float* P = static_cast<float*>(workspace);
@@ -120,6 +121,7 @@ void attention_reference_forward(const AttentionShape& s, Precision p, const flo
 void attention_reference_backward(const AttentionShape& s, Precision p, const float* q, const float* k, const float* v,
                                   const float* out, const float* dout, float* dq, float* dk, float* dv, void* workspace,
                                   size_t workspace_bytes, cudaStream_t stream) {
+  cuda::detail::NvtxRange nvtx("cublas::attention_reference_backward");
   Layout l = layout(s, "attention_reference_backward");
   check_workspace(workspace_bytes, attention_reference_workspace_bytes(s), "attention_reference_backward");
   if (!dq || !dk || !dv) throw std::invalid_argument("cudnn::attention_reference_backward: dq, dk and dv are all required");

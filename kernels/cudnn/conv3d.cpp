@@ -223,6 +223,7 @@ size_t conv3d_forward_workspace_bytes(const Conv3dShape& s, Precision p) {
 
 void conv3d_forward(const Conv3dShape& s, Precision p, const float* x, const float* w, const float* bias, float* y,
                     void* workspace, size_t workspace_bytes, cudaStream_t stream) {
+  cuda::detail::NvtxRange nvtx("cudnn::conv3d_forward");
   check_shape(s, "conv3d_forward");
   cudnnHandle_t h = handle(stream);
   const Plan& plan = plan_for(s, p, h);
@@ -241,6 +242,7 @@ size_t conv3d_backward_data_workspace_bytes(const Conv3dShape& s, Precision p) {
 
 void conv3d_backward_data(const Conv3dShape& s, Precision p, const float* dy, const float* w, float* dx,
                           void* workspace, size_t workspace_bytes, cudaStream_t stream) {
+  cuda::detail::NvtxRange nvtx("cudnn::conv3d_backward_data");
   check_shape(s, "conv3d_backward_data");
   cudnnHandle_t h = handle(stream);
   const Plan& plan = plan_for(s, p, h);
@@ -259,6 +261,7 @@ size_t conv3d_backward_weight_workspace_bytes(const Conv3dShape& s, Precision p)
 
 void conv3d_backward_weight(const Conv3dShape& s, Precision p, const float* x, const float* dy, float* dw,
                             float* dbias, void* workspace, size_t workspace_bytes, cudaStream_t stream) {
+  cuda::detail::NvtxRange nvtx("cudnn::conv3d_backward_weight");
   check_shape(s, "conv3d_backward_weight");
   cudnnHandle_t h = handle(stream);
   const Plan& plan = plan_for(s, p, h);

@@ -60,6 +60,7 @@ cublasHandle_t cublas_handle(cudaStream_t stream) {
 
 void sgemm(Precision p, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
            int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc, cudaStream_t stream) {
+  cuda::detail::NvtxRange nvtx("cublas::sgemm");
   check_dims(trans_a, trans_b, M, N, K, lda, ldb, ldc);
   if (M == 0 || N == 0) return;
   check_cublas(cublasGemmEx(cublas_handle(stream), trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N,
@@ -72,6 +73,7 @@ void sgemm(Precision p, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_
 void sgemm_batched(Precision p, bool trans_a, bool trans_b, int64_t batch, int64_t M, int64_t N, int64_t K,
                    float alpha, const float* A, int64_t lda, int64_t stride_a, const float* B, int64_t ldb,
                    int64_t stride_b, float beta, float* C, int64_t ldc, int64_t stride_c, cudaStream_t stream) {
+  cuda::detail::NvtxRange nvtx("cublas::sgemm_batched");
   check_dims(trans_a, trans_b, M, N, K, lda, ldb, ldc);
   if (batch == 0 || M == 0 || N == 0) return;
   check_cublas(cublasGemmStridedBatchedEx(cublas_handle(stream), trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
