@@ -5,6 +5,7 @@
 #include <unordered_map>
 
 #include "engine/profiler.h"
+#include "engine/device.h"
 #include "engine/dispatch.h"
 
 namespace cpets {
@@ -72,8 +73,10 @@ std::shared_ptr<Node> gradient_edge(const Tensor& t) {
 // Runs a node's backward, timing it for the profiler when that is on.
 std::vector<Tensor> timed_apply(Node& node, const Tensor& grad) {
   if (!profiler::enabled()) return node.apply(grad);
+  cuda_synchronize();  // device work is asynchronous: time the node's kernels, not their launch
   const auto t0 = std::chrono::steady_clock::now();
   std::vector<Tensor> grads = node.apply(grad);
+  cuda_synchronize();
   profiler::backward_op(node.name.c_str(), std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   return grads;
 }

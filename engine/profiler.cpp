@@ -6,6 +6,8 @@
 #include <map>
 #include <mutex>
 
+#include "engine/device.h"
+
 namespace cpets::profiler {
 namespace {
 
@@ -14,7 +16,10 @@ std::mutex g_mutex;
 std::map<std::string, Entry> g_table;
 double g_mark = 0;
 
+// Host time after the GPU's queue has drained (a no-op without a device): kernels run
+// asynchronously, so an op's time on the device is only known once its work has finished.
 double now() {
+  cuda_synchronize();
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
