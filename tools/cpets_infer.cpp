@@ -11,16 +11,20 @@
 // each --do the counterfactual PET and the difference map counterfactual − factual, made from
 // the same abducted S. Tabular values are in raw units and normalised with the checkpoint's
 // training ranges (never refitted). In cohort mode with an atlas, prints the mean SUVR change
-// each intervention causes (cortical and the six ROIs) with paired t-tests.
+// each intervention causes (cortical and the six ROIs) with paired t-tests, and on a phantom
+// cohort generated with the same --do (cpets-phantom --do apoe4=0) the true change beside it.
 // Exit codes: 0 done, 1 runtime failure (files, data), 2 bad command line.
 #include <CLI/CLI.hpp>
 #include <omp.h>
 
+#include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <iostream>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -232,23 +236,94 @@ Outcome run_job(const Job& job, const eval::Synthesiser& syn, const train::Infer
 
 // ---- the intervention summary over a split -------------------------------------------------------
 
-void print_intervention_summary(const std::vector<eval::Intervention>& ivs, const std::vector<Outcome>& outcomes) {
+// A phantom cohort knows the truth: truth.csv and counterfactual/<world>/truth.csv hold the
+// noise-free SUVRs (cortical and six ROIs) of every session, factual and under the intervention.
+// Key: (Subject, PET_date); value: cortical then the six ROIs.
+using TruthTable = std::map<std::pair<std::string, std::string>, std::array<double, 7>>;
+
+std::optional<TruthTable> read_truth(const fs::path& path, const std::string& tracer) {
+  if (!fs::is_regular_file(path)) return std::nullopt;
+  const io::CsvTable t = io::read_csv(path.string());
+  std::string base = "SUVR_";
+  for (char c : tracer) base += char(std::tolower(static_cast<unsigned char>(c)));
+  auto column = [&](const std::string& name) -> std::optional<size_t> {
+    for (size_t i = 0; i < t.header.size(); ++i)
+      if (t.header[i] == name) return i;
+    return std::nullopt;
+  };
+  const auto subj = column("Subject"), date = column("PET_date"), cortex = column(base);
+  if (!subj || !date || !cortex) return std::nullopt;
+  std::array<std::optional<size_t>, 6> rois;
+  for (size_t r = 0; r < 6; ++r) rois[r] = column(base + "_" + eval::six_rois()[r]);
+  TruthTable out;
+  for (const auto& row : t.rows) {
+    if (row.size() != t.header.size()) continue;
+    std::array<double, 7> v;
+    v.fill(NAN);
+    v[0] = std::atof(row[*cortex].c_str());
+    for (size_t r = 0; r < 6; ++r)
+      if (rois[r]) v[r + 1] = std::atof(row[*rois[r]].c_str());
+    out[{row[*subj], row[*date]}] = v;
+  }
+  return out;
+}
+
+// "+0.01234", or "+3.2e-06" for changes too small for five decimals (an untrained model's).
+std::string signed_value(double x) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, x != 0 && std::fabs(x) < 1e-4 ? "%+8.1e" : "%+8.5f", x);
+  return buf;
+}
+
+// The phantom names a world's folder by its assignments with ',' → '_' (io/phantom_scm.cpp).
+fs::path truth_folder(const std::string& cohort, const eval::Intervention& iv) {
+  std::string name = iv.name;
+  std::replace(name.begin(), name.end(), ',', '_');
+  return fs::path(cohort) / "counterfactual" / name;
+}
+
+void print_intervention_summary(const std::vector<eval::Intervention>& ivs, const std::vector<Job>& jobs,
+                                const std::vector<Outcome>& outcomes, const std::string& cohort, const std::string& tracer) {
   if (outcomes.size() < 2) return;
-  std::printf("intervention effects on synthetic SUVR over %zu sessions (counterfactual − factual, paired t-test):\n",
-              outcomes.size());
+  const auto factual_truth = cohort.empty() ? std::nullopt : read_truth(fs::path(cohort) / "truth.csv", tracer);
+  std::printf("intervention effects on synthetic SUVR over %zu sessions (counterfactual − factual, paired t-test%s):\n",
+              outcomes.size(), factual_truth ? "; the phantom's true effect beside it" : "");
   for (size_t k = 0; k < ivs.size(); ++k) {
-    std::printf("  do(%s)\n", ivs[k].name.c_str());
-    auto line = [&](const std::string& region, auto pick) {
-      std::vector<double> cf, f;
-      for (const auto& o : outcomes) cf.push_back(pick(o.cf_suvr[k])), f.push_back(pick(o.factual_suvr));
-      for (size_t i = 0; i < cf.size(); ++i)
-        if (std::isnan(cf[i]) || std::isnan(f[i])) return;  // no SUVR for some synthetic volume
+    std::optional<TruthTable> cf_truth;
+    if (factual_truth) cf_truth = read_truth(truth_folder(cohort, ivs[k]) / "truth.csv", tracer);
+    std::printf("  do(%s)%s\n", ivs[k].name.c_str(),
+                factual_truth && !cf_truth ? "  (no counterfactual truth: cpets-phantom --do writes it)" : "");
+    for (size_t region = 0; region < 7; ++region) {
+      auto pick = [region](const eval::Suvr& s) { return region == 0 ? s.cortical : s.roi[region - 1]; };
+      std::vector<double> cf, f, model_delta, true_delta;
+      bool complete = true, truth_complete = cf_truth.has_value();
+      for (size_t i = 0; i < outcomes.size(); ++i) {
+        cf.push_back(pick(outcomes[i].cf_suvr[k]));
+        f.push_back(pick(outcomes[i].factual_suvr));
+        complete = complete && !std::isnan(cf.back()) && !std::isnan(f.back());
+        model_delta.push_back(cf.back() - f.back());
+        if (truth_complete) {
+          const std::pair<std::string, std::string> key{jobs[i].record.subject, io::format_date(jobs[i].record.pet_date)};
+          const auto a = factual_truth->find(key);
+          const auto b = cf_truth->find(key);
+          truth_complete = a != factual_truth->end() && b != cf_truth->end() && !std::isnan(a->second[region]) &&
+                           !std::isnan(b->second[region]);
+          if (truth_complete) true_delta.push_back(b->second[region] - a->second[region]);
+        }
+      }
+      if (!complete) continue;  // no SUVR for some synthetic volume
       const eval::PairedTTest t = eval::paired_t_test(cf, f);
-      std::printf("    %-8s ΔSUVR %+.5f  t %7.2f  p %.3g\n", region.c_str(), t.mean_diff, t.t, t.p);
-    };
-    line("cortex", [](const eval::Suvr& s) { return s.cortical; });
-    for (size_t r = 0; r < eval::six_rois().size(); ++r)
-      line(eval::six_rois()[r], [r](const eval::Suvr& s) { return s.roi[r]; });
+      const std::string name = region == 0 ? "cortex" : eval::six_rois()[region - 1];
+      std::printf("    %-7s ΔSUVR %s  t %7.2f  p %-8.2g", name.c_str(), signed_value(t.mean_diff).c_str(), t.t, t.p);
+      if (truth_complete) {
+        std::printf("  true ΔSUVR %s", signed_value(eval::mean(true_delta)).c_str());
+        if (true_delta.size() >= 3) {
+          const eval::Correlation r = eval::pearson(model_delta, true_delta);
+          if (!std::isnan(r.r)) std::printf("  r(model, true) %+.2f", r.r);
+        }
+      }
+      std::printf("\n");
+    }
   }
 }
 
@@ -319,7 +394,7 @@ int run(const Args& a) {
                      (job.out_dir / "pet_syn.nii.gz").string()});
   }
   if (cohort) io::write_csv((fs::path(a.out) / "index.csv").string(), {"Subject", "PET_date", "t1", "pet_syn"}, index);
-  if (atlas && !ivs.empty()) print_intervention_summary(ivs, outcomes);
+  if (atlas && !ivs.empty()) print_intervention_summary(ivs, jobs, outcomes, a.cohort, bundle.tracer);
   return 0;
 }
 

@@ -19,7 +19,7 @@ run() {  # run LOG CMD... : runs, keeps stdout+stderr in LOG, returns the exit c
   "$@" > "$log" 2>&1
 }
 
-"$bin/cpets-phantom" --out "$work/cohort" --subjects 12 --seed 7 --no-progress > /dev/null 2>&1
+"$bin/cpets-phantom" --out "$work/cohort" --subjects 12 --seed 7 --do apoe4=2 --no-progress > /dev/null 2>&1
 check "phantom cohort written" test -f "$work/cohort/cohort.csv" -a -f "$work/cohort/atlas/regions.json"
 
 # A small network on the demo grid (48×64×48), two steps: enough for a real checkpoint.
@@ -49,6 +49,7 @@ check "infer a split exits 0" test $? -eq 0
 check "infer a split writes an index" test -f "$work/split/index.csv"
 check "every indexed output exists" bash -c "tail -n +2 $work/split/index.csv | cut -d, -f4 | xargs -n1 test -f"
 check "infer a split summarises the intervention per ROI" contains "$work/split.log" "ΔSUVR"
+check "... next to the phantom's true effect of the same intervention" contains "$work/split.log" "true ΔSUVR"
 
 # ---- cpets-infer, bad input ----
 run "$work/bad1.log" "$bin/cpets-infer" --checkpoint "$work/run" --t1 "$t1" --age 74 --sex 1 --apoe4 1 --out "$work/x"
