@@ -29,6 +29,9 @@ const std::vector<MetricDef>& session_metrics() {
       {"ms_ssim", "MS-SSIM σ1.5", true, 4},
       {"ms_ssim_s05", "MS-SSIM σ0.5", true, 4},
       {"suvr_error", "SUVR err", false, 4},
+      {"mae_ref", "MAE ref-protocol", false, 4},
+      {"psnr_ref", "PSNR ref-protocol", true, 2},
+      {"ms_ssim_ref", "MS-SSIM ref-protocol", true, 4},
   };
   return defs;
 }
@@ -36,7 +39,9 @@ const std::vector<MetricDef>& session_metrics() {
 const MetricDef& metric_def(const std::string& key) {
   for (const auto& d : session_metrics())
     if (d.key == key) return d;
-  throw std::invalid_argument("unknown metric '" + key + "' (known: mae, psnr, ssim, ssim_s05, ms_ssim, ms_ssim_s05, suvr_error)");
+  std::string known;
+  for (const auto& d : session_metrics()) known += (known.empty() ? "" : ", ") + d.key;
+  throw std::invalid_argument("unknown metric '" + key + "' (known: " + known + ")");
 }
 
 std::string ms_ssim_protocol(Shape3 shape, const SsimOptions& opt, const EvalOptions& eo) {
@@ -55,6 +60,12 @@ SessionResult evaluate_session(const io::Volume& real, const io::Volume& syn, co
   r.metrics["ssim_s05"] = ssim3d(syn, real, ssim_small());
   if (auto v = ms_ssim_value(real, syn, ssim_reference(), opt)) r.metrics["ms_ssim"] = *v;
   if (auto v = ms_ssim_value(real, syn, ssim_small(), opt)) r.metrics["ms_ssim_s05"] = *v;
+  if (opt.reference_protocol) {
+    const ReferenceProtocolMetrics ref = reference_protocol_metrics(real, syn, kReferencePaddedShape, opt.ms_ssim);
+    r.metrics["mae_ref"] = ref.mae;
+    r.metrics["psnr_ref"] = ref.psnr;
+    if (opt.ms_ssim) r.metrics["ms_ssim_ref"] = ref.ms_ssim;
+  }
   r.roi_real.fill(kNaN);
   r.roi_syn.fill(kNaN);
   if (atlas) {

@@ -23,7 +23,8 @@ struct MetricDef {
   bool higher_is_better = false;
   int precision = 4;
 };
-// mae, psnr, ssim (σ 1.5), ssim_s05 (σ 0.5), ms_ssim, ms_ssim_s05, suvr_error — in table order.
+// mae, psnr, ssim (σ 1.5), ssim_s05 (σ 0.5), ms_ssim, ms_ssim_s05, suvr_error, and the reference
+// code's protocol mae_ref, psnr_ref, ms_ssim_ref (EvalOptions::reference_protocol) — table order.
 const std::vector<MetricDef>& session_metrics();
 const MetricDef& metric_def(const std::string& key);  // throws for an unknown key
 
@@ -34,6 +35,9 @@ struct EvalOptions {
   // protocol; it changes the number, and costs up to 20× the voxels on the demo grid); when
   // false, MS-SSIM is left out for them.
   bool pad_small_ms_ssim = false;
+  // Also MAE, PSNR and MS-SSIM under the reference metrics.py protocol (mean-matched, padded to
+  // 192×224×192; reference_protocol_metrics) — slow: MS-SSIM on 8.3 M voxels.
+  bool reference_protocol = false;
 };
 
 // "native" when MS-SSIM is legal on `shape`, "zero-padded to D×H×W" with padding, or "not

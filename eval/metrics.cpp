@@ -324,4 +324,24 @@ PaddedMsSsim ms_ssim3d_padded(const io::Volume& preds, const io::Volume& target,
   return r;
 }
 
+ReferenceProtocolMetrics reference_protocol_metrics(const io::Volume& real, const io::Volume& syn, Shape3 shape,
+                                                    bool with_ms_ssim) {
+  check_same_shape(real, syn, "reference-protocol metrics");
+  const int64_t n = real.numel();
+  const double real_mean = deterministic_sum(n, [&](int64_t i) { return double(real.data[size_t(i)]); }) / double(n);
+  const double syn_mean = deterministic_sum(n, [&](int64_t i) { return double(syn.data[size_t(i)]); }) / double(n);
+  if (!(syn_mean != 0) || !std::isfinite(syn_mean))
+    throw std::invalid_argument("reference-protocol metrics: the synthetic volume's mean is " + std::to_string(syn_mean) +
+                                "; it cannot be scaled to the real mean");
+  ReferenceProtocolMetrics r;
+  r.scale = real_mean / syn_mean;
+  io::Volume scaled = syn;
+  for (auto& v : scaled.data) v = float(double(v) * r.scale);
+  const io::Volume a = io::pad_crop_to(scaled, shape), b = io::pad_crop_to(real, shape);
+  r.mae = mae(a, b);
+  r.psnr = psnr(a, b);
+  if (with_ms_ssim) r.ms_ssim = ms_ssim3d(a, b, ssim_reference());
+  return r;
+}
+
 }  // namespace cpets::eval

@@ -30,6 +30,7 @@
 #pragma once
 #include <array>
 #include <cstdint>
+#include <limits>
 #include <string>
 
 #include "io/volume.h"
@@ -87,5 +88,21 @@ struct PaddedMsSsim {
 // MS-SSIM after centred zero-padding of both volumes to ms_ssim_legal_shape (documented
 // fallback for volumes too small; see the top of this file).
 PaddedMsSsim ms_ssim3d_padded(const io::Volume& preds, const io::Volume& target, const SsimOptions& opt = {});
+
+// ---- the reference code's protocol ---------------------------------------------------------------
+// reference-implementation.md §5.2 (a), the reference's unet/scripts/metrics.py, for reproducing
+// its tables: the synthetic volume is scaled so its mean equals the real one's, both are
+// zero-padded (centred) / centre-cropped to `shape` (192×224×192 there), and MAE, PSNR (data
+// range 1) and, optionally, MS-SSIM (σ 1.5, legal at that size) are taken over the whole padded
+// volume — which dilutes MAE ~7× and raises PSNR ~8.5 dB against the 96×128×96 content.
+// `real` must already be divided by its maximum (as the reference does).
+struct ReferenceProtocolMetrics {
+  double mae = 0, psnr = 0;
+  double ms_ssim = std::numeric_limits<double>::quiet_NaN();  // NaN unless asked for
+  double scale = 1;                                           // mean(real) / mean(syn)
+};
+inline constexpr Shape3 kReferencePaddedShape{192, 224, 192};
+ReferenceProtocolMetrics reference_protocol_metrics(const io::Volume& real, const io::Volume& syn,
+                                                    Shape3 shape = kReferencePaddedShape, bool with_ms_ssim = false);
 
 }  // namespace cpets::eval

@@ -251,6 +251,34 @@ TEST_CASE("metrics: bitwise identical for 1 and 2 threads") {
   for (size_t i = 0; i < one.size(); ++i) CHECK(one[i] == two[i]);
 }
 
+TEST_CASE("metrics: the reference metrics.py protocol (mean matching, zero padding to a fixed shape)") {
+  const auto p = test_volume({20, 30, 30}, 9);
+  double sr = 0, ss = 0;
+  for (size_t i = 0; i < p.real.data.size(); ++i) sr += p.real.data[i], ss += p.syn.data[i];
+  const double scale = sr / ss;
+  double abs_sum = 0, sq_sum = 0;
+  for (size_t i = 0; i < p.real.data.size(); ++i) {
+    const double d = double(float(double(p.syn.data[i]) * scale)) - double(p.real.data[i]);
+    abs_sum += std::fabs(d), sq_sum += d * d;
+  }
+  const double N = 24.0 * 32 * 40;  // zero padding adds exact zeros to both
+  const ReferenceProtocolMetrics r = reference_protocol_metrics(p.real, p.syn, {24, 32, 40});
+  CHECK(r.scale == doctest::Approx(scale).epsilon(1e-12));
+  CHECK(r.mae == doctest::Approx(abs_sum / N).epsilon(1e-10));
+  CHECK(r.psnr == doctest::Approx(10 * std::log10(N / sq_sum)).epsilon(1e-10));
+  CHECK(std::isnan(r.ms_ssim));
+  // A synthetic volume that is the real one times 2 is perfect after mean matching.
+  io::Volume twice = p.real;
+  for (auto& v : twice.data) v *= 2;
+  const ReferenceProtocolMetrics perfect = reference_protocol_metrics(p.real, twice, {96, 176, 176}, true);
+  CHECK(perfect.scale == doctest::Approx(0.5));
+  CHECK(perfect.mae == 0.0);
+  CHECK(std::isinf(perfect.psnr));
+  CHECK(perfect.ms_ssim == doctest::Approx(1.0).epsilon(1e-12));
+  CHECK_THROWS_WITH_AS(reference_protocol_metrics(p.real, io::make_volume(p.real.shape)), doctest::Contains("mean"),
+                       std::invalid_argument);
+}
+
 // ---- statistics -------------------------------------------------------------------------------
 
 TEST_CASE("stats: paired t-test, Pearson r, mean and std against scipy/numpy") {

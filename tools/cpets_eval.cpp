@@ -45,7 +45,8 @@ struct UsageError : std::invalid_argument {
 
 struct Args {
   std::string checkpoint, cohort, split = "test", out, atlas;
-  bool untrained = false, no_mean_pet = false, pad_ms_ssim = false, no_ms_ssim = false, quiet = false;
+  bool untrained = false, no_mean_pet = false, pad_ms_ssim = false, no_ms_ssim = false, reference_protocol = false;
+  bool quiet = false;
   int montages = 3, threads = 0, max_sessions = 0;
 };
 
@@ -122,6 +123,7 @@ int run(const Args& a) {
   eval::EvalOptions eo;
   eo.pad_small_ms_ssim = a.pad_ms_ssim;
   eo.ms_ssim = !a.no_ms_ssim;
+  eo.reference_protocol = a.reference_protocol;
   const fs::path out(a.out);
   std::vector<eval::Synthesiser> synths;
   for (const auto& [name, m] : models) synths.emplace_back(m);
@@ -190,6 +192,9 @@ int run(const Args& a) {
                          "generator outputs it (ε = 0); whole volume, no mask; PSNR and SSIM with data range 1.");
   report.notes.push_back("MS-SSIM σ1.5 (window 11): " + eval::ms_ssim_protocol(volume, eval::ssim_reference(), eo) +
                          "; MS-SSIM σ0.5 (window 5): " + eval::ms_ssim_protocol(volume, eval::ssim_small(), eo) + ".");
+  if (eo.reference_protocol)
+    report.notes.push_back("ref-protocol: the reference metrics.py's way — synthetic × mean(real)/mean(synthetic), both "
+                           "zero-padded to 192×224×192, metrics over the padded volume (MAE diluted, PSNR raised).");
   if (atlas)
     report.notes.push_back("SUVR = mean over the atlas's " + atlas->roi + " / mean over " + atlas->reference +
                            "; SUVR error = |real − synthetic| per session; std is the population std.");
@@ -224,6 +229,9 @@ int main(int argc, char** argv) {
                "where the volume is too small for MS-SSIM, zero-pad it to the smallest legal shape (the reference "
                "metrics.py protocol) instead of leaving MS-SSIM out");
   app.add_flag("--no-ms-ssim", a.no_ms_ssim, "skip MS-SSIM altogether");
+  app.add_flag("--reference-protocol", a.reference_protocol,
+               "also MAE/PSNR/MS-SSIM as the reference metrics.py computes them (synthetic mean-matched to the real, "
+               "both zero-padded to 192×224×192); slow");
   app.add_option("--montages", a.montages, "how many sessions get a montage (default 3)");
   app.add_option("--max-sessions", a.max_sessions, "evaluate only the first N sessions of the split (0 = all)")
       ->check(CLI::NonNegativeNumber);
