@@ -466,12 +466,18 @@ std::string html_report(const Report& r) {
   }
 
   for (const auto& m : r.methods) {
+    std::vector<MetricDef> shown;  // the metrics this method has for some session
+    for (const auto& d : session_metrics()) {
+      bool any = false;
+      for (const auto& s : m.sessions) any = any || s.metrics.count(d.key);
+      if (any) shown.push_back(d);
+    }
     o << "<details><summary>Per-session values: " << html_escape(m.name) << "</summary>\n<table><tr><th>subject</th><th>session</th>";
-    for (const auto& d : session_metrics()) o << "<th>" << html_escape(d.label) << "</th>";
+    for (const auto& d : shown) o << "<th>" << html_escape(d.label) << "</th>";
     o << "<th>SUVR real</th><th>SUVR syn</th></tr>\n";
     for (const auto& s : m.sessions) {
       o << "<tr><td>" << html_escape(s.subject) << "</td><td>" << html_escape(s.session) << "</td>";
-      for (const auto& d : session_metrics()) {
+      for (const auto& d : shown) {
         const auto it = s.metrics.find(d.key);
         o << "<td>" << (it == s.metrics.end() ? "–" : fmt(it->second, d.precision)) << "</td>";
       }
