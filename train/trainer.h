@@ -58,6 +58,24 @@ struct RunOptions {
   const std::atomic<bool>* stop = nullptr;
 };
 
+// What one training step works on: the model, the two optimisers (d_opt null: no D step), the
+// perceptual network (null when λ_p = 0) and the noise Generator (advanced by the step).
+struct StepContext {
+  models::CausalPETS& model;
+  Adam& g_opt;
+  Adam* d_opt;
+  const models::LpipsSqueeze* perceptual;
+  Generator& noise;
+  ObjectiveConfig objective;
+};
+
+// One step of model.md §5 on `batch`: generator forward + backward + Adam step with D frozen,
+// then (when d_opt is given, D exists and λ_adv > 0) the D step on a fake regenerated with a
+// new ε_PET. D's parameters must be frozen on entry and are frozen again on return.
+// `step_number` only labels errors and the returned losses. Trainer::step and
+// `cpets-bench train` both run this.
+StepLosses training_step(const StepContext& ctx, const Batch& batch, int64_t step_number);
+
 class Trainer {
  public:
   // Builds the data (open_cohort), the model (weights from Generator(train.seed)), the

@@ -17,7 +17,7 @@
 #include "engine/optim.h"
 #include "engine/profiler.h"
 #include "models/causal_pets.h"
-#include "train/objective.h"
+#include "train/trainer.h"
 
 namespace cpets::bench {
 namespace {
@@ -45,53 +45,16 @@ double median(std::vector<double> v) {
   return v.empty() ? 0 : v[v.size() / 2];
 }
 
-struct RandomBatch {
-  models::Inputs in;
-  Tensor pet;
-};
-
-RandomBatch random_batch(const models::ModelConfig& c, int batch, Generator& gen) {
+// A fixed random batch of the preset's shapes (the step's cost does not depend on the values).
+train::Batch random_batch(const models::ModelConfig& c, int batch, Generator& gen) {
   const Shape vol{batch, 1, c.volume[0], c.volume[1], c.volume[2]};
-  RandomBatch b;
-  b.in.t1 = rand(vol, gen);
+  train::Batch b;
+  b.t1 = rand(vol, gen);
   b.pet = rand(vol, gen);
-  b.in.csf = rand({batch, c.csf_inputs}, gen);
-  b.in.covariates = rand({batch, c.covariate_inputs}, gen);
+  b.csf = rand({batch, c.csf_inputs}, gen);
+  b.covariates = rand({batch, c.covariate_inputs}, gen);
   return b;
 }
-
-// model.md §5: generator step with D frozen, then the D step on a regenerated fake. The same
-// order as train::Trainer::step, on a fixed random batch.
-struct Step {
-  CausalPETS& model;
-  Adam& g_opt;
-  Adam* d_opt;
-  train::ObjectiveConfig objective;
-  Generator noise{1234};
-
-  void run(const RandomBatch& b) {
-    const int64_t batch = b.pet.size(0);
-    if (model.discriminator) model.discriminator->set_requires_grad(false);
-    models::Noise eps{model.sample_noise(batch, noise), model.sample_noise(batch, noise)};
-    auto losses = train::generator_objective(model, b.in, b.pet, eps, objective);
-    losses.total.backward();
-    g_opt.step();
-    g_opt.zero_grad();
-    if (!d_opt) return;
-    model.discriminator->set_requires_grad(true);
-    Tensor fake;
-    {
-      NoGradGuard no_grad;
-      const models::Latent latent = model.encode(b.in.t1, b.in.covariates);
-      fake = model.synthesise_pet(model.reparameterise(latent, model.sample_noise(batch, noise)),
-                                  model.fuse(b.in.csf, b.in.covariates));
-    }
-    auto d = train::discriminator_objective(model, fake, b.pet);
-    d.total.backward();
-    d_opt->step();
-    d_opt->zero_grad();
-  }
-};
 
 nlohmann::json torch_figures(const TrainBenchOptions& opt) {
   if (opt.torch == "none") return {};
@@ -148,20 +111,23 @@ int run_train_bench(const TrainBenchOptions& opt) {
   if (model.discriminator) d_opt.emplace(std::vector<ParamGroup>{group(model.discriminator_parameters(), 5e-4)});
   train::ObjectiveConfig objective;
   objective.lambda_perceptual = 0;
-  objective.lambda_adv = model.discriminator ? 0.005f : 0.f;
-  Step step{model, g_opt, d_opt ? &*d_opt : nullptr, objective};
+  Generator noise(1234);
+  if (model.discriminator) model.discriminator->set_requires_grad(false);
+  const train::StepContext ctx{model, g_opt, d_opt ? &*d_opt : nullptr, nullptr, noise, objective};
   Generator data_gen(42);
-  const RandomBatch batch = random_batch(cfg, opt.batch, data_gen);
+  const train::Batch batch = random_batch(cfg, opt.batch, data_gen);
+  int64_t steps_done = 0;
+  auto run_step = [&] { train::training_step(ctx, batch, ++steps_done); };
 
   std::printf("cpets-bench train — preset %s, batch %d, volume %lldx%lldx%lld, %d OpenMP threads\n", opt.preset.c_str(),
               opt.batch, (long long)cfg.volume[0], (long long)cfg.volume[1], (long long)cfg.volume[2],
               omp_get_max_threads());
-  for (int i = 0; i < opt.warmup; ++i) step.run(batch);
+  for (int i = 0; i < opt.warmup; ++i) run_step();
   host_reset_peak();
   std::vector<double> times, cpu_times;
   for (int i = 0; i < opt.steps; ++i) {
     const double t0 = now(), c0 = cpu_seconds();
-    step.run(batch);
+    run_step();
     times.push_back(now() - t0);
     cpu_times.push_back(cpu_seconds() - c0);
     std::fprintf(stderr, "  step %d/%d: %.3f s (CPU time %.3f s)\n", i + 1, opt.steps, times.back(), cpu_times.back());
@@ -172,7 +138,7 @@ int run_train_bench(const TrainBenchOptions& opt) {
   double infer_s = 0;
   if (opt.infer) {
     NoGradGuard no_grad;
-    models::Inputs one{slice(batch.in.t1, 0, 0, 1), slice(batch.in.csf, 0, 0, 1), slice(batch.in.covariates, 0, 0, 1)};
+    models::Inputs one{slice(batch.t1, 0, 0, 1), slice(batch.csf, 0, 0, 1), slice(batch.covariates, 0, 0, 1)};
     std::vector<double> t;
     for (int i = 0; i < std::max(3, opt.steps); ++i) {
       const double t0 = now();
@@ -184,7 +150,7 @@ int run_train_bench(const TrainBenchOptions& opt) {
 
   profiler::enable(true);
   profiler::reset();
-  step.run(batch);
+  run_step();
   profiler::enable(false);
 
   const nlohmann::json torch = torch_figures(opt);
