@@ -112,6 +112,19 @@ MethodSummary summarise(const MethodResult& m) {
   return s;
 }
 
+std::array<std::optional<RoiComparison>, 6> roi_comparisons(const MethodResult& m) {
+  std::array<std::optional<RoiComparison>, 6> out;
+  if (m.sessions.size() < 2) return out;
+  for (size_t k = 0; k < out.size(); ++k) {
+    std::vector<double> real, syn;
+    for (const auto& s : m.sessions)
+      if (!std::isnan(s.roi_real[k]) && !std::isnan(s.roi_syn[k])) real.push_back(s.roi_real[k]), syn.push_back(s.roi_syn[k]);
+    if (real.size() != m.sessions.size()) continue;
+    out[k] = RoiComparison{mean(real), mean(syn), paired_t_test(syn, real)};
+  }
+  return out;
+}
+
 Comparison compare_methods(const MethodResult& a, const MethodResult& b, const std::string& metric) {
   const MetricDef& def = metric_def(metric);
   if (a.sessions.size() != b.sessions.size())

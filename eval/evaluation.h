@@ -72,6 +72,15 @@ struct MethodSummary {
 };
 MethodSummary summarise(const MethodResult& m);
 
+// Six-ROI SUVR of one method against the real PET (docs/model.md §6): per ROI, the mean real
+// and synthetic SUVR over the sessions and the paired t-test synthetic − real; nullopt for an
+// ROI that some session lacks (no atlas region, or no synthetic SUVR) or with < 2 sessions.
+struct RoiComparison {
+  double mean_real = 0, mean_syn = 0;
+  PairedTTest test;
+};
+std::array<std::optional<RoiComparison>, 6> roi_comparisons(const MethodResult& m);
+
 struct Comparison {
   std::string method_a, method_b, metric;
   PairedTTest test;  // a − b

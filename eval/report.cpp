@@ -30,6 +30,13 @@ std::string fmt(double x, int precision) {
   return buf;
 }
 
+std::string signed_fmt(double x, int precision) {
+  if (!std::isfinite(x)) return fmt(x, precision);
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%+.*f", precision, x);
+  return buf;
+}
+
 std::string fmt_p(double p) {
   if (std::isnan(p)) return "–";
   char buf[32];
@@ -311,9 +318,7 @@ std::string text_summary(const Report& r) {
       last = pair;
     }
     const MetricDef& d = metric_def(c.metric);
-    char diff[48];
-    std::snprintf(diff, sizeof diff, "%+.*f", d.precision + 1, c.test.mean_diff);
-    trows.push_back({d.label, std::isfinite(c.test.mean_diff) ? diff : fmt(c.test.mean_diff, 0), fmt(c.test.t, 2),
+    trows.push_back({d.label, signed_fmt(c.test.mean_diff, d.precision + 1), fmt(c.test.t, 2),
                      fmt_p(c.test.p), std::to_string(c.a_better) + "/" + std::to_string(c.n)});
   }
   flush();
@@ -337,6 +342,13 @@ nlohmann::ordered_json report_json(const Report& r) {
     const MethodSummary s = summarise(m);
     jm["summary"] = nlohmann::ordered_json::object();
     for (const auto& [k, v] : s.metrics) jm["summary"][k] = {{"mean", num(v.mean)}, {"std", num(v.std)}, {"n", v.n}};
+    nlohmann::ordered_json roi_json = nlohmann::ordered_json::object();
+    const auto rois = roi_comparisons(m);
+    for (size_t k = 0; k < rois.size(); ++k)
+      if (rois[k])
+        roi_json[six_rois()[k]] = {{"mean_real", num(rois[k]->mean_real)}, {"mean_syn", num(rois[k]->mean_syn)},
+                                   {"t", num(rois[k]->test.t)}, {"p", num(rois[k]->test.p)}};
+    if (!roi_json.empty()) jm["roi_suvr"] = roi_json;
     if (s.suvr_correlation)
       jm["suvr_correlation"] = {{"r", num(s.suvr_correlation->r)}, {"p", num(s.suvr_correlation->p)}, {"n", s.suvr_correlation->n}};
     jm["sessions"] = nlohmann::ordered_json::array();
@@ -430,7 +442,7 @@ std::string html_report(const Report& r) {
     for (const auto& c : r.comparisons) {
       const MetricDef& d = metric_def(c.metric);
       o << "<tr><td>" << html_escape(c.method_a + " − " + c.method_b) << "</td><td>" << html_escape(d.label) << "</td><td>"
-        << fmt(c.test.mean_diff, d.precision + 1) << "</td><td>" << fmt(c.test.t, 2) << "</td><td>" << fmt(c.test.dof, 0)
+        << signed_fmt(c.test.mean_diff, d.precision + 1) << "</td><td>" << fmt(c.test.t, 2) << "</td><td>" << fmt(c.test.dof, 0)
         << "</td><td>" << fmt_p(c.test.p) << "</td><td>" << c.a_better << "/" << c.n << "</td></tr>\n";
     }
     o << "</table>\n";
@@ -440,18 +452,18 @@ std::string html_report(const Report& r) {
     o << "<h2>Per session</h2>\n" << per_session_plot(r, "mae") << per_session_plot(r, "ssim");
     if (any_suvr(r)) {
       o << "<h2>Cortical SUVR, synthetic against real</h2>\n" << suvr_plot(r);
-      o << "<h3>Six-ROI SUVR, mean over sessions</h3>\n<table><tr><th>ROI</th><th>real</th>";
+      o << "<h3>Six-ROI SUVR, mean over sessions (p: paired t-test, synthetic against real)</h3>\n"
+           "<table><tr><th>ROI</th><th>real</th>";
       for (const auto& m : r.methods) o << "<th>" << html_escape(m.name) << "</th>";
       o << "</tr>\n";
+      std::vector<std::array<std::optional<RoiComparison>, 6>> rois;
+      for (const auto& m : r.methods) rois.push_back(roi_comparisons(m));
       for (size_t k = 0; k < six_rois().size(); ++k) {
         std::vector<double> real;
         for (const auto& s : r.methods.front().sessions) real.push_back(s.roi_real[k]);
         o << "<tr><td>" << six_rois()[k] << "</td><td>" << fmt(mean(real), 3) << "</td>";
-        for (const auto& m : r.methods) {
-          std::vector<double> syn;
-          for (const auto& s : m.sessions) syn.push_back(s.roi_syn[k]);
-          o << "<td>" << fmt(mean(syn), 3) << "</td>";
-        }
+        for (const auto& rc : rois)
+          o << "<td>" << (rc[k] ? fmt(rc[k]->mean_syn, 3) + " (p " + fmt_p(rc[k]->test.p) + ")" : "–") << "</td>";
         o << "</tr>\n";
       }
       o << "</table>\n";

@@ -169,6 +169,11 @@ TEST_CASE("report: HTML, JSON and text hold the numbers") {
   CHECK(j["methods"][1]["sessions"].size() == 5);
   CHECK(j["comparisons"][0]["a_better"] == 5);
   CHECK(j["methods"][0]["sessions"][0]["metrics"].contains("ssim_s05"));
+  // Six-ROI SUVR against the real one, with the paired t-test computed here.
+  std::vector<double> fc_real, fc_syn;
+  for (const auto& x : f.report.methods[1].sessions) fc_real.push_back(x.roi_real[0]), fc_syn.push_back(x.roi_syn[0]);
+  CHECK(j["methods"][1]["roi_suvr"]["FC"]["p"].get<double>() == doctest::Approx(paired_t_test(fc_syn, fc_real).p));
+  CHECK(j["methods"][1]["roi_suvr"]["FC"]["mean_syn"].get<double>() == doctest::Approx(mean(fc_syn)));
 
   const std::string text = text_summary(f.report);
   CHECK(text.find(mae_text) != std::string::npos);
