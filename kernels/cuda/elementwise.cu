@@ -132,10 +132,13 @@ __global__ void broadcast_kernel(const float* __restrict__ a, const float* __res
   }
 }
 
-// 32-bit indices when the output (and so every operand) has fewer than 2³¹ elements.
+// 32-bit index maths is safe when every index, plus one grid stride, stays below 2³¹.
+bool fits32(int64_t elements) { return elements < (int64_t(1) << 31) - int64_t(65536) * kBlock; }
+
+// 32-bit indices when the output (and so every operand) fits.
 void launch_broadcast(const float* a, const float* b, float* out, int64_t n, const BroadcastIndex& ix, BinaryF f,
                       float scale, cudaStream_t stream) {
-  if (n < (int64_t(1) << 31) - int64_t(65536) * kBlock)
+  if (fits32(n))
     broadcast_kernel<uint32_t><<<grid_for(n), kBlock, 0, stream>>>(a, b, out, uint32_t(n), ix, f, scale);
   else
     broadcast_kernel<int64_t><<<grid_for(n), kBlock, 0, stream>>>(a, b, out, n, ix, f, scale);
@@ -240,21 +243,24 @@ void unary_backward(UnaryOp op, const float* xy, const float* dy, float* dx, int
 namespace {
 
 // One thread per output (row, i): a = x[row, i], b = x[row, F + i]. Rows of F ≥ 1; consecutive
-// threads read consecutive a's and b's, so both halves are coalesced.
-__global__ void geglu_forward_kernel(const float* __restrict__ x, float* __restrict__ y, int64_t rows, int64_t F) {
-  const int64_t n = rows * F, stride = int64_t(gridDim.x) * blockDim.x;
-  for (int64_t o = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; o < n; o += stride) {
-    const int64_t r = o / F, i = o - r * F;
+// threads read consecutive a's and b's, so both halves are coalesced. I: 32-bit index maths when
+// the input (rows·2F elements) fits.
+template <class I>
+__global__ void geglu_forward_kernel(const float* __restrict__ x, float* __restrict__ y, I rows, I F) {
+  const I n = rows * F, stride = I(gridDim.x) * blockDim.x;
+  for (I o = I(blockIdx.x) * blockDim.x + threadIdx.x; o < n; o += stride) {
+    const I r = o / F, i = o - r * F;
     const float* xr = x + r * 2 * F;
     y[o] = xr[i] * gelu(xr[F + i]);
   }
 }
 
+template <class I>
 __global__ void geglu_backward_kernel(const float* __restrict__ x, const float* __restrict__ dy, float* __restrict__ dx,
-                                      int64_t rows, int64_t F) {
-  const int64_t n = rows * F, stride = int64_t(gridDim.x) * blockDim.x;
-  for (int64_t o = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; o < n; o += stride) {
-    const int64_t r = o / F, i = o - r * F;
+                                      I rows, I F) {
+  const I n = rows * F, stride = I(gridDim.x) * blockDim.x;
+  for (I o = I(blockIdx.x) * blockDim.x + threadIdx.x; o < n; o += stride) {
+    const I r = o / F, i = o - r * F;
     const float* xr = x + r * 2 * F;
     float* dr = dx + r * 2 * F;
     const float a = xr[i], b = xr[F + i], g = dy[o];
@@ -267,13 +273,17 @@ __global__ void geglu_backward_kernel(const float* __restrict__ x, const float* 
 
 void geglu_forward(const float* x, float* y, int64_t rows, int64_t F, cudaStream_t stream) {
   if (rows * F == 0) return;
-  geglu_forward_kernel<<<grid_for(rows * F), kBlock, 0, stream>>>(x, y, rows, F);
+  if (fits32(2 * rows * F)) geglu_forward_kernel<uint32_t><<<grid_for(rows * F), kBlock, 0, stream>>>(x, y, rows, F);
+  else geglu_forward_kernel<int64_t><<<grid_for(rows * F), kBlock, 0, stream>>>(x, y, rows, F);
   CPETS_CHECK_LAUNCH("geglu_forward_kernel");
 }
 
 void geglu_backward(const float* x, const float* dy, float* dx, int64_t rows, int64_t F, cudaStream_t stream) {
   if (rows * F == 0) return;
-  geglu_backward_kernel<<<grid_for(rows * F), kBlock, 0, stream>>>(x, dy, dx, rows, F);
+  if (fits32(2 * rows * F))
+    geglu_backward_kernel<uint32_t><<<grid_for(rows * F), kBlock, 0, stream>>>(x, dy, dx, rows, F);
+  else
+    geglu_backward_kernel<int64_t><<<grid_for(rows * F), kBlock, 0, stream>>>(x, dy, dx, rows, F);
   CPETS_CHECK_LAUNCH("geglu_backward_kernel");
 }
 
