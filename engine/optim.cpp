@@ -83,6 +83,10 @@ void Adam::step() {
         ps.exp_avg = Tensor::zeros(ps.param.shape(), ps.param.device());
         ps.exp_avg_sq = Tensor::zeros(ps.param.shape(), ps.param.device());
       }
+      // State follows its parameter (a model moved with Module::to, or a CPU checkpoint loaded
+      // into a model on the GPU).
+      ps.exp_avg.move_to_(ps.param.device());
+      ps.exp_avg_sq.move_to_(ps.param.device());
       ps.step += 1;
       // As PyTorch: bias corrections and step size in double, then used as float scalars.
       const double bias_correction1 = 1.0 - std::pow(o.beta1, double(ps.step));

@@ -5,6 +5,7 @@
 
 #include "engine/backend.h"
 #include "engine/device.h"
+#include "engine/module.h"
 #include "engine/ops.h"
 #include "engine/optim.h"
 #include "engine/rng.h"
@@ -134,4 +135,41 @@ TEST_CASE("attention on the GPU against the CPU backend: self and cross") {
                       [&](const std::vector<Tensor>& t) { return attention(t[0], t[1], t[2], c.heads); }, {q, k, v},
                       dot_tol(std::max(n, c.q[2] / c.heads), 1.0), dot_tol(std::max(n, c.q[1]), 1.0));
   }
+}
+
+TEST_CASE("Adam state from a CPU checkpoint continues on the GPU bit for bit") {
+  Tensor p0 = random_tensor({257, 3}, 5u);
+  NamedTensors cpu_params{{"w", p0.clone().set_requires_grad(true)}};
+  Adam cpu_opt(cpu_params);
+  cpu_params[0].second.set_grad(random_tensor({257, 3}, 6u));
+  cpu_opt.step();
+  // A GPU copy of the model after that step, with the optimiser state loaded from the CPU's.
+  NamedTensors gpu_params{{"w", cpu_params[0].second.detach().clone().set_requires_grad(true)}};
+  gpu_params[0].second.move_to_(Device::CUDA);
+  Adam gpu_opt(gpu_params);
+  gpu_opt.load_state_dict(cpu_opt.state_dict());
+  const Tensor g = random_tensor({257, 3}, 7u);
+  cpu_params[0].second.set_grad(g);
+  gpu_params[0].second.set_grad(g.to(Device::CUDA).detach());
+  cpu_opt.step();
+  gpu_opt.step();
+  expect_bitwise(gpu_params[0].second, cpu_params[0].second, "parameter after the resumed step");
+  CHECK(gpu_opt.state_dict()[0].second.device() == Device::CUDA);
+}
+
+TEST_CASE("Module::to moves parameters and buffers in place") {
+  struct Tiny : Module {
+    Tiny() {
+      w = register_parameter("w", random_tensor({3, 4}, 8u));
+      b = register_buffer("b", Tensor::zeros({4}));
+    }
+    Tensor w, b;
+  };
+  Tiny m;
+  m.to(Device::CUDA);
+  CHECK(m.w.device() == Device::CUDA);
+  CHECK(m.b.device() == Device::CUDA);
+  CHECK(m.named_parameters()[0].second.impl() == m.w.impl());
+  CHECK(m.w.is_leaf());
+  CHECK(m.w.requires_grad());
 }
