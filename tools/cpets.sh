@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # cpets — one entry point for a newcomer:
-#   tools/cpets.sh demo    install what is missing, build, run the main job on the phantom cohort
+#   tools/cpets.sh demo    install what is missing, build, train on the phantom cohort, evaluate (--long: until it beats the mean PET)
 #   tools/cpets.sh test    install what is missing, build, run every test
 #   tools/cpets.sh build | install | bench [args…]
 set -euo pipefail
@@ -50,18 +50,51 @@ case "$cmd" in
     "$build/cpets-bench" "$@"
     ;;
   demo)
+    # The vertical slice: phantom cohort → training → synthesised PET → metrics against the
+    # untrained model and the mean training PET → a counterfactual. `demo --long` keeps training
+    # (in chunks of CPETS_DEMO_CHUNK steps) until the synthetic PET beats the mean image on MAE
+    # and SSIM on the test split.
+    long=0
+    if [ "${1:-}" = "--long" ]; then long=1; shift; fi
     install
     configure_and_build
     out=${CPETS_DEMO_DIR:-$root/out/demo}
+    steps=${CPETS_DEMO_STEPS:-300}
+    subjects=${CPETS_DEMO_SUBJECTS:-120}
+    bin=$build
     mkdir -p "$out"
-    echo "== phantom cohort -> $out/cohort"
-    "$build/cpets-phantom" --out "$out/cohort" --subjects 24 --seed 1 --montage "$@"
-    echo "   montages (T1 and PET slices): $out/cohort/montage/"
-    echo "== data check"
-    "$build/cpets-data" pair "$out/cohort/cohort.csv" --out "$out/cohort/paired.csv"
-    echo "== op benchmark (the training demo arrives with the model issue)"
-    echo "   (PyTorch's figures appear beside ours when python3-torch is installed; tools/cpets.sh bench ops installs it)"
-    "$build/cpets-bench" ops --quick
+    start=$(date +%s)
+    echo "== 1/4 phantom cohort ($subjects subjects, AV45) -> $out/cohort"
+    "$bin/cpets-phantom" --out "$out/cohort" --subjects "$subjects" --seed 1 --montage --no-progress "$@"
+    "$bin/cpets-data" pair "$out/cohort/cohort.csv" --out "$out/cohort/paired.csv" | sed -n '2,3p'
+    echo "== 2/4 training the demo preset for $steps steps -> $out/run"
+    rm -rf "$out/run" "$out/eval" "$out/infer"
+    "$bin/cpets-train" --config "$root/configs/demo.json" --set data.cohort="$out/cohort" --out "$out/run" \
+      --max-steps "$steps"
+    evaluate() {
+      "$bin/cpets-eval" --checkpoint "$out/run" --cohort "$out/cohort" --out "$out/eval" --untrained --quiet
+    }
+    echo "== 3/4 held-out test split: trained vs untrained vs the mean training PET"
+    evaluate
+    if [ "$long" = 1 ]; then
+      chunk=${CPETS_DEMO_CHUNK:-300}
+      max=${CPETS_DEMO_MAX_STEPS:-6000}
+      until grep -q '"beats_mean_pet_on_mae_and_ssim": true' "$out/eval/metrics.json"; do
+        [ "$steps" -ge "$max" ] && { echo "demo --long: still not better than the mean PET after $steps steps"; break; }
+        steps=$((steps + chunk))
+        echo "== --long: training on to step $steps ($(( ($(date +%s) - start) / 60 )) min so far)"
+        "$bin/cpets-train" --resume "$out/run" --max-steps "$steps" --no-progress | tail -n 3
+        evaluate
+      done
+    fi
+    echo "== 4/4 counterfactual: do(APOE4 = 0) for the test split"
+    "$bin/cpets-infer" --checkpoint "$out/run" --cohort "$out/cohort" --split test --do apoe4=0 --out "$out/infer" \
+      | tail -n 4
+    echo "demo: done in $(( ($(date +%s) - start) / 60 )) min $(( ($(date +%s) - start) % 60 )) s"
+    echo "   report:          $out/eval/report.html"
+    echo "   montages:        $out/eval/montage/ (real | synthetic | error), $out/cohort/montage/"
+    echo "   counterfactuals: $out/infer/"
+    echo "   training log:    $out/run/train.jsonl"
     ;;
   *)
     sed -n '2,6p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'

@@ -64,6 +64,23 @@ io::Volume mean_training_pet(const std::vector<train::Session>& train_split, std
   return mean;
 }
 
+// "true" when the trained model's mean MAE is lower and mean SSIM (σ 1.5) higher than the mean
+// training PET's on these sessions — the bar `tools/cpets.sh demo --long` trains to; nullopt
+// without both methods.
+std::optional<std::string> beats_mean_pet(const std::vector<eval::MethodResult>& methods) {
+  const eval::MethodResult* trained = nullptr;
+  const eval::MethodResult* mean_pet = nullptr;
+  for (const auto& m : methods) {
+    if (m.name == "trained") trained = &m;
+    if (m.name == "mean-PET") mean_pet = &m;
+  }
+  if (!trained || !mean_pet) return std::nullopt;
+  const auto t = eval::summarise(*trained).metrics, b = eval::summarise(*mean_pet).metrics;
+  if (!t.count("mae") || !t.count("ssim") || !b.count("mae") || !b.count("ssim")) return std::nullopt;
+  const bool wins = t.at("mae").mean < b.at("mae").mean && t.at("ssim").mean > b.at("ssim").mean;
+  return wins ? "true" : "false";
+}
+
 std::string fmt_shape(const std::array<int64_t, 3>& s) { return io::shape_string(s); }
 
 int run(const Args& a) {
@@ -198,6 +215,8 @@ int run(const Args& a) {
   if (atlas)
     report.notes.push_back("SUVR = mean over the atlas's " + atlas->roi + " / mean over " + atlas->reference +
                            "; SUVR error = |real − synthetic| per session; std is the population std.");
+
+  if (const auto verdict = beats_mean_pet(methods)) report.facts.push_back({"beats_mean_pet_on_mae_and_ssim", *verdict});
 
   fs::create_directories(out);
   eval::write_report_json((out / "metrics.json").string(), report);
