@@ -320,7 +320,7 @@ void attention_forward(const AttentionShape& s, const float* q, const float* k, 
   require(q && k && v && out && lse, "cuda::attention_forward: q, k, v, out and lse must be device pointers, not null");
   dim3 grid(static_cast<unsigned>(cdiv(p.nq, kRowsPerBlock)), p.heads, p.batch);
   CPETS_WITH_HEAD_DIM(p.d, flash_forward<DP><<<grid, kThreads, 0, stream>>>(p, q, k, v, out, lse));
-  CPETS_CUDA_CHECK_LAUNCH(flash_forward);
+  CPETS_CHECK_LAUNCH("flash_forward");
 }
 
 size_t attention_backward_workspace_bytes(const AttentionShape& s) {
@@ -344,12 +344,12 @@ void attention_backward(const AttentionShape& s, const float* q, const float* k,
   float* delta = static_cast<float*>(workspace);
   const int64_t rows = static_cast<int64_t>(p.batch) * p.heads * p.nq;
   row_delta<<<static_cast<unsigned>(cdiv(rows, 256)), 256, 0, stream>>>(p, out, dout, delta);
-  CPETS_CUDA_CHECK_LAUNCH(row_delta);
+  CPETS_CHECK_LAUNCH("row_delta");
 
   if (dq) {
     dim3 grid(static_cast<unsigned>(cdiv(p.nq, kRowsPerBlock)), p.heads, p.batch);
     CPETS_WITH_HEAD_DIM(p.d, flash_backward_dq<DP><<<grid, kThreads, 0, stream>>>(p, q, k, v, lse, delta, dout, dq));
-    CPETS_CUDA_CHECK_LAUNCH(flash_backward_dq);
+    CPETS_CHECK_LAUNCH("flash_backward_dq");
   }
   if (dk) {
     QuerySplit plan = plan_query_split(p.batch, p.heads, p.nq, p.nk);
@@ -361,13 +361,13 @@ void attention_backward(const AttentionShape& s, const float* q, const float* k,
     require(grid.z <= 65535, "cuda::attention_backward: batch × query splits exceeds the grid limit");
     CPETS_WITH_HEAD_DIM(p.d, flash_backward_dkdv<DP><<<grid, kThreads, 0, stream>>>(
                                  p, plan.splits, plan.chunk, q, k, v, lse, delta, dout, dk_target, dv_target));
-    CPETS_CUDA_CHECK_LAUNCH(flash_backward_dkdv);
+    CPETS_CHECK_LAUNCH("flash_backward_dkdv");
     if (plan.splits > 1) {
       const int64_t n = static_cast<int64_t>(p.batch) * p.nk * p.channels;
       sum_query_splits<<<static_cast<unsigned>(cdiv(n, 256)), 256, 0, stream>>>(dk_target, dk, n, plan.splits);
-      CPETS_CUDA_CHECK_LAUNCH(sum_query_splits);
+      CPETS_CHECK_LAUNCH("sum_query_splits");
       sum_query_splits<<<static_cast<unsigned>(cdiv(n, 256)), 256, 0, stream>>>(dv_target, dv, n, plan.splits);
-      CPETS_CUDA_CHECK_LAUNCH(sum_query_splits);
+      CPETS_CHECK_LAUNCH("sum_query_splits");
     }
   }
 }

@@ -10,14 +10,10 @@
 #include <stdexcept>
 #include <string>
 
+#include "kernels/cuda/check.h"
 #include "kernels/cuda/precision.h"
 
 namespace cpets::kernels::cuda::detail {
-
-[[noreturn]] inline void throw_cuda_error(cudaError_t e, const char* call, const char* file, int line) {
-  throw std::runtime_error(std::string("CUDA error in ") + call + " at " + file + ":" + std::to_string(line) + ": " +
-                           cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")");
-}
 
 inline int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -40,22 +36,8 @@ class NvtxRange {
 
 }  // namespace cpets::kernels::cuda::detail
 
-// Checks a CUDA runtime call; the exception names the call, where it was made and the error.
-#define CPETS_CUDA_CHECK(call)                                                              \
-  do {                                                                                      \
-    cudaError_t cpets_err_ = (call);                                                        \
-    if (cpets_err_ != cudaSuccess)                                                          \
-      ::cpets::kernels::cuda::detail::throw_cuda_error(cpets_err_, #call, __FILE__, __LINE__); \
-  } while (0)
-
-// After a <<<...>>> launch: a bad configuration shows up in cudaGetLastError; the exception names
-// the kernel.
-#define CPETS_CUDA_CHECK_LAUNCH(kernel_name)                                                          \
-  do {                                                                                                \
-    cudaError_t cpets_err_ = cudaGetLastError();                                                      \
-    if (cpets_err_ != cudaSuccess)                                                                    \
-      ::cpets::kernels::cuda::detail::throw_cuda_error(cpets_err_, "launch of " #kernel_name, __FILE__, __LINE__); \
-  } while (0)
+// Error checks: CPETS_CUDA_CHECK and CPETS_CHECK_LAUNCH come from kernels/cuda/check.h (one
+// definition for the engine and the kernels).
 
 #ifdef __CUDACC__
 #include <cuda_bf16.h>

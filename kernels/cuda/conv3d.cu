@@ -356,7 +356,7 @@ void launch_gemm(Precision p, const Op& op, int64_t max_rows, int layers, int k_
     case Precision::tf32: implicit_gemm<Precision::tf32><<<grid, kThreads, 0, stream>>>(op, k_chunk); break;
     case Precision::bf16: implicit_gemm<Precision::bf16><<<grid, kThreads, 0, stream>>>(op, k_chunk); break;
   }
-  CPETS_CUDA_CHECK_LAUNCH(implicit_gemm);
+  CPETS_CHECK_LAUNCH("implicit_gemm");
 }
 
 unsigned blocks_for(int64_t n, int threads) { return static_cast<unsigned>(cdiv(n, threads)); }
@@ -380,14 +380,14 @@ void conv3d_forward(const Conv3dShape& s, Precision p, const float* x, const flo
   if (narrow_forward(g)) {
     const int rows = g.batch * g.out_vox;
     narrow_forward_kernel<<<blocks_for(rows, kNarrowThreads), kNarrowThreads, 0, stream>>>(g, x, w, bias, y, rows);
-    CPETS_CUDA_CHECK_LAUNCH(narrow_forward_kernel);
+    CPETS_CHECK_LAUNCH("narrow_forward_kernel");
     return;
   }
   require(workspace != nullptr, "cuda::conv3d_forward: the workspace must not be null");
   float* wt = static_cast<float*>(workspace);
   const int K = g.cin * g.taps;
   transpose_weight_forward<<<blocks_for(int64_t{g.cout} * K, 256), 256, 0, stream>>>(w, wt, g.cout, K);
-  CPETS_CUDA_CHECK_LAUNCH(transpose_weight_forward);
+  CPETS_CHECK_LAUNCH("transpose_weight_forward");
   ForwardOp op{g, x, wt, bias, y, g.batch * g.out_vox, g.cout, K};
   launch_gemm(p, op, op.M, 1, K, stream);
 }
@@ -406,14 +406,14 @@ void conv3d_backward_data(const Conv3dShape& s, Precision p, const float* dy, co
   if (narrow_backward_data(g)) {
     const int rows = g.batch * g.in_vox;
     narrow_backward_data_kernel<<<blocks_for(rows, kNarrowThreads), kNarrowThreads, 0, stream>>>(g, dy, w, dx, rows);
-    CPETS_CUDA_CHECK_LAUNCH(narrow_backward_data_kernel);
+    CPETS_CHECK_LAUNCH("narrow_backward_data_kernel");
     return;
   }
   require(workspace != nullptr, "cuda::conv3d_backward_data: the workspace must not be null");
   float* wt = static_cast<float*>(workspace);
   transpose_weight_backward_data<<<blocks_for(int64_t{g.cout} * g.cin * g.taps, 256), 256, 0, stream>>>(
       w, wt, g.cout, g.cin, g.taps);
-  CPETS_CUDA_CHECK_LAUNCH(transpose_weight_backward_data);
+  CPETS_CHECK_LAUNCH("transpose_weight_backward_data");
   // One GEMM layer per output phase (stride 1: one layer); the largest phase sets the grid.
   const BackwardDataOp op = BackwardDataOp::make(g, dy, wt, dx);
   launch_gemm(p, op, int64_t{g.batch} * data_phase_max_voxels(g), data_phase_count(g), 0, stream);
@@ -437,7 +437,7 @@ void conv3d_backward_weight(const Conv3dShape& s, Precision p, const float* x, c
   require(dy != nullptr, "cuda::conv3d_backward_weight: dy must be a device pointer, not null");
   if (dbias) {
     bias_gradient<<<g.cout, kBiasThreads, 0, stream>>>(dy, dbias, g.batch, g.cout, g.out_vox);
-    CPETS_CUDA_CHECK_LAUNCH(bias_gradient);
+    CPETS_CHECK_LAUNCH("bias_gradient");
   }
   if (!dw) return;
   require(x != nullptr, "cuda::conv3d_backward_weight: x must be a device pointer when dw is wanted");
@@ -448,7 +448,7 @@ void conv3d_backward_weight(const Conv3dShape& s, Precision p, const float* x, c
   if (narrow_backward_weight(g)) {
     dim3 grid(blocks_for(M, kNarrowThreads), static_cast<unsigned>(plan.splits));
     narrow_backward_weight_kernel<<<grid, kNarrowThreads, 0, stream>>>(g, x, dy, target, plan.chunk);
-    CPETS_CUDA_CHECK_LAUNCH(narrow_backward_weight_kernel);
+    CPETS_CHECK_LAUNCH("narrow_backward_weight_kernel");
   } else {
     BackwardWeightOp op{g, x, dy, target, M, N, K};
     launch_gemm(p, op, M, plan.splits, plan.chunk, stream);
@@ -456,7 +456,7 @@ void conv3d_backward_weight(const Conv3dShape& s, Precision p, const float* x, c
   if (plan.splits > 1) {
     const int64_t n = static_cast<int64_t>(M) * N;
     sum_splits<<<blocks_for(n, 256), 256, 0, stream>>>(target, dw, n, plan.splits);
-    CPETS_CUDA_CHECK_LAUNCH(sum_splits);
+    CPETS_CHECK_LAUNCH("sum_splits");
   }
 }
 

@@ -112,7 +112,7 @@ void attention_reference_forward(const AttentionShape& s, Precision p, const flo
     sgemm_batched(p, false, true, l.H, l.Nq, l.Nk, l.d, l.scale, q + b * l.Nq * l.C, l.C, l.d, k + b * l.Nk * l.C, l.C,
                   l.d, 0.f, P + b * l.H * nn, l.Nk, nn, stream);
   softmax_rows<<<static_cast<unsigned>(l.B * l.H * l.Nq), kRowThreads, 0, stream>>>(P, lse, static_cast<int>(l.Nk));
-  CPETS_CUDA_CHECK_LAUNCH(softmax_rows);
+  CPETS_CHECK_LAUNCH("softmax_rows");
   for (int64_t b = 0; b < l.B; ++b)  // O = P V
     sgemm_batched(p, false, false, l.H, l.Nq, l.d, l.Nk, 1.f, P + b * l.H * nn, l.Nk, nn, v + b * l.Nk * l.C, l.C, l.d,
                   0.f, out + b * l.Nq * l.C, l.C, l.d, stream);
@@ -131,7 +131,7 @@ void attention_reference_backward(const AttentionShape& s, Precision p, const fl
   const int64_t nn = l.Nq * l.Nk, rows = l.B * l.H * l.Nq;
   head_row_dot<<<static_cast<unsigned>(cdiv(rows, 256)), 256, 0, stream>>>(out, dout, delta, int(l.B), int(l.Nq),
                                                                           int(l.C), int(l.H));
-  CPETS_CUDA_CHECK_LAUNCH(head_row_dot);
+  CPETS_CHECK_LAUNCH("head_row_dot");
   for (int64_t b = 0; b < l.B; ++b) {
     const float* dO = dout + b * l.Nq * l.C;
     // dV = Pᵀ dO, dP = dO Vᵀ
@@ -141,7 +141,7 @@ void attention_reference_backward(const AttentionShape& s, Precision p, const fl
                   dP + b * l.H * nn, l.Nk, nn, stream);
   }
   softmax_backward<<<static_cast<unsigned>(cdiv(rows * l.Nk, 256)), 256, 0, stream>>>(P, dP, delta, rows, int(l.Nk));
-  CPETS_CUDA_CHECK_LAUNCH(softmax_backward);
+  CPETS_CHECK_LAUNCH("softmax_backward");
   for (int64_t b = 0; b < l.B; ++b) {
     // dQ = scale · dS K, dK = scale · dSᵀ Q
     sgemm_batched(p, false, false, l.H, l.Nq, l.d, l.Nk, l.scale, dP + b * l.H * nn, l.Nk, nn, k + b * l.Nk * l.C, l.C,
