@@ -135,11 +135,16 @@ Comparison compare_methods(const MethodResult& a, const MethodResult& b, const s
       throw std::invalid_argument("compare " + a.name + " vs " + b.name + ": session " + std::to_string(i) + " is " +
                                   a.sessions[i].subject + " " + a.sessions[i].session + " in one and " +
                                   b.sessions[i].subject + " " + b.sessions[i].session + " in the other");
-  const auto ca = metric_column(a, metric), cb = metric_column(b, metric);
-  for (size_t i = 0; i < ca.size(); ++i)
-    if (std::isnan(ca[i]) || std::isnan(cb[i]))
-      throw std::invalid_argument("compare " + a.name + " vs " + b.name + ": " + def.label + " is missing for " +
-                                  a.sessions[i].subject + " " + a.sessions[i].session);
+  // Sessions where either method has no value (e.g. a synthetic PET with nothing in the SUVR
+  // reference region) are left out of the pairing; c.n says how many pairs remain.
+  std::vector<double> ca, cb;
+  const auto all_a = metric_column(a, metric), all_b = metric_column(b, metric);
+  for (size_t i = 0; i < all_a.size(); ++i)
+    if (std::isfinite(all_a[i]) && std::isfinite(all_b[i])) ca.push_back(all_a[i]), cb.push_back(all_b[i]);
+  if (ca.size() < 2)
+    throw std::invalid_argument("compare " + a.name + " vs " + b.name + ": " + def.label + " is available for " +
+                                std::to_string(ca.size()) + " of " + std::to_string(all_a.size()) +
+                                " sessions; a paired t-test needs at least 2");
   Comparison c;
   c.method_a = a.name;
   c.method_b = b.name;

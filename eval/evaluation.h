@@ -88,7 +88,8 @@ struct Comparison {
   int n = 0;
 };
 // Paired by session: both methods must list the same sessions in the same order (throws naming
-// the first mismatch otherwise). Throws when the metric is missing for some session.
+// the first mismatch otherwise). Sessions where either value is missing or not finite are left
+// out (n counts the pairs used); throws when fewer than 2 pairs remain.
 Comparison compare_methods(const MethodResult& a, const MethodResult& b, const std::string& metric);
 
 }  // namespace cpets::eval

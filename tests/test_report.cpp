@@ -3,6 +3,8 @@
 // are written and hold the numbers, and inference is the model's forward with ε = 0 while a
 // counterfactual keeps the abducted S.
 #include <doctest/doctest.h>
+
+#include <limits>
 #include <unistd.h>
 
 #include <cmath>
@@ -140,7 +142,16 @@ TEST_CASE("evaluation: summaries and paired comparisons against eval/stats on th
   MethodResult shuffled = bad;
   std::swap(shuffled.sessions[0], shuffled.sessions[1]);
   CHECK_THROWS_WITH_AS(compare_methods(good, shuffled, "mae"), doctest::Contains("SUBJ_1"), std::invalid_argument);
-  CHECK_THROWS_WITH_AS(compare_methods(good, bad, "ms_ssim"), doctest::Contains("missing"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(compare_methods(good, bad, "ms_ssim"), doctest::Contains("available for 0 of"), std::invalid_argument);
+  // A session without a value (e.g. SUVR of a synthetic PET with nothing in the reference region)
+  // drops out of the pairing; the test runs on the rest.
+  MethodResult gap = bad;
+  gap.sessions[0].metrics["mae"] = std::numeric_limits<double>::quiet_NaN();
+  const Comparison partial = compare_methods(good, gap, "mae");
+  CHECK(partial.n == int(col.size()) - 1);
+  const auto bad_col = metric_column(bad, "mae");
+  CHECK(partial.test.t == doctest::Approx(paired_t_test(std::vector<double>(col.begin() + 1, col.end()),
+                                                        std::vector<double>(bad_col.begin() + 1, bad_col.end())).t));
   CHECK_THROWS_AS(metric_def("nope"), std::invalid_argument);
 }
 

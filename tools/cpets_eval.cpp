@@ -192,7 +192,12 @@ int run(const Args& a) {
       bool present = true;
       for (const auto* m : {&methods[0], &methods[k]})
         for (const auto& x : m->sessions) present = present && x.metrics.count(d.key);
-      if (present && methods[0].sessions.size() >= 2) report.comparisons.push_back(eval::compare_methods(methods[0], methods[k], d.key));
+      if (!present || methods[0].sessions.size() < 2) continue;
+      try {
+        report.comparisons.push_back(eval::compare_methods(methods[0], methods[k], d.key));
+      } catch (const std::invalid_argument& e) {
+        report.notes.push_back(std::string("no paired test: ") + e.what());
+      }
     }
 
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
