@@ -65,7 +65,7 @@ case "$cmd" in
     mkdir -p "$out"
     start=$(date +%s)
     echo "== 1/4 phantom cohort ($subjects subjects, AV45) -> $out/cohort"
-    "$bin/cpets-phantom" --out "$out/cohort" --subjects "$subjects" --seed 1 --montage --no-progress "$@"
+    "$bin/cpets-phantom" --out "$out/cohort" --subjects "$subjects" --seed 1 --do apoe4=0 --montage --no-progress "$@"
     "$bin/cpets-data" pair "$out/cohort/cohort.csv" --out "$out/cohort/paired.csv" | sed -n '2,3p'
     echo "== 2/4 training the demo preset for $steps steps -> $out/run"
     rm -rf "$out/run" "$out/eval" "$out/infer"
@@ -87,7 +87,7 @@ case "$cmd" in
         evaluate
       done
     fi
-    echo "== 4/4 counterfactual: do(APOE4 = 0) for the test split"
+    echo "== 4/4 counterfactual: do(APOE4 = 0) for the test split, beside the phantom's true effect"
     "$bin/cpets-infer" --checkpoint "$out/run" --cohort "$out/cohort" --split test --do apoe4=0 --out "$out/infer" \
       | tail -n 4
     echo "demo: done in $(( ($(date +%s) - start) / 60 )) min $(( ($(date +%s) - start) % 60 )) s"
