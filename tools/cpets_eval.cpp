@@ -15,6 +15,8 @@
 // maximum and padded/cropped to the model volume), whole volume, no masking.
 // Exit codes: 0 done, 1 runtime failure (files, data), 2 bad command line.
 #include <CLI/CLI.hpp>
+
+#include "cli_main.h"
 #include <omp.h>
 
 #include <chrono>
@@ -39,9 +41,7 @@ namespace {
 using namespace cpets;
 namespace fs = std::filesystem;
 
-struct UsageError : std::invalid_argument {
-  using std::invalid_argument::invalid_argument;
-};
+using tools::UsageError;
 
 struct Args {
   std::string checkpoint, cohort, split = "test", out, atlas;
@@ -261,21 +261,5 @@ int main(int argc, char** argv) {
       ->check(CLI::NonNegativeNumber);
   app.add_option("--threads", a.threads, "OpenMP threads (default: OMP_NUM_THREADS / all cores)")->check(CLI::NonNegativeNumber);
   app.add_flag("--quiet", a.quiet, "no progress line");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::CallForHelp& e) {
-    return app.exit(e);
-  } catch (const CLI::ParseError& e) {
-    app.exit(e);
-    return 2;
-  }
-  try {
-    return run(a);
-  } catch (const UsageError& e) {
-    std::cerr << "error: " << e.what() << "\n";
-    return 2;
-  } catch (const std::exception& e) {
-    std::cerr << "error: " << e.what() << "\n";
-    return 1;
-  }
+  return tools::run_main<>(app, argc, argv, [&] { return run(a); });
 }

@@ -4,6 +4,8 @@
 //   cpets-train --config configs/full.json --print-model
 // Exit codes: 0 done, 1 runtime failure (data, files), 2 bad configuration or command line.
 #include <CLI/CLI.hpp>
+
+#include "cli_main.h"
 #include <omp.h>
 #include <unistd.h>
 
@@ -115,21 +117,5 @@ int main(int argc, char** argv) {
   app.add_flag("--no-progress", a.no_progress, "plain progress lines for log files instead of a live line");
   app.add_flag("--print-model", a.print_model, "print the parameter counts of each network and exit");
   app.add_flag("--print-config", a.print_config, "print the resolved configuration (every key) and exit");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::CallForHelp& e) {
-    return app.exit(e);
-  } catch (const CLI::ParseError& e) {
-    app.exit(e);
-    return 2;
-  }
-  try {
-    return run(a);
-  } catch (const ConfigError& e) {
-    std::cerr << "error: " << e.what() << "\n";
-    return 2;
-  } catch (const std::exception& e) {
-    std::cerr << "error: " << e.what() << "\n";
-    return 1;
-  }
+  return tools::run_main<ConfigError>(app, argc, argv, [&] { return run(a); });
 }
