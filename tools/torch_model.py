@@ -521,7 +521,7 @@ def bench(name, steps, warmup, full_infer, batch_size=2):
     times.sort()
     result = {"preset": name, "batch": batch_size, "threads": torch.get_num_threads(), "steps": steps,
               "train_step_seconds": times[len(times) // 2],
-              "infer_demo_seconds": infer_seconds(model, c, gen)}
+              "infer_seconds": infer_seconds(model, c, gen)}
     if full_infer:
         cf = preset("full")
         result["infer_full_seconds"] = infer_seconds(CausalPETS(cf), cf, gen)
