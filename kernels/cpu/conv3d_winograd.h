@@ -1,0 +1,33 @@
+// Winograd F(2×2×2, 3×3×3) for the 3×3×3, stride-1, pad-1 convolutions on the CPU: forward and
+// input gradient (the latter is the same convolution of dy with the weights transposed
+// Cin ↔ Cout and flipped). 64 multiplications per 2×2×2 output tile and (cin, cout) pair
+// instead of 216 for the direct kernel, at the price of input and output transforms.
+//
+// The input is never transformed as a whole (that would be 8× its size): each task takes one
+// row of up to 12 tiles along W at a (batch, tile-d, tile-h) position, transforms it for all input
+// channels into a block that stays in L2, multiplies it in each of the 64 Winograd positions
+// (AVX-512 FMA over output channels, tiles broadcast), and transforms the products back into
+// the output. Weights are transformed once per call. Tasks write disjoint outputs and do the
+// same arithmetic whatever thread runs them: results are bitwise identical for any thread count.
+//
+// AVX-512 only: conv3d_winograd_available() is false in builds without it, and the callers
+// keep the direct kernel then.
+#pragma once
+#include "kernels/cpu/conv3d.h"
+
+namespace cpets::kernels::cpu {
+
+// Compiled with AVX-512 (the kernel has no portable path).
+bool conv3d_winograd_available();
+
+// The shapes this kernel handles: kernel 3³, stride 1, padding 1 on every axis. Throws
+// std::invalid_argument naming the offending field otherwise.
+bool conv3d_winograd_supports(const Conv3dShape& s);
+
+// y (B, Cout, D, H, W) = conv(x, w) + bias (bias may be null). Same contract as conv3d_forward.
+void conv3d_winograd_forward(const Conv3dShape& s, const float* x, const float* w, const float* bias, float* y);
+// dx (B, Cin, D, H, W) from dy (B, Cout, D, H, W); overwrites dx. Same contract as
+// conv3d_backward_data.
+void conv3d_winograd_backward_data(const Conv3dShape& s, const float* dy, const float* w, float* dx);
+
+}  // namespace cpets::kernels::cpu
