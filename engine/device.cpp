@@ -1,5 +1,7 @@
 #include "engine/device.h"
 
+#include "engine/block_cache.h"
+
 #include <map>
 #include <mutex>
 #include <stdexcept>
@@ -81,30 +83,13 @@ const Probe& probe() {
   return p;
 }
 
-struct DeviceCache {
-  std::mutex mu;
-  std::map<size_t, std::vector<void*>> free_lists;
-  MemoryStats stats;
-};
-
-DeviceCache& device_cache() {
-  static DeviceCache* c = new DeviceCache();  // leaked on purpose: tensors may die after main
+BlockCache& device_cache() {
+  static BlockCache* c = new BlockCache();  // leaked on purpose: tensors may die after main
   return *c;
 }
 
-size_t device_size_class(size_t bytes) {
-  if (bytes == 0) bytes = 1;
-  if (bytes < (1u << 20)) return (bytes + 511) & ~size_t(511);
-  size_t p = 1;
-  while (p * 2 <= bytes) p *= 2;
-  const size_t step = p / 8;
-  return (bytes + step - 1) / step * step;
-}
-
-void note_alloc(MemoryStats& s, size_t cls) {
-  s.current_bytes += cls;
-  if (s.current_bytes > s.peak_bytes) s.peak_bytes = s.current_bytes;
-}
+// 512-byte classes below 1 MiB keep every block aligned for vectorised (float4) kernels.
+size_t device_size_class(size_t bytes) { return block_size_class(bytes, 512); }
 
 }  // namespace
 
@@ -123,18 +108,7 @@ void require_cuda(const char* what) {
 void* device_alloc(size_t bytes) {
   require_cuda("CUDA tensor");
   const size_t cls = device_size_class(bytes);
-  DeviceCache& c = device_cache();
-  {
-    std::lock_guard<std::mutex> lock(c.mu);
-    auto it = c.free_lists.find(cls);
-    if (it != c.free_lists.end() && !it->second.empty()) {
-      void* p = it->second.back();
-      it->second.pop_back();
-      c.stats.cached_bytes -= cls;
-      note_alloc(c.stats, cls);
-      return p;
-    }
-  }
+  if (void* p = device_cache().take(cls)) return p;
   void* p = nullptr;
   cudaError_t e = cudaMalloc(&p, cls);
   if (e == cudaErrorMemoryAllocation) {
@@ -150,42 +124,21 @@ void* device_alloc(size_t bytes) {
                              " bytes, peak " + std::to_string(s.peak_bytes) +
                              "; use a smaller batch or volume, or free tensors you no longer need");
   }
-  std::lock_guard<std::mutex> lock(c.mu);
-  c.stats.system_allocs++;
-  note_alloc(c.stats, cls);
+  device_cache().added_from_system(cls);
   return p;
 }
 
 void device_free(void* ptr, size_t bytes) {
-  if (!ptr) return;
-  const size_t cls = device_size_class(bytes);
-  DeviceCache& c = device_cache();
-  std::lock_guard<std::mutex> lock(c.mu);
-  c.free_lists[cls].push_back(ptr);
-  c.stats.current_bytes -= cls;
-  c.stats.cached_bytes += cls;
+  if (ptr) device_cache().give_back(ptr, device_size_class(bytes));
 }
 
-MemoryStats device_memory_stats() {
-  std::lock_guard<std::mutex> lock(device_cache().mu);
-  return device_cache().stats;
-}
-
-void device_reset_peak() {
-  std::lock_guard<std::mutex> lock(device_cache().mu);
-  device_cache().stats.peak_bytes = device_cache().stats.current_bytes;
-}
+MemoryStats device_memory_stats() { return device_cache().stats(); }
+void device_reset_peak() { device_cache().reset_peak(); }
 
 void device_release_cache() {
   if (!probe().ok) return;
   CPETS_CUDA_CHECK(cudaDeviceSynchronize());  // queued kernels may still use cached blocks
-  DeviceCache& c = device_cache();
-  std::lock_guard<std::mutex> lock(c.mu);
-  for (auto& [cls, blocks] : c.free_lists) {
-    for (void* p : blocks) CPETS_CUDA_CHECK(cudaFree(p));
-    blocks.clear();
-  }
-  c.stats.cached_bytes = 0;
+  device_cache().release([](void* p) { CPETS_CUDA_CHECK(cudaFree(p)); });
 }
 
 cudaStream_t cuda_stream() {
