@@ -86,6 +86,12 @@ double relative_error(const std::vector<float>& y, const std::vector<double>& re
   return err / peak;
 }
 
+// The direct kernel, whatever the routing in conv3d_forward / conv3d_backward_data.
+struct DirectOnly {
+  DirectOnly() { kc::conv3d_set_winograd_enabled(false); }
+  ~DirectOnly() { kc::conv3d_set_winograd_enabled(true); }
+};
+
 template <class F>
 void with_threads(int n, F&& f) {
   const int prev = omp_get_max_threads();
@@ -129,7 +135,10 @@ TEST_CASE("winograd forward matches float64 naive convolution; error of the orde
     const std::vector<double> ref = naive(c, x, w, bias.data(), false);
     std::vector<float> y_wino(ref.size(), -7.f), y_direct(ref.size());
     kc::conv3d_winograd_forward(s, x.data(), w.data(), bias.data(), y_wino.data());
-    kc::conv3d_forward(s, x.data(), w.data(), bias.data(), y_direct.data());
+    {
+      DirectOnly direct;
+      kc::conv3d_forward(s, x.data(), w.data(), bias.data(), y_direct.data());
+    }
     const double e_wino = relative_error(y_wino, ref), e_direct = relative_error(y_direct, ref);
     MESSAGE("forward rel. error: winograd " << e_wino << ", direct " << e_direct);
     CHECK(e_wino < kMaxRelError);
@@ -157,7 +166,10 @@ TEST_CASE("winograd input gradient matches float64 naive transposed convolution"
     const std::vector<double> ref = naive(c, dy, w, nullptr, true);
     std::vector<float> dx_wino(ref.size(), -7.f), dx_direct(ref.size());
     kc::conv3d_winograd_backward_data(s, dy.data(), w.data(), dx_wino.data());
-    kc::conv3d_backward_data(s, dy.data(), w.data(), dx_direct.data());
+    {
+      DirectOnly direct;
+      kc::conv3d_backward_data(s, dy.data(), w.data(), dx_direct.data());
+    }
     const double e_wino = relative_error(dx_wino, ref), e_direct = relative_error(dx_direct, ref);
     MESSAGE("input-gradient rel. error: winograd " << e_wino << ", direct " << e_direct);
     CHECK(e_wino < kMaxRelError);
@@ -203,4 +215,39 @@ TEST_CASE("winograd rejects shapes it does not handle, naming them") {
   s = shape_of(c);
   s.padding[2] = 0;
   CHECK_THROWS_AS(kc::conv3d_winograd_forward(s, x.data(), w.data(), nullptr, y.data()), std::invalid_argument);
+}
+
+TEST_CASE("conv3d_forward / conv3d_backward_data route the worthwhile shapes to winograd, and can be switched off") {
+  const Case c{1, 16, 32, 5, 6, 9};
+  const kc::Conv3dShape s = shape_of(c);
+  CHECK(kc::conv3d_winograd_worthwhile(s, 16, 32));
+  CHECK_FALSE(kc::conv3d_winograd_worthwhile(s, 8, 32));   // too few input channels
+  CHECK_FALSE(kc::conv3d_winograd_worthwhile(s, 16, 8));   // too few output channels
+  kc::Conv3dShape flat = s;
+  flat.in[0] = 3;
+  CHECK_FALSE(kc::conv3d_winograd_worthwhile(flat, 16, 32));  // spatial axis < 4
+  kc::Conv3dShape strided = s;
+  strided.stride[2] = 2;
+  CHECK_FALSE(kc::conv3d_winograd_worthwhile(strided, 16, 32));
+
+  const auto x = random_floats(c.B * c.cin * c.D * c.H * c.W, 41, 1.f);
+  const auto dy = random_floats(c.B * c.cout * c.D * c.H * c.W, 42, 1.f);
+  const auto w = random_floats(c.cout * c.cin * 27, 43, 0.3f);
+  const size_t ny = size_t(c.B * c.cout * c.D * c.H * c.W);
+  std::vector<float> y_wino(ny), y_routed(ny), y_direct(ny), dx_wino(x.size()), dx_routed(x.size()), dx_direct(x.size());
+  kc::conv3d_winograd_forward(s, x.data(), w.data(), nullptr, y_wino.data());
+  kc::conv3d_winograd_backward_data(s, dy.data(), w.data(), dx_wino.data());
+  REQUIRE(kc::conv3d_winograd_enabled());
+  kc::conv3d_forward(s, x.data(), w.data(), nullptr, y_routed.data());
+  kc::conv3d_backward_data(s, dy.data(), w.data(), dx_routed.data());
+  {
+    DirectOnly direct;
+    kc::conv3d_forward(s, x.data(), w.data(), nullptr, y_direct.data());
+    kc::conv3d_backward_data(s, dy.data(), w.data(), dx_direct.data());
+  }
+  CHECK(std::memcmp(y_wino.data(), y_routed.data(), ny * sizeof(float)) == 0);
+  CHECK(std::memcmp(dx_wino.data(), dx_routed.data(), x.size() * sizeof(float)) == 0);
+  // Switched off, the direct kernel runs: other rounding, so not bitwise the same.
+  CHECK(std::memcmp(y_wino.data(), y_direct.data(), ny * sizeof(float)) != 0);
+  CHECK(std::memcmp(dx_wino.data(), dx_direct.data(), x.size() * sizeof(float)) != 0);
 }

@@ -1,4 +1,5 @@
 #include "kernels/cpu/conv3d.h"
+#include "kernels/cpu/conv3d_winograd.h"
 
 #include <algorithm>
 #include <atomic>
@@ -1190,7 +1191,14 @@ static double pass_flops(const Conv3dShape& s) {
   return 2.0 * double(s.batch) * double(s.out_channels) * double(s.in_channels) * double(s.taps()) * double(s.out_voxels());
 }
 
+// 3×3×3, stride 1, pad 1 with ≥ 16 channels each way: Winograd (kernels/cpu/conv3d_winograd.h,
+// 2–3× fewer multiplications), unless switched off (CPETS_CONV_WINOGRAD=0) or portable-only.
+static bool route_winograd(const Conv3dShape& s, int64_t cin, int64_t cout) {
+  return use_simd() && conv3d_winograd_enabled() && conv3d_winograd_worthwhile(s, cin, cout);
+}
+
 void conv3d_forward(const Conv3dShape& s, const float* x, const float* w, const float* bias, float* y) {
+  if (route_winograd(s, s.in_channels, s.out_channels)) return conv3d_winograd_forward(s, x, w, bias, y);
   ScratchLease lease;
   SerialIfSmall serial(pass_flops(s));
 #ifdef __AVX512F__
@@ -1200,6 +1208,7 @@ void conv3d_forward(const Conv3dShape& s, const float* x, const float* w, const 
 }
 
 void conv3d_backward_data(const Conv3dShape& s, const float* dy, const float* w, float* dx) {
+  if (route_winograd(s, s.out_channels, s.in_channels)) return conv3d_winograd_backward_data(s, dy, w, dx);
   ScratchLease lease;
   SerialIfSmall serial(pass_flops(s));
 #ifdef __AVX512F__

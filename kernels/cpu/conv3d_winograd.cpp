@@ -1,6 +1,9 @@
 #include "kernels/cpu/conv3d_winograd.h"
 
 #include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -100,7 +103,11 @@ struct InputRow {
         odd1(_mm512_setr_epi32(3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31, 1)) {}
 };
 
-void transform_input(const float* xb, int64_t cin, const int64_t in[3], int64_t td, int64_t th, int64_t j0, float* V) {
+// With `prefetch_next`, it also asks for the two new input rows per (channel, plane) that the
+// task at th + 1 will read: rows two H positions apart, 590 KB apart between channels, which
+// the hardware prefetchers do not foresee (without it the row loads stall on memory).
+__attribute__((noinline)) void transform_input(const float* xb, int64_t cin, const int64_t in[3], int64_t td, int64_t th,
+                                               int64_t j0, bool prefetch_next, float* V) {
   const int64_t D = in[0], H = in[1], W = in[2], plane = H * W, chan = D * plane;
   const int64_t w0 = 2 * j0 - 1;
   auto lane_mask = [&](int64_t first) {
@@ -119,6 +126,13 @@ void transform_input(const float* xb, int64_t cin, const int64_t in[3], int64_t 
       row_ok[dd][hh] = d >= 0 && d < D && h >= 0 && h < H;
       row_off[dd][hh] = row_ok[dd][hh] ? d * plane + h * W + w0 : 0;
     }
+  bool next_ok[4];  // per dd: the rows at h + 2 of hh = 2, 3 exist
+  for (int dd = 0; dd < 4; ++dd) next_ok[dd] = prefetch_next && row_ok[dd][2] && 2 * th + 1 + 2 < H;
+  auto prefetch_row = [](const float* p) {
+    _mm_prefetch(reinterpret_cast<const char*>(p), _MM_HINT_T1);
+    _mm_prefetch(reinterpret_cast<const char*>(p + 16), _MM_HINT_T1);
+    _mm_prefetch(reinterpret_cast<const char*>(p + 31), _MM_HINT_T1);
+  };
   alignas(64) float tmp[4][16][kLanes];  // [dd][hh'·4 + k'] after the W and H transforms
   for (int64_t ci = 0; ci < cin; ++ci) {
     const float* xc = xb + ci * chan;
@@ -130,6 +144,7 @@ void transform_input(const float* xb, int64_t cin, const int64_t in[3], int64_t 
           continue;
         }
         const float* row = xc + row_off[dd][hh];
+        if (hh >= 2 && next_ok[dd] && (hh == 2 || 2 * th + 4 < H)) prefetch_row(row + 2 * W);
         const __m512 a = _mm512_maskz_loadu_ps(mA, row), b = _mm512_maskz_loadu_ps(mB, row + kLanes);
         r[hh][0] = _mm512_permutex2var_ps(a, idx.even, b);
         r[hh][1] = _mm512_permutex2var_ps(a, idx.odd, b);
@@ -209,7 +224,7 @@ inline void at4(__m512 v0, __m512 v1, __m512 v2, __m512 v3, __m512& o0, __m512& 
 }
 
 // Y[tile][od·4 + oh·2 + ow][co] = bias + Aᵀ M[·][tile][co] A along the three axes.
-void transform_output(const float* M, int nt, int64_t cout_p, const float* bias_p, float* Y) {
+__attribute__((noinline)) void transform_output(const float* M, int nt, int64_t cout_p, const float* bias_p, float* Y) {
   const int64_t cvecs = cout_p / kLanes;
   for (int t = 0; t < nt; ++t)
     for (int64_t cv = 0; cv < cvecs; ++cv) {
@@ -238,7 +253,7 @@ void transform_output(const float* M, int nt, int64_t cout_p, const float* bias_
 
 // Writes the task's outputs from Y into y (B, Cout, D, H, W): per output row, gathers of 16
 // columns over the tiles, cropped at the borders.
-void scatter_output(const float* Y, int nt, int64_t cout, int64_t cout_p, const int64_t in[3], int64_t td, int64_t th,
+__attribute__((noinline)) void scatter_output(const float* Y, int nt, int64_t cout, int64_t cout_p, const int64_t in[3], int64_t td, int64_t th,
                     int64_t j0, float* yb) {
   const int64_t D = in[0], H = in[1], W = in[2], plane = H * W, chan = D * plane;
   const int64_t w_begin = 2 * j0, n = std::min<int64_t>(2 * nt, W - w_begin);
@@ -286,23 +301,32 @@ void winograd_conv(int64_t batch, int64_t cin, int64_t cout, int64_t cout_p, con
   const int64_t rows = batch * g.tD * g.tH;  // one parallel item: all tile blocks of a (b, td, th) row
   const double flops = 2.0 * double(batch) * double(cin) * double(cout) * 27.0 * double(chan_in);
   const int ncv = (cout_p / kLanes) % 2 == 0 ? 2 : 1;
-#pragma omp parallel for schedule(dynamic, 1) if (rows > 1 && flops >= 4e6)
-  for (int64_t r = 0; r < rows; ++r) {
+  // Chunks of consecutive rows (th, th + 1, ...) on one thread, so that each task's prefetch of
+  // the next task's input rows lands in the cache of the core that will read them.
+  constexpr int64_t kRowsPerChunk = 8;
+  const int64_t chunks = ceil_div(rows, kRowsPerChunk);
+  auto process_row = [&](int64_t r, bool prefetch_next) {
     thread_local ThreadBuffers buf;
     float* V = buf.get(buf.V, size_t(kPositions * cin * kLanes));
     float* M = buf.get(buf.M, size_t(kPositions * kLanes * cout_p));
     float* Y = buf.get(buf.Y, size_t(kLanes * 8 * cout_p));
     const int64_t b = r / (g.tD * g.tH), td = (r / g.tH) % g.tD, th = r % g.tH;
+    prefetch_next = prefetch_next && th + 1 < g.tH;
     for (int64_t blk = 0; blk < g.blocks; ++blk) {
       const int64_t j0 = blk * g.per_block;
       const int nt = int(std::min(g.per_block, g.tW - j0));
       if (nt <= 0) break;
-      transform_input(x + b * cin * chan_in, cin, in, td, th, j0, V);
+      transform_input(x + b * cin * chan_in, cin, in, td, th, j0, prefetch_next, V);
       if (ncv == 2) multiply_nt<2>(nt, V, U, cin, cout_p, M);
       else multiply_nt<1>(nt, V, U, cin, cout_p, M);
       transform_output(M, nt, cout_p, bias_p, Y);
       scatter_output(Y, nt, cout, cout_p, in, td, th, j0, y + b * cout * chan_in);
     }
+  };
+#pragma omp parallel for schedule(dynamic, 1) if (chunks > 1 && flops >= 4e6)
+  for (int64_t chunk = 0; chunk < chunks; ++chunk) {
+    const int64_t r_end = std::min(rows, (chunk + 1) * kRowsPerChunk);
+    for (int64_t r = chunk * kRowsPerChunk; r < r_end; ++r) process_row(r, r + 1 < r_end);
   }
 }
 
@@ -332,6 +356,24 @@ bool conv3d_winograd_available() {
 #else
   return false;
 #endif
+}
+
+namespace {
+std::atomic<bool>& winograd_switch() {
+  static std::atomic<bool> on{[] {
+    const char* v = std::getenv("CPETS_CONV_WINOGRAD");
+    return !(v && std::strcmp(v, "0") == 0);
+  }()};
+  return on;
+}
+}  // namespace
+
+void conv3d_set_winograd_enabled(bool on) { winograd_switch().store(on); }
+bool conv3d_winograd_enabled() { return winograd_switch().load(); }
+
+bool conv3d_winograd_worthwhile(const Conv3dShape& s, int64_t cin, int64_t cout) {
+  if (!conv3d_winograd_available() || !conv3d_winograd_supports(s)) return false;
+  return cin >= 16 && cout >= 16 && s.in[0] >= 4 && s.in[1] >= 4 && s.in[2] >= 4;
 }
 
 bool conv3d_winograd_supports(const Conv3dShape& s) {

@@ -30,4 +30,15 @@ void conv3d_winograd_forward(const Conv3dShape& s, const float* x, const float* 
 // conv3d_backward_data.
 void conv3d_winograd_backward_data(const Conv3dShape& s, const float* dy, const float* w, float* dx);
 
+// Routing from conv3d_forward and conv3d_backward_data (kernels/cpu/conv3d.cpp): on, unless
+// the environment has CPETS_CONV_WINOGRAD=0 or it is switched off here (tests compare paths).
+void conv3d_set_winograd_enabled(bool on);
+bool conv3d_winograd_enabled();
+
+// Whether a supported shape is routed to Winograd, for a pass that reads `cin` channels and
+// writes `cout` (the forward: Cin → Cout; the input gradient: Cout → Cin). Rule: both ≥ 16
+// (below, output vectors are padded to 16 channels and the transforms outweigh the saved
+// multiplications) and every spatial axis ≥ 4 (below, most of each 4³ tile is padding).
+bool conv3d_winograd_worthwhile(const Conv3dShape& s, int64_t cin, int64_t cout);
+
 }  // namespace cpets::kernels::cpu

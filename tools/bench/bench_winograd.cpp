@@ -41,11 +41,14 @@ void bench_pair(const bench::Context& ctx, std::vector<bench::Result>& out, cons
                           std::to_string(s.out_channels) + "_" + std::to_string(s.in[0]) + "x" +
                           std::to_string(s.in[1]) + "x" + std::to_string(s.in[2]);
   const int reps = ctx.repeats;
-  // Interleaved per repeat pair would be fairer under load; medians over several runs instead.
+  // The direct kernel even where conv3d_forward / conv3d_backward_data route to Winograd.
+  const bool routed = kc::conv3d_winograd_enabled();
+  kc::conv3d_set_winograd_enabled(false);
   const double direct_f = bench::median_seconds([&] { kc::conv3d_forward(s, x.data(), w.data(), b.data(), y.data()); }, reps);
+  const double direct_b = bench::median_seconds([&] { kc::conv3d_backward_data(s, y.data(), w.data(), dx.data()); }, reps);
+  kc::conv3d_set_winograd_enabled(routed);
   const double wino_f =
       bench::median_seconds([&] { kc::conv3d_winograd_forward(s, x.data(), w.data(), b.data(), y.data()); }, reps);
-  const double direct_b = bench::median_seconds([&] { kc::conv3d_backward_data(s, y.data(), w.data(), dx.data()); }, reps);
   const double wino_b =
       bench::median_seconds([&] { kc::conv3d_winograd_backward_data(s, y.data(), w.data(), dx.data()); }, reps);
   out.push_back({"conv3d fwd direct   " + tag, direct_f, flops, 0, ""});
