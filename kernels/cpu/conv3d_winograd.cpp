@@ -38,6 +38,13 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 constexpr int kLanes = 16;
 constexpr int kPositions = 64;   // 4×4×4 Winograd positions per tile
 constexpr int kMaxTiles = 12;    // tiles along W per task: 12 × 2 output vectors fill the registers
+// The transformed input block is V[ci][p][16 tiles], channel by channel as the transform writes
+// it; one spare position per channel keeps the GEMM's reads of one position over the channels
+// (a 4 KiB stride otherwise) off a single L1 set.
+constexpr int64_t kVChannel = (kPositions + 1) * kLanes;
+// The products are M[tile][p][co]: the output transform reads one tile's 64 positions as one
+// contiguous run; a spare position per tile, again, spreads the GEMM's stores over L1 sets.
+constexpr int64_t kMTile = kPositions + 1;
 
 // Tiles of 2×2×2 outputs; a task is a row of at most kMaxTiles tiles along W.
 struct TileGrid {
@@ -89,7 +96,7 @@ inline void bt4(__m512& v0, __m512& v1, __m512& v2, __m512& v3) {
   v3 = r3;
 }
 
-// One task's input tiles, all channels: V[p][ci][tile] (16 floats per (p, ci), tiles in lanes;
+// One task's input tiles, all channels: V[ci][p][tile] (16 floats per (ci, p), tiles in lanes;
 // lanes ≥ the task's tile count hold garbage that is never read). Tile j's W line is padded
 // input w = 2(j0 + j) − 1 + k, k = 0..3: two masked loads of 16 floats per row, split into
 // even and odd columns, give all four k as vectors over the tiles.
@@ -157,34 +164,35 @@ __attribute__((noinline)) void transform_input(const float* xb, int64_t cin, con
         for (int hh = 0; hh < 4; ++hh) _mm512_store_ps(tmp[dd][hh * 4 + k], r[hh][k]);
       }
     }
+    float* Vc = V + ci * kVChannel;
     for (int i = 0; i < 16; ++i) {
       __m512 v0 = _mm512_load_ps(tmp[0][i]), v1 = _mm512_load_ps(tmp[1][i]), v2 = _mm512_load_ps(tmp[2][i]),
              v3 = _mm512_load_ps(tmp[3][i]);
       bt4(v0, v1, v2, v3);
-      _mm512_store_ps(V + ((0 * 16 + i) * cin + ci) * kLanes, v0);
-      _mm512_store_ps(V + ((1 * 16 + i) * cin + ci) * kLanes, v1);
-      _mm512_store_ps(V + ((2 * 16 + i) * cin + ci) * kLanes, v2);
-      _mm512_store_ps(V + ((3 * 16 + i) * cin + ci) * kLanes, v3);
+      _mm512_store_ps(Vc + (0 * 16 + i) * kLanes, v0);
+      _mm512_store_ps(Vc + (1 * 16 + i) * kLanes, v1);
+      _mm512_store_ps(Vc + (2 * 16 + i) * kLanes, v2);
+      _mm512_store_ps(Vc + (3 * 16 + i) * kLanes, v3);
     }
   }
 }
 
-// M[p][tile][co] = Σ_ci V[p][ci][tile] · U[p][ci][co] for NT tiles: NT × NCV accumulators of
+// M[tile][p][co] = Σ_ci V[ci][p][tile] · U[p][ci][co] for NT tiles: NT × NCV accumulators of
 // 16 output channels, one U load per channel vector and one broadcast per tile.
 template <int NT, int NCV>
 __attribute__((noinline)) void multiply(const float* V, const float* U, int64_t cin, int64_t cout_p, float* M) {
   const int64_t cvecs = cout_p / kLanes;
   for (int p = 0; p < kPositions; ++p) {
-    const float* Vp = V + p * cin * kLanes;
+    const float* Vp = V + p * kLanes;
     const float* Up = U + p * cin * cout_p;
-    float* Mp = M + p * kLanes * cout_p;
+    float* Mp = M + p * cout_p;
     for (int64_t cv = 0; cv < cvecs; cv += NCV) {
       __m512 acc[NT][NCV];
       for (int t = 0; t < NT; ++t)
         for (int c = 0; c < NCV; ++c) acc[t][c] = _mm512_setzero_ps();
       const float* u = Up + cv * kLanes;
       const float* v = Vp;
-      for (int64_t ci = 0; ci < cin; ++ci, u += cout_p, v += kLanes) {
+      for (int64_t ci = 0; ci < cin; ++ci, u += cout_p, v += kVChannel) {
         __m512 uv[NCV];
         for (int c = 0; c < NCV; ++c) uv[c] = _mm512_loadu_ps(u + c * kLanes);
         for (int t = 0; t < NT; ++t) {
@@ -193,7 +201,7 @@ __attribute__((noinline)) void multiply(const float* V, const float* U, int64_t 
         }
       }
       for (int t = 0; t < NT; ++t)
-        for (int c = 0; c < NCV; ++c) _mm512_storeu_ps(Mp + t * cout_p + (cv + c) * kLanes, acc[t][c]);
+        for (int c = 0; c < NCV; ++c) _mm512_storeu_ps(Mp + t * kMTile * cout_p + (cv + c) * kLanes, acc[t][c]);
     }
   }
 }
@@ -223,13 +231,13 @@ inline void at4(__m512 v0, __m512 v1, __m512 v2, __m512 v3, __m512& o0, __m512& 
   o1 = _mm512_sub_ps(_mm512_sub_ps(v1, v2), v3);
 }
 
-// Y[tile][od·4 + oh·2 + ow][co] = bias + Aᵀ M[·][tile][co] A along the three axes.
+// Y[tile][od·4 + oh·2 + ow][co] = bias + Aᵀ M[tile][·][co] A along the three axes.
 __attribute__((noinline)) void transform_output(const float* M, int nt, int64_t cout_p, const float* bias_p, float* Y) {
   const int64_t cvecs = cout_p / kLanes;
   for (int t = 0; t < nt; ++t)
     for (int64_t cv = 0; cv < cvecs; ++cv) {
-      const float* m = M + t * cout_p + cv * kLanes;
-      const int64_t pstride = kLanes * cout_p;  // next position
+      const float* m = M + t * kMTile * cout_p + cv * kLanes;
+      const int64_t pstride = cout_p;  // next position
       __m512 s[4][4];                           // [a][oh·2 + ow]
       for (int a = 0; a < 4; ++a) {
         __m512 q[4][2];
@@ -307,8 +315,8 @@ void winograd_conv(int64_t batch, int64_t cin, int64_t cout, int64_t cout_p, con
   const int64_t chunks = ceil_div(rows, kRowsPerChunk);
   auto process_row = [&](int64_t r, bool prefetch_next) {
     thread_local ThreadBuffers buf;
-    float* V = buf.get(buf.V, size_t(kPositions * cin * kLanes));
-    float* M = buf.get(buf.M, size_t(kPositions * kLanes * cout_p));
+    float* V = buf.get(buf.V, size_t(cin * kVChannel));
+    float* M = buf.get(buf.M, size_t(kMaxTiles * kMTile * cout_p));
     float* Y = buf.get(buf.Y, size_t(kLanes * 8 * cout_p));
     const int64_t b = r / (g.tD * g.tH), td = (r / g.tH) % g.tD, th = r % g.tH;
     prefetch_next = prefetch_next && th + 1 < g.tH;
