@@ -79,7 +79,7 @@ case "$cmd" in
     if [ "$long" = 1 ]; then
       chunk=${CPETS_DEMO_CHUNK:-300}
       max=${CPETS_DEMO_MAX_STEPS:-6000}
-      until grep -q '"beats_mean_pet_on_mae_and_ssim": true' "$out/eval/metrics.json"; do
+      until grep -Eq '"beats_mean_pet_on_mae_and_ssim": "?true' "$out/eval/metrics.json"; do
         [ "$steps" -ge "$max" ] && { echo "demo --long: still not better than the mean PET after $steps steps"; break; }
         steps=$((steps + chunk))
         echo "== --long: training on to step $steps ($(( ($(date +%s) - start) / 60 )) min so far)"
