@@ -7,7 +7,9 @@
 // row of up to 12 tiles along W at a (batch, tile-d, tile-h) position, transforms it for all input
 // channels into a block that stays in L2, multiplies it in each of the 64 Winograd positions
 // (AVX-512 FMA over output channels, tiles broadcast), and transforms the products back into
-// the output. Weights are transformed once per call. Tasks write disjoint outputs and do the
+// the output. Weights are transformed once per call. The per-thread blocks (transformed input,
+// products: ~0.2 MB at 32 channels) and the transformed weights (64·Cin·Cout floats) live in
+// thread-local buffers reused across calls; conv3d_release_scratch() does not free them. Tasks write disjoint outputs and do the
 // same arithmetic whatever thread runs them: results are bitwise identical for any thread count.
 //
 // AVX-512 only: conv3d_winograd_available() is false in builds without it, and the callers
