@@ -110,6 +110,8 @@ std::vector<Case> cases() {
       {2, 5, 48, 2, 3, 4},     // 3 output-channel vectors (odd count)
       {1, 4, 4, 1, 1, 1},      // a single voxel: every neighbour is padding
       {1, 32, 32, 7, 9, 24},   // the model's channel count, full 12-tile block
+      {1, 64, 64, 3, 4, 5},    // the full preset's 64 channels (2 × 2 output vectors)
+      {3, 16, 16, 1, 2, 2},    // batch 3, a single tile, H and D below a tile
   };
 }
 
