@@ -89,7 +89,7 @@ case "$cmd" in
     fi
     echo "== 4/4 counterfactual: do(APOE4 = 0) for the test split, beside the phantom's true effect"
     "$bin/cpets-infer" --checkpoint "$out/run" --cohort "$out/cohort" --split test --do apoe4=0 --out "$out/infer" \
-      | tail -n 4
+      | tail -n 9
     echo "demo: done in $(( ($(date +%s) - start) / 60 )) min $(( ($(date +%s) - start) % 60 )) s"
     echo "   report:          $out/eval/report.html"
     echo "   montages:        $out/eval/montage/ (real | synthetic | error), $out/cohort/montage/"
