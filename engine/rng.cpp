@@ -133,6 +133,14 @@ void Generator::fill_normal(float* out, int64_t n, float mean, float std) {
   });
 }
 
+uint64_t derive_seed(uint64_t seed, uint64_t tag) {
+  uint64_t z = seed ^ tag;
+  z += 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
 Generator& default_generator() {
   static Generator gen(0);
   return gen;

@@ -60,6 +60,11 @@ class Generator {
   GeneratorState state_;
 };
 
+// The seed of an independent stream derived from a user seed and a tag (splitmix64 of seed ^ tag),
+// so streams sharing one configured seed (initial weights, noise, data order) never draw the
+// same Philox words. Tags are 8-character ASCII names, e.g. 0x6e6f697365303030 = "noise000".
+uint64_t derive_seed(uint64_t seed, uint64_t tag);
+
 // A process-wide generator for code that has not been handed one (seed it with manual_seed).
 Generator& default_generator();
 

@@ -222,3 +222,11 @@ TEST_CASE("bias_uniform_, xavier_uniform_, normal_, zeros_, ones_") {
   Tensor undefined;
   CHECK_THROWS_AS(zeros_(undefined), std::invalid_argument);
 }
+
+TEST_CASE("derive_seed: splitmix64 of seed ^ tag, distinct per tag") {
+  // splitmix64's first output for state 0 (Vigna's reference implementation).
+  CHECK(derive_seed(0, 0) == 0xE220A8397B1DCDAFull);
+  CHECK(derive_seed(777, 1) == derive_seed(777, 1));
+  CHECK(derive_seed(777, 1) != derive_seed(777, 2));
+  CHECK(derive_seed(777, 1) != derive_seed(778, 1));
+}

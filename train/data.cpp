@@ -201,24 +201,16 @@ Batch Dataset::collate(const std::vector<int64_t>& indices) const {
 
 // ---- order -----------------------------------------------------------------------------------
 
-namespace {
-// A key for the data-order stream distinct from every other use of the same seed (splitmix64 of
-// the seed with a tag), so shuffles are not correlated with weights or noise drawn from `seed`.
-uint64_t order_key(uint64_t seed) {
-  uint64_t z = seed ^ 0x6461746131303030ull;  // "data1000"
-  z += 0x9E3779B97F4A7C15ull;
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-}  // namespace
+// The data-order stream's seed: distinct from every other stream drawn from the same seed, so
+// shuffles are not correlated with weights or noise.
+constexpr uint64_t kOrderTag = 0x6461746131303030ull;  // "data1000"
 
 std::vector<int64_t> epoch_order(int64_t n, uint64_t seed, int64_t epoch) {
   if (n < 0 || epoch < 0) throw std::invalid_argument("epoch_order: n and epoch must be ≥ 0");
   std::vector<int64_t> order(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) order[static_cast<size_t>(i)] = i;
   if (n < 2) return order;
-  Generator gen(order_key(seed), static_cast<uint64_t>(epoch) << 32);
+  Generator gen(derive_seed(seed, kOrderTag), static_cast<uint64_t>(epoch) << 32);
   std::vector<float> u(static_cast<size_t>(n - 1));
   gen.fill_uniform(u.data(), n - 1);
   for (int64_t i = n - 1; i >= 1; --i) {  // Fisher–Yates

@@ -24,15 +24,9 @@ namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
-// The noise stream's key: the training seed mixed with a tag (splitmix64), so ε is not drawn
-// from the same Philox words as the initial weights (Generator(seed)).
-uint64_t noise_key(uint64_t seed) {
-  uint64_t z = seed ^ 0x6e6f697365303030ull;  // "noise000"
-  z += 0x9E3779B97F4A7C15ull;
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
+// The noise stream's seed: the training seed with a tag, so ε is not drawn from the same Philox
+// words as the initial weights (Generator(seed)).
+constexpr uint64_t kNoiseTag = 0x6e6f697365303030ull;  // "noise000"
 
 double value_of(const Tensor& t) { return t.defined() ? static_cast<double>(t.item()) : kNaN; }
 
@@ -117,7 +111,7 @@ json ValidationResult::to_json() const {
 }
 
 Trainer::Trainer(Config config, std::optional<CohortSplits> data)
-    : config_(std::move(config)), noise_(noise_key(config_.train.seed)) {
+    : config_(std::move(config)), noise_(derive_seed(config_.train.seed, kNoiseTag)) {
   if (config_.train.threads > 0) omp_set_num_threads(static_cast<int>(config_.train.threads));
   data_ = data ? std::move(*data) : open_cohort(config_.data);
   if (data_.tracer != config_.data.tracer)
