@@ -1,5 +1,7 @@
 #include "eval/report.h"
 
+#include "io/files.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -91,19 +93,6 @@ std::string html_escape(const std::string& s) {
 }
 
 nlohmann::ordered_json num(double x) { return std::isfinite(x) ? nlohmann::ordered_json(x) : nlohmann::ordered_json(nullptr); }
-
-void write_atomic(const std::string& path, const std::string& text) {
-  const fs::path p(path);
-  if (p.has_parent_path()) fs::create_directories(p.parent_path());
-  const fs::path tmp = p.string() + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary);
-    if (!out) throw std::runtime_error("cannot write " + tmp.string() + " (is the folder writable?)");
-    out << text;
-    if (!out) throw std::runtime_error("writing " + tmp.string() + " failed (disk full?)");
-  }
-  fs::rename(tmp, p);
-}
 
 // ---- SVG plots ---------------------------------------------------------------------------------
 
@@ -378,7 +367,7 @@ nlohmann::ordered_json report_json(const Report& r) {
 }
 
 void write_report_json(const std::string& path, const Report& r) {
-  write_atomic(path, report_json(r).dump(1) + "\n");
+  io::write_text_atomic(path, report_json(r).dump(1) + "\n");
 }
 
 // ---- HTML -------------------------------------------------------------------------------------------
@@ -507,6 +496,6 @@ std::string html_report(const Report& r) {
   return o.str();
 }
 
-void write_html_report(const std::string& path, const Report& r) { write_atomic(path, html_report(r)); }
+void write_html_report(const std::string& path, const Report& r) { io::write_text_atomic(path, html_report(r)); }
 
 }  // namespace cpets::eval

@@ -1,5 +1,7 @@
 #include "io/cohort.h"
 
+#include "io/files.h"
+
 #include <unistd.h>
 
 #include <algorithm>
@@ -47,33 +49,6 @@ std::optional<int> parse_int(std::string_view s) {
   const auto v = parse_number(s);
   if (!v || *v != std::floor(*v) || std::abs(*v) > 1e9) return std::nullopt;
   return static_cast<int>(*v);
-}
-
-// Writes through a temporary file in the same folder, renamed into place, so a reader never
-// sees half a file.
-void write_atomically(const std::string& path, const std::string& content) {
-  const fs::path target(path);
-  std::string tmp_name = target.filename().string();
-  tmp_name.insert(0, 1, '.');
-  tmp_name += ".tmp" + std::to_string(getpid());
-  const fs::path tmp = target.parent_path() / tmp_name;
-  {
-    std::ofstream f(tmp, std::ios::binary);
-    if (!f) throw std::runtime_error("cannot create '" + tmp.string() + "' to write '" + path + "'");
-    f << content;
-    f.close();
-    if (!f) {
-      std::error_code ec;
-      fs::remove(tmp, ec);
-      throw std::runtime_error("writing '" + path + "' failed (disk full?)");
-    }
-  }
-  std::error_code ec;
-  fs::rename(tmp, target, ec);
-  if (ec) {
-    fs::remove(tmp, ec);
-    throw std::runtime_error("cannot move the temporary file into place for '" + path + "': " + ec.message());
-  }
 }
 
 std::string format_number(double v) {
@@ -228,7 +203,7 @@ void write_csv(const std::string& path, const std::vector<std::string>& header,
   };
   write_row(header);
   for (const auto& r : rows) write_row(r);
-  write_atomically(path, out.str());
+  write_text_atomic(path, out.str());
 }
 
 // ---- values -----------------------------------------------------------------------------------
@@ -548,7 +523,7 @@ void save_split_json(const std::string& path, const SplitInfo& info) {
   for (const auto& [split, subjects] : info.subjects) j["counts"][split] = subjects.size();
   for (const auto& [key, r] : info.ranges) j["ranges"][key] = {{"min", r.min}, {"max", r.max}};
   for (const auto& [split, subjects] : info.subjects) j["subjects"][split] = subjects;
-  write_atomically(path, j.dump(1) + "\n");
+  write_text_atomic(path, j.dump(1) + "\n");
 }
 
 SplitInfo load_split_json(const std::string& path) {

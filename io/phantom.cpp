@@ -2,6 +2,8 @@
 // own noise streams, so files are identical for any thread count), CSVs written in subject order.
 #include "io/phantom.h"
 
+#include "io/files.h"
+
 #include <omp.h>
 
 #include <atomic>
@@ -35,18 +37,6 @@ std::string fmt(double v, int decimals) {
 std::string upper(std::string s) {
   for (char& c : s) c = char(std::toupper(static_cast<unsigned char>(c)));
   return s;
-}
-
-void write_text(const fs::path& path, const std::string& text) {
-  fs::create_directories(path.parent_path());
-  const fs::path tmp = path.string() + ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::binary);
-    if (!f) throw std::runtime_error("cannot create '" + tmp.string() + "'");
-    f << text;
-    if (!f) throw std::runtime_error("writing '" + tmp.string() + "' failed (disk full?)");
-  }
-  fs::rename(tmp, path);
 }
 
 void write_volume(const fs::path& path, const Volume& v) {
@@ -169,7 +159,7 @@ SubjectOutput process_subject(const Options& opt, const AnatomyHandle& anatomy, 
       out.rows.push_back(cohort_row(subj, k, st, opt.tracers[t]));
     }
     if (k == 0 && has_fault(Fault::not_nifti)) {
-      write_text(t1_path, "this is not a NIfTI image: the phantom's not_nifti fault\n");
+      write_text_atomic(t1_path.string(), "this is not a NIfTI image: the phantom's not_nifti fault\n");
       out.faults.push_back("not_nifti," + subj.id + "," + t1_date + "," + rel(t1_path));
     }
     if (k == 0 && has_fault(Fault::missing_csf)) {
@@ -212,7 +202,7 @@ void write_regions_json(const fs::path& path, const AnatomyHandle& anatomy) {
   nlohmann::ordered_json regions;
   for (const auto& r : region_sets()) regions[r.name] = {{"description", r.description}, {"labels", r.labels}};
   j["regions"] = regions;
-  write_text(path, j.dump(2) + "\n");
+  write_text_atomic(path.string(), j.dump(2) + "\n");
 }
 
 }  // namespace
@@ -280,12 +270,12 @@ Summary generate_cohort(const Options& opt) {
     sum.sessions += int(subjects[i].sessions.size());
     sum.images += outputs[i].images;
   }
-  write_text(root / "cohort.csv", cohort);
-  write_text(root / "truth.csv", truth);
-  if (!opt.faults.empty()) write_text(root / "faults.csv", faults_csv);
+  write_text_atomic((root / "cohort.csv").string(), cohort);
+  write_text_atomic((root / "truth.csv").string(), truth);
+  if (!opt.faults.empty()) write_text_atomic((root / "faults.csv").string(), faults_csv);
   for (const auto& [name, ct] : cf) {
-    write_text(root / "counterfactual" / name / "cohort.csv", ct.first);
-    write_text(root / "counterfactual" / name / "truth.csv", ct.second);
+    write_text_atomic((root / "counterfactual" / name / "cohort.csv").string(), ct.first);
+    write_text_atomic((root / "counterfactual" / name / "truth.csv").string(), ct.second);
   }
   if (opt.montage)
     for (const auto& per_subject : kept)

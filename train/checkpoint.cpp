@@ -1,5 +1,7 @@
 #include "train/checkpoint.h"
 
+#include "io/files.h"
+
 #include <unistd.h>
 
 #include <algorithm>
@@ -22,24 +24,6 @@ namespace {
 const std::string kMetaKey = "cpets";
 const std::string kGenPrefix = "optim.generator.";
 const std::string kDiscPrefix = "optim.discriminator.";
-
-// Temporary file in the same folder, then rename: readers see the old file or the new one.
-void write_text_atomic(const fs::path& path, const std::string& text) {
-  const fs::path tmp = path.string() + ".tmp." + std::to_string(getpid());
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) throw std::runtime_error("cannot write '" + tmp.string() + "' (is the folder writable?)");
-    out << text;
-    out.flush();
-    if (!out) throw std::runtime_error("writing '" + tmp.string() + "' failed (disk full?)");
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) {
-    fs::remove(tmp, ec);
-    throw std::runtime_error("cannot rename the temporary file onto '" + path.string() + "'");
-  }
-}
 
 json ranges_to_json(const io::NormRanges& r) {
   json j = json::object();
@@ -116,7 +100,7 @@ std::string save_checkpoint(const std::string& dir, const std::string& name, con
   const std::string text = checkpoint_meta_to_json(meta).dump(2);
   const fs::path st = fs::path(dir) / (name + ".safetensors");
   save_safetensors(st.string(), tensors, {{kMetaKey, text}});  // atomic
-  write_text_atomic(fs::path(dir) / (name + ".json"), text + "\n");
+  io::write_text_atomic((fs::path(dir) / (name + ".json")).string(), text + "\n");
   return st.string();
 }
 

@@ -1,5 +1,7 @@
 #include "train/trainer.h"
 
+#include "io/files.h"
+
 #include <omp.h>
 
 #include <chrono>
@@ -92,9 +94,7 @@ void trim_log(const fs::path& path, int64_t step) {
   }
   in.close();
   if (!dropped) return;
-  const fs::path tmp = path.string() + ".tmp";
-  std::ofstream(tmp, std::ios::trunc) << kept;
-  fs::rename(tmp, path);
+  io::write_text_atomic(path.string(), kept);
 }
 
 }  // namespace
