@@ -31,16 +31,13 @@ std::map<std::string, double> torch_figures(const std::string& source, bool quic
     std::string cmd = "python3 " CPETS_SOURCE_DIR "/tools/bench_torch.py --threads " +
                       std::to_string(omp_get_max_threads()) + (quick ? " --quick" : "") +
                       (filter.empty() ? "" : " --filter '" + filter + "'") + " 2>/dev/null";
-    FILE* p = popen(cmd.c_str(), "r");
-    if (!p) return fig;
-    char buf[4096];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof buf, p)) > 0) json_text.append(buf, n);
-    if (pclose(p) != 0) {
+    const auto out = bench::run_capture(cmd);
+    if (!out) {
       std::cerr << "note: PyTorch is not available here (python3 tools/bench_torch.py failed); "
                    "ratios are omitted. Install python3-torch to compare.\n";
-      return {};
+      return fig;
     }
+    json_text = *out;
   }
   auto j = nlohmann::json::parse(json_text);
   for (auto& [k, v] : j["seconds"].items()) fig[k] = v.get<double>();

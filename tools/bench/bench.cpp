@@ -1,6 +1,7 @@
 #include "bench/bench.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <chrono>
 #include <random>
 
@@ -41,6 +42,17 @@ double median_backward_seconds(const std::function<Tensor()>& forward, const Ten
   }
   std::sort(t.begin(), t.end());
   return t[t.size() / 2];
+}
+
+std::optional<std::string> run_capture(const std::string& command) {
+  FILE* p = popen(command.c_str(), "r");
+  if (!p) return std::nullopt;
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  if (pclose(p) != 0) return std::nullopt;
+  return out;
 }
 
 Tensor random_input(const Shape& shape, uint32_t seed) {

@@ -3,6 +3,7 @@
 // measured in the same run (tools/bench_torch.py), matched by `torch_key`.
 #pragma once
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -40,6 +41,10 @@ double median_seconds(const std::function<void()>& fn, int repeats, int warmup =
 
 // Median time of the backward node of `forward()`'s output alone (the forward is not timed).
 double median_backward_seconds(const std::function<Tensor()>& forward, const Tensor& grad_out, int repeats);
+
+// Runs a shell command and returns its standard output; nullopt when it cannot start or exits
+// non-zero (the PyTorch baselines are optional).
+std::optional<std::string> run_capture(const std::string& command);
 
 // Uniform in [-1, 1), fixed by the seed.
 Tensor random_input(const Shape& shape, uint32_t seed);

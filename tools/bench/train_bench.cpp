@@ -1,5 +1,7 @@
 #include "bench/train_bench.h"
 
+#include "bench/bench.h"
+
 #include <nlohmann/json.hpp>
 #include <omp.h>
 #include <sys/resource.h>
@@ -71,16 +73,13 @@ nlohmann::json torch_figures(const TrainBenchOptions& opt) {
                             " --batch " + std::to_string(opt.batch) + " --threads " +
                             std::to_string(omp_get_max_threads()) + " 2>/dev/null";
     std::fprintf(stderr, "running PyTorch for the same model: %s\n", cmd.c_str());
-    FILE* p = popen(cmd.c_str(), "r");
-    if (!p) return {};
-    char buf[4096];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof buf, p)) > 0) text.append(buf, n);
-    if (pclose(p) != 0) {
+    const auto out = run_capture(cmd);
+    if (!out) {
       std::cerr << "note: PyTorch is not available (tools/torch_model.py failed); ratios are omitted. "
                    "`tools/cpets.sh bench train` installs python3-torch.\n";
       return {};
     }
+    text = *out;
   }
   return nlohmann::json::parse(text);
 }
