@@ -93,6 +93,8 @@ std::vector<ConvCase> forward_cases() {
       {1, 3, 16, 4, 3, 32, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, true},     // 16 outputs, W a multiple of 16
       {1, 1, 16, 6, 5, 20, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, true},     // first layer 1→16
       {1, 17, 1, 4, 5, 18, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, true},     // head 17→1
+      {1, 17, 1, 32, 6, 40, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, true},    // 17→1 with 18 vectors per task: 12 + 6
+      {1, 5, 2, 32, 6, 40, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, false},    // 5→2: 8 + 8 + 2
       {1, 37, 18, 3, 4, 21, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, true},    // three input-channel blocks
       // Deep enough for the per-task ring of padded planes (runs of >= 4 output planes):
       {2, 3, 5, 24, 5, 7, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, true},
@@ -183,6 +185,7 @@ TEST_CASE("conv3d backward by finite differences") {
       {1, 2, 2, 5, 6, 7, {3, 2, 3}, {2, 1, 3}, {0, 1, 2}, true},   // anisotropic
       {1, 2, 3, 5, 4, 5, {1, 2, 1}, {2, 3, 2}, {0, 1, 0}, true},   // stride > kernel: inputs no tap reaches
       {1, 2, 17, 3, 4, 5, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, true},  // Cout ≥ 16: channel-vectorised weight gradient
+      {1, 3, 1, 4, 5, 6, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, true},   // Cout 1: 12 (ci, tap) pairs per block
       {1, 2, 16, 5, 4, 6, {4, 4, 4}, {2, 2, 2}, {1, 1, 1}, false}, // the same, strided
       {2, 1, 2, 19, 3, 4, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, true},  // ring of padded planes (input gradient too)
       {2, 1, 2, 40, 3, 3, {4, 4, 4}, {2, 2, 2}, {1, 1, 1}, false}, // the same, strided (dilated dy)

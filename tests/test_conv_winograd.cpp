@@ -76,6 +76,28 @@ std::vector<double> naive(const Case& c, const std::vector<float>& x, const std:
   return y;
 }
 
+// dw[co,ci,k] = Σ_{b,o} x[b,ci,o+k−1] · dy[b,co,o] in double (stride 1, padding 1).
+std::vector<double> naive_weight_gradient(const Case& c, const std::vector<float>& x, const std::vector<float>& dy) {
+  std::vector<double> dw(size_t(c.cout * c.cin * 27));
+  for (int64_t co = 0; co < c.cout; ++co)
+    for (int64_t ci = 0; ci < c.cin; ++ci)
+      for (int64_t k = 0; k < 27; ++k) {
+        const int64_t kd = k / 9, kh = (k / 3) % 3, kw = k % 3;
+        double s = 0;
+        for (int64_t b = 0; b < c.B; ++b)
+          for (int64_t d = 0; d < c.D; ++d)
+            for (int64_t h = 0; h < c.H; ++h)
+              for (int64_t w = 0; w < c.W; ++w) {
+                const int64_t sd = d + kd - 1, sh = h + kh - 1, sw = w + kw - 1;
+                if (sd < 0 || sd >= c.D || sh < 0 || sh >= c.H || sw < 0 || sw >= c.W) continue;
+                s += double(x[size_t(((b * c.cin + ci) * c.D + sd) * c.H * c.W + sh * c.W + sw)]) *
+                     double(dy[size_t(((b * c.cout + co) * c.D + d) * c.H * c.W + h * c.W + w)]);
+              }
+        dw[size_t((co * c.cin + ci) * 27 + k)] = s;
+      }
+  return dw;
+}
+
 // max |y − ref| / max |ref|
 double relative_error(const std::vector<float>& y, const std::vector<double>& ref) {
   double err = 0, peak = 0;
@@ -179,6 +201,27 @@ TEST_CASE("winograd input gradient matches float64 naive transposed convolution"
   }
 }
 
+TEST_CASE("winograd weight gradient matches float64 naive correlation of x and dy") {
+  uint32_t seed = 900;
+  for (const Case& c : cases()) {
+    INFO("B " << c.B << " cin " << c.cin << " cout " << c.cout << " size " << c.D << "x" << c.H << "x" << c.W);
+    const kc::Conv3dShape s = shape_of(c);
+    const auto x = random_floats(c.B * c.cin * c.D * c.H * c.W, seed++, 1.f);
+    const auto dy = random_floats(c.B * c.cout * c.D * c.H * c.W, seed++, 1.f);
+    const std::vector<double> ref = naive_weight_gradient(c, x, dy);
+    std::vector<float> dw_wino(ref.size(), -7.f), dw_direct(ref.size());
+    kc::conv3d_winograd_backward_weight(s, x.data(), dy.data(), dw_wino.data());
+    {
+      DirectOnly direct;
+      kc::conv3d_backward_weight(s, x.data(), dy.data(), dw_direct.data(), nullptr);
+    }
+    const double e_wino = relative_error(dw_wino, ref), e_direct = relative_error(dw_direct, ref);
+    MESSAGE("weight-gradient rel. error: winograd " << e_wino << ", direct " << e_direct);
+    CHECK(e_wino < kMaxRelError);
+    CHECK(comparable_to_direct(e_wino, e_direct));
+  }
+}
+
 TEST_CASE("winograd: bitwise identical results for 1 and 2 threads") {
   // Large enough (> 4 MFLOP) to run in parallel.
   const Case c{2, 16, 32, 9, 10, 30};
@@ -188,17 +231,20 @@ TEST_CASE("winograd: bitwise identical results for 1 and 2 threads") {
   const auto w = random_floats(c.cout * c.cin * 27, 33, 0.3f);
   const auto bias = random_floats(c.cout, 34, 0.5f);
   std::vector<float> y1(size_t(c.B * c.cout * c.D * c.H * c.W)), y2(y1.size());
-  std::vector<float> dx1(x.size()), dx2(x.size());
+  std::vector<float> dx1(x.size()), dx2(x.size()), dw1(w.size()), dw2(w.size());
   with_threads(1, [&] {
     kc::conv3d_winograd_forward(s, x.data(), w.data(), bias.data(), y1.data());
     kc::conv3d_winograd_backward_data(s, dy.data(), w.data(), dx1.data());
+    kc::conv3d_winograd_backward_weight(s, x.data(), dy.data(), dw1.data());
   });
   with_threads(2, [&] {
     kc::conv3d_winograd_forward(s, x.data(), w.data(), bias.data(), y2.data());
     kc::conv3d_winograd_backward_data(s, dy.data(), w.data(), dx2.data());
+    kc::conv3d_winograd_backward_weight(s, x.data(), dy.data(), dw2.data());
   });
   CHECK(std::memcmp(y1.data(), y2.data(), y1.size() * sizeof(float)) == 0);
   CHECK(std::memcmp(dx1.data(), dx2.data(), dx1.size() * sizeof(float)) == 0);
+  CHECK(std::memcmp(dw1.data(), dw2.data(), dw1.size() * sizeof(float)) == 0);
 }
 
 TEST_CASE("winograd rejects shapes it does not handle, naming them") {

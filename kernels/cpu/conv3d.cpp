@@ -309,16 +309,17 @@ void build_padded(const PadSource& S, Padded& P, int slot) {
 // ------------------------------------------------------------------------------------------
 // Forward micro-kernel: NCO output channels × NW output vectors (16 consecutive W positions
 // each, possibly from different rows) in registers; one broadcast weight per NW FMAs.
+constexpr int kMaxNW = 12;
 struct FwdArgs {
   const float* x;           // padded input at (b, ci=0, first padded plane of this output plane)
-  int64_t pos_off[4];       // per output vector: offset of its first tap-0 input in x
+  int64_t pos_off[kMaxNW];  // per output vector: offset of its first tap-0 input in x
   const int64_t* tap_off;   // per tap (kd,kh,kw): offset in x
   int64_t taps, cin, x_chan;
   const float* w;           // packed block: [ci][tap][NCO]
   const float* bias;        // at the block's first channel, or null
-  float* out[4];            // per output vector, at the block's first channel
+  float* out[kMaxNW];       // per output vector, at the block's first channel
   int64_t out_chan;         // output channel stride
-  int valid[4];             // valid lanes per output vector
+  int valid[kMaxNW];        // valid lanes per output vector
   bool accumulate;          // add to the output (a later input-channel block) instead of bias
 };
 
@@ -373,13 +374,28 @@ void fwd_micro_nco(int nco, const FwdArgs& a) {
   }
 }
 
+// Wider blocks (NW > 4) exist for one or two output channels only (see choose_fwd_blocking).
+template <class V, int NW>
+void fwd_micro_narrow(int nco, const FwdArgs& a) {
+  if (nco == 1) return fwd_micro<V, 1, NW>(a);
+  return fwd_micro<V, 2, NW>(a);
+}
+
 template <class V>
 void fwd_micro_dispatch(int nco, int nw, const FwdArgs& a) {
   switch (nw) {
     case 1: return fwd_micro_nco<V, 1>(nco, a);
     case 2: return fwd_micro_nco<V, 2>(nco, a);
     case 3: return fwd_micro_nco<V, 3>(nco, a);
-    default: return fwd_micro_nco<V, 4>(nco, a);
+    case 4: return fwd_micro_nco<V, 4>(nco, a);
+    case 5: return fwd_micro_narrow<V, 5>(nco, a);
+    case 6: return fwd_micro_narrow<V, 6>(nco, a);
+    case 7: return fwd_micro_narrow<V, 7>(nco, a);
+    case 8: return fwd_micro_narrow<V, 8>(nco, a);
+    case 9: return fwd_micro_narrow<V, 9>(nco, a);
+    case 10: return fwd_micro_narrow<V, 10>(nco, a);
+    case 11: return fwd_micro_narrow<V, 11>(nco, a);
+    default: return fwd_micro_narrow<V, 12>(nco, a);
   }
 }
 
@@ -387,8 +403,14 @@ void fwd_micro_dispatch(int nco, int nw, const FwdArgs& a) {
 struct FwdBlocking { int nw, nb; };
 constexpr int64_t kCinBlock = 16;
 // 3 × 8 = 24 accumulators + 3 input vectors + 1 broadcast fit the 32 registers; measured a
-// little faster than 4 × 6 on both benchmark shapes.
-FwdBlocking choose_fwd_blocking() { return {3, 8}; }
+// little faster than 4 × 6 on both benchmark shapes. With one or two output channels (the
+// heads, 16 → 1) that block would hold 3 or 6 accumulators, too few to cover the FMA latency
+// (two units × 4 cycles): 12 × 1 and 8 × 2 instead (3× faster at 16 → 1).
+FwdBlocking choose_fwd_blocking(int64_t cout) {
+  if (cout == 1) return {12, 1};
+  if (cout == 2) return {8, 2};
+  return {3, 8};
+}
 
 // Packs weights w'(n, m, t) (n output, m input channel of the convolution being run) into
 // blocks of `nb` output channels, each [m][t][nb'] where nb' is the block's real width.
@@ -449,7 +471,8 @@ void conv_output_rows(const ConvGeom& g, const Padded& X, const float* x_b, int6
       a.valid[j] = int(std::min<int64_t>(kLanes, g.o[2] - wv * kLanes));
       a.out[j] = y_plane + oh * g.o[2] + wv * kLanes;
     }
-    float* out0[4] = {a.out[0], a.out[1], a.out[2], a.out[3]};
+    float* out0[kMaxNW];
+    std::copy(a.out, a.out + kMaxNW, out0);
     // Input channels in blocks of 16: the block's input rows for these output vectors
     // (16·kD·kH rows) stay in L1 while every output-channel block uses them.
     for (int64_t c0 = 0; c0 < g.cin; c0 += kCinBlock) {
@@ -590,13 +613,28 @@ void bww_micro_nco(int nco, const BwdWArgs& a) {
   }
 }
 
+// Wider blocks (NT > 4) exist for one or two output channels only (see backward_weight_core).
+template <class V, int NT>
+void bww_micro_narrow(int nco, const BwdWArgs& a) {
+  if (nco == 1) return bww_micro<V, 1, NT>(a);
+  return bww_micro<V, 2, NT>(a);
+}
+
 template <class V>
 void bww_micro_dispatch(int nco, int nt, const BwdWArgs& a) {
   switch (nt) {
     case 1: return bww_micro_nco<V, 1>(nco, a);
     case 2: return bww_micro_nco<V, 2>(nco, a);
     case 3: return bww_micro_nco<V, 3>(nco, a);
-    default: return bww_micro_nco<V, 4>(nco, a);
+    case 4: return bww_micro_nco<V, 4>(nco, a);
+    case 5: return bww_micro_narrow<V, 5>(nco, a);
+    case 6: return bww_micro_narrow<V, 6>(nco, a);
+    case 7: return bww_micro_narrow<V, 7>(nco, a);
+    case 8: return bww_micro_narrow<V, 8>(nco, a);
+    case 9: return bww_micro_narrow<V, 9>(nco, a);
+    case 10: return bww_micro_narrow<V, 10>(nco, a);
+    case 11: return bww_micro_narrow<V, 11>(nco, a);
+    default: return bww_micro_narrow<V, 12>(nco, a);
   }
 }
 
@@ -609,8 +647,11 @@ void backward_weight_core(const ConvGeom& g, const Padded& X, const float* dy, f
   const int64_t taps = g.k[0] * g.k[1] * g.k[2];
   const int64_t nwv = ceil_div(g.o[2], kLanes);
   const int64_t out_plane = g.o[1] * g.o[2], out_chan = g.o[0] * out_plane;
-  const int nt_max = g.k[2] == 3 ? 3 : 4;
-  const int nb = nt_max == 3 ? 8 : 6;
+  // NCO × NT accumulators: 8 × 3 or 6 × 4; for one or two output channels 1 × 12 and 2 × 8,
+  // enough independent sums to cover the FMA latency (3 was latency-bound: 38 GFLOP/s at 16 → 1).
+  int nt_max = g.k[2] == 3 ? 3 : 4, nb = nt_max == 3 ? 8 : 6;
+  if (g.cout == 1) nt_max = 12, nb = 1;
+  else if (g.cout == 2) nt_max = 8, nb = 2;
   const int64_t cib = std::clamp<int64_t>(g.cin / 8, 1, 4);
   const int64_t ci_blocks = ceil_div(g.cin, cib);
   const int64_t slabs = g.batch * g.o[0];
@@ -1030,7 +1071,7 @@ template <class V>
 void forward_impl(const Conv3dShape& s, const float* x, const float* w, const float* bias, float* y) {
   const ConvGeom g = forward_geom(s);
   Padded X = input_layout(g);
-  const FwdBlocking blk = choose_fwd_blocking();
+  const FwdBlocking blk = choose_fwd_blocking(g.cout);
   const int64_t taps = s.taps();
   float* wpk = scratch(kPackedWeights, size_t(g.cout * g.cin * taps));
   pack_weights(g.cout, g.cin, taps, blk.nb, wpk,
@@ -1087,7 +1128,7 @@ void backward_data_phases(const Conv3dShape& s, const float* dy, const float* w,
             S.pad[a] = (J[a] - 1) - qmin[a];  // padded index P ↔ dy index P + qmin − (J − 1)
           }
           Padded G = padded_layout(g.cin, extent, 1, g.o[2], g.k[2]);
-          const FwdBlocking blk = choose_fwd_blocking();
+          const FwdBlocking blk = choose_fwd_blocking(g.cout);
           const int64_t taps = J[0] * J[1] * J[2];
           float* wpk = scratch(kPackedWeights, size_t(g.cout * g.cin * taps));
           pack_weights(g.cout, g.cin, taps, blk.nb, wpk, [&](int64_t nn, int64_t m, int64_t t) {
@@ -1142,7 +1183,7 @@ void backward_data_impl(const Conv3dShape& s, const float* dy, const float* w, f
     S.dil[a] = s.stride[a];
     S.pad[a] = pad[a];
   }
-  const FwdBlocking blk = choose_fwd_blocking();
+  const FwdBlocking blk = choose_fwd_blocking(g.cout);
   const int64_t taps = s.taps();
   float* wpk = scratch(kPackedWeights, size_t(g.cout * g.cin * taps));
   const int64_t cin0 = s.in_channels;
@@ -1191,7 +1232,7 @@ static double pass_flops(const Conv3dShape& s) {
   return 2.0 * double(s.batch) * double(s.out_channels) * double(s.in_channels) * double(s.taps()) * double(s.out_voxels());
 }
 
-// 3×3×3, stride 1, pad 1 with ≥ 16 channels each way: Winograd (kernels/cpu/conv3d_winograd.h,
+// 3×3×3, stride 1, pad 1 with ≥ 16 channels each way: Winograd for all three passes (kernels/cpu/conv3d_winograd.h,
 // 2–3× fewer multiplications), unless switched off (CPETS_CONV_WINOGRAD=0) or portable-only.
 static bool route_winograd(const Conv3dShape& s, int64_t cin, int64_t cout) {
   return use_simd() && conv3d_winograd_enabled() && conv3d_winograd_worthwhile(s, cin, cout);
@@ -1218,6 +1259,11 @@ void conv3d_backward_data(const Conv3dShape& s, const float* dy, const float* w,
 }
 
 void conv3d_backward_weight(const Conv3dShape& s, const float* x, const float* dy, float* dw, float* dbias) {
+  if (dw && route_winograd(s, s.in_channels, s.out_channels)) {
+    conv3d_winograd_backward_weight(s, x, dy, dw);
+    if (dbias) bias_gradient(dy, s.batch, s.out_channels, s.out_voxels(), dbias);
+    return;
+  }
   ScratchLease lease;
   SerialIfSmall serial(pass_flops(s));
   bool bias_done = false;

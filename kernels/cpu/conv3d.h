@@ -4,7 +4,9 @@
 // Forward and input gradient are direct convolutions vectorised along W (16 floats, AVX-512
 // when the build has it) with 3 output vectors × 8 output channels in registers; the input
 // gradient is the forward convolution of dy (padded k−1−p) with the transposed, flipped
-// weights, done per output phase (sub-kernels) when the stride is > 1. The weight gradient vectorises over output channels (dy
+// weights, done per output phase (sub-kernels) when the stride is > 1. The 3×3×3, stride-1,
+// padding-1 shapes with ≥ 16 channels each way go to the Winograd kernel instead, for all three
+// passes (kernels/cpu/conv3d_winograd.h; CPETS_CONV_WINOGRAD=0 switches it off). The weight gradient vectorises over output channels (dy
 // transposed per chunk, input values broadcast) when Cout ≥ 16, else along W. Inputs are first
 // copied into a zero-padded, W-phase-split layout so that every tap is a plain vector load,
 // whatever the stride: a per-task ring of kD planes kept in L2 when it fits, else one scratch

@@ -355,6 +355,182 @@ void run(const Conv3dShape& s, int64_t cin, int64_t cout, const float* x, Tap&& 
   winograd_conv(s.batch, cin, cout, cout_p, s.in, x, cb.U.data(), cb.bias.data(), y);
 }
 
+
+// ---- Weight gradient ----------------------------------------------------------------------------
+// dw[co][ci][k] = Σ_b Σ_o x[b][ci][o + k − 1] · dy[b][co][o] is, per 2×2×2 block of outputs o, the
+// 1-D identity dw = Gᵀ[(A·dy) ⊙ (Bᵀ·x)] (the gradient of the forward's y = Aᵀ[(G·g) ⊙ (Bᵀ·x)]
+// with respect to g) along each axis. So: the forward's input transform of x (Bᵀ), a transform of
+// each dy tile (A, 2 → 4 per axis), products summed over all tiles in the 64 Winograd positions
+// (a GEMM over tiles per position), and Gᵀ (4 → 3 per axis) once at the end.
+
+// A = [[1, 0], [1, 1], [1, −1], [0, −1]] on two vectors.
+inline void a2(__m512 v0, __m512 v1, __m512* o, int64_t ostride) {
+  o[0] = v0;
+  o[ostride] = _mm512_add_ps(v0, v1);
+  o[2 * ostride] = _mm512_sub_ps(v0, v1);
+  o[3 * ostride] = _mm512_sub_ps(_mm512_setzero_ps(), v1);
+}
+
+// Z[t][p][co] (co padded to cout_p with zeros) = A·A·A applied to tile t's 2×2×2 block of dy, for
+// the nt tiles of a task. Output channels are in lanes: one gather of 16 channels per voxel
+// (64·Cin multiply-adds per gathered vector follow, so the gathers cost little); voxels past
+// the volume's end read as zero.
+constexpr int64_t kZTileExtra = 1;  // spare position per tile, as for M
+__attribute__((noinline)) void transform_grad_output(const float* dyb, int64_t cout, int64_t cout_p, const int64_t in[3],
+                                                     int64_t td, int64_t th, int64_t j0, int nt, float* Z) {
+  const int64_t D = in[0], H = in[1], W = in[2], plane = H * W, chan = D * plane;
+  const int64_t ztile = (kPositions + kZTileExtra) * cout_p;
+  alignas(64) int32_t lane_off[kLanes];
+  for (int l = 0; l < kLanes; ++l) lane_off[l] = int32_t(l * chan);
+  const __m512i idx = _mm512_load_si512(lane_off);
+  for (int t = 0; t < nt; ++t) {
+    const int64_t w0 = 2 * (j0 + t);
+    for (int64_t cv = 0; cv < cout_p / kLanes; ++cv) {
+      const int64_t left = cout - cv * kLanes;
+      const __mmask16 cmask = left >= kLanes ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1u);
+      const float* base = dyb + cv * kLanes * chan;
+      __m512 g[2][2][2];  // [od][oh][ow]
+      for (int od = 0; od < 2; ++od)
+        for (int oh = 0; oh < 2; ++oh)
+          for (int ow = 0; ow < 2; ++ow) {
+            const int64_t d = 2 * td + od, h = 2 * th + oh, w = w0 + ow;
+            g[od][oh][ow] = (d < D && h < H && w < W)
+                                ? _mm512_mask_i32gather_ps(_mm512_setzero_ps(), cmask, idx, base + d * plane + h * W + w, 4)
+                                : _mm512_setzero_ps();
+          }
+      __m512 a[2][2][4], b[2][4][4], c[4][4][4];
+      for (int od = 0; od < 2; ++od)
+        for (int oh = 0; oh < 2; ++oh) a2(g[od][oh][0], g[od][oh][1], &a[od][oh][0], 1);
+      for (int od = 0; od < 2; ++od)
+        for (int kw = 0; kw < 4; ++kw) a2(a[od][0][kw], a[od][1][kw], &b[od][0][kw], 4);
+      for (int kh = 0; kh < 4; ++kh)
+        for (int kw = 0; kw < 4; ++kw) a2(b[0][kh][kw], b[1][kh][kw], &c[0][kh][kw], 16);
+      float* z = Z + t * ztile + cv * kLanes;
+      for (int p = 0; p < kPositions; ++p) _mm512_storeu_ps(z + p * cout_p, (&c[0][0][0])[p]);
+    }
+  }
+}
+
+// Wh[p][ci][co] += Σ_t V[ci][p][t] · Z[t][p][co] over the task's nt tiles: NCI × NCV accumulators
+// (NCI input channels × NCV vectors of 16 output channels), V broadcast, Z loaded.
+template <int NCI, int NCV>
+inline void accumulate_block(const float* V, const float* Z, int nt, int64_t ztile, int64_t cout_p, int p, int64_t ci0,
+                             int64_t cv0, float* Wh) {
+  __m512 acc[NCI][NCV];
+  float* w = Wh + ci0 * cout_p + cv0 * kLanes;  // Wh: this position's (ci, co) block
+  for (int i = 0; i < NCI; ++i)
+    for (int c = 0; c < NCV; ++c) acc[i][c] = _mm512_loadu_ps(w + i * cout_p + c * kLanes);
+  const float* v = V + ci0 * kVChannel + p * kLanes;
+  const float* z = Z + int64_t(p) * cout_p + cv0 * kLanes;
+  for (int t = 0; t < nt; ++t, z += ztile) {
+    __m512 zv[NCV];
+    for (int c = 0; c < NCV; ++c) zv[c] = _mm512_loadu_ps(z + c * kLanes);
+    for (int i = 0; i < NCI; ++i) {
+      const __m512 b = _mm512_set1_ps(v[i * kVChannel + t]);
+      for (int c = 0; c < NCV; ++c) acc[i][c] = _mm512_fmadd_ps(b, zv[c], acc[i][c]);
+    }
+  }
+  for (int i = 0; i < NCI; ++i)
+    for (int c = 0; c < NCV; ++c) _mm512_storeu_ps(w + i * cout_p + c * kLanes, acc[i][c]);
+}
+
+__attribute__((noinline)) void accumulate_products(const float* V, const float* Z, int nt, int64_t cin, int64_t cout_p,
+                                                   float* Wh) {
+  const int64_t ztile = (kPositions + kZTileExtra) * cout_p, cvecs = cout_p / kLanes;
+  for (int p = 0; p < kPositions; ++p) {
+    float* Whp = Wh + int64_t(p) * cin * cout_p;
+    int64_t cv = 0;
+    for (; cv + 2 <= cvecs; cv += 2) {
+      int64_t ci = 0;
+      for (; ci + 8 <= cin; ci += 8) accumulate_block<8, 2>(V, Z, nt, ztile, cout_p, p, ci, cv, Whp);
+      for (; ci < cin; ++ci) accumulate_block<1, 2>(V, Z, nt, ztile, cout_p, p, ci, cv, Whp);
+    }
+    for (; cv < cvecs; ++cv) {
+      int64_t ci = 0;
+      for (; ci + 16 <= cin; ci += 16) accumulate_block<16, 1>(V, Z, nt, ztile, cout_p, p, ci, cv, Whp);
+      for (; ci < cin; ++ci) accumulate_block<1, 1>(V, Z, nt, ztile, cout_p, p, ci, cv, Whp);
+    }
+  }
+}
+
+// dw (cout, cin, 27) = Gᵀ·Gᵀ·Gᵀ applied to Σ_chunk partial[chunk][p][ci][co]: the partials are
+// first added element by element in chunk order, in double (contiguous, vectorised), then each
+// (co, ci) pair is transformed. Gᵀ = [[1, ½, ½, 0], [0, ½, −½, 0], [0, ½, ½, 1]].
+void finish_weight_gradient(const float* partials, int64_t chunks, int64_t cin, int64_t cout, int64_t cout_p, float* dw) {
+  const int64_t per_chunk = kPositions * cin * cout_p;
+  thread_local std::vector<double> total;
+  total.resize(size_t(per_chunk));
+  double* const T = total.data();
+#pragma omp parallel for schedule(static) if (per_chunk * chunks >= (int64_t(1) << 18))
+  for (int64_t i0 = 0; i0 < per_chunk; i0 += 1024) {
+    const int64_t i1 = std::min(per_chunk, i0 + 1024);
+    for (int64_t i = i0; i < i1; ++i) T[i] = double(partials[i]);
+    for (int64_t k = 1; k < chunks; ++k) {
+      const float* pk = partials + k * per_chunk;
+      for (int64_t i = i0; i < i1; ++i) T[i] += double(pk[i]);
+    }
+  }
+  auto gt_row = [](const double* m, int64_t stride, double* o, int64_t ostride) {
+    const double s = 0.5 * (m[stride] + m[2 * stride]);
+    o[0] = m[0] + s;
+    o[ostride] = 0.5 * (m[stride] - m[2 * stride]);
+    o[2 * ostride] = s + m[3 * stride];
+  };
+  for (int64_t co = 0; co < cout; ++co)
+    for (int64_t ci = 0; ci < cin; ++ci) {
+      double m[4][4][4], a[4][4][3], b[4][3][3], c[3][3][3];
+      for (int p = 0; p < kPositions; ++p) (&m[0][0][0])[p] = T[(p * cin + ci) * cout_p + co];
+      for (int d = 0; d < 4; ++d)
+        for (int h = 0; h < 4; ++h) gt_row(&m[d][h][0], 1, &a[d][h][0], 1);
+      for (int d = 0; d < 4; ++d)
+        for (int w = 0; w < 3; ++w) gt_row(&a[d][0][w], 3, &b[d][0][w], 3);
+      for (int h = 0; h < 3; ++h)
+        for (int w = 0; w < 3; ++w) gt_row(&b[0][h][w], 9, &c[0][h][w], 9);
+      float* out = dw + (co * cin + ci) * 27;
+      for (int t = 0; t < 27; ++t) out[t] = float((&c[0][0][0])[t]);
+    }
+}
+
+void winograd_weight_gradient(const Conv3dShape& s, const float* x, const float* dy, float* dw) {
+  const int64_t cin = s.in_channels, cout = s.out_channels, cout_p = ceil_div(cout, kLanes) * kLanes;
+  const TileGrid g(s.in);
+  const int64_t chan = s.in[0] * s.in[1] * s.in[2];
+  const int64_t rows = s.batch * g.tD * g.tH;
+  const double flops = 2.0 * double(s.batch) * double(cin) * double(cout) * 27.0 * double(chan);
+  // Fixed chunks of tile rows, each summing into its own partial; the count depends on the shape
+  // only (never the thread count), so the result is the same for any number of threads. Each
+  // partial costs a zeroing and a pass of the final sum, so a chunk gets at least 64 tiles (the
+  // GEMM then does ≥ 64× that work); at most 32 chunks and 64 MB of partials.
+  const int64_t per_chunk = kPositions * cin * cout_p;
+  const int64_t max_by_memory = std::max<int64_t>(1, (int64_t(64) << 20) / (per_chunk * int64_t(sizeof(float))));
+  const int64_t chunks =
+      std::max<int64_t>(1, std::min({ceil_div(rows * g.tW, 64), rows, int64_t(32), max_by_memory}));
+  thread_local std::vector<float> partials;
+  partials.assign(size_t(chunks * per_chunk), 0.f);
+  float* const P = partials.data();
+#pragma omp parallel for schedule(dynamic, 1) if (chunks > 1 && flops >= 4e6)
+  for (int64_t chunk = 0; chunk < chunks; ++chunk) {
+    thread_local ThreadBuffers buf;
+    float* V = buf.get(buf.V, size_t(cin * kVChannel));
+    float* Z = buf.get(buf.M, size_t(kMaxTiles * (kPositions + kZTileExtra) * cout_p));
+    float* Wh = P + chunk * per_chunk;
+    const int64_t r_begin = chunk * rows / chunks, r_end = (chunk + 1) * rows / chunks;
+    for (int64_t r = r_begin; r < r_end; ++r) {
+      const int64_t b = r / (g.tD * g.tH), td = (r / g.tH) % g.tD, th = r % g.tH;
+      const bool prefetch_next = r + 1 < r_end && th + 1 < g.tH;
+      for (int64_t blk = 0; blk < g.blocks; ++blk) {
+        const int64_t j0 = blk * g.per_block;
+        const int nt = int(std::min(g.per_block, g.tW - j0));
+        if (nt <= 0) break;
+        transform_input(x + b * cin * chan, cin, s.in, td, th, j0, prefetch_next, V);
+        transform_grad_output(dy + b * cout * chan, cout, cout_p, s.in, td, th, j0, nt, Z);
+        accumulate_products(V, Z, nt, cin, cout_p, Wh);
+      }
+    }
+  }
+  finish_weight_gradient(P, chunks, cin, cout, cout_p, dw);
+}
+
 #endif  // __AVX512F__
 
 }  // namespace
@@ -399,6 +575,15 @@ void conv3d_winograd_forward(const Conv3dShape& s, const float* x, const float* 
   run(s, cin, s.out_channels, x, [&](int64_t co, int64_t ci, int t) { return w[(co * cin + ci) * 27 + t]; }, bias, y);
 #else
   (void)x, (void)w, (void)bias, (void)y;
+#endif
+}
+
+void conv3d_winograd_backward_weight(const Conv3dShape& s, const float* x, const float* dy, float* dw) {
+  require_supported(s, "conv3d_winograd_backward_weight");
+#ifdef __AVX512F__
+  winograd_weight_gradient(s, x, dy, dw);
+#else
+  (void)x, (void)dy, (void)dw;
 #endif
 }
 

@@ -1,6 +1,7 @@
-// Winograd F(2×2×2, 3×3×3) for the 3×3×3, stride-1, pad-1 convolutions on the CPU: forward and
-// input gradient (the latter is the same convolution of dy with the weights transposed
-// Cin ↔ Cout and flipped). 64 multiplications per 2×2×2 output tile and (cin, cout) pair
+// Winograd F(2×2×2, 3×3×3) for the 3×3×3, stride-1, pad-1 convolutions on the CPU: forward,
+// input gradient (the same convolution of dy with the weights transposed Cin ↔ Cout and
+// flipped) and weight gradient (the transposed algorithm: x and dy transformed per tile, their
+// products summed over all tiles in each Winograd position, one output transform at the end). 64 multiplications per 2×2×2 output tile and (cin, cout) pair
 // instead of 216 for the direct kernel, at the price of input and output transforms.
 //
 // The input is never transformed as a whole (that would be 8× its size): each task takes one
@@ -32,13 +33,18 @@ void conv3d_winograd_forward(const Conv3dShape& s, const float* x, const float* 
 // conv3d_backward_data.
 void conv3d_winograd_backward_data(const Conv3dShape& s, const float* dy, const float* w, float* dx);
 
-// Routing from conv3d_forward and conv3d_backward_data (kernels/cpu/conv3d.cpp): on, unless
+// dw (Cout, Cin, 3, 3, 3) from x and dy; overwrites dw. The bias gradient is left to the caller.
+// The products are summed over tiles in fixed chunks of tile rows (the count set by the shape,
+// not the thread count; at most 64 MB of partial sums), merged in chunk order in double.
+void conv3d_winograd_backward_weight(const Conv3dShape& s, const float* x, const float* dy, float* dw);
+
+// Routing from conv3d_forward, conv3d_backward_data and conv3d_backward_weight (kernels/cpu/conv3d.cpp): on, unless
 // the environment has CPETS_CONV_WINOGRAD=0 or it is switched off here (tests compare paths).
 void conv3d_set_winograd_enabled(bool on);
 bool conv3d_winograd_enabled();
 
 // Whether a supported shape is routed to Winograd, for a pass that reads `cin` channels and
-// writes `cout` (the forward: Cin → Cout; the input gradient: Cout → Cin). Rule: both ≥ 16
+// writes `cout` (the forward and weight gradient: Cin → Cout; the input gradient: Cout → Cin). Rule: both ≥ 16
 // (below, output vectors are padded to 16 channels and the transforms outweigh the saved
 // multiplications) and every spatial axis ≥ 4 (below, most of each 4³ tile is padding).
 bool conv3d_winograd_worthwhile(const Conv3dShape& s, int64_t cin, int64_t cout);

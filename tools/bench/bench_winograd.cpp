@@ -35,6 +35,7 @@ void bench_pair(const bench::Context& ctx, std::vector<bench::Result>& out, cons
   Tensor b = bench::random_input({s.out_channels}, 3);
   Tensor y = Tensor::empty({s.batch, s.out_channels, s.in[0], s.in[1], s.in[2]});
   Tensor dx = Tensor::empty(x.shape());
+  Tensor dw = Tensor::empty(w.shape());
   const double flops = 2.0 * double(s.batch) * double(s.out_channels) * double(s.in_channels) * 27.0 *
                        double(s.out_voxels());
   const std::string tag = std::to_string(s.batch) + "x" + std::to_string(s.in_channels) + "x" +
@@ -46,15 +47,21 @@ void bench_pair(const bench::Context& ctx, std::vector<bench::Result>& out, cons
   kc::conv3d_set_winograd_enabled(false);
   const double direct_f = bench::median_seconds([&] { kc::conv3d_forward(s, x.data(), w.data(), b.data(), y.data()); }, reps);
   const double direct_b = bench::median_seconds([&] { kc::conv3d_backward_data(s, y.data(), w.data(), dx.data()); }, reps);
+  const double direct_w =
+      bench::median_seconds([&] { kc::conv3d_backward_weight(s, x.data(), y.data(), dw.data(), nullptr); }, reps);
   kc::conv3d_set_winograd_enabled(routed);
   const double wino_f =
       bench::median_seconds([&] { kc::conv3d_winograd_forward(s, x.data(), w.data(), b.data(), y.data()); }, reps);
   const double wino_b =
       bench::median_seconds([&] { kc::conv3d_winograd_backward_data(s, y.data(), w.data(), dx.data()); }, reps);
+  const double wino_w =
+      bench::median_seconds([&] { kc::conv3d_winograd_backward_weight(s, x.data(), y.data(), dw.data()); }, reps);
   out.push_back({"conv3d fwd direct   " + tag, direct_f, flops, 0, ""});
   out.push_back({"conv3d fwd winograd " + tag, wino_f, flops, 0, ""});
   out.push_back({"conv3d dgrad direct   " + tag, direct_b, flops, 0, ""});
   out.push_back({"conv3d dgrad winograd " + tag, wino_b, flops, 0, ""});
+  out.push_back({"conv3d wgrad direct   " + tag, direct_w, flops, 0, ""});
+  out.push_back({"conv3d wgrad winograd " + tag, wino_w, flops, 0, ""});
 }
 
 }  // namespace
