@@ -1,7 +1,8 @@
-// Winograd F(2³, 3³) convolution (kernels/cpu/conv3d_winograd): forward and input gradient
-// against float64 naive loops written here, its error against the direct float32 kernel's on
-// the same data, odd sizes (border tiles cropped), batch 1 and 2, Cin ≠ Cout, several tile
-// blocks along W, bitwise determinism for 1 vs 2 threads, and clear errors for other shapes.
+// Winograd convolution (kernels/cpu/conv3d_winograd), both tilings (F(2³, 3³), and F(4, 3) along
+// D and H): forward, input gradient and weight gradient against float64 naive loops written
+// here, its error against the direct float32 kernel's on the same data, odd sizes (border tiles
+// cropped), batch 1 and 2, Cin ≠ Cout, several tile blocks along W, bitwise determinism for 1 vs
+// 2 threads, and clear errors for other shapes.
 #include <doctest/doctest.h>
 #include <omp.h>
 
@@ -134,6 +135,12 @@ std::vector<Case> cases() {
       {1, 32, 32, 7, 9, 24},   // the model's channel count, full 12-tile block
       {1, 64, 64, 3, 4, 5},    // the full preset's 64 channels (2 × 2 output vectors)
       {3, 16, 16, 1, 2, 2},    // batch 3, a single tile, H and D below a tile
+      // D and H ≥ 16: tiles of 4 × 4 × 2 outputs (F(4, 3) along D and H).
+      {1, 16, 16, 16, 16, 10},  // whole tiles
+      {2, 16, 32, 17, 19, 6},   // partial tiles on every axis
+      {1, 32, 16, 16, 18, 25},  // two tile blocks along W
+      {1, 3, 5, 17, 16, 7},     // channels not multiples of 16
+      {1, 64, 64, 16, 17, 4},   // 2 × 2 output vectors
   };
 }
 
@@ -142,8 +149,22 @@ std::vector<Case> cases() {
 // only, so the transforms' extra roundings are more than made up). Bound: 2e-6 absolute, and
 // at most 4× the direct kernel's error plus 5e-7 (the floor for the tiny one-voxel case,
 // where the direct sum of 4·27 terms is almost exact). A wrong index gives errors ~1e-1.
-constexpr double kMaxRelError = 2e-6;
-bool comparable_to_direct(double e_wino, double e_direct) { return e_wino <= 4 * e_direct + 5e-7; }
+//
+// With tiles of 4 × 4 × 2 (F(4, 3) along D and H, D and H ≥ 16) the transforms' constants (up
+// to 8 in Aᵀ, 5 in Bᵀ, 1/24 in G) amplify the roundings: measured 1.7e-6 .. 7e-6, up to 15×
+// the direct kernel's (whose weight-gradient sums are accurate, ~1e-7). Bound: 2e-5, and at
+// most 25× the direct kernel's error plus 5e-7. A wrong index still gives errors ~1e-1.
+constexpr double kMaxRelError = 2e-6, kMaxRelErrorF43 = 2e-5;
+struct ErrorBound {
+  double max_rel, vs_direct;
+};
+ErrorBound bound_for(const kc::Conv3dShape& s) {
+  return kc::conv3d_winograd_tile_rows(s.in) == 4 ? ErrorBound{kMaxRelErrorF43, 25} : ErrorBound{kMaxRelError, 4};
+}
+bool within_bound(const kc::Conv3dShape& s, double e_wino, double e_direct) {
+  const ErrorBound b = bound_for(s);
+  return e_wino < b.max_rel && e_wino <= b.vs_direct * e_direct + 5e-7;
+}
 
 }  // namespace
 
@@ -165,8 +186,7 @@ TEST_CASE("winograd forward matches float64 naive convolution; error of the orde
     }
     const double e_wino = relative_error(y_wino, ref), e_direct = relative_error(y_direct, ref);
     MESSAGE("forward rel. error: winograd " << e_wino << ", direct " << e_direct);
-    CHECK(e_wino < kMaxRelError);
-    CHECK(comparable_to_direct(e_wino, e_direct));
+    CHECK(within_bound(s, e_wino, e_direct));
   }
 }
 
@@ -177,7 +197,7 @@ TEST_CASE("winograd forward without bias") {
   const std::vector<double> ref = naive(c, x, w, nullptr, false);
   std::vector<float> y(ref.size(), 3.f);
   kc::conv3d_winograd_forward(shape_of(c), x.data(), w.data(), nullptr, y.data());
-  CHECK(relative_error(y, ref) < kMaxRelError);
+  CHECK(relative_error(y, ref) < bound_for(shape_of(c)).max_rel);
 }
 
 TEST_CASE("winograd input gradient matches float64 naive transposed convolution") {
@@ -196,8 +216,7 @@ TEST_CASE("winograd input gradient matches float64 naive transposed convolution"
     }
     const double e_wino = relative_error(dx_wino, ref), e_direct = relative_error(dx_direct, ref);
     MESSAGE("input-gradient rel. error: winograd " << e_wino << ", direct " << e_direct);
-    CHECK(e_wino < kMaxRelError);
-    CHECK(comparable_to_direct(e_wino, e_direct));
+    CHECK(within_bound(s, e_wino, e_direct));
   }
 }
 
@@ -217,34 +236,35 @@ TEST_CASE("winograd weight gradient matches float64 naive correlation of x and d
     }
     const double e_wino = relative_error(dw_wino, ref), e_direct = relative_error(dw_direct, ref);
     MESSAGE("weight-gradient rel. error: winograd " << e_wino << ", direct " << e_direct);
-    CHECK(e_wino < kMaxRelError);
-    CHECK(comparable_to_direct(e_wino, e_direct));
+    CHECK(within_bound(s, e_wino, e_direct));
   }
 }
 
 TEST_CASE("winograd: bitwise identical results for 1 and 2 threads") {
-  // Large enough (> 4 MFLOP) to run in parallel.
-  const Case c{2, 16, 32, 9, 10, 30};
-  const kc::Conv3dShape s = shape_of(c);
-  const auto x = random_floats(c.B * c.cin * c.D * c.H * c.W, 31, 1.f);
-  const auto dy = random_floats(c.B * c.cout * c.D * c.H * c.W, 32, 1.f);
-  const auto w = random_floats(c.cout * c.cin * 27, 33, 0.3f);
-  const auto bias = random_floats(c.cout, 34, 0.5f);
-  std::vector<float> y1(size_t(c.B * c.cout * c.D * c.H * c.W)), y2(y1.size());
-  std::vector<float> dx1(x.size()), dx2(x.size()), dw1(w.size()), dw2(w.size());
-  with_threads(1, [&] {
-    kc::conv3d_winograd_forward(s, x.data(), w.data(), bias.data(), y1.data());
-    kc::conv3d_winograd_backward_data(s, dy.data(), w.data(), dx1.data());
-    kc::conv3d_winograd_backward_weight(s, x.data(), dy.data(), dw1.data());
-  });
-  with_threads(2, [&] {
-    kc::conv3d_winograd_forward(s, x.data(), w.data(), bias.data(), y2.data());
-    kc::conv3d_winograd_backward_data(s, dy.data(), w.data(), dx2.data());
-    kc::conv3d_winograd_backward_weight(s, x.data(), dy.data(), dw2.data());
-  });
-  CHECK(std::memcmp(y1.data(), y2.data(), y1.size() * sizeof(float)) == 0);
-  CHECK(std::memcmp(dx1.data(), dx2.data(), dx1.size() * sizeof(float)) == 0);
-  CHECK(std::memcmp(dw1.data(), dw2.data(), dw1.size() * sizeof(float)) == 0);
+  // Large enough (> 4 MFLOP) to run in parallel; both tilings.
+  for (const Case& c : {Case{2, 16, 32, 9, 10, 30}, Case{2, 16, 32, 17, 18, 30}}) {
+    CAPTURE(c.D);
+    const kc::Conv3dShape s = shape_of(c);
+    const auto x = random_floats(c.B * c.cin * c.D * c.H * c.W, 31, 1.f);
+    const auto dy = random_floats(c.B * c.cout * c.D * c.H * c.W, 32, 1.f);
+    const auto w = random_floats(c.cout * c.cin * 27, 33, 0.3f);
+    const auto bias = random_floats(c.cout, 34, 0.5f);
+    std::vector<float> y1(size_t(c.B * c.cout * c.D * c.H * c.W)), y2(y1.size());
+    std::vector<float> dx1(x.size()), dx2(x.size()), dw1(w.size()), dw2(w.size());
+    with_threads(1, [&] {
+      kc::conv3d_winograd_forward(s, x.data(), w.data(), bias.data(), y1.data());
+      kc::conv3d_winograd_backward_data(s, dy.data(), w.data(), dx1.data());
+      kc::conv3d_winograd_backward_weight(s, x.data(), dy.data(), dw1.data());
+    });
+    with_threads(2, [&] {
+      kc::conv3d_winograd_forward(s, x.data(), w.data(), bias.data(), y2.data());
+      kc::conv3d_winograd_backward_data(s, dy.data(), w.data(), dx2.data());
+      kc::conv3d_winograd_backward_weight(s, x.data(), dy.data(), dw2.data());
+    });
+    CHECK(std::memcmp(y1.data(), y2.data(), y1.size() * sizeof(float)) == 0);
+    CHECK(std::memcmp(dx1.data(), dx2.data(), dx1.size() * sizeof(float)) == 0);
+    CHECK(std::memcmp(dw1.data(), dw2.data(), dw1.size() * sizeof(float)) == 0);
+  }
 }
 
 TEST_CASE("winograd rejects shapes it does not handle, naming them") {
