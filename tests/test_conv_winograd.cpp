@@ -141,6 +141,7 @@ std::vector<Case> cases() {
       {1, 32, 16, 16, 18, 25},  // two tile blocks along W
       {1, 3, 5, 17, 16, 7},     // channels not multiples of 16
       {1, 64, 64, 16, 17, 4},   // 2 × 2 output vectors
+      {1, 16, 16, 32, 32, 24},  // weight gradient: 768 tiles, several chunks and flushes to double
   };
 }
 
@@ -151,19 +152,18 @@ std::vector<Case> cases() {
 // where the direct sum of 4·27 terms is almost exact). A wrong index gives errors ~1e-1.
 //
 // With tiles of 4 × 4 × 2 (F(4, 3) along D and H, D and H ≥ 16) the transforms' constants (up
-// to 8 in Aᵀ, 5 in Bᵀ, 1/24 in G) amplify the roundings: measured 1.7e-6 .. 7e-6, up to 15×
-// the direct kernel's (whose weight-gradient sums are accurate, ~1e-7). Bound: 2e-5, and at
-// most 25× the direct kernel's error plus 5e-7. A wrong index still gives errors ~1e-1.
+// to 8 in Aᵀ, 5 in Bᵀ, 1/24 in G) amplify the roundings: measured 2e-6 .. 7e-6 for all three
+// passes. The weight gradient's products are summed over hundreds of tiles in the transformed
+// domain, where values are ~100× the result (they cancel in Gᵀ), partly in float. Bound: 2e-5
+// of the peak. It is not compared with the direct kernel here: the direct weight gradient sums
+// in lanes and double and is unusually exact (~1e-7). A wrong index still gives errors ~1e-1.
 constexpr double kMaxRelError = 2e-6, kMaxRelErrorF43 = 2e-5;
-struct ErrorBound {
-  double max_rel, vs_direct;
-};
-ErrorBound bound_for(const kc::Conv3dShape& s) {
-  return kc::conv3d_winograd_tile_rows(s.in) == 4 ? ErrorBound{kMaxRelErrorF43, 25} : ErrorBound{kMaxRelError, 4};
-}
+bool comparable_to_direct(double e_wino, double e_direct) { return e_wino <= 4 * e_direct + 5e-7; }
+bool f43_tiles(const kc::Conv3dShape& s) { return kc::conv3d_winograd_tile_rows(s.in) == 4; }
+double max_rel_error(const kc::Conv3dShape& s) { return f43_tiles(s) ? kMaxRelErrorF43 : kMaxRelError; }
 bool within_bound(const kc::Conv3dShape& s, double e_wino, double e_direct) {
-  const ErrorBound b = bound_for(s);
-  return e_wino < b.max_rel && e_wino <= b.vs_direct * e_direct + 5e-7;
+  if (f43_tiles(s)) return e_wino < kMaxRelErrorF43;
+  return e_wino < kMaxRelError && comparable_to_direct(e_wino, e_direct);
 }
 
 }  // namespace
@@ -197,7 +197,7 @@ TEST_CASE("winograd forward without bias") {
   const std::vector<double> ref = naive(c, x, w, nullptr, false);
   std::vector<float> y(ref.size(), 3.f);
   kc::conv3d_winograd_forward(shape_of(c), x.data(), w.data(), nullptr, y.data());
-  CHECK(relative_error(y, ref) < bound_for(shape_of(c)).max_rel);
+  CHECK(relative_error(y, ref) < max_rel_error(shape_of(c)));
 }
 
 TEST_CASE("winograd input gradient matches float64 naive transposed convolution") {

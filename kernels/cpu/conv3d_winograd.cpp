@@ -528,24 +528,40 @@ __attribute__((noinline)) void transform_grad_output(const float* dyb, int64_t c
   }
 }
 
-// Wh[p][ci][co] += Σ_t V[ci][p][t] · Z[t][p][co] over the task's nt tiles: NCI × NCV accumulators
+// The transformed tiles of up to kSegments tasks, summed into Wh (float) in one sweep: the
+// accumulators are loaded and stored once per sweep, so more tiles per sweep means fewer of
+// those (at 12 tiles, a third of the time went to them). Every kSweepsPerFlush sweeps, Wh is
+// added to the chunk's partial in double and cleared: a chunk sums hundreds of tiles, and in
+// float all the way that cost up to 30× the direct kernel's error (in double all the way, the
+// accumulators' traffic made the 32-channel shapes 25 % slower).
+constexpr int kSegments = 2;
+struct Segments {
+  const float* V[kSegments];
+  const float* Z[kSegments];
+  int nt[kSegments];
+  int count = 0;
+};
+constexpr int kSweepsPerFlush = 4;
+
+// Wh[p][ci][co] += Σ_t V[ci][p][t] · Z[t][p][co] over the segments' tiles: NCI × NCV accumulators
 // (NCI input channels × NCV vectors of 16 output channels), V broadcast, Z loaded.
 template <int MT, int NCI, int NCV>
-inline void accumulate_block(const float* V, const float* Z, int nt, int64_t cout_p, int p, int64_t ci0, int64_t cv0,
-                             float* Wh) {
+inline void accumulate_block(const Segments& sg, int64_t cout_p, int p, int64_t ci0, int64_t cv0, float* Wh) {
   using T = Tiling<MT>;
   __m512 acc[NCI][NCV];
   float* w = Wh + ci0 * cout_p + cv0 * kLanes;  // Wh: this position's (ci, co) block
   for (int i = 0; i < NCI; ++i)
     for (int c = 0; c < NCV; ++c) acc[i][c] = _mm512_loadu_ps(w + i * cout_p + c * kLanes);
-  const float* v = V + ci0 * T::kVChannel + p * kLanes;
-  const float* z = Z + int64_t(p) * cout_p + cv0 * kLanes;
-  for (int t = 0; t < nt; ++t, z += T::kMTile * cout_p) {
-    __m512 zv[NCV];
-    for (int c = 0; c < NCV; ++c) zv[c] = _mm512_loadu_ps(z + c * kLanes);
-    for (int i = 0; i < NCI; ++i) {
-      const __m512 b = _mm512_set1_ps(v[i * T::kVChannel + t]);
-      for (int c = 0; c < NCV; ++c) acc[i][c] = _mm512_fmadd_ps(b, zv[c], acc[i][c]);
+  for (int k = 0; k < sg.count; ++k) {
+    const float* v = sg.V[k] + ci0 * T::kVChannel + p * kLanes;
+    const float* z = sg.Z[k] + int64_t(p) * cout_p + cv0 * kLanes;
+    for (int t = 0; t < sg.nt[k]; ++t, z += T::kMTile * cout_p) {
+      __m512 zv[NCV];
+      for (int c = 0; c < NCV; ++c) zv[c] = _mm512_loadu_ps(z + c * kLanes);
+      for (int i = 0; i < NCI; ++i) {
+        const __m512 b = _mm512_set1_ps(v[i * T::kVChannel + t]);
+        for (int c = 0; c < NCV; ++c) acc[i][c] = _mm512_fmadd_ps(b, zv[c], acc[i][c]);
+      }
     }
   }
   for (int i = 0; i < NCI; ++i)
@@ -553,21 +569,20 @@ inline void accumulate_block(const float* V, const float* Z, int nt, int64_t cou
 }
 
 template <int MT>
-__attribute__((noinline)) void accumulate_products(const float* V, const float* Z, int nt, int64_t cin, int64_t cout_p,
-                                                   float* Wh) {
+__attribute__((noinline)) void accumulate_products(const Segments& sg, int64_t cin, int64_t cout_p, float* Wh) {
   const int64_t cvecs = cout_p / kLanes;
   for (int p = 0; p < Tiling<MT>::kPositions; ++p) {
     float* Whp = Wh + int64_t(p) * cin * cout_p;
     int64_t cv = 0;
     for (; cv + 2 <= cvecs; cv += 2) {
       int64_t ci = 0;
-      for (; ci + 8 <= cin; ci += 8) accumulate_block<MT, 8, 2>(V, Z, nt, cout_p, p, ci, cv, Whp);
-      for (; ci < cin; ++ci) accumulate_block<MT, 1, 2>(V, Z, nt, cout_p, p, ci, cv, Whp);
+      for (; ci + 8 <= cin; ci += 8) accumulate_block<MT, 8, 2>(sg, cout_p, p, ci, cv, Whp);
+      for (; ci < cin; ++ci) accumulate_block<MT, 1, 2>(sg, cout_p, p, ci, cv, Whp);
     }
     for (; cv < cvecs; ++cv) {
       int64_t ci = 0;
-      for (; ci + 16 <= cin; ci += 16) accumulate_block<MT, 16, 1>(V, Z, nt, cout_p, p, ci, cv, Whp);
-      for (; ci < cin; ++ci) accumulate_block<MT, 1, 1>(V, Z, nt, cout_p, p, ci, cv, Whp);
+      for (; ci + 16 <= cin; ci += 16) accumulate_block<MT, 16, 1>(sg, cout_p, p, ci, cv, Whp);
+      for (; ci < cin; ++ci) accumulate_block<MT, 1, 1>(sg, cout_p, p, ci, cv, Whp);
     }
   }
 }
@@ -591,10 +606,11 @@ void gt_row(const double* m, int64_t stride, double* o, int64_t ostride) {
 }
 
 // dw (cout, cin, 27) = Gᵀ·Gᵀ·Gᵀ applied to Σ_chunk partial[chunk][p][ci][co]: the partials are
-// first added element by element in chunk order, in double (contiguous, vectorised), then each
-// (co, ci) pair is transformed.
+// first added element by element in chunk order (contiguous, vectorised), then each (co, ci)
+// pair is transformed, all in double.
 template <int MT>
-void finish_weight_gradient(const float* partials, int64_t chunks, int64_t cin, int64_t cout, int64_t cout_p, float* dw) {
+void finish_weight_gradient(const double* partials, int64_t chunks, int64_t cin, int64_t cout, int64_t cout_p,
+                            float* dw) {
   constexpr int NI = Tiling<MT>::NI;
   const int64_t per_chunk = Tiling<MT>::kPositions * cin * cout_p;
   thread_local std::vector<double> total;
@@ -603,10 +619,10 @@ void finish_weight_gradient(const float* partials, int64_t chunks, int64_t cin, 
 #pragma omp parallel for schedule(static) if (per_chunk * chunks >= (int64_t(1) << 18))
   for (int64_t i0 = 0; i0 < per_chunk; i0 += 1024) {
     const int64_t i1 = std::min(per_chunk, i0 + 1024);
-    for (int64_t i = i0; i < i1; ++i) T[i] = double(partials[i]);
+    for (int64_t i = i0; i < i1; ++i) T[i] = partials[i];
     for (int64_t k = 1; k < chunks; ++k) {
-      const float* pk = partials + k * per_chunk;
-      for (int64_t i = i0; i < i1; ++i) T[i] += double(pk[i]);
+      const double* pk = partials + k * per_chunk;
+      for (int64_t i = i0; i < i1; ++i) T[i] += pk[i];
     }
   }
   for (int64_t co = 0; co < cout; ++co)
@@ -632,23 +648,34 @@ void winograd_weight_gradient(const Conv3dShape& s, const float* x, const float*
   const int64_t chan = s.in[0] * s.in[1] * s.in[2];
   const int64_t rows = s.batch * g.tD * g.tH;
   const double flops = 2.0 * double(s.batch) * double(cin) * double(cout) * 27.0 * double(chan);
-  // Fixed chunks of tile rows, each summing into its own partial; the count depends on the shape
-  // only (never the thread count), so the result is the same for any number of threads. Each
-  // partial costs a zeroing and a pass of the final sum, so a chunk gets at least 64 tiles (the
-  // GEMM then does ≥ 64× that work); at most 32 chunks and 64 MB of partials.
+  // Fixed chunks of tile rows, each summing into its own partial (double); the count depends on
+  // the shape only (never the thread count), so the result is the same for any number of
+  // threads. Each partial costs a zeroing and a pass of the final sum, one memory access per
+  // element against one multiply-add per element and tile for the GEMM, so a chunk gets at
+  // least 128 tiles; at most 16 chunks and 32 MB of partials, and a multiple of 4 from 4 up
+  // (even shares for 2 or 4 threads).
   const int64_t per_chunk = T::kPositions * cin * cout_p;
-  const int64_t max_by_memory = std::max<int64_t>(1, (int64_t(64) << 20) / (per_chunk * int64_t(sizeof(float))));
-  const int64_t chunks =
-      std::max<int64_t>(1, std::min({ceil_div(rows * g.tW * MT * MT / 4, 64), rows, int64_t(32), max_by_memory}));
-  thread_local std::vector<float> partials;
-  partials.assign(size_t(chunks * per_chunk), 0.f);
-  float* const P = partials.data();
+  const int64_t max_by_memory = std::max<int64_t>(1, (int64_t(32) << 20) / (per_chunk * int64_t(sizeof(double))));
+  int64_t chunks = std::max<int64_t>(1, std::min({ceil_div(rows * g.tW, 128), rows, int64_t(16), max_by_memory}));
+  if (chunks > 4) chunks -= chunks % 4;
+  thread_local std::vector<double> partials;
+  if (partials.size() < size_t(chunks * per_chunk)) partials.resize(size_t(chunks * per_chunk));
+  double* const P = partials.data();
 #pragma omp parallel for schedule(dynamic, 1) if (chunks > 1 && flops >= 4e6)
   for (int64_t chunk = 0; chunk < chunks; ++chunk) {
-    thread_local ThreadBuffers buf;
-    float* V = buf.get(buf.V, size_t(cin * T::kVChannel));
-    float* Z = buf.get(buf.M, size_t(kMaxTiles * T::kMTile * cout_p));
-    float* Wh = P + chunk * per_chunk;
+    thread_local ThreadBuffers buf[kSegments];
+    thread_local std::vector<float> wh_buf;
+    wh_buf.assign(size_t(per_chunk), 0.f);
+    float* const Wh = wh_buf.data();
+    double* const Pc = P + chunk * per_chunk;
+    std::fill(Pc, Pc + per_chunk, 0.0);
+    int sweeps = 0;
+    auto flush = [&] {
+      for (int64_t i = 0; i < per_chunk; ++i) Pc[i] += double(Wh[i]);
+      std::fill(Wh, Wh + per_chunk, 0.f);
+      sweeps = 0;
+    };
+    Segments sg;
     const int64_t r_begin = chunk * rows / chunks, r_end = (chunk + 1) * rows / chunks;
     for (int64_t r = r_begin; r < r_end; ++r) {
       const int64_t b = r / (g.tD * g.tH), td = (r / g.tH) % g.tD, th = r % g.tH;
@@ -657,11 +684,23 @@ void winograd_weight_gradient(const Conv3dShape& s, const float* x, const float*
         const int64_t j0 = blk * g.per_block;
         const int nt = int(std::min(g.per_block, g.tW - j0));
         if (nt <= 0) break;
+        const int k = sg.count++;
+        float* V = buf[k].get(buf[k].V, size_t(cin * T::kVChannel));
+        float* Z = buf[k].get(buf[k].M, size_t(kMaxTiles * T::kMTile * cout_p));
         transform_input<MT>(x + b * cin * chan, cin, s.in, td, th, j0, prefetch_next, V);
         transform_grad_output<MT>(dy + b * cout * chan, cout, cout_p, s.in, td, th, j0, nt, Z);
-        accumulate_products<MT>(V, Z, nt, cin, cout_p, Wh);
+        sg.V[k] = V;
+        sg.Z[k] = Z;
+        sg.nt[k] = nt;
+        if (sg.count == kSegments) {
+          accumulate_products<MT>(sg, cin, cout_p, Wh);
+          sg.count = 0;
+          if (++sweeps == kSweepsPerFlush) flush();
+        }
       }
     }
+    if (sg.count > 0) accumulate_products<MT>(sg, cin, cout_p, Wh);
+    flush();
   }
   finish_weight_gradient<MT>(P, chunks, cin, cout, cout_p, dw);
 }
