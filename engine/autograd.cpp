@@ -43,6 +43,18 @@ void accumulate_into(std::shared_ptr<TensorImpl>& slot, const Tensor& g) {
   dispatch::add_inplace(dispatch::same_device("gradient accumulation", {acc, g}), acc.data(), g.data(), acc.numel());
 }
 
+// a + b into a new tensor: neither may be written in place (either may alias a buffer an op
+// returned or still holds). One parallel pass; it replaced a serial clone plus an in-place add.
+Tensor gradient_sum(const Tensor& a, const Tensor& b) {
+  if (a.shape() != b.shape())
+    throw std::logic_error("gradient of shape " + b.str() + " accumulated into " + a.str());
+  const Device d = dispatch::same_device("gradient accumulation", {a, b});
+  Tensor out = Tensor::empty(a.shape(), d);
+  dispatch::binary_broadcast(d, dispatch::BinaryOp::Add, a.data(), a.shape(), b.data(), b.shape(), out.data(),
+                             out.shape());
+  return out;
+}
+
 class AccumulateGrad final : public Node {
  public:
   explicit AccumulateGrad(const std::shared_ptr<TensorImpl>& leaf) : Node("AccumulateGrad"), leaf_(leaf) {}
@@ -170,9 +182,7 @@ void run_backward(const Tensor& root, const Tensor& grad_output) {
         if (it == pending.end()) {
           pending.emplace(nx.get(), grads[i]);
         } else {
-          std::shared_ptr<TensorImpl> slot = it->second.clone().impl_ptr();
-          accumulate_into(slot, grads[i]);
-          it->second = Tensor(slot);
+          it->second = gradient_sum(it->second, grads[i]);
         }
       }
       if (--deps[nx.get()] == 0) ready.push_back(nx);
