@@ -76,12 +76,17 @@ struct Moments {
   double n = 0, mean = 0, m2 = 0;
 };
 
-// Two passes over a chunk that sits in cache: a rough mean m, then Σ(x−m) and Σ(x−m)²; the
-// first corrects m, the second gives m2 without the E[x²]−E[x]² cancellation.
+// One pass of Σ(x−m) and Σ(x−m)² around a shift m, the mean of the chunk's first 16 elements:
+// the first sum corrects the mean, the second gives m2 with a cancellation of only
+// (mean − m)²/variance, small since m is itself a mean of samples (a shift of 0, i.e.
+// E[x²]−E[x]², would lose everything for data far from zero). A separate pass for the exact
+// mean, as before, cost ~20 % of a GroupNorm forward.
 Moments chunk_moments(const float* p, int64_t n) {
   if (n == 0) return {};
-  const double s = sum1(n, [p](int64_t i) { return p[i]; });
-  const float m = static_cast<float>(s / double(n));
+  const int64_t head = std::min<int64_t>(n, 16);
+  float head_sum = 0;
+  for (int64_t i = 0; i < head; ++i) head_sum += p[i];
+  const float m = head_sum / float(head);
   double d1, d2;
   sum2(n, [p, m](int64_t i) {
     const float d = p[i] - m;
