@@ -1,5 +1,6 @@
 #include "kernels/cpu/conv3d.h"
 #include "kernels/cpu/conv3d_winograd.h"
+#include "kernels/cpu/static_count.h"
 
 #include <algorithm>
 #include <atomic>
@@ -360,43 +361,14 @@ __attribute__((noinline)) void fwd_micro(const FwdArgs& a) {
     }
 }
 
-template <class V, int NW>
-void fwd_micro_nco(int nco, const FwdArgs& a) {
-  switch (nco) {
-    case 1: return fwd_micro<V, 1, NW>(a);
-    case 2: return fwd_micro<V, 2, NW>(a);
-    case 3: return fwd_micro<V, 3, NW>(a);
-    case 4: return fwd_micro<V, 4, NW>(a);
-    case 5: return fwd_micro<V, 5, NW>(a);
-    case 6: return fwd_micro<V, 6, NW>(a);
-    case 7: return fwd_micro<V, 7, NW>(a);
-    default: return fwd_micro<V, 8, NW>(a);
-  }
-}
-
-// Wider blocks (NW > 4) exist for one or two output channels only (see choose_fwd_blocking).
-template <class V, int NW>
-void fwd_micro_narrow(int nco, const FwdArgs& a) {
-  if (nco == 1) return fwd_micro<V, 1, NW>(a);
-  return fwd_micro<V, 2, NW>(a);
-}
-
+// NCO × NW blocks; NW > 4 only with one or two output channels (see choose_fwd_blocking).
 template <class V>
 void fwd_micro_dispatch(int nco, int nw, const FwdArgs& a) {
-  switch (nw) {
-    case 1: return fwd_micro_nco<V, 1>(nco, a);
-    case 2: return fwd_micro_nco<V, 2>(nco, a);
-    case 3: return fwd_micro_nco<V, 3>(nco, a);
-    case 4: return fwd_micro_nco<V, 4>(nco, a);
-    case 5: return fwd_micro_narrow<V, 5>(nco, a);
-    case 6: return fwd_micro_narrow<V, 6>(nco, a);
-    case 7: return fwd_micro_narrow<V, 7>(nco, a);
-    case 8: return fwd_micro_narrow<V, 8>(nco, a);
-    case 9: return fwd_micro_narrow<V, 9>(nco, a);
-    case 10: return fwd_micro_narrow<V, 10>(nco, a);
-    case 11: return fwd_micro_narrow<V, 11>(nco, a);
-    default: return fwd_micro_narrow<V, 12>(nco, a);
-  }
+  with_static_count<kMaxNW>(nw, [&](auto nw_c) {
+    constexpr int NW = decltype(nw_c)::value;
+    if constexpr (NW <= 4) with_static_count<8>(nco, [&](auto c) { fwd_micro<V, decltype(c)::value, NW>(a); });
+    else with_static_count<2>(nco, [&](auto c) { fwd_micro<V, decltype(c)::value, NW>(a); });
+  });
 }
 
 // Register blocking of the forward pass: NW output vectors × NB output channels.
@@ -599,43 +571,14 @@ __attribute__((noinline)) void bww_micro(const BwdWArgs& a) {
     }
 }
 
-template <class V, int NT>
-void bww_micro_nco(int nco, const BwdWArgs& a) {
-  switch (nco) {
-    case 1: return bww_micro<V, 1, NT>(a);
-    case 2: return bww_micro<V, 2, NT>(a);
-    case 3: return bww_micro<V, 3, NT>(a);
-    case 4: return bww_micro<V, 4, NT>(a);
-    case 5: return bww_micro<V, 5, NT>(a);
-    case 6: return bww_micro<V, 6, NT>(a);
-    case 7: return bww_micro<V, 7, NT>(a);
-    default: return bww_micro<V, 8, NT>(a);
-  }
-}
-
-// Wider blocks (NT > 4) exist for one or two output channels only (see backward_weight_core).
-template <class V, int NT>
-void bww_micro_narrow(int nco, const BwdWArgs& a) {
-  if (nco == 1) return bww_micro<V, 1, NT>(a);
-  return bww_micro<V, 2, NT>(a);
-}
-
+// NCO × NT blocks; NT > 4 only with one or two output channels (see backward_weight_core).
 template <class V>
 void bww_micro_dispatch(int nco, int nt, const BwdWArgs& a) {
-  switch (nt) {
-    case 1: return bww_micro_nco<V, 1>(nco, a);
-    case 2: return bww_micro_nco<V, 2>(nco, a);
-    case 3: return bww_micro_nco<V, 3>(nco, a);
-    case 4: return bww_micro_nco<V, 4>(nco, a);
-    case 5: return bww_micro_narrow<V, 5>(nco, a);
-    case 6: return bww_micro_narrow<V, 6>(nco, a);
-    case 7: return bww_micro_narrow<V, 7>(nco, a);
-    case 8: return bww_micro_narrow<V, 8>(nco, a);
-    case 9: return bww_micro_narrow<V, 9>(nco, a);
-    case 10: return bww_micro_narrow<V, 10>(nco, a);
-    case 11: return bww_micro_narrow<V, 11>(nco, a);
-    default: return bww_micro_narrow<V, 12>(nco, a);
-  }
+  with_static_count<12>(nt, [&](auto nt_c) {
+    constexpr int NT = decltype(nt_c)::value;
+    if constexpr (NT <= 4) with_static_count<8>(nco, [&](auto c) { bww_micro<V, decltype(c)::value, NT>(a); });
+    else with_static_count<2>(nco, [&](auto c) { bww_micro<V, decltype(c)::value, NT>(a); });
+  });
 }
 
 // Weight gradient for Cout < 16 (the heads, → 1 channel), vectorised along W.

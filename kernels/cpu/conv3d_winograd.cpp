@@ -1,4 +1,5 @@
 #include "kernels/cpu/conv3d_winograd.h"
+#include "kernels/cpu/static_count.h"
 
 #include <algorithm>
 #include <atomic>
@@ -272,20 +273,7 @@ __attribute__((noinline)) void multiply(const float* V, const float* U, int64_t 
 
 template <int MT, int NCV>
 void multiply_nt(int nt, const float* V, const float* U, int64_t cin, int64_t cout_p, float* M) {
-  switch (nt) {
-    case 1: return multiply<MT, 1, NCV>(V, U, cin, cout_p, M);
-    case 2: return multiply<MT, 2, NCV>(V, U, cin, cout_p, M);
-    case 3: return multiply<MT, 3, NCV>(V, U, cin, cout_p, M);
-    case 4: return multiply<MT, 4, NCV>(V, U, cin, cout_p, M);
-    case 5: return multiply<MT, 5, NCV>(V, U, cin, cout_p, M);
-    case 6: return multiply<MT, 6, NCV>(V, U, cin, cout_p, M);
-    case 7: return multiply<MT, 7, NCV>(V, U, cin, cout_p, M);
-    case 8: return multiply<MT, 8, NCV>(V, U, cin, cout_p, M);
-    case 9: return multiply<MT, 9, NCV>(V, U, cin, cout_p, M);
-    case 10: return multiply<MT, 10, NCV>(V, U, cin, cout_p, M);
-    case 11: return multiply<MT, 11, NCV>(V, U, cin, cout_p, M);
-    default: return multiply<MT, 12, NCV>(V, U, cin, cout_p, M);
-  }
+  with_static_count<kMaxTiles>(nt, [&](auto t) { multiply<MT, decltype(t)::value, NCV>(V, U, cin, cout_p, M); });
 }
 
 // Aᵀ = [[1, 1, 1, 0], [0, 1, −1, −1]] on four vectors.
