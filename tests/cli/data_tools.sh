@@ -4,14 +4,7 @@
 # Usage: data_tools.sh BUILD_DIR
 set -uo pipefail
 bin=$1
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-fails=0
-check() {  # check NAME CONDITION...
-  local name=$1; shift
-  if "$@"; then echo "ok   $name"; else echo "FAIL $name"; fails=$((fails + 1)); fi
-}
-contains() { grep -qF -- "$2" "$1"; }
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 "$bin/cpets-phantom" --out "$work/clean" --subjects 12 --seed 7 --tracer both --no-progress > "$work/phantom.log" 2>&1
 check "phantom exits 0" test $? -eq 0
@@ -41,5 +34,4 @@ faulty_images=$(grep -E 'truncated_image|not_nifti|nan_voxel' "$work/faulty/faul
 check "inspect exits 1 on malformed volumes" test $? -eq 1
 check "inspect names the malformed file" bash -c "grep -q FAILED $work/bad_inspect.log"
 
-echo "$fails failed"
-exit $((fails > 0))
+finish

@@ -6,14 +6,7 @@
 # Usage: infer_tools.sh BUILD_DIR
 set -uo pipefail
 bin=$1
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-fails=0
-check() {  # check NAME CONDITION...
-  local name=$1; shift
-  if "$@"; then echo "ok   $name"; else echo "FAIL $name"; fails=$((fails + 1)); fi
-}
-contains() { grep -qF -- "$2" "$1"; }
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 run() {  # run LOG CMD... : runs, keeps stdout+stderr in LOG, returns the exit code
   local log=$1; shift
   "$@" > "$log" 2>&1
@@ -94,5 +87,4 @@ check "eval with a bad split exits 2" test $? -eq 2
 run "$work/bad9.log" "$bin/cpets-eval" --checkpoint "$work/run" --cohort "$work/nocohort" --out "$work/x"
 check "eval on a missing cohort exits 1 and names it" bash -c "[ $? -eq 1 ] && grep -q nocohort $work/bad9.log"
 
-echo "$fails failed"
-exit $((fails > 0))
+finish

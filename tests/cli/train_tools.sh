@@ -6,14 +6,7 @@
 set -uo pipefail
 bin=$1
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-fails=0
-check() {  # check NAME CONDITION...
-  local name=$1; shift
-  if "$@"; then echo "ok   $name"; else echo "FAIL $name"; fails=$((fails + 1)); fi
-}
-contains() { grep -qF -- "$2" "$1"; }
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # The tiny preset (16³ centre crop of the phantom's 48×64×48 volumes), no perceptual weights.
 tiny=(--set model.preset=tiny --set train.perceptual=none --set data.max_val_sessions=2 --set train.batch_size=2)
 
@@ -83,5 +76,4 @@ check "missing image is named" contains "$work/bad.log" "av45.nii.gz"
 check "missing cohort exits 1" test $? -eq 1
 check "missing cohort is named" contains "$work/none.log" "$work/none"
 
-echo "$fails failed"
-exit $((fails > 0))
+finish
