@@ -8,7 +8,7 @@
 #include <cmath>
 #include <cstdint>
 
-#include "kernels/cuda/conv3d_math.h"  // CPETS_HD
+#include "kernels/cuda/hd.h"
 
 namespace cpets::kernels::cuda::attn {
 

@@ -7,11 +7,8 @@
 #pragma once
 #include <cstdint>
 
-#if defined(__CUDACC__)
-#define CPETS_HD __host__ __device__ __forceinline__
-#else
-#define CPETS_HD inline
-#endif
+#include "kernels/cuda/hd.h"
+
 // Unrolling hint for the device pass only (the host compiler would warn about the pragma).
 #if defined(__CUDA_ARCH__)
 #define CPETS_UNROLL _Pragma("unroll")

@@ -7,11 +7,7 @@
 #include <math.h>
 #include <stdint.h>
 
-#if defined(__CUDACC__)
-#define CPETS_HD __host__ __device__ __forceinline__
-#else
-#define CPETS_HD inline
-#endif
+#include "kernels/cuda/hd.h"
 
 namespace cpets::kernels::cuda {
 
