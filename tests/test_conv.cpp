@@ -317,16 +317,7 @@ struct KernelRun {
 KernelRun kernel_case(int64_t B, int64_t cin, int64_t cout, int64_t D, int64_t H, int64_t W, int64_t k, int64_t stride,
                       uint32_t seed) {
   KernelRun r;
-  r.s.batch = B;
-  r.s.in_channels = cin;
-  r.s.out_channels = cout;
-  const int64_t in[3] = {D, H, W};
-  for (int a = 0; a < 3; ++a) {
-    r.s.in[a] = in[a];
-    r.s.kernel[a] = k;
-    r.s.stride[a] = stride;
-    r.s.padding[a] = 1;
-  }
+  r.s = kernels::cpu::Conv3dShape::of(B, cin, cout, {D, H, W}, {k, k, k}, {stride, stride, stride}, {1, 1, 1});
   auto fill = [&](std::vector<float>& v, int64_t n, uint32_t sd) {
     Tensor t = random_tensor({n}, sd);
     v.assign(t.data(), t.data() + n);

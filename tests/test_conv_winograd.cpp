@@ -25,19 +25,7 @@ struct Case {
 };
 
 kc::Conv3dShape shape_of(const Case& c) {
-  kc::Conv3dShape s;
-  s.batch = c.B;
-  s.in_channels = c.cin;
-  s.out_channels = c.cout;
-  s.in[0] = c.D;
-  s.in[1] = c.H;
-  s.in[2] = c.W;
-  for (int a = 0; a < 3; ++a) {
-    s.kernel[a] = 3;
-    s.stride[a] = 1;
-    s.padding[a] = 1;
-  }
-  return s;
+  return kc::Conv3dShape::of(c.B, c.cin, c.cout, {c.D, c.H, c.W}, {3, 3, 3}, {1, 1, 1}, {1, 1, 1});
 }
 
 std::vector<float> random_floats(int64_t n, uint32_t seed, float scale) {

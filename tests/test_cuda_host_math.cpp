@@ -37,20 +37,7 @@ std::vector<float> random_vector(size_t n, uint32_t seed) {
   return v;
 }
 
-cpu::Conv3dShape conv_shape(int64_t b, int64_t cin, int64_t cout, std::array<int64_t, 3> in, std::array<int64_t, 3> k,
-                            std::array<int64_t, 3> stride, std::array<int64_t, 3> pad) {
-  cpu::Conv3dShape s;
-  s.batch = b;
-  s.in_channels = cin;
-  s.out_channels = cout;
-  for (int a = 0; a < 3; ++a) {
-    s.in[a] = in[a];
-    s.kernel[a] = k[a];
-    s.stride[a] = stride[a];
-    s.padding[a] = pad[a];
-  }
-  return s;
-}
+constexpr auto conv_shape = &cpu::Conv3dShape::of;  // (batch, cin, cout, in, kernel, stride, padding)
 
 // ---- operand rounding as the tensor cores see it (cvt.rna.tf32.f32, __float2bfloat16_rn) -------
 

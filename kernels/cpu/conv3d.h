@@ -19,6 +19,7 @@
 // not depend on the thread count and reductions run in a fixed order, so every result is
 // bitwise identical for any number of threads.
 #pragma once
+#include <array>
 #include <cstdint>
 
 namespace cpets::kernels::cpu {
@@ -33,6 +34,22 @@ struct Conv3dShape {
   int64_t taps() const { return kernel[0] * kernel[1] * kernel[2]; }
   int64_t out_voxels() const { return out_size(0) * out_size(1) * out_size(2); }
   int64_t in_voxels() const { return in[0] * in[1] * in[2]; }
+  // From its parts; every per-axis argument is {D, H, W}.
+  static Conv3dShape of(int64_t batch, int64_t in_channels, int64_t out_channels, std::array<int64_t, 3> in,
+                        std::array<int64_t, 3> kernel, std::array<int64_t, 3> stride = {1, 1, 1},
+                        std::array<int64_t, 3> padding = {0, 0, 0}) {
+    Conv3dShape s;
+    s.batch = batch;
+    s.in_channels = in_channels;
+    s.out_channels = out_channels;
+    for (int a = 0; a < 3; ++a) {
+      s.in[a] = in[a];
+      s.kernel[a] = kernel[a];
+      s.stride[a] = stride[a];
+      s.padding[a] = padding[a];
+    }
+    return s;
+  }
 };
 
 // y (B, Cout, oD, oH, oW) = conv(x, w) + bias; bias may be null.

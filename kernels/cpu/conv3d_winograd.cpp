@@ -27,11 +27,12 @@ std::string shape_text(const Conv3dShape& s) {
 
 void require_supported(const Conv3dShape& s, const char* who) {
   if (!conv3d_winograd_available())
-    throw std::runtime_error(std::string(who) + ": this build has no AVX-512; use conv3d_forward / conv3d_backward_data");
+    throw std::runtime_error(std::string(who) +
+                             ": this build has no AVX-512; use the direct kernel (kernels/cpu/conv3d.h)");
   if (!conv3d_winograd_supports(s))
     throw std::invalid_argument(std::string(who) +
                                 ": only kernel 3x3x3, stride 1, padding 1 and positive sizes are supported, got " +
-                                shape_text(s) + "; use conv3d_forward / conv3d_backward_data for other shapes");
+                                shape_text(s) + "; use the direct kernel (kernels/cpu/conv3d.h) for other shapes");
 }
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }

@@ -29,20 +29,7 @@ using kc::Precision;
 
 namespace {
 
-Conv3dShape shape(int64_t b, int64_t cin, int64_t cout, std::array<int64_t, 3> in, std::array<int64_t, 3> k,
-                  std::array<int64_t, 3> stride, std::array<int64_t, 3> pad) {
-  Conv3dShape s;
-  s.batch = b;
-  s.in_channels = cin;
-  s.out_channels = cout;
-  for (int a = 0; a < 3; ++a) {
-    s.in[a] = in[a];
-    s.kernel[a] = k[a];
-    s.stride[a] = stride[a];
-    s.padding[a] = pad[a];
-  }
-  return s;
-}
+constexpr auto shape = &Conv3dShape::of;  // (batch, cin, cout, in, kernel, stride, padding)
 
 std::string describe(const Conv3dShape& s) {
   char buf[200];

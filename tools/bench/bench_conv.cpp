@@ -1,9 +1,12 @@
-// conv3d forward and backward (input + weight gradients) at the model's shapes, plus pooling
-// and upsampling. FLOPs: 2·B·Cout·Cin·k³ per output voxel for one pass; backward = 2 passes.
+// conv3d forward and backward (input + weight gradients) at the model's shapes, the Winograd
+// kernel against the direct one pass by pass, plus pooling and upsampling. FLOPs: 2·B·Cout·Cin·k³
+// per output voxel for one pass (for Winograd too, so its GFLOP/s are "effective" rates);
+// backward = 2 passes.
 #include <string>
 
 #include "bench/bench.h"
 #include "kernels/cpu/conv3d.h"
+#include "kernels/cpu/conv3d_winograd.h"
 #include "kernels/cpu/pool.h"
 #include "engine/tensor.h"
 
@@ -20,18 +23,7 @@ Tensor filled(const Shape& shape, float scale) {
 }
 
 kc::Conv3dShape cube_conv(int64_t B, int64_t cin, int64_t cout, int64_t D, int64_t H, int64_t W, int64_t k, int64_t pad) {
-  kc::Conv3dShape s;
-  s.batch = B;
-  s.in_channels = cin;
-  s.out_channels = cout;
-  s.in[0] = D;
-  s.in[1] = H;
-  s.in[2] = W;
-  for (int a = 0; a < 3; ++a) {
-    s.kernel[a] = k;
-    s.padding[a] = pad;
-  }
-  return s;
+  return kc::Conv3dShape::of(B, cin, cout, {D, H, W}, {k, k, k}, {1, 1, 1}, {pad, pad, pad});
 }
 
 std::string label(const kc::Conv3dShape& s) {
@@ -60,6 +52,44 @@ void bench_conv(const bench::Context& ctx, std::vector<bench::Result>& out, cons
       },
       repeats);
   out.push_back({"conv3d bwd 3x3x3 (input+weight grads) " + tag, bwd, 2 * flops, 0, "conv3d_bwd_" + tag});
+}
+
+// The direct kernel and the Winograd one for each pass, timed in the same process.
+// At batch 2, 3×3×3, stride 1, padding 1.
+void winograd_vs_direct(const bench::Context& ctx, std::vector<bench::Result>& out, int64_t cin, int64_t cout,
+                        int64_t D, int64_t H, int64_t W) {
+  if (!kc::conv3d_winograd_available()) return;
+  const kc::Conv3dShape s = cube_conv(2, cin, cout, D, H, W, 3, 1);
+  Tensor x = bench::random_input({s.batch, s.in_channels, s.in[0], s.in[1], s.in[2]}, 1);
+  Tensor w = bench::random_input({s.out_channels, s.in_channels, 3, 3, 3}, 2);
+  Tensor b = bench::random_input({s.out_channels}, 3);
+  Tensor y = Tensor::empty({s.batch, s.out_channels, s.in[0], s.in[1], s.in[2]});
+  Tensor dx = Tensor::empty(x.shape());
+  Tensor dw = Tensor::empty(w.shape());
+  const double flops = 2.0 * double(s.batch) * double(s.out_channels) * double(s.in_channels) * 27.0 *
+                       double(s.out_voxels());
+  const std::string tag = label(s);
+  const int reps = ctx.repeats;
+  // The direct kernel even where conv3d_forward / conv3d_backward_data route to Winograd.
+  const bool routed = kc::conv3d_winograd_enabled();
+  kc::conv3d_set_winograd_enabled(false);
+  const double direct_f = bench::median_seconds([&] { kc::conv3d_forward(s, x.data(), w.data(), b.data(), y.data()); }, reps);
+  const double direct_b = bench::median_seconds([&] { kc::conv3d_backward_data(s, y.data(), w.data(), dx.data()); }, reps);
+  const double direct_w =
+      bench::median_seconds([&] { kc::conv3d_backward_weight(s, x.data(), y.data(), dw.data(), nullptr); }, reps);
+  kc::conv3d_set_winograd_enabled(routed);
+  const double wino_f =
+      bench::median_seconds([&] { kc::conv3d_winograd_forward(s, x.data(), w.data(), b.data(), y.data()); }, reps);
+  const double wino_b =
+      bench::median_seconds([&] { kc::conv3d_winograd_backward_data(s, y.data(), w.data(), dx.data()); }, reps);
+  const double wino_w =
+      bench::median_seconds([&] { kc::conv3d_winograd_backward_weight(s, x.data(), y.data(), dw.data()); }, reps);
+  out.push_back({"conv3d fwd direct   " + tag, direct_f, flops, 0, ""});
+  out.push_back({"conv3d fwd winograd " + tag, wino_f, flops, 0, ""});
+  out.push_back({"conv3d dgrad direct   " + tag, direct_b, flops, 0, ""});
+  out.push_back({"conv3d dgrad winograd " + tag, wino_b, flops, 0, ""});
+  out.push_back({"conv3d wgrad direct   " + tag, direct_w, flops, 0, ""});
+  out.push_back({"conv3d wgrad winograd " + tag, wino_w, flops, 0, ""});
 }
 
 }  // namespace
@@ -114,3 +144,11 @@ CPETS_BENCH("ops", "avg_pool3d / upsample_nearest2x 2x32 48x64x48") {
                                        ctx.repeats),
                  0, big + small, ""});
 }
+
+CPETS_BENCH("ops", "winograd vs direct 16x16 48x64x48") { winograd_vs_direct(ctx, out, 16, 16, 48, 64, 48); }
+CPETS_BENCH("ops", "winograd vs direct 32x32 48x64x48") { winograd_vs_direct(ctx, out, 32, 32, 48, 64, 48); }
+CPETS_BENCH("ops", "winograd vs direct 32x16 48x64x48") { winograd_vs_direct(ctx, out, 32, 16, 48, 64, 48); }
+CPETS_BENCH("ops", "winograd vs direct 16x16 24x32x24") { winograd_vs_direct(ctx, out, 16, 16, 24, 32, 24); }
+CPETS_BENCH("ops", "winograd vs direct 32x32 24x32x24") { winograd_vs_direct(ctx, out, 32, 32, 24, 32, 24); }
+CPETS_BENCH("ops", "winograd vs direct 32x32 12x16x12") { winograd_vs_direct(ctx, out, 32, 32, 12, 16, 12); }
+CPETS_BENCH("ops", "winograd vs direct 32x32 6x8x6") { winograd_vs_direct(ctx, out, 32, 32, 6, 8, 6); }

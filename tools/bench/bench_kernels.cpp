@@ -158,17 +158,7 @@ void print_rows(const std::vector<Row>& rows, const char* reference) {
 }
 
 kc::Conv3dShape conv(int64_t cin, int64_t cout, std::array<int64_t, 3> in, int64_t k, int64_t stride, int64_t pad) {
-  kc::Conv3dShape s;
-  s.batch = 2;
-  s.in_channels = cin;
-  s.out_channels = cout;
-  for (int a = 0; a < 3; ++a) {
-    s.in[a] = in[a];
-    s.kernel[a] = k;
-    s.stride[a] = stride;
-    s.padding[a] = pad;
-  }
-  return s;
+  return kc::Conv3dShape::of(2, cin, cout, in, {k, k, k}, {stride, stride, stride}, {pad, pad, pad});
 }
 
 std::string conv_name(const kc::Conv3dShape& s) {
