@@ -11,6 +11,7 @@
 #include "engine/ops_conv.h"
 #include "gradcheck.h"
 #include "kernels/cpu/conv3d.h"
+#include "kernels/cpu/isa.h"
 
 using namespace cpets;
 using cpets::testing::gradcheck;
@@ -111,10 +112,6 @@ void with_threads(int n, F&& f) {
   omp_set_num_threads(prev);
 }
 
-struct PortableOnly {
-  explicit PortableOnly(bool on) { kernels::cpu::conv3d_set_portable_only(on); }
-  ~PortableOnly() { kernels::cpu::conv3d_set_portable_only(false); }
-};
 
 // Forward output and the three gradients of Σ g·conv(x, w, b).
 std::vector<Tensor> conv_pass(const ConvCase& c, const ConvInputs& in, const Tensor& g) {
@@ -150,26 +147,34 @@ TEST_CASE("conv3d forward matches naive loops (odd sizes, strides, paddings, ker
   }
 }
 
-TEST_CASE("conv3d portable path matches naive loops and the AVX-512 path") {
+// ctest runs this file once per level; here every level this CPU has also runs in one process,
+// against the naive loops and against the best level (different roundings, same results to 1e-3).
+TEST_CASE("conv3d at every supported instruction-set level matches naive loops and the best level") {
+  namespace kc = kernels::cpu;
   for (const ConvCase& c : forward_cases()) {
-    {
-      PortableOnly p(true);
-      check_forward(c, 99);
-    }
-    if (!kernels::cpu::conv3d_simd_compiled()) continue;
     ConvInputs in = make_inputs(c, 5);
     Tensor y0 = conv3d(in.x, in.w, in.b, c.stride, c.pad);
     Tensor g = random_tensor(y0.shape(), 6);
-    std::vector<Tensor> fast = conv_pass(c, in, g);
-    std::vector<Tensor> slow;
+    std::vector<Tensor> best;
     {
-      PortableOnly p(true);
-      slow = conv_pass(c, in, g);
+      kc::ScopedCpuIsa level(kc::best_cpu_isa());
+      best = conv_pass(c, in, g);
     }
-    for (size_t i = 0; i < fast.size(); ++i) {
-      if (!fast[i].defined()) continue;
-      CAPTURE(i);
-      CHECK(max_abs_diff(fast[i], slow[i]) < 1e-3);
+    for (kc::CpuIsa isa : kc::compiled_cpu_isas()) {
+      std::string why;
+      if (!kc::cpu_isa_supported(isa, &why)) {
+        MESSAGE("SKIPPED: " << kc::cpu_isa_name(isa) << ": " << why);
+        continue;
+      }
+      CAPTURE(kc::cpu_isa_name(isa));
+      kc::ScopedCpuIsa level(isa);
+      check_forward(c, 99);
+      std::vector<Tensor> other = conv_pass(c, in, g);
+      for (size_t i = 0; i < best.size(); ++i) {
+        if (!best[i].defined()) continue;
+        CAPTURE(i);
+        CHECK(max_abs_diff(best[i], other[i]) < 1e-3);
+      }
     }
   }
 }

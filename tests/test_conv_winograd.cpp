@@ -157,7 +157,6 @@ bool within_bound(const kc::Conv3dShape& s, double e_wino, double e_direct) {
 }  // namespace
 
 TEST_CASE("winograd forward matches float64 naive convolution; error of the order of the direct kernel's") {
-  REQUIRE(kc::conv3d_winograd_available());
   uint32_t seed = 100;
   for (const Case& c : cases()) {
     INFO("B " << c.B << " cin " << c.cin << " cout " << c.cout << " size " << c.D << "x" << c.H << "x" << c.W);

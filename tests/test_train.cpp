@@ -22,6 +22,7 @@
 #include "io/cohort.h"
 #include "io/nifti.h"
 #include "io/preprocess.h"
+#include "kernels/cpu/isa.h"
 #include "train/checkpoint.h"
 #include "train/config.h"
 #include "train/data.h"
@@ -657,10 +658,14 @@ TEST_CASE("trainer: run() validates, checkpoints per epoch, logs every step and 
   CHECK(t.step_count() == 5);
   std::ifstream log(out.path / "train.jsonl");
   std::string line;
-  int steps = 0, validations = 0;
+  int steps = 0, validations = 0, starts = 0;
   while (std::getline(log, line)) {
     const json j = json::parse(line);
-    if (j["type"] == "step") {
+    if (j["type"] == "start") {  // which CPU kernels and how many threads produced these losses
+      ++starts;
+      CHECK(j["cpu_isa"].get<std::string>() == kernels::cpu::cpu_isa_name(kernels::cpu::cpu_isa()));
+      CHECK(j["threads"].get<int>() == 1);
+    } else if (j["type"] == "step") {
       ++steps;
       CHECK(j["step"].get<int64_t>() == steps);
       CHECK(j.contains("pet_l1"));
@@ -671,6 +676,7 @@ TEST_CASE("trainer: run() validates, checkpoints per epoch, logs every step and 
       CHECK(j["sessions"].get<int64_t>() == 2);
     }
   }
+  CHECK(starts == 1);
   CHECK(steps == 5);
   CHECK(validations == 5 / per_epoch + (5 % per_epoch != 0));
   CHECK(fs::exists(out.path / "config.json"));

@@ -11,7 +11,7 @@ Configurations (each measured, the faster one kept per case, and named in "confi
                large float convolutions). Backward = input + weight (+ bias) gradients, timed
                with torch.autograd.grad on a saved forward, so the forward is not included.
   groupnorm  — torch.nn.functional.group_norm (native kernel).
-  attention  — matmul + softmax + matmul per head (1.13 has no scaled_dot_product_attention),
+  attention  — F.scaled_dot_product_attention (PyTorch 2.x); matmul + softmax + matmul per head on 1.13,
                through whatever BLAS torch links (the system libblas.so.3 alternative:
                OpenBLAS if libopenblas0 is installed, else the slow reference BLAS).
 The script re-executes itself under /usr/bin/python3 if started by another interpreter without
@@ -178,12 +178,20 @@ def run_groupnorm(args, seconds, configs):
 
 
 # ---------------------------------------------------------------------------------------------
+# PyTorch 2.x users get the fused scaled_dot_product_attention (the figure to beat); 1.13 has
+# only matmul + softmax + matmul per head.
+HAVE_SDPA = hasattr(F, "scaled_dot_product_attention")
+
+
 def attention(q, k, v, heads):
     B, N, C = q.shape
     d = C // heads
     split = lambda t: t.view(B, N, heads, d).transpose(1, 2)  # (B, h, N, d)
-    s = torch.matmul(split(q), split(k).transpose(-1, -2)) * (d ** -0.5)
-    o = torch.matmul(torch.softmax(s, dim=-1), split(v))
+    if HAVE_SDPA:
+        o = F.scaled_dot_product_attention(split(q), split(k), split(v))
+    else:
+        s = torch.matmul(split(q), split(k).transpose(-1, -2)) * (d ** -0.5)
+        o = torch.matmul(torch.softmax(s, dim=-1), split(v))
     return o.transpose(1, 2).reshape(B, N, C)
 
 
@@ -203,7 +211,16 @@ def run_attention(args, seconds, configs):
         torch.autograd.grad(o, [qg, kg, vg], torch.ones_like(o))
 
     seconds[keys[1]] = median_time(fwdbwd, repeats)
-    configs.append(f"attention: matmul+softmax, BLAS {blas_name()}")
+    configs.append("attention: F.scaled_dot_product_attention" if HAVE_SDPA else
+                   f"attention: matmul+softmax (no scaled_dot_product_attention in {torch.__version__}), BLAS {blas_name()}")
+
+
+def cpu_capability():
+    """The instruction-set level PyTorch's own CPU kernels run at (2.x), e.g. AVX2 or AVX512."""
+    try:
+        return torch.backends.cpu.get_cpu_capability()
+    except AttributeError:
+        return "unknown (PyTorch " + torch.__version__ + ")"
 
 
 def blas_name():
@@ -228,7 +245,8 @@ def main():
         "glibc malloc keeping freed memory (" + " ".join(f"{k}={v}" for k, v in _MALLOC_ENV.items()) + ")"
     config = (f"{args.threads} threads; mkldnn enabled={torch.backends.mkldnn.enabled}; {malloc}; " +
               "; ".join(configs))
-    print(json.dumps({"torch": torch.__version__, "config": config, "seconds": seconds}))
+    print(json.dumps({"torch": torch.__version__, "cpu_capability": cpu_capability(), "config": config,
+                      "seconds": seconds}))
 
 
 if __name__ == "__main__":

@@ -12,8 +12,22 @@ jobs=${CPETS_JOBS:-$(nproc)}
 packages=(cmake g++ make pkg-config libeigen3-dev libnifti2-dev nifti-bin doctest-dev nlohmann-json3-dev
           libcli11-dev libpng-dev zlib1g-dev mricron-data)
 
-# Only for `bench`: PyTorch (oneDNN convs) and OpenBLAS, to measure the baseline in the same run.
-bench_packages=(python3-torch python3-numpy libopenblas0-openmp)
+# Only for `bench`: the baseline measured in the same run is PyTorch 2.x from PyPI (oneDNN
+# convolutions, fused attention) in a virtual environment made once; CPETS_TORCH_PYTHON names
+# another Python with torch instead. Debian's PyTorch 1.13 is the fallback where PyPI is out of
+# reach (the bench output names it as such).
+bench_packages=(python3-venv python3-pip libopenblas0-openmp)
+torch_venv=${CPETS_TORCH_VENV:-$HOME/.cache/cpets/torch-venv}
+
+torch_baseline() {
+  [ -n "${CPETS_TORCH_PYTHON:-}" ] && return 0
+  [ -x "$torch_venv/bin/python" ] && "$torch_venv/bin/python" -c "import torch" 2>/dev/null && return 0
+  echo "cpets: installing PyTorch 2.x from PyPI into $torch_venv (once; a few GB)"
+  if python3 -m venv "$torch_venv" && "$torch_venv/bin/pip" install -q torch numpy; then return 0; fi
+  echo "cpets: pip install torch failed; falling back to Debian's python3-torch (PyTorch 1.13)"
+  rm -rf "$torch_venv"
+  install python3-torch python3-numpy
+}
 
 install() {
   local missing=()
@@ -46,6 +60,7 @@ case "$cmd" in
     ;;
   bench)
     install "${bench_packages[@]}"
+    torch_baseline
     configure_and_build
     "$build/cpets-bench" "$@"
     ;;

@@ -13,6 +13,7 @@
 #include "bench/bench.h"
 #include "bench/train_bench.h"
 #include "engine/allocator.h"
+#include "kernels/cpu/isa.h"
 
 using namespace cpets;
 
@@ -28,18 +29,22 @@ std::map<std::string, double> torch_figures(const std::string& source, bool quic
     if (!f) throw std::runtime_error("--torch " + source + ": cannot open the file");
     json_text.assign(std::istreambuf_iterator<char>(f), {});
   } else {
-    std::string cmd = "python3 " CPETS_SOURCE_DIR "/tools/bench_torch.py --threads " +
+    std::string cmd = bench::torch_python() + " " CPETS_SOURCE_DIR "/tools/bench_torch.py --threads " +
                       std::to_string(omp_get_max_threads()) + (quick ? " --quick" : "") +
                       (filter.empty() ? "" : " --filter '" + filter + "'") + " 2>/dev/null";
     const auto out = bench::run_capture(cmd);
     if (!out) {
-      std::cerr << "note: PyTorch is not available here (python3 tools/bench_torch.py failed); "
-                   "ratios are omitted. Install python3-torch to compare.\n";
+      std::cerr << "note: PyTorch is not available here (" << bench::torch_python()
+                << " tools/bench_torch.py failed); ratios are omitted. `tools/cpets.sh bench` installs it.\n";
       return fig;
     }
     json_text = *out;
   }
   auto j = nlohmann::json::parse(json_text);
+  const std::string version = j.value("torch", std::string("?"));
+  std::printf("PyTorch %s%s (its CPU kernels: %s)\n", version.c_str(),
+              version.rfind("1.", 0) == 0 ? " — Debian's 1.13 fallback, not the PyTorch 2.x users would pick" : "",
+              j.value("cpu_capability", std::string("unknown")).c_str());
   for (auto& [k, v] : j["seconds"].items()) fig[k] = v.get<double>();
   return fig;
 }
@@ -83,7 +88,8 @@ int main(int argc, char** argv) {
   if (suite == "kernels") return 0;  // the kernel lab prints its own tables (no PyTorch CPU column)
   auto torch = torch_figures(torch_src, ctx.quick, filter);
 
-  std::printf("cpets-bench %s — %d OpenMP threads; median of %d runs\n", suite.c_str(), omp_get_max_threads(), ctx.repeats);
+  std::printf("cpets-bench %s — %d OpenMP threads; median of %d runs; CPU kernels %s\n", suite.c_str(),
+              omp_get_max_threads(), ctx.repeats, kernels::cpu::cpu_isa_description().c_str());
   std::printf("%-58s %10s %10s %10s %10s %8s\n", "case", "ms", "GFLOP/s", "GB/s", "torch ms", "speedup");
   for (auto& r : results) {
     double ms = r.seconds * 1e3;

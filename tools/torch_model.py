@@ -519,7 +519,12 @@ def bench(name, steps, warmup, full_infer, batch_size=2):
         if i >= warmup:
             times.append(time.perf_counter() - t0)
     times.sort()
+    try:
+        capability = torch.backends.cpu.get_cpu_capability()
+    except AttributeError:
+        capability = "unknown"
     result = {"preset": name, "batch": batch_size, "threads": torch.get_num_threads(), "steps": steps,
+              "torch": torch.__version__, "cpu_capability": capability,
               "train_step_seconds": times[len(times) // 2],
               "infer_seconds": infer_seconds(model, c, gen)}
     if full_infer:

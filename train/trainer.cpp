@@ -15,6 +15,7 @@
 
 #include "engine/autograd.h"
 #include "eval/metrics.h"
+#include "kernels/cpu/isa.h"
 #include "train/progress.h"
 
 namespace cpets::train {
@@ -347,6 +348,11 @@ void Trainer::run(const RunOptions& opt) {
   auto write_log = [&](const json& j) {
     if (log.is_open()) log << j.dump() << "\n" << std::flush;
   };
+  // Which CPU kernels run, in the log and on screen: losses are bitwise reproducible per level and
+  // thread count, so a comparison of runs needs both.
+  const std::string isa = kernels::cpu::cpu_isa_name(kernels::cpu::cpu_isa());
+  write_log({{"type", "start"}, {"step", state_.step}, {"cpu_isa", isa}, {"threads", omp_get_max_threads()}});
+  os << "CPU kernels: " << kernels::cpu::cpu_isa_description() << ", " << omp_get_max_threads() << " threads\n";
   const int64_t per_epoch = loader_->batches_per_epoch();
   os << "training " << data_.train.size() << " " << data_.tracer << " sessions (" << per_epoch << " batches of "
      << t.batch_size << " per epoch), " << val_set_->size() << " validation sessions; steps " << state_.step << " → "

@@ -1,13 +1,11 @@
 #include "kernels/cpu/adam.h"
 
 #include <cmath>
-#if defined(__AVX2__)
-#include <immintrin.h>
-#endif
 
 #include "kernels/cpu/parallel.h"
+#include "kernels/cpu/simd.h"  // last: the level's target for the rest of the file
 
-namespace cpets::kernels::cpu {
+namespace cpets::kernels::cpu::CPETS_ISA_NS {
 
 namespace {
 constexpr int64_t kGrain = 1 << 14;
@@ -32,7 +30,7 @@ inline void adam_scalar(float* p, const float* g, float* m, float* v, int64_t i,
 template <bool kWeightDecay>
 void adam_range(float* p, const float* g, float* m, float* v, int64_t b, int64_t e, const AdamScalars& s) {
   int64_t i = b;
-#if defined(__AVX2__) && defined(__FMA__)
+#if CPETS_ISA_LEVEL >= 1
   const __m256 beta1 = _mm256_set1_ps(s.beta1), beta2 = _mm256_set1_ps(s.beta2);
   const __m256 omb1 = _mm256_set1_ps(s.one_minus_beta1), omb2 = _mm256_set1_ps(s.one_minus_beta2);
   const __m256 neg_step = _mm256_set1_ps(-s.step_size), bc2 = _mm256_set1_ps(s.bias_correction2_sqrt);
@@ -62,4 +60,4 @@ void adam_step(float* param, const float* grad, float* exp_avg, float* exp_avg_s
   });
 }
 
-}  // namespace cpets::kernels::cpu
+}  // namespace cpets::kernels::cpu::CPETS_ISA_NS

@@ -7,15 +7,13 @@
 #include <limits>
 #include <stdexcept>
 #include <vector>
-#if defined(__AVX512F__)
-#include <immintrin.h>
-#endif
 
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/parallel.h"
 #include "kernels/cpu/vmath.h"
+#include "kernels/cpu/simd.h"  // last: the level's target for the rest of the file
 
-namespace cpets::kernels::cpu {
+namespace cpets::kernels::cpu::CPETS_ISA_NS {
 namespace {
 
 // Tile sizes, tuned at d = 32, N = 2304 on one core (with Eigen tile products, 64-row blocks
@@ -36,57 +34,31 @@ int64_t tasks_per_chunk(double flops_per_task) {
   return std::max<int64_t>(1, int64_t(2e6 / std::max(flops_per_task, 1.0)));
 }
 
-// Scalar exp is fast_exp (vmath.h); exp16 below is its AVX-512 counterpart for the softmax loops.
-#if defined(__AVX512F__)
-inline __m512 exp16(__m512 x) {
-  x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.f)), _mm512_set1_ps(88.f));
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.42860682030941723e-6f), r);
-  __m512 p = _mm512_set1_ps(1.f / 720.f);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 120.f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 24.f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 6.f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
-  return _mm512_scalef_ps(p, n);
-}
-inline __mmask16 tail_mask(int64_t left) { return left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1); }
-#endif
+// Scalar exp is fast_exp (vmath.h); exp16 (kernels/cpu/simd.h) is its vector counterpart.
+inline F16::Mask tail_mask(int64_t left) { return F16::mask(left); }
 
 // The row operations of the softmax and its backward. All reductions have a fixed order (16
 // lanes, then the lanes in a fixed tree), so results do not depend on the thread count.
 float row_max(const float* s, int64_t n) {
-#if defined(__AVX512F__)
-  __m512 m = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
-  for (int64_t j = 0; j < n; j += 16) m = _mm512_max_ps(m, _mm512_mask_loadu_ps(m, tail_mask(n - j), s + j));
-  return _mm512_reduce_max_ps(m);
-#else
-  float m = -std::numeric_limits<float>::infinity();
-  for (int64_t j = 0; j < n; ++j) m = std::max(m, s[j]);
-  return m;
-#endif
+  F16 m = F16::bcast(-std::numeric_limits<float>::infinity());
+  for (int64_t j = 0; j < n; j += 16) {
+    const F16::Mask k = tail_mask(n - j);
+    m = F16::max(m, F16::select(k, F16::load_m(s + j, k), m));
+  }
+  return reduce_max(m);
 }
 
 // s[j] = exp(scale·s[j] − shift) in place; returns Σ_j s[j].
 float exp_row_inplace(float* s, int64_t n, float scale, float shift) {
-#if defined(__AVX512F__)
-  const __m512 vs = _mm512_set1_ps(scale), vh = _mm512_set1_ps(shift);
-  __m512 sum = _mm512_setzero_ps();
+  const F16 vs = F16::bcast(scale), vh = F16::bcast(shift);
+  F16 sum = F16::zero();
   for (int64_t j = 0; j < n; j += 16) {
-    const __mmask16 k = tail_mask(n - j);
-    const __m512 p = exp16(_mm512_fmsub_ps(_mm512_maskz_loadu_ps(k, s + j), vs, vh));
-    _mm512_mask_storeu_ps(s + j, k, p);
-    sum = _mm512_mask_add_ps(sum, k, sum, p);
+    const F16::Mask k = tail_mask(n - j);
+    const F16 p = exp16(F16::fms(F16::load_m(s + j, k), vs, vh));
+    store_m(s + j, k, p);
+    sum = F16::select(k, sum + p, sum);
   }
-  return _mm512_reduce_add_ps(sum);
-#else
-  float sum = 0.f;
-  for (int64_t j = 0; j < n; ++j) sum += (s[j] = fast_exp(s[j] * scale - shift));
-  return sum;
-#endif
+  return reduce_add(sum);
 }
 
 // s[j] = exp(scale·s[j] − shift[j]) · (dp[j] − sub[j]) when dp is given, else
@@ -95,25 +67,17 @@ float exp_row_inplace(float* s, int64_t n, float scale, float shift) {
 // transposed dK/dV tile: per-column lse and D.)
 void softmax_grad_row(float* s, const float* dp, int64_t n, float scale, const float* shift, const float* sub,
                       bool scalar) {
-#if defined(__AVX512F__)
-  const __m512 vs = _mm512_set1_ps(scale);
+  const F16 vs = F16::bcast(scale);
   for (int64_t j = 0; j < n; j += 16) {
-    const __mmask16 k = tail_mask(n - j);
-    const __m512 sh = scalar ? _mm512_set1_ps(shift[0]) : _mm512_maskz_loadu_ps(k, shift + j);
-    __m512 p = exp16(_mm512_fmsub_ps(_mm512_maskz_loadu_ps(k, s + j), vs, sh));
+    const F16::Mask k = tail_mask(n - j);
+    const F16 sh = scalar ? F16::bcast(shift[0]) : F16::load_m(shift + j, k);
+    F16 p = exp16(F16::fms(F16::load_m(s + j, k), vs, sh));
     if (dp) {
-      const __m512 sb = scalar ? _mm512_set1_ps(sub[0]) : _mm512_maskz_loadu_ps(k, sub + j);
-      p = _mm512_mul_ps(p, _mm512_sub_ps(_mm512_maskz_loadu_ps(k, dp + j), sb));
+      const F16 sb = scalar ? F16::bcast(sub[0]) : F16::load_m(sub + j, k);
+      p = F16::mul(p, F16::sub(F16::load_m(dp + j, k), sb));
     }
-    _mm512_mask_storeu_ps(s + j, k, p);
+    store_m(s + j, k, p);
   }
-#else
-  for (int64_t j = 0; j < n; ++j) {
-    float p = fast_exp(s[j] * scale - (scalar ? shift[0] : shift[j]));
-    if (dp) p *= dp[j] - (scalar ? sub[0] : sub[j]);
-    s[j] = p;
-  }
-#endif
 }
 
 // Per-thread tile memory, grown on demand and kept for the next call (fresh pages are slow to
@@ -131,32 +95,35 @@ int64_t round16(int64_t n) { return (n + 15) / 16 * 16; }
 //   tile_xyt:    S (n1×n2) = X (n1×d) · Yᵀ (Y is n2×d)      scores, dP, and their transposes
 //                (the micro-kernel reads Yᵀ from a per-head transposed copy made once per call)
 //   tile_pz_acc: A (n1×d) += P (n1×n2) · Z (n2×d)          P·V, dS·K, Pᵀ·dO, dSᵀ·Q
-// For thin heads with AVX-512 these are register-blocked micro-kernels (no packing, no zero-fill
+// For thin heads these are register-blocked micro-kernels (no packing, no zero-fill
 // of S); otherwise Eigen's serial GEMM. Each output element is accumulated in a fixed order.
-#if defined(__AVX512F__)
 
 // S rows [i0, i0+R), 16-column groups [j0, j0+16V) from the transposed Y (d × n2p).
 template <int R, int V>
 inline void xyt_block(int64_t d, const float* X, int64_t ldx, const float* yt, int64_t ldyt, float* S, int64_t lds) {
-  __m512 acc[R][V];
+  F16 acc[R][V];
   _Pragma("GCC unroll 16") for (int r = 0; r < R; ++r)
-    _Pragma("GCC unroll 16") for (int v = 0; v < V; ++v) acc[r][v] = _mm512_setzero_ps();
+    _Pragma("GCC unroll 16") for (int v = 0; v < V; ++v) acc[r][v] = F16::zero();
   for (int64_t c = 0; c < d; ++c) {
-    __m512 y[V];
-    _Pragma("GCC unroll 16") for (int v = 0; v < V; ++v) y[v] = _mm512_loadu_ps(yt + c * ldyt + 16 * v);
+    F16 y[V];
+    _Pragma("GCC unroll 16") for (int v = 0; v < V; ++v) y[v] = F16::load(yt + c * ldyt + 16 * v);
     _Pragma("GCC unroll 16") for (int r = 0; r < R; ++r) {
-      const __m512 x = _mm512_set1_ps(X[r * ldx + c]);
-      _Pragma("GCC unroll 16") for (int v = 0; v < V; ++v) acc[r][v] = _mm512_fmadd_ps(x, y[v], acc[r][v]);
+      const F16 x = F16::bcast(X[r * ldx + c]);
+      _Pragma("GCC unroll 16") for (int v = 0; v < V; ++v) acc[r][v] = F16::fma(x, y[v], acc[r][v]);
     }
   }
   _Pragma("GCC unroll 16") for (int r = 0; r < R; ++r)
-    _Pragma("GCC unroll 16") for (int v = 0; v < V; ++v) _mm512_storeu_ps(S + r * lds + 16 * v, acc[r][v]);
+    _Pragma("GCC unroll 16") for (int v = 0; v < V; ++v) store(S + r * lds + 16 * v, acc[r][v]);
 }
 
 template <int R>
 inline void xyt_rows(int64_t d, const float* X, int64_t ldx, const float* yt, int64_t ldyt, int64_t n2p, float* S,
                      int64_t lds) {
   int64_t j = 0;
+  if constexpr (kIsaLevel == 1) {  // AVX2: R × 1 vectors (R ≤ 6: 12 + 2 + 1 of 16 registers)
+    for (; j < n2p; j += 16) xyt_block<R, 1>(d, X, ldx, yt + j, ldyt, S + j, lds);
+    return;
+  }
   for (; j + 64 <= n2p; j += 64) xyt_block<R, 4>(d, X, ldx, yt + j, ldyt, S + j, lds);
   switch ((n2p - j) / 16) {
     case 3: xyt_block<R, 3>(d, X, ldx, yt + j, ldyt, S + j, lds); break;
@@ -168,55 +135,62 @@ inline void xyt_rows(int64_t d, const float* X, int64_t ldx, const float* yt, in
 
 // yt: Yᵀ (d rows, leading dimension ldyt ≥ round16(n2)), readable up to column round16(n2).
 // Requires lds ≥ round16(n2); columns n2… of S receive values that callers ignore.
-void xyt_avx512(int64_t n1, int64_t n2, int64_t d, const float* X, int64_t ldx, const float* yt, int64_t ldyt,
-                float* S, int64_t lds) {
+void xyt_micro(int64_t n1, int64_t n2, int64_t d, const float* X, int64_t ldx, const float* yt, int64_t ldyt,
+               float* S, int64_t lds) {
+  constexpr int R = kIsaLevel == 1 ? 6 : 4;
   const int64_t n2p = round16(n2);
   int64_t i = 0;
-  for (; i + 4 <= n1; i += 4) xyt_rows<4>(d, X + i * ldx, ldx, yt, ldyt, n2p, S + i * lds, lds);
+  for (; i + R <= n1; i += R) xyt_rows<R>(d, X + i * ldx, ldx, yt, ldyt, n2p, S + i * lds, lds);
   for (; i < n1; ++i) xyt_rows<1>(d, X + i * ldx, ldx, yt, ldyt, n2p, S + i * lds, lds);
 }
 
 // A rows [i0, i0+R), channel vectors [c0, c0+16V), the last one masked by `tail`.
 template <int R, int V>
 inline void pz_block(int64_t n2, const float* P, int64_t ldp, const float* Z, int64_t ldz, float* A, int64_t lda,
-                     __mmask16 tail) {
-  __m512 acc[R][V];
+                     F16::Mask tail) {
+  F16 acc[R][V];
   _Pragma("GCC unroll 16") for (int r = 0; r < R; ++r)
     _Pragma("GCC unroll 16") for (int v = 0; v < V; ++v)
-      acc[r][v] = v == V - 1 ? _mm512_maskz_loadu_ps(tail, A + r * lda + 16 * v) : _mm512_loadu_ps(A + r * lda + 16 * v);
+      acc[r][v] = v == V - 1 ? F16::load_m(A + r * lda + 16 * v, tail) : F16::load(A + r * lda + 16 * v);
   for (int64_t j = 0; j < n2; ++j) {
-    __m512 z[V];
+    F16 z[V];
     _Pragma("GCC unroll 16") for (int v = 0; v < V; ++v)
-      z[v] = v == V - 1 ? _mm512_maskz_loadu_ps(tail, Z + j * ldz + 16 * v) : _mm512_loadu_ps(Z + j * ldz + 16 * v);
+      z[v] = v == V - 1 ? F16::load_m(Z + j * ldz + 16 * v, tail) : F16::load(Z + j * ldz + 16 * v);
     _Pragma("GCC unroll 16") for (int r = 0; r < R; ++r) {
-      const __m512 p = _mm512_set1_ps(P[r * ldp + j]);
-      _Pragma("GCC unroll 16") for (int v = 0; v < V; ++v) acc[r][v] = _mm512_fmadd_ps(p, z[v], acc[r][v]);
+      const F16 p = F16::bcast(P[r * ldp + j]);
+      _Pragma("GCC unroll 16") for (int v = 0; v < V; ++v) acc[r][v] = F16::fma(p, z[v], acc[r][v]);
     }
   }
   _Pragma("GCC unroll 16") for (int r = 0; r < R; ++r)
     _Pragma("GCC unroll 16") for (int v = 0; v < V; ++v) {
-      if (v == V - 1) _mm512_mask_storeu_ps(A + r * lda + 16 * v, tail, acc[r][v]);
-      else _mm512_storeu_ps(A + r * lda + 16 * v, acc[r][v]);
+      if (v == V - 1) store_m(A + r * lda + 16 * v, tail, acc[r][v]);
+      else store(A + r * lda + 16 * v, acc[r][v]);
     }
 }
 
-// Rows in groups of R (4 channel vectors → 6 rows, fewer vectors → 8 rows keep ≤ 24 registers).
+// Rows in groups of R (4 channel vectors → 6 rows, fewer vectors → 8 rows keep ≤ 24 registers;
+// AVX2: one vector → 6 rows, 12 + 2 + 1 of 16 registers).
 template <int V>
 void pz_columns(int64_t n1, int64_t n2, const float* P, int64_t ldp, const float* Z, int64_t ldz, float* A,
-                int64_t lda, __mmask16 tail) {
-  constexpr int R = V >= 3 ? 6 : 8;
+                int64_t lda, F16::Mask tail) {
+  constexpr int R = kIsaLevel == 1 || V >= 3 ? 6 : 8;
   int64_t i = 0;
   for (; i + R <= n1; i += R) pz_block<R, V>(n2, P + i * ldp, ldp, Z, ldz, A + i * lda, lda, tail);
   for (; i < n1; ++i) pz_block<1, V>(n2, P + i * ldp, ldp, Z, ldz, A + i * lda, lda, tail);
 }
 
-void pz_acc_avx512(int64_t n1, int64_t n2, int64_t d, const float* P, int64_t ldp, const float* Z, int64_t ldz,
-                   float* A, int64_t lda) {
-  for (int64_t c0 = 0; c0 < d; c0 += 64) {
-    const int64_t width = std::min<int64_t>(64, d - c0);
+void pz_acc_micro(int64_t n1, int64_t n2, int64_t d, const float* P, int64_t ldp, const float* Z, int64_t ldz,
+                  float* A, int64_t lda) {
+  constexpr int64_t kWidth = kIsaLevel == 1 ? 16 : 64;  // AVX2: one channel vector per sweep
+  for (int64_t c0 = 0; c0 < d; c0 += kWidth) {
+    const int64_t width = std::min<int64_t>(kWidth, d - c0);
     const int V = int((width + 15) / 16);
     const int64_t last = width - 16 * (V - 1);
-    const __mmask16 tail = last >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << last) - 1);
+    const F16::Mask tail = F16::mask(last);
+    if constexpr (kIsaLevel == 1) {
+      pz_columns<1>(n1, n2, P, ldp, Z + c0, ldz, A + c0, lda, tail);
+      continue;
+    }
     switch (V) {
       case 4: pz_columns<4>(n1, n2, P, ldp, Z + c0, ldz, A + c0, lda, tail); break;
       case 3: pz_columns<3>(n1, n2, P, ldp, Z + c0, ldz, A + c0, lda, tail); break;
@@ -226,7 +200,6 @@ void pz_acc_avx512(int64_t n1, int64_t n2, int64_t d, const float* P, int64_t ld
   }
 }
 
-#endif
 
 // The micro-kernels win for thin heads (2× at d = 8, ~1.3× at d = 16, ~1.05× at d = 32, measured
 // at N = 2304); from d = 64 on Eigen's cache blocking is faster (the transposed tile outgrows L1).
@@ -235,27 +208,19 @@ void pz_acc_avx512(int64_t n1, int64_t n2, int64_t d, const float* P, int64_t ld
 constexpr int64_t kMicroKernelMaxDim = 32;
 
 bool use_micro_kernels(int64_t d) {
-#if defined(__AVX512F__)
   return d <= kMicroKernelMaxDim;
-#else
-  return false;
-#endif
 }
 
 // Y is the operand's rows (leading dimension ldy); yt, when not null, its transposed copy.
 void tile_xyt(int64_t n1, int64_t n2, int64_t d, const float* X, int64_t ldx, const float* Y, int64_t ldy,
               const float* yt, int64_t ldyt, float* S, int64_t lds) {
-#if defined(__AVX512F__)
-  if (yt) return xyt_avx512(n1, n2, d, X, ldx, yt, ldyt, S, lds);
-#endif
+  if (yt) return xyt_micro(n1, n2, d, X, ldx, yt, ldyt, S, lds);
   sgemm_serial(false, true, n1, n2, d, 1.f, X, ldx, Y, ldy, 0.f, S, lds);
 }
 
 void tile_pz_acc(int64_t n1, int64_t n2, int64_t d, const float* P, int64_t ldp, const float* Z, int64_t ldz, float* A,
                  int64_t lda) {
-#if defined(__AVX512F__)
-  if (use_micro_kernels(d)) return pz_acc_avx512(n1, n2, d, P, ldp, Z, ldz, A, lda);
-#endif
+  if (use_micro_kernels(d)) return pz_acc_micro(n1, n2, d, P, ldp, Z, ldz, A, lda);
   sgemm_serial(false, false, n1, d, n2, 1.f, P, ldp, Z, ldz, 1.f, A, lda);
 }
 
@@ -301,7 +266,7 @@ HeadsT transpose_heads(const Geometry& g, const float* x, int64_t n, float* buf,
   return {buf, np};
 }
 
-// Thin heads (d ≤ 16) on AVX-512. The tile kernels above put 16 keys in the lanes for Q·Kᵀ but
+// Thin heads (d ≤ 16). The tile kernels above put 16 keys in the lanes for Q·Kᵀ but
 // need d channels in the lanes for P·V, so at d = 8 half of every P·V vector is empty. Here the
 // whole block stays in registers with 16 queries in the lanes (16 keys in the dK/dV pass):
 // scores are d broadcast-FMAs per key against the head's transposed queries, the online softmax
@@ -311,9 +276,8 @@ HeadsT transpose_heads(const Geometry& g, const float* x, int64_t n, float* buf,
 // Measured at 2×2304 tokens, 2 threads: d = 8 forward 40 → ~180 GFLOP/s, forward+backward
 // 44 → ~155; d = 16 (one thread) forward 86 → 110, forward+backward 78 → 96. Scores are in log2 units: the transposed q (or k) copy
 // is pre-multiplied by scale·log2(e), so each probability is one exp2.
-#if defined(__AVX512F__)
 constexpr int64_t kMaxThinDim = 16;
-constexpr int kMaxFusedDim = 8;  // up to here a group's operands and accumulators all fit in registers
+constexpr int kMaxFusedDim = kIsaLevel == 1 ? 4 : 8;  // up to here a group's operands and accumulators fit in registers
 constexpr int64_t kThinChunk = 128;  // keys whose scores are kept (one vector each) per rescale
 constexpr float kLog2e = 1.44269504088896341f;
 
@@ -322,40 +286,40 @@ constexpr float kLog2e = 1.44269504088896341f;
 // series), then scaled by 2^n — scalef gives 0 (or ∞) where 2^n under- (over-)flows. Exponentials
 // are the softmax's main cost at d = 8 (a third of all instructions), hence one FMA fewer and no
 // clamp in this inner-loop version.
-inline __m512 exp2_16(__m512 x) {
-  const __m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  const __m512 f = _mm512_sub_ps(x, n);
-  __m512 p = _mm512_set1_ps(1.3276466634124517e-3f);
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.675540961325169e-3f));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.550713464617729e-2f));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.24022120237350464f));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.6931469440460205f));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0000001192092896f));
-  return _mm512_scalef_ps(p, n);
+inline F16 exp2_16(F16 x) {
+  const F16 n = F16::round(x);
+  const F16 f = F16::sub(x, n);
+  F16 p = F16::bcast(1.3276466634124517e-3f);
+  p = F16::fma(p, f, F16::bcast(9.675540961325169e-3f));
+  p = F16::fma(p, f, F16::bcast(5.550713464617729e-2f));
+  p = F16::fma(p, f, F16::bcast(0.24022120237350464f));
+  p = F16::fma(p, f, F16::bcast(0.6931469440460205f));
+  p = F16::fma(p, f, F16::bcast(1.0000001192092896f));
+  return F16::scale_pow2(p, n);
 }
 
 // The running maximum starts at −∞, where x − n is NaN: the rescale factor clamps first.
-inline __m512 exp2_16_clamped(__m512 x) { return exp2_16(_mm512_max_ps(x, _mm512_set1_ps(-126.f))); }
+inline F16 exp2_16_clamped(F16 x) { return exp2_16(F16::max(x, F16::bcast(-126.f))); }
 
 // Σ_c row[c] · cols[c] for D channels: 16 lanes of dot products with the broadcast row, in two
 // interleaved chains (even and odd channels) to halve the dependency depth.
 template <int D>
-inline __m512 lane_dots(const float* row, const __m512* cols) {
-  __m512 a = _mm512_mul_ps(_mm512_set1_ps(row[0]), cols[0]);
+inline F16 lane_dots(const float* row, const F16* cols) {
+  F16 a = F16::mul(F16::bcast(row[0]), cols[0]);
   if constexpr (D == 1) return a;
-  __m512 b = _mm512_mul_ps(_mm512_set1_ps(row[1]), cols[1]);
+  F16 b = F16::mul(F16::bcast(row[1]), cols[1]);
   _Pragma("GCC unroll 16") for (int c = 2; c < D; c += 2) {
-    a = _mm512_fmadd_ps(_mm512_set1_ps(row[c]), cols[c], a);
-    if (c + 1 < D) b = _mm512_fmadd_ps(_mm512_set1_ps(row[c + 1]), cols[c + 1], b);
+    a = F16::fma(F16::bcast(row[c]), cols[c], a);
+    if (c + 1 < D) b = F16::fma(F16::bcast(row[c + 1]), cols[c + 1], b);
   }
-  return _mm512_add_ps(a, b);
+  return F16::add(a, b);
 }
 
 // Writes D lane vectors (lane = token) as `valid` rows of D channels with row stride ld.
 template <int D>
-inline void store_lanes_as_rows(const __m512* x, int64_t valid, float* rows, int64_t ld) {
+inline void store_lanes_as_rows(const F16* x, int64_t valid, float* rows, int64_t ld) {
   alignas(64) float t[D][16];
-  _Pragma("GCC unroll 8") for (int c = 0; c < D; ++c) _mm512_store_ps(t[c], x[c]);
+  _Pragma("GCC unroll 8") for (int c = 0; c < D; ++c) store(t[c], x[c]);
   for (int64_t i = 0; i < valid; ++i)
     _Pragma("GCC unroll 8") for (int c = 0; c < D; ++c) rows[i * ld + c] = t[c][i];
 }
@@ -363,14 +327,14 @@ inline void store_lanes_as_rows(const __m512* x, int64_t valid, float* rows, int
 // Last step of a 16-query forward group: O /= l, rows written out, and the logsumexp saved
 // (m and l are in base 2: m = max·log2 e, so lse = (m + log2 l)·ln 2).
 template <int D>
-inline void finish_forward_group(__m512 (&O)[D], __m512 m, __m512 l, int64_t nvalid, float* out_rows, int64_t C,
+inline void finish_forward_group(F16 (&O)[D], F16 m, F16 l, int64_t nvalid, float* out_rows, int64_t C,
                                  float* lse_dst) {
-  const __m512 inv = _mm512_div_ps(_mm512_set1_ps(1.f), l);
-  _Pragma("GCC unroll 16") for (int c = 0; c < D; ++c) O[c] = _mm512_mul_ps(O[c], inv);
+  const F16 inv = F16::div(F16::bcast(1.f), l);
+  _Pragma("GCC unroll 16") for (int c = 0; c < D; ++c) O[c] = F16::mul(O[c], inv);
   store_lanes_as_rows<D>(O, nvalid, out_rows, C);
   alignas(64) float mm[16], ll[16];
-  _mm512_store_ps(mm, m);
-  _mm512_store_ps(ll, l);
+  store(mm, m);
+  store(ll, l);
   for (int64_t i = 0; i < nvalid; ++i) lse_dst[i] = (mm[i] + std::log2(ll[i])) * 0.69314718055994531f;
 }
 
@@ -381,29 +345,29 @@ template <int D>
 void thin_forward_group(const Geometry& g, const float* qt, int64_t ldq, const float* K, const float* V, int64_t nvalid,
                         float* out_rows, float* lse_dst, float* sbuf) {
   const int64_t C = g.C;
-  __m512 Q[D], O[D];
+  F16 Q[D], O[D];
   _Pragma("GCC unroll 8") for (int c = 0; c < D; ++c) {
-    Q[c] = _mm512_loadu_ps(qt + c * ldq);
-    O[c] = _mm512_setzero_ps();
+    Q[c] = F16::load(qt + c * ldq);
+    O[c] = F16::zero();
   }
-  __m512 m = _mm512_set1_ps(-std::numeric_limits<float>::infinity()), l = _mm512_setzero_ps();
+  F16 m = F16::bcast(-std::numeric_limits<float>::infinity()), l = F16::zero();
   for (int64_t j0 = 0; j0 < g.Nk; j0 += kThinChunk) {
     const int64_t n = std::min(kThinChunk, g.Nk - j0);
-    __m512 mx = m;
+    F16 mx = m;
     for (int64_t j = 0; j < n; ++j) {
-      const __m512 s = lane_dots<D>(K + (j0 + j) * C, Q);
-      _mm512_storeu_ps(sbuf + 16 * j, s);
-      mx = _mm512_max_ps(mx, s);
+      const F16 s = lane_dots<D>(K + (j0 + j) * C, Q);
+      store(sbuf + 16 * j, s);
+      mx = F16::max(mx, s);
     }
-    const __m512 rescale = exp2_16_clamped(_mm512_sub_ps(m, mx));
+    const F16 rescale = exp2_16_clamped(F16::sub(m, mx));
     m = mx;
-    l = _mm512_mul_ps(l, rescale);
-    _Pragma("GCC unroll 8") for (int c = 0; c < D; ++c) O[c] = _mm512_mul_ps(O[c], rescale);
+    l = F16::mul(l, rescale);
+    _Pragma("GCC unroll 8") for (int c = 0; c < D; ++c) O[c] = F16::mul(O[c], rescale);
     for (int64_t j = 0; j < n; ++j) {
-      const __m512 p = exp2_16(_mm512_sub_ps(_mm512_loadu_ps(sbuf + 16 * j), m));
-      l = _mm512_add_ps(l, p);
+      const F16 p = exp2_16(F16::sub(F16::load(sbuf + 16 * j), m));
+      l = F16::add(l, p);
       const float* vr = V + (j0 + j) * C;
-      _Pragma("GCC unroll 8") for (int c = 0; c < D; ++c) O[c] = _mm512_fmadd_ps(_mm512_set1_ps(vr[c]), p, O[c]);
+      _Pragma("GCC unroll 8") for (int c = 0; c < D; ++c) O[c] = F16::fma(F16::bcast(vr[c]), p, O[c]);
     }
   }
   finish_forward_group<D>(O, m, l, nvalid, out_rows, C, lse_dst);
@@ -414,23 +378,23 @@ template <int D>
 void thin_dq_group(const Geometry& g, const float* qt, const float* dot, int64_t ld, const float* K, const float* V,
                    const float* lse, const float* Drow, int64_t nvalid, float* dq_rows) {
   const int64_t C = g.C;
-  __m512 Q[D], dO[D], dQ[D];
+  F16 Q[D], dO[D], dQ[D];
   _Pragma("GCC unroll 8") for (int c = 0; c < D; ++c) {
-    Q[c] = _mm512_loadu_ps(qt + c * ld);
-    dO[c] = _mm512_loadu_ps(dot + c * ld);
-    dQ[c] = _mm512_setzero_ps();
+    Q[c] = F16::load(qt + c * ld);
+    dO[c] = F16::load(dot + c * ld);
+    dQ[c] = F16::zero();
   }
-  const __mmask16 valid = tail_mask(nvalid);
-  const __m512 L = _mm512_mul_ps(_mm512_maskz_loadu_ps(valid, lse), _mm512_set1_ps(kLog2e));
-  const __m512 Dv = _mm512_maskz_loadu_ps(valid, Drow);
+  const F16::Mask valid = tail_mask(nvalid);
+  const F16 L = F16::mul(F16::load_m(lse, valid), F16::bcast(kLog2e));
+  const F16 Dv = F16::load_m(Drow, valid);
   for (int64_t j = 0; j < g.Nk; ++j) {
     const float* kr = K + j * C;
-    const __m512 s = lane_dots<D>(kr, Q);
-    const __m512 dp = lane_dots<D>(V + j * C, dO);
-    const __m512 ds = _mm512_mul_ps(exp2_16(_mm512_sub_ps(s, L)), _mm512_sub_ps(dp, Dv));
-    _Pragma("GCC unroll 8") for (int c = 0; c < D; ++c) dQ[c] = _mm512_fmadd_ps(_mm512_set1_ps(kr[c]), ds, dQ[c]);
+    const F16 s = lane_dots<D>(kr, Q);
+    const F16 dp = lane_dots<D>(V + j * C, dO);
+    const F16 ds = F16::mul(exp2_16(F16::sub(s, L)), F16::sub(dp, Dv));
+    _Pragma("GCC unroll 8") for (int c = 0; c < D; ++c) dQ[c] = F16::fma(F16::bcast(kr[c]), ds, dQ[c]);
   }
-  _Pragma("GCC unroll 8") for (int c = 0; c < D; ++c) dQ[c] = _mm512_mul_ps(dQ[c], _mm512_set1_ps(g.scale));
+  _Pragma("GCC unroll 8") for (int c = 0; c < D; ++c) dQ[c] = F16::mul(dQ[c], F16::bcast(g.scale));
   store_lanes_as_rows<D>(dQ, nvalid, dq_rows, C);
 }
 
@@ -441,28 +405,28 @@ void thin_dkdv_group(const Geometry& g, const float* kt, const float* vt, int64_
                      const float* lse, const float* Drow, int64_t q_begin, int64_t q_end, int64_t nvalid,
                      float* dk_rows, float* dv_rows) {
   const int64_t C = g.C;
-  __m512 Kt[D], dK[D], dV[D];
+  F16 Kt[D], dK[D], dV[D];
   _Pragma("GCC unroll 8") for (int c = 0; c < D; ++c) {
-    Kt[c] = _mm512_loadu_ps(kt + c * ld);
-    dK[c] = _mm512_setzero_ps();
-    dV[c] = _mm512_setzero_ps();
+    Kt[c] = F16::load(kt + c * ld);
+    dK[c] = F16::zero();
+    dV[c] = F16::zero();
   }
   for (int64_t i = q_begin; i < q_end; ++i) {
     const float* qr = Q + i * C;
     const float* gr = dO + i * C;
-    const __m512 s = lane_dots<D>(qr, Kt);
-    const __m512 p = exp2_16(_mm512_sub_ps(s, _mm512_set1_ps(lse[i] * kLog2e)));
-    __m512 dp0 = _mm512_setzero_ps(), dp1 = _mm512_setzero_ps();
+    const F16 s = lane_dots<D>(qr, Kt);
+    const F16 p = exp2_16(F16::sub(s, F16::bcast(lse[i] * kLog2e)));
+    F16 dp0 = F16::zero(), dp1 = F16::zero();
     _Pragma("GCC unroll 8") for (int c = 0; c < D; ++c) {
-      const __m512 go = _mm512_set1_ps(gr[c]);
-      dV[c] = _mm512_fmadd_ps(go, p, dV[c]);
-      if (c % 2 == 0) dp0 = _mm512_fmadd_ps(go, _mm512_loadu_ps(vt + c * ld), dp0);
-      else dp1 = _mm512_fmadd_ps(go, _mm512_loadu_ps(vt + c * ld), dp1);
+      const F16 go = F16::bcast(gr[c]);
+      dV[c] = F16::fma(go, p, dV[c]);
+      if (c % 2 == 0) dp0 = F16::fma(go, F16::load(vt + c * ld), dp0);
+      else dp1 = F16::fma(go, F16::load(vt + c * ld), dp1);
     }
-    const __m512 ds = _mm512_mul_ps(p, _mm512_sub_ps(_mm512_add_ps(dp0, dp1), _mm512_set1_ps(Drow[i])));
-    _Pragma("GCC unroll 8") for (int c = 0; c < D; ++c) dK[c] = _mm512_fmadd_ps(_mm512_set1_ps(qr[c]), ds, dK[c]);
+    const F16 ds = F16::mul(p, F16::sub(F16::add(dp0, dp1), F16::bcast(Drow[i])));
+    _Pragma("GCC unroll 8") for (int c = 0; c < D; ++c) dK[c] = F16::fma(F16::bcast(qr[c]), ds, dK[c]);
   }
-  _Pragma("GCC unroll 8") for (int c = 0; c < D; ++c) dK[c] = _mm512_mul_ps(dK[c], _mm512_set1_ps(g.scale));
+  _Pragma("GCC unroll 8") for (int c = 0; c < D; ++c) dK[c] = F16::mul(dK[c], F16::bcast(g.scale));
   store_lanes_as_rows<D>(dK, nvalid, dk_rows, C);
   store_lanes_as_rows<D>(dV, nvalid, dv_rows, C);
 }
@@ -476,34 +440,34 @@ void phased_forward_group(const Geometry& g, const float* qt, int64_t ldq, const
                           int64_t nvalid, float* out_rows, float* lse_dst, float* sbuf) {
   const int64_t C = g.C;
   alignas(64) float acc[D][16] = {};
-  __m512 m = _mm512_set1_ps(-std::numeric_limits<float>::infinity()), l = _mm512_setzero_ps();
+  F16 m = F16::bcast(-std::numeric_limits<float>::infinity()), l = F16::zero();
   for (int64_t j0 = 0; j0 < g.Nk; j0 += kThinChunk) {
     const int64_t n = std::min(kThinChunk, g.Nk - j0);
-    __m512 mx = m;
+    F16 mx = m;
     {
-      __m512 Q[D];
-      _Pragma("GCC unroll 16") for (int c = 0; c < D; ++c) Q[c] = _mm512_loadu_ps(qt + c * ldq);
+      F16 Q[D];
+      _Pragma("GCC unroll 16") for (int c = 0; c < D; ++c) Q[c] = F16::load(qt + c * ldq);
       for (int64_t j = 0; j < n; ++j) {
-        const __m512 s = lane_dots<D>(K + (j0 + j) * C, Q);
-        _mm512_storeu_ps(sbuf + 16 * j, s);
-        mx = _mm512_max_ps(mx, s);
+        const F16 s = lane_dots<D>(K + (j0 + j) * C, Q);
+        store(sbuf + 16 * j, s);
+        mx = F16::max(mx, s);
       }
     }
-    const __m512 rescale = exp2_16_clamped(_mm512_sub_ps(m, mx));
+    const F16 rescale = exp2_16_clamped(F16::sub(m, mx));
     m = mx;
-    l = _mm512_mul_ps(l, rescale);
-    __m512 O[D];
-    _Pragma("GCC unroll 16") for (int c = 0; c < D; ++c) O[c] = _mm512_mul_ps(_mm512_load_ps(acc[c]), rescale);
+    l = F16::mul(l, rescale);
+    F16 O[D];
+    _Pragma("GCC unroll 16") for (int c = 0; c < D; ++c) O[c] = F16::mul(F16::load(acc[c]), rescale);
     for (int64_t j = 0; j < n; ++j) {
-      const __m512 p = exp2_16(_mm512_sub_ps(_mm512_loadu_ps(sbuf + 16 * j), m));
-      l = _mm512_add_ps(l, p);
+      const F16 p = exp2_16(F16::sub(F16::load(sbuf + 16 * j), m));
+      l = F16::add(l, p);
       const float* vr = V + (j0 + j) * C;
-      _Pragma("GCC unroll 16") for (int c = 0; c < D; ++c) O[c] = _mm512_fmadd_ps(_mm512_set1_ps(vr[c]), p, O[c]);
+      _Pragma("GCC unroll 16") for (int c = 0; c < D; ++c) O[c] = F16::fma(F16::bcast(vr[c]), p, O[c]);
     }
-    _Pragma("GCC unroll 16") for (int c = 0; c < D; ++c) _mm512_store_ps(acc[c], O[c]);
+    _Pragma("GCC unroll 16") for (int c = 0; c < D; ++c) store(acc[c], O[c]);
   }
-  __m512 O[D];
-  _Pragma("GCC unroll 16") for (int c = 0; c < D; ++c) O[c] = _mm512_load_ps(acc[c]);
+  F16 O[D];
+  _Pragma("GCC unroll 16") for (int c = 0; c < D; ++c) O[c] = F16::load(acc[c]);
   finish_forward_group<D>(O, m, l, nvalid, out_rows, C, lse_dst);
 }
 
@@ -512,36 +476,36 @@ void phased_dq_group(const Geometry& g, const float* qt, const float* dot, int64
                      const float* lse, const float* Drow, int64_t nvalid, float* dq_rows, float* sbuf) {
   const int64_t C = g.C;
   alignas(64) float acc[D][16] = {};
-  const __mmask16 valid = tail_mask(nvalid);
-  const __m512 L = _mm512_mul_ps(_mm512_maskz_loadu_ps(valid, lse), _mm512_set1_ps(kLog2e));
-  const __m512 Dv = _mm512_maskz_loadu_ps(valid, Drow);
+  const F16::Mask valid = tail_mask(nvalid);
+  const F16 L = F16::mul(F16::load_m(lse, valid), F16::bcast(kLog2e));
+  const F16 Dv = F16::load_m(Drow, valid);
   for (int64_t j0 = 0; j0 < g.Nk; j0 += kThinChunk) {
     const int64_t n = std::min(kThinChunk, g.Nk - j0);
     {  // scores
-      __m512 Q[D];
-      _Pragma("GCC unroll 16") for (int c = 0; c < D; ++c) Q[c] = _mm512_loadu_ps(qt + c * ld);
-      for (int64_t j = 0; j < n; ++j) _mm512_storeu_ps(sbuf + 16 * j, lane_dots<D>(K + (j0 + j) * C, Q));
+      F16 Q[D];
+      _Pragma("GCC unroll 16") for (int c = 0; c < D; ++c) Q[c] = F16::load(qt + c * ld);
+      for (int64_t j = 0; j < n; ++j) store(sbuf + 16 * j, lane_dots<D>(K + (j0 + j) * C, Q));
     }
     {  // dS = P∘(dP − D)
-      __m512 dO[D];
-      _Pragma("GCC unroll 16") for (int c = 0; c < D; ++c) dO[c] = _mm512_loadu_ps(dot + c * ld);
+      F16 dO[D];
+      _Pragma("GCC unroll 16") for (int c = 0; c < D; ++c) dO[c] = F16::load(dot + c * ld);
       for (int64_t j = 0; j < n; ++j) {
-        const __m512 dp = lane_dots<D>(V + (j0 + j) * C, dO);
-        const __m512 p = exp2_16(_mm512_sub_ps(_mm512_loadu_ps(sbuf + 16 * j), L));
-        _mm512_storeu_ps(sbuf + 16 * j, _mm512_mul_ps(p, _mm512_sub_ps(dp, Dv)));
+        const F16 dp = lane_dots<D>(V + (j0 + j) * C, dO);
+        const F16 p = exp2_16(F16::sub(F16::load(sbuf + 16 * j), L));
+        store(sbuf + 16 * j, F16::mul(p, F16::sub(dp, Dv)));
       }
     }
-    __m512 dQ[D];  // dQ += dS·K
-    _Pragma("GCC unroll 16") for (int c = 0; c < D; ++c) dQ[c] = _mm512_load_ps(acc[c]);
+    F16 dQ[D];  // dQ += dS·K
+    _Pragma("GCC unroll 16") for (int c = 0; c < D; ++c) dQ[c] = F16::load(acc[c]);
     for (int64_t j = 0; j < n; ++j) {
       const float* kr = K + (j0 + j) * C;
-      const __m512 ds = _mm512_loadu_ps(sbuf + 16 * j);
-      _Pragma("GCC unroll 16") for (int c = 0; c < D; ++c) dQ[c] = _mm512_fmadd_ps(_mm512_set1_ps(kr[c]), ds, dQ[c]);
+      const F16 ds = F16::load(sbuf + 16 * j);
+      _Pragma("GCC unroll 16") for (int c = 0; c < D; ++c) dQ[c] = F16::fma(F16::bcast(kr[c]), ds, dQ[c]);
     }
-    _Pragma("GCC unroll 16") for (int c = 0; c < D; ++c) _mm512_store_ps(acc[c], dQ[c]);
+    _Pragma("GCC unroll 16") for (int c = 0; c < D; ++c) store(acc[c], dQ[c]);
   }
-  __m512 dQ[D];
-  _Pragma("GCC unroll 16") for (int c = 0; c < D; ++c) dQ[c] = _mm512_mul_ps(_mm512_load_ps(acc[c]), _mm512_set1_ps(g.scale));
+  F16 dQ[D];
+  _Pragma("GCC unroll 16") for (int c = 0; c < D; ++c) dQ[c] = F16::mul(F16::load(acc[c]), F16::bcast(g.scale));
   store_lanes_as_rows<D>(dQ, nvalid, dq_rows, C);
 }
 
@@ -557,45 +521,45 @@ void phased_dkdv_group(const Geometry& g, const float* kt, const float* vt, int6
   for (int64_t i0 = q_begin; i0 < q_end; i0 += kThinChunk) {
     const int64_t n = std::min(kThinChunk, q_end - i0);
     {  // P
-      __m512 Kt[D];
-      _Pragma("GCC unroll 16") for (int c = 0; c < D; ++c) Kt[c] = _mm512_loadu_ps(kt + c * ld);
+      F16 Kt[D];
+      _Pragma("GCC unroll 16") for (int c = 0; c < D; ++c) Kt[c] = F16::load(kt + c * ld);
       for (int64_t i = 0; i < n; ++i) {
-        const __m512 s = lane_dots<D>(Q + (i0 + i) * C, Kt);
-        _mm512_storeu_ps(pbuf + 16 * i, exp2_16(_mm512_sub_ps(s, _mm512_set1_ps(lse[i0 + i] * kLog2e))));
+        const F16 s = lane_dots<D>(Q + (i0 + i) * C, Kt);
+        store(pbuf + 16 * i, exp2_16(F16::sub(s, F16::bcast(lse[i0 + i] * kLog2e))));
       }
     }
     {  // dS = P∘(dP − D)
-      __m512 Vt[D];
-      _Pragma("GCC unroll 16") for (int c = 0; c < D; ++c) Vt[c] = _mm512_loadu_ps(vt + c * ld);
+      F16 Vt[D];
+      _Pragma("GCC unroll 16") for (int c = 0; c < D; ++c) Vt[c] = F16::load(vt + c * ld);
       for (int64_t i = 0; i < n; ++i) {
-        const __m512 dp = lane_dots<D>(dO + (i0 + i) * C, Vt);
-        const __m512 p = _mm512_loadu_ps(pbuf + 16 * i);
-        _mm512_storeu_ps(dsbuf + 16 * i, _mm512_mul_ps(p, _mm512_sub_ps(dp, _mm512_set1_ps(Drow[i0 + i]))));
+        const F16 dp = lane_dots<D>(dO + (i0 + i) * C, Vt);
+        const F16 p = F16::load(pbuf + 16 * i);
+        store(dsbuf + 16 * i, F16::mul(p, F16::sub(dp, F16::bcast(Drow[i0 + i]))));
       }
     }
     {  // dV += Pᵀ·dO
-      __m512 dV[D];
-      _Pragma("GCC unroll 16") for (int c = 0; c < D; ++c) dV[c] = _mm512_load_ps(dv_acc[c]);
+      F16 dV[D];
+      _Pragma("GCC unroll 16") for (int c = 0; c < D; ++c) dV[c] = F16::load(dv_acc[c]);
       for (int64_t i = 0; i < n; ++i) {
         const float* gr = dO + (i0 + i) * C;
-        const __m512 p = _mm512_loadu_ps(pbuf + 16 * i);
-        _Pragma("GCC unroll 16") for (int c = 0; c < D; ++c) dV[c] = _mm512_fmadd_ps(_mm512_set1_ps(gr[c]), p, dV[c]);
+        const F16 p = F16::load(pbuf + 16 * i);
+        _Pragma("GCC unroll 16") for (int c = 0; c < D; ++c) dV[c] = F16::fma(F16::bcast(gr[c]), p, dV[c]);
       }
-      _Pragma("GCC unroll 16") for (int c = 0; c < D; ++c) _mm512_store_ps(dv_acc[c], dV[c]);
+      _Pragma("GCC unroll 16") for (int c = 0; c < D; ++c) store(dv_acc[c], dV[c]);
     }
-    __m512 dK[D];  // dK += dSᵀ·Q
-    _Pragma("GCC unroll 16") for (int c = 0; c < D; ++c) dK[c] = _mm512_load_ps(dk_acc[c]);
+    F16 dK[D];  // dK += dSᵀ·Q
+    _Pragma("GCC unroll 16") for (int c = 0; c < D; ++c) dK[c] = F16::load(dk_acc[c]);
     for (int64_t i = 0; i < n; ++i) {
       const float* qr = Q + (i0 + i) * C;
-      const __m512 ds = _mm512_loadu_ps(dsbuf + 16 * i);
-      _Pragma("GCC unroll 16") for (int c = 0; c < D; ++c) dK[c] = _mm512_fmadd_ps(_mm512_set1_ps(qr[c]), ds, dK[c]);
+      const F16 ds = F16::load(dsbuf + 16 * i);
+      _Pragma("GCC unroll 16") for (int c = 0; c < D; ++c) dK[c] = F16::fma(F16::bcast(qr[c]), ds, dK[c]);
     }
-    _Pragma("GCC unroll 16") for (int c = 0; c < D; ++c) _mm512_store_ps(dk_acc[c], dK[c]);
+    _Pragma("GCC unroll 16") for (int c = 0; c < D; ++c) store(dk_acc[c], dK[c]);
   }
-  __m512 dK[D], dV[D];
+  F16 dK[D], dV[D];
   _Pragma("GCC unroll 16") for (int c = 0; c < D; ++c) {
-    dK[c] = _mm512_mul_ps(_mm512_load_ps(dk_acc[c]), _mm512_set1_ps(g.scale));
-    dV[c] = _mm512_load_ps(dv_acc[c]);
+    dK[c] = F16::mul(F16::load(dk_acc[c]), F16::bcast(g.scale));
+    dV[c] = F16::load(dv_acc[c]);
   }
   store_lanes_as_rows<D>(dK, nvalid, dk_rows, C);
   store_lanes_as_rows<D>(dV, nvalid, dv_rows, C);
@@ -623,22 +587,15 @@ void with_thin_dim(int64_t d, F&& f) {
     default: return f.template operator()<16>();
   }
 }
-#endif
 
 bool use_thin_kernels(int64_t d) {
-#if defined(__AVX512F__)
   return d <= kMaxThinDim;
-#else
-  (void)d;
-  return false;
-#endif
 }
 
 // Block-level drivers of the thin kernels: the same tasks as the tile path (query blocks of
 // kFwdQ, key blocks of kBwdK), walked in groups of 16 lanes.
 void thin_forward_block(const Geometry& g, const HeadsT& qt, const float* k, const float* v, float* out, float* lse,
                         int64_t b, int64_t h, int64_t i0, int64_t nq) {
-#if defined(__AVX512F__)
   float* sbuf = thread_tile(16 * kThinChunk);
   with_thin_dim(g.d, [&]<int D>() {
     for (int64_t i = i0; i < i0 + nq; i += 16) {
@@ -649,14 +606,10 @@ void thin_forward_block(const Geometry& g, const HeadsT& qt, const float* k, con
       else phased_forward_group<D>(g, qt.at(g, b, h, i), qt.np, K, V, valid, o, l, sbuf);
     }
   });
-#else
-  (void)g, (void)qt, (void)k, (void)v, (void)out, (void)lse, (void)b, (void)h, (void)i0, (void)nq;
-#endif
 }
 
 void thin_dq_block(const Geometry& g, const HeadsT& qt, const HeadsT& dot, const float* k, const float* v,
                    const float* lse, const float* D, float* dq, int64_t b, int64_t h, int64_t i0, int64_t nq) {
-#if defined(__AVX512F__)
   float* sbuf = thread_tile(16 * kThinChunk);
   with_thin_dim(g.d, [&]<int Dim>() {
     for (int64_t i = i0; i < i0 + nq; i += 16) {
@@ -669,15 +622,11 @@ void thin_dq_block(const Geometry& g, const HeadsT& qt, const HeadsT& dot, const
       else phased_dq_group<Dim>(g, qt.at(g, b, h, i), dot.at(g, b, h, i), qt.np, K, V, L, Di, valid, dst, sbuf);
     }
   });
-#else
-  (void)g, (void)qt, (void)dot, (void)k, (void)v, (void)lse, (void)D, (void)dq, (void)b, (void)h, (void)i0, (void)nq;
-#endif
 }
 
 void thin_dkdv_block(const Geometry& g, const HeadsT& kt, const HeadsT& vt, const float* q, const float* dout,
                      const float* lse, const float* D, int64_t b, int64_t h, int64_t j0, int64_t nk, int64_t q_begin,
                      int64_t q_end, float* dk_dst, float* dv_dst) {
-#if defined(__AVX512F__)
   float* sbuf = thread_tile(2 * 16 * kThinChunk);
   with_thin_dim(g.d, [&]<int Dim>() {
     for (int64_t j = 0; j < nk; j += 16) {
@@ -692,10 +641,6 @@ void thin_dkdv_block(const Geometry& g, const HeadsT& kt, const HeadsT& vt, cons
                                q_end, valid, dk_dst + j * g.C, dv_dst + j * g.C, sbuf);
     }
   });
-#else
-  (void)g, (void)kt, (void)vt, (void)q, (void)dout, (void)lse, (void)D, (void)b, (void)h, (void)j0, (void)nk,
-      (void)q_begin, (void)q_end, (void)dk_dst, (void)dv_dst;
-#endif
 }
 
 // One (batch, head, query block): online softmax over key tiles, then normalise and store.
@@ -970,4 +915,4 @@ void attention_backward(const AttentionShape& s, const float* q, const float* k,
   }
 }
 
-}  // namespace cpets::kernels::cpu
+}  // namespace cpets::kernels::cpu::CPETS_ISA_NS

@@ -14,80 +14,16 @@
 
 #include <omp.h>
 
-#ifdef __AVX512F__
-#include <immintrin.h>
-#endif
+#include "kernels/cpu/simd.h"  // last: the level's target for the rest of the file
 
 
-namespace cpets::kernels::cpu {
+namespace cpets::kernels::cpu::CPETS_ISA_NS {
 namespace {
 
-std::atomic<bool> g_portable_only{false};
-constexpr int kLanes = 16;
-
-// ------------------------------------------------------------------------------------------
-// 16-float vectors: AVX-512 registers, or plain arrays for the portable path.
-#ifdef __AVX512F__
-inline __mmask16 lane_mask(int n) { return n >= kLanes ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1u); }
-struct VecSimd {
-  __m512 v;
-  static VecSimd zero() { return {_mm512_setzero_ps()}; }
-  static VecSimd load(const float* p) { return {_mm512_loadu_ps(p)}; }
-  static VecSimd load_n(const float* p, int n) { return {_mm512_maskz_loadu_ps(lane_mask(n), p)}; }
-  using Mask = __mmask16;
-  static Mask mask(int n) { return lane_mask(n); }
-  static Mask mask_bits(uint16_t bits) { return Mask(bits); }
-  static VecSimd load_m(const float* p, Mask m) { return {_mm512_maskz_loadu_ps(m, p)}; }
-  static VecSimd bcast(float a) { return {_mm512_set1_ps(a)}; }
-  // (p[0], p[1]) repeated over the 8 lane pairs: one 64-bit broadcast load.
-  static VecSimd bcast2(const float* p) {
-    double d;
-    std::memcpy(&d, p, sizeof d);
-    return {_mm512_castpd_ps(_mm512_set1_pd(d))};
-  }
-  static VecSimd fma(VecSimd a, VecSimd b, VecSimd c) { return {_mm512_fmadd_ps(a.v, b.v, c.v)}; }
-  static VecSimd add(VecSimd a, VecSimd b) { return {_mm512_add_ps(a.v, b.v)}; }
-  void store(float* p) const { _mm512_storeu_ps(p, v); }
-  void store_n(float* p, int n) const { _mm512_mask_storeu_ps(p, lane_mask(n), v); }
-};
-#endif
-
-struct VecPortable {
-  float v[kLanes];
-  static VecPortable zero() { return bcast(0.f); }
-  static VecPortable load(const float* p) { VecPortable r; for (int i = 0; i < kLanes; ++i) r.v[i] = p[i]; return r; }
-  static VecPortable load_n(const float* p, int n) {
-    VecPortable r;
-    for (int i = 0; i < kLanes; ++i) r.v[i] = i < n ? p[i] : 0.f;
-    return r;
-  }
-  using Mask = int;
-  static Mask mask(int n) { return n; }
-  static Mask mask_bits(uint16_t bits) { return __builtin_popcount(bits); }  // a prefix of lanes
-  static VecPortable load_m(const float* p, Mask n) { return load_n(p, n); }
-  static VecPortable bcast(float a) { VecPortable r; for (int i = 0; i < kLanes; ++i) r.v[i] = a; return r; }
-  static VecPortable bcast2(const float* p) { VecPortable r; for (int i = 0; i < kLanes; ++i) r.v[i] = p[i & 1]; return r; }
-  static VecPortable fma(const VecPortable& a, const VecPortable& b, const VecPortable& c) {
-    VecPortable r;
-    for (int i = 0; i < kLanes; ++i) r.v[i] = a.v[i] * b.v[i] + c.v[i];
-    return r;
-  }
-  static VecPortable add(const VecPortable& a, const VecPortable& b) {
-    VecPortable r;
-    for (int i = 0; i < kLanes; ++i) r.v[i] = a.v[i] + b.v[i];
-    return r;
-  }
-  void store(float* p) const { for (int i = 0; i < kLanes; ++i) p[i] = v[i]; }
-  void store_n(float* p, int n) const { for (int i = 0; i < n; ++i) p[i] = v[i]; }
-};
-
-bool use_simd() {
-#ifdef __AVX512F__
-  return !g_portable_only.load();
-#else
-  return false;
-#endif
-}
+// Register blocks (counts of F16 accumulators) per level: AVX-512 has 32 vector registers of 16
+// floats; AVX2 has 16 of 8 floats, so an F16 takes two and the blocks are a third to a quarter
+// of the size. The portable level keeps the AVX-512 blocks (plain arrays; the compiler decides).
+constexpr bool kAvx2Blocks = kIsaLevel == 1;
 
 // ------------------------------------------------------------------------------------------
 // Scratch memory. Fresh pages are slow to first touch, so the large padded copies reuse the
@@ -310,7 +246,7 @@ void build_padded(const PadSource& S, Padded& P, int slot) {
 // ------------------------------------------------------------------------------------------
 // Forward micro-kernel: NCO output channels × NW output vectors (16 consecutive W positions
 // each, possibly from different rows) in registers; one broadcast weight per NW FMAs.
-constexpr int kMaxNW = 12;
+constexpr int kMaxNW = kAvx2Blocks ? 6 : 12;
 struct FwdArgs {
   const float* x;           // padded input at (b, ci=0, first padded plane of this output plane)
   int64_t pos_off[kMaxNW];  // per output vector: offset of its first tap-0 input in x
@@ -364,9 +300,10 @@ __attribute__((noinline)) void fwd_micro(const FwdArgs& a) {
 // NCO × NW blocks; NW > 4 only with one or two output channels (see choose_fwd_blocking).
 template <class V>
 void fwd_micro_dispatch(int nco, int nw, const FwdArgs& a) {
+  constexpr int kMaxNco = kAvx2Blocks ? 6 : 8, kMaxNwWide = kAvx2Blocks ? 2 : 4;
   with_static_count<kMaxNW>(nw, [&](auto nw_c) {
     constexpr int NW = decltype(nw_c)::value;
-    if constexpr (NW <= 4) with_static_count<8>(nco, [&](auto c) { fwd_micro<V, decltype(c)::value, NW>(a); });
+    if constexpr (NW <= kMaxNwWide) with_static_count<kMaxNco>(nco, [&](auto c) { fwd_micro<V, decltype(c)::value, NW>(a); });
     else with_static_count<2>(nco, [&](auto c) { fwd_micro<V, decltype(c)::value, NW>(a); });
   });
 }
@@ -378,7 +315,9 @@ constexpr int64_t kCinBlock = 16;
 // little faster than 4 × 6 on both benchmark shapes. With one or two output channels (the
 // heads, 16 → 1) that block would hold 3 or 6 accumulators, too few to cover the FMA latency
 // (two units × 4 cycles): 12 × 1 and 8 × 2 instead (3× faster at 16 → 1).
+// AVX2 (16 registers, two per F16): 1 × 6 (12 + 2 + 1 registers), 6 × 1 and 2 × 2.
 FwdBlocking choose_fwd_blocking(int64_t cout) {
+  if (kAvx2Blocks) return cout == 1 ? FwdBlocking{6, 1} : cout == 2 ? FwdBlocking{2, 2} : FwdBlocking{1, 6};
   if (cout == 1) return {12, 1};
   if (cout == 2) return {8, 2};
   return {3, 8};
@@ -574,9 +513,10 @@ __attribute__((noinline)) void bww_micro(const BwdWArgs& a) {
 // NCO × NT blocks; NT > 4 only with one or two output channels (see backward_weight_core).
 template <class V>
 void bww_micro_dispatch(int nco, int nt, const BwdWArgs& a) {
-  with_static_count<12>(nt, [&](auto nt_c) {
+  constexpr int kMaxNt = kAvx2Blocks ? 6 : 12, kMaxNco = kAvx2Blocks ? 2 : 8;
+  with_static_count<kMaxNt>(nt, [&](auto nt_c) {
     constexpr int NT = decltype(nt_c)::value;
-    if constexpr (NT <= 4) with_static_count<8>(nco, [&](auto c) { bww_micro<V, decltype(c)::value, NT>(a); });
+    if constexpr (NT <= 4) with_static_count<kMaxNco>(nco, [&](auto c) { bww_micro<V, decltype(c)::value, NT>(a); });
     else with_static_count<2>(nco, [&](auto c) { bww_micro<V, decltype(c)::value, NT>(a); });
   });
 }
@@ -595,6 +535,8 @@ void backward_weight_core(const ConvGeom& g, const Padded& X, const float* dy, f
   int nt_max = g.k[2] == 3 ? 3 : 4, nb = nt_max == 3 ? 8 : 6;
   if (g.cout == 1) nt_max = 12, nb = 1;
   else if (g.cout == 2) nt_max = 8, nb = 2;
+  // AVX2: (NCO·NT + NT + 1) F16 in 16 registers: 2 × 2, and 1 × 6 for one channel.
+  if (kAvx2Blocks) nt_max = g.cout == 1 ? 6 : 2, nb = g.cout == 1 ? 1 : 2;
   const int64_t cib = std::clamp<int64_t>(g.cin / 8, 1, 4);
   const int64_t ci_blocks = ceil_div(g.cin, cib);
   const int64_t slabs = g.batch * g.o[0];
@@ -732,21 +674,21 @@ __attribute__((noinline)) void bwwt_micro(const BwdWTArgs& a) {
     }
 }
 
-// Pairs per micro-kernel call for NCOV channel vectors: NCOV·NP ≤ 24 accumulators.
-constexpr int bwwt_np(int ncov) { return ncov == 1 ? 16 : ncov == 2 ? 12 : ncov == 3 ? 8 : 6; }
+// Pairs per micro-kernel call for NCOV channel vectors: NCOV·NP ≤ 24 accumulators; on AVX2
+// (NCOV·NP + NCOV) F16 and one broadcast in 16 registers, at most 2 channel vectors per call.
+constexpr int bwwt_np(int ncov) {
+  if (kAvx2Blocks) return ncov == 1 ? 6 : 2;
+  return ncov == 1 ? 16 : ncov == 2 ? 12 : ncov == 3 ? 8 : 6;
+}
+constexpr int kMaxNcov = kAvx2Blocks ? 2 : 4;
 
 template <class V>
 void bwwt_dispatch(int ncov, bool paired, const BwdWTArgs& a) {
   if (paired) return bwwt_micro<V, 2, bwwt_np(2), true>(a);
-  switch (ncov) {
-    case 1: return bwwt_micro<V, 1, bwwt_np(1), false>(a);
-    case 2: return bwwt_micro<V, 2, bwwt_np(2), false>(a);
-    case 3: return bwwt_micro<V, 3, bwwt_np(3), false>(a);
-    default: return bwwt_micro<V, 4, bwwt_np(4), false>(a);
-  }
+  with_static_count<kMaxNcov>(ncov, [&](auto c) { bwwt_micro<V, decltype(c)::value, bwwt_np(decltype(c)::value), false>(a); });
 }
 
-#ifdef __AVX512F__
+#if CPETS_ISA_LEVEL == 2
 // The paired layout of 8 channels × 16 voxels: rows[i] (channel i, 16 voxels = 8 voxel pairs)
 // become 8 columns of (channel, pair) at dst + m·cp. An 8 × 8 transpose of 64-bit pairs.
 inline void transpose_pairs_8x16(const float* row0, int64_t row_stride, float* dst, int64_t cp) {
@@ -810,8 +752,8 @@ void backward_weight_transposed(const ConvGeom& g, const Padded& X, const PadSou
     const int64_t b = slab / g.o[0], od = slab % g.o[0], oh0 = chunk * rows_per_chunk;
     const int64_t rows = std::min(rows_per_chunk, g.o[1] - oh0), voxels = rows * g.o[2];
     const float* src = dy + b * g.cout * out_chan + od * out_plane + oh0 * g.o[2];
-#ifdef __AVX512F__
-    if (std::is_same_v<V, VecSimd> && paired && g.cout == kLanes && g.o[2] % kLanes == 0) {
+#if CPETS_ISA_LEVEL == 2
+    if (paired && g.cout == kLanes && g.o[2] % kLanes == 0) {
       for (int64_t r = 0; r < rows; ++r)
         for (int64_t cb = 0; cb < 2; ++cb)
           for (int64_t w0 = 0; w0 < g.o[2]; w0 += kLanes)
@@ -904,9 +846,9 @@ void backward_weight_transposed(const ConvGeom& g, const Padded& X, const PadSou
         a.rows = std::min(rows_per_chunk, g.o[1] - oh0);
         a.x = x_slab + oh0 * g.st[1] * X.row();
         transpose_chunk(slab, chunk, dyt);
-        for (int64_t j0 = 0; j0 < cvecs; j0 += 4) {
-          const int ncov = int(std::min<int64_t>(4, cvecs - j0));
-          const int np = ncov == 1 ? bwwt_np(1) : ncov == 2 ? bwwt_np(2) : ncov == 3 ? bwwt_np(3) : bwwt_np(4);
+        for (int64_t j0 = 0; j0 < cvecs; j0 += kMaxNcov) {
+          const int ncov = int(std::min<int64_t>(kMaxNcov, cvecs - j0));
+          const int np = bwwt_np(ncov);
           a.dyt = dyt + j0 * kLanes;
           for (int64_t p0 = 0; p0 < pairs; p0 += np) {
             a.pair_off = poff.data() + p0;
@@ -1159,46 +1101,30 @@ bool backward_weight_impl(const Conv3dShape& s, const float* x, const float* dy,
 
 }  // namespace
 
-bool conv3d_simd_compiled() {
-#ifdef __AVX512F__
-  return true;
-#else
-  return false;
-#endif
-}
-
-void conv3d_set_portable_only(bool on) { g_portable_only.store(on); }
-
-void conv3d_release_scratch() { scratch_pool().release(); }
+void conv3d_release_level_scratch() { scratch_pool().release(); }
 
 static double pass_flops(const Conv3dShape& s) {
   return 2.0 * double(s.batch) * double(s.out_channels) * double(s.in_channels) * double(s.taps()) * double(s.out_voxels());
 }
 
 // 3×3×3, stride 1, pad 1 with ≥ 16 channels each way: Winograd for all three passes (kernels/cpu/conv3d_winograd.h,
-// 2–3× fewer multiplications), unless switched off (CPETS_CONV_WINOGRAD=0) or portable-only.
+// 2–3× fewer multiplications), unless switched off (CPETS_CONV_WINOGRAD=0).
 static bool route_winograd(const Conv3dShape& s, int64_t cin, int64_t cout) {
-  return use_simd() && conv3d_winograd_enabled() && conv3d_winograd_worthwhile(s, cin, cout);
+  return conv3d_winograd_enabled() && conv3d_winograd_worthwhile(s, cin, cout);
 }
 
 void conv3d_forward(const Conv3dShape& s, const float* x, const float* w, const float* bias, float* y) {
   if (route_winograd(s, s.in_channels, s.out_channels)) return conv3d_winograd_forward(s, x, w, bias, y);
   ScratchLease lease;
   SerialIfSmall serial(pass_flops(s));
-#ifdef __AVX512F__
-  if (use_simd()) return forward_impl<VecSimd>(s, x, w, bias, y);
-#endif
-  forward_impl<VecPortable>(s, x, w, bias, y);
+  forward_impl<F16>(s, x, w, bias, y);
 }
 
 void conv3d_backward_data(const Conv3dShape& s, const float* dy, const float* w, float* dx) {
   if (route_winograd(s, s.out_channels, s.in_channels)) return conv3d_winograd_backward_data(s, dy, w, dx);
   ScratchLease lease;
   SerialIfSmall serial(pass_flops(s));
-#ifdef __AVX512F__
-  if (use_simd()) return backward_data_impl<VecSimd>(s, dy, w, dx);
-#endif
-  backward_data_impl<VecPortable>(s, dy, w, dx);
+  backward_data_impl<F16>(s, dy, w, dx);
 }
 
 void conv3d_backward_weight(const Conv3dShape& s, const float* x, const float* dy, float* dw, float* dbias) {
@@ -1210,14 +1136,8 @@ void conv3d_backward_weight(const Conv3dShape& s, const float* x, const float* d
   ScratchLease lease;
   SerialIfSmall serial(pass_flops(s));
   bool bias_done = false;
-  if (dw) {
-#ifdef __AVX512F__
-    if (use_simd()) bias_done = backward_weight_impl<VecSimd>(s, x, dy, dw, dbias);
-    else
-#endif
-      bias_done = backward_weight_impl<VecPortable>(s, x, dy, dw, dbias);
-  }
+  if (dw) bias_done = backward_weight_impl<F16>(s, x, dy, dw, dbias);
   if (dbias && !bias_done) bias_gradient(dy, s.batch, s.out_channels, s.out_voxels(), dbias);
 }
 
-}  // namespace cpets::kernels::cpu
+}  // namespace cpets::kernels::cpu::CPETS_ISA_NS

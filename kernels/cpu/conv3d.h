@@ -1,8 +1,8 @@
 // 3-D convolution on the CPU: NCDHW activations, (Cout, Cin, kD, kH, kW) weights, zero padding,
 // per-axis stride, as PyTorch's conv3d. Forward, input gradient and weight (+ bias) gradient.
 //
-// Forward and input gradient are direct convolutions vectorised along W (16 floats, AVX-512
-// when the build has it) with 3 output vectors × 8 output channels in registers; the input
+// Forward and input gradient are direct convolutions vectorised along W (16 floats: one AVX-512 or two AVX2
+// registers, or the portable level's arrays; kernels/cpu/isa.h) with 3 output vectors × 8 output channels in registers; the input
 // gradient is the forward convolution of dy (padded k−1−p) with the transposed, flipped
 // weights, done per output phase (sub-kernels) when the stride is > 1. The 3×3×3, stride-1,
 // padding-1 shapes with ≥ 16 channels each way go to the Winograd kernel instead, for all three
@@ -59,12 +59,7 @@ void conv3d_backward_data(const Conv3dShape& s, const float* dy, const float* w,
 // dw (Cout, Cin, kD, kH, kW) and dbias (Cout), each skipped where null; overwrites them.
 void conv3d_backward_weight(const Conv3dShape& s, const float* x, const float* dy, float* dw, float* dbias);
 
-// The AVX-512 path is used when compiled in and not switched off; the portable path (plain
-// loops the compiler may auto-vectorise) is always built. Tests compare the two.
-bool conv3d_simd_compiled();
-void conv3d_set_portable_only(bool on);
-
-// Frees the scratch buffers kept for later calls (those of calls running now are freed when
+// Frees the scratch buffers kept for later calls (every level's) (those of calls running now are freed when
 // they return). The next call allocates afresh.
 void conv3d_release_scratch();
 

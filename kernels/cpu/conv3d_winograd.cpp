@@ -9,11 +9,9 @@
 #include <string>
 #include <vector>
 
-#ifdef __AVX512F__
-#include <immintrin.h>
-#endif
+#include "kernels/cpu/simd.h"  // last: the level's target for the rest of the file
 
-namespace cpets::kernels::cpu {
+namespace cpets::kernels::cpu::CPETS_ISA_NS {
 namespace {
 
 std::string shape_text(const Conv3dShape& s) {
@@ -26,9 +24,6 @@ std::string shape_text(const Conv3dShape& s) {
 }
 
 void require_supported(const Conv3dShape& s, const char* who) {
-  if (!conv3d_winograd_available())
-    throw std::runtime_error(std::string(who) +
-                             ": this build has no AVX-512; use the direct kernel (kernels/cpu/conv3d.h)");
   if (!conv3d_winograd_supports(s))
     throw std::invalid_argument(std::string(who) +
                                 ": only kernel 3x3x3, stride 1, padding 1 and positive sizes are supported, got " +
@@ -37,7 +32,6 @@ void require_supported(const Conv3dShape& s, const char* who) {
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-constexpr int kLanes = 16;
 constexpr int kMaxTiles = 12;    // tiles along W per task: 12 × 2 output vectors fill the registers
 
 // A tile is MT × MT × 2 outputs (D, H, W): F(MT, 3) along D and H, F(2, 3) along W. MT = 2 is
@@ -122,12 +116,10 @@ void transform_weights(int64_t cin, int64_t cout, int64_t cout_p, Tap&& tap, flo
   }
 }
 
-#ifdef __AVX512F__
-
 // Bᵀ = [[1, 0, −1, 0], [0, 1, 1, 0], [0, −1, 1, 0], [0, 1, 0, −1]] on four vectors, in place.
-inline void bt4(__m512& v0, __m512& v1, __m512& v2, __m512& v3) {
-  const __m512 r0 = _mm512_sub_ps(v0, v2), r1 = _mm512_add_ps(v1, v2), r2 = _mm512_sub_ps(v2, v1),
-               r3 = _mm512_sub_ps(v1, v3);
+inline void bt4(F16& v0, F16& v1, F16& v2, F16& v3) {
+  const F16 r0 = F16::sub(v0, v2), r1 = F16::add(v1, v2), r2 = F16::sub(v2, v1),
+               r3 = F16::sub(v1, v3);
   v0 = r0;
   v1 = r1;
   v2 = r2;
@@ -137,23 +129,23 @@ inline void bt4(__m512& v0, __m512& v1, __m512& v2, __m512& v3) {
 // F(4, 3)'s Bᵀ on six vectors, in place:
 // [[4, 0, −5, 0, 1, 0], [0, −4, −4, 1, 1, 0], [0, 4, −4, −1, 1, 0],
 //  [0, −2, −1, 2, 1, 0], [0, 2, −1, −2, 1, 0], [0, 4, 0, −5, 0, 1]].
-inline void bt6(__m512* v) {
-  const __m512 four = _mm512_set1_ps(4.f), five = _mm512_set1_ps(5.f), two = _mm512_set1_ps(2.f);
-  const __m512 x0 = v[0], x1 = v[1], x2 = v[2], x3 = v[3], x4 = v[4], x5 = v[5];
-  const __m512 a = _mm512_fnmadd_ps(four, x2, x4);   // x4 − 4x2
-  const __m512 b = _mm512_fnmadd_ps(four, x1, x3);   // x3 − 4x1
-  const __m512 c = _mm512_sub_ps(x4, x2);            // x4 − x2
-  const __m512 d = _mm512_mul_ps(two, _mm512_sub_ps(x3, x1));  // 2(x3 − x1)
-  v[0] = _mm512_add_ps(_mm512_fmadd_ps(four, x0, x4), _mm512_mul_ps(_mm512_set1_ps(-5.f), x2));
-  v[1] = _mm512_add_ps(a, b);
-  v[2] = _mm512_sub_ps(a, b);
-  v[3] = _mm512_add_ps(c, d);
-  v[4] = _mm512_sub_ps(c, d);
-  v[5] = _mm512_fnmadd_ps(five, x3, _mm512_fmadd_ps(four, x1, x5));
+inline void bt6(F16* v) {
+  const F16 four = F16::bcast(4.f), five = F16::bcast(5.f), two = F16::bcast(2.f);
+  const F16 x0 = v[0], x1 = v[1], x2 = v[2], x3 = v[3], x4 = v[4], x5 = v[5];
+  const F16 a = F16::fnma(four, x2, x4);   // x4 − 4x2
+  const F16 b = F16::fnma(four, x1, x3);   // x3 − 4x1
+  const F16 c = F16::sub(x4, x2);            // x4 − x2
+  const F16 d = F16::mul(two, F16::sub(x3, x1));  // 2(x3 − x1)
+  v[0] = F16::add(F16::fma(four, x0, x4), F16::mul(F16::bcast(-5.f), x2));
+  v[1] = F16::add(a, b);
+  v[2] = F16::sub(a, b);
+  v[3] = F16::add(c, d);
+  v[4] = F16::sub(c, d);
+  v[5] = F16::fnma(five, x3, F16::fma(four, x1, x5));
 }
 
 template <int NI>
-inline void bt(__m512* v) {
+inline void bt(F16* v) {
   if constexpr (NI == 4) bt4(v[0], v[1], v[2], v[3]);
   else bt6(v);
 }
@@ -161,16 +153,7 @@ inline void bt(__m512* v) {
 // One task's input tiles, all channels: V[ci][p][tile] (16 floats per (ci, p), tiles in lanes;
 // lanes ≥ the task's tile count hold garbage that is never read). Tile j's W line is padded
 // input w = 2(j0 + j) − 1 + k, k = 0..3: two masked loads of 16 floats per row, split into
-// even and odd columns, give all four k as vectors over the tiles.
-struct InputRow {
-  __m512i even, odd, even1, odd1;
-  InputRow()
-      : even(_mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30)),
-        odd(_mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31)),
-        // Lane 15 would need column 32: never used (at most 12 tiles per task).
-        even1(_mm512_setr_epi32(2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30, 0)),
-        odd1(_mm512_setr_epi32(3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31, 1)) {}
-};
+// even and odd columns (deinterleave4), give all four k as vectors over the tiles.
 
 // With `prefetch_next`, it also asks for the new input rows per (channel, plane) that the task
 // at th + 1 will read: rows MT H positions apart and a channel plane (590 KB at 48×64×48)
@@ -183,14 +166,7 @@ __attribute__((noinline)) void transform_input(const float* xb, int64_t cin, con
   constexpr int NI = T::NI;
   const int64_t D = in[0], H = in[1], W = in[2], plane = H * W, chan = D * plane;
   const int64_t w0 = 2 * j0 - 1;
-  auto lane_mask = [&](int64_t first) {
-    uint32_t m = 0;
-    for (int l = 0; l < kLanes; ++l)
-      if (first + l >= 0 && first + l < W) m |= 1u << l;
-    return __mmask16(m);
-  };
-  const __mmask16 mA = lane_mask(w0), mB = lane_mask(w0 + kLanes);
-  const InputRow idx;
+  const F16::Mask mA = F16::mask_bits(window_bits(w0, W)), mB = F16::mask_bits(window_bits(w0 + kLanes, W));
   bool row_ok[NI][NI], prefetch[NI][NI];
   int64_t row_off[NI][NI];
   for (int dd = 0; dd < NI; ++dd)
@@ -202,25 +178,25 @@ __attribute__((noinline)) void transform_input(const float* xb, int64_t cin, con
       prefetch[dd][hh] = prefetch_next && row_ok[dd][hh] && hh >= NI - MT && h + MT < H;
     }
   auto prefetch_row = [](const float* p) {
-    _mm_prefetch(reinterpret_cast<const char*>(p), _MM_HINT_T1);
-    _mm_prefetch(reinterpret_cast<const char*>(p + 16), _MM_HINT_T1);
-    _mm_prefetch(reinterpret_cast<const char*>(p + 31), _MM_HINT_T1);
+    __builtin_prefetch(p, 0, 2);
+    __builtin_prefetch(p + 16, 0, 2);
+    __builtin_prefetch(p + 31, 0, 2);
   };
   alignas(64) float tmp[NI][NI * 4][kLanes];  // [dd][hh'·4 + k'] after the W and H transforms
   for (int64_t ci = 0; ci < cin; ++ci) {
     const float* xc = xb + ci * chan;
     for (int dd = 0; dd < NI; ++dd) {
-      __m512 r[4][NI];  // [k][hh]
+      F16 r[4][NI];  // [k][hh]
       for (int hh = 0; hh < NI; ++hh) {
         if (!row_ok[dd][hh]) {
-          for (int k = 0; k < 4; ++k) r[k][hh] = _mm512_setzero_ps();
+          for (int k = 0; k < 4; ++k) r[k][hh] = F16::zero();
           continue;
         }
         const float* row = xc + row_off[dd][hh];
         if (prefetch[dd][hh]) prefetch_row(row + MT * W);
-        const __m512 a = _mm512_maskz_loadu_ps(mA, row), b = _mm512_maskz_loadu_ps(mB, row + kLanes);
-        __m512 k0 = _mm512_permutex2var_ps(a, idx.even, b), k1 = _mm512_permutex2var_ps(a, idx.odd, b),
-               k2 = _mm512_permutex2var_ps(a, idx.even1, b), k3 = _mm512_permutex2var_ps(a, idx.odd1, b);
+        const F16 a = F16::load_m(row, mA), b = F16::load_m(row + kLanes, mB);
+        F16 k0, k1, k2, k3;
+        deinterleave4(a, b, k0, k1, k2, k3);
         bt4(k0, k1, k2, k3);
         r[0][hh] = k0;
         r[1][hh] = k1;
@@ -229,15 +205,15 @@ __attribute__((noinline)) void transform_input(const float* xb, int64_t cin, con
       }
       for (int k = 0; k < 4; ++k) {
         bt<NI>(r[k]);
-        for (int hh = 0; hh < NI; ++hh) _mm512_store_ps(tmp[dd][hh * 4 + k], r[k][hh]);
+        for (int hh = 0; hh < NI; ++hh) store(tmp[dd][hh * 4 + k], r[k][hh]);
       }
     }
     float* Vc = V + ci * T::kVChannel;
     for (int i = 0; i < NI * 4; ++i) {
-      __m512 v[NI];
-      for (int dd = 0; dd < NI; ++dd) v[dd] = _mm512_load_ps(tmp[dd][i]);
+      F16 v[NI];
+      for (int dd = 0; dd < NI; ++dd) v[dd] = F16::load(tmp[dd][i]);
       bt<NI>(v);
-      for (int dd = 0; dd < NI; ++dd) _mm512_store_ps(Vc + (dd * NI * 4 + i) * kLanes, v[dd]);
+      for (int dd = 0; dd < NI; ++dd) store(Vc + (dd * NI * 4 + i) * kLanes, v[dd]);
     }
   }
 }
@@ -253,50 +229,57 @@ __attribute__((noinline)) void multiply(const float* V, const float* U, int64_t 
     const float* Up = U + p * cin * cout_p;
     float* Mp = M + p * cout_p;
     for (int64_t cv = 0; cv < cvecs; cv += NCV) {
-      __m512 acc[NT][NCV];
+      F16 acc[NT][NCV];
       for (int t = 0; t < NT; ++t)
-        for (int c = 0; c < NCV; ++c) acc[t][c] = _mm512_setzero_ps();
+        for (int c = 0; c < NCV; ++c) acc[t][c] = F16::zero();
       const float* u = Up + cv * kLanes;
       const float* v = Vp;
       for (int64_t ci = 0; ci < cin; ++ci, u += cout_p, v += T::kVChannel) {
-        __m512 uv[NCV];
-        for (int c = 0; c < NCV; ++c) uv[c] = _mm512_loadu_ps(u + c * kLanes);
+        F16 uv[NCV];
+        for (int c = 0; c < NCV; ++c) uv[c] = F16::load(u + c * kLanes);
         for (int t = 0; t < NT; ++t) {
-          const __m512 b = _mm512_set1_ps(v[t]);
-          for (int c = 0; c < NCV; ++c) acc[t][c] = _mm512_fmadd_ps(b, uv[c], acc[t][c]);
+          const F16 b = F16::bcast(v[t]);
+          for (int c = 0; c < NCV; ++c) acc[t][c] = F16::fma(b, uv[c], acc[t][c]);
         }
       }
       for (int t = 0; t < NT; ++t)
-        for (int c = 0; c < NCV; ++c) _mm512_storeu_ps(Mp + t * T::kMTile * cout_p + (cv + c) * kLanes, acc[t][c]);
+        for (int c = 0; c < NCV; ++c) store(Mp + t * T::kMTile * cout_p + (cv + c) * kLanes, acc[t][c]);
     }
   }
 }
 
+// AVX2 (16 registers, two per F16): groups of at most 6 tiles × 1 channel vector (12 + 2 + 1
+// registers); AVX-512 and portable: all tiles × NCV at once.
+constexpr int kTilesPerMultiply = kIsaLevel == 1 ? 6 : kMaxTiles;
+
 template <int MT, int NCV>
 void multiply_nt(int nt, const float* V, const float* U, int64_t cin, int64_t cout_p, float* M) {
-  with_static_count<kMaxTiles>(nt, [&](auto t) { multiply<MT, decltype(t)::value, NCV>(V, U, cin, cout_p, M); });
+  for (int t0 = 0; t0 < nt; t0 += kTilesPerMultiply)
+    with_static_count<kTilesPerMultiply>(nt - t0, [&](auto t) {
+      multiply<MT, decltype(t)::value, NCV>(V + t0, U, cin, cout_p, M + t0 * Tiling<MT>::kMTile * cout_p);
+    });
 }
 
 // Aᵀ = [[1, 1, 1, 0], [0, 1, −1, −1]] on four vectors.
-inline void at4(__m512 v0, __m512 v1, __m512 v2, __m512 v3, __m512& o0, __m512& o1) {
-  const __m512 s = _mm512_add_ps(v1, v2);
-  o0 = _mm512_add_ps(v0, s);
-  o1 = _mm512_sub_ps(_mm512_sub_ps(v1, v2), v3);
+inline void at4(F16 v0, F16 v1, F16 v2, F16 v3, F16& o0, F16& o1) {
+  const F16 s = F16::add(v1, v2);
+  o0 = F16::add(v0, s);
+  o1 = F16::sub(F16::sub(v1, v2), v3);
 }
 
 // Aᵀ along D or H: NI vectors → MT. F(2, 3): as at4. F(4, 3):
 // [[1, 1, 1, 1, 1, 0], [0, 1, −1, 2, −2, 0], [0, 1, 1, 4, 4, 0], [0, 1, −1, 8, −8, 1]].
 template <int NI>
-inline void at(const __m512* m, __m512* o) {
+inline void at(const F16* m, F16* o) {
   if constexpr (NI == 4) {
     at4(m[0], m[1], m[2], m[3], o[0], o[1]);
   } else {
-    const __m512 s12 = _mm512_add_ps(m[1], m[2]), d12 = _mm512_sub_ps(m[1], m[2]);
-    const __m512 s34 = _mm512_add_ps(m[3], m[4]), d34 = _mm512_sub_ps(m[3], m[4]);
-    o[0] = _mm512_add_ps(_mm512_add_ps(m[0], s12), s34);
-    o[1] = _mm512_fmadd_ps(_mm512_set1_ps(2.f), d34, d12);
-    o[2] = _mm512_fmadd_ps(_mm512_set1_ps(4.f), s34, s12);
-    o[3] = _mm512_add_ps(_mm512_fmadd_ps(_mm512_set1_ps(8.f), d34, d12), m[5]);
+    const F16 s12 = F16::add(m[1], m[2]), d12 = F16::sub(m[1], m[2]);
+    const F16 s34 = F16::add(m[3], m[4]), d34 = F16::sub(m[3], m[4]);
+    o[0] = F16::add(F16::add(m[0], s12), s34);
+    o[1] = F16::fma(F16::bcast(2.f), d34, d12);
+    o[2] = F16::fma(F16::bcast(4.f), s34, s12);
+    o[3] = F16::add(F16::fma(F16::bcast(8.f), d34, d12), m[5]);
   }
 }
 
@@ -310,54 +293,28 @@ __attribute__((noinline)) void transform_output(const float* M, int nt, int64_t 
     for (int64_t cv = 0; cv < cvecs; ++cv) {
       const float* m = M + t * T::kMTile * cout_p + cv * kLanes;
       const int64_t pstride = cout_p;  // next position
-      __m512 s[MT * 2][NI];            // [oh·2 + ow][a]: after the W and H transforms
+      F16 s[MT * 2][NI];            // [oh·2 + ow][a]: after the W and H transforms
       for (int a = 0; a < NI; ++a) {
-        __m512 q[2][NI];  // [ow][b]
+        F16 q[2][NI];  // [ow][b]
         for (int b = 0; b < NI; ++b) {
           const float* mb = m + (a * NI + b) * 4 * pstride;
-          at4(_mm512_loadu_ps(mb), _mm512_loadu_ps(mb + pstride), _mm512_loadu_ps(mb + 2 * pstride),
-              _mm512_loadu_ps(mb + 3 * pstride), q[0][b], q[1][b]);
+          at4(F16::load(mb), F16::load(mb + pstride), F16::load(mb + 2 * pstride),
+              F16::load(mb + 3 * pstride), q[0][b], q[1][b]);
         }
         for (int c = 0; c < 2; ++c) {
-          __m512 o[MT];
+          F16 o[MT];
           at<NI>(q[c], o);
           for (int oh = 0; oh < MT; ++oh) s[oh * 2 + c][a] = o[oh];
         }
       }
-      const __m512 bias = _mm512_loadu_ps(bias_p + cv * kLanes);
+      const F16 bias = F16::load(bias_p + cv * kLanes);
       float* y = Y + t * T::kOutputs * cout_p + cv * kLanes;
       for (int i = 0; i < MT * 2; ++i) {
-        __m512 o[MT];
+        F16 o[MT];
         at<NI>(s[i], o);
-        for (int od = 0; od < MT; ++od) _mm512_storeu_ps(y + (od * MT * 2 + i) * cout_p, _mm512_add_ps(o[od], bias));
+        for (int od = 0; od < MT; ++od) store(y + (od * MT * 2 + i) * cout_p, F16::add(o[od], bias));
       }
     }
-}
-
-// In-register transpose of a 16 × 16 block of floats: r[i] lane j ↔ r[j] lane i.
-inline void transpose16(__m512* r) {
-  __m512 t[16];
-  for (int i = 0; i < 8; ++i) {
-    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-  }
-  for (int i = 0; i < 4; ++i) {
-    const __m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 1]),
-                  c = _mm512_castps_pd(t[4 * i + 2]), d = _mm512_castps_pd(t[4 * i + 3]);
-    r[4 * i + 0] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
-    r[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
-    r[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
-    r[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
-  }
-  for (int i = 0; i < 2; ++i)
-    for (int j = 0; j < 4; ++j) {
-      t[8 * i + j] = _mm512_shuffle_f32x4(r[8 * i + j], r[8 * i + j + 4], 0x88);
-      t[8 * i + j + 4] = _mm512_shuffle_f32x4(r[8 * i + j], r[8 * i + j + 4], 0xdd);
-    }
-  for (int j = 0; j < 8; ++j) {
-    r[j] = _mm512_shuffle_f32x4(t[j], t[j + 8], 0x88);
-    r[j + 8] = _mm512_shuffle_f32x4(t[j], t[j + 8], 0xdd);
-  }
 }
 
 // Writes the task's outputs from Y into y (B, Cout, D, H, W), cropped at the borders. Per output
@@ -382,16 +339,16 @@ __attribute__((noinline)) void scatter_output(const float* Y, int nt, int64_t co
       for (int64_t c0 = 0; c0 < n; c0 += kLanes) {
         const int t0 = int(c0 / 2), tiles = std::min(8, nt - t0);
         const int64_t left = n - c0;
-        const __mmask16 m = left >= kLanes ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1u);
+        const F16::Mask m = F16::mask(left);
         for (int64_t cv = 0; cv < cout_p / kLanes; ++cv) {
-          __m512 r[16];
+          F16 r[16];
           for (int tt = 0; tt < 8; ++tt)
             for (int ow = 0; ow < 2; ++ow)
-              r[2 * tt + ow] = tt < tiles ? _mm512_loadu_ps(src + (t0 + tt) * tile_stride + ow * cout_p + cv * kLanes)
-                                          : _mm512_setzero_ps();
+              r[2 * tt + ow] = tt < tiles ? F16::load(src + (t0 + tt) * tile_stride + ow * cout_p + cv * kLanes)
+                                          : F16::zero();
           transpose16(r);
           const int channels = int(std::min<int64_t>(kLanes, cout - cv * kLanes));
-          for (int c = 0; c < channels; ++c) _mm512_mask_storeu_ps(dst + (cv * kLanes + c) * chan + c0, m, r[c]);
+          for (int c = 0; c < channels; ++c) store_m(dst + (cv * kLanes + c) * chan + c0, m, r[c]);
         }
       }
     }
@@ -417,7 +374,7 @@ void winograd_conv(int64_t batch, int64_t cin, int64_t cout, int64_t cout_p, con
   const int64_t chan_in = in[0] * in[1] * in[2];
   const int64_t rows = batch * g.tD * g.tH;  // one parallel item: all tile blocks of a (b, td, th) row
   const double flops = 2.0 * double(batch) * double(cin) * double(cout) * 27.0 * double(chan_in);
-  const int ncv = (cout_p / kLanes) % 2 == 0 ? 2 : 1;
+  const int ncv = (cout_p / kLanes) % 2 == 0 && kIsaLevel != 1 ? 2 : 1;
   // Chunks of consecutive rows (th, th + 1, ...) on one thread, so that each task's prefetch of
   // the next task's input rows lands in the cache of the core that will read them.
   const int64_t rows_per_chunk = 16 / MT;
@@ -481,28 +438,28 @@ void run(const Conv3dShape& s, int64_t cin, int64_t cout, const float* x, Tap&& 
 // Winograd position (a GEMM over tiles per position), and Gᵀ (NI → 3) once at the end.
 
 // F(2, 3)'s A = [[1, 0], [1, 1], [1, −1], [0, −1]] on two vectors.
-inline void a2(__m512 v0, __m512 v1, __m512* o, int64_t ostride) {
+inline void a2(F16 v0, F16 v1, F16* o, int64_t ostride) {
   o[0] = v0;
-  o[ostride] = _mm512_add_ps(v0, v1);
-  o[2 * ostride] = _mm512_sub_ps(v0, v1);
-  o[3 * ostride] = _mm512_sub_ps(_mm512_setzero_ps(), v1);
+  o[ostride] = F16::add(v0, v1);
+  o[2 * ostride] = F16::sub(v0, v1);
+  o[3 * ostride] = F16::sub(F16::zero(), v1);
 }
 
 // A along D or H: MT vectors → NI. F(2, 3): a2. F(4, 3): A = (Aᵀ)ᵀ of `at`,
 // [[1, 0, 0, 0], [1, 1, 1, 1], [1, −1, 1, −1], [1, 2, 4, 8], [1, −2, 4, −8], [0, 0, 0, 1]].
 template <int MT>
-inline void a_col(const __m512* y, __m512* o, int64_t ostride) {
+inline void a_col(const F16* y, F16* o, int64_t ostride) {
   if constexpr (MT == 2) {
     a2(y[0], y[1], o, ostride);
   } else {
-    const __m512 e = _mm512_add_ps(y[0], y[2]), f = _mm512_add_ps(y[1], y[3]);
-    const __m512 e4 = _mm512_fmadd_ps(_mm512_set1_ps(4.f), y[2], y[0]);
-    const __m512 f4 = _mm512_mul_ps(_mm512_set1_ps(2.f), _mm512_fmadd_ps(_mm512_set1_ps(4.f), y[3], y[1]));
+    const F16 e = F16::add(y[0], y[2]), f = F16::add(y[1], y[3]);
+    const F16 e4 = F16::fma(F16::bcast(4.f), y[2], y[0]);
+    const F16 f4 = F16::mul(F16::bcast(2.f), F16::fma(F16::bcast(4.f), y[3], y[1]));
     o[0] = y[0];
-    o[ostride] = _mm512_add_ps(e, f);
-    o[2 * ostride] = _mm512_sub_ps(e, f);
-    o[3 * ostride] = _mm512_add_ps(e4, f4);
-    o[4 * ostride] = _mm512_sub_ps(e4, f4);
+    o[ostride] = F16::add(e, f);
+    o[2 * ostride] = F16::sub(e, f);
+    o[3 * ostride] = F16::add(e4, f4);
+    o[4 * ostride] = F16::sub(e4, f4);
     o[5 * ostride] = y[3];
   }
 }
@@ -520,40 +477,39 @@ __attribute__((noinline)) void transform_grad_output(const float* dyb, int64_t c
   const int64_t ztile = T::kMTile * cout_p;
   alignas(64) int32_t lane_off[kLanes];
   for (int l = 0; l < kLanes; ++l) lane_off[l] = int32_t(l * chan);
-  const __m512i idx = _mm512_load_si512(lane_off);
   for (int t = 0; t < nt; ++t) {
     const int64_t w0 = 2 * (j0 + t);
     for (int64_t cv = 0; cv < cout_p / kLanes; ++cv) {
       const int64_t left = cout - cv * kLanes;
-      const __mmask16 cmask = left >= kLanes ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1u);
+      const F16::Mask cmask = F16::mask(left);
       const float* base = dyb + cv * kLanes * chan;
-      __m512 a[MT][MT][4];  // [od][oh][kw]
+      F16 a[MT][MT][4];  // [od][oh][kw]
       for (int od = 0; od < MT; ++od)
         for (int oh = 0; oh < MT; ++oh) {
-          __m512 g[2];
+          F16 g[2];
           for (int ow = 0; ow < 2; ++ow) {
             const int64_t d = MT * td + od, h = MT * th + oh, w = w0 + ow;
             g[ow] = (d < D && h < H && w < W)
-                        ? _mm512_mask_i32gather_ps(_mm512_setzero_ps(), cmask, idx, base + d * plane + h * W + w, 4)
-                        : _mm512_setzero_ps();
+                        ? F16::gather_m(base + d * plane + h * W + w, lane_off, cmask)
+                        : F16::zero();
           }
           a2(g[0], g[1], &a[od][oh][0], 1);
         }
-      __m512 b[MT][NI][4], c[NI][NI][4];
+      F16 b[MT][NI][4], c[NI][NI][4];
       for (int od = 0; od < MT; ++od)
         for (int kw = 0; kw < 4; ++kw) {
-          __m512 col[MT];
+          F16 col[MT];
           for (int oh = 0; oh < MT; ++oh) col[oh] = a[od][oh][kw];
           a_col<MT>(col, &b[od][0][kw], 4);
         }
       for (int kh = 0; kh < NI; ++kh)
         for (int kw = 0; kw < 4; ++kw) {
-          __m512 col[MT];
+          F16 col[MT];
           for (int od = 0; od < MT; ++od) col[od] = b[od][kh][kw];
           a_col<MT>(col, &c[0][kh][kw], NI * 4);
         }
       float* z = Z + t * ztile + cv * kLanes;
-      for (int p = 0; p < T::kPositions; ++p) _mm512_storeu_ps(z + p * cout_p, (&c[0][0][0])[p]);
+      for (int p = 0; p < T::kPositions; ++p) store(z + p * cout_p, (&c[0][0][0])[p]);
     }
   }
 }
@@ -578,24 +534,24 @@ constexpr int kSweepsPerFlush = 4;
 template <int MT, int NCI, int NCV>
 inline void accumulate_block(const Segments& sg, int64_t cout_p, int p, int64_t ci0, int64_t cv0, float* Wh) {
   using T = Tiling<MT>;
-  __m512 acc[NCI][NCV];
+  F16 acc[NCI][NCV];
   float* w = Wh + ci0 * cout_p + cv0 * kLanes;  // Wh: this position's (ci, co) block
   for (int i = 0; i < NCI; ++i)
-    for (int c = 0; c < NCV; ++c) acc[i][c] = _mm512_loadu_ps(w + i * cout_p + c * kLanes);
+    for (int c = 0; c < NCV; ++c) acc[i][c] = F16::load(w + i * cout_p + c * kLanes);
   for (int k = 0; k < sg.count; ++k) {
     const float* v = sg.V[k] + ci0 * T::kVChannel + p * kLanes;
     const float* z = sg.Z[k] + int64_t(p) * cout_p + cv0 * kLanes;
     for (int t = 0; t < sg.nt[k]; ++t, z += T::kMTile * cout_p) {
-      __m512 zv[NCV];
-      for (int c = 0; c < NCV; ++c) zv[c] = _mm512_loadu_ps(z + c * kLanes);
+      F16 zv[NCV];
+      for (int c = 0; c < NCV; ++c) zv[c] = F16::load(z + c * kLanes);
       for (int i = 0; i < NCI; ++i) {
-        const __m512 b = _mm512_set1_ps(v[i * T::kVChannel + t]);
-        for (int c = 0; c < NCV; ++c) acc[i][c] = _mm512_fmadd_ps(b, zv[c], acc[i][c]);
+        const F16 b = F16::bcast(v[i * T::kVChannel + t]);
+        for (int c = 0; c < NCV; ++c) acc[i][c] = F16::fma(b, zv[c], acc[i][c]);
       }
     }
   }
   for (int i = 0; i < NCI; ++i)
-    for (int c = 0; c < NCV; ++c) _mm512_storeu_ps(w + i * cout_p + c * kLanes, acc[i][c]);
+    for (int c = 0; c < NCV; ++c) store(w + i * cout_p + c * kLanes, acc[i][c]);
 }
 
 template <int MT>
@@ -604,6 +560,14 @@ __attribute__((noinline)) void accumulate_products(const Segments& sg, int64_t c
   for (int p = 0; p < Tiling<MT>::kPositions; ++p) {
     float* Whp = Wh + int64_t(p) * cin * cout_p;
     int64_t cv = 0;
+    // AVX2: 6 input channels × 1 channel vector (12 + 2 + 1 registers) only.
+    if constexpr (kIsaLevel == 1) {
+      for (; cv < cvecs; ++cv) {
+        int64_t ci = 0;
+        for (; ci + 6 <= cin; ci += 6) accumulate_block<MT, 6, 1>(sg, cout_p, p, ci, cv, Whp);
+        for (; ci < cin; ++ci) accumulate_block<MT, 1, 1>(sg, cout_p, p, ci, cv, Whp);
+      }
+    }
     for (; cv + 2 <= cvecs; cv += 2) {
       int64_t ci = 0;
       for (; ci + 8 <= cin; ci += 8) accumulate_block<MT, 8, 2>(sg, cout_p, p, ci, cv, Whp);
@@ -742,76 +706,25 @@ void weight_gradient(const Conv3dShape& s, const float* x, const float* dy, floa
   winograd_weight_gradient<2>(s, x, dy, dw);
 }
 
-#endif  // __AVX512F__
-
 }  // namespace
-
-bool conv3d_winograd_available() {
-#ifdef __AVX512F__
-  return true;
-#else
-  return false;
-#endif
-}
-
-namespace {
-std::atomic<bool>& winograd_switch() {
-  static std::atomic<bool> on{[] {
-    const char* v = std::getenv("CPETS_CONV_WINOGRAD");
-    return !(v && std::strcmp(v, "0") == 0);
-  }()};
-  return on;
-}
-}  // namespace
-
-// F(4, 3) along D and H where both have at least 16 outputs; below, the few tile rows (and the
-// tasks they make) ran no faster than F(2, 3) (12×16×12: 0.73 vs 0.65 ms).
-int conv3d_winograd_tile_rows(const int64_t in[3]) { return in[0] >= 16 && in[1] >= 16 ? 4 : 2; }
-
-void conv3d_set_winograd_enabled(bool on) { winograd_switch().store(on); }
-bool conv3d_winograd_enabled() { return winograd_switch().load(); }
-
-bool conv3d_winograd_worthwhile(const Conv3dShape& s, int64_t cin, int64_t cout) {
-  if (!conv3d_winograd_available() || !conv3d_winograd_supports(s)) return false;
-  return cin >= 16 && cout >= 16 && s.in[0] >= 4 && s.in[1] >= 4 && s.in[2] >= 4;
-}
-
-bool conv3d_winograd_supports(const Conv3dShape& s) {
-  if (s.batch < 1 || s.in_channels < 1 || s.out_channels < 1) return false;
-  for (int a = 0; a < 3; ++a)
-    if (s.kernel[a] != 3 || s.stride[a] != 1 || s.padding[a] != 1 || s.in[a] < 1) return false;
-  return true;
-}
 
 void conv3d_winograd_forward(const Conv3dShape& s, const float* x, const float* w, const float* bias, float* y) {
   require_supported(s, "conv3d_winograd_forward");
-#ifdef __AVX512F__
   const int64_t cin = s.in_channels;
   run(s, cin, s.out_channels, x, [&](int64_t co, int64_t ci, int t) { return w[(co * cin + ci) * 27 + t]; }, bias, y);
-#else
-  (void)x, (void)w, (void)bias, (void)y;
-#endif
 }
 
 void conv3d_winograd_backward_weight(const Conv3dShape& s, const float* x, const float* dy, float* dw) {
   require_supported(s, "conv3d_winograd_backward_weight");
-#ifdef __AVX512F__
   weight_gradient(s, x, dy, dw);
-#else
-  (void)x, (void)dy, (void)dw;
-#endif
 }
 
 void conv3d_winograd_backward_data(const Conv3dShape& s, const float* dy, const float* w, float* dx) {
   require_supported(s, "conv3d_winograd_backward_data");
-#ifdef __AVX512F__
   // dx = conv(dy, w'), w'[ci][co][t] = w[co][ci][26 − t]: channels swapped, taps flipped.
   const int64_t cin0 = s.in_channels;
   run(s, s.out_channels, cin0, dy,
       [&](int64_t n, int64_t m, int t) { return w[(m * cin0 + n) * 27 + (26 - t)]; }, nullptr, dx);
-#else
-  (void)dy, (void)w, (void)dx;
-#endif
 }
 
-}  // namespace cpets::kernels::cpu
+}  // namespace cpets::kernels::cpu::CPETS_ISA_NS

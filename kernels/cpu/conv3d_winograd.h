@@ -7,14 +7,14 @@
 // The input is never transformed as a whole (that would be 8× its size): each task takes one
 // row of up to 12 tiles along W at a (batch, tile-d, tile-h) position, transforms it for all input
 // channels into a block that stays in L2, multiplies it in each of the 64 Winograd positions
-// (AVX-512 FMA over output channels, tiles broadcast), and transforms the products back into
+// (FMA over vectors of 16 output channels, tiles broadcast), and transforms the products back into
 // the output. Weights are transformed once per call. The per-thread blocks (transformed input,
 // products: ~0.2 MB at 32 channels) and the transformed weights (64·Cin·Cout floats) live in
 // thread-local buffers reused across calls; conv3d_release_scratch() does not free them. Tasks write disjoint outputs and do the
 // same arithmetic whatever thread runs them: results are bitwise identical for any thread count.
 //
-// AVX-512 only: conv3d_winograd_available() is false in builds without it, and the callers
-// keep the direct kernel then.
+// Compiled for every instruction-set level (kernels/cpu/isa.h), like the direct kernel: the same
+// tests hold on each.
 #pragma once
 #include "kernels/cpu/conv3d.h"
 
@@ -26,9 +26,6 @@ namespace cpets::kernels::cpu {
 // 2–7·10⁻⁶ of the output's peak, against 1–4·10⁻⁷ for F(2, 3) and 1–15·10⁻⁷ for the direct
 // kernel (the order of the F(4×4, 3×3) kernels cuDNN and oneDNN use, far below TF32's 10⁻³).
 int conv3d_winograd_tile_rows(const int64_t in[3]);
-
-// Compiled with AVX-512 (the kernel has no portable path).
-bool conv3d_winograd_available();
 
 // The shapes this kernel handles: kernel 3³, stride 1, padding 1 on every axis. Throws
 // std::invalid_argument naming the offending field otherwise.

@@ -1,11 +1,3 @@
-// GCC tunes -march=native on recent Xeons for 256-bit vectors; the SiLU/sigmoid loops are
-// compute-bound (exp and a division per element) and gain from 512-bit ones. Only a tuning hint:
-// without AVX-512 it changes nothing. Placed before the includes so that it also reaches the
-// OpenMP bodies instantiated from parallel.h.
-#if defined(__AVX512F__) && defined(__GNUC__) && !defined(__clang__)
-#pragma GCC target("prefer-vector-width=512")
-#endif
-
 #include "kernels/cpu/elementwise.h"
 
 #include <algorithm>
@@ -14,8 +6,9 @@
 
 #include "kernels/cpu/parallel.h"
 #include "kernels/cpu/vmath.h"
+#include "kernels/cpu/simd.h"  // last: the level's target for the rest of the file
 
-namespace cpets::kernels::cpu {
+namespace cpets::kernels::cpu::CPETS_ISA_NS {
 namespace {
 
 constexpr int64_t kChunk = 16384;  // elements per parallel work item (64 KB per stream)
@@ -299,4 +292,4 @@ void geglu_backward(const float* x, const float* dy, float* dx, int64_t rows, in
   });
 }
 
-}  // namespace cpets::kernels::cpu
+}  // namespace cpets::kernels::cpu::CPETS_ISA_NS

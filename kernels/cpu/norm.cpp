@@ -1,11 +1,3 @@
-// GCC tunes -march=native on recent Xeons for 256-bit vectors; the SiLU loops are compute-bound
-// (exp and a division per element) and run ~1.3× faster with 512-bit ones. Only a tuning hint:
-// without AVX-512 it changes nothing. Placed before the includes so that it also reaches the
-// OpenMP bodies instantiated from parallel.h.
-#if defined(__AVX512F__) && defined(__GNUC__) && !defined(__clang__)
-#pragma GCC target("prefer-vector-width=512")
-#endif
-
 #include "kernels/cpu/norm.h"
 
 #include <algorithm>
@@ -16,11 +8,12 @@
 #include "kernels/cpu/parallel.h"
 #include "kernels/cpu/reduce.h"
 #include "kernels/cpu/vmath.h"
+#include "kernels/cpu/simd.h"  // last: the level's target for the rest of the file
 
-namespace cpets::kernels::cpu {
+namespace cpets::kernels::cpu::CPETS_ISA_NS {
 namespace {
 
-constexpr int kLanes = 32;         // two AVX-512 registers of floats: two independent add chains
+constexpr int kSumLanes = 32;      // two AVX-512 (four AVX2) registers of floats: independent add chains
 constexpr int64_t kBlock = 256;    // elements summed in float (8 per lane) before going to double
 constexpr int64_t kChunk = 8192;   // elements per parallel work item: 32 KB, stays in L1/L2
 
@@ -28,31 +21,31 @@ struct F2 {
   float a, b;
 };
 
-// Σ term(i), i in [0, n), in kLanes float lanes (reduce.h); `term` may also write to index i.
+// Σ term(i), i in [0, n), in kSumLanes float lanes (reduce.h); `term` may also write to index i.
 template <class F>
 inline double sum1(int64_t n, F&& term) {
-  return lane_sum<kLanes>(n, [&](int64_t i) -> float { return term(i); });
+  return lane_sum<kSumLanes>(n, [&](int64_t i) -> float { return term(i); });
 }
 
 // Two sums at once, as sum1; term returns F2.
 template <class F>
 inline void sum2(int64_t n, F&& term, double& out_a, double& out_b) {
-  double da[kLanes] = {}, db[kLanes] = {};
-  const int64_t nv = n - n % kLanes;
+  double da[kSumLanes] = {}, db[kSumLanes] = {};
+  const int64_t nv = n - n % kSumLanes;
   int64_t i = 0;
   while (i < nv) {
     const int64_t end = std::min(nv, i + kBlock);
-    float fa[kLanes] = {}, fb[kLanes] = {};
-    for (; i < end; i += kLanes) {
+    float fa[kSumLanes] = {}, fb[kSumLanes] = {};
+    for (; i < end; i += kSumLanes) {
 #pragma omp simd
-      for (int l = 0; l < kLanes; ++l) {
+      for (int l = 0; l < kSumLanes; ++l) {
         const F2 v = term(i + l);
         fa[l] += v.a;
         fb[l] += v.b;
       }
     }
 #pragma omp simd
-    for (int l = 0; l < kLanes; ++l) {
+    for (int l = 0; l < kSumLanes; ++l) {
       da[l] += fa[l];
       db[l] += fb[l];
     }
@@ -63,7 +56,7 @@ inline void sum2(int64_t n, F&& term, double& out_a, double& out_b) {
     sa += v.a;
     sb += v.b;
   }
-  for (int l = 0; l < kLanes; ++l) {
+  for (int l = 0; l < kSumLanes; ++l) {
     sa += da[l];
     sb += db[l];
   }
@@ -534,4 +527,4 @@ void softmax_backward(const float* y, const float* dy, float* dx, int64_t outer,
   });
 }
 
-}  // namespace cpets::kernels::cpu
+}  // namespace cpets::kernels::cpu::CPETS_ISA_NS

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstdio>
 #include <chrono>
+#include <cstdlib>
+#include <fstream>
 #include <random>
 
 #include "engine/autograd.h"
@@ -53,6 +55,15 @@ std::optional<std::string> run_capture(const std::string& command) {
   while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
   if (pclose(p) != 0) return std::nullopt;
   return out;
+}
+
+std::string torch_python() {
+  if (const char* env = std::getenv("CPETS_TORCH_PYTHON"); env && *env) return env;
+  if (const char* home = std::getenv("HOME"); home && *home) {
+    const std::string venv = std::string(home) + "/.cache/cpets/torch-venv/bin/python";
+    if (std::ifstream(venv).good()) return venv;
+  }
+  return "/usr/bin/python3";
 }
 
 Tensor random_input(const Shape& shape, uint32_t seed) {

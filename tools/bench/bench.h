@@ -46,6 +46,11 @@ double median_backward_seconds(const std::function<Tensor()>& forward, const Ten
 // non-zero (the PyTorch baselines are optional).
 std::optional<std::string> run_capture(const std::string& command);
 
+// The Python that runs the PyTorch baselines: $CPETS_TORCH_PYTHON, else the virtual environment
+// `tools/cpets.sh bench` makes (PyTorch 2.x from PyPI, ~/.cache/cpets/torch-venv), else
+// /usr/bin/python3 (Debian's PyTorch 1.13: a fallback, named as such in the output).
+std::string torch_python();
+
 // Uniform in [-1, 1), fixed by the seed.
 Tensor random_input(const Shape& shape, uint32_t seed);
 

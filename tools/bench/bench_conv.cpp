@@ -58,7 +58,6 @@ void bench_conv(const bench::Context& ctx, std::vector<bench::Result>& out, cons
 // At batch 2, 3×3×3, stride 1, padding 1.
 void winograd_vs_direct(const bench::Context& ctx, std::vector<bench::Result>& out, int64_t cin, int64_t cout,
                         int64_t D, int64_t H, int64_t W) {
-  if (!kc::conv3d_winograd_available()) return;
   const kc::Conv3dShape s = cube_conv(2, cin, cout, D, H, W, 3, 1);
   Tensor x = bench::random_input({s.batch, s.in_channels, s.in[0], s.in[1], s.in[2]}, 1);
   Tensor w = bench::random_input({s.out_channels, s.in_channels, 3, 3, 3}, 2);

@@ -18,6 +18,7 @@
 #include "engine/ops.h"
 #include "engine/optim.h"
 #include "engine/profiler.h"
+#include "kernels/cpu/isa.h"
 #include "models/causal_pets.h"
 #include "train/trainer.h"
 
@@ -68,15 +69,15 @@ nlohmann::json torch_figures(const TrainBenchOptions& opt) {
   } else {
     // PyTorch's faster configuration on these VMs (as tools/bench_torch.py): glibc malloc keeps
     // freed memory instead of returning every large tensor to the system.
-    const std::string cmd = "MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=68719476736 MALLOC_TOP_PAD_=1073741824 "
-                            "/usr/bin/python3 " CPETS_SOURCE_DIR "/tools/torch_model.py --bench " + opt.preset +
+    const std::string cmd = "MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=68719476736 MALLOC_TOP_PAD_=1073741824 " +
+                            torch_python() + " " CPETS_SOURCE_DIR "/tools/torch_model.py --bench " + opt.preset +
                             " --batch " + std::to_string(opt.batch) + " --threads " +
                             std::to_string(omp_get_max_threads()) + " 2>/dev/null";
     std::fprintf(stderr, "running PyTorch for the same model: %s\n", cmd.c_str());
     const auto out = run_capture(cmd);
     if (!out) {
       std::cerr << "note: PyTorch is not available (tools/torch_model.py failed); ratios are omitted. "
-                   "`tools/cpets.sh bench train` installs python3-torch.\n";
+                   "`tools/cpets.sh bench train` installs PyTorch.\n";
       return {};
     }
     text = *out;
@@ -157,6 +158,11 @@ int run_train_bench(const TrainBenchOptions& opt) {
 
   const nlohmann::json torch = torch_figures(opt);
   const double rss = peak_rss_bytes();
+  std::printf("\ncpets CPU kernels: %s; %d threads\n", kernels::cpu::cpu_isa_description().c_str(), omp_get_max_threads());
+  if (torch.contains("torch"))
+    std::printf("PyTorch %s%s, its CPU kernels %s\n", torch["torch"].get<std::string>().c_str(),
+                torch["torch"].get<std::string>().rfind("1.", 0) == 0 ? " (Debian's 1.13 fallback)" : "",
+                torch.value("cpu_capability", std::string("unknown")).c_str());
   std::printf("\n%-34s %12s %12s %9s\n", "", "cpets", "PyTorch", "ratio");
   auto row = [&](const char* what, double ours, const char* key, double scale, const char* unit) {
     if (torch.contains(key)) {
