@@ -29,12 +29,12 @@ std::map<std::string, double> torch_figures(const std::string& source, bool quic
     if (!f) throw std::runtime_error("--torch " + source + ": cannot open the file");
     json_text.assign(std::istreambuf_iterator<char>(f), {});
   } else {
-    std::string cmd = bench::torch_python() + " " CPETS_SOURCE_DIR "/tools/bench_torch.py --threads " +
+    std::string cmd = bench::torch_python_command() + " " CPETS_SOURCE_DIR "/tools/bench_torch.py --threads " +
                       std::to_string(omp_get_max_threads()) + (quick ? " --quick" : "") +
                       (filter.empty() ? "" : " --filter '" + filter + "'") + " 2>/dev/null";
     const auto out = bench::run_capture(cmd);
     if (!out) {
-      std::cerr << "note: PyTorch is not available here (" << bench::torch_python()
+      std::cerr << "note: PyTorch is not available here (" << bench::torch_python_command()
                 << " tools/bench_torch.py failed); ratios are omitted. `tools/cpets.sh bench` installs it.\n";
       return fig;
     }

@@ -12,7 +12,7 @@ namespace cpets::kernels::cpu {
 // polynomial of degree 7 on |r| ≤ ln2/2 (truncation < 1e-8 relative), scale by 2^n through the
 // exponent bits. Inputs are clamped so 2^n stays a normal float; NaN propagates.
 inline float fast_exp(float x_in) {
-  const float x = std::min(std::max(x_in, -87.3f), 88.3f);
+  const float x = x_in < -87.3f ? -87.3f : x_in > 88.3f ? 88.3f : x_in;  // values, not std::min's references
   const float t = x * 1.44269504088896341f + 12582912.f;
   const float n = t - 12582912.f;
   float r = x - n * 0.693145751953125f;
@@ -27,7 +27,10 @@ inline float fast_exp(float x_in) {
   p = p * r + 1.f;
   const int32_t bits = (std::bit_cast<int32_t>(t) - 0x4B400000 + 127) << 23;
   // Below the clamp the true value is under FLT_MIN: return 0 so masked (−inf) logits vanish.
-  return x_in < -87.3f ? 0.f : p * std::bit_cast<float>(bits);
+  // An integer mask, not a branch: GCC will not if-convert a branch around a float multiply
+  // (it could trap) without AVX-512's masked instructions, and the AVX2 loops stayed scalar.
+  const int32_t keep = -int32_t(!(x_in < -87.3f));  // all ones, or 0 below the clamp (NaN kept)
+  return std::bit_cast<float>(std::bit_cast<int32_t>(p * std::bit_cast<float>(bits)) & keep);
 }
 
 inline float fast_sigmoid(float z) { return 1.f / (1.f + fast_exp(-z)); }

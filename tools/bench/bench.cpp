@@ -8,6 +8,7 @@
 #include <random>
 
 #include "engine/autograd.h"
+#include "kernels/cpu/isa.h"
 
 namespace cpets::bench {
 
@@ -57,13 +58,20 @@ std::optional<std::string> run_capture(const std::string& command) {
   return out;
 }
 
-std::string torch_python() {
-  if (const char* env = std::getenv("CPETS_TORCH_PYTHON"); env && *env) return env;
+std::string torch_python_command() {
+  // Like for like: when cpets runs below the CPU's best level, PyTorch is held to the same one
+  // (its ATen kernels and oneDNN), so an AVX-512 machine can stand in for an AVX2 one.
+  std::string env;
+  if (kernels::cpu::cpu_isa() != kernels::cpu::best_cpu_isa()) {
+    if (kernels::cpu::cpu_isa() == kernels::cpu::CpuIsa::avx2) env = "ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 ";
+    if (kernels::cpu::cpu_isa() == kernels::cpu::CpuIsa::portable) env = "ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=SSE41 ";
+  }
+  if (const char* py = std::getenv("CPETS_TORCH_PYTHON"); py && *py) return env + py;
   if (const char* home = std::getenv("HOME"); home && *home) {
     const std::string venv = std::string(home) + "/.cache/cpets/torch-venv/bin/python";
-    if (std::ifstream(venv).good()) return venv;
+    if (std::ifstream(venv).good()) return env + venv;
   }
-  return "/usr/bin/python3";
+  return env + "/usr/bin/python3";
 }
 
 Tensor random_input(const Shape& shape, uint32_t seed) {

@@ -48,8 +48,10 @@ std::optional<std::string> run_capture(const std::string& command);
 
 // The Python that runs the PyTorch baselines: $CPETS_TORCH_PYTHON, else the virtual environment
 // `tools/cpets.sh bench` makes (PyTorch 2.x from PyPI, ~/.cache/cpets/torch-venv), else
-// /usr/bin/python3 (Debian's PyTorch 1.13: a fallback, named as such in the output).
-std::string torch_python();
+// /usr/bin/python3 (Debian's PyTorch 1.13: a fallback, named as such in the output). Prefixed
+// with the environment that holds PyTorch to cpets' instruction-set level when that is below the
+// CPU's best.
+std::string torch_python_command();
 
 // Uniform in [-1, 1), fixed by the seed.
 Tensor random_input(const Shape& shape, uint32_t seed);

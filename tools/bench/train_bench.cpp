@@ -70,7 +70,7 @@ nlohmann::json torch_figures(const TrainBenchOptions& opt) {
     // PyTorch's faster configuration on these VMs (as tools/bench_torch.py): glibc malloc keeps
     // freed memory instead of returning every large tensor to the system.
     const std::string cmd = "MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=68719476736 MALLOC_TOP_PAD_=1073741824 " +
-                            torch_python() + " " CPETS_SOURCE_DIR "/tools/torch_model.py --bench " + opt.preset +
+                            torch_python_command() + " " CPETS_SOURCE_DIR "/tools/torch_model.py --bench " + opt.preset +
                             " --batch " + std::to_string(opt.batch) + " --threads " +
                             std::to_string(omp_get_max_threads()) + " 2>/dev/null";
     std::fprintf(stderr, "running PyTorch for the same model: %s\n", cmd.c_str());
