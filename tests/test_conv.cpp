@@ -112,7 +112,6 @@ void with_threads(int n, F&& f) {
   omp_set_num_threads(prev);
 }
 
-
 // Forward output and the three gradients of Σ g·conv(x, w, b).
 std::vector<Tensor> conv_pass(const ConvCase& c, const ConvInputs& in, const Tensor& g) {
   Tensor x = in.x.clone().set_requires_grad(true), w = in.w.clone().set_requires_grad(true);

@@ -41,10 +41,8 @@ std::map<std::string, double> torch_figures(const std::string& source, bool quic
     json_text = *out;
   }
   auto j = nlohmann::json::parse(json_text);
-  const std::string version = j.value("torch", std::string("?"));
-  std::printf("PyTorch %s%s (its CPU kernels: %s)\n", version.c_str(),
-              version.rfind("1.", 0) == 0 ? " — Debian's 1.13 fallback, not the PyTorch 2.x users would pick" : "",
-              j.value("cpu_capability", std::string("unknown")).c_str());
+  std::printf("%s\n", bench::torch_label(j.value("torch", std::string("?")),
+                                         j.value("cpu_capability", std::string("unknown"))).c_str());
   for (auto& [k, v] : j["seconds"].items()) fig[k] = v.get<double>();
   return fig;
 }

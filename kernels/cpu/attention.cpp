@@ -35,14 +35,13 @@ int64_t tasks_per_chunk(double flops_per_task) {
 }
 
 // Scalar exp is fast_exp (vmath.h); exp16 (kernels/cpu/simd.h) is its vector counterpart.
-inline F16::Mask tail_mask(int64_t left) { return F16::mask(left); }
 
 // The row operations of the softmax and its backward. All reductions have a fixed order (16
 // lanes, then the lanes in a fixed tree), so results do not depend on the thread count.
 float row_max(const float* s, int64_t n) {
   F16 m = F16::bcast(-std::numeric_limits<float>::infinity());
   for (int64_t j = 0; j < n; j += 16) {
-    const F16::Mask k = tail_mask(n - j);
+    const F16::Mask k = F16::mask(n - j);
     m = F16::max(m, F16::select(k, F16::load_m(s + j, k), m));
   }
   return reduce_max(m);
@@ -53,7 +52,7 @@ float exp_row_inplace(float* s, int64_t n, float scale, float shift) {
   const F16 vs = F16::bcast(scale), vh = F16::bcast(shift);
   F16 sum = F16::zero();
   for (int64_t j = 0; j < n; j += 16) {
-    const F16::Mask k = tail_mask(n - j);
+    const F16::Mask k = F16::mask(n - j);
     const F16 p = exp16(F16::fms(F16::load_m(s + j, k), vs, vh));
     store_m(s + j, k, p);
     sum = F16::select(k, sum + p, sum);
@@ -69,7 +68,7 @@ void softmax_grad_row(float* s, const float* dp, int64_t n, float scale, const f
                       bool scalar) {
   const F16 vs = F16::bcast(scale);
   for (int64_t j = 0; j < n; j += 16) {
-    const F16::Mask k = tail_mask(n - j);
+    const F16::Mask k = F16::mask(n - j);
     const F16 sh = scalar ? F16::bcast(shift[0]) : F16::load_m(shift + j, k);
     F16 p = exp16(F16::fms(F16::load_m(s + j, k), vs, sh));
     if (dp) {
@@ -120,7 +119,7 @@ template <int R>
 inline void xyt_rows(int64_t d, const float* X, int64_t ldx, const float* yt, int64_t ldyt, int64_t n2p, float* S,
                      int64_t lds) {
   int64_t j = 0;
-  if constexpr (kIsaLevel == 1) {  // AVX2: R × 1 vectors (R ≤ 6: 12 + 2 + 1 of 16 registers)
+  if constexpr (kNarrowRegisters) {  // AVX2: R × 1 vectors (R ≤ 6: 12 + 2 + 1 of 16 registers)
     for (; j < n2p; j += 16) xyt_block<R, 1>(d, X, ldx, yt + j, ldyt, S + j, lds);
     return;
   }
@@ -137,7 +136,7 @@ inline void xyt_rows(int64_t d, const float* X, int64_t ldx, const float* yt, in
 // Requires lds ≥ round16(n2); columns n2… of S receive values that callers ignore.
 void xyt_micro(int64_t n1, int64_t n2, int64_t d, const float* X, int64_t ldx, const float* yt, int64_t ldyt,
                float* S, int64_t lds) {
-  constexpr int R = kIsaLevel == 1 ? 6 : 4;
+  constexpr int R = kNarrowRegisters ? 6 : 4;
   const int64_t n2p = round16(n2);
   int64_t i = 0;
   for (; i + R <= n1; i += R) xyt_rows<R>(d, X + i * ldx, ldx, yt, ldyt, n2p, S + i * lds, lds);
@@ -173,7 +172,7 @@ inline void pz_block(int64_t n2, const float* P, int64_t ldp, const float* Z, in
 template <int V>
 void pz_columns(int64_t n1, int64_t n2, const float* P, int64_t ldp, const float* Z, int64_t ldz, float* A,
                 int64_t lda, F16::Mask tail) {
-  constexpr int R = kIsaLevel == 1 || V >= 3 ? 6 : 8;
+  constexpr int R = kNarrowRegisters || V >= 3 ? 6 : 8;
   int64_t i = 0;
   for (; i + R <= n1; i += R) pz_block<R, V>(n2, P + i * ldp, ldp, Z, ldz, A + i * lda, lda, tail);
   for (; i < n1; ++i) pz_block<1, V>(n2, P + i * ldp, ldp, Z, ldz, A + i * lda, lda, tail);
@@ -181,13 +180,13 @@ void pz_columns(int64_t n1, int64_t n2, const float* P, int64_t ldp, const float
 
 void pz_acc_micro(int64_t n1, int64_t n2, int64_t d, const float* P, int64_t ldp, const float* Z, int64_t ldz,
                   float* A, int64_t lda) {
-  constexpr int64_t kWidth = kIsaLevel == 1 ? 16 : 64;  // AVX2: one channel vector per sweep
+  constexpr int64_t kWidth = kNarrowRegisters ? 16 : 64;  // AVX2: one channel vector per sweep
   for (int64_t c0 = 0; c0 < d; c0 += kWidth) {
     const int64_t width = std::min<int64_t>(kWidth, d - c0);
     const int V = int((width + 15) / 16);
     const int64_t last = width - 16 * (V - 1);
     const F16::Mask tail = F16::mask(last);
-    if constexpr (kIsaLevel == 1) {
+    if constexpr (kNarrowRegisters) {
       pz_columns<1>(n1, n2, P, ldp, Z + c0, ldz, A + c0, lda, tail);
       continue;
     }
@@ -277,7 +276,7 @@ HeadsT transpose_heads(const Geometry& g, const float* x, int64_t n, float* buf,
 // 44 → ~155; d = 16 (one thread) forward 86 → 110, forward+backward 78 → 96. Scores are in log2 units: the transposed q (or k) copy
 // is pre-multiplied by scale·log2(e), so each probability is one exp2.
 constexpr int64_t kMaxThinDim = 16;
-constexpr int kMaxFusedDim = kIsaLevel == 1 ? 4 : 8;  // up to here a group's operands and accumulators fit in registers
+constexpr int kMaxFusedDim = kNarrowRegisters ? 4 : 8;  // up to here a group's operands and accumulators fit in registers
 constexpr int64_t kThinChunk = 128;  // keys whose scores are kept (one vector each) per rescale
 constexpr float kLog2e = 1.44269504088896341f;
 
@@ -384,7 +383,7 @@ void thin_dq_group(const Geometry& g, const float* qt, const float* dot, int64_t
     dO[c] = F16::load(dot + c * ld);
     dQ[c] = F16::zero();
   }
-  const F16::Mask valid = tail_mask(nvalid);
+  const F16::Mask valid = F16::mask(nvalid);
   const F16 L = F16::mul(F16::load_m(lse, valid), F16::bcast(kLog2e));
   const F16 Dv = F16::load_m(Drow, valid);
   for (int64_t j = 0; j < g.Nk; ++j) {
@@ -476,7 +475,7 @@ void phased_dq_group(const Geometry& g, const float* qt, const float* dot, int64
                      const float* lse, const float* Drow, int64_t nvalid, float* dq_rows, float* sbuf) {
   const int64_t C = g.C;
   alignas(64) float acc[D][16] = {};
-  const F16::Mask valid = tail_mask(nvalid);
+  const F16::Mask valid = F16::mask(nvalid);
   const F16 L = F16::mul(F16::load_m(lse, valid), F16::bcast(kLog2e));
   const F16 Dv = F16::load_m(Drow, valid);
   for (int64_t j0 = 0; j0 < g.Nk; j0 += kThinChunk) {

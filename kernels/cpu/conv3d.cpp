@@ -3,13 +3,11 @@
 #include "kernels/cpu/static_count.h"
 
 #include <algorithm>
-#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <mutex>
 #include <new>
-#include <type_traits>
 #include <vector>
 
 #include <omp.h>
@@ -19,11 +17,6 @@
 
 namespace cpets::kernels::cpu::CPETS_ISA_NS {
 namespace {
-
-// Register blocks (counts of F16 accumulators) per level: AVX-512 has 32 vector registers of 16
-// floats; AVX2 has 16 of 8 floats, so an F16 takes two and the blocks are a third to a quarter
-// of the size. The portable level keeps the AVX-512 blocks (plain arrays; the compiler decides).
-constexpr bool kAvx2Blocks = kIsaLevel == 1;
 
 // ------------------------------------------------------------------------------------------
 // Scratch memory. Fresh pages are slow to first touch, so the large padded copies reuse the
@@ -246,7 +239,7 @@ void build_padded(const PadSource& S, Padded& P, int slot) {
 // ------------------------------------------------------------------------------------------
 // Forward micro-kernel: NCO output channels × NW output vectors (16 consecutive W positions
 // each, possibly from different rows) in registers; one broadcast weight per NW FMAs.
-constexpr int kMaxNW = kAvx2Blocks ? 6 : 12;
+constexpr int kMaxNW = kNarrowRegisters ? 6 : 12;
 struct FwdArgs {
   const float* x;           // padded input at (b, ci=0, first padded plane of this output plane)
   int64_t pos_off[kMaxNW];  // per output vector: offset of its first tap-0 input in x
@@ -300,7 +293,7 @@ __attribute__((noinline)) void fwd_micro(const FwdArgs& a) {
 // NCO × NW blocks; NW > 4 only with one or two output channels (see choose_fwd_blocking).
 template <class V>
 void fwd_micro_dispatch(int nco, int nw, const FwdArgs& a) {
-  constexpr int kMaxNco = kAvx2Blocks ? 6 : 8, kMaxNwWide = kAvx2Blocks ? 2 : 4;
+  constexpr int kMaxNco = kNarrowRegisters ? 6 : 8, kMaxNwWide = kNarrowRegisters ? 2 : 4;
   with_static_count<kMaxNW>(nw, [&](auto nw_c) {
     constexpr int NW = decltype(nw_c)::value;
     if constexpr (NW <= kMaxNwWide) with_static_count<kMaxNco>(nco, [&](auto c) { fwd_micro<V, decltype(c)::value, NW>(a); });
@@ -317,7 +310,7 @@ constexpr int64_t kCinBlock = 16;
 // (two units × 4 cycles): 12 × 1 and 8 × 2 instead (3× faster at 16 → 1).
 // AVX2 (16 registers, two per F16): 1 × 6 (12 + 2 + 1 registers), 6 × 1 and 2 × 2.
 FwdBlocking choose_fwd_blocking(int64_t cout) {
-  if (kAvx2Blocks) return cout == 1 ? FwdBlocking{6, 1} : cout == 2 ? FwdBlocking{2, 2} : FwdBlocking{1, 6};
+  if (kNarrowRegisters) return cout == 1 ? FwdBlocking{6, 1} : cout == 2 ? FwdBlocking{2, 2} : FwdBlocking{1, 6};
   if (cout == 1) return {12, 1};
   if (cout == 2) return {8, 2};
   return {3, 8};
@@ -513,7 +506,7 @@ __attribute__((noinline)) void bww_micro(const BwdWArgs& a) {
 // NCO × NT blocks; NT > 4 only with one or two output channels (see backward_weight_core).
 template <class V>
 void bww_micro_dispatch(int nco, int nt, const BwdWArgs& a) {
-  constexpr int kMaxNt = kAvx2Blocks ? 6 : 12, kMaxNco = kAvx2Blocks ? 2 : 8;
+  constexpr int kMaxNt = kNarrowRegisters ? 6 : 12, kMaxNco = kNarrowRegisters ? 2 : 8;
   with_static_count<kMaxNt>(nt, [&](auto nt_c) {
     constexpr int NT = decltype(nt_c)::value;
     if constexpr (NT <= 4) with_static_count<kMaxNco>(nco, [&](auto c) { bww_micro<V, decltype(c)::value, NT>(a); });
@@ -536,7 +529,7 @@ void backward_weight_core(const ConvGeom& g, const Padded& X, const float* dy, f
   if (g.cout == 1) nt_max = 12, nb = 1;
   else if (g.cout == 2) nt_max = 8, nb = 2;
   // AVX2: (NCO·NT + NT + 1) F16 in 16 registers: 2 × 2, and 1 × 6 for one channel.
-  if (kAvx2Blocks) nt_max = g.cout == 1 ? 6 : 2, nb = g.cout == 1 ? 1 : 2;
+  if (kNarrowRegisters) nt_max = g.cout == 1 ? 6 : 2, nb = g.cout == 1 ? 1 : 2;
   const int64_t cib = std::clamp<int64_t>(g.cin / 8, 1, 4);
   const int64_t ci_blocks = ceil_div(g.cin, cib);
   const int64_t slabs = g.batch * g.o[0];
@@ -677,10 +670,10 @@ __attribute__((noinline)) void bwwt_micro(const BwdWTArgs& a) {
 // Pairs per micro-kernel call for NCOV channel vectors: NCOV·NP ≤ 24 accumulators; on AVX2
 // (NCOV·NP + NCOV) F16 and one broadcast in 16 registers, at most 2 channel vectors per call.
 constexpr int bwwt_np(int ncov) {
-  if (kAvx2Blocks) return ncov == 1 ? 6 : 2;
+  if (kNarrowRegisters) return ncov == 1 ? 6 : 2;
   return ncov == 1 ? 16 : ncov == 2 ? 12 : ncov == 3 ? 8 : 6;
 }
-constexpr int kMaxNcov = kAvx2Blocks ? 2 : 4;
+constexpr int kMaxNcov = kNarrowRegisters ? 2 : 4;
 
 template <class V>
 void bwwt_dispatch(int ncov, bool paired, const BwdWTArgs& a) {

@@ -2,9 +2,6 @@
 #include "kernels/cpu/static_count.h"
 
 #include <algorithm>
-#include <atomic>
-#include <cstdlib>
-#include <cstring>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -250,7 +247,7 @@ __attribute__((noinline)) void multiply(const float* V, const float* U, int64_t 
 
 // AVX2 (16 registers, two per F16): groups of at most 6 tiles × 1 channel vector (12 + 2 + 1
 // registers); AVX-512 and portable: all tiles × NCV at once.
-constexpr int kTilesPerMultiply = kIsaLevel == 1 ? 6 : kMaxTiles;
+constexpr int kTilesPerMultiply = kNarrowRegisters ? 6 : kMaxTiles;
 
 template <int MT, int NCV>
 void multiply_nt(int nt, const float* V, const float* U, int64_t cin, int64_t cout_p, float* M) {
@@ -374,7 +371,7 @@ void winograd_conv(int64_t batch, int64_t cin, int64_t cout, int64_t cout_p, con
   const int64_t chan_in = in[0] * in[1] * in[2];
   const int64_t rows = batch * g.tD * g.tH;  // one parallel item: all tile blocks of a (b, td, th) row
   const double flops = 2.0 * double(batch) * double(cin) * double(cout) * 27.0 * double(chan_in);
-  const int ncv = (cout_p / kLanes) % 2 == 0 && kIsaLevel != 1 ? 2 : 1;
+  const int ncv = (cout_p / kLanes) % 2 == 0 && !kNarrowRegisters ? 2 : 1;
   // Chunks of consecutive rows (th, th + 1, ...) on one thread, so that each task's prefetch of
   // the next task's input rows lands in the cache of the core that will read them.
   const int64_t rows_per_chunk = 16 / MT;
@@ -561,7 +558,7 @@ __attribute__((noinline)) void accumulate_products(const Segments& sg, int64_t c
     float* Whp = Wh + int64_t(p) * cin * cout_p;
     int64_t cv = 0;
     // AVX2: 6 input channels × 1 channel vector (12 + 2 + 1 registers) only.
-    if constexpr (kIsaLevel == 1) {
+    if constexpr (kNarrowRegisters) {
       for (; cv < cvecs; ++cv) {
         int64_t ci = 0;
         for (; ci + 6 <= cin; ci += 6) accumulate_block<MT, 6, 1>(sg, cout_p, p, ci, cv, Whp);

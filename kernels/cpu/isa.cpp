@@ -19,7 +19,6 @@ constexpr bool kX86 = false;
 // __builtin_cpu_supports also checks that the OS saves the wide registers (XGETBV).
 std::string missing_feature(CpuIsa isa) {
   if (isa == CpuIsa::portable) return "";
-  if (!kX86) return "not an x86-64 build";
 #if CPETS_X86_LEVELS
   __builtin_cpu_init();
   struct Need {
@@ -41,7 +40,7 @@ std::string missing_feature(CpuIsa isa) {
       if (!n.have) return n.name;
   return "";
 #else
-  return "no CPU feature detection in this compiler";
+  return "an x86-64 build";
 #endif
 }
 
@@ -100,8 +99,7 @@ std::vector<CpuIsa> compiled_cpu_isas() {
 bool cpu_isa_supported(CpuIsa isa, std::string* why_not) {
   const std::string missing = missing_feature(isa);
   if (missing.empty()) return true;
-  if (why_not) *why_not = std::string(cpu_isa_name(isa)) + " needs " + missing + ", which this CPU lacks";
-  if (why_not && !kX86) *why_not = std::string(cpu_isa_name(isa)) + " is x86-64 only (this build has portable)";
+  if (why_not) *why_not = std::string(cpu_isa_name(isa)) + " needs " + missing + (kX86 ? ", which this CPU lacks" : "");
   return false;
 }
 

@@ -75,16 +75,18 @@
   X(void, geglu_backward, (const float* x, const float* dy, float* dx, int64_t rows, int64_t F), (x, dy, dx, rows, F)) \
   X(void, adam_step,                                                                                                  \
     (float* param, const float* grad, float* exp_avg, float* exp_avg_sq, int64_t n, const AdamScalars& s),           \
-    (param, grad, exp_avg, exp_avg_sq, n, s))                                                                         \
-  X(void, conv3d_release_level_scratch, (), ())
+    (param, grad, exp_avg, exp_avg_sq, n, s))
 
 #define CPETS_DECLARE(ret, name, params, args) ret name params;
 
+// Not forwarded: conv3d_release_scratch frees every level's buffers.
+#define CPETS_ISA_LEVEL_DECLS(X) CPETS_ISA_KERNELS(X) void conv3d_release_level_scratch();
+
 namespace cpets::kernels::cpu {
-namespace portable { CPETS_ISA_KERNELS(CPETS_DECLARE) }
+namespace portable { CPETS_ISA_LEVEL_DECLS(CPETS_DECLARE) }
 #if CPETS_X86_LEVELS
-namespace avx2 { CPETS_ISA_KERNELS(CPETS_DECLARE) }
-namespace avx512 { CPETS_ISA_KERNELS(CPETS_DECLARE) }
+namespace avx2 { CPETS_ISA_LEVEL_DECLS(CPETS_DECLARE) }
+namespace avx512 { CPETS_ISA_LEVEL_DECLS(CPETS_DECLARE) }
 #define CPETS_FORWARD(ret, name, params, args) \
   ret name params {                            \
     switch (cpu_isa()) {                       \

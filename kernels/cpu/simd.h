@@ -12,7 +12,7 @@
 //
 // F16 is 16 floats: one zmm register (AVX-512), two ymm registers (AVX2) or a plain array the
 // compiler may vectorise (portable). The kernels keep one data layout (16-float rows and channel
-// blocks) on every level; only their register blocking differs (kVectorRegisters).
+// blocks) on every level; only their register blocking differs (kNarrowRegisters).
 #pragma once
 
 #ifndef CPETS_ISA_LEVEL
@@ -39,10 +39,11 @@ namespace cpets::kernels::cpu::CPETS_ISA_NS {
 
 constexpr int kIsaLevel = CPETS_ISA_LEVEL;
 constexpr int kLanes = 16;
-// Vector registers the register-blocked micro-kernels may fill (each F16 takes 1 on AVX-512, 2
-// on AVX2: count F16 values × kRegsPerF16 against it).
-constexpr int kVectorRegisters = CPETS_ISA_LEVEL == 2 ? 32 : 16;
-constexpr int kRegsPerF16 = CPETS_ISA_LEVEL == 1 ? 2 : 1;
+// The register blocks of the micro-kernels follow from this one fact. AVX-512 has 32 vector
+// registers of 16 floats; AVX2 has 16 of 8, so an F16 takes two and a block of accumulators, its
+// operands and a broadcast must fit in 16 (e.g. 6 × 1 F16: 12 + 2 + 1). The portable level keeps
+// the AVX-512 blocks (plain arrays: the compiler decides).
+constexpr bool kNarrowRegisters = CPETS_ISA_LEVEL == 1;
 
 // Lanes [first, first + 16) ∩ [0, size) of a 16-lane window starting at `first`, as bits.
 inline uint32_t window_bits(int64_t first, int64_t size) {

@@ -74,6 +74,12 @@ std::string torch_python_command() {
   return env + "/usr/bin/python3";
 }
 
+std::string torch_label(const std::string& version, const std::string& cpu_capability) {
+  const bool fallback = version.rfind("1.", 0) == 0;
+  return "PyTorch " + version + (fallback ? " (Debian's 1.13 fallback, not the PyTorch 2.x users would pick)" : "") +
+         ", its CPU kernels " + cpu_capability;
+}
+
 Tensor random_input(const Shape& shape, uint32_t seed) {
   std::mt19937 gen(seed);
   std::uniform_real_distribution<float> dist(-1.f, 1.f);

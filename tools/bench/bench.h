@@ -53,6 +53,9 @@ std::optional<std::string> run_capture(const std::string& command);
 // CPU's best.
 std::string torch_python_command();
 
+// "PyTorch <version>, its CPU kernels <capability>", marking Debian's 1.13 as the fallback it is.
+std::string torch_label(const std::string& version, const std::string& cpu_capability);
+
 // Uniform in [-1, 1), fixed by the seed.
 Tensor random_input(const Shape& shape, uint32_t seed);
 

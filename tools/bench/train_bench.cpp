@@ -160,9 +160,8 @@ int run_train_bench(const TrainBenchOptions& opt) {
   const double rss = peak_rss_bytes();
   std::printf("\ncpets CPU kernels: %s; %d threads\n", kernels::cpu::cpu_isa_description().c_str(), omp_get_max_threads());
   if (torch.contains("torch"))
-    std::printf("PyTorch %s%s, its CPU kernels %s\n", torch["torch"].get<std::string>().c_str(),
-                torch["torch"].get<std::string>().rfind("1.", 0) == 0 ? " (Debian's 1.13 fallback)" : "",
-                torch.value("cpu_capability", std::string("unknown")).c_str());
+    std::printf("%s\n", torch_label(torch["torch"].get<std::string>(),
+                                    torch.value("cpu_capability", std::string("unknown"))).c_str());
   std::printf("\n%-34s %12s %12s %9s\n", "", "cpets", "PyTorch", "ratio");
   auto row = [&](const char* what, double ours, const char* key, double scale, const char* unit) {
     if (torch.contains(key)) {
