@@ -37,7 +37,7 @@ FeedForward::FeedForward(int64_t channels, int64_t hidden, Generator& init) {
 Tensor FeedForward::forward(const Tensor& x) const { return out->forward(geglu(proj->forward(x))); }
 
 SpatialTransformer::SpatialTransformer(int64_t channels, int64_t heads, int64_t context_channels, int64_t groups,
-                                       float gn_eps, float ln_eps, Generator& init)
+                                       float gn_eps, float ln_eps, Generator& init, bool zero_init_out)
     : channels_(channels), context_channels_(context_channels) {
   const int64_t kv_width = context_channels > 0 ? context_channels : channels;
   norm = register_module("norm", std::make_shared<GroupNorm>(groups, channels, gn_eps));
@@ -49,7 +49,7 @@ SpatialTransformer::SpatialTransformer(int64_t channels, int64_t heads, int64_t 
   norm3 = register_module("norm3", std::make_shared<LayerNorm>(channels, ln_eps));
   ff = register_module("ff", std::make_shared<FeedForward>(channels, 4 * channels, init));
   proj_out = register_module("proj_out", std::make_shared<Conv3d>(channels, channels, 1, init));
-  proj_out->zero_();
+  if (zero_init_out) proj_out->zero_();
 }
 
 namespace {

@@ -38,8 +38,10 @@ class FeedForward : public Module {  // Linear(C→2·hidden) → GEGLU → Line
 class SpatialTransformer : public Module {
  public:
   // context_channels = 0: no context, the second attention is self-attention too.
+  // zero_init_out = false leaves proj_out at its random init (docs/causal-fidelity.md: a zeroed
+  // proj_out gives the context path exactly zero gradient at the start).
   SpatialTransformer(int64_t channels, int64_t heads, int64_t context_channels, int64_t groups, float gn_eps,
-                     float ln_eps, Generator& init);
+                     float ln_eps, Generator& init, bool zero_init_out = true);
   Tensor forward(const Tensor& x, const Tensor& context = Tensor()) const;
 
   bool has_context() const { return context_channels_ > 0; }

@@ -1,5 +1,6 @@
 #include "models/causal_pets.h"
 
+#include <set>
 #include <stdexcept>
 #include <string>
 
@@ -104,6 +105,17 @@ NamedTensors CausalPETS::generator_parameters() const {
   append(t1_decoder, "t1_decoder.");
   append(pet_generator, "pet_generator.");
   return all;
+}
+
+std::pair<NamedTensors, NamedTensors> CausalPETS::split_conditional_path() const {
+  std::set<const TensorImpl*> cross;
+  for (const Tensor& p : pet_generator->cross_attention_parameters()) cross.insert(p.impl());
+  NamedTensors conditional, rest;
+  for (auto& [name, p] : generator_parameters()) {
+    const bool on_path = name.rfind("fusion.", 0) == 0 || cross.count(p.impl()) > 0;
+    (on_path ? conditional : rest).emplace_back(name, p);
+  }
+  return {std::move(conditional), std::move(rest)};
 }
 
 NamedTensors CausalPETS::discriminator_parameters() const {

@@ -72,6 +72,9 @@ class CausalPETS : public Module {
   // The two optimisers' parameters, named with the state_dict prefixes. The generator group is
   // everything but D (E with MLP_M, f, G_T1, G_P).
   NamedTensors generator_parameters() const;
+  // The generator parameters split into the conditional path (f and G_P's cross-attention to
+  // B: what carries the tabular inputs into the PET) and the rest, each in generator order.
+  std::pair<NamedTensors, NamedTensors> split_conditional_path() const;
   NamedTensors discriminator_parameters() const;
 
   const ModelConfig& config() const { return config_; }

@@ -164,6 +164,7 @@ nlohmann::json to_json(const ModelConfig& c) {
                         {"t1_reconstruction", c.t1_reconstruction},
                         {"discriminator", c.discriminator},
                         {"perceptual", c.perceptual},
+                        {"transformer_zero_init", c.transformer_zero_init},
                         {"norm_eps", c.norm_eps},
                         {"ln_eps", c.ln_eps},
                         {"bn_eps", c.bn_eps},
@@ -208,6 +209,7 @@ ModelConfig model_config_from_json(const nlohmann::json& j, ModelConfig base) {
     else if (key == "t1_reconstruction") read_field(value, key, c.t1_reconstruction);
     else if (key == "discriminator") read_field(value, key, c.discriminator);
     else if (key == "perceptual") read_field(value, key, c.perceptual);
+    else if (key == "transformer_zero_init") read_field(value, key, c.transformer_zero_init);
     else if (key == "norm_eps") read_field(value, key, c.norm_eps);
     else if (key == "ln_eps") read_field(value, key, c.ln_eps);
     else if (key == "bn_eps") read_field(value, key, c.bn_eps);

@@ -60,6 +60,10 @@ struct ModelConfig {
   bool discriminator = true;      // false: no D (λ_adv = 0, no D step)
   std::string perceptual = "none";  // "none" | "lpips-squeeze" (weights from a converted file)
 
+  // true (model.md): every SpatialTransformer's proj_out starts at zero, so a fresh transformer
+  // is the identity and the conditional path f → G_P's cross-attention gets no gradient at
+  // first. false: proj_out keeps its random init (docs/causal-fidelity.md measures both).
+  bool transformer_zero_init = true;
   float norm_eps = 1e-6f;      // GroupNorm
   float ln_eps = 1e-5f;        // LayerNorm
   float bn_eps = 1e-5f;        // BatchNorm3d

@@ -84,7 +84,8 @@ Encoder::Encoder(const ModelConfig& config, Generator& init) {
     context = config.context_width;
   }
   transformer = register_module("transformer", std::make_shared<SpatialTransformer>(
-                                                   ch[2], config.encoder_heads, context, G, eps, config.ln_eps, init));
+                                                   ch[2], config.encoder_heads, context, G, eps, config.ln_eps, init,
+                                                   config.transformer_zero_init));
   norm_out_ = register_module("norm_out", std::make_shared<GroupNorm>(G, ch[2], eps));
   conv_out_ = register_module("conv_out", std::make_shared<Conv3d>(ch[2], 2 * config.latent_channels, 3, init, kSame3));
 }
@@ -150,7 +151,7 @@ PETGenerator::PETGenerator(const ModelConfig& config, Generator& init) {
       for (int i = 0; i < 3; ++i) {
         const int64_t context = i == 0 ? fusion_token_width(config) : 0;
         level.attentions.push_back(attentions->push_back(std::make_shared<SpatialTransformer>(
-            ch[l], config.generator_heads, context, G, eps, config.ln_eps, init)));
+            ch[l], config.generator_heads, context, G, eps, config.ln_eps, init, config.transformer_zero_init)));
       }
       // Registration order (resnets, attentions, upsampler) only fixes names; forward interleaves.
     }
@@ -160,6 +161,15 @@ PETGenerator::PETGenerator(const ModelConfig& config, Generator& init) {
   }
   norm_out_ = register_module("norm_out", std::make_shared<GroupNorm>(G, in, eps));
   conv_out_ = register_module("conv_out", std::make_shared<Conv3d>(in, 1, 3, init, kSame3));
+}
+
+std::vector<Tensor> PETGenerator::cross_attention_parameters() const {
+  std::vector<Tensor> out;
+  for (const Level& level : levels_)
+    for (const auto& t : level.attentions)
+      if (t->has_context())
+        for (auto& [name, p] : t->attn2->named_parameters()) out.push_back(p);
+  return out;
 }
 
 Tensor PETGenerator::forward(const Tensor& z, const Tensor& tokens) const {

@@ -59,6 +59,9 @@ class PETGenerator : public Module {  // G_P
  public:
   PETGenerator(const ModelConfig& config, Generator& init);
   Tensor forward(const Tensor& z, const Tensor& tokens) const;
+  // The attention that reads B (the cross-attention of the first transformer): with f, the
+  // conditional path that train.lr_conditional_scale speeds up.
+  std::vector<Tensor> cross_attention_parameters() const;
 
  private:
   struct Level {

@@ -217,6 +217,40 @@ TEST_CASE("state_dict names: the paper's network prefixes, generator/discriminat
   CHECK_FALSE(has_prefix(model.generator_parameters(), "discriminator."));
 }
 
+TEST_CASE("conditional path: f and G_P's cross-attention to B, split from the other generator parameters") {
+  Generator init(10);
+  CausalPETS model(model_preset("tiny"), init);
+  const auto [conditional, rest] = model.split_conditional_path();
+  CHECK(conditional.size() + rest.size() == model.generator_parameters().size());
+  std::set<std::string> names;
+  for (const auto& [name, _] : conditional) names.insert(name);
+  // f whole, and to_q/to_k/to_v/to_out of the first (cross-attending) transformer of G_P only.
+  for (const auto& [name, _] : model.fusion->named_parameters("fusion.")) CHECK_MESSAGE(names.count(name), name);
+  for (const char* p : {"to_q.weight", "to_k.weight", "to_v.weight", "to_out.weight", "to_out.bias"})
+    CHECK_MESSAGE(names.count(std::string("pet_generator.up_blocks.0.attentions.0.attn2.") + p), p);
+  CHECK(names.size() == model.fusion->named_parameters().size() + 5);
+  for (const auto& [name, _] : rest) {
+    CHECK_MESSAGE(name.rfind("fusion.", 0) != 0, name);
+    CHECK_MESSAGE(name.find("attentions.0.attn2.") == std::string::npos, name);
+  }
+}
+
+TEST_CASE("transformer_zero_init: proj_out starts at zero (model.md) or at its random init") {
+  ModelConfig c = model_preset("tiny");
+  auto proj_out_abs_sum = [](const CausalPETS& m) {
+    double s = 0;
+    for (const auto& [name, p] : m.state_dict())
+      if (name.find("proj_out.weight") != std::string::npos)
+        for (int64_t i = 0; i < p.numel(); ++i) s += std::fabs(p.data()[i]);
+    return s;
+  };
+  Generator a(3), b(3);
+  CHECK(proj_out_abs_sum(CausalPETS(c, a)) == 0.0);
+  c.transformer_zero_init = false;
+  CHECK(proj_out_abs_sum(CausalPETS(c, b)) > 0.0);
+  CHECK(model_config_from_json(to_json(c)).transformer_zero_init == false);
+}
+
 TEST_CASE("seed → identical weights; another seed → different weights") {
   Generator a(11), b(11), c(12);
   CausalPETS ma(model_preset("tiny"), a), mb(model_preset("tiny"), b), mc(model_preset("tiny"), c);

@@ -517,6 +517,45 @@ TEST_CASE("trainer: the same config and seed give bitwise identical losses, on 1
   CHECK_FALSE(same_bits(other.step().g_total, Trainer(c).step().g_total));
 }
 
+TEST_CASE("trainer: train.lr_conditional_scale gives f and G_P's cross-attention their own learning rate") {
+  // proj_out at random init: with model.md's zeroed proj_out, f gets exactly zero gradient at
+  // the first step (checked last), so nothing would move to compare.
+  const std::string random_out = "model.transformer_zero_init=false";
+  Trainer one(tiny_config({random_out}));
+  CHECK(one.generator_optimizer().num_groups() == 1);
+  Trainer two(tiny_config({random_out, "train.lr_conditional_scale=10"}));
+  REQUIRE(two.generator_optimizer().num_groups() == 2);
+  CHECK(two.generator_optimizer().options(0).lr == doctest::Approx(1e-4));
+  CHECK(two.generator_optimizer().options(1).lr == doctest::Approx(1e-3));
+  // Every parameter still steps once per step; Adam's first step moves a weight by about its lr,
+  // so f moves ~10× further and the rest exactly as far as with one rate.
+  Trainer fresh(tiny_config({random_out})), zeroed(tiny_config()), zeroed_fresh(tiny_config());
+  ThreadCount t(1);
+  one.step();
+  two.step();
+  zeroed.step();
+  for (const auto& [name, _] : two.model().generator_parameters())
+    CHECK_MESSAGE(two.generator_optimizer().step_count(name) == 1, name);
+  auto find_tensor = [](const NamedTensors& all, const std::string& key) {
+    for (const auto& [name, t] : all)
+      if (name == key) return t;
+    FAIL("no tensor " << key);
+    return Tensor();
+  };
+  auto max_move = [&](Trainer& tr, Trainer& init, const std::string& key) {
+    const Tensor before = find_tensor(init.model().state_dict(), key);
+    const Tensor after = find_tensor(tr.model().state_dict(), key);
+    double m = 0;
+    for (int64_t i = 0; i < after.numel(); ++i) m = std::max(m, double(std::fabs(after.data()[i] - before.data()[i])));
+    return m;
+  };
+  CHECK(max_move(one, fresh, "fusion.fc1.weight") > 0);
+  CHECK(max_move(two, fresh, "fusion.fc1.weight") > 5 * max_move(one, fresh, "fusion.fc1.weight"));
+  CHECK(max_move(two, fresh, "encoder.conv_in.weight") == max_move(one, fresh, "encoder.conv_in.weight"));
+  CHECK(max_move(zeroed, zeroed_fresh, "fusion.fc1.weight") == 0);
+  CHECK(contains(error_of([] { tiny_config({"train.lr_conditional_scale=0"}); }), "train.lr_conditional_scale"));
+}
+
 TEST_CASE("trainer: a run interrupted, checkpointed and resumed in a fresh trainer equals an uninterrupted one") {
   ThreadCount one(1);
   TempDir out;

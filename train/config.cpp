@@ -154,6 +154,7 @@ DataConfig data_from_json(const json& j) {
 json train_to_json(const TrainConfig& t) {
   return {{"lr", t.lr},
           {"lr_discriminator", t.lr_discriminator},
+          {"lr_conditional_scale", t.lr_conditional_scale},
           {"beta1", t.beta1},
           {"beta2", t.beta2},
           {"adam_eps", t.adam_eps},
@@ -183,6 +184,7 @@ TrainConfig train_from_json(const json& j) {
   TrainConfig t;
   t.lr = j.at("lr").get<double>();
   t.lr_discriminator = j.at("lr_discriminator").get<double>();
+  t.lr_conditional_scale = j.at("lr_conditional_scale").get<double>();
   t.beta1 = j.at("beta1").get<double>();
   t.beta2 = j.at("beta2").get<double>();
   t.adam_eps = j.at("adam_eps").get<double>();
@@ -250,6 +252,7 @@ void validate_data(const DataConfig& d) {
 void validate_train(const TrainConfig& t) {
   require_positive("train.lr", t.lr);
   require_positive("train.lr_discriminator", t.lr_discriminator);
+  require_positive("train.lr_conditional_scale", t.lr_conditional_scale);
   if (!(t.beta1 >= 0 && t.beta1 < 1)) fail("train.beta1", "is " + number(t.beta1), "it must lie in [0, 1)");
   if (!(t.beta2 >= 0 && t.beta2 < 1)) fail("train.beta2", "is " + number(t.beta2), "it must lie in [0, 1)");
   require_positive("train.adam_eps", t.adam_eps);

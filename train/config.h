@@ -53,6 +53,9 @@ struct TrainConfig {
   // Optimisers (model.md §5): Adam β (0.9, 0.999), eps 1e-8, no weight decay.
   double lr = 1e-4;                 // everything but D
   double lr_discriminator = 5e-4;   // D (paper; the reference code used 1e-3)
+  // Learning rate of the conditional path (f and G_P's cross-attention to B) as a multiple of
+  // lr; 1 is model.md's single rate (docs/causal-fidelity.md measures why more helps).
+  double lr_conditional_scale = 1.0;
   double beta1 = 0.9, beta2 = 0.999, adam_eps = 1e-8;
   int64_t batch_size = 2;
   int64_t epochs = 1000;

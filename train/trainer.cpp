@@ -43,6 +43,14 @@ AdamOptions adam_options(const TrainConfig& t, double lr) {
   return o;
 }
 
+// One group at train.lr (model.md), or two when the conditional path has its own rate.
+std::vector<ParamGroup> generator_groups(const models::CausalPETS& model, const TrainConfig& t) {
+  if (t.lr_conditional_scale == 1.0) return {{model.generator_parameters(), adam_options(t, t.lr)}};
+  auto [conditional, rest] = model.split_conditional_path();
+  return {{std::move(rest), adam_options(t, t.lr)},
+          {std::move(conditional), adam_options(t, t.lr * t.lr_conditional_scale)}};
+}
+
 std::string group_digits(int64_t n) {
   std::string s = std::to_string(n), out;
   for (size_t i = 0; i < s.size(); ++i) {
@@ -129,7 +137,7 @@ Trainer::Trainer(Config config, std::optional<CohortSplits> data)
   model_->train();
   const ObjectiveConfig obj = config_.objective();
   if (obj.lambda_perceptual > 0) perceptual_ = models::load_lpips_squeeze(t.perceptual_weights);
-  g_opt_ = std::make_unique<Adam>(model_->generator_parameters(), adam_options(t, t.lr));
+  g_opt_ = std::make_unique<Adam>(generator_groups(*model_, t));
   if (discriminator_step_enabled())
     d_opt_ = std::make_unique<Adam>(model_->discriminator_parameters(), adam_options(t, t.lr_discriminator));
   if (model_->discriminator) model_->discriminator->set_requires_grad(false);  // unfrozen for its own step only
