@@ -176,6 +176,7 @@ SubjectOutput process_subject(const Options& opt, const AnatomyHandle& anatomy, 
     if (keep && k == 0) keep->push_back({subj.id + "_" + pet_date, std::move(r)});
 
     for (const auto& iv : opt.interventions) {
+      if (!iv.applies_to(subj.apoe4)) continue;  // e.g. do(APOE4 − 1) for a non-carrier
       const SessionState cst = session_state(subj, k, &iv);
       const Rendered cr = render_session(anatomy, opt.grid, atlas, subj, k, cst, opt.tracers);
       const fs::path croot = root / "counterfactual" / iv.name;

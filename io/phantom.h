@@ -29,11 +29,18 @@ std::string tracer_name(Tracer t);  // "av45" / "av1451" (file names); the CSV w
 std::vector<Tracer> parse_tracers(const std::string& s);  // "av45", "av1451" or "both"
 
 // ---- interventions and faults ---------------------------------------------------------------
-// One counterfactual world: "apoe4=0", "abeta=800", or both joined by a comma.
+// One counterfactual world: "apoe4=0", "abeta=800", the relative forms "apoe4-1" / "apoe4+1"
+// (each session's own allele count ± 1; sessions where that is impossible are left out of the
+// world) and "abeta*0.5" (the session's measured ABETA times a factor), or several joined by a
+// comma.
 struct Intervention {
   std::string name;               // directory name under counterfactual/
   std::optional<int> apoe4;       // do(APOE4 = a), a ∈ {0, 1, 2}
+  std::optional<int> apoe4_shift; // do(APOE4 = APOE4 + k), k = ±1
   std::optional<double> abeta;    // do(ABETA = b) pg/mL, which sets A = (1700 − b)/1100 (clipped)
+  std::optional<double> abeta_factor;  // do(ABETA = f · ABETA), the same rule on the product
+  // false when the world does not exist for this subject (apoe4_shift leaves 0..2).
+  bool applies_to(int apoe4_factual) const;
 };
 Intervention parse_intervention(const std::string& s);
 

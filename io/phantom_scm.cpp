@@ -45,27 +45,39 @@ std::vector<std::string> split(const std::string& s, char sep) {
 Intervention parse_intervention(const std::string& s) {
   Intervention iv;
   for (const auto& part : split(s, ',')) {
-    const auto eq = part.find('=');
-    if (eq == std::string::npos)
-      throw std::runtime_error("--do '" + s + "': expected name=value, e.g. apoe4=0 or abeta=800");
-    const std::string key = part.substr(0, eq), val = part.substr(eq + 1);
+    if (part == "apoe4-1" || part == "apoe4+1") {
+      if (iv.apoe4) throw std::runtime_error("--do '" + s + "': APOE4 is both set and shifted");
+      iv.apoe4_shift = part == "apoe4-1" ? -1 : 1;
+      continue;
+    }
+    const auto op = part.find_first_of("=*");
+    if (op == std::string::npos)
+      throw std::runtime_error("--do '" + s + "': expected name=value, e.g. apoe4=0, apoe4-1, abeta=800 or abeta*0.5");
+    const std::string key = part.substr(0, op), val = part.substr(op + 1);
     char* end = nullptr;
     const double x = std::strtod(val.c_str(), &end);
     if (val.empty() || *end != '\0' || !std::isfinite(x))
       throw std::runtime_error("--do '" + s + "': value '" + val + "' is not a number");
-    if (key == "apoe4") {
+    if (key == "apoe4" && part[op] == '=') {
       if (x != 0 && x != 1 && x != 2) throw std::runtime_error("--do '" + s + "': APOE4 is an allele count 0, 1 or 2");
+      if (iv.apoe4_shift) throw std::runtime_error("--do '" + s + "': APOE4 is both set and shifted");
       iv.apoe4 = int(x);
-    } else if (key == "abeta") {
+    } else if (key == "abeta" && part[op] == '=') {
       if (x < 0) throw std::runtime_error("--do '" + s + "': ABETA must be ≥ 0 pg/mL");
       iv.abeta = x;
+    } else if (key == "abeta" && part[op] == '*') {
+      if (!(x > 0)) throw std::runtime_error("--do '" + s + "': the ABETA factor must be > 0");
+      iv.abeta_factor = x;
     } else {
-      throw std::runtime_error("--do '" + s + "': unknown variable '" + key + "' (supported: apoe4, abeta)");
+      throw std::runtime_error("--do '" + s + "': unknown variable or form '" + part +
+                               "' (supported: apoe4=a, apoe4-1, apoe4+1, abeta=v, abeta*f)");
     }
   }
-  if (!iv.apoe4 && !iv.abeta) throw std::runtime_error("--do '" + s + "': nothing to intervene on");
-  iv.name = s;
+  if (iv.abeta && iv.abeta_factor) throw std::runtime_error("--do '" + s + "': ABETA is both set and scaled");
+  if (!iv.apoe4 && !iv.apoe4_shift && !iv.abeta && !iv.abeta_factor) throw std::runtime_error("--do '" + s + "': nothing to intervene on");
+  iv.name = s;  // a folder name: "apoe4-1,abeta*1" → "apoe4-1_abetax1"
   std::replace(iv.name.begin(), iv.name.end(), ',', '_');
+  std::replace(iv.name.begin(), iv.name.end(), '*', 'x');
   return iv;
 }
 
@@ -185,28 +197,46 @@ Subject sample_subject(uint64_t seed, int index, int* global_session_counter) {
   return s;
 }
 
+bool Intervention::applies_to(int apoe4_factual) const {
+  const int a = apoe4_factual + apoe4_shift.value_or(0);
+  return a >= 0 && a <= 2;
+}
+
 SessionState session_state(const Subject& subj, int session, const Intervention* iv) {
   SessionState st;
   const auto& n = subj.sessions.at(size_t(session));
   st.years = (n.pet_day - subj.sessions.front().pet_day) / 365.25;
   st.age = subj.age + st.years;
-  st.apoe4 = iv && iv->apoe4 ? *iv->apoe4 : subj.apoe4;
+  st.apoe4 = iv && iv->apoe4 ? *iv->apoe4 : subj.apoe4 + (iv ? iv->apoe4_shift.value_or(0) : 0);
+  if (st.apoe4 < 0 || st.apoe4 > 2)
+    throw std::logic_error("session_state: do(" + iv->name + ") does not exist for " + subj.id + " (APOE4 " +
+                           std::to_string(subj.apoe4) + "); check Intervention::applies_to first");
   const int dx = int(subj.dx);
   const double a_dx[3] = {0, 1, 2.5}, t_dx[3] = {0, 0.7, 1.8}, s_dx[3] = {0, 0.3, 0.7};
   // Amyloid accumulates over follow-up, faster when impaired.
   const double logit_A = -1.5 + a_dx[dx] + 0.4 * (st.age - 73) / 10 + 1.0 * st.apoe4 +
                          (0.2 + 0.15 * dx) * st.years + subj.u.u_A;
   st.A = logistic(logit_A);
+  std::optional<double> abeta_set;  // the CSF value the intervention fixes
   if (iv && iv->abeta) {
-    st.A = std::clamp((1700 - *iv->abeta) / 1100, 0.001, 0.999);
-    st.abeta_set = true;
+    abeta_set = *iv->abeta;
+    st.A = std::clamp((1700 - *abeta_set) / 1100, 0.001, 0.999);
   }
+  if (iv && iv->abeta_factor) {
+    // f times the factual measurement (factual APOE4 too: "apoe4-1,abeta*1" holds the CSF at its
+    // observed value), and the load that value implies with this session's assay noise abducted
+    // — so abeta*1 alone is the factual world.
+    const double logit_factual = logit_A + 1.0 * (subj.apoe4 - st.apoe4);
+    abeta_set = *iv->abeta_factor * (1700 - 1100 * logistic(logit_factual) + n.u_abeta);
+    st.A = std::clamp((1700 - *abeta_set + n.u_abeta) / 1100, 1e-6, 1 - 1e-6);
+  }
+  st.abeta_set = abeta_set.has_value();
   const double logit_T = -3.0 + t_dx[dx] + 0.3 * (st.age - 73) / 10 + 0.3 * st.apoe4 + 2.5 * st.A +
                          (0.1 + 0.1 * dx) * st.years + subj.u.u_T;
   st.T = logistic(logit_T);
   st.s = 0.03 * (st.age - 73) + s_dx[dx] + 0.1 * st.apoe4 - 0.03 * (subj.educ - 16) + 0.04 * dx * st.years +
          subj.u.u_S;
-  st.abeta = st.abeta_set ? *iv->abeta : 1700 - 1100 * st.A + n.u_abeta;
+  st.abeta = abeta_set ? *abeta_set : 1700 - 1100 * st.A + n.u_abeta;
   st.tau = 150 + 350 * st.T + n.u_tau;
   st.ptau = 12 + 40 * st.T + n.u_ptau;
   return st;

@@ -110,6 +110,20 @@ TEST_CASE("dates, CSF censoring strings, parsing of --do and --faults") {
   CHECK_THROWS_WITH(parse_intervention("apoe4=3"), doctest::Contains("0, 1 or 2"));
   CHECK_THROWS_WITH(parse_intervention("tau=3"), doctest::Contains("unknown variable"));
   CHECK_THROWS_WITH(parse_intervention("abeta"), doctest::Contains("name=value"));
+  const Intervention minus = parse_intervention("apoe4-1"), times = parse_intervention("abeta*0.5");
+  CHECK(minus.apoe4_shift == -1);
+  CHECK(!minus.apoe4);
+  CHECK(minus.name == "apoe4-1");
+  CHECK(parse_intervention("apoe4+1").apoe4_shift == 1);
+  CHECK(!minus.applies_to(0));
+  CHECK(minus.applies_to(1));
+  CHECK(!parse_intervention("apoe4+1").applies_to(2));
+  CHECK(times.abeta_factor == 0.5);
+  CHECK_THROWS_WITH(parse_intervention("apoe4-1,apoe4=0"), doctest::Contains("both set and shifted"));
+  CHECK_THROWS_WITH(parse_intervention("abeta*0"), doctest::Contains("factor must be > 0"));
+  CHECK_THROWS_WITH(parse_intervention("abeta*2,abeta=800"), doctest::Contains("both set and scaled"));
+  CHECK_THROWS_WITH(parse_intervention("apoe4-2"), doctest::Contains("apoe4-1"));
+  CHECK_THROWS_WITH(parse_intervention("apoe4*2"), doctest::Contains("unknown variable or form"));
   CHECK(parse_faults("nan_voxel,bad_date").size() == 2);
   CHECK_THROWS_WITH(parse_faults("nan_voxel,oops"), doctest::Contains("unknown fault 'oops'"));
   CHECK_THROWS(preset_grid("huge"));
@@ -147,6 +161,32 @@ TEST_CASE("SCM: the causal direction across subjects and under do()") {
       CHECK(cf.abeta > st.abeta);
       CHECK(cf.T < st.T);
       CHECK(cf.s < st.s);
+    }
+    // do(APOE4 − 1) is do(APOE4 = APOE4 − 1) for this subject; it does not exist for non-carriers.
+    const Intervention minus = parse_intervention("apoe4-1");
+    if (s.apoe4 > 0) {
+      const Intervention same = parse_intervention("apoe4=" + std::to_string(s.apoe4 - 1));
+      CHECK(session_state(s, 0, &minus).A == session_state(s, 0, &same).A);
+    } else {
+      CHECK_THROWS_AS(session_state(s, 0, &minus), std::logic_error);
+    }
+    // do(ABETA × f): the rule of do(ABETA = b) applied to f times the session's own value.
+    const Intervention half = parse_intervention("abeta*0.5");
+    const SessionState h = session_state(s, 0, &half);
+    CHECK(h.abeta == doctest::Approx(0.5 * st.abeta));
+    const double u = s.sessions[0].u_abeta;
+    CHECK(h.A == doctest::Approx(std::clamp((1700 - 0.5 * st.abeta + u) / 1100, 1e-6, 1 - 1e-6)));
+    // ×1 is the factual world; with do(APOE4 − 1) it holds the CSF at its observed value, so A
+    // stays and only APOE4's other paths (tau, atrophy) change.
+    const Intervention same = parse_intervention("abeta*1");
+    CHECK(session_state(s, 0, &same).A == doctest::Approx(st.A).epsilon(1e-9));
+    if (s.apoe4 > 0) {
+      const Intervention held = parse_intervention("apoe4-1,abeta*1");
+      const SessionState cs = session_state(s, 0, &held);
+      CHECK(cs.A == doctest::Approx(st.A).epsilon(1e-9));
+      CHECK(cs.abeta == doctest::Approx(st.abeta));
+      CHECK(cs.T < st.T);
+      CHECK(held.name == "apoe4-1_abetax1");
     }
     // do(ABETA = b): the amyloid load implied by the CSF value, downstream tau follows it.
     const Intervention low = parse_intervention("abeta=1500"), high = parse_intervention("abeta=500");
@@ -225,7 +265,7 @@ TEST_CASE("generate_cohort: layout, determinism, counterfactual truth") {
   opt.seed = 4;
   opt.grid = small_grid();
   opt.tracers = {Tracer::av45, Tracer::av1451};
-  opt.interventions = {parse_intervention("apoe4=0"), parse_intervention("abeta=800")};
+  opt.interventions = {parse_intervention("apoe4=0"), parse_intervention("abeta=800"), parse_intervention("apoe4-1")};
   opt.anatomy = anatomy(have_templates());
   opt.progress = false;
   opt.out_dir = a.path.string();
@@ -289,6 +329,19 @@ TEST_CASE("generate_cohort: layout, determinism, counterfactual truth") {
       CHECK(std::stod(cf_abeta[i].at("SUVR_av45")) > std::stod(truth[i].at("SUVR_av45")));
     fs::path cf_t1 = a.path / "counterfactual" / "apoe4=0" / "t1" / truth[i].at("Subject");
     CHECK(fs::exists(cf_t1));
+  }
+
+  // do(APOE4 − 1): only the carriers' sessions, each with one allele fewer.
+  const Table cf_minus = read_csv(a.path / "counterfactual" / "apoe4-1" / "truth.csv");
+  size_t carriers = 0;
+  for (const auto& row : truth) carriers += row.at("APOE4") != "0";
+  CHECK(cf_minus.size() == carriers);
+  for (const auto& row : cf_minus) {
+    const auto it = std::find_if(truth.begin(), truth.end(), [&](const auto& t) {
+      return t.at("Subject") == row.at("Subject") && t.at("PET_date") == row.at("PET_date");
+    });
+    REQUIRE(it != truth.end());
+    CHECK(std::stoi(row.at("APOE4")) == std::stoi(it->at("APOE4")) - 1);
   }
 
   // Same seed → identical files, whatever the thread count; another seed → different ones.

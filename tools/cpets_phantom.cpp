@@ -19,7 +19,8 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"demo", "full"}));
   app.add_option("--tracer", tracer, "av45, av1451 or both")->check(CLI::IsMember({"av45", "av1451", "both"}));
   app.add_option("--do", interventions,
-                 "counterfactual world, e.g. apoe4=0 or abeta=800 (repeatable; a comma joins assignments)");
+                 "counterfactual world, e.g. apoe4=0, apoe4-1 (each subject's own count − 1; non-carriers left out), abeta=800 "
+                 "or abeta*0.5 (repeatable; a comma joins assignments)");
   app.add_option("--faults", faults,
                  "comma-separated faults to inject: missing_csf,bad_date,truncated_image,not_nifti,wrong_grid,nan_voxel");
   app.add_flag("--montage", opt.montage, "write PNG montages (T1 grey, PET hot) of the first subjects");
