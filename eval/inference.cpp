@@ -27,14 +27,24 @@ double parse_number(const std::string& text, const std::string& variable) {
   return v;
 }
 
-void check_value(const Assignment& a) {
-  const std::string where = "--do " + a.variable + "=" + std::to_string(a.value);
+bool is_csf(const std::string& v) { return v == "abeta" || v == "tau" || v == "ptau"; }
+
+void check_value(const Assignment& a, const std::string& text) {
+  const std::string where = "--do " + text;
+  using Op = Assignment::Op;
+  if (a.op == Op::scale && !(is_csf(a.variable) || a.variable == "age" || a.variable == "education"))
+    throw std::invalid_argument(where + ": " + a.variable + " cannot be scaled; set it (" + a.variable +
+                                "=…) or shift it (" + a.variable + "+1)");
+  if (a.op == Op::scale && !(a.value >= 0)) throw std::invalid_argument(where + ": a factor must be ≥ 0");
+  if (a.variable == "sex" && a.op != Op::set) throw std::invalid_argument(where + ": sex is set (sex=0 or sex=1), not shifted");
+  if (a.variable == "apoe4" && a.op == Op::add && a.value != std::round(a.value))
+    throw std::invalid_argument(where + ": APOE4 is an allele count; shift it by a whole number (apoe4-1, apoe4+1)");
+  if (a.op != Op::set) return;
   if (a.variable == "sex" && a.value != 0 && a.value != 1)
     throw std::invalid_argument("--do sex=…: sex is 0 (female) or 1 (male)");
   if (a.variable == "apoe4" && a.value != 0 && a.value != 1 && a.value != 2)
     throw std::invalid_argument("--do apoe4=…: APOE4 is the ε4 allele count, 0, 1 or 2");
-  if ((a.variable == "abeta" || a.variable == "tau" || a.variable == "ptau") && a.value < 0)
-    throw std::invalid_argument(where + ": a CSF concentration cannot be negative");
+  if (is_csf(a.variable) && a.value < 0) throw std::invalid_argument(where + ": a CSF concentration cannot be negative");
   if ((a.variable == "age" || a.variable == "education") && a.value < 0)
     throw std::invalid_argument(where + ": must be ≥ 0");
 }
@@ -57,23 +67,30 @@ Intervention parse_intervention(const std::string& text) {
   while (start <= text.size()) {
     const size_t comma = text.find(',', start);
     const std::string part = text.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
-    const size_t eq = part.find('=');
-    if (eq == std::string::npos || eq == 0)
-      throw std::invalid_argument("--do " + text + ": '" + part + "' is not VARIABLE=VALUE (e.g. apoe4=0; variables: " +
-                                  known_variables() + ")");
+    const size_t op = part.find_first_of("=+-*");
+    if (op == std::string::npos || op == 0)
+      throw std::invalid_argument("--do " + text + ": '" + part +
+                                  "' is not VARIABLE=VALUE, VARIABLE+AMOUNT, VARIABLE-AMOUNT or VARIABLE*FACTOR (e.g. "
+                                  "apoe4=0, apoe4-1, abeta*0.5; variables: " + known_variables() + ")");
     Assignment a;
-    a.variable = part.substr(0, eq);
+    a.variable = part.substr(0, op);
     for (auto& c : a.variable) c = char(std::tolower(static_cast<unsigned char>(c)));
     if (a.variable == "pteducat") a.variable = "education";
     bool known = false;
     for (const auto& v : intervention_variables()) known = known || v == a.variable;
     if (!known)
-      throw std::invalid_argument("--do " + text + ": unknown variable '" + part.substr(0, eq) + "' (known: " +
+      throw std::invalid_argument("--do " + text + ": unknown variable '" + part.substr(0, op) + "' (known: " +
                                   known_variables() + ")");
     if (!seen.insert(a.variable).second)
       throw std::invalid_argument("--do " + text + ": " + a.variable + " is set twice");
-    a.value = parse_number(part.substr(eq + 1), a.variable);
-    check_value(a);
+    a.value = parse_number(part.substr(op + 1), a.variable);
+    switch (part[op]) {
+      case '+': a.op = Assignment::Op::add; break;
+      case '-': a.op = Assignment::Op::add, a.value = -a.value; break;
+      case '*': a.op = Assignment::Op::scale; break;
+      default: a.op = Assignment::Op::set;
+    }
+    check_value(a, text);
     iv.set.push_back(a);
     if (comma == std::string::npos) break;
     start = comma + 1;
@@ -92,21 +109,30 @@ void check_intervention_for_tracer(const Intervention& iv, const std::string& tr
   }
 }
 
-io::PairedRecord apply_intervention(io::PairedRecord r, const Intervention& iv) {
-  auto csf = [](double v) {
-    io::CsfValue c;
-    c.value = v;
-    c.raw = std::to_string(v);
-    return c;
+std::optional<io::PairedRecord> apply_intervention(io::PairedRecord r, const Intervention& iv) {
+  auto change = [](const Assignment& a, double now) {
+    switch (a.op) {
+      case Assignment::Op::add: return now + a.value;
+      case Assignment::Op::scale: return now * a.value;
+      default: return a.value;
+    }
+  };
+  auto csf = [&](const Assignment& a, io::CsfValue& c) {
+    c.value = change(a, c.value);
+    c.raw = std::to_string(c.value);
+    c.censored = io::Censor::none;
+    return c.value >= 0;
   };
   for (const auto& a : iv.set) {
-    if (a.variable == "age") r.age = a.value;
+    bool possible = true;
+    if (a.variable == "age") r.age = change(a, r.age), possible = r.age >= 0;
     else if (a.variable == "sex") r.sex = int(a.value);
-    else if (a.variable == "apoe4") r.apoe4 = int(a.value);
-    else if (a.variable == "education") r.pteducat = a.value;
-    else if (a.variable == "abeta") r.abeta = csf(a.value);
-    else if (a.variable == "tau") r.tau = csf(a.value);
-    else if (a.variable == "ptau") r.ptau = csf(a.value);
+    else if (a.variable == "apoe4") r.apoe4 = int(std::lround(change(a, r.apoe4))), possible = r.apoe4 >= 0 && r.apoe4 <= 2;
+    else if (a.variable == "education") r.pteducat = change(a, r.pteducat), possible = r.pteducat >= 0;
+    else if (a.variable == "abeta") possible = csf(a, r.abeta);
+    else if (a.variable == "tau") possible = csf(a, r.tau);
+    else if (a.variable == "ptau") possible = csf(a, r.ptau);
+    if (!possible) return std::nullopt;
   }
   return r;
 }

@@ -7,6 +7,7 @@
 // and to a file's grid is train/data.h's prepare_volume / restore_to_grid (the tools call those).
 #pragma once
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -20,23 +21,30 @@ namespace cpets::eval {
 // Variables by their command-line names, values in raw units (years, 0/1, allele count, years of
 // education, pg/mL): age, sex, apoe4, education, abeta, tau, ptau.
 struct Assignment {
+  enum class Op { set, add, scale };  // "apoe4=0", "apoe4-1" / "apoe4+1", "abeta*0.5"
   std::string variable;
-  double value = 0;
+  double value = 0;  // the value set, the signed amount added, or the factor
+  Op op = Op::set;
 };
 struct Intervention {
   std::string name;  // as written, e.g. "apoe4=0" or "apoe4=0,abeta=800"; used in file names
   std::vector<Assignment> set;
 };
 const std::vector<std::string>& intervention_variables();
-// "apoe4=0" or several joined by commas (one world). Throws std::invalid_argument naming the
-// problem: unknown variable (listing the known ones), missing '=', a value that is not a number,
-// sex not 0/1, apoe4 not 0/1/2, a negative CSF value, the same variable twice.
+// "apoe4=0" or several joined by commas (one world); relative forms change each session's own
+// value: "apoe4-1", "age+5" (add, the paper's ΔnAPOE4 = ±1) and "abeta*0.5" (scale; CSF, age
+// and education only). Throws std::invalid_argument naming the problem: unknown variable
+// (listing the known ones), no operator, a value that is not a number, sex not 0/1, apoe4 not
+// 0/1/2 (or a shift that is not a whole number), a negative CSF value or factor, scaling sex
+// or apoe4, the same variable twice.
 Intervention parse_intervention(const std::string& text);
 // Throws when the intervention sets a CSF variable the tracer's model does not take (abeta for
 // AV1451, tau/ptau for AV45).
 void check_intervention_for_tracer(const Intervention& iv, const std::string& tracer);
-// The record with the assignments applied (CSF values become uncensored).
-io::PairedRecord apply_intervention(io::PairedRecord r, const Intervention& iv);
+// The record with the assignments applied (CSF values become uncensored; a censored value is
+// scaled or shifted from its bound), or nullopt when the world does not exist for this session
+// (APOE4 − 1 for a non-carrier, a negative CSF value or age after a shift).
+std::optional<io::PairedRecord> apply_intervention(io::PairedRecord r, const Intervention& iv);
 // A name safe for a folder: "do_apoe4=0", characters other than [A-Za-z0-9=._-] become '_'.
 std::string intervention_folder(const Intervention& iv);
 

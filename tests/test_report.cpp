@@ -287,7 +287,7 @@ TEST_CASE("inference: a counterfactual keeps the abducted S and changes only the
   const io::Volume factual = syn.synthesise(s, tab, t1);
 
   const Intervention iv = parse_intervention("apoe4=2");
-  const io::PairedRecord cf_record = apply_intervention(factual_record, iv);
+  const io::PairedRecord cf_record = *apply_intervention(factual_record, iv);
   CHECK(cf_record.apoe4 == 2);
   CHECK(cf_record.age == factual_record.age);
   const TabularInputs cf_tab = tabular_inputs(cf_record, toy_ranges(), "AV45");
@@ -317,7 +317,7 @@ TEST_CASE("inference: parsing interventions") {
   CHECK(joint.set[1].value == 800.5);
   CHECK(intervention_folder(joint) == "do_APOE4=0_abeta=800.5");
   CHECK(parse_intervention("pteducat=12").set[0].variable == "education");
-  const io::PairedRecord r = apply_intervention(toy_record(), joint);
+  const io::PairedRecord r = *apply_intervention(toy_record(), joint);
   CHECK(r.apoe4 == 0);
   CHECK(r.abeta.value == 800.5);
   CHECK(r.abeta.censored == io::Censor::none);
@@ -329,4 +329,29 @@ TEST_CASE("inference: parsing interventions") {
   CHECK_THROWS_WITH_AS(check_intervention_for_tracer(parse_intervention("abeta=800"), "AV1451"),
                        doctest::Contains("tau or ptau"), std::invalid_argument);
   CHECK_THROWS_AS(check_intervention_for_tracer(parse_intervention("ptau=30"), "AV45"), std::invalid_argument);
+
+  // Relative forms (the paper's ΔnAPOE4 = ±1): each session's own value changes; a world that
+  // does not exist for a session is nullopt, not a clamped value.
+  const Intervention minus = parse_intervention("apoe4-1"), plus = parse_intervention("APOE4+1"),
+                     half = parse_intervention("abeta*0.5");
+  CHECK(minus.set[0].op == Assignment::Op::add);
+  CHECK(minus.set[0].value == -1);
+  CHECK(plus.set[0].value == 1);
+  CHECK(half.set[0].op == Assignment::Op::scale);
+  CHECK(intervention_folder(half) == "do_abeta_0.5");
+  io::PairedRecord carrier = toy_record();
+  carrier.apoe4 = 1;
+  CHECK(apply_intervention(carrier, minus)->apoe4 == 0);
+  CHECK(apply_intervention(carrier, plus)->apoe4 == 2);
+  carrier.apoe4 = 0;
+  CHECK_FALSE(apply_intervention(carrier, minus).has_value());
+  carrier.apoe4 = 2;
+  CHECK_FALSE(apply_intervention(carrier, plus).has_value());
+  const io::PairedRecord halved = *apply_intervention(toy_record(), half);
+  CHECK(halved.abeta.value == doctest::Approx(0.5 * toy_record().abeta.value));
+  CHECK(halved.abeta.censored == io::Censor::none);
+  CHECK(apply_intervention(toy_record(), parse_intervention("age+5"))->age == doctest::Approx(toy_record().age + 5));
+  for (const char* bad : {"apoe4-0.5", "sex+1", "apoe4*2", "abeta*-1", "abeta*x"})
+    CHECK_THROWS_AS(parse_intervention(bad), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(parse_intervention("apoe4"), doctest::Contains("apoe4-1"), std::invalid_argument);
 }

@@ -31,10 +31,14 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
+#include "eval/causal.h"
 #include "eval/inference.h"
 #include "eval/stats.h"
 #include "eval/suvr.h"
 #include "io/cohort.h"
+#include "io/files.h"
 #include "io/nifti.h"
 #include "io/png.h"
 #include "train/checkpoint.h"
@@ -66,7 +70,7 @@ struct Job {
 
 struct Outcome {
   eval::Suvr factual_suvr;          // of the synthetic PET (NaN without an atlas)
-  std::vector<eval::Suvr> cf_suvr;  // per intervention
+  std::vector<std::optional<eval::Suvr>> cf_suvr;  // per intervention; nullopt: no such world for it
 };
 
 // SUVR of a synthetic volume; NaN when it has no signal in the reference region (an untrained
@@ -202,14 +206,20 @@ Outcome run_job(const Job& job, const eval::Synthesiser& syn, const train::Infer
   Outcome out;
   out.factual_suvr = suvr_or_nan(factual, atlas);
   std::vector<io::Volume> cfs, diffs;
+  std::vector<std::string> cf_names;
   for (const auto& iv : ivs) {
-    const io::PairedRecord cf_record = eval::apply_intervention(job.record, iv);
-    const io::Volume cf = syn.synthesise(s, eval::tabular_inputs(cf_record, b.ranges, b.tracer), t1.volume);
+    const std::optional<io::PairedRecord> cf_record = eval::apply_intervention(job.record, iv);
+    if (!cf_record) {  // e.g. do(APOE4 − 1) for a non-carrier
+      out.cf_suvr.push_back(std::nullopt);
+      continue;
+    }
+    const io::Volume cf = syn.synthesise(s, eval::tabular_inputs(*cf_record, b.ranges, b.tracer), t1.volume);
     const io::Volume diff = eval::difference(cf, factual);
     const fs::path dir = job.out_dir / eval::intervention_folder(iv);
     write_volume(dir / "pet_syn.nii.gz", train::restore_to_grid(cf, t1.original));
     write_volume(dir / "diff.nii.gz", train::restore_to_grid(diff, t1.original));
     out.cf_suvr.push_back(suvr_or_nan(cf, atlas));
+    cf_names.push_back(iv.name);
     cfs.push_back(cf);
     diffs.push_back(diff);
   }
@@ -225,8 +235,8 @@ Outcome run_job(const Job& job, const eval::Synthesiser& syn, const train::Infer
     std::vector<io::MontageRow> rows{{&t1.volume, "T1", io::ColorMap::grey, std::nullopt}};
     if (real) rows.push_back({&*real, "REAL PET", io::ColorMap::hot, range});
     rows.push_back({&factual, "SYNTHETIC", io::ColorMap::hot, range});
-    for (size_t k = 0; k < ivs.size(); ++k) {
-      rows.push_back({&cfs[k], upper("DO " + ivs[k].name), io::ColorMap::hot, range});
+    for (size_t k = 0; k < cfs.size(); ++k) {
+      rows.push_back({&cfs[k], upper("DO " + cf_names[k]), io::ColorMap::hot, range});
       rows.push_back({&diffs[k], "DIFF", io::ColorMap::diverging, std::nullopt});  // its own ±max|diff|
     }
     io::write_montage((job.out_dir / "montage.png").string(), rows);
@@ -236,38 +246,6 @@ Outcome run_job(const Job& job, const eval::Synthesiser& syn, const train::Infer
 
 // ---- the intervention summary over a split -------------------------------------------------------
 
-// A phantom cohort knows the truth: truth.csv and counterfactual/<world>/truth.csv hold the
-// noise-free SUVRs (cortical and six ROIs) of every session, factual and under the intervention.
-// Key: (Subject, PET_date); value: cortical then the six ROIs.
-using TruthTable = std::map<std::pair<std::string, std::string>, std::array<double, 7>>;
-
-std::optional<TruthTable> read_truth(const fs::path& path, const std::string& tracer) {
-  if (!fs::is_regular_file(path)) return std::nullopt;
-  const io::CsvTable t = io::read_csv(path.string());
-  std::string base = "SUVR_";
-  for (char c : tracer) base += char(std::tolower(static_cast<unsigned char>(c)));
-  auto column = [&](const std::string& name) -> std::optional<size_t> {
-    for (size_t i = 0; i < t.header.size(); ++i)
-      if (t.header[i] == name) return i;
-    return std::nullopt;
-  };
-  const auto subj = column("Subject"), date = column("PET_date"), cortex = column(base);
-  if (!subj || !date || !cortex) return std::nullopt;
-  std::array<std::optional<size_t>, 6> rois;
-  for (size_t r = 0; r < 6; ++r) rois[r] = column(base + "_" + eval::six_rois()[r]);
-  TruthTable out;
-  for (const auto& row : t.rows) {
-    if (row.size() != t.header.size()) continue;
-    std::array<double, 7> v;
-    v.fill(NAN);
-    v[0] = std::atof(row[*cortex].c_str());
-    for (size_t r = 0; r < 6; ++r)
-      if (rois[r]) v[r + 1] = std::atof(row[*rois[r]].c_str());
-    out[{row[*subj], row[*date]}] = v;
-  }
-  return out;
-}
-
 // "+0.01234", or "+3.2e-06" for changes too small for five decimals (an untrained model's).
 std::string signed_value(double x) {
   char buf[32];
@@ -275,56 +253,60 @@ std::string signed_value(double x) {
   return buf;
 }
 
-// The phantom names a world's folder by its assignments with ',' → '_' (io/phantom_scm.cpp).
-fs::path truth_folder(const std::string& cohort, const eval::Intervention& iv) {
-  std::string name = iv.name;
-  std::replace(name.begin(), name.end(), ',', '_');
-  return fs::path(cohort) / "counterfactual" / name;
-}
-
-void print_intervention_summary(const std::vector<eval::Intervention>& ivs, const std::vector<Job>& jobs,
-                                const std::vector<Outcome>& outcomes, const std::string& cohort, const std::string& tracer) {
+// Per intervention and region: the mean synthetic ΔSUVR with its paired t-test, and on a phantom
+// cohort (truth.csv, counterfactual/<world>/truth.csv) the true ΔSUVR beside it with the
+// per-session correlation and slope of model against truth. Also written to interventions.json.
+void report_interventions(const std::vector<eval::Intervention>& ivs, const std::vector<Job>& jobs,
+                          const std::vector<Outcome>& outcomes, const std::string& cohort, const std::string& tracer,
+                          const fs::path& out_dir) {
   if (outcomes.size() < 2) return;
-  const auto factual_truth = cohort.empty() ? std::nullopt : read_truth(fs::path(cohort) / "truth.csv", tracer);
+  const auto factual_truth =
+      cohort.empty() ? std::nullopt : eval::read_suvr_truth((fs::path(cohort) / "truth.csv").string(), tracer);
   std::printf("intervention effects on synthetic SUVR over %zu sessions (counterfactual − factual, paired t-test%s):\n",
               outcomes.size(), factual_truth ? "; the phantom's true effect beside it" : "");
+  nlohmann::json all = nlohmann::json::array();
   for (size_t k = 0; k < ivs.size(); ++k) {
-    std::optional<TruthTable> cf_truth;
-    if (factual_truth) cf_truth = read_truth(truth_folder(cohort, ivs[k]) / "truth.csv", tracer);
-    std::printf("  do(%s)%s\n", ivs[k].name.c_str(),
-                factual_truth && !cf_truth ? "  (no counterfactual truth: cpets-phantom --do writes it)" : "");
-    for (size_t region = 0; region < 7; ++region) {
-      auto pick = [region](const eval::Suvr& s) { return region == 0 ? s.cortical : s.roi[region - 1]; };
-      std::vector<double> cf, f, model_delta, true_delta;
-      bool complete = true, truth_complete = cf_truth.has_value();
-      for (size_t i = 0; i < outcomes.size(); ++i) {
-        cf.push_back(pick(outcomes[i].cf_suvr[k]));
-        f.push_back(pick(outcomes[i].factual_suvr));
-        complete = complete && !std::isnan(cf.back()) && !std::isnan(f.back());
-        model_delta.push_back(cf.back() - f.back());
-        if (truth_complete) {
-          const std::pair<std::string, std::string> key{jobs[i].record.subject, io::format_date(jobs[i].record.pet_date)};
-          const auto a = factual_truth->find(key);
-          const auto b = cf_truth->find(key);
-          truth_complete = a != factual_truth->end() && b != cf_truth->end() && !std::isnan(a->second[region]) &&
-                           !std::isnan(b->second[region]);
-          if (truth_complete) true_delta.push_back(b->second[region] - a->second[region]);
-        }
+    std::optional<eval::SuvrTruth> cf_truth;
+    if (factual_truth)
+      cf_truth = eval::read_suvr_truth(
+          (fs::path(cohort) / "counterfactual" / eval::phantom_world_folder(ivs[k].name) / "truth.csv").string(), tracer);
+    eval::EffectAccumulator acc(ivs[k].name);
+    std::array<std::vector<double>, 7> cf, f;
+    for (size_t i = 0; i < outcomes.size(); ++i) {
+      if (!outcomes[i].cf_suvr[k]) {
+        acc.skip();
+        continue;
       }
-      if (!complete) continue;  // no SUVR for some synthetic volume
-      const eval::PairedTTest t = eval::paired_t_test(cf, f);
-      const std::string name = region == 0 ? "cortex" : eval::six_rois()[region - 1];
-      std::printf("    %-7s ΔSUVR %s  t %7.2f  p %-8.2g", name.c_str(), signed_value(t.mean_diff).c_str(), t.t, t.p);
-      if (truth_complete) {
-        std::printf("  true ΔSUVR %s", signed_value(eval::mean(true_delta)).c_str());
-        if (true_delta.size() >= 3) {
-          const eval::Correlation r = eval::pearson(model_delta, true_delta);
-          if (!std::isnan(r.r)) std::printf("  r(model, true) %+.2f", r.r);
-        }
+      const eval::RegionSuvr a = eval::region_suvr(outcomes[i].factual_suvr), b = eval::region_suvr(*outcomes[i].cf_suvr[k]);
+      for (size_t r = 0; r < 7; ++r) f[r].push_back(a[r]), cf[r].push_back(b[r]);
+      std::optional<std::pair<eval::RegionSuvr, eval::RegionSuvr>> truth;
+      if (cf_truth) {
+        const std::pair<std::string, std::string> key{jobs[i].record.subject, io::format_date(jobs[i].record.pet_date)};
+        const auto x = factual_truth->find(key);
+        const auto y = cf_truth->find(key);
+        if (x != factual_truth->end() && y != cf_truth->end()) truth = std::make_pair(x->second, y->second);
+      }
+      acc.add(a, b, truth);
+    }
+    const eval::EffectSummary sum = acc.summary();
+    all.push_back(sum.to_json());
+    std::printf("  do(%s)  %lld sessions%s%s\n", ivs[k].name.c_str(), static_cast<long long>(sum.sessions),
+                sum.skipped ? (", " + std::to_string(sum.skipped) + " skipped: the world does not exist for them").c_str() : "",
+                factual_truth && !cf_truth ? "  (no counterfactual truth: cpets-phantom --do writes it)" : "");
+    for (size_t r = 0; r < 7; ++r) {
+      if (!sum.regions[r] || f[r].size() < 2) continue;
+      const eval::RegionEffect& e = *sum.regions[r];
+      const eval::PairedTTest t = eval::paired_t_test(cf[r], f[r]);
+      std::printf("    %-7s ΔSUVR %s  t %7.2f  p %-8.2g", eval::region_name(r).c_str(), signed_value(e.mean_model).c_str(),
+                  t.t, t.p);
+      if (std::isfinite(e.mean_true)) {
+        std::printf("  true ΔSUVR %s", signed_value(e.mean_true).c_str());
+        if (std::isfinite(e.r)) std::printf("  r(model, true) %+.2f  slope %+.2f", e.r, e.slope);
       }
       std::printf("\n");
     }
   }
+  io::write_text_atomic((out_dir / "interventions.json").string(), all.dump(2) + "\n");
 }
 
 int run(const Args& a) {
@@ -385,7 +367,9 @@ int run(const Args& a) {
       std::snprintf(buf, sizeof buf, "  SUVR %.4f", outcomes.back().factual_suvr.cortical);
       line += buf;
       for (size_t k = 0; k < ivs.size(); ++k) {
-        std::snprintf(buf, sizeof buf, "  do(%s) %.4f", ivs[k].name.c_str(), outcomes.back().cf_suvr[k].cortical);
+        const auto& cf = outcomes.back().cf_suvr[k];
+        if (cf) std::snprintf(buf, sizeof buf, "  do(%s) %.4f", ivs[k].name.c_str(), cf->cortical);
+        else std::snprintf(buf, sizeof buf, "  do(%s) does not exist here", ivs[k].name.c_str());
         line += buf;
       }
     }
@@ -394,7 +378,7 @@ int run(const Args& a) {
                      (job.out_dir / "pet_syn.nii.gz").string()});
   }
   if (cohort) io::write_csv((fs::path(a.out) / "index.csv").string(), {"Subject", "PET_date", "t1", "pet_syn"}, index);
-  if (atlas && !ivs.empty()) print_intervention_summary(ivs, jobs, outcomes, a.cohort, bundle.tracer);
+  if (atlas && !ivs.empty()) report_interventions(ivs, jobs, outcomes, a.cohort, bundle.tracer, a.out);
   return 0;
 }
 
@@ -420,7 +404,9 @@ int main(int argc, char** argv) {
   app.add_option("--split", a.split, "with --cohort: train, val, test (default) or all; split as the checkpoint's run did");
   app.add_option("--atlas", a.atlas, "atlas for SUVR (regions.json or its folder); default: the cohort's atlas/");
   app.add_option("--do", a.interventions,
-                 "intervention VAR=VALUE in raw units (age, sex, apoe4, education, abeta, tau, ptau); "
+                 "intervention VAR=VALUE in raw units (age, sex, apoe4, education, abeta, tau, ptau), or relative: "
+                 "apoe4-1 / apoe4+1 (each session's own count ± 1; sessions where that is impossible are skipped), "
+                 "abeta*0.5; "
                  "comma-join for one joint world; repeatable");
   app.add_option("--threads", a.threads, "OpenMP threads (default: OMP_NUM_THREADS / all cores)")->check(CLI::NonNegativeNumber);
   app.add_flag("--no-montage", a.no_montage, "do not write montage.png");

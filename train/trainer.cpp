@@ -115,8 +115,10 @@ json StepLosses::to_json() const {
 }
 
 json ValidationResult::to_json() const {
-  return {{"type", "validation"}, {"step", step},     {"epoch", epoch}, {"sessions", sessions},
-          {"l1", l1},             {"psnr", psnr},     {"ssim", ssim},   {"seconds", seconds}};
+  json j = {{"type", "validation"}, {"step", step}, {"epoch", epoch}, {"sessions", sessions},
+            {"l1", l1},             {"psnr", psnr}, {"ssim", ssim},   {"seconds", seconds}};
+  if (!causal.is_null()) j["causal"] = causal;
+  return j;
 }
 
 Trainer::Trainer(Config config, std::optional<CohortSplits> data)
@@ -153,6 +155,7 @@ void Trainer::build_datasets() {
   if (config_.data.max_val_sessions > 0 && static_cast<int64_t>(val.size()) > config_.data.max_val_sessions)
     val.resize(static_cast<size_t>(config_.data.max_val_sessions));
   val_set_ = std::make_unique<Dataset>(std::move(val), config_.model.volume, config_.data.cache_mb);
+  causal_ = CausalMonitor::open(data_, *train_set_, *val_set_);
 }
 
 bool Trainer::discriminator_step_enabled() const {
@@ -290,16 +293,20 @@ ValidationResult Trainer::validate() {
   NoGradGuard no_grad;
   model_->eval();
   double l1 = 0, psnr = 0, ssim = 0;
+  const eval::Synthesiser synthesiser(model_);
+  if (causal_) causal_->begin();
   for (int64_t i = 0; i < n; ++i) {
     const Batch one = val_set_->collate({i});
     const models::Latent latent = model_->encode(one.t1, one.covariates);
     const Tensor tokens = model_->fuse(one.csf, one.covariates);
     const Tensor pet = model_->synthesise_pet(model_->reparameterise(latent, Tensor()), tokens);  // ε = 0
+    if (causal_) causal_->add(synthesiser, i, latent, pet);
     const SessionMetrics m = session_metrics(pet.data(), one.pet.data(), val_set_->volume());
     l1 += m.l1;
     psnr += m.psnr;
     ssim += m.ssim;
   }
+  if (causal_) r.causal = causal_->finish();
   model_->train();
   r.sessions = n;
   r.l1 = l1 / n;
@@ -380,6 +387,7 @@ void Trainer::run(const RunOptions& opt) {
     write_log(v.to_json());
     progress.message("validation " + when + ": L1 " + fixed(v.l1) + "  PSNR " + fixed(v.psnr, 2) + " dB  SSIM " +
                      fixed(v.ssim) + "  (" + std::to_string(v.sessions) + " sessions, " + fixed(v.seconds, 1) + " s)");
+    if (!v.causal.is_null()) progress.message("  causal: " + CausalMonitor::describe(v.causal));
     return v;
   };
   auto checkpoint = [&](const std::optional<ValidationResult>& v) {

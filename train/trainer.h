@@ -25,6 +25,7 @@
 #include "engine/rng.h"
 #include "models/causal_pets.h"
 #include "models/perceptual.h"
+#include "train/causal_monitor.h"
 #include "train/checkpoint.h"
 #include "train/config.h"
 #include "train/data.h"
@@ -44,6 +45,7 @@ struct StepLosses {
 struct ValidationResult {
   int64_t step = 0, epoch = 0, sessions = 0;
   double l1 = 0, psnr = 0, ssim = 0;  // means over the sessions, ε = 0
+  nlohmann::json causal;              // CausalMonitor::finish(); null without an atlas
   double seconds = 0;
   nlohmann::json to_json() const;
 };
@@ -116,6 +118,7 @@ class Trainer {
   Config config_;
   CohortSplits data_;
   std::unique_ptr<Dataset> train_set_, val_set_;
+  std::unique_ptr<CausalMonitor> causal_;  // null when the cohort has no atlas
   std::shared_ptr<models::CausalPETS> model_;
   std::shared_ptr<models::LpipsSqueeze> perceptual_;
   std::unique_ptr<Adam> g_opt_, d_opt_;

@@ -1,0 +1,176 @@
+#include "train/causal_monitor.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <limits>
+
+namespace cpets::train {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+double cortical_suvr_or_nan(const io::Volume& pet, const eval::Atlas& atlas) {
+  try {
+    return eval::compute_suvr(pet, atlas).cortical;
+  } catch (const std::exception&) {  // no signal in the reference region (an untrained model)
+    return kNaN;
+  }
+}
+
+eval::RegionSuvr region_suvr_or_nan(const io::Volume& pet, const eval::Atlas& atlas) {
+  try {
+    return eval::region_suvr(eval::compute_suvr(pet, atlas));
+  } catch (const std::exception&) {
+    eval::RegionSuvr r;
+    r.fill(kNaN);
+    return r;
+  }
+}
+
+std::vector<double> tabular_row(const Session& s) {
+  std::vector<double> x(s.csf.begin(), s.csf.end());
+  x.insert(x.end(), s.covariates.begin(), s.covariates.end());
+  return x;
+}
+
+// The phantom's world folder back to the intervention it was written for ("apoe4-1_abetax1" →
+// "apoe4-1,abeta*1"; eval::phantom_world_folder is the forward map).
+std::string world_intervention(std::string folder) {
+  std::replace(folder.begin(), folder.end(), '_', ',');
+  for (size_t at = folder.find("abetax"); at != std::string::npos; at = folder.find("abetax", at)) folder[at + 5] = '*';
+  return folder;
+}
+
+json number(double v) { return std::isfinite(v) ? json(v) : json(); }
+
+std::string fixed(const json& v, int digits, bool sign = false) {
+  if (!v.is_number()) return "-";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, sign ? "%+.*f" : "%.*f", digits, v.get<double>());
+  return buf;
+}
+
+}  // namespace
+
+std::unique_ptr<CausalMonitor> CausalMonitor::open(const CohortSplits& data, const Dataset& train, const Dataset& val) {
+  const fs::path cohort(data.cohort_dir);
+  if (val.size() == 0 || train.size() < 2 || !fs::is_regular_file(cohort / "atlas" / "regions.json")) return nullptr;
+  std::unique_ptr<CausalMonitor> m(new CausalMonitor());
+  m->tracer_ = data.tracer;
+  m->ranges_ = data.ranges;
+  m->val_ = &val;
+  const io::Volume& grid = val.load(0)->second.volume;
+  try {
+    m->atlas_ = eval::atlas_on_grid(eval::load_atlas(cohort.string()), grid.shape, grid.affine);
+  } catch (const std::invalid_argument& e) {  // e.g. the model volume crops the reference region away
+    std::fprintf(stderr, "warning: no SUVR or counterfactual metrics during validation: the atlas of %s does not fit "
+                 "the model grid: %s\n", data.cohort_dir.c_str(), e.what());
+    return nullptr;
+  }
+
+  // The lines to beat, from the training split only.
+  std::vector<std::vector<double>> rows;
+  std::vector<double> targets;
+  io::Volume mean_pet = io::make_volume(grid.shape, 0.f, grid.affine);
+  std::vector<double> sum(mean_pet.data.size(), 0.0);
+  for (int64_t i = 0; i < train.size(); ++i) {
+    const io::Volume& pet = train.load(i)->second.volume;
+    for (size_t v = 0; v < sum.size(); ++v) sum[v] += pet.data[v];
+    const double suvr = cortical_suvr_or_nan(pet, m->atlas_);
+    if (!std::isfinite(suvr)) continue;
+    rows.push_back(tabular_row(train.session(i)));
+    targets.push_back(suvr);
+  }
+  for (size_t v = 0; v < sum.size(); ++v) mean_pet.data[v] = static_cast<float>(sum[v] / double(train.size()));
+  m->mean_pet_suvr_ = cortical_suvr_or_nan(mean_pet, m->atlas_);
+  const eval::LinearReference reference = eval::LinearReference::fit(rows, targets);
+  for (int64_t i = 0; i < val.size(); ++i) {
+    m->real_suvr_.push_back(cortical_suvr_or_nan(val.load(i)->second.volume, m->atlas_));
+    m->tabular_suvr_.push_back(reference.predict(tabular_row(val.session(i))));
+  }
+
+  // A phantom's truth and its counterfactual worlds.
+  m->factual_truth_ = eval::read_suvr_truth((cohort / "truth.csv").string(), data.tracer);
+  if (m->factual_truth_ && fs::is_directory(cohort / "counterfactual")) {
+    std::vector<std::string> folders;
+    for (const auto& e : fs::directory_iterator(cohort / "counterfactual"))
+      if (e.is_directory()) folders.push_back(e.path().filename().string());
+    std::sort(folders.begin(), folders.end());
+    for (const auto& folder : folders) {
+      World w;
+      try {
+        w.intervention = eval::parse_intervention(world_intervention(folder));
+        eval::check_intervention_for_tracer(w.intervention, data.tracer);
+      } catch (const std::invalid_argument&) {
+        continue;  // not a world this model can be asked about (e.g. abeta for an AV1451 model)
+      }
+      auto truth = eval::read_suvr_truth((cohort / "counterfactual" / folder / "truth.csv").string(), data.tracer);
+      if (!truth) continue;
+      w.truth = std::move(*truth);
+      m->world_names_.push_back(w.intervention.name);
+      m->worlds_.push_back(std::move(w));
+    }
+  }
+  return m;
+}
+
+void CausalMonitor::begin() {
+  synthetic_suvr_.clear();
+  effects_.clear();
+  for (const auto& w : worlds_) effects_.emplace_back(w.intervention.name);
+}
+
+void CausalMonitor::add(const eval::Synthesiser& model, int64_t i, const models::Latent& latent, const Tensor& factual) {
+  const io::Volume& grid = val_->load(i)->second.volume;
+  io::Volume syn = io::make_volume(grid.shape, 0.f, grid.affine);
+  std::copy(factual.data(), factual.data() + factual.numel(), syn.data.begin());
+  const eval::RegionSuvr f = region_suvr_or_nan(syn, atlas_);
+  synthetic_suvr_.push_back(f[0]);
+  const io::PairedRecord& record = val_->session(i).record;
+  const std::pair<std::string, std::string> key{record.subject, io::format_date(record.pet_date)};
+  for (size_t w = 0; w < worlds_.size(); ++w) {
+    const auto cf_record = eval::apply_intervention(record, worlds_[w].intervention);
+    const auto truth_cf = worlds_[w].truth.find(key);
+    if (!cf_record || truth_cf == worlds_[w].truth.end()) {
+      effects_[w].skip();  // the world does not exist for this session
+      continue;
+    }
+    const io::Volume cf = model.synthesise(latent, eval::tabular_inputs(*cf_record, ranges_, tracer_), grid);
+    std::optional<std::pair<eval::RegionSuvr, eval::RegionSuvr>> truth;
+    const auto truth_f = factual_truth_->find(key);
+    if (truth_f != factual_truth_->end()) truth = std::make_pair(truth_f->second, truth_cf->second);
+    effects_[w].add(f, region_suvr_or_nan(cf, atlas_), truth);
+  }
+}
+
+json CausalMonitor::finish() {
+  const eval::SuvrFidelity model = eval::suvr_fidelity(synthetic_suvr_, real_suvr_);
+  const eval::SuvrFidelity tabular = eval::suvr_fidelity(tabular_suvr_, real_suvr_);
+  const eval::SuvrFidelity mean_pet =
+      eval::suvr_fidelity(std::vector<double>(real_suvr_.size(), mean_pet_suvr_), real_suvr_);
+  json effects = json::array();
+  for (const auto& e : effects_) effects.push_back(e.summary().to_json());
+  return {{"suvr_sessions", model.sessions}, {"suvr_error", number(model.error)},  {"suvr_r", number(model.r.r)},
+          {"mean_pet_error", number(mean_pet.error)}, {"tabular_error", number(tabular.error)},
+          {"tabular_r", number(tabular.r.r)},     {"effects", effects}};
+}
+
+std::string CausalMonitor::describe(const json& m) {
+  std::string s = "SUVR err " + fixed(m.value("suvr_error", json()), 3) + " r " + fixed(m.value("suvr_r", json()), 2) +
+                  " (mean PET " + fixed(m.value("mean_pet_error", json()), 3) + ", tabular " +
+                  fixed(m.value("tabular_error", json()), 3) + ")";
+  for (const auto& e : m.value("effects", json::array())) {
+    const json cortex = e["regions"].value("cortex", json::object());
+    s += "; do(" + e["do"].get<std::string>() + ") r " + fixed(cortex.value("r", json()), 2, true) + " Δ " +
+         fixed(cortex.value("model", json()), 3, true) + " (true " + fixed(cortex.value("true", json()), 3, true) + ")";
+  }
+  return s;
+}
+
+}  // namespace cpets::train
