@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <stdexcept>
 
@@ -198,6 +199,40 @@ std::string suvr_plot(const Report& r) {
   return svg_plot(series, "real cortical SUVR", "synthetic cortical SUVR", false, true);
 }
 
+std::string curve_plot(const ReportCurve& c) {
+  static const char* colours[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2"};
+  std::vector<Series> series;
+  for (size_t k = 0; k < c.series.size(); ++k)
+    series.push_back({c.series[k].name, c.series[k].step, c.series[k].value, colours[k % 7]});
+  return "<h3>" + html_escape(c.title) + "</h3>\n" + svg_plot(series, "training step", c.ylabel, true, false);
+}
+
+std::string curves_html(const std::vector<ReportCurve>& curves) {
+  std::string o;
+  for (const auto& c : curves) o += curve_plot(c);
+  return o;
+}
+
+std::string effects_html(const std::vector<EffectSummary>& effects) {
+  std::ostringstream o;
+  o << "<table><tr><th>intervention</th><th>region</th><th>sessions</th><th>model ΔSUVR</th><th>true ΔSUVR</th>"
+       "<th>model / true</th><th>r (per session)</th><th>slope</th><th>signs agree</th></tr>\n";
+  for (const auto& e : effects)
+    for (size_t k = 0; k < 7; ++k) {
+      if (!e.regions[k]) continue;
+      const RegionEffect& x = *e.regions[k];
+      const bool truth = std::isfinite(x.mean_true);
+      o << "<tr><td>do(" << html_escape(e.intervention) << ")" << (e.skipped ? " <span class=\"muted\">(" +
+           std::to_string(e.skipped) + " skipped)</span>" : "") << "</td><td>" << html_escape(region_name(k)) << "</td><td>"
+        << x.n << "</td><td>" << signed_fmt(x.mean_model, 4) << "</td><td>" << (truth ? signed_fmt(x.mean_true, 4) : "–")
+        << "</td><td>" << (truth && x.mean_true != 0 ? fmt(x.mean_model / x.mean_true, 2) : "–") << "</td><td>"
+        << (truth ? fmt(x.r, 2) : "–") << "</td><td>" << (truth ? fmt(x.slope, 2) : "–") << "</td><td>"
+        << (truth ? (x.signs_agree ? "yes" : "<b>no</b>") : "–") << "</td></tr>\n";
+    }
+  o << "</table>\n";
+  return o.str();
+}
+
 bool any_suvr(const Report& r) {
   for (const auto& m : r.methods)
     for (const auto& s : m.sessions)
@@ -311,6 +346,23 @@ std::string text_summary(const Report& r) {
                      fmt_p(c.test.p), std::to_string(c.a_better) + "/" + std::to_string(c.n)});
   }
   flush();
+  if (r.tabular_reference)
+    o << "tabular reference (regression on the training split): SUVR error " << fmt(r.tabular_reference->error, 4)
+      << ", r " << fmt(r.tabular_reference->r.r, 3) << "\n";
+  for (const auto& e : r.effects) {
+    o << "do(" << e.intervention << "): " << e.sessions << " sessions"
+      << (e.skipped ? " (" + std::to_string(e.skipped) + " skipped: no such world for them)" : "") << "\n";
+    std::vector<std::vector<std::string>> rows{{"  region", "model ΔSUVR", "true ΔSUVR", "model/true", "r", "slope", "signs"}};
+    for (size_t k = 0; k < 7; ++k) {
+      if (!e.regions[k]) continue;
+      const RegionEffect& x = *e.regions[k];
+      const bool truth = std::isfinite(x.mean_true);
+      rows.push_back({"  " + region_name(k), signed_fmt(x.mean_model, 4), truth ? signed_fmt(x.mean_true, 4) : "-",
+                      truth && x.mean_true != 0 ? fmt(x.mean_model / x.mean_true, 2) : "-", truth ? fmt(x.r, 2) : "-",
+                      truth ? fmt(x.slope, 2) : "-", truth ? (x.signs_agree ? "agree" : "DIFFER") : "-"});
+    }
+    o << format_table(rows);
+  }
   for (const auto& note : r.notes) o << "note: " << note << "\n";
   return o.str();
 }
@@ -363,6 +415,11 @@ nlohmann::ordered_json report_json(const Report& r) {
                                 {"p", num(c.test.p)}, {"a_better", c.a_better}, {"n", c.n}});
   j["montages"] = nlohmann::ordered_json::array();
   for (const auto& m : r.montages) j["montages"].push_back({{"caption", m.caption}, {"path", m.path}});
+  if (r.tabular_reference)
+    j["tabular_reference"] = {{"suvr_error", num(r.tabular_reference->error)}, {"suvr_r", num(r.tabular_reference->r.r)},
+                              {"sessions", r.tabular_reference->sessions}};
+  j["effects"] = nlohmann::ordered_json::array();
+  for (const auto& e : r.effects) j["effects"].push_back(nlohmann::ordered_json::parse(e.to_json().dump()));
   return j;
 }
 
@@ -459,6 +516,17 @@ std::string html_report(const Report& r) {
     }
   }
 
+  if (r.tabular_reference)
+    o << "<p>Tabular reference (least-squares regression of real cortical SUVR on the model's tabular inputs, "
+         "fitted on the training split): SUVR error " << fmt(r.tabular_reference->error, 4) << ", r "
+      << fmt(r.tabular_reference->r.r, 3) << " over " << r.tabular_reference->sessions << " sessions — what the inputs "
+      "allow without any image.</p>\n";
+  if (!r.effects.empty())
+    o << "<h2>Counterfactuals: ΔSUVR = counterfactual − factual</h2>\n<p class=\"muted\">Same abducted S, ε = 0; "
+         "true ΔSUVR from the phantom's counterfactual world where it exists; r and slope compare the model's "
+         "per-session Δ with the true one.</p>\n" << effects_html(r.effects);
+  if (!r.curves.empty()) o << "<h2>Training curves (validation)</h2>\n" << curves_html(r.curves);
+
   if (!r.montages.empty()) {
     o << "<h2>Montages</h2>\n";
     for (const auto& m : r.montages)
@@ -497,5 +565,68 @@ std::string html_report(const Report& r) {
 }
 
 void write_html_report(const std::string& path, const Report& r) { io::write_text_atomic(path, html_report(r)); }
+
+
+namespace {
+double json_or_nan(const nlohmann::json& j, const char* key) {
+  return j.contains(key) && j[key].is_number() ? j[key].get<double>() : NAN;
+}
+}  // namespace
+
+std::vector<ReportCurve> training_curves(const std::string& train_jsonl) {
+  std::ifstream in(train_jsonl);
+  if (!in) return {};
+  ReportCurve l1{"Validation L1 and SSIM", "value", {{"L1", {}, {}}, {"SSIM", {}, {}}}};
+  ReportCurve suvr{"Cortical SUVR error", "mean |synthetic − real|", {{"model", {}, {}}, {"mean training PET", {}, {}},
+                                                                       {"tabular reference", {}, {}}}};
+  ReportCurve corr{"r(synthetic SUVR, real SUVR)", "Pearson r", {{"model", {}, {}}, {"tabular reference", {}, {}}}};
+  ReportCurve eff_r{"Counterfactuals: r(model ΔSUVR, true ΔSUVR), cortex", "Pearson r", {}};
+  ReportCurve eff_mean{"Counterfactuals: mean cortical ΔSUVR, model (solid) and truth", "ΔSUVR", {}};
+  std::map<std::string, size_t> world;  // intervention → series index in eff_r
+  std::string line;
+  while (std::getline(in, line)) {
+    const nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_discarded() || j.value("type", "") != "validation") continue;
+    const double step = json_or_nan(j, "step");
+    auto push = [step](ReportCurve::Series& s, double v) { s.step.push_back(step), s.value.push_back(v); };
+    push(l1.series[0], json_or_nan(j, "l1"));
+    push(l1.series[1], json_or_nan(j, "ssim"));
+    if (!j.contains("causal") || !j["causal"].is_object()) continue;
+    const nlohmann::json& c = j["causal"];
+    push(suvr.series[0], json_or_nan(c, "suvr_error"));
+    push(suvr.series[1], json_or_nan(c, "mean_pet_error"));
+    push(suvr.series[2], json_or_nan(c, "tabular_error"));
+    push(corr.series[0], json_or_nan(c, "suvr_r"));
+    push(corr.series[1], json_or_nan(c, "tabular_r"));
+    for (const auto& e : c.value("effects", nlohmann::json::array())) {
+      const std::string name = e.value("do", "?");
+      if (!world.count(name)) {
+        world[name] = eff_r.series.size();
+        eff_r.series.push_back({"do(" + name + ")", {}, {}});
+        eff_mean.series.push_back({"do(" + name + ") model", {}, {}});
+        eff_mean.series.push_back({"do(" + name + ") true", {}, {}});
+      }
+      const size_t k = world[name];
+      const nlohmann::json cortex = e.contains("regions") ? e["regions"].value("cortex", nlohmann::json::object())
+                                                          : nlohmann::json::object();
+      push(eff_r.series[k], json_or_nan(cortex, "r"));
+      push(eff_mean.series[2 * k], json_or_nan(cortex, "model"));
+      push(eff_mean.series[2 * k + 1], json_or_nan(cortex, "true"));
+    }
+  }
+  std::vector<ReportCurve> out;
+  if (!l1.series[0].step.empty()) out.push_back(std::move(l1));
+  if (!suvr.series[0].step.empty()) out.push_back(std::move(suvr)), out.push_back(std::move(corr));
+  if (!eff_r.series.empty()) out.push_back(std::move(eff_r)), out.push_back(std::move(eff_mean));
+  return out;
+}
+
+void write_curves_html(const std::string& path, const std::string& title, const std::vector<ReportCurve>& curves) {
+  std::string o = "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>" + html_escape(title) +
+                  "</title><style>body{font-family:sans-serif;margin:24px;max-width:1100px;color:#222}</style></head><body>\n"
+                  "<h1>" + html_escape(title) + "</h1>\n";
+  o += curves.empty() ? "<p>No validation yet.</p>\n" : curves_html(curves);
+  io::write_text_atomic(path, o + "</body></html>\n");
+}
 
 }  // namespace cpets::eval

@@ -3,12 +3,14 @@
 // self-contained HTML page (tables per method, paired t-tests, inline SVG plots of per-session
 // MAE / SSIM and of synthetic-vs-real cortical SUVR, the montages by relative path).
 #pragma once
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
+#include "eval/causal.h"
 #include "eval/evaluation.h"
 #include "io/png.h"
 #include "io/volume.h"
@@ -20,6 +22,16 @@ struct ReportMontage {
   std::string path;  // relative to the HTML file
 };
 
+// One plot of training curves: each series is (step, value) points.
+struct ReportCurve {
+  std::string title, ylabel;
+  struct Series {
+    std::string name;
+    std::vector<double> step, value;
+  };
+  std::vector<Series> series;
+};
+
 struct Report {
   std::string title = "Causal PETS evaluation";
   std::vector<std::pair<std::string, std::string>> facts;  // "checkpoint" → "run/ckpt…", shown on top
@@ -27,7 +39,20 @@ struct Report {
   std::vector<Comparison> comparisons;
   std::vector<ReportMontage> montages;
   std::vector<std::string> notes;                          // protocol remarks (MS-SSIM padding, …)
+  // Causal fidelity (eval/causal.h): the tabular reference's SUVR error and r, the interventions'
+  // per-region effects (model against truth), and the run's curves over training steps.
+  std::optional<SuvrFidelity> tabular_reference;
+  std::vector<EffectSummary> effects;
+  std::vector<ReportCurve> curves;
 };
+
+// The curves of a run's train.jsonl validation lines: L1 and SSIM; cortical SUVR error beside the
+// mean training PET and the tabular reference; r(synthetic, real); and per intervention the
+// per-session r(model Δ, true Δ) and the mean cortical Δ of model and truth. Empty when the file
+// is absent; lines that are not JSON are skipped.
+std::vector<ReportCurve> training_curves(const std::string& train_jsonl);
+// The curves alone as a small HTML page (cpets-train writes one into its run folder), atomic.
+void write_curves_html(const std::string& path, const std::string& title, const std::vector<ReportCurve>& curves);
 
 // Rows: REAL, then per method its synthetic volume (same hot colour range as REAL) and its error
 // synthetic − real (diverging, one symmetric range shared by all methods). Labels are upper-cased

@@ -6,9 +6,12 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <sstream>
 #include <nlohmann/json.hpp>
 
 #include "eval/causal.h"
+#include "eval/report.h"
 #include "io/phantom.h"
 #include "train/trainer.h"
 
@@ -147,4 +150,41 @@ TEST_CASE("validation measures SUVR fidelity and counterfactual accuracy on a ph
   CHECK(train::CausalMonitor::describe(m).find("do(abeta*0.5)") != std::string::npos);
   // In the log line.
   CHECK(v.to_json()["causal"] == m);
+
+  // A run logs it at each validation and draws the curves into its folder.
+  TempDir run("run");
+  train::RunOptions ro;
+  ro.out_dir = run.path.string();
+  ro.max_steps = 2;
+  ro.progress = false;
+  std::ostringstream progress;
+  ro.progress_stream = &progress;
+  trainer.run(ro);
+  CHECK(progress.str().find("causal: SUVR err") != std::string::npos);
+  const auto curves = training_curves((run.path / "train.jsonl").string());
+  REQUIRE(curves.size() == 5);
+  CHECK(curves[1].title == "Cortical SUVR error");
+  CHECK(curves[1].series[2].name == "tabular reference");
+  CHECK(curves[3].series.size() == 2);  // one r curve per world
+  std::ifstream html(run.path / "curves.html");
+  const std::string page((std::istreambuf_iterator<char>(html)), std::istreambuf_iterator<char>());
+  CHECK(page.find("<svg") != std::string::npos);
+  CHECK(page.find("do(apoe4-1)") != std::string::npos);
+  CHECK(training_curves((run.path / "absent.jsonl").string()).empty());
+
+  // The evaluation report's counterfactual table and JSON.
+  Report report;
+  EffectAccumulator acc("abeta*0.5");
+  RegionSuvr a, b;
+  a.fill(1.1), b.fill(1.3);
+  acc.add(a, b, std::make_pair(a, b));
+  acc.add(a, b, std::make_pair(a, b));
+  report.effects.push_back(acc.summary());
+  report.curves = curves;
+  const std::string page2 = html_report(report);
+  CHECK(page2.find("Counterfactuals: ΔSUVR") != std::string::npos);
+  CHECK(page2.find("do(abeta*0.5)") != std::string::npos);
+  CHECK(page2.find("Training curves") != std::string::npos);
+  CHECK(report_json(report)["effects"][0]["regions"]["cortex"]["true"].get<double>() == doctest::Approx(0.2));
+  CHECK(text_summary(report).find("do(abeta*0.5): 2 sessions") != std::string::npos);
 }

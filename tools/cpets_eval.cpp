@@ -34,6 +34,7 @@
 #include "eval/suvr.h"
 #include "io/cohort.h"
 #include "train/checkpoint.h"
+#include "train/causal_monitor.h"
 #include "train/data.h"
 
 namespace {
@@ -48,7 +49,15 @@ struct Args {
   bool untrained = false, no_mean_pet = false, pad_ms_ssim = false, no_ms_ssim = false, reference_protocol = false;
   bool quiet = false;
   int montages = 3, threads = 0, max_sessions = 0;
+  std::vector<std::string> interventions;
 };
+
+// The run's train.jsonl: beside a run folder's checkpoints/ (a run folder or a checkpoint in it).
+std::string run_log(const std::string& checkpoint) {
+  for (fs::path p : {fs::path(checkpoint), fs::path(checkpoint).parent_path().parent_path()})
+    if (fs::is_regular_file(p / "train.jsonl")) return (p / "train.jsonl").string();
+  return "";
+}
 
 // The voxel-wise mean of the training PETs on the model grid.
 io::Volume mean_training_pet(const std::vector<train::Session>& train_split, std::array<int64_t, 3> volume) {
@@ -144,6 +153,30 @@ int run(const Args& a) {
   const fs::path out(a.out);
   std::vector<eval::Synthesiser> synths;
   for (const auto& [name, m] : models) synths.emplace_back(m);
+
+  // Causal fidelity of the trained model: SUVR against the tabular reference, interventions
+  // (--do, or a phantom's counterfactual worlds) against the truth where it is known.
+  std::vector<eval::Intervention> ivs;
+  for (const auto& text : a.interventions) {
+    try {
+      ivs.push_back(eval::parse_intervention(text));
+      eval::check_intervention_for_tracer(ivs.back(), bundle.tracer);
+    } catch (const std::invalid_argument& e) {
+      throw UsageError(e.what());
+    }
+  }
+  const train::Dataset train_set(splits.train, volume, 0), eval_set(sessions, volume, 0);
+  std::unique_ptr<train::CausalMonitor> causal;
+  if (!splits.train.empty() && !atlas_path.empty()) {
+    try {
+      causal = train::CausalMonitor::open(splits, train_set, eval_set, ivs);
+    } catch (const std::invalid_argument& e) {
+      std::fprintf(stderr, "warning: no counterfactual or tabular-reference metrics: %s\n", e.what());
+    }
+  }
+  if (!ivs.empty() && !causal)
+    throw std::runtime_error("--do needs SUVR: give the cohort an atlas (atlas/regions.json) or --atlas");
+  if (causal) causal->begin();
   for (size_t i = 0; i < sessions.size(); ++i) {
     const auto& s = sessions[i];
     const std::string date = io::format_date(s.record.pet_date);
@@ -161,7 +194,10 @@ int run(const Args& a) {
     }
     const eval::TabularInputs tab = eval::tabular_inputs(s.record, bundle.ranges, bundle.tracer);
     std::vector<io::Volume> outputs;
-    for (const auto& syn : synths) outputs.push_back(syn.synthesise(t1.volume, tab));
+    const models::Latent latent = synths[0].abduct(t1.volume, tab.covariates);
+    outputs.push_back(synths[0].synthesise(latent, tab, t1.volume));
+    if (causal) causal->add(synths[0], int64_t(i), latent, outputs[0]);
+    for (size_t k = 1; k < synths.size(); ++k) outputs.push_back(synths[k].synthesise(t1.volume, tab));
     if (mean_pet) {
       io::Volume m = *mean_pet;
       m.affine = pet.volume.affine;
@@ -222,6 +258,12 @@ int run(const Args& a) {
                            "; SUVR error = |real − synthetic| per session; std is the population std.");
 
   if (const auto verdict = beats_mean_pet(methods)) report.facts.push_back({"beats_mean_pet_on_mae_and_ssim", *verdict});
+  if (causal) {
+    causal->finish();
+    report.tabular_reference = causal->tabular_fidelity();
+    for (const auto& e : causal->effects()) report.effects.push_back(e.summary());
+  }
+  if (const std::string log = run_log(a.checkpoint); !log.empty()) report.curves = eval::training_curves(log);
 
   fs::create_directories(out);
   eval::write_report_json((out / "metrics.json").string(), report);
@@ -261,5 +303,8 @@ int main(int argc, char** argv) {
       ->check(CLI::NonNegativeNumber);
   app.add_option("--threads", a.threads, "OpenMP threads (default: OMP_NUM_THREADS / all cores)")->check(CLI::NonNegativeNumber);
   app.add_flag("--quiet", a.quiet, "no progress line");
+  app.add_option("--do", a.interventions,
+                 "intervention to measure on the split (apoe4-1, apoe4+1, abeta*0.5, abeta=800, …; repeatable); "
+                 "default on a phantom cohort: its counterfactual worlds, with the true ΔSUVR beside the model's");
   return tools::run_main<>(app, argc, argv, [&] { return run(a); });
 }

@@ -58,14 +58,16 @@ std::string fixed(const json& v, int digits, bool sign = false) {
 
 }  // namespace
 
-std::unique_ptr<CausalMonitor> CausalMonitor::open(const CohortSplits& data, const Dataset& train, const Dataset& val) {
+std::unique_ptr<CausalMonitor> CausalMonitor::open(const CohortSplits& data, const Dataset& train, const Dataset& val,
+                                                   const std::vector<eval::Intervention>& interventions) {
   const fs::path cohort(data.cohort_dir);
   if (val.size() == 0 || train.size() < 2 || !fs::is_regular_file(cohort / "atlas" / "regions.json")) return nullptr;
   std::unique_ptr<CausalMonitor> m(new CausalMonitor());
   m->tracer_ = data.tracer;
   m->ranges_ = data.ranges;
-  m->val_ = &val;
-  const io::Volume& grid = val.load(0)->second.volume;
+  m->sessions_ = &val;
+  const auto first = val.load(0);  // held: without the cache the shared pair is the only owner
+  const io::Volume& grid = first->second.volume;
   try {
     m->atlas_ = eval::atlas_on_grid(eval::load_atlas(cohort.string()), grid.shape, grid.affine);
   } catch (const std::invalid_argument& e) {  // e.g. the model volume crops the reference region away
@@ -80,7 +82,8 @@ std::unique_ptr<CausalMonitor> CausalMonitor::open(const CohortSplits& data, con
   io::Volume mean_pet = io::make_volume(grid.shape, 0.f, grid.affine);
   std::vector<double> sum(mean_pet.data.size(), 0.0);
   for (int64_t i = 0; i < train.size(); ++i) {
-    const io::Volume& pet = train.load(i)->second.volume;
+    const auto pair = train.load(i);
+    const io::Volume& pet = pair->second.volume;
     for (size_t v = 0; v < sum.size(); ++v) sum[v] += pet.data[v];
     const double suvr = cortical_suvr_or_nan(pet, m->atlas_);
     if (!std::isfinite(suvr)) continue;
@@ -97,25 +100,34 @@ std::unique_ptr<CausalMonitor> CausalMonitor::open(const CohortSplits& data, con
 
   // A phantom's truth and its counterfactual worlds.
   m->factual_truth_ = eval::read_suvr_truth((cohort / "truth.csv").string(), data.tracer);
-  if (m->factual_truth_ && fs::is_directory(cohort / "counterfactual")) {
+  auto world_truth = [&](const eval::Intervention& iv) {
+    return eval::read_suvr_truth(
+        (cohort / "counterfactual" / eval::phantom_world_folder(iv.name) / "truth.csv").string(), data.tracer);
+  };
+  std::vector<eval::Intervention> chosen = interventions;
+  if (chosen.empty() && m->factual_truth_ && fs::is_directory(cohort / "counterfactual")) {
     std::vector<std::string> folders;
     for (const auto& e : fs::directory_iterator(cohort / "counterfactual"))
       if (e.is_directory()) folders.push_back(e.path().filename().string());
     std::sort(folders.begin(), folders.end());
     for (const auto& folder : folders) {
-      World w;
       try {
-        w.intervention = eval::parse_intervention(world_intervention(folder));
-        eval::check_intervention_for_tracer(w.intervention, data.tracer);
+        eval::Intervention iv = eval::parse_intervention(world_intervention(folder));
+        eval::check_intervention_for_tracer(iv, data.tracer);
+        chosen.push_back(std::move(iv));
       } catch (const std::invalid_argument&) {
-        continue;  // not a world this model can be asked about (e.g. abeta for an AV1451 model)
+        // not a world this model can be asked about (e.g. abeta for an AV1451 model)
       }
-      auto truth = eval::read_suvr_truth((cohort / "counterfactual" / folder / "truth.csv").string(), data.tracer);
-      if (!truth) continue;
-      w.truth = std::move(*truth);
-      m->world_names_.push_back(w.intervention.name);
-      m->worlds_.push_back(std::move(w));
     }
+  }
+  for (auto& iv : chosen) {
+    World w;
+    auto truth = m->factual_truth_ ? world_truth(iv) : std::nullopt;
+    w.has_truth = truth.has_value();
+    if (truth) w.truth = std::move(*truth);
+    w.intervention = std::move(iv);
+    m->world_names_.push_back(w.intervention.name);
+    m->worlds_.push_back(std::move(w));
   }
   return m;
 }
@@ -126,25 +138,24 @@ void CausalMonitor::begin() {
   for (const auto& w : worlds_) effects_.emplace_back(w.intervention.name);
 }
 
-void CausalMonitor::add(const eval::Synthesiser& model, int64_t i, const models::Latent& latent, const Tensor& factual) {
-  const io::Volume& grid = val_->load(i)->second.volume;
-  io::Volume syn = io::make_volume(grid.shape, 0.f, grid.affine);
-  std::copy(factual.data(), factual.data() + factual.numel(), syn.data.begin());
-  const eval::RegionSuvr f = region_suvr_or_nan(syn, atlas_);
+void CausalMonitor::add(const eval::Synthesiser& model, int64_t i, const models::Latent& latent,
+                        const io::Volume& factual) {
+  const eval::RegionSuvr f = region_suvr_or_nan(factual, atlas_);
   synthetic_suvr_.push_back(f[0]);
-  const io::PairedRecord& record = val_->session(i).record;
+  const io::PairedRecord& record = sessions_->session(i).record;
   const std::pair<std::string, std::string> key{record.subject, io::format_date(record.pet_date)};
   for (size_t w = 0; w < worlds_.size(); ++w) {
     const auto cf_record = eval::apply_intervention(record, worlds_[w].intervention);
     const auto truth_cf = worlds_[w].truth.find(key);
-    if (!cf_record || truth_cf == worlds_[w].truth.end()) {
-      effects_[w].skip();  // the world does not exist for this session
+    // The world does not exist for this session (APOE4 − 1 of a non-carrier; the phantom left it out).
+    if (!cf_record || (worlds_[w].has_truth && truth_cf == worlds_[w].truth.end())) {
+      effects_[w].skip();
       continue;
     }
-    const io::Volume cf = model.synthesise(latent, eval::tabular_inputs(*cf_record, ranges_, tracer_), grid);
+    const io::Volume cf = model.synthesise(latent, eval::tabular_inputs(*cf_record, ranges_, tracer_), factual);
     std::optional<std::pair<eval::RegionSuvr, eval::RegionSuvr>> truth;
-    const auto truth_f = factual_truth_->find(key);
-    if (truth_f != factual_truth_->end()) truth = std::make_pair(truth_f->second, truth_cf->second);
+    const auto truth_f = factual_truth_ ? factual_truth_->find(key) : eval::SuvrTruth::const_iterator();
+    if (worlds_[w].has_truth && truth_f != factual_truth_->end()) truth = std::make_pair(truth_f->second, truth_cf->second);
     effects_[w].add(f, region_suvr_or_nan(cf, atlas_), truth);
   }
 }

@@ -21,13 +21,19 @@ namespace cpets::train {
 class CausalMonitor {
  public:
   // nullptr when the cohort has no atlas/regions.json (nothing to measure). Reads the training
-  // split's PET once (SUVR targets of the tabular reference, the mean training PET). Worlds are
-  // the phantom's counterfactual/<name>/ folders whose intervention applies to this tracer.
-  static std::unique_ptr<CausalMonitor> open(const CohortSplits& data, const Dataset& train, const Dataset& val);
+  // split's PET once (SUVR targets of the tabular reference, the mean training PET) and measures
+  // on `sessions` (validation during training, a test split in cpets-eval). The interventions
+  // are `interventions` when given — with the phantom's truth where its world exists — or else
+  // every counterfactual/<world>/ folder of a phantom cohort that applies to this tracer.
+  static std::unique_ptr<CausalMonitor> open(const CohortSplits& data, const Dataset& train, const Dataset& sessions,
+                                             const std::vector<eval::Intervention>& interventions = {});
 
-  // One validation pass: `factual` is G_P(μ_S, f(B_CSF, M)) of val session i on the model grid.
+  // One pass: `factual` is G_P(μ_S, f(B_CSF, M)) of session i on the model grid.
   void begin();
-  void add(const eval::Synthesiser& model, int64_t i, const models::Latent& latent, const Tensor& factual);
+  void add(const eval::Synthesiser& model, int64_t i, const models::Latent& latent, const io::Volume& factual);
+  // The summaries of the last pass (after finish), for reports.
+  const std::vector<eval::EffectAccumulator>& effects() const { return effects_; }
+  eval::SuvrFidelity tabular_fidelity() const { return eval::suvr_fidelity(tabular_suvr_, real_suvr_); }
   // {"suvr_error", "suvr_r", "mean_pet_error", "tabular_error", "tabular_r", "effects": […]}
   nlohmann::json finish();
 
@@ -40,6 +46,7 @@ class CausalMonitor {
   struct World {
     eval::Intervention intervention;
     eval::SuvrTruth truth;
+    bool has_truth = false;  // the phantom wrote this world
   };
   CausalMonitor() = default;
 
@@ -49,8 +56,8 @@ class CausalMonitor {
   std::optional<eval::SuvrTruth> factual_truth_;
   std::vector<World> worlds_;
   std::vector<std::string> world_names_;
-  const Dataset* val_ = nullptr;
-  std::vector<double> real_suvr_, tabular_suvr_;  // per val session
+  const Dataset* sessions_ = nullptr;
+  std::vector<double> real_suvr_, tabular_suvr_;  // per session
   double mean_pet_suvr_ = 0;
   // per pass
   std::vector<double> synthetic_suvr_;

@@ -15,6 +15,7 @@
 
 #include "engine/autograd.h"
 #include "eval/metrics.h"
+#include "eval/report.h"
 #include "kernels/cpu/isa.h"
 #include "train/progress.h"
 
@@ -300,7 +301,12 @@ ValidationResult Trainer::validate() {
     const models::Latent latent = model_->encode(one.t1, one.covariates);
     const Tensor tokens = model_->fuse(one.csf, one.covariates);
     const Tensor pet = model_->synthesise_pet(model_->reparameterise(latent, Tensor()), tokens);  // ε = 0
-    if (causal_) causal_->add(synthesiser, i, latent, pet);
+    if (causal_) {
+      const auto pair = val_set_->load(i);
+      io::Volume syn = io::make_volume(pair->second.volume.shape, 0.f, pair->second.volume.affine);
+      std::copy(pet.data(), pet.data() + pet.numel(), syn.data.begin());
+      causal_->add(synthesiser, i, latent, syn);
+    }
     const SessionMetrics m = session_metrics(pet.data(), one.pet.data(), val_set_->volume());
     l1 += m.l1;
     psnr += m.psnr;
@@ -388,6 +394,9 @@ void Trainer::run(const RunOptions& opt) {
     progress.message("validation " + when + ": L1 " + fixed(v.l1) + "  PSNR " + fixed(v.psnr, 2) + " dB  SSIM " +
                      fixed(v.ssim) + "  (" + std::to_string(v.sessions) + " sessions, " + fixed(v.seconds, 1) + " s)");
     if (!v.causal.is_null()) progress.message("  causal: " + CausalMonitor::describe(v.causal));
+    if (!opt.out_dir.empty())  // the run's curves so far, for a browser
+      eval::write_curves_html((fs::path(opt.out_dir) / "curves.html").string(), "Training curves: " + opt.out_dir,
+                              eval::training_curves((fs::path(opt.out_dir) / "train.jsonl").string()));
     return v;
   };
   auto checkpoint = [&](const std::optional<ValidationResult>& v) {
