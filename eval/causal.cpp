@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <limits>
@@ -119,6 +120,74 @@ double LinearReference::predict(const std::vector<double>& x) const {
   double y = coef_[0];
   for (size_t i = 0; i < x.size(); ++i) y += coef_[i + 1] * x[i];
   return y;
+}
+
+namespace {
+std::vector<double> raw_covariates(const io::PairedRecord& r) { return {r.age, double(r.sex), double(r.apoe4), r.pteducat}; }
+io::CsfValue& csf_field(io::PairedRecord& r, const std::string& name) {
+  return name == "ABETA" ? r.abeta : name == "TAU" ? r.tau : r.ptau;
+}
+}  // namespace
+
+CsfMediator CsfMediator::fit(const std::vector<io::PairedRecord>& training, const std::string& tracer) {
+  CsfMediator m;
+  m.tracer_ = tracer;
+  if (tracer == "AV45") m.outputs_ = {"ABETA"};
+  else if (tracer == "AV1451") m.outputs_ = {"TAU", "PTAU"};
+  else throw std::invalid_argument("CsfMediator: unknown tracer '" + tracer + "' (AV45 or AV1451)");
+  for (const auto& name : m.outputs_) {
+    std::vector<std::vector<double>> rows;
+    std::vector<double> y;
+    for (io::PairedRecord r : training) {
+      const double v = csf_field(r, name).value;
+      if (r.tracer != tracer || !std::isfinite(v)) continue;
+      rows.push_back(raw_covariates(r));
+      y.push_back(v);
+    }
+    if (rows.size() < 6)
+      throw std::invalid_argument("CsfMediator: only " + std::to_string(rows.size()) + " training " + tracer +
+                                  " sessions with " + name + "; the CSF-follows-M estimate needs at least 6");
+    m.models_.push_back(LinearReference::fit(rows, y));
+    m.range_.emplace_back(*std::min_element(y.begin(), y.end()), *std::max_element(y.begin(), y.end()));
+  }
+  return m;
+}
+
+bool CsfMediator::applies(const Intervention& iv) {
+  bool covariate = false;
+  for (const auto& a : iv.set) {
+    if (a.variable == "abeta" || a.variable == "tau" || a.variable == "ptau") return false;
+    covariate = true;
+  }
+  return covariate;
+}
+
+io::PairedRecord CsfMediator::mediate(const io::PairedRecord& factual, io::PairedRecord counterfactual) const {
+  const std::vector<double> before = raw_covariates(factual), after = raw_covariates(counterfactual);
+  for (size_t k = 0; k < outputs_.size(); ++k) {
+    io::CsfValue& c = csf_field(counterfactual, outputs_[k]);
+    c.value = std::clamp(c.value + models_[k].predict(after) - models_[k].predict(before), range_[k].first,
+                         range_[k].second);
+    c.raw = std::to_string(c.value);
+    c.censored = io::Censor::none;
+  }
+  return counterfactual;
+}
+
+std::string CsfMediator::describe() const {
+  static const char* names[] = {"age", "sex", "APOE4", "education"};
+  std::string s;
+  for (size_t k = 0; k < outputs_.size(); ++k) {
+    const auto& c = models_[k].coefficients();
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%s ≈ %.4g", outputs_[k].c_str(), c[0]);
+    s += (k ? "; " : "") + std::string(buf);
+    for (size_t i = 0; i < 4; ++i) {
+      std::snprintf(buf, sizeof buf, " %+.4g·%s", c[i + 1], names[i]);
+      s += buf;
+    }
+  }
+  return s;
 }
 
 SuvrFidelity suvr_fidelity(const std::vector<double>& synthetic, const std::vector<double>& real) {

@@ -18,6 +18,7 @@
 
 #include <nlohmann/json_fwd.hpp>
 
+#include "eval/inference.h"
 #include "eval/stats.h"
 #include "eval/suvr.h"
 
@@ -51,6 +52,33 @@ class LinearReference {
 
  private:
   std::vector<double> coef_;
+};
+
+// ---- interventions whose effect runs through B_CSF -----------------------------------------------------
+// model.md's graph has no edge M → B, so do(APOE4 − 1) keeps B_CSF as measured and gives the effect
+// of APOE4 with the CSF held (the phantom's world "apoe4-1,abeta*1"). In the data APOE4 moves
+// amyloid and so the CSF; the total effect needs B_CSF to follow M. CsfMediator estimates that
+// mechanism from the training split — each raw CSF value regressed on the raw covariates (age,
+// sex, APOE4, education) — and moves a session's CSF by the change of that prediction, keeping
+// its own residual (abduction under an additive-noise model). Opt-in, and named as such.
+class CsfMediator {
+ public:
+  // Throws when the tracer is unknown or fewer than 6 training records have the CSF values.
+  static CsfMediator fit(const std::vector<io::PairedRecord>& training, const std::string& tracer);
+  // True when the intervention changes a covariate and sets no CSF variable itself.
+  static bool applies(const Intervention& iv);
+  // `counterfactual` (the intervention applied) with its CSF moved by g(M') − g(M), kept within the
+  // training values' span (an assay reads censored values at its bounds, so the data never go
+  // beyond them either).
+  io::PairedRecord mediate(const io::PairedRecord& factual, io::PairedRecord counterfactual) const;
+  // "ABETA ≈ 1340 − 2.1·age … −220·APOE4 …" for reports.
+  std::string describe() const;
+
+ private:
+  std::string tracer_;
+  std::vector<std::string> outputs_;      // "ABETA" or "TAU", "PTAU"
+  std::vector<LinearReference> models_;   // one per output, inputs age, sex, apoe4, education
+  std::vector<std::pair<double, double>> range_;  // per output, the training values' span
 };
 
 // ---- summaries ---------------------------------------------------------------------------------------

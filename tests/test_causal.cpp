@@ -97,6 +97,37 @@ TEST_CASE("suvr_fidelity and region_effect: errors, correlation, slope and signs
   CHECK(j["regions"]["FC"]["true"].get<double>() == doctest::Approx(-0.15));
 }
 
+TEST_CASE("CsfMediator: B_CSF follows M by the training split's regression, keeping the session's residual") {
+  std::vector<io::PairedRecord> train;
+  for (int i = 0; i < 30; ++i) {
+    io::PairedRecord r;
+    r.tracer = "AV45";
+    r.age = 60 + i;
+    r.sex = i % 2;
+    r.apoe4 = i % 3;
+    r.pteducat = 10 + i % 7;
+    r.abeta.value = 1500 - 5 * r.age - 200 * r.apoe4 + 3 * r.pteducat;
+    train.push_back(r);
+  }
+  const CsfMediator m = CsfMediator::fit(train, "AV45");
+  io::PairedRecord f = train[16];  // APOE4 1, ABETA 956
+  f.abeta.value += 40;            // its own residual
+  const io::PairedRecord cf = m.mediate(f, *apply_intervention(f, parse_intervention("apoe4-1")));
+  CHECK(cf.apoe4 == 0);
+  CHECK(cf.abeta.value == doctest::Approx(f.abeta.value + 200).epsilon(1e-6));
+  CHECK(cf.abeta.censored == io::Censor::none);
+  // Kept within the training span.
+  io::PairedRecord high = train[0];
+  high.apoe4 = 2;
+  high.abeta.value = 1190;
+  CHECK(m.mediate(high, *apply_intervention(high, parse_intervention("apoe4-1"))).abeta.value == doctest::Approx(1230));  // the largest training value
+  CHECK(CsfMediator::applies(parse_intervention("apoe4-1")));
+  CHECK_FALSE(CsfMediator::applies(parse_intervention("apoe4-1,abeta*1")));
+  CHECK_FALSE(CsfMediator::applies(parse_intervention("abeta=800")));
+  CHECK(m.describe().find("APOE4") != std::string::npos);
+  CHECK_THROWS_WITH(CsfMediator::fit({train[0]}, "AV45"), doctest::Contains("at least 6"));
+}
+
 TEST_CASE("read_suvr_truth and phantom_world_folder") {
   TempDir dir("truth");
   CHECK_FALSE(read_suvr_truth((dir.path / "absent.csv").string(), "AV45").has_value());
@@ -136,9 +167,12 @@ TEST_CASE("validation measures SUVR fidelity and counterfactual accuracy on a ph
   CHECK(m["tabular_error"].get<double>() > 0);
   CHECK(m["tabular_error"].get<double>() < 0.5);
   CHECK(m["mean_pet_error"].get<double>() > 0);
-  REQUIRE(m["effects"].size() == 2);
-  // Worlds in folder order; every session is measured or skipped (non-carriers for apoe4-1).
+  REQUIRE(m["effects"].size() == 3);
+  // Worlds in folder order; every session is measured or skipped (non-carriers for apoe4-1);
+  // the covariate intervention a second time with B_CSF following M.
   const nlohmann::json &halve = m["effects"][0], &minus = m["effects"][1];  // abetax0.5/ sorts first
+  CHECK(m["effects"][2]["do"] == "apoe4-1 [CSF follows M]");
+  CHECK(m["effects"][2]["sessions"] == minus["sessions"]);
   CHECK(halve["do"] == "abeta*0.5");
   CHECK(minus["do"] == "apoe4-1");
   CHECK(halve["sessions"].get<int64_t>() == v.sessions);
@@ -165,7 +199,7 @@ TEST_CASE("validation measures SUVR fidelity and counterfactual accuracy on a ph
   REQUIRE(curves.size() == 5);
   CHECK(curves[1].title == "Cortical SUVR error");
   CHECK(curves[1].series[2].name == "tabular reference");
-  CHECK(curves[3].series.size() == 2);  // one r curve per world
+  CHECK(curves[3].series.size() == 3);  // one r curve per world
   std::ifstream html(run.path / "curves.html");
   const std::string page((std::istreambuf_iterator<char>(html)), std::istreambuf_iterator<char>());
   CHECK(page.find("<svg") != std::string::npos);

@@ -262,6 +262,10 @@ int run(const Args& a) {
     causal->finish();
     report.tabular_reference = causal->tabular_fidelity();
     for (const auto& e : causal->effects()) report.effects.push_back(e.summary());
+    if (causal->mediator())
+      report.notes.push_back("[CSF follows M]: model.md keeps B_CSF as measured under do(M); these rows move it by "
+                             "a regression on the covariates fitted on the training split (" +
+                             causal->mediator()->describe() + "), keeping each session's residual.");
   }
   if (const std::string log = run_log(a.checkpoint); !log.empty()) report.curves = eval::training_curves(log);
 

@@ -120,6 +120,8 @@ std::unique_ptr<CausalMonitor> CausalMonitor::open(const CohortSplits& data, con
       }
     }
   }
+  std::vector<io::PairedRecord> training_records;
+  for (const auto& s : data.train) training_records.push_back(s.record);
   for (auto& iv : chosen) {
     World w;
     auto truth = m->factual_truth_ ? world_truth(iv) : std::nullopt;
@@ -127,6 +129,11 @@ std::unique_ptr<CausalMonitor> CausalMonitor::open(const CohortSplits& data, con
     if (truth) w.truth = std::move(*truth);
     w.intervention = std::move(iv);
     m->world_names_.push_back(w.intervention.name);
+    m->worlds_.push_back(w);
+    if (!eval::CsfMediator::applies(w.intervention)) continue;
+    if (!m->mediator_) m->mediator_ = eval::CsfMediator::fit(training_records, data.tracer);
+    w.csf_follows = true;
+    m->world_names_.push_back(w.intervention.name + " [CSF follows M]");
     m->worlds_.push_back(std::move(w));
   }
   return m;
@@ -135,7 +142,7 @@ std::unique_ptr<CausalMonitor> CausalMonitor::open(const CohortSplits& data, con
 void CausalMonitor::begin() {
   synthetic_suvr_.clear();
   effects_.clear();
-  for (const auto& w : worlds_) effects_.emplace_back(w.intervention.name);
+  for (const auto& name : world_names_) effects_.emplace_back(name);
 }
 
 void CausalMonitor::add(const eval::Synthesiser& model, int64_t i, const models::Latent& latent,
@@ -152,7 +159,8 @@ void CausalMonitor::add(const eval::Synthesiser& model, int64_t i, const models:
       effects_[w].skip();
       continue;
     }
-    const io::Volume cf = model.synthesise(latent, eval::tabular_inputs(*cf_record, ranges_, tracer_), factual);
+    const io::PairedRecord input = worlds_[w].csf_follows ? mediator_->mediate(record, *cf_record) : *cf_record;
+    const io::Volume cf = model.synthesise(latent, eval::tabular_inputs(input, ranges_, tracer_), factual);
     std::optional<std::pair<eval::RegionSuvr, eval::RegionSuvr>> truth;
     const auto truth_f = factual_truth_ ? factual_truth_->find(key) : eval::SuvrTruth::const_iterator();
     if (worlds_[w].has_truth && truth_f != factual_truth_->end()) truth = std::make_pair(truth_f->second, truth_cf->second);

@@ -24,7 +24,9 @@ class CausalMonitor {
   // split's PET once (SUVR targets of the tabular reference, the mean training PET) and measures
   // on `sessions` (validation during training, a test split in cpets-eval). The interventions
   // are `interventions` when given — with the phantom's truth where its world exists — or else
-  // every counterfactual/<world>/ folder of a phantom cohort that applies to this tracer.
+  // every counterfactual/<world>/ folder of a phantom cohort that applies to this tracer. An
+  // intervention on covariates alone is measured twice: as model.md defines it (B_CSF held) and
+  // with B_CSF following M ("apoe4-1 [CSF follows M]", eval::CsfMediator).
   static std::unique_ptr<CausalMonitor> open(const CohortSplits& data, const Dataset& train, const Dataset& sessions,
                                              const std::vector<eval::Intervention>& interventions = {});
 
@@ -33,6 +35,7 @@ class CausalMonitor {
   void add(const eval::Synthesiser& model, int64_t i, const models::Latent& latent, const io::Volume& factual);
   // The summaries of the last pass (after finish), for reports.
   const std::vector<eval::EffectAccumulator>& effects() const { return effects_; }
+  const std::optional<eval::CsfMediator>& mediator() const { return mediator_; }
   eval::SuvrFidelity tabular_fidelity() const { return eval::suvr_fidelity(tabular_suvr_, real_suvr_); }
   // {"suvr_error", "suvr_r", "mean_pet_error", "tabular_error", "tabular_r", "effects": […]}
   nlohmann::json finish();
@@ -45,6 +48,7 @@ class CausalMonitor {
  private:
   struct World {
     eval::Intervention intervention;
+    bool csf_follows = false;  // B_CSF moved by the CsfMediator (eval/causal.h)
     eval::SuvrTruth truth;
     bool has_truth = false;  // the phantom wrote this world
   };
@@ -54,6 +58,7 @@ class CausalMonitor {
   io::NormRanges ranges_;
   eval::Atlas atlas_;  // on the model grid
   std::optional<eval::SuvrTruth> factual_truth_;
+  std::optional<eval::CsfMediator> mediator_;
   std::vector<World> worlds_;
   std::vector<std::string> world_names_;
   const Dataset* sessions_ = nullptr;
