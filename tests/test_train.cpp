@@ -531,9 +531,14 @@ TEST_CASE("trainer: train.lr_conditional_scale gives f and G_P's cross-attention
   // so f moves ~10× further and the rest exactly as far as with one rate.
   Trainer fresh(tiny_config({random_out})), zeroed(tiny_config()), zeroed_fresh(tiny_config());
   ThreadCount t(1);
-  one.step();
+  const StepLosses first_one = one.step();
   two.step();
-  zeroed.step();
+  const StepLosses first_zeroed = zeroed.step();
+  // The logged gradient norms show it: zero on the conditional path with model.md's init.
+  CHECK(first_zeroed.grad_conditional == 0.0);
+  CHECK(first_zeroed.grad_rest > 0.0);
+  CHECK(first_one.grad_conditional > 0.0);
+  CHECK(first_one.to_json()["grad_conditional"].get<double>() == first_one.grad_conditional);
   for (const auto& [name, _] : two.model().generator_parameters())
     CHECK_MESSAGE(two.generator_optimizer().step_count(name) == 1, name);
   auto find_tensor = [](const NamedTensors& all, const std::string& key) {

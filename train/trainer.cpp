@@ -12,6 +12,7 @@
 #include <iostream>
 #include <limits>
 #include <sstream>
+#include <tuple>
 
 #include "engine/autograd.h"
 #include "eval/metrics.h"
@@ -50,6 +51,23 @@ std::vector<ParamGroup> generator_groups(const models::CausalPETS& model, const 
   auto [conditional, rest] = model.split_conditional_path();
   return {{std::move(rest), adam_options(t, t.lr)},
           {std::move(conditional), adam_options(t, t.lr * t.lr_conditional_scale)}};
+}
+
+// ‖∇‖ over f + G_P's cross-attention, and over the other generator parameters (double sums in
+// parameter order: deterministic).
+std::pair<double, double> conditional_gradient_norms(const models::CausalPETS& model) {
+  auto norm = [](const NamedTensors& params) {
+    double s = 0;
+    for (const auto& [name, p] : params) {
+      const Tensor g = p.grad();
+      if (!g.defined()) continue;
+      const Tensor h = g.device() == Device::CPU ? g : g.to(Device::CPU);
+      for (int64_t i = 0; i < h.numel(); ++i) s += double(h.data()[i]) * double(h.data()[i]);
+    }
+    return std::sqrt(s);
+  };
+  const auto [conditional, rest] = model.split_conditional_path();
+  return {norm(conditional), norm(rest)};
 }
 
 std::string group_digits(int64_t n) {
@@ -112,7 +130,8 @@ void trim_log(const fs::path& path, int64_t step) {
 json StepLosses::to_json() const {
   return {{"type", "step"},     {"step", step},       {"epoch", epoch}, {"batch", batch},   {"g_total", g_total},
           {"pet_l1", pet_l1},   {"t1", t1},           {"kl", kl},       {"adv", adv},       {"perceptual", perceptual},
-          {"d_total", d_total}, {"d_fake", d_fake},   {"d_real", d_real}, {"seconds", seconds}};
+          {"d_total", d_total}, {"d_fake", d_fake},   {"d_real", d_real}, {"grad_conditional", grad_conditional},
+          {"grad_rest", grad_rest}, {"seconds", seconds}};
 }
 
 json ValidationResult::to_json() const {
@@ -233,6 +252,7 @@ StepLosses training_step(const StepContext& ctx, const Batch& batch, int64_t ste
                                ", KL " + std::to_string(value_of(g.kl)) +
                                "); resume from the last checkpoint with a lower train.lr");
     g.total.backward();
+    std::tie(out.grad_conditional, out.grad_rest) = conditional_gradient_norms(model);
     ctx.g_opt.step();
     out.g_total = value_of(g.total);
     out.pet_l1 = value_of(g.pet_l1);

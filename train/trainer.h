@@ -38,6 +38,9 @@ struct StepLosses {
   int64_t step = 0, epoch = 0, batch = 0;
   double g_total = 0, pet_l1 = 0, t1 = 0, kl = 0, adv = 0, perceptual = 0;
   double d_total = 0, d_fake = 0, d_real = 0;  // d_total = ½(fake + real), as the reference logs
+  // L2 norms of the generator gradient on the conditional path (f and G_P's cross-attention to
+  // B) and on the rest, before the Adam step: how much the tabular inputs are being learnt.
+  double grad_conditional = 0, grad_rest = 0;
   double seconds = 0;                           // wall time of the step (not part of equality)
   nlohmann::json to_json() const;
 };
