@@ -206,6 +206,19 @@ TEST_CASE("validation measures SUVR fidelity and counterfactual accuracy on a ph
   CHECK(page.find("do(apoe4-1)") != std::string::npos);
   CHECK(training_curves((run.path / "absent.jsonl").string()).empty());
 
+  // The "conditional path is on" rule, on hand-made measurements.
+  nlohmann::json on = {{"suvr_error", 0.06}, {"mean_pet_error", 0.13}, {"suvr_r", 0.9},
+                       {"effects", {{{"do", "abeta*0.5"}, {"regions", {{"cortex", {{"model", 0.2}, {"true", 0.24}, {"r", 0.93}}}}}},
+                                    {{"do", "apoe4-1"}, {"regions", {{"cortex", {{"model", 0.0}, {"true", -0.1}, {"r", 0.1}}}}}}}}};
+  CHECK(train::CausalMonitor::conditional_path_on(on));  // the APOE4 world with B_CSF held is not a criterion
+  nlohmann::json weak = on;
+  weak["effects"][0]["regions"]["cortex"]["model"] = 0.05;  // a quarter of the true effect
+  CHECK_FALSE(train::CausalMonitor::conditional_path_on(weak));
+  nlohmann::json worse = on;
+  worse["suvr_error"] = 0.2;
+  CHECK_FALSE(train::CausalMonitor::conditional_path_on(worse));
+  CHECK_FALSE(train::CausalMonitor::conditional_path_on(nlohmann::json()));
+
   // The evaluation report's counterfactual table and JSON.
   Report report;
   EffectAccumulator acc("abeta*0.5");

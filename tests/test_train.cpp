@@ -728,6 +728,11 @@ TEST_CASE("trainer: run() validates, checkpoints per epoch, logs every step and 
   CHECK(fs::exists(out.path / "checkpoints" / "best.safetensors"));
   CHECK(contains(progress.str(), "validation"));
   CHECK(contains(progress.str(), "step 5/5"));
+  // Stopping when the conditional path is on needs SUVR: this cohort has no atlas.
+  RunOptions until = opt;
+  until.until_conditional = true;
+  until.max_steps = 6;
+  CHECK(contains(error_of([&] { t.run(until); }), "atlas/regions.json"));
 }
 
 TEST_CASE("progress: durations, live and log lines") {

@@ -29,7 +29,7 @@ struct Args {
   std::string config, out, resume;
   std::vector<std::string> sets;
   int64_t max_steps = 0, epochs = 0, threads = 0;
-  bool no_progress = false, print_model = false, print_config = false;
+  bool no_progress = false, print_model = false, print_config = false, until_conditional = false;
 };
 
 std::atomic<bool> g_stop{false};
@@ -88,6 +88,7 @@ int run(const Args& a) {
   if (a.epochs > 0) opt.epochs = a.epochs;
   opt.progress = !a.no_progress && isatty(STDERR_FILENO);
   opt.stop = &g_stop;
+  opt.until_conditional = a.until_conditional;
   std::signal(SIGINT, on_interrupt);
   std::signal(SIGTERM, on_interrupt);
   trainer.run(opt);
@@ -96,6 +97,11 @@ int run(const Args& a) {
               << opt.out_dir << "\n";
     return 130;
   }
+  if (a.until_conditional)
+    std::cerr << (trainer.conditional_on() ? "the conditional path is on after "
+                                           : "the conditional path is NOT yet on after ")
+              << trainer.step_count() << " steps" << (trainer.conditional_on() ? "" : " (the budget, --max-steps)")
+              << "\n";
   std::cerr << "done: " << trainer.step_count() << " steps; checkpoints in " << (fs::path(opt.out_dir) / "checkpoints").string()
             << ", log " << (fs::path(opt.out_dir) / "train.jsonl").string() << "\n";
   return 0;
@@ -114,6 +120,9 @@ int main(int argc, char** argv) {
   app.add_option("--max-steps", a.max_steps, "stop after this many steps in total (counting resumed ones)")->check(CLI::NonNegativeNumber);
   app.add_option("--epochs", a.epochs, "number of epochs (overrides train.epochs)")->check(CLI::PositiveNumber);
   app.add_option("--threads", a.threads, "OpenMP threads (overrides train.threads)")->check(CLI::NonNegativeNumber);
+  app.add_flag("--until-conditional", a.until_conditional,
+               "stop at the first validation where the tabular inputs reach the image: SUVR error below the mean "
+               "training PET's, r ≥ 0.8, CSF interventions tracking the phantom's truth (needs an atlas)");
   app.add_flag("--no-progress", a.no_progress, "plain progress lines for log files instead of a live line");
   app.add_flag("--print-model", a.print_model, "print the parameter counts of each network and exit");
   app.add_flag("--print-config", a.print_config, "print the resolved configuration (every key) and exit");

@@ -180,6 +180,24 @@ json CausalMonitor::finish() {
           {"tabular_r", number(tabular.r.r)},     {"effects", effects}};
 }
 
+bool CausalMonitor::conditional_path_on(const json& m) {
+  auto value = [](const json& j, const char* key) {
+    return j.is_object() && j.contains(key) && j[key].is_number() ? j[key].get<double>() : kNaN;
+  };
+  if (!(value(m, "suvr_error") < value(m, "mean_pet_error")) || !(value(m, "suvr_r") >= 0.8)) return false;
+  for (const auto& e : m.value("effects", json::array())) {
+    const std::string name = e.value("do", "");
+    const bool csf_world = name.find('[') == std::string::npos &&
+                           (name.find("abeta") != std::string::npos || name.find("tau") != std::string::npos);
+    if (!csf_world) continue;
+    const json cortex = e.contains("regions") ? e["regions"].value("cortex", json::object()) : json::object();
+    const double model = value(cortex, "model"), truth = value(cortex, "true"), r = value(cortex, "r");
+    if (!std::isfinite(truth)) continue;  // no truth to compare with
+    if (!(r >= 0.8) || !(model / truth >= 0.5 && model / truth <= 2.0)) return false;
+  }
+  return true;
+}
+
 std::string CausalMonitor::describe(const json& m) {
   std::string s = "SUVR err " + fixed(m.value("suvr_error", json()), 3) + " r " + fixed(m.value("suvr_r", json()), 2) +
                   " (mean PET " + fixed(m.value("mean_pet_error", json()), 3) + ", tabular " +

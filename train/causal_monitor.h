@@ -40,6 +40,12 @@ class CausalMonitor {
   // {"suvr_error", "suvr_r", "mean_pet_error", "tabular_error", "tabular_r", "effects": […]}
   nlohmann::json finish();
 
+  // Whether the tabular inputs have reached the image (`cpets-train --until-conditional`, the
+  // demo): cortical SUVR error below the mean training PET's, r(synthetic, real) ≥ 0.8, and in
+  // every world that changes a CSF value the model's per-session ΔSUVR correlates with the truth
+  // (r ≥ 0.8), points the same way and has 0.5–2× its size. False without causal metrics.
+  static bool conditional_path_on(const nlohmann::json& measured);
+
   // "SUVR err 0.081 r 0.62 (mean PET 0.137, tabular 0.067); do(apoe4-1) r +0.41 Δ −0.012 (true −0.098)"
   static std::string describe(const nlohmann::json& measured);
 

@@ -372,6 +372,10 @@ void Trainer::run(const RunOptions& opt) {
   std::ostream& os = opt.progress_stream ? *opt.progress_stream : std::cerr;
   const int64_t total = total_steps(opt);
   const auto& t = config_.train;
+  if (opt.until_conditional && (!causal_ || t.validate_every <= 0))
+    throw ConfigError(std::string("--until-conditional needs causal metrics at validation: ") +
+                      (!causal_ ? "the cohort '" + data_.cohort_dir + "' has no atlas/regions.json (or it does not fit the model grid)"
+                                : "train.validate_every is 0; set it to 1"));
   std::ofstream log;
   if (!opt.out_dir.empty()) {
     const auto existing = list_step_checkpoints((fs::path(opt.out_dir) / "checkpoints").string());
@@ -447,6 +451,13 @@ void Trainer::run(const RunOptions& opt) {
     std::optional<ValidationResult> v;
     if (epoch_done && t.validate_every > 0 && epochs_done % t.validate_every == 0 && val_set_->size() > 0)
       v = validate_and_report("after epoch " + std::to_string(epochs_done));
+    if (v && opt.until_conditional && CausalMonitor::conditional_path_on(v->causal)) {
+      progress.message("the conditional path is on at step " + std::to_string(state_.step) +
+                       " (SUVR below the mean PET's error, r ≥ 0.8, CSF interventions tracking the truth): stopping");
+      checkpoint(v);
+      conditional_on_ = true;
+      break;
+    }
     const bool epoch_ckpt = epoch_done && t.checkpoint_every > 0 && epochs_done % t.checkpoint_every == 0;
     const bool step_ckpt = t.checkpoint_every_steps > 0 && state_.step % t.checkpoint_every_steps == 0;
     const bool improved = v && v->l1 < state_.best_val_l1;  // keep every new best on disk

@@ -61,6 +61,8 @@ struct RunOptions {
   std::ostream* progress_stream = nullptr;  // default std::cerr
   // Checked after every step: when it turns true (SIGINT), run() writes a checkpoint and returns.
   const std::atomic<bool>* stop = nullptr;
+  // Stop after the first validation at which CausalMonitor::conditional_path_on holds.
+  bool until_conditional = false;
 };
 
 // What one training step works on: the model, the two optimisers (d_opt null: no D step), the
@@ -105,6 +107,8 @@ class Trainer {
   std::string save(const std::string& out_dir, const std::optional<ValidationResult>& validation = std::nullopt);
 
   int64_t step_count() const { return state_.step; }
+  // After run(opt) with opt.until_conditional: whether it stopped because the path was on.
+  bool conditional_on() const { return conditional_on_; }
   int64_t total_steps(const RunOptions& opt) const;  // the step at which run() stops
   const Config& config() const { return config_; }
   const CohortSplits& data() const { return data_; }
@@ -122,6 +126,7 @@ class Trainer {
   CohortSplits data_;
   std::unique_ptr<Dataset> train_set_, val_set_;
   std::unique_ptr<CausalMonitor> causal_;  // null when the cohort has no atlas
+  bool conditional_on_ = false;
   std::shared_ptr<models::CausalPETS> model_;
   std::shared_ptr<models::LpipsSqueeze> perceptual_;
   std::unique_ptr<Adam> g_opt_, d_opt_;
