@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # cpets — one entry point for a newcomer:
-#   tools/cpets.sh demo    install what is missing, build, train on the phantom cohort, evaluate (--long: until it beats the mean PET)
+#   tools/cpets.sh demo    install what is missing, build, train on the phantom cohort until the CSF signal reaches the image, evaluate (--long: until it beats the mean PET)
 #   tools/cpets.sh test    install what is missing, build, run every test
 #   tools/cpets.sh build | install | bench [args…]
 set -euo pipefail
@@ -65,35 +65,39 @@ case "$cmd" in
     "$build/cpets-bench" "$@"
     ;;
   demo)
-    # The vertical slice: phantom cohort → training → synthesised PET → metrics against the
-    # untrained model and the mean training PET → a counterfactual. `demo --long` keeps training
-    # (in chunks of CPETS_DEMO_CHUNK steps) until the synthetic PET beats the mean image on MAE
-    # and SSIM on the test split.
+    # The vertical slice: phantom cohort → training until the tabular inputs reach the image →
+    # synthesised PET → metrics against the untrained model, the mean training PET and the
+    # tabular reference → counterfactuals against the phantom's truth. `demo --long` then keeps
+    # training (in chunks of CPETS_DEMO_CHUNK steps) until the synthetic PET also beats the mean
+    # image on MAE and SSIM on the test split.
     long=0
     if [ "${1:-}" = "--long" ]; then long=1; shift; fi
     install
     configure_and_build
     out=${CPETS_DEMO_DIR:-$root/out/demo}
-    steps=${CPETS_DEMO_STEPS:-300}
-    subjects=${CPETS_DEMO_SUBJECTS:-120}
+    budget=${CPETS_DEMO_STEPS:-1500}
+    subjects=${CPETS_DEMO_SUBJECTS:-400}
     bin=$build
     mkdir -p "$out"
     start=$(date +%s)
-    echo "== 1/4 phantom cohort ($subjects subjects, AV45) -> $out/cohort"
-    "$bin/cpets-phantom" --out "$out/cohort" --subjects "$subjects" --seed 1 --do apoe4=0 --montage --no-progress "$@"
+    echo "== 1/4 phantom cohort ($subjects subjects, AV45, three counterfactual worlds) -> $out/cohort"
+    "$bin/cpets-phantom" --out "$out/cohort" --subjects "$subjects" --seed 1 --do apoe4-1 --do 'apoe4-1,abeta*1' \
+      --do 'abeta*0.5' --montage --no-progress "$@"
     "$bin/cpets-data" pair "$out/cohort/cohort.csv" --out "$out/cohort/paired.csv" | sed -n '2,3p'
-    echo "== 2/4 training the demo preset for $steps steps -> $out/run"
+    echo "== 2/4 training the demo preset until the conditional path is on (budget $budget steps) -> $out/run"
     rm -rf "$out/run" "$out/eval" "$out/infer"
     "$bin/cpets-train" --config "$root/configs/demo.json" --set data.cohort="$out/cohort" --out "$out/run" \
-      --max-steps "$steps"
+      --max-steps "$budget" --until-conditional
+    steps=$(grep '"type":"step"' "$out/run/train.jsonl" | tail -n 1 | sed 's/.*"step":\([0-9]*\).*/\1/')
     evaluate() {
       "$bin/cpets-eval" --checkpoint "$out/run" --cohort "$out/cohort" --out "$out/eval" --untrained --quiet
     }
-    echo "== 3/4 held-out test split: trained vs untrained vs the mean training PET"
+    echo "== 3/4 held-out test split: trained vs untrained vs the mean training PET; counterfactuals vs the truth"
     evaluate
     if [ "$long" = 1 ]; then
       chunk=${CPETS_DEMO_CHUNK:-300}
       max=${CPETS_DEMO_MAX_STEPS:-6000}
+      steps=${steps:-$budget}
       until grep -Eq '"beats_mean_pet_on_mae_and_ssim": "?true' "$out/eval/metrics.json"; do
         [ "$steps" -ge "$max" ] && { echo "demo --long: still not better than the mean PET after $steps steps"; break; }
         steps=$((steps + chunk))
@@ -102,14 +106,14 @@ case "$cmd" in
         evaluate
       done
     fi
-    echo "== 4/4 counterfactual: do(APOE4 = 0) for the test split, beside the phantom's true effect"
-    "$bin/cpets-infer" --checkpoint "$out/run" --cohort "$out/cohort" --split test --do apoe4=0 --out "$out/infer" \
-      | tail -n 9
+    echo "== 4/4 counterfactual PET: do(APOE4 - 1) and do(ABETA x 0.5) for the test split, beside the phantom's truth"
+    "$bin/cpets-infer" --checkpoint "$out/run" --cohort "$out/cohort" --split test --do apoe4-1 --do 'abeta*0.5' \
+      --out "$out/infer" | sed -n '/^intervention effects/,$p'
     echo "demo: done in $(( ($(date +%s) - start) / 60 )) min $(( ($(date +%s) - start) % 60 )) s"
-    echo "   report:          $out/eval/report.html"
+    echo "   report:          $out/eval/report.html (metrics, counterfactual table, training curves)"
     echo "   montages:        $out/eval/montage/ (real | synthetic | error), $out/cohort/montage/"
     echo "   counterfactuals: $out/infer/"
-    echo "   training log:    $out/run/train.jsonl"
+    echo "   training:        $out/run/train.jsonl, $out/run/curves.html"
     ;;
   *)
     sed -n '2,6p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
