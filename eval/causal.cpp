@@ -218,6 +218,9 @@ std::optional<RegionEffect> region_effect(const std::vector<double>& model_delta
   RegionEffect e;
   e.n = static_cast<int64_t>(m_all.size());
   e.mean_model = mean(m_all);
+  const PairedTTest test = paired_t_test(m_all, std::vector<double>(m_all.size(), 0.0));
+  e.t = test.t;
+  e.p = test.p;
   e.mean_true = e.r = e.slope = kNaN;
   if (t.size() >= 2) {
     e.mean_true = mean(t);
@@ -257,6 +260,8 @@ nlohmann::json EffectSummary::to_json() const {
                                     {"model", json_number(e.mean_model)},
                                     {"true", json_number(e.mean_true)},
                                     {"r", json_number(e.r)},
+                                    {"t", json_number(e.t)},
+                                    {"p", json_number(e.p)},
                                     {"slope", json_number(e.slope)},
                                     {"signs_agree", std::isfinite(e.mean_true) ? nlohmann::json(e.signs_agree) : nlohmann::json()}};
   }

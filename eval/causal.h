@@ -93,6 +93,7 @@ SuvrFidelity suvr_fidelity(const std::vector<double>& synthetic, const std::vect
 struct RegionEffect {
   int64_t n = 0;
   double mean_model = 0, mean_true = 0;  // mean ΔSUVR (counterfactual − factual)
+  double t = 0, p = 1;                   // paired t-test of the model's counterfactual against its factual SUVR
   double r = 0;                          // per-session model vs true Δ (NaN without spread)
   double slope = 0;                      // least-squares slope of model Δ on true Δ
   bool signs_agree = false;              // sign(mean_model) == sign(mean_true)

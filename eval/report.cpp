@@ -215,7 +215,8 @@ std::string curves_html(const std::vector<ReportCurve>& curves) {
 
 std::string effects_html(const std::vector<EffectSummary>& effects) {
   std::ostringstream o;
-  o << "<table><tr><th>intervention</th><th>region</th><th>sessions</th><th>model ΔSUVR</th><th>true ΔSUVR</th>"
+  o << "<table><tr><th>intervention</th><th>region</th><th>sessions</th><th>model ΔSUVR</th><th>p (paired t)</th>"
+       "<th>true ΔSUVR</th>"
        "<th>model / true</th><th>r (per session)</th><th>slope</th><th>signs agree</th></tr>\n";
   for (const auto& e : effects)
     for (size_t k = 0; k < 7; ++k) {
@@ -224,7 +225,8 @@ std::string effects_html(const std::vector<EffectSummary>& effects) {
       const bool truth = std::isfinite(x.mean_true);
       o << "<tr><td>do(" << html_escape(e.intervention) << ")" << (e.skipped ? " <span class=\"muted\">(" +
            std::to_string(e.skipped) + " skipped)</span>" : "") << "</td><td>" << html_escape(region_name(k)) << "</td><td>"
-        << x.n << "</td><td>" << signed_fmt(x.mean_model, 4) << "</td><td>" << (truth ? signed_fmt(x.mean_true, 4) : "–")
+        << x.n << "</td><td>" << signed_fmt(x.mean_model, 4) << "</td><td>" << fmt_p(x.p) << "</td><td>"
+        << (truth ? signed_fmt(x.mean_true, 4) : "–")
         << "</td><td>" << (truth && x.mean_true != 0 ? fmt(x.mean_model / x.mean_true, 2) : "–") << "</td><td>"
         << (truth ? fmt(x.r, 2) : "–") << "</td><td>" << (truth ? fmt(x.slope, 2) : "–") << "</td><td>"
         << (truth ? (x.signs_agree ? "yes" : "<b>no</b>") : "–") << "</td></tr>\n";
@@ -352,12 +354,12 @@ std::string text_summary(const Report& r) {
   for (const auto& e : r.effects) {
     o << "do(" << e.intervention << "): " << e.sessions << " sessions"
       << (e.skipped ? " (" + std::to_string(e.skipped) + " skipped: no such world for them)" : "") << "\n";
-    std::vector<std::vector<std::string>> rows{{"  region", "model ΔSUVR", "true ΔSUVR", "model/true", "r", "slope", "signs"}};
+    std::vector<std::vector<std::string>> rows{{"  region", "model ΔSUVR", "p", "true ΔSUVR", "model/true", "r", "slope", "signs"}};
     for (size_t k = 0; k < 7; ++k) {
       if (!e.regions[k]) continue;
       const RegionEffect& x = *e.regions[k];
       const bool truth = std::isfinite(x.mean_true);
-      rows.push_back({"  " + region_name(k), signed_fmt(x.mean_model, 4), truth ? signed_fmt(x.mean_true, 4) : "-",
+      rows.push_back({"  " + region_name(k), signed_fmt(x.mean_model, 4), fmt_p(x.p), truth ? signed_fmt(x.mean_true, 4) : "-",
                       truth && x.mean_true != 0 ? fmt(x.mean_model / x.mean_true, 2) : "-", truth ? fmt(x.r, 2) : "-",
                       truth ? fmt(x.slope, 2) : "-", truth ? (x.signs_agree ? "agree" : "DIFFER") : "-"});
     }

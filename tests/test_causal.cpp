@@ -69,6 +69,7 @@ TEST_CASE("suvr_fidelity and region_effect: errors, correlation, slope and signs
   CHECK(e->slope == doctest::Approx(0.5));
   CHECK(e->mean_model == doctest::Approx(-0.05375));
   CHECK(e->signs_agree);
+  CHECK(e->p < 0.05);  // four consistent negative changes
   const auto wrong = region_effect({0.01, 0.02, 0.03}, {-0.1, -0.2, -0.3});
   REQUIRE(wrong);
   CHECK_FALSE(wrong->signs_agree);

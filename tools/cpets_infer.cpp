@@ -271,14 +271,12 @@ void report_interventions(const std::vector<eval::Intervention>& ivs, const std:
       cf_truth = eval::read_suvr_truth(
           (fs::path(cohort) / "counterfactual" / eval::phantom_world_folder(ivs[k].name) / "truth.csv").string(), tracer);
     eval::EffectAccumulator acc(ivs[k].name);
-    std::array<std::vector<double>, 7> cf, f;
     for (size_t i = 0; i < outcomes.size(); ++i) {
       if (!outcomes[i].cf_suvr[k]) {
         acc.skip();
         continue;
       }
       const eval::RegionSuvr a = eval::region_suvr(outcomes[i].factual_suvr), b = eval::region_suvr(*outcomes[i].cf_suvr[k]);
-      for (size_t r = 0; r < 7; ++r) f[r].push_back(a[r]), cf[r].push_back(b[r]);
       std::optional<std::pair<eval::RegionSuvr, eval::RegionSuvr>> truth;
       if (cf_truth) {
         const std::pair<std::string, std::string> key{jobs[i].record.subject, io::format_date(jobs[i].record.pet_date)};
@@ -294,11 +292,10 @@ void report_interventions(const std::vector<eval::Intervention>& ivs, const std:
                 sum.skipped ? (", " + std::to_string(sum.skipped) + " skipped: the world does not exist for them").c_str() : "",
                 factual_truth && !cf_truth ? "  (no counterfactual truth: cpets-phantom --do writes it)" : "");
     for (size_t r = 0; r < 7; ++r) {
-      if (!sum.regions[r] || f[r].size() < 2) continue;
+      if (!sum.regions[r]) continue;
       const eval::RegionEffect& e = *sum.regions[r];
-      const eval::PairedTTest t = eval::paired_t_test(cf[r], f[r]);
       std::printf("    %-7s ΔSUVR %s  t %7.2f  p %-8.2g", eval::region_name(r).c_str(), signed_value(e.mean_model).c_str(),
-                  t.t, t.p);
+                  e.t, e.p);
       if (std::isfinite(e.mean_true)) {
         std::printf("  true ΔSUVR %s", signed_value(e.mean_true).c_str());
         if (std::isfinite(e.r)) std::printf("  r(model, true) %+.2f  slope %+.2f", e.r, e.slope);
