@@ -130,6 +130,37 @@ std::optional<int64_t> parse_date(std::string_view s) {
 
 // ---- CSV ---------------------------------------------------------------------------------------
 
+std::optional<size_t> invalid_utf8_at(std::string_view s) {
+  for (size_t i = 0; i < s.size();) {
+    const unsigned char c = static_cast<unsigned char>(s[i]);
+    const size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
+    if (n == 0 || i + n > s.size() || (n == 2 && c < 0xC2)) return i;
+    for (size_t k = 1; k < n; ++k)
+      if ((static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80) return i;
+    const unsigned char d = n > 1 ? static_cast<unsigned char>(s[i + 1]) : 0;
+    if ((n == 3 && c == 0xE0 && d < 0xA0) || (n == 3 && c == 0xED && d >= 0xA0) || (n == 4 && c == 0xF0 && d < 0x90) ||
+        (n == 4 && (c > 0xF4 || (c == 0xF4 && d >= 0x90))))
+      return i;  // overlong, surrogate or beyond U+10FFFF
+    i += n;
+  }
+  return std::nullopt;
+}
+
+std::string printable(std::string_view s) {
+  std::string out;
+  for (char ch : s) {
+    const unsigned char c = static_cast<unsigned char>(ch);
+    if (c < 0x20 || c == 0x7F || c >= 0x80) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\x%02X", c);
+      out += buf;
+    } else {
+      out += ch;
+    }
+  }
+  return out;
+}
+
 CsvTable read_csv(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   if (!f) throw std::runtime_error("cannot open CSV file '" + path + "'");
@@ -191,6 +222,16 @@ CsvTable read_csv(const std::string& path) {
   if (!field.empty() || !record.empty()) end_record();
   if (t.header.empty()) throw std::runtime_error("CSV file '" + path + "' is empty (no header row)");
   for (auto& h : t.header) h = trim(h);
+  // Everything read here ends up in JSON (split.json, reports), which is UTF-8 only: refuse other
+  // encodings here, where the file and line can be named.
+  auto check_text = [&](const std::string& field, int at) {
+    if (const auto bad = invalid_utf8_at(field))
+      throw std::runtime_error(path + ":" + std::to_string(at) + ": '" + printable(field) + "' is not UTF-8 text (byte " +
+                               std::to_string(*bad + 1) + " of the field); save the table as UTF-8");
+  };
+  for (const auto& h : t.header) check_text(h, 1);
+  for (size_t r = 0; r < t.rows.size(); ++r)
+    for (const auto& f : t.rows[r]) check_text(f, t.lines[r]);
   return t;
 }
 
@@ -236,6 +277,13 @@ std::string RowIssue::describe(const std::string& path) const {
 
 namespace {
 
+bool valid_subject_id(const std::string& s) {
+  if (s.empty() || s[0] == '.') return false;
+  for (char c : s)
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.')) return false;
+  return true;
+}
+
 std::optional<std::string> parse_dx(const std::string& s) {
   const std::string u = lower(trim(s));
   if (u == "cn" || u == "smc" || u == "nl") return "CN";
@@ -270,6 +318,10 @@ CohortRow parse_row(const std::vector<std::string>& f, const std::map<std::strin
   };
   r.subject = get("Subject");
   if (r.subject.empty()) issue("Subject", "");
+  else if (!valid_subject_id(r.subject))
+    issues.push_back({line, "Subject", printable(r.subject),
+                      "a Subject ID names the folders t1/<Subject>/ and pet/<Subject>/: letters, digits, '_', '-' "
+                      "and '.' only, not starting with '.'"});
   if (auto dx = parse_dx(get("DX"))) r.dx = *dx;
   else issue("DX", "not CN, MCI or AD (also accepted: SMC, EMCI, LMCI, Dementia)");
   const std::pair<const char*, int64_t*> dates[] = {
@@ -287,8 +339,11 @@ CohortRow parse_row(const std::vector<std::string>& f, const std::map<std::strin
     const bool is_abeta = std::string_view(name) == "ABETA";
     const bool required = r.tracer.empty() || (r.tracer == "AV45") == is_abeta;
     if (!required && get(name).empty()) continue;
-    if (auto v = parse_csf(get(name))) *dst = *v;
-    else issue(name, "not a number (censored values are written like >1700 or <200)");
+    const auto v = parse_csf(get(name));
+    if (!v) issue(name, "not a number (censored values are written like >1700 or <200)");
+    else if (v->value == -1 || v->value == -4) issue(name, "ADNI's code for a missing value");
+    else if (v->value < 0) issue(name, "a concentration cannot be negative");
+    else *dst = *v;
   }
   auto number = [&](const char* name, double lo, double hi, double& dst) {
     const auto v = parse_number(get(name));
@@ -318,11 +373,18 @@ std::string list_issues(const std::string& path, const std::vector<RowIssue>& is
 Cohort read_cohort(const std::string& path, MissingPolicy policy, std::ostream* warnings) {
   const CsvTable t = read_csv(path);
   std::map<std::string, size_t> col;
+  auto claim = [&](const std::string& name, size_t i) {
+    const auto [it, fresh] = col.emplace(name, i);
+    if (!fresh)
+      throw std::runtime_error("cohort table '" + path + "' has the column '" + name + "' twice (columns " +
+                               std::to_string(it->second + 1) + " and " + std::to_string(i + 1) +
+                               ", names compared without case); keep one");
+  };
   for (size_t i = 0; i < t.header.size(); ++i) {
     const std::string& h = t.header[i];
     for (const auto& want : cohort_columns())
-      if (lower(h) == lower(want)) col.emplace(want, i);
-    if (lower(h) == "split") col.emplace("split", i);
+      if (lower(h) == lower(want)) claim(want, i);
+    if (lower(h) == "split") claim("split", i);
   }
   for (const auto& want : cohort_columns())
     if (!col.count(want)) {
@@ -580,6 +642,9 @@ std::vector<PairedRecord> read_paired(const std::string& path) {
 }
 
 ImagePaths image_paths(const PairedRecord& r) {
+  if (!valid_subject_id(r.subject))  // read_cohort refuses these; a record built elsewhere must too
+    throw std::runtime_error("Subject ID '" + printable(r.subject) +
+                             "' cannot name an image folder (letters, digits, '_', '-' and '.' only, not starting with '.')");
   return {"t1/" + r.subject + "/" + format_date(r.t1_date) + "/t1.nii.gz",
           "pet/" + r.subject + "/" + format_date(r.pet_date) + "/" + lower(r.tracer) + ".nii.gz"};
 }

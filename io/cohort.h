@@ -34,7 +34,11 @@ struct CsvTable {
 };
 // RFC 4180: quoted fields, "" escapes, commas and newlines inside quotes, CRLF or LF, a UTF-8 BOM.
 // Rows are returned as they are, even with the wrong number of fields (the caller reports those).
-CsvTable read_csv(const std::string& path);
+CsvTable read_csv(const std::string& path);  // throws naming the file and line (also for text that is not UTF-8)
+// The byte offset of the first invalid UTF-8 sequence (overlong forms and surrogates included).
+std::optional<size_t> invalid_utf8_at(std::string_view s);
+// Control and non-ASCII bytes as \xNN, for messages that quote untrusted text.
+std::string printable(std::string_view s);
 // Quotes fields that need it; atomic (temporary file renamed into place).
 void write_csv(const std::string& path, const std::vector<std::string>& header,
                const std::vector<std::vector<std::string>>& rows);

@@ -175,6 +175,50 @@ TEST_CASE("cohort: bad rows fail listing each problem, or are skipped with a war
   CHECK_THROWS_WITH_AS(parse_missing_policy("ignore"), doctest::Contains("'ignore'"), std::runtime_error);
 }
 
+TEST_CASE("cohort: hostile tables — path-like IDs, control bytes, duplicated columns, missing codes, bad UTF-8") {
+  TempDir dir;
+  auto table = [&](const std::string& header, const std::string& row) {
+    std::ofstream(dir.file("t.csv"), std::ios::binary) << header << "\n" << row << "\n";
+    return dir.file("t.csv");
+  };
+  const std::string header = "Subject,DX,T1_date,PET_date,CSF_date,ABETA,TAU,PTAU,Age,Sex,APOE4,PTEDUCAT,Tracer";
+  auto row = [](const std::string& subject, const std::string& abeta = "900") {
+    return subject + ",MCI,2015-06-01,2015-06-01,2015-06-01," + abeta + ",250,24,72.5,1,1,16,AV45";
+  };
+  CHECK(read_cohort(table(header, row("002_S_0413"))).rows.size() == 1);
+  // A Subject ID names folders: it cannot climb out of the cohort or hide bytes.
+  for (const std::string& bad : std::vector<std::string>{"../../x", "..", "a/b", ".hidden", std::string("S\0_1", 4), "S 1", "a\\b"}) {
+    const std::string e = error_of([&] { read_cohort(table(header, row(bad))); });
+    CHECK_MESSAGE(e.find("Subject") != std::string::npos, bad);
+    CHECK_MESSAGE(e.find("letters, digits") != std::string::npos, bad);
+  }
+  CHECK(error_of([&] { read_cohort(table(header, row(std::string("S\0_1", 4)))); }).find("S\\x00_1") != std::string::npos);
+  PairedRecord forged;
+  forged.subject = "../../etc";
+  forged.tracer = "AV45";
+  CHECK_THROWS_WITH_AS(image_paths(forged), doctest::Contains("cannot name an image folder"), std::runtime_error);
+  // ADNI's missing-value codes and negative concentrations are not measurements.
+  CHECK(error_of([&] { read_cohort(table(header, row("002_S_0413", "-4"))); }).find("ADNI's code for a missing value") !=
+        std::string::npos);
+  CHECK(error_of([&] { read_cohort(table(header, row("002_S_0413", "-1"))); }).find("missing value") != std::string::npos);
+  CHECK(error_of([&] { read_cohort(table(header, row("002_S_0413", "-12.5"))); }).find("cannot be negative") !=
+        std::string::npos);
+  const Cohort skipped = read_cohort(table(header, row("002_S_0413", "-4")), MissingPolicy::skip_row);
+  CHECK(skipped.rows.empty());
+  // A column twice (case-insensitive) is ambiguous.
+  const std::string e = error_of([&] { read_cohort(table(header + ",abeta", row("002_S_0413") + ",800")); });
+  CHECK(e.find("'ABETA' twice (columns 6 and 14") != std::string::npos);
+  // Text that is not UTF-8 is refused where the file and line can be named.
+  const std::string latin1 = error_of([&] { read_cohort(table(header, row("002_S_0413") + ",caf\xE9")); });
+  CHECK(latin1.find("t.csv:2") != std::string::npos);
+  CHECK(latin1.find("not UTF-8") != std::string::npos);
+  CHECK_FALSE(invalid_utf8_at("Zürich 北京 ✓").has_value());
+  CHECK(invalid_utf8_at("ab\xC0\x80") == 2u);    // overlong NUL
+  CHECK(invalid_utf8_at("\xED\xA0\x80") == 0u);  // a UTF-16 surrogate
+  CHECK(invalid_utf8_at("ok\xF4\x90\x80\x80") == 2u);  // beyond U+10FFFF
+  CHECK(invalid_utf8_at("\xE2\x82") == 0u);      // truncated
+}
+
 TEST_CASE("cohort: only the tracer's own CSF marker is required (AV45: ABETA; AV1451: TAU and PTAU)") {
   TempDir dir;
   const std::string path = dir.file("tracers.csv");

@@ -90,22 +90,29 @@ struct PairArgs {
 
 
 // Reads the T1 and PET of every paired session that has both files and checks them: readable,
-// finite, same grid. Returns the number of sessions with a problem.
-int check_images(const std::vector<PairedRecord>& records, const fs::path& dir) {
-  int bad = 0;
+// finite, same grid.
+struct ImageCheck {
+  int checked = 0, bad = 0, missing = 0;  // sessions
+};
+ImageCheck check_images(const std::vector<PairedRecord>& records, const fs::path& dir) {
+  ImageCheck c;
   for (const auto& r : records) {
     const ImagePaths p = image_paths(r);
     const std::string t1 = (dir / p.t1).string(), pet = (dir / p.pet).string();
     std::error_code ec;
-    if (!fs::exists(t1, ec) || !fs::exists(pet, ec)) continue;  // reported as missing
+    if (!fs::exists(t1, ec) || !fs::exists(pet, ec)) {
+      ++c.missing;
+      continue;
+    }
+    ++c.checked;
     try {
       check_same_grid(read_nifti(t1), read_nifti(pet), {t1, pet});
     } catch (const std::exception& e) {
       std::cerr << "error: " << r.subject << " PET " << format_date(r.pet_date) << ": " << e.what() << "\n";
-      ++bad;
+      ++c.bad;
     }
   }
-  return bad;
+  return c;
 }
 
 int pair(const PairArgs& a) {
@@ -116,10 +123,11 @@ int pair(const PairArgs& a) {
                              std::to_string(kSixMonthsDays) + " days");
   assign_splits(p.paired, a.seed);
   const SplitInfo split = make_split_info(p.paired, a.seed);
-  write_paired_csv(a.out, p.paired);
+  // split.json first: a paired table is never left without the split it was made with.
   const std::string split_path =
       a.split_out.empty() ? (fs::path(a.out).parent_path() / "split.json").string() : a.split_out;
   save_split_json(split_path, split);
+  write_paired_csv(a.out, p.paired);
 
   std::cout << "cohort " << a.cohort << ": " << cohort.rows_read << " rows read";
   if (cohort.rows_skipped) std::cout << ", " << cohort.rows_skipped << " skipped (missing/unparseable values)";
@@ -146,8 +154,18 @@ int pair(const PairArgs& a) {
     if (a.require_images) return 1;
   }
   if (a.check_images) {
-    const int bad = check_images(p.paired, fs::path(a.cohort).parent_path());
-    std::cout << "image check: " << (bad ? plural(bad, "session") + " with unusable images (listed above)" : "all readable, finite and on one grid per session") << "\n";
+    const fs::path dir = fs::path(a.cohort).parent_path();
+    const ImageCheck c = check_images(p.paired, dir);
+    if (c.checked == 0)
+      throw std::runtime_error("--check-images: none of the " + plural(int(p.paired.size()), "paired session") +
+                               " has its T1 and PET under '" + dir.string() +
+                               "' (expected t1/<Subject>/<T1_date>/t1.nii.gz and pet/<Subject>/<PET_date>/<tracer>.nii.gz)");
+    const int bad = c.bad;
+    std::cout << "image check: " << plural(c.checked, "session") << " read: "
+              << (bad ? plural(bad, "session") + " with unusable images (listed above)"
+                      : "all readable, finite and on one grid per session")
+              << (c.missing ? "; " + plural(c.missing, "session") + " without image files (--require-images lists them)" : "")
+              << "\n";
     if (bad) return 1;
   }
   return 0;

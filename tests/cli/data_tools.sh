@@ -16,6 +16,12 @@ check "pair exits 0 on a clean cohort" test $? -eq 0
 check "pair writes the paired table with a split column" bash -c "head -1 $work/clean/paired.csv | grep -q ',split$'"
 check "pair writes split.json with training ranges" contains "$work/clean/split.json" '"ABETA"'
 check "pair reports the 6-month rule" contains "$work/pair.log" "rejected by the 6-month rule"
+check "pair --check-images says how many sessions it read" contains "$work/pair.log" "sessions read: all readable"
+
+mkdir -p "$work/tableonly" && cp "$work/clean/cohort.csv" "$work/tableonly/"
+"$bin/cpets-data" pair "$work/tableonly/cohort.csv" --out "$work/tableonly/paired.csv" --check-images > "$work/noimg.log" 2>&1
+check "--check-images fails when no image exists" test $? -eq 1
+check "... and says where it looked" contains "$work/noimg.log" "has its T1 and PET under"
 
 "$bin/cpets-data" inspect "$work"/clean/t1/*/*/t1.nii.gz > "$work/inspect.log" 2>&1
 check "inspect exits 0 on good volumes" test $? -eq 0
