@@ -189,6 +189,19 @@ TEST_CASE("config: the shipped configs load and match model.md's table") {
   CHECK(full.train.lr_conditional_scale == 1.0);
 }
 
+TEST_CASE("config: a folder, a number out of double range and binary junk are refused naming the file") {
+  TempDir dir;
+  CHECK(contains(error_of([&] { load_config(dir.str()); }), "is a folder"));
+  const std::string big = dir.str() + "/big.json";
+  std::ofstream(big) << R"({"train": {"lr": 1e999}})";
+  const std::string e = error_of([&] { load_config(big); });
+  CHECK(contains(e, big));
+  CHECK(contains(e, "out of range"));
+  const std::string junk = dir.str() + "/junk.json";
+  std::ofstream(junk, std::ios::binary) << std::string("\x89PNG\r\n\x1a\n\0\0", 10);
+  CHECK(contains(error_of([&] { load_config(junk); }), "is not valid JSON"));
+}
+
 TEST_CASE("config: overrides set keys of every type, and the result round-trips through JSON") {
   const Config c = tiny_config({"train.lr=2e-4", "model.fusion_tokens=4", "train.eps_pet=false", "train.t1_loss=mse",
                                 "model.volume=[16,24,16]", "train.epochs=3", "data.split_seed=9"});

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -394,12 +395,18 @@ void apply_override(json& j, const std::string& assignment) {
 }
 
 Config load_config(const std::string& path, const std::vector<std::string>& overrides) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec))
+    throw ConfigError("config '" + path + "' is a folder; give a JSON file (configs/demo.json, configs/full.json)");
   std::ifstream in(path);
   if (!in) throw ConfigError("cannot open config file '" + path + "'; check the path (configs/demo.json, configs/full.json)");
   json file;
   try {
     file = json::parse(in, nullptr, true, /*ignore_comments=*/true);
-  } catch (const json::parse_error& e) {
+  } catch (const json::out_of_range& e) {  // e.g. 1e999: no double holds it
+    throw ConfigError("config file '" + path + "' holds a number out of range (" + e.what() +
+                      "); write a finite value");
+  } catch (const std::exception& e) {  // parse errors, and read errors of a file that is not text
     throw ConfigError("config file '" + path + "' is not valid JSON: " + e.what());
   }
   if (!file.is_object()) throw ConfigError("config file '" + path + "' must hold a JSON object {\"model\": …, \"data\": …, \"train\": …}");
