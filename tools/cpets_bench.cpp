@@ -2,6 +2,8 @@
 //   cpets-bench ops [--quick] [--filter TEXT] [--torch FILE|none]
 //   cpets-bench train [--preset demo|full|tiny] [--batch N] [--steps N] [--torch FILE|none]
 #include <CLI/CLI.hpp>
+
+#include "cli_main.h"
 #include <nlohmann/json.hpp>
 
 #include <cstdio>
@@ -49,6 +51,11 @@ std::map<std::string, double> torch_figures(const std::string& source, bool quic
 
 }  // namespace
 
+namespace {
+int run(CLI::App& app, CLI::App* train, const bench::TrainBenchOptions& train_opt, bench::Context& ctx,
+        const std::string& filter, const std::string& torch_src);
+}  // namespace
+
 int main(int argc, char** argv) {
   CLI::App app{"cpets-bench: speed of the engine's ops, next to PyTorch measured in the same run"};
   app.require_subcommand(1);
@@ -72,7 +79,12 @@ int main(int argc, char** argv) {
   train->add_option("--warmup", train_opt.warmup, "untimed steps first")->capture_default_str();
   train->add_option("--top", train_opt.top, "ops listed in the breakdown")->capture_default_str();
   train->add_option("--torch", train_opt.torch, "PyTorch figures: JSON from tools/torch_model.py --bench, or 'none'");
-  CLI11_PARSE(app, argc, argv);
+  return cpets::tools::run_main(app, argc, argv, [&] { return run(app, train, train_opt, ctx, filter, torch_src); });
+}
+
+namespace {
+int run(CLI::App& app, CLI::App* train, const bench::TrainBenchOptions& train_opt, bench::Context& ctx,
+        const std::string& filter, const std::string& torch_src) {
   if (train->parsed()) return bench::run_train_bench(train_opt);
   if (ctx.quick) ctx.repeats = std::min(ctx.repeats, 3);
   const std::string suite = app.get_subcommands().front()->get_name();
@@ -103,3 +115,4 @@ int main(int argc, char** argv) {
               host_memory_stats().peak_bytes / 1e6);
   return 0;
 }
+}  // namespace

@@ -2,6 +2,8 @@
 //   cpets-data inspect FILE...                    one line per volume, exit 1 if any fails its check
 //   cpets-data pair COHORT.csv --out PAIRED.csv   pairing, split and normalisation ranges
 #include <CLI/CLI.hpp>
+
+#include "cli_main.h"
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -193,12 +195,5 @@ int main(int argc, char** argv) {
   pr->add_flag("--require-images", pa.require_images, "fail when an image file of a paired session is missing");
   pr->add_flag("--check-images", pa.check_images,
                "read every paired T1/PET: fail on unreadable, non-finite or differently gridded volumes");
-  CLI11_PARSE(app, argc, argv);
-  try {
-    if (*ins) return inspect(files);
-    return pair(pa);
-  } catch (const std::exception& e) {
-    std::cerr << "cpets-data: " << e.what() << "\n";
-    return 1;
-  }
+  return cpets::tools::run_main(app, argc, argv, [&] { return *ins ? inspect(files) : pair(pa); });
 }

@@ -1,6 +1,8 @@
 // cpets-phantom: writes the phantom cohort (docs/phantom.md) in the ADNI-like layout.
 #include <CLI/CLI.hpp>
 
+#include "cli_main.h"
+
 #include <cstdio>
 #include <exception>
 
@@ -27,12 +29,15 @@ int main(int argc, char** argv) {
   app.add_option("--montage-subjects", opt.montage_subjects, "how many subjects --montage draws (default 3)");
   app.add_option("--templates", opt.template_dir, "directory with ch2bet.nii.gz, aal.nii.gz, aal.nii.txt (mricron-data)");
   app.add_flag("!--no-progress", opt.progress, "no progress line");
-  CLI11_PARSE(app, argc, argv);
-  try {
+  return cpets::tools::run_main(app, argc, argv, [&] {
     opt.grid = preset_grid(preset);
     opt.tracers = parse_tracers(tracer);
-    for (const auto& s : interventions) opt.interventions.push_back(parse_intervention(s));
-    opt.faults = parse_faults(faults);
+    try {
+      for (const auto& s : interventions) opt.interventions.push_back(parse_intervention(s));
+      opt.faults = parse_faults(faults);
+    } catch (const std::exception& e) {  // a bad --do or --faults value: a usage error
+      throw cpets::tools::UsageError(e.what());
+    }
     const Summary s = generate_cohort(opt);
     std::printf("cpets-phantom: %d subjects, %d sessions, %d images in %.1f s (%.1f subjects/min), %s grid %s at %g mm\n",
                 s.subjects, s.sessions, s.images, s.seconds, s.subjects / s.seconds * 60, preset.c_str(),
@@ -42,9 +47,6 @@ int main(int argc, char** argv) {
     for (const auto& f : s.faults) std::printf("cpets-phantom: injected fault %s\n", f.c_str());
     std::printf("cpets-phantom: wrote %s (cohort.csv, truth.csv, t1/, pet/, atlas/%s%s)\n", opt.out_dir.c_str(),
                 opt.interventions.empty() ? "" : ", counterfactual/", opt.montage ? ", montage/" : "");
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "cpets-phantom: error: %s\n", e.what());
-    return 1;
-  }
-  return 0;
+    return 0;
+  });
 }

@@ -40,4 +40,21 @@ faulty_images=$(grep -E 'truncated_image|not_nifti|nan_voxel' "$work/faulty/faul
 check "inspect exits 1 on malformed volumes" test $? -eq 1
 check "inspect names the malformed file" bash -c "grep -q FAILED $work/bad_inspect.log"
 
+# One exit-code contract for every tool: 0 done, 1 failure (data, files), 2 usage.
+"$bin/cpets-phantom" --out "$work/x" --do apoe4=7 > "$work/usage.log" 2>&1
+check "phantom: a bad --do is a usage error (2)" test $? -eq 2
+check "... named" contains "$work/usage.log" "error: --do 'apoe4=7'"
+"$bin/cpets-phantom" --bogus > /dev/null 2>&1
+check "phantom: an unknown flag exits 2" test $? -eq 2
+"$bin/cpets-data" pair --bogus > /dev/null 2>&1
+check "data: an unknown flag exits 2" test $? -eq 2
+"$bin/cpets-data" pair "$work/absent.csv" --out "$work/p.csv" > "$work/absent.log" 2>&1
+check "data: a missing table exits 1" test $? -eq 1
+check "... naming it" contains "$work/absent.log" "absent.csv"
+"$bin/cpets-bench" ops --torch "$work/absent.json" --filter no_case_has_this_name > "$work/bench.log" 2>&1
+check "bench: a bad --torch file exits 1 with a message (no terminate)" test $? -eq 1
+check "... naming it" contains "$work/bench.log" "absent.json"
+"$bin/cpets-bench" nope > /dev/null 2>&1
+check "bench: an unknown subcommand exits 2" test $? -eq 2
+
 finish
