@@ -81,6 +81,9 @@ struct RawHeader {
   int datatype = 0, bitpix = 0;
   double vox_offset = 0;
   double pixdim[8] = {};
+  double scl_slope = 0, scl_inter = 0;
+  int qform_code = 0, sform_code = 0;
+  double quatern[3] = {};  // b, c, d
 };
 
 RawHeader decode_header(const unsigned char* b, int version, bool swap) {
@@ -93,12 +96,22 @@ RawHeader decode_header(const unsigned char* b, int version, bool swap) {
     h.bitpix = read_raw<int16_t>(b + 72, swap);
     for (int i = 0; i < 8; ++i) h.pixdim[i] = read_raw<float>(b + 76 + 4 * i, swap);
     h.vox_offset = read_raw<float>(b + 108, swap);
+    h.scl_slope = read_raw<float>(b + 112, swap);
+    h.scl_inter = read_raw<float>(b + 116, swap);
+    h.qform_code = read_raw<int16_t>(b + 252, swap);
+    h.sform_code = read_raw<int16_t>(b + 254, swap);
+    for (int i = 0; i < 3; ++i) h.quatern[i] = read_raw<float>(b + 256 + 4 * i, swap);
   } else {
     h.datatype = read_raw<int16_t>(b + 12, swap);
     h.bitpix = read_raw<int16_t>(b + 14, swap);
     for (int i = 0; i < 8; ++i) h.dim[i] = read_raw<int64_t>(b + 16 + 8 * i, swap);
     for (int i = 0; i < 8; ++i) h.pixdim[i] = read_raw<double>(b + 104 + 8 * i, swap);
     h.vox_offset = static_cast<double>(read_raw<int64_t>(b + 168, swap));
+    h.scl_slope = read_raw<double>(b + 176, swap);
+    h.scl_inter = read_raw<double>(b + 184, swap);
+    h.qform_code = read_raw<int32_t>(b + 344, swap);
+    h.sform_code = read_raw<int32_t>(b + 348, swap);
+    for (int i = 0; i < 3; ++i) h.quatern[i] = read_raw<double>(b + 352 + 8 * i, swap);
   }
   return h;
 }
@@ -110,6 +123,11 @@ RawHeader check_header_bytes(const std::string& path, const std::string& hdr) {
   if (!f) fail(path, "cannot open header file '" + hdr + "' (" + std::strerror(errno) + ")");
   unsigned char b[544] = {};
   const int n = gzread(f.get(), b, 540);
+  if (n < 0) {  // a damaged deflate stream, not a short file
+    int err = Z_OK;
+    const char* msg = gzerror(f.get(), &err);
+    fail(path, std::string("corrupt gzip file (zlib: ") + msg + "); the file is damaged: copy or export it again");
+  }
   if (n < 4)
     fail(path, "not a NIfTI file: only " + std::to_string(std::max(n, 0)) + " bytes (a NIfTI-1 header has 348)");
   const int32_t native = read_i32(b, false), swapped = read_i32(b, true);
@@ -154,6 +172,9 @@ void validate_header(const std::string& path, const RawHeader& h) {
     if (__builtin_mul_overflow(nvox, h.dim[i], &nvox) || nvox > (int64_t{1} << 40))
       fail(path, "corrupt header: dims " + dims + " give an absurd number of voxels");
   }
+  if (ndim < 3)
+    fail(path, "is " + std::to_string(ndim) + "-D (" + dims + ") but a 3-D volume is required (a single slice or a "
+                   "profile is not a brain volume)");
   for (int i = 4; i <= ndim; ++i)
     if (h.dim[i] > 1)
       fail(path, "is " + std::to_string(ndim) + "-D (" + dims +
@@ -172,6 +193,25 @@ void validate_header(const std::string& path, const RawHeader& h) {
     if (!std::isfinite(h.pixdim[i]))
       fail(path, "corrupt header: pixdim[" + std::to_string(i) + "] is not finite");
   if (!std::isfinite(h.pixdim[0])) fail(path, "corrupt header: pixdim[0] (qfac) is not finite");
+  // The qform is the affine when there is no sform: its quaternion must be a rotation and its
+  // voxel sizes non-zero (NIfTI-clib would silently renormalise the one and turn the other into
+  // 1 mm; negative sizes are read as their magnitude, as nibabel does).
+  if (h.qform_code > 0 && h.sform_code <= 0) {
+    const double b = h.quatern[0], c = h.quatern[1], d = h.quatern[2];
+    const double norm2 = b * b + c * c + d * d;
+    if (!std::isfinite(norm2) || norm2 > 1.0 + 1e-6)
+      fail(path, "corrupt header: qform_code is " + std::to_string(h.qform_code) + " but the quaternion (b, c, d) = (" +
+                     std::to_string(b) + ", " + std::to_string(c) + ", " + std::to_string(d) +
+                     ") is not a rotation (b² + c² + d² must be ≤ 1); fix the qform, or give the file an sform");
+    for (int i = 1; i <= 3; ++i)
+      if (h.pixdim[i] == 0)
+        fail(path, "corrupt header: qform_code is " + std::to_string(h.qform_code) + " but pixdim[" + std::to_string(i) +
+                       "] (a voxel size) is 0");
+  }
+  // nibabel refuses a NaN intercept with a usable slope; so do we (a NaN slope means "no scaling").
+  if (std::isfinite(h.scl_slope) && h.scl_slope != 0 && std::isnan(h.scl_inter))
+    fail(path, "corrupt header: scl_slope is " + std::to_string(h.scl_slope) +
+                   " but scl_inter is NaN; set scl_inter to 0 (or scl_slope to 0 for unscaled data)");
 }
 
 const char* datatype_name(int dt) {
@@ -297,6 +337,12 @@ Affine choose_affine(const std::string& path, const nifti_image& nim, std::strin
   }
   if (nim.qform_code > 0) {
     source = "qform";
+    if (nim.dx < 0 || nim.dy < 0 || nim.dz < 0) {  // NIfTI-clib made these 1 mm; nibabel reads |pixdim|
+      const nifti_dmat44 m = nifti_quatern_to_dmat44(nim.quatern_b, nim.quatern_c, nim.quatern_d, nim.qoffset_x,
+                                                     nim.qoffset_y, nim.qoffset_z, std::abs(nim.dx), std::abs(nim.dy),
+                                                     std::abs(nim.dz), nim.qfac);
+      return from_dmat44(m);
+    }
     return from_dmat44(nim.qto_xyz);
   }
   source = "pixdim";

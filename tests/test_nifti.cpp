@@ -7,6 +7,9 @@
 
 #include <Eigen/Dense>
 #include <algorithm>
+#include <cstring>
+#include <iterator>
+#include <limits>
 #include <cmath>
 #include <functional>
 #include <filesystem>
@@ -65,6 +68,8 @@ struct TempDir {
   }
   ~TempDir() { fs::remove_all(path); }
 };
+
+bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
 std::string error_of(const std::function<void()>& f) {
   try {
@@ -283,6 +288,60 @@ std::string slurp(const std::string& path) {  // plain or gzip
   return s;
 }
 }  // namespace
+
+TEST_CASE("nifti: hostile header classes — 2-D, a qform that is not a rotation, zero/negative voxel sizes, NaN intercept, damaged gzip") {
+  TempDir tmp;
+  const std::string clean = slurp(kDir + "dt_int16.nii");  // NIfTI-1, little-endian
+  REQUIRE(clean.size() > 352);
+  auto put = [](std::string& b, size_t at, auto value) { std::memcpy(b.data() + at, &value, sizeof value); };
+  auto with_qform = [&](std::string b) {  // the qform decides the affine: no sform
+    put(b, 252, int16_t(1));
+    put(b, 254, int16_t(0));
+    return b;
+  };
+  auto error_for = [&](const std::string& bytes) {
+    const std::string p = (tmp.path / "hostile.nii").string();
+    std::ofstream(p, std::ios::binary) << bytes;
+    return error_of([&] { read_nifti(p); });
+  };
+  CHECK(error_for(clean).empty());
+  std::string two_d = clean;
+  put(two_d, 40, int16_t(2));
+  CHECK(contains(error_for(two_d), "is 2-D"));
+  std::string bent = with_qform(clean);
+  put(bent, 256, 0.9f), put(bent, 260, 0.9f), put(bent, 264, 0.0f);
+  CHECK(contains(error_for(bent), "is not a rotation"));
+  std::string nan_q = with_qform(clean);
+  put(nan_q, 256, std::numeric_limits<float>::quiet_NaN());
+  CHECK(contains(error_for(nan_q), "is not a rotation"));
+  std::string zero = with_qform(clean);
+  put(zero, 80, 0.0f);  // pixdim[1]
+  CHECK(contains(error_for(zero), "pixdim[1] (a voxel size) is 0"));
+  std::string negative = with_qform(clean);
+  put(negative, 256, 0.0f), put(negative, 260, 0.0f), put(negative, 264, 0.0f);
+  put(negative, 80, -2.5f);
+  {
+    const std::string p = (tmp.path / "negative.nii").string();
+    std::ofstream(p, std::ios::binary) << negative;
+    const Volume v = read_nifti(p);
+    const auto vs = v.voxel_size();
+    CHECK(std::find_if(vs.begin(), vs.end(), [](double x) { return std::abs(x - 2.5) < 1e-6; }) != vs.end());
+  }
+  std::string nan_inter = clean;
+  put(nan_inter, 112, 2.0f), put(nan_inter, 116, std::numeric_limits<float>::quiet_NaN());
+  CHECK(contains(error_for(nan_inter), "scl_inter is NaN"));
+  // A damaged deflate stream is reported as such, not as a short file.
+  std::ifstream in(kDir + "nifti2_scaled.nii.gz", std::ios::binary);  // the compressed bytes (slurp inflates)
+  std::string gz((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  REQUIRE(gz.size() > 100);
+  for (size_t i = 20; i < std::min<size_t>(gz.size() - 8, 60); ++i) gz[i] = char(gz[i] ^ 0x5A);
+  const std::string p = (tmp.path / "damaged.nii.gz").string();
+  std::ofstream(p, std::ios::binary) << gz;
+  const std::string e = error_of([&] { read_nifti(p); });
+  CHECK(contains(e, "damaged.nii.gz"));
+  CAPTURE(e);
+  CHECK(contains(e, "corrupt gzip"));
+}
 
 TEST_CASE("nifti: corrupted headers and truncations give runtime_errors, never a crash") {
   TempDir tmp;
