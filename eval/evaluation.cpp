@@ -78,8 +78,9 @@ SessionResult evaluate_session(const io::Volume& real, const io::Volume& syn, co
       const Suvr ss = compute_suvr(syn, *atlas);
       r.suvr_syn = ss.cortical;
       r.roi_syn = ss.roi;
-    } catch (const std::invalid_argument&) {
+    } catch (const std::invalid_argument& e) {
       r.suvr_syn = kNaN;
+      r.suvr_failure = e.what();
     }
     r.metrics["suvr_error"] = std::fabs(r.suvr_real - r.suvr_syn);
   }

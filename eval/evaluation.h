@@ -49,6 +49,7 @@ struct SessionResult {
   std::map<std::string, double> metrics;  // by MetricDef::key; absent when not computed
   double suvr_real = std::numeric_limits<double>::quiet_NaN(), suvr_syn = std::numeric_limits<double>::quiet_NaN();
   std::array<double, 6> roi_real{}, roi_syn{};  // six_rois() order
+  std::string suvr_failure;  // why suvr_syn is NaN (e.g. no signal in the reference region)
   bool has_suvr() const { return !std::isnan(suvr_real); }
 };
 

@@ -119,6 +119,7 @@ TEST_CASE("evaluation: a session's metrics are the metric functions' values; SUV
   // A synthetic PET that is empty in the reference region: SUVR NaN, not an exception.
   const SessionResult z = evaluate_session(real, io::make_volume(real.shape), &atlas, opt);
   CHECK(std::isnan(z.suvr_syn));
+  CHECK(z.suvr_failure.find("reference") != std::string::npos);  // and why, for the report
   // Without an atlas there are no SUVR metrics.
   CHECK_FALSE(evaluate_session(real, syn, nullptr, opt).metrics.count("suvr_error"));
 }

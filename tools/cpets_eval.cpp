@@ -18,6 +18,7 @@
 
 #include "cli_main.h"
 #include <omp.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cmath>
@@ -177,6 +178,7 @@ int run(const Args& a) {
   if (!ivs.empty() && !causal)
     throw std::runtime_error("--do needs SUVR: give the cohort an atlas (atlas/regions.json) or --atlas");
   if (causal) causal->begin();
+  const bool live = isatty(STDERR_FILENO);
   for (size_t i = 0; i < sessions.size(); ++i) {
     const auto& s = sessions[i];
     const std::string date = io::format_date(s.record.pet_date);
@@ -216,10 +218,13 @@ int run(const Args& a) {
       eval::write_comparison_montage((out / rel).string(), pet.volume, mm);
       report.montages.push_back({s.record.subject + " " + date + ": real, then each method and its error (synthetic − real)", rel});
     }
-    if (!a.quiet)
-      std::fprintf(stderr, "\r[cpets-eval] %zu/%zu sessions", i + 1, sessions.size()), std::fflush(stderr);
+    // A live line on a terminal; in a log file one line per tenth of the sessions.
+    if (!a.quiet && (live || (i + 1) % std::max<size_t>(1, sessions.size() / 10) == 0 || i + 1 == sessions.size()))
+      std::fprintf(stderr, live ? "\r[cpets-eval] %zu/%zu sessions" : "[cpets-eval] %zu/%zu sessions\n", i + 1,
+                   sessions.size()),
+          std::fflush(stderr);
   }
-  if (!a.quiet) std::fprintf(stderr, "\n");
+  if (!a.quiet && live) std::fprintf(stderr, "\n");
 
   // Paired t-tests of trained against each baseline.
   report.methods = methods;
@@ -258,6 +263,17 @@ int run(const Args& a) {
                            "; SUVR error = |real − synthetic| per session; std is the population std.");
 
   if (const auto verdict = beats_mean_pet(methods)) report.facts.push_back({"beats_mean_pet_on_mae_and_ssim", *verdict});
+  for (const auto& m : methods) {  // NaN SUVRs are results, but say why
+    int failed = 0;
+    std::string why;
+    for (const auto& x : m.sessions)
+      if (!x.suvr_failure.empty()) ++failed, why = why.empty() ? x.suvr_failure : why;
+    if (!failed) continue;
+    const std::string note = m.name + ": no synthetic SUVR for " + std::to_string(failed) + " of " +
+                             std::to_string(m.sessions.size()) + " sessions (first reason: " + why + ")";
+    report.notes.push_back(note);
+    std::fprintf(stderr, "warning: %s\n", note.c_str());
+  }
   if (causal) {
     causal->finish();
     report.tabular_reference = causal->tabular_fidelity();

@@ -75,14 +75,15 @@ struct Outcome {
 
 // SUVR of a synthetic volume; NaN when it has no signal in the reference region (an untrained
 // model can produce that), which is a result to show, not a reason to stop.
-eval::Suvr suvr_or_nan(const io::Volume& v, const eval::Atlas* atlas) {
+eval::Suvr suvr_or_nan(const io::Volume& v, const eval::Atlas* atlas, const std::string& label) {
   eval::Suvr s;
   s.cortical = s.reference_mean = NAN;
   s.roi.fill(NAN);
   if (!atlas) return s;
   try {
     return eval::compute_suvr(v, *atlas);
-  } catch (const std::invalid_argument&) {
+  } catch (const std::invalid_argument& e) {
+    std::fprintf(stderr, "warning: %s: no SUVR for the synthetic PET: %s\n", label.c_str(), e.what());
     return s;
   }
 }
@@ -204,7 +205,7 @@ Outcome run_job(const Job& job, const eval::Synthesiser& syn, const train::Infer
   write_volume(job.out_dir / "pet_syn.nii.gz", factual_native);
 
   Outcome out;
-  out.factual_suvr = suvr_or_nan(factual, atlas);
+  out.factual_suvr = suvr_or_nan(factual, atlas, job.label);
   std::vector<io::Volume> cfs, diffs;
   std::vector<std::string> cf_names;
   for (const auto& iv : ivs) {
@@ -218,7 +219,7 @@ Outcome run_job(const Job& job, const eval::Synthesiser& syn, const train::Infer
     const fs::path dir = job.out_dir / eval::intervention_folder(iv);
     write_volume(dir / "pet_syn.nii.gz", train::restore_to_grid(cf, t1.original));
     write_volume(dir / "diff.nii.gz", train::restore_to_grid(diff, t1.original));
-    out.cf_suvr.push_back(suvr_or_nan(cf, atlas));
+    out.cf_suvr.push_back(suvr_or_nan(cf, atlas, job.label + " do(" + iv.name + ")"));
     cf_names.push_back(iv.name);
     cfs.push_back(cf);
     diffs.push_back(diff);

@@ -36,6 +36,25 @@ check "resumed losses equal the uninterrupted run's, bit for bit" bash -c "$(dec
 tensor_bytes() { local n; n=$(od -An -tu8 -N8 "$1" | tr -d ' '); tail -c +$((9 + n)) "$1"; }
 check "resumed weights and Adam states equal the uninterrupted run's" bash -c "$(declare -f tensor_bytes); cmp -s <(tensor_bytes $work/run/checkpoints/step-00000006.safetensors) <(tensor_bytes $work/split/checkpoints/step-00000006.safetensors)"
 
+# --- Ctrl-C: a real SIGINT writes a checkpoint, exits 130, and the resumed run equals an uninterrupted one
+"$bin/cpets-train" --config "$root/configs/demo.json" "${tiny[@]}" --set data.cohort="$work/cohort" \
+  --out "$work/sigint" --max-steps 100000 --no-progress --threads 1 > "$work/sigint.log" 2>&1 &
+pid=$!
+for _ in $(seq 600); do  # up to 60 s for three logged steps
+  [ "$(grep -c '"type":"step"' "$work/sigint/train.jsonl" 2>/dev/null)" -ge 3 ] && break
+  sleep 0.1
+done
+kill -INT $pid
+wait $pid
+check "SIGINT during training exits 130" test $? -eq 130
+check "…says where the checkpoint is and how to continue" contains "$work/sigint.log" "checkpoint written. Continue with: cpets-train --resume"
+k=$(grep -c '"type":"step"' "$work/sigint/train.jsonl")
+check "…with a checkpoint of the step it stopped at" test -f "$work/sigint/checkpoints/$(printf 'step-%08d' "$k").safetensors"
+"$bin/cpets-train" --resume "$work/sigint" --max-steps $((k + 3)) --no-progress --threads 1 > /dev/null 2>&1
+"$bin/cpets-train" --config "$root/configs/demo.json" "${tiny[@]}" --set data.cohort="$work/cohort" \
+  --out "$work/straight" --max-steps $((k + 3)) --no-progress --threads 1 > /dev/null 2>&1
+check "interrupted + resumed losses equal an uninterrupted run's, bit for bit" bash -c "$(declare -f steps); diff <(steps $work/straight/train.jsonl) <(steps $work/sigint/train.jsonl) >/dev/null"
+
 "$bin/cpets-train" --config "$root/configs/demo.json" "${tiny[@]}" --set data.cohort="$work/cohort" \
   --out "$work/run" --max-steps 2 --no-progress > "$work/again.log" 2>&1
 check "a fresh run into a used folder exits 2" test $? -eq 2
