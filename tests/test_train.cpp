@@ -176,7 +176,7 @@ TEST_CASE("config: the shipped configs load and match model.md's table") {
   CHECK(demo.model.perceptual == "none");
   // The measured fix of docs/causal-fidelity.md in the demo; the full preset keeps model.md's rate.
   CHECK(demo.train.lr_conditional_scale == 10.0);
-  CHECK(demo.model.transformer_zero_init);
+  CHECK_FALSE(demo.model.transformer_zero_init);
 
   // The full preset needs the converted perceptual weights, and says so.
   const std::string err = error_of([&] { load_config(root + "full.json"); });
@@ -187,6 +187,7 @@ TEST_CASE("config: the shipped configs load and match model.md's table") {
   CHECK(full.model.encoder_channels == std::array<int64_t, 3>{64, 128, 128});
   CHECK(full.objective().lambda_perceptual == doctest::Approx(0.02f));
   CHECK(full.train.lr_conditional_scale == 1.0);
+  CHECK(full.model.transformer_zero_init);
 }
 
 TEST_CASE("config: a folder, a number out of double range and binary junk are refused naming the file") {
