@@ -210,8 +210,10 @@ TEST_CASE("validation measures SUVR fidelity and counterfactual accuracy on a ph
   // The "conditional path is on" rule, on hand-made measurements.
   nlohmann::json on = {{"suvr_error", 0.06}, {"mean_pet_error", 0.13}, {"suvr_r", 0.9},
                        {"effects", {{{"do", "abeta*0.5"}, {"regions", {{"cortex", {{"model", 0.2}, {"true", 0.24}, {"r", 0.93}}}}}},
-                                    {{"do", "apoe4-1"}, {"regions", {{"cortex", {{"model", 0.0}, {"true", -0.1}, {"r", 0.1}}}}}}}}};
-  CHECK(train::CausalMonitor::conditional_path_on(on));  // the APOE4 world with B_CSF held is not a criterion
+                                    {{"do", "apoe4-1"}, {"regions", {{"cortex", {{"model", 0.0}, {"true", -0.1}, {"r", 0.1}}}}}},
+                                    {{"do", "apoe4-1,abeta*1"}, {"regions", {{"cortex", {{"model", -0.03}, {"true", 0.002}, {"r", 0.4}}}}}}}}};
+  // Neither do(APOE4 − 1) nor the joint world that holds the CSF while changing APOE4 is a criterion.
+  CHECK(train::CausalMonitor::conditional_path_on(on));
   nlohmann::json weak = on;
   weak["effects"][0]["regions"]["cortex"]["model"] = 0.05;  // a quarter of the true effect
   CHECK_FALSE(train::CausalMonitor::conditional_path_on(weak));

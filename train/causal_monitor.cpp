@@ -185,11 +185,21 @@ bool CausalMonitor::conditional_path_on(const json& m) {
     return j.is_object() && j.contains(key) && j[key].is_number() ? j[key].get<double>() : kNaN;
   };
   if (!(value(m, "suvr_error") < value(m, "mean_pet_error")) || !(value(m, "suvr_r") >= 0.8)) return false;
+  // A world that changes B_CSF and nothing else (joint worlds such as "apoe4-1,abeta*1" hold
+  // the CSF while changing M; "[CSF follows M]" rows are ours, not the model's).
+  auto csf_only = [](const std::string& name) {
+    if (name.find('[') != std::string::npos) return false;
+    try {
+      const eval::Intervention iv = eval::parse_intervention(name);
+      for (const auto& a : iv.set)
+        if (a.variable != "abeta" && a.variable != "tau" && a.variable != "ptau") return false;
+      return !iv.set.empty();
+    } catch (const std::invalid_argument&) {
+      return false;
+    }
+  };
   for (const auto& e : m.value("effects", json::array())) {
-    const std::string name = e.value("do", "");
-    const bool csf_world = name.find('[') == std::string::npos &&
-                           (name.find("abeta") != std::string::npos || name.find("tau") != std::string::npos);
-    if (!csf_world) continue;
+    if (!csf_only(e.value("do", ""))) continue;
     const json cortex = e.contains("regions") ? e["regions"].value("cortex", json::object()) : json::object();
     const double model = value(cortex, "model"), truth = value(cortex, "true"), r = value(cortex, "r");
     if (!std::isfinite(truth)) continue;  // no truth to compare with
