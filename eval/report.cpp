@@ -583,7 +583,7 @@ std::vector<ReportCurve> training_curves(const std::string& train_jsonl) {
                                                                        {"tabular reference", {}, {}}}};
   ReportCurve corr{"r(synthetic SUVR, real SUVR)", "Pearson r", {{"model", {}, {}}, {"tabular reference", {}, {}}}};
   ReportCurve eff_r{"Counterfactuals: r(model ΔSUVR, true ΔSUVR), cortex", "Pearson r", {}};
-  ReportCurve eff_mean{"Counterfactuals: mean cortical ΔSUVR, model (solid) and truth", "ΔSUVR", {}};
+  ReportCurve eff_mean{"Counterfactuals: mean cortical ΔSUVR, model and truth", "ΔSUVR", {}};
   std::map<std::string, size_t> world;  // intervention → series index in eff_r
   std::string line;
   while (std::getline(in, line)) {
