@@ -76,6 +76,12 @@ std::string phantom_world_folder(const std::string& intervention) {
   return s;
 }
 
+std::string phantom_world_intervention(std::string folder) {
+  std::replace(folder.begin(), folder.end(), '_', ',');
+  for (size_t at = folder.find("abetax"); at != std::string::npos; at = folder.find("abetax", at)) folder[at + 5] = '*';
+  return folder;
+}
+
 LinearReference LinearReference::fit(const std::vector<std::vector<double>>& rows, const std::vector<double>& y) {
   if (rows.size() < 2 || rows.size() != y.size())
     throw std::invalid_argument("LinearReference::fit: need ≥ 2 rows and one target per row, got " +
@@ -156,7 +162,7 @@ CsfMediator CsfMediator::fit(const std::vector<io::PairedRecord>& training, cons
 bool CsfMediator::applies(const Intervention& iv) {
   bool covariate = false;
   for (const auto& a : iv.set) {
-    if (a.variable == "abeta" || a.variable == "tau" || a.variable == "ptau") return false;
+    if (is_csf_variable(a.variable)) return false;
     covariate = true;
   }
   return covariate;

@@ -38,6 +38,8 @@ std::optional<SuvrTruth> read_suvr_truth(const std::string& truth_csv, const std
 // The phantom's folder under counterfactual/ for an intervention as written ("apoe4-1,abeta*1" →
 // "apoe4-1_abetax1"; io/phantom.h).
 std::string phantom_world_folder(const std::string& intervention);
+// Its inverse, for the folders the phantom wrote ("apoe4-1_abetax1" → "apoe4-1,abeta*1").
+std::string phantom_world_intervention(std::string folder);
 
 // ---- the tabular reference --------------------------------------------------------------------------
 // y ≈ b0 + Σ b_i x_i by least squares (normal equations in double, with a tiny ridge so a constant

@@ -74,14 +74,9 @@ SessionResult evaluate_session(const io::Volume& real, const io::Volume& syn, co
     r.roi_real = sr.roi;
     // A synthetic PET with nothing in the reference region has no SUVR; that is a (bad) result,
     // not an error, so it is recorded as NaN and shows up in the tables.
-    try {
-      const Suvr ss = compute_suvr(syn, *atlas);
-      r.suvr_syn = ss.cortical;
-      r.roi_syn = ss.roi;
-    } catch (const std::invalid_argument& e) {
-      r.suvr_syn = kNaN;
-      r.suvr_failure = e.what();
-    }
+    const Suvr ss = suvr_or_nan(syn, *atlas, &r.suvr_failure);
+    r.suvr_syn = ss.cortical;
+    r.roi_syn = ss.roi;
     r.metrics["suvr_error"] = std::fabs(r.suvr_real - r.suvr_syn);
   }
   return r;

@@ -27,12 +27,10 @@ double parse_number(const std::string& text, const std::string& variable) {
   return v;
 }
 
-bool is_csf(const std::string& v) { return v == "abeta" || v == "tau" || v == "ptau"; }
-
 void check_value(const Assignment& a, const std::string& text) {
   const std::string where = "--do " + text;
   using Op = Assignment::Op;
-  if (a.op == Op::scale && !(is_csf(a.variable) || a.variable == "age" || a.variable == "education"))
+  if (a.op == Op::scale && !(is_csf_variable(a.variable) || a.variable == "age" || a.variable == "education"))
     throw std::invalid_argument(where + ": " + a.variable + " cannot be scaled; set it (" + a.variable +
                                 "=…) or shift it (" + a.variable + "+1)");
   if (a.op == Op::scale && !(a.value >= 0)) throw std::invalid_argument(where + ": a factor must be ≥ 0");
@@ -44,7 +42,7 @@ void check_value(const Assignment& a, const std::string& text) {
     throw std::invalid_argument("--do sex=…: sex is 0 (female) or 1 (male)");
   if (a.variable == "apoe4" && a.value != 0 && a.value != 1 && a.value != 2)
     throw std::invalid_argument("--do apoe4=…: APOE4 is the ε4 allele count, 0, 1 or 2");
-  if (is_csf(a.variable) && a.value < 0) throw std::invalid_argument(where + ": a CSF concentration cannot be negative");
+  if (is_csf_variable(a.variable) && a.value < 0) throw std::invalid_argument(where + ": a CSF concentration cannot be negative");
   if ((a.variable == "age" || a.variable == "education") && a.value < 0)
     throw std::invalid_argument(where + ": must be ≥ 0");
 }
@@ -52,6 +50,8 @@ void check_value(const Assignment& a, const std::string& text) {
 Tensor to_tensor(const std::vector<float>& v) { return Tensor::from_vector({1, int64_t(v.size())}, v); }
 
 }  // namespace
+
+bool is_csf_variable(const std::string& v) { return v == "abeta" || v == "tau" || v == "ptau"; }
 
 const std::vector<std::string>& intervention_variables() {
   static const std::vector<std::string> v = {"age", "sex", "apoe4", "education", "abeta", "tau", "ptau"};

@@ -31,6 +31,7 @@ struct Intervention {
   std::vector<Assignment> set;
 };
 const std::vector<std::string>& intervention_variables();
+bool is_csf_variable(const std::string& variable);  // abeta, tau, ptau: B_CSF rather than M
 // "apoe4=0" or several joined by commas (one world); relative forms change each session's own
 // value: "apoe4-1", "age+5" (add, the paper's ΔnAPOE4 = ±1) and "abeta*0.5" (scale; CSF, age
 // and education only). Throws std::invalid_argument naming the problem: unknown variable

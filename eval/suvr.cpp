@@ -145,4 +145,16 @@ Suvr compute_suvr(const io::Volume& pet, const Atlas& atlas) {
   return s;
 }
 
+Suvr suvr_or_nan(const io::Volume& pet, const Atlas& atlas, std::string* why) {
+  try {
+    return compute_suvr(pet, atlas);
+  } catch (const std::invalid_argument& e) {
+    if (why) *why = e.what();
+    Suvr s;
+    s.cortical = s.reference_mean = std::numeric_limits<double>::quiet_NaN();
+    s.roi.fill(s.cortical);
+    return s;
+  }
+}
+
 }  // namespace cpets::eval

@@ -58,5 +58,9 @@ struct Suvr {
 };
 // Throws when the reference mean is not > 0 (an empty or misregistered PET).
 Suvr compute_suvr(const io::Volume& pet, const Atlas& atlas);
+// compute_suvr, or every value NaN when it throws: a synthetic PET with no signal in the
+// reference region (an untrained model's) is a result to show, not a reason to stop. `why`
+// receives the reason.
+Suvr suvr_or_nan(const io::Volume& pet, const Atlas& atlas, std::string* why = nullptr);
 
 }  // namespace cpets::eval

@@ -144,6 +144,10 @@ TEST_CASE("read_suvr_truth and phantom_world_folder") {
   CHECK_THROWS_WITH(read_suvr_truth((dir.path / "bad.csv").string(), "AV45"), doctest::Contains("row 2, column SUVR_av45"));
   CHECK(phantom_world_folder("apoe4-1,abeta*1") == "apoe4-1_abetax1");
   CHECK(phantom_world_folder("apoe4-1,abeta*1") == io::phantom::parse_intervention("apoe4-1,abeta*1").name);
+  for (const char* text : {"apoe4-1", "apoe4-1,abeta*1", "abeta*0.5", "apoe4=0,abeta=800"})
+    CHECK(phantom_world_intervention(phantom_world_folder(text)) == text);
+  CHECK(is_csf_variable("ptau"));
+  CHECK_FALSE(is_csf_variable("apoe4"));
 }
 
 TEST_CASE("validation measures SUVR fidelity and counterfactual accuracy on a phantom cohort") {

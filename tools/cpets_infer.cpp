@@ -80,12 +80,10 @@ eval::Suvr suvr_or_nan(const io::Volume& v, const eval::Atlas* atlas, const std:
   s.cortical = s.reference_mean = NAN;
   s.roi.fill(NAN);
   if (!atlas) return s;
-  try {
-    return eval::compute_suvr(v, *atlas);
-  } catch (const std::invalid_argument& e) {
-    std::fprintf(stderr, "warning: %s: no SUVR for the synthetic PET: %s\n", label.c_str(), e.what());
-    return s;
-  }
+  std::string why;
+  s = eval::suvr_or_nan(v, *atlas, &why);
+  if (!why.empty()) std::fprintf(stderr, "warning: %s: no SUVR for the synthetic PET: %s\n", label.c_str(), why.c_str());
+  return s;
 }
 
 std::string upper(std::string s) {

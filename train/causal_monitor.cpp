@@ -15,36 +15,10 @@ namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
-double cortical_suvr_or_nan(const io::Volume& pet, const eval::Atlas& atlas) {
-  try {
-    return eval::compute_suvr(pet, atlas).cortical;
-  } catch (const std::exception&) {  // no signal in the reference region (an untrained model)
-    return kNaN;
-  }
-}
-
-eval::RegionSuvr region_suvr_or_nan(const io::Volume& pet, const eval::Atlas& atlas) {
-  try {
-    return eval::region_suvr(eval::compute_suvr(pet, atlas));
-  } catch (const std::exception&) {
-    eval::RegionSuvr r;
-    r.fill(kNaN);
-    return r;
-  }
-}
-
 std::vector<double> tabular_row(const Session& s) {
   std::vector<double> x(s.csf.begin(), s.csf.end());
   x.insert(x.end(), s.covariates.begin(), s.covariates.end());
   return x;
-}
-
-// The phantom's world folder back to the intervention it was written for ("apoe4-1_abetax1" →
-// "apoe4-1,abeta*1"; eval::phantom_world_folder is the forward map).
-std::string world_intervention(std::string folder) {
-  std::replace(folder.begin(), folder.end(), '_', ',');
-  for (size_t at = folder.find("abetax"); at != std::string::npos; at = folder.find("abetax", at)) folder[at + 5] = '*';
-  return folder;
 }
 
 json number(double v) { return std::isfinite(v) ? json(v) : json(); }
@@ -85,16 +59,16 @@ std::unique_ptr<CausalMonitor> CausalMonitor::open(const CohortSplits& data, con
     const auto pair = train.load(i);
     const io::Volume& pet = pair->second.volume;
     for (size_t v = 0; v < sum.size(); ++v) sum[v] += pet.data[v];
-    const double suvr = cortical_suvr_or_nan(pet, m->atlas_);
+    const double suvr = eval::suvr_or_nan(pet, m->atlas_).cortical;
     if (!std::isfinite(suvr)) continue;
     rows.push_back(tabular_row(train.session(i)));
     targets.push_back(suvr);
   }
   for (size_t v = 0; v < sum.size(); ++v) mean_pet.data[v] = static_cast<float>(sum[v] / double(train.size()));
-  m->mean_pet_suvr_ = cortical_suvr_or_nan(mean_pet, m->atlas_);
+  m->mean_pet_suvr_ = eval::suvr_or_nan(mean_pet, m->atlas_).cortical;
   const eval::LinearReference reference = eval::LinearReference::fit(rows, targets);
   for (int64_t i = 0; i < val.size(); ++i) {
-    m->real_suvr_.push_back(cortical_suvr_or_nan(val.load(i)->second.volume, m->atlas_));
+    m->real_suvr_.push_back(eval::suvr_or_nan(val.load(i)->second.volume, m->atlas_).cortical);
     m->tabular_suvr_.push_back(reference.predict(tabular_row(val.session(i))));
   }
 
@@ -112,7 +86,7 @@ std::unique_ptr<CausalMonitor> CausalMonitor::open(const CohortSplits& data, con
     std::sort(folders.begin(), folders.end());
     for (const auto& folder : folders) {
       try {
-        eval::Intervention iv = eval::parse_intervention(world_intervention(folder));
+        eval::Intervention iv = eval::parse_intervention(eval::phantom_world_intervention(folder));
         eval::check_intervention_for_tracer(iv, data.tracer);
         chosen.push_back(std::move(iv));
       } catch (const std::invalid_argument&) {
@@ -147,7 +121,7 @@ void CausalMonitor::begin() {
 
 void CausalMonitor::add(const eval::Synthesiser& model, int64_t i, const models::Latent& latent,
                         const io::Volume& factual) {
-  const eval::RegionSuvr f = region_suvr_or_nan(factual, atlas_);
+  const eval::RegionSuvr f = eval::region_suvr(eval::suvr_or_nan(factual, atlas_));
   synthetic_suvr_.push_back(f[0]);
   const io::PairedRecord& record = sessions_->session(i).record;
   const std::pair<std::string, std::string> key{record.subject, io::format_date(record.pet_date)};
@@ -164,7 +138,7 @@ void CausalMonitor::add(const eval::Synthesiser& model, int64_t i, const models:
     std::optional<std::pair<eval::RegionSuvr, eval::RegionSuvr>> truth;
     const auto truth_f = factual_truth_ ? factual_truth_->find(key) : eval::SuvrTruth::const_iterator();
     if (worlds_[w].has_truth && truth_f != factual_truth_->end()) truth = std::make_pair(truth_f->second, truth_cf->second);
-    effects_[w].add(f, region_suvr_or_nan(cf, atlas_), truth);
+    effects_[w].add(f, eval::region_suvr(eval::suvr_or_nan(cf, atlas_)), truth);
   }
 }
 
@@ -192,7 +166,7 @@ bool CausalMonitor::conditional_path_on(const json& m) {
     try {
       const eval::Intervention iv = eval::parse_intervention(name);
       for (const auto& a : iv.set)
-        if (a.variable != "abeta" && a.variable != "tau" && a.variable != "ptau") return false;
+        if (!eval::is_csf_variable(a.variable)) return false;
       return !iv.set.empty();
     } catch (const std::invalid_argument&) {
       return false;
