@@ -150,24 +150,23 @@ TabularInputs tabular_inputs(const io::PairedRecord& r, const io::NormRanges& ra
   return {io::csf_inputs(r, ranges), io::covariate_inputs(r, ranges)};
 }
 
-Synthesiser::Synthesiser(std::shared_ptr<const models::CausalPETS> model) : model_(std::move(model)) {
+Synthesiser::Synthesiser(std::shared_ptr<const models::SynthesisModel> model) : model_(std::move(model)) {
   if (!model_) throw std::invalid_argument("Synthesiser: no model");
 }
 
-models::Latent Synthesiser::abduct(const io::Volume& t1, const std::vector<float>& covariates) const {
+models::Abduction Synthesiser::abduct(const io::Volume& t1, const std::vector<float>& covariates) const {
   const auto& v = model_->config().volume;
   if (t1.shape != v)
     throw std::invalid_argument("inference: the T1 is " + io::shape_string(t1.shape) + " but the model takes " +
                                 io::shape_string(v) + "; prepare it with train::prepare_volume (pad/crop)");
   NoGradGuard no_grad;
   const Tensor x = Tensor::from_vector({1, 1, v[0], v[1], v[2]}, t1.data);
-  return model_->encode(x, to_tensor(covariates));
+  return model_->abduct(x, to_tensor(covariates));
 }
 
-io::Volume Synthesiser::synthesise(const models::Latent& s, const TabularInputs& tab, const io::Volume& grid) const {
+io::Volume Synthesiser::synthesise(const models::Abduction& s, const TabularInputs& tab, const io::Volume& grid) const {
   NoGradGuard no_grad;
-  const Tensor tokens = model_->fuse(to_tensor(tab.csf), to_tensor(tab.covariates));
-  const Tensor pet = model_->synthesise_pet(model_->reparameterise(s, Tensor()), tokens);  // ε = 0: decode μ_S
+  const Tensor pet = model_->synthesise(s, to_tensor(tab.csf), to_tensor(tab.covariates));
   io::Volume out = io::make_volume(grid.shape, 0.f, grid.affine);
   if (pet.numel() != out.numel())
     throw std::logic_error("inference: G_P produced " + pet.str() + " for a " + io::shape_string(grid.shape) + " grid");

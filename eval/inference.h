@@ -1,7 +1,8 @@
-// Inference with a trained Causal PETS (docs/model.md §1 and §6), as cpets-infer and cpets-eval
-// run it: abduct S = E(I_T1, M) once, then synthesise I_PET = G_P(μ_S, f(B_CSF, M)) with ε = 0,
-// for the factual tabular inputs and for interventions do(X = x) on them — the same S and the
-// same (zero) noise, so counterfactual − factual is the intervention's effect alone.
+// Inference with a trained model (docs/model.md §1 and §6), as cpets-infer and cpets-eval run it:
+// abduct once (Causal PETS: S = E(I_T1, M)), then synthesise (I_PET = G_P(μ_S, f(B_CSF, M)) with
+// ε = 0) for the factual tabular inputs and for interventions do(X = x) on them — the same
+// abduction and the same (zero) noise, so counterfactual − factual is the intervention's effect
+// alone. Any model kind (models/synthesis_model.h); one without a condition gives no effect.
 //
 // Volumes here are on the model grid (ModelConfig::volume), values in [0, 1]; moving them from
 // and to a file's grid is train/data.h's prepare_volume / restore_to_grid (the tools call those).
@@ -13,7 +14,7 @@
 
 #include "io/cohort.h"
 #include "io/volume.h"
-#include "models/causal_pets.h"
+#include "models/synthesis_model.h"
 
 namespace cpets::eval {
 
@@ -59,20 +60,20 @@ TabularInputs tabular_inputs(const io::PairedRecord& r, const io::NormRanges& ra
 
 class Synthesiser {
  public:
-  explicit Synthesiser(std::shared_ptr<const models::CausalPETS> model);
+  explicit Synthesiser(std::shared_ptr<const models::SynthesisModel> model);
 
-  // S = E(I_T1, M). `t1` on the model grid. No gradients are recorded.
-  models::Latent abduct(const io::Volume& t1, const std::vector<float>& covariates) const;
-  // G_P(μ_S, f(B_CSF, M)) with ε = 0, as a volume with `grid`'s shape and affine (the T1's
-  // model-grid volume).
-  io::Volume synthesise(const models::Latent& s, const TabularInputs& tab, const io::Volume& grid) const;
+  // Causal PETS: S = E(I_T1, M). `t1` on the model grid. No gradients are recorded.
+  models::Abduction abduct(const io::Volume& t1, const std::vector<float>& covariates) const;
+  // The synthetic PET for the tabular inputs (Causal PETS: G_P(μ_S, f(B_CSF, M)), ε = 0), as a
+  // volume with `grid`'s shape and affine (the T1's model-grid volume).
+  io::Volume synthesise(const models::Abduction& s, const TabularInputs& tab, const io::Volume& grid) const;
   // Both at once: the factual synthesis.
   io::Volume synthesise(const io::Volume& t1, const TabularInputs& tab) const;
 
-  const models::CausalPETS& model() const { return *model_; }
+  const models::SynthesisModel& model() const { return *model_; }
 
  private:
-  std::shared_ptr<const models::CausalPETS> model_;
+  std::shared_ptr<const models::SynthesisModel> model_;
 };
 
 // counterfactual − factual, voxel by voxel (same grid required).

@@ -1,11 +1,14 @@
 #include "models/causal_pets.h"
 
+#include <cmath>
 #include <set>
 #include <stdexcept>
 #include <string>
 
 #include "engine/ops_elementwise.h"
+#include "engine/autograd.h"
 #include "engine/ops_shape.h"
+#include "models/objective.h"
 
 namespace cpets::models {
 
@@ -18,41 +21,44 @@ std::string volume_str(const std::array<int64_t, 3>& v) {
 }
 }  // namespace
 
-CausalPETS::CausalPETS(const ModelConfig& config, Generator& init) : config_(config) {
-  config_.validate();
-  encoder = register_module("encoder", std::make_shared<Encoder>(config_, init));
-  fusion = register_module("fusion", std::make_shared<FusionMLP>(config_.fusion_inputs(), config_, init));
-  if (config_.t1_reconstruction) t1_decoder = register_module("t1_decoder", std::make_shared<T1Decoder>(config_, init));
-  pet_generator = register_module("pet_generator", std::make_shared<PETGenerator>(config_, init));
-  if (config_.discriminator)
-    discriminator = register_module("discriminator", std::make_shared<PatchDiscriminator>(config_, init));
+CausalPETS::CausalPETS(const ModelConfig& c, Generator& init) : SynthesisModel(c) {
+  c.validate();
+  if (c.kind != "causal-pets") throw std::invalid_argument("CausalPETS: model kind is \"" + c.kind + "\", not \"causal-pets\"");
+  encoder = register_module("encoder", std::make_shared<Encoder>(c, init));
+  fusion = register_module("fusion", std::make_shared<FusionMLP>(c.fusion_inputs(), c, init));
+  if (c.t1_reconstruction) t1_decoder = register_module("t1_decoder", std::make_shared<T1Decoder>(c, init));
+  pet_generator = register_module("pet_generator", std::make_shared<PETGenerator>(c, init));
+  if (c.discriminator)
+    discriminator = register_module("discriminator", std::make_shared<PatchDiscriminator>(
+                                                         1, c.discriminator_channels, c.discriminator_layers, c.bn_eps,
+                                                         c.bn_momentum, init));
 }
 
 Latent CausalPETS::encode(const Tensor& t1, const Tensor& covariates) const {
-  const auto& v = config_.volume;
+  const auto& v = config().volume;
   if (t1.dim() != 5 || t1.size(1) != 1 || t1.size(2) != v[0] || t1.size(3) != v[1] || t1.size(4) != v[2])
     throw std::invalid_argument("CausalPETS: T1 must be (B, 1, " + volume_str(v) + ") as the model's volume, got " +
                                 t1.str() + "; pad/crop the images to the configured volume");
-  if (covariates.dim() != 2 || covariates.size(0) != t1.size(0) || covariates.size(1) != config_.covariate_inputs)
+  if (covariates.dim() != 2 || covariates.size(0) != t1.size(0) || covariates.size(1) != config().covariate_inputs)
     throw std::invalid_argument("CausalPETS: covariates must be (B = " + std::to_string(t1.size(0)) + ", " +
-                                std::to_string(config_.covariate_inputs) + ") [Age, Sex, APOE4, PTEDUCAT], got " +
+                                std::to_string(config().covariate_inputs) + ") [Age, Sex, APOE4, PTEDUCAT], got " +
                                 covariates.str());
   const Tensor h = encoder->forward(t1, covariates);
-  const int64_t z = config_.latent_channels;
+  const int64_t z = config().latent_channels;
   return {slice(h, 1, 0, z), slice(h, 1, z, 2 * z)};
 }
 
 Tensor CausalPETS::fuse(const Tensor& csf, const Tensor& covariates) const {
-  if (csf.dim() != 2 || csf.size(1) != config_.csf_inputs || covariates.dim() != 2 ||
-      covariates.size(1) != config_.covariate_inputs || csf.size(0) != covariates.size(0))
-    throw std::invalid_argument("CausalPETS: csf must be (B, " + std::to_string(config_.csf_inputs) +
-                                ") and covariates (B, " + std::to_string(config_.covariate_inputs) + "), got " +
+  if (csf.dim() != 2 || csf.size(1) != config().csf_inputs || covariates.dim() != 2 ||
+      covariates.size(1) != config().covariate_inputs || csf.size(0) != covariates.size(0))
+    throw std::invalid_argument("CausalPETS: csf must be (B, " + std::to_string(config().csf_inputs) +
+                                ") and covariates (B, " + std::to_string(config().covariate_inputs) + "), got " +
                                 csf.str() + " and " + covariates.str());
   return fusion->forward(concat({csf, covariates}, 1));  // [B_CSF, M], the reference's order
 }
 
 Tensor CausalPETS::log_variance(const Latent& latent) const {
-  return config_.latent == "vae" ? clamp(latent.s, kLogVarMin, kLogVarMax) : latent.s;
+  return config().latent == "vae" ? clamp(latent.s, kLogVarMin, kLogVarMax) : latent.s;
 }
 
 Tensor CausalPETS::reparameterise(const Latent& latent, const Tensor& eps) const {
@@ -61,7 +67,7 @@ Tensor CausalPETS::reparameterise(const Latent& latent, const Tensor& eps) const
     throw std::invalid_argument("CausalPETS: noise " + eps.str() + " must have the latent's shape " + latent.mu.str() +
                                 " (use sample_noise)");
   // reference: s is σ itself (it may be negative); vae: σ = exp(½ log σ²).
-  const Tensor sigma = config_.latent == "vae" ? exp(mul_scalar(log_variance(latent), 0.5f)) : latent.s;
+  const Tensor sigma = config().latent == "vae" ? exp(mul_scalar(log_variance(latent), 0.5f)) : latent.s;
   return add(latent.mu, mul(eps, sigma));
 }
 
@@ -90,8 +96,8 @@ Outputs CausalPETS::forward(const Inputs& in, const Noise& noise) const {
 
 Tensor CausalPETS::sample_noise(int64_t batch, Generator& gen) const {
   if (batch < 1) throw std::invalid_argument("CausalPETS::sample_noise: batch must be positive, got " + std::to_string(batch));
-  const auto g = config_.latent_grid();
-  return randn({batch, config_.latent_channels, g[0], g[1], g[2]}, gen);
+  const auto g = config().latent_grid();
+  return randn({batch, config().latent_channels, g[0], g[1], g[2]}, gen);
 }
 
 NamedTensors CausalPETS::generator_parameters() const {
@@ -120,6 +126,57 @@ std::pair<NamedTensors, NamedTensors> CausalPETS::split_conditional_path() const
 
 NamedTensors CausalPETS::discriminator_parameters() const {
   return discriminator ? discriminator->named_parameters("discriminator.") : NamedTensors{};
+}
+
+Abduction CausalPETS::abduct(const Tensor& t1, const Tensor& covariates) const { return {t1, encode(t1, covariates)}; }
+
+Tensor CausalPETS::synthesise(const Abduction& a, const Tensor& csf, const Tensor& covariates) const {
+  if (!a.latent.mu.defined())
+    throw std::invalid_argument("CausalPETS::synthesise: the abduction has no latent S; make it with CausalPETS::abduct");
+  return synthesise_pet(reparameterise(a.latent, Tensor()), fuse(csf, covariates));  // ε = 0: decode μ_S
+}
+
+namespace {
+double value_of(const Tensor& t) { return t.defined() ? static_cast<double>(t.item()) : std::nan(""); }
+}  // namespace
+
+LossTerms CausalPETS::generator_loss(const Inputs& in, const Tensor& pet, const PhaseContext& ctx) const {
+  const int64_t b = in.t1.size(0);
+  Noise noise;
+  if (t1_decoder) noise.eps_t1 = sample_noise(b, ctx.noise);
+  if (ctx.objective.eps_pet) noise.eps_pet = sample_noise(b, ctx.noise);
+  GeneratorLosses g = generator_objective(*this, in, pet, noise, ctx.objective, ctx.perceptual, &ctx.noise);
+  return {g.total,
+          {{"pet_l1", value_of(g.pet_l1)},
+           {"t1", value_of(g.t1)},
+           {"kl", value_of(g.kl)},
+           {"adv", value_of(g.adv)},
+           {"perceptual", value_of(g.perceptual)}}};
+}
+
+LossTerms CausalPETS::discriminator_loss(const Inputs& in, const Tensor& pet, const PhaseContext& ctx) const {
+  Tensor fake;
+  {
+    NoGradGuard no_grad;
+    const Latent latent = encode(in.t1, in.covariates);
+    const Tensor tokens = fuse(in.csf, in.covariates);
+    const Tensor eps = ctx.objective.eps_pet ? sample_noise(in.t1.size(0), ctx.noise) : Tensor();
+    fake = synthesise_pet(reparameterise(latent, eps), tokens);
+  }
+  DiscriminatorLosses d = discriminator_objective(*this, fake.detach(), pet);
+  return {d.total, {{"d_fake", value_of(d.fake)}, {"d_real", value_of(d.real)}}, /*log_scale=*/0.5};
+}
+
+std::vector<std::pair<std::string, int64_t>> CausalPETS::parameter_table() const {
+  const ParameterCounts c = count_parameters(*this);
+  return {{"E  encoder (total)", c.encoder},
+          {"     MLP_M demographics", c.encoder_demographics},
+          {"     latent SpatialTransformer", c.encoder_transformer},
+          {"f  fusion", c.fusion},
+          {"G_T1 t1_decoder", c.t1_decoder},
+          {"G_P pet_generator", c.pet_generator},
+          {"D  discriminator", c.discriminator},
+          {"total", c.total}};
 }
 
 ParameterCounts count_parameters(const CausalPETS& model) {

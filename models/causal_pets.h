@@ -7,7 +7,7 @@
 //                             D(I_PET)                discriminator (PatchGAN)
 //
 // and its forward in the causal order of the graph. Losses and the training step live in
-// train/ (objective.h, trainer.h); this header only builds the networks and runs them.
+// models/objective.h (called by the SynthesisModel phases below) and the step order in train/.
 //
 // state_dict keys start with the paper's names: "encoder.", "fusion.", "t1_decoder.",
 // "pet_generator.", "discriminator." (tools/torch_model.py builds the same names in PyTorch).
@@ -18,19 +18,9 @@
 #include "engine/rng.h"
 #include "models/config.h"
 #include "models/networks.h"
+#include "models/synthesis_model.h"
 
 namespace cpets::models {
-
-// One batch of model inputs. t1 (B, 1, D, H, W) in [0, 1]; csf (B, csf_inputs) and
-// covariates (B, 4) normalised as model.md §4 (io::csf_inputs / io::covariate_inputs).
-struct Inputs {
-  Tensor t1, csf, covariates;
-};
-
-// E's output on the latent grid, (B, z, d, h, w) each: μ_S and s (σ or log σ², see sigma()).
-struct Latent {
-  Tensor mu, s;
-};
 
 // Re-parameterisation noise, (B, z, d, h, w) each. An undefined tensor means ε = 0 (decode μ):
 // inference, and the "no ε_PET" ablation for eps_pet.
@@ -45,7 +35,7 @@ struct Outputs {
   Tensor pet_syn;  // (B, 1, D, H, W)
 };
 
-class CausalPETS : public Module {
+class CausalPETS : public SynthesisModel {
  public:
   // Initial weights are drawn from `init` in registration order, so a seed fixes them.
   CausalPETS(const ModelConfig& config, Generator& init);
@@ -69,15 +59,20 @@ class CausalPETS : public Module {
   // Noise of the right shape for a batch of `batch` (standard normal, from `gen`).
   Tensor sample_noise(int64_t batch, Generator& gen) const;
 
+  // ---- SynthesisModel ----
+  // S = E(I_T1, M), held across interventions; synthesise decodes μ_S (ε = 0) with f(B_CSF, M).
+  Abduction abduct(const Tensor& t1, const Tensor& covariates) const override;
+  Tensor synthesise(const Abduction& a, const Tensor& csf, const Tensor& covariates) const override;
   // The two optimisers' parameters, named with the state_dict prefixes. The generator group is
   // everything but D (E with MLP_M, f, G_T1, G_P).
-  NamedTensors generator_parameters() const;
-  // The generator parameters split into the conditional path (f and G_P's cross-attention to
-  // B: what carries the tabular inputs into the PET) and the rest, each in generator order.
-  std::pair<NamedTensors, NamedTensors> split_conditional_path() const;
-  NamedTensors discriminator_parameters() const;
-
-  const ModelConfig& config() const { return config_; }
+  NamedTensors generator_parameters() const override;
+  // The conditional path is f and G_P's cross-attention to B.
+  std::pair<NamedTensors, NamedTensors> split_conditional_path() const override;
+  NamedTensors discriminator_parameters() const override;
+  // L_G with ε_T1 then ε_PET drawn from ctx.noise; the D step on a fake regenerated with a new ε_PET.
+  LossTerms generator_loss(const Inputs& in, const Tensor& pet, const PhaseContext& ctx) const override;
+  LossTerms discriminator_loss(const Inputs& in, const Tensor& pet, const PhaseContext& ctx) const override;
+  std::vector<std::pair<std::string, int64_t>> parameter_table() const override;
 
   std::shared_ptr<Encoder> encoder;
   std::shared_ptr<FusionMLP> fusion;                 // f
@@ -85,8 +80,6 @@ class CausalPETS : public Module {
   std::shared_ptr<PETGenerator> pet_generator;
   std::shared_ptr<PatchDiscriminator> discriminator;  // null when config.discriminator is off
 
- private:
-  ModelConfig config_;
 };
 
 // Parameter counts of each network, for `cpets-train --print-model` and the tests.

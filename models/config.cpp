@@ -1,5 +1,6 @@
 #include "models/config.h"
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <string>
@@ -33,16 +34,58 @@ void require_positive(const char* field, int64_t v) {
   if (v < 1) invalid(field, "is " + std::to_string(v), "it must be at least 1");
 }
 
-// PatchGAN: two stride-2 and two stride-1 4³ convolutions with padding 1.
-int64_t patch_grid(int64_t n) {
-  n = (n - 2) / 2 + 1;
-  n = (n - 2) / 2 + 1;
+// PatchGAN: `layers` stride-2 and two stride-1 4³ convolutions with padding 1
+// (PatchDiscriminator::patch_size; models/ may not depend on networks.h here).
+int64_t patch_grid(int64_t n, int64_t layers) {
+  for (int64_t i = 0; i < layers; ++i) n = (n - 2) / 2 + 1;
   return n - 2;
+}
+
+bool is_causal_pets(const ModelConfig& c) { return c.kind == "causal-pets"; }
+
+// The baselines' widths per preset: "full" is the reference code's (AttenUNet [16, 32, 64, 128],
+// GroupNorm 16, 4 heads of 32, D 64 channels × 3 layers; Pix2Pix ngf 64), "demo" a quarter of
+// the U-Net widths at the demo volume, "tiny" a few channels.
+void apply_baseline_preset(ModelConfig& c) {
+  if (is_causal_pets(c)) return;
+  const bool pix2pix = c.kind == "pix2pix";
+  c.discriminator_layers = 3;
+  if (c.preset == "full") {
+    c.baseline_channels = pix2pix ? std::array<int64_t, 4>{64, 128, 256, 512} : std::array<int64_t, 4>{16, 32, 64, 128};
+    c.baseline_groups = 16;
+    c.baseline_heads = 4;
+    c.discriminator_channels = 64;
+  } else if (c.preset == "demo") {
+    c.baseline_channels = pix2pix ? std::array<int64_t, 4>{16, 32, 64, 128} : std::array<int64_t, 4>{8, 16, 32, 64};
+    c.baseline_groups = 8;
+    c.baseline_heads = 2;
+    c.discriminator_channels = 16;
+  } else {  // tiny
+    c.baseline_channels = {4, 8, 8, 8};
+    c.baseline_groups = 2;
+    c.baseline_heads = 2;
+    c.discriminator_channels = 4;
+    c.discriminator_layers = 2;  // a 16³ volume leaves no patch grid after four stride-2 convolutions
+  }
 }
 
 }  // namespace
 
+const std::vector<std::string>& model_kinds() {
+  static const std::vector<std::string> kinds = {"causal-pets", "unet", "unet-cond", "pix2pix"};
+  return kinds;
+}
+
 void ModelConfig::validate() const {
+  if (std::find(model_kinds().begin(), model_kinds().end(), kind) == model_kinds().end()) {
+    std::string known;
+    for (const auto& k : model_kinds()) known += (known.empty() ? "\"" : ", \"") + k + "\"";
+    invalid("kind", "is \"" + kind + "\"", "use one of " + known);
+  }
+  if (!is_causal_pets(*this)) {
+    validate_baseline();
+    return;
+  }
   for (int i = 0; i < 3; ++i)
     if (volume[i] < 8 || volume[i] % 8 != 0)
       invalid("volume", list_str(volume.data(), 3) + " has a size not divisible by 8",
@@ -75,13 +118,7 @@ void ModelConfig::validate() const {
                                    std::to_string(generator_channels[0]),
             "choose a head count that divides the first generator width");
 
-  if (discriminator) {
-    require_positive("discriminator_channels", discriminator_channels);
-    for (int i = 0; i < 3; ++i)
-      if (patch_grid(volume[i]) < 1)
-        invalid("volume", list_str(volume.data(), 3) + " is too small for the PatchGAN discriminator",
-                "use sizes of at least 16, or set discriminator to false");
-  }
+  validate_discriminator();
   if (perceptual != "none" && perceptual != "lpips-squeeze")
     invalid("perceptual", "is \"" + perceptual + "\"", "use \"none\" or \"lpips-squeeze\"");
   if (!(norm_eps > 0.f)) invalid("norm_eps", "is " + std::to_string(norm_eps), "it must be positive");
@@ -91,8 +128,46 @@ void ModelConfig::validate() const {
     invalid("bn_momentum", "is " + std::to_string(bn_momentum), "it must lie in [0, 1]");
 }
 
-ModelConfig model_preset(const std::string& name, const std::string& tracer) {
+void ModelConfig::validate_discriminator() const {
+  if (!discriminator) return;
+  require_positive("discriminator_channels", discriminator_channels);
+  require_positive("discriminator_layers", discriminator_layers);
+  for (int i = 0; i < 3; ++i)
+    if (patch_grid(volume[i], discriminator_layers) < 1)
+      invalid("volume", list_str(volume.data(), 3) + " is too small for the PatchGAN discriminator with " +
+                            std::to_string(discriminator_layers) + " layers",
+              "use larger sizes, fewer model.discriminator_layers, or set discriminator to false");
+}
+
+void ModelConfig::validate_baseline() const {
+  // Four ×2 down-samplings in the U-Net generators (three in the attention U-Net, four in Pix2Pix).
+  const int64_t levels = kind == "pix2pix" ? 4 : 3, multiple = int64_t(1) << levels;
+  for (int i = 0; i < 3; ++i)
+    if (volume[i] < multiple || volume[i] % multiple != 0)
+      invalid("volume", list_str(volume.data(), 3) + " has a size not divisible by " + std::to_string(multiple),
+              "the " + kind + " generator halves each axis " + std::to_string(levels) +
+                  " times; pad or crop to multiples of " + std::to_string(multiple));
+  require_positive("csf_inputs", csf_inputs);
+  require_positive("covariate_inputs", covariate_inputs);
+  if (kind == "pix2pix") {
+    for (int64_t c : baseline_channels) require_positive("baseline_channels", c);
+  } else {
+    require_divisible("baseline_channels", baseline_channels, "baseline_groups", baseline_groups);
+    require_positive("baseline_heads", baseline_heads);
+    if (baseline_channels[3] % baseline_heads != 0)
+      invalid("baseline_heads", "= " + std::to_string(baseline_heads) + " does not divide baseline_channels[3] = " +
+                                    std::to_string(baseline_channels[3]),
+              "choose a head count that divides the deepest width");
+  }
+  validate_discriminator();
+  if (!(norm_eps > 0.f)) invalid("norm_eps", "is " + std::to_string(norm_eps), "it must be positive");
+  if (!(ln_eps > 0.f)) invalid("ln_eps", "is " + std::to_string(ln_eps), "it must be positive");
+  if (!(bn_eps > 0.f)) invalid("bn_eps", "is " + std::to_string(bn_eps), "it must be positive");
+}
+
+ModelConfig model_preset(const std::string& name, const std::string& tracer, const std::string& kind) {
   ModelConfig c;  // the defaults are the full preset
+  c.kind = kind;
   c.preset = name;
   if (name == "full") {
     c.perceptual = "lpips-squeeze";
@@ -131,6 +206,7 @@ ModelConfig model_preset(const std::string& name, const std::string& tracer) {
   } else {
     throw std::invalid_argument("model preset \"" + name + "\" is unknown; use \"full\", \"demo\" or \"tiny\"");
   }
+  apply_baseline_preset(c);
   if (tracer == "AV45") {
     c.csf_inputs = 1;
   } else if (tracer == "AV1451") {
@@ -142,7 +218,8 @@ ModelConfig model_preset(const std::string& name, const std::string& tracer) {
 }
 
 nlohmann::json to_json(const ModelConfig& c) {
-  return nlohmann::json{{"preset", c.preset},
+  return nlohmann::json{{"kind", c.kind},
+                        {"preset", c.preset},
                         {"volume", c.volume},
                         {"latent_channels", c.latent_channels},
                         {"latent", c.latent},
@@ -161,6 +238,10 @@ nlohmann::json to_json(const ModelConfig& c) {
                         {"generator_groups", c.generator_groups},
                         {"generator_heads", c.generator_heads},
                         {"discriminator_channels", c.discriminator_channels},
+                        {"discriminator_layers", c.discriminator_layers},
+                        {"baseline_channels", c.baseline_channels},
+                        {"baseline_groups", c.baseline_groups},
+                        {"baseline_heads", c.baseline_heads},
                         {"t1_reconstruction", c.t1_reconstruction},
                         {"discriminator", c.discriminator},
                         {"perceptual", c.perceptual},
@@ -187,7 +268,8 @@ ModelConfig model_config_from_json(const nlohmann::json& j, ModelConfig base) {
   if (!j.is_object()) throw std::invalid_argument("model config: expected a JSON object, got " + j.dump());
   ModelConfig& c = base;
   for (const auto& [key, value] : j.items()) {
-    if (key == "preset") read_field(value, key, c.preset);
+    if (key == "kind") read_field(value, key, c.kind);
+    else if (key == "preset") read_field(value, key, c.preset);
     else if (key == "volume") read_field(value, key, c.volume);
     else if (key == "latent_channels") read_field(value, key, c.latent_channels);
     else if (key == "latent") read_field(value, key, c.latent);
@@ -206,6 +288,10 @@ ModelConfig model_config_from_json(const nlohmann::json& j, ModelConfig base) {
     else if (key == "generator_groups") read_field(value, key, c.generator_groups);
     else if (key == "generator_heads") read_field(value, key, c.generator_heads);
     else if (key == "discriminator_channels") read_field(value, key, c.discriminator_channels);
+    else if (key == "discriminator_layers") read_field(value, key, c.discriminator_layers);
+    else if (key == "baseline_channels") read_field(value, key, c.baseline_channels);
+    else if (key == "baseline_groups") read_field(value, key, c.baseline_groups);
+    else if (key == "baseline_heads") read_field(value, key, c.baseline_heads);
     else if (key == "t1_reconstruction") read_field(value, key, c.t1_reconstruction);
     else if (key == "discriminator") read_field(value, key, c.discriminator);
     else if (key == "perceptual") read_field(value, key, c.perceptual);

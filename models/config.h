@@ -13,7 +13,12 @@
 
 namespace cpets::models {
 
+// The methods of the paper's comparison (Table 1), by config name: "causal-pets" (this paper),
+// "unet" / "unet-cond" (the reference AttenUNet without / with the tabular condition), "pix2pix".
+const std::vector<std::string>& model_kinds();
+
 struct ModelConfig {
+  std::string kind = "causal-pets";            // one of model_kinds(); the networks below
   std::string preset = "full";                 // "full", "demo" or "tiny" (tests); informative
   std::array<int64_t, 3> volume{96, 128, 96};  // (D, H, W); each divisible by 8
   int64_t latent_channels = 3;                 // z: μ and s have z channels each
@@ -51,8 +56,16 @@ struct ModelConfig {
   int64_t generator_groups = 32;
   int64_t generator_heads = 8;  // head dim = g0 / heads
 
-  // D: PatchGAN with d base channels.
+  // D: PatchGAN with d base channels and `discriminator_layers` BatchNorm layers (2 in Causal
+  // PETS; 3 in the U-Net and Pix2Pix baselines).
   int64_t discriminator_channels = 64;
+  int64_t discriminator_layers = 2;
+
+  // The baselines (kind ≠ "causal-pets"): widths per level of their U-Net generators, the
+  // GroupNorm group count and the attention heads where they have them. Unused by Causal PETS.
+  std::array<int64_t, 4> baseline_channels{16, 32, 64, 128};
+  int64_t baseline_groups = 16;
+  int64_t baseline_heads = 4;
 
   // Ablation switches that change which networks exist (paper Table 5). The other ablations
   // (no perceptual loss, no ε_PET) are objective switches in train/config.h.
@@ -74,11 +87,17 @@ struct ModelConfig {
   // Throws std::invalid_argument naming the field and the fix (e.g. a channel count not divisible
   // by its group count, a volume not divisible by 8, an unknown latent form).
   void validate() const;
+
+ private:
+  void validate_discriminator() const;
+  void validate_baseline() const;
 };
 
 // The presets of model.md §5 ("full", "demo") and a tiny one for fast tests ("tiny": 16×16×16
-// volume, a few channels). `tracer` ("AV45" or "AV1451") sets csf_inputs.
-ModelConfig model_preset(const std::string& name, const std::string& tracer = "AV45");
+// volume, a few channels). `tracer` ("AV45" or "AV1451") sets csf_inputs; `kind` the
+// baseline's widths (the full preset at the reference code's, reference-implementation.md §7).
+ModelConfig model_preset(const std::string& name, const std::string& tracer = "AV45",
+                         const std::string& kind = "causal-pets");
 
 // JSON I/O: every field above, by its name. from_json starts from `base` and overrides the keys
 // present; an unknown key throws naming it (a typo must not silently keep the default).

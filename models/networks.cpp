@@ -187,34 +187,42 @@ Tensor PETGenerator::forward(const Tensor& z, const Tensor& tokens) const {
 
 // ---- D ------------------------------------------------------------------------------------------
 
-PatchDiscriminator::PatchDiscriminator(const ModelConfig& config, Generator& init) {
-  const int64_t d = config.discriminator_channels;
+PatchDiscriminator::PatchDiscriminator(int64_t in_channels, int64_t channels, int64_t layers, float bn_eps,
+                                       float bn_momentum, Generator& init) {
+  if (in_channels < 1 || channels < 1 || layers < 1)
+    throw std::invalid_argument("PatchDiscriminator: in_channels " + std::to_string(in_channels) + ", channels " +
+                                std::to_string(channels) + " and layers " + std::to_string(layers) +
+                                " must all be at least 1");
+  in_channels_ = in_channels;
   // Conv weights N(0, 0.02) replace the default draws (biases keep the default), BatchNorm γ ~
   // N(1, 0.02), β = 0, as the reference's initialisation.
-  auto conv = [&](const char* name, int64_t in, int64_t out, int64_t stride, bool bias) {
+  auto conv = [&](const std::string& name, int64_t in, int64_t out, int64_t stride, bool bias) {
     auto c = register_module(name, std::make_shared<Conv3d>(in, out, 4, init, ConvOptions{stride, 1, bias}));
     normal_(c->weight, init, 0.f, 0.02f);
     return c;
   };
-  auto norm = [&](const char* name, int64_t channels) {
-    auto n = register_module(name, std::make_shared<layers::BatchNorm3d>(channels, config.bn_eps, config.bn_momentum));
-    normal_(n->weight, init, 1.f, 0.02f);
-    return n;
-  };
-  initial_conv_ = conv("initial_conv", 1, d, 2, true);
-  conv1_ = conv("conv1", d, 2 * d, 2, false);
-  norm1_ = norm("norm1", 2 * d);
-  conv2_ = conv("conv2", 2 * d, 4 * d, 1, false);
-  norm2_ = norm("norm2", 4 * d);
-  final_conv_ = conv("final_conv", 4 * d, 1, 1, true);
+  initial_conv_ = conv("initial_conv", in_channels, channels, 2, true);
+  int64_t width = channels;
+  for (int64_t i = 1; i <= layers; ++i) {  // the last one keeps the resolution
+    const std::string n = std::to_string(i);
+    convs_.push_back(conv("conv" + n, width, 2 * width, i < layers ? 2 : 1, false));
+    norms_.push_back(register_module("norm" + n, std::make_shared<layers::BatchNorm3d>(2 * width, bn_eps, bn_momentum)));
+    normal_(norms_.back()->weight, init, 1.f, 0.02f);
+    width *= 2;
+  }
+  final_conv_ = conv("final_conv", width, 1, 1, true);
 }
 
-Tensor PatchDiscriminator::forward(const Tensor& pet) const {
-  require_volume(pet, 1, "PatchDiscriminator", "PET");
+int64_t PatchDiscriminator::patch_size(int64_t n, int64_t layers) {
+  for (int64_t i = 0; i < layers; ++i) n = (n - 2) / 2 + 1;  // initial conv and conv1..conv(layers−1)
+  return n - 2;                                              // two stride-1 4³ convolutions
+}
+
+Tensor PatchDiscriminator::forward(const Tensor& x) const {
+  require_volume(x, in_channels_, "PatchDiscriminator", "input");
   constexpr float kSlope = 0.2f;
-  Tensor h = leaky_relu(initial_conv_->forward(pet), kSlope);
-  h = leaky_relu(norm1_->forward(conv1_->forward(h)), kSlope);
-  h = leaky_relu(norm2_->forward(conv2_->forward(h)), kSlope);
+  Tensor h = leaky_relu(initial_conv_->forward(x), kSlope);
+  for (size_t i = 0; i < convs_.size(); ++i) h = leaky_relu(norms_[i]->forward(convs_[i]->forward(h)), kSlope);
   return final_conv_->forward(h);
 }
 

@@ -74,14 +74,23 @@ class PETGenerator : public Module {  // G_P
   std::shared_ptr<layers::GroupNorm> norm_out_;
 };
 
-class PatchDiscriminator : public Module {  // D
+// D: the PatchGAN of MONAI Generative's PatchDiscriminator (3-D, kernel 4, padding 1): an
+// initial stride-2 conv + LeakyReLU(0.2), then `layers` convs without bias + BatchNorm +
+// LeakyReLU doubling the width (stride 2 except the last), then a stride-1 conv to one logit map.
+// Causal PETS: layers 2; the U-Net baselines' D: 64 channels, 3 layers (11,048,769 parameters).
+class PatchDiscriminator : public Module {
  public:
-  PatchDiscriminator(const ModelConfig& config, Generator& init);
-  Tensor forward(const Tensor& pet) const;  // raw logits (B, 1, …)
+  PatchDiscriminator(int64_t in_channels, int64_t channels, int64_t layers, float bn_eps, float bn_momentum,
+                     Generator& init);
+  Tensor forward(const Tensor& x) const;  // raw logits (B, 1, …)
+  // The logit grid along an axis of n voxels (< 1: the volume is too small).
+  static int64_t patch_size(int64_t n, int64_t layers);
 
  private:
-  std::shared_ptr<layers::Conv3d> initial_conv_, conv1_, conv2_, final_conv_;
-  std::shared_ptr<layers::BatchNorm3d> norm1_, norm2_;
+  int64_t in_channels_;
+  std::shared_ptr<layers::Conv3d> initial_conv_, final_conv_;
+  std::vector<std::shared_ptr<layers::Conv3d>> convs_;
+  std::vector<std::shared_ptr<layers::BatchNorm3d>> norms_;
 };
 
 }  // namespace cpets::models

@@ -22,7 +22,7 @@
 #include "engine/autograd.h"
 #include "engine/safetensors.h"
 #include "models/causal_pets.h"
-#include "train/objective.h"
+#include "models/objective.h"
 
 using namespace cpets;
 using namespace cpets::models;
@@ -86,7 +86,7 @@ struct Golden {
   Golden(const Golden&) = delete;
   Fixture fx;
   ModelConfig config;
-  train::ObjectiveConfig objective;
+  models::ObjectiveConfig objective;
   Generator init{7};
   std::shared_ptr<CausalPETS> model;
   Inputs in;
@@ -134,7 +134,7 @@ namespace {
 void check_generator_step(Golden& g) {
   g.model->train();
   if (g.model->discriminator) g.model->discriminator->set_requires_grad(false);  // D frozen in the G step
-  const train::GeneratorLosses L = train::generator_objective(*g.model, g.in, g.pet, g.noise, g.objective);
+  const models::GeneratorLosses L = models::generator_objective(*g.model, g.in, g.pet, g.noise, g.objective);
   check_close("mu", L.outputs.latent.mu, g.fx["output.mu"]);
   check_close("s", L.outputs.latent.s, g.fx["output.s"]);
   check_close("tokens", L.outputs.tokens, g.fx["output.tokens"]);
@@ -179,11 +179,11 @@ TEST_CASE("golden: discriminator step (losses, gradients, BatchNorm running stat
   Golden g;
   g.model->train();
   g.model->discriminator->set_requires_grad(false);
-  const train::GeneratorLosses L = train::generator_objective(*g.model, g.in, g.pet, g.noise, g.objective);
+  const models::GeneratorLosses L = models::generator_objective(*g.model, g.in, g.pet, g.noise, g.objective);
   L.total.backward();  // as in the fixture, the generator step's D forward moved the running statistics
 
   g.model->discriminator->set_requires_grad(true);
-  const train::DiscriminatorLosses D = train::discriminator_objective(*g.model, L.outputs.pet_syn.detach(), g.pet);
+  const models::DiscriminatorLosses D = models::discriminator_objective(*g.model, L.outputs.pet_syn.detach(), g.pet);
   check_close("d fake", D.fake, g.fx["dloss.fake"]);
   check_close("d real", D.real, g.fx["dloss.real"]);
   D.total.backward();
@@ -214,38 +214,38 @@ double mean_sq_diff(const Tensor& a, const Tensor& b) {
 
 TEST_CASE("objective: L_G is the weighted sum of its terms; MSE T1 loss; unknown T1 loss rejected") {
   TinySetup t;
-  train::ObjectiveConfig cfg;
+  models::ObjectiveConfig cfg;
   cfg.lambda_adv = 0.25f;  // weights that make each term visible in the sum
   cfg.beta_kl = 0.5f;
   cfg.t1_loss = "mse";
-  const auto L = train::generator_objective(*t.model, t.in, t.pet, t.noise, cfg);
+  const auto L = models::generator_objective(*t.model, t.in, t.pet, t.noise, cfg);
   CHECK(L.total.item() == doctest::Approx(L.pet_l1.item() + L.t1.item() + 0.5 * L.kl.item() + 0.25 * L.adv.item()));
   CHECK(L.t1.item() == doctest::Approx(mean_sq_diff(L.outputs.t1_rec, t.in.t1)).epsilon(1e-5));
   cfg.t1_loss = "l2";
-  CHECK_THROWS_AS(train::generator_objective(*t.model, t.in, t.pet, t.noise, cfg), std::invalid_argument);
+  CHECK_THROWS_AS(models::generator_objective(*t.model, t.in, t.pet, t.noise, cfg), std::invalid_argument);
 }
 
 TEST_CASE("objective: no ε_PET decodes μ; λ_adv = 0 leaves D untouched; wrong target shape rejected") {
   TinySetup t;
-  train::ObjectiveConfig cfg;
+  models::ObjectiveConfig cfg;
   cfg.eps_pet = false;
   cfg.lambda_adv = 0.f;
   const float batches_before = t.model->discriminator->state_dict().back().second.item();
-  const auto L = train::generator_objective(*t.model, t.in, t.pet, t.noise, cfg);
+  const auto L = models::generator_objective(*t.model, t.in, t.pet, t.noise, cfg);
   CHECK_FALSE(L.adv.defined());
   CHECK(t.model->discriminator->state_dict().back().second.item() == batches_before);  // D never ran
   const Tensor mu_decode = t.model->synthesise_pet(L.outputs.latent.mu, L.outputs.tokens);
   for (int64_t i = 0; i < mu_decode.numel(); ++i) REQUIRE(mu_decode.data()[i] == L.outputs.pet_syn.data()[i]);
-  CHECK_THROWS_AS(train::generator_objective(*t.model, t.in, rand({2, 1, 16, 16, 8}, t.gen), t.noise, cfg),
+  CHECK_THROWS_AS(models::generator_objective(*t.model, t.in, rand({2, 1, 16, 16, 8}, t.gen), t.noise, cfg),
                   std::invalid_argument);
 }
 
 TEST_CASE("objective: a perceptual weight without a network is an error, never silently skipped") {
   TinySetup t;
-  train::ObjectiveConfig cfg;
+  models::ObjectiveConfig cfg;
   cfg.lambda_perceptual = 0.02f;
   try {
-    train::generator_objective(*t.model, t.in, t.pet, t.noise, cfg);
+    models::generator_objective(*t.model, t.in, t.pet, t.noise, cfg);
     FAIL("λ_p > 0 without a perceptual network was accepted");
   } catch (const std::invalid_argument& e) {
     CHECK(std::string(e.what()).find("lambda_perceptual") != std::string::npos);
@@ -254,13 +254,13 @@ TEST_CASE("objective: a perceptual weight without a network is an error, never s
 
 TEST_CASE("discriminator objective: fake + real, detached fake required, no D is an error") {
   TinySetup t;
-  const auto L = train::generator_objective(*t.model, t.in, t.pet, t.noise, {});
-  CHECK_THROWS_AS(train::discriminator_objective(*t.model, L.outputs.pet_syn, t.pet), std::invalid_argument);
-  const auto D = train::discriminator_objective(*t.model, L.outputs.pet_syn.detach(), t.pet);
+  const auto L = models::generator_objective(*t.model, t.in, t.pet, t.noise, {});
+  CHECK_THROWS_AS(models::discriminator_objective(*t.model, L.outputs.pet_syn, t.pet), std::invalid_argument);
+  const auto D = models::discriminator_objective(*t.model, L.outputs.pet_syn.detach(), t.pet);
   CHECK(D.total.item() == doctest::Approx(D.fake.item() + D.real.item()));
   ModelConfig c = model_preset("tiny");
   c.discriminator = false;
   Generator init(3);
   CausalPETS no_d(c, init);
-  CHECK_THROWS_AS(train::discriminator_objective(no_d, t.pet, t.pet), std::logic_error);
+  CHECK_THROWS_AS(models::discriminator_objective(no_d, t.pet, t.pet), std::logic_error);
 }

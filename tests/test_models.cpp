@@ -106,7 +106,8 @@ TEST_CASE("tiny preset: output shapes of every network, the D patch grid, in the
 
 TEST_CASE("demo preset: the PatchGAN grid for 48×64×48 is 10×14×10") {
   Generator init(5);
-  PatchDiscriminator d(model_preset("demo"), init);
+  const ModelConfig c = model_preset("demo");
+  PatchDiscriminator d(1, c.discriminator_channels, c.discriminator_layers, c.bn_eps, c.bn_momentum, init);
   CHECK(d.forward(uniform({1, 1, 48, 64, 48}, 9)).shape() == Shape{1, 1, 10, 14, 10});
 }
 

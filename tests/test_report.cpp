@@ -15,7 +15,9 @@
 #include <vector>
 
 #include "eval/evaluation.h"
+#include "models/causal_pets.h"
 #include "eval/inference.h"
+#include "models/causal_pets.h"
 #include "eval/report.h"
 #include "gradcheck.h"
 #include "io/png.h"
@@ -284,7 +286,7 @@ TEST_CASE("inference: a counterfactual keeps the abducted S and changes only the
   const io::Volume t1 = perturbed(io::make_volume({16, 16, 16}, 0.5f), 1.f, 0.4f);
   const io::PairedRecord factual_record = toy_record();
   const TabularInputs tab = tabular_inputs(factual_record, toy_ranges(), "AV45");
-  const models::Latent s = syn.abduct(t1, tab.covariates);
+  const models::Abduction s = syn.abduct(t1, tab.covariates);
   const io::Volume factual = syn.synthesise(s, tab, t1);
 
   const Intervention iv = parse_intervention("apoe4=2");
@@ -295,7 +297,7 @@ TEST_CASE("inference: a counterfactual keeps the abducted S and changes only the
   const io::Volume cf = syn.synthesise(s, cf_tab, t1);
   // By hand: G_P(μ_S of the factual T1 and M, f(B_CSF, M_cf)).
   NoGradGuard no_grad;
-  const Tensor by_hand = model->synthesise_pet(s.mu, model->fuse(as_tensor(cf_tab.csf), as_tensor(cf_tab.covariates)));
+  const Tensor by_hand = model->synthesise_pet(s.latent.mu, model->fuse(as_tensor(cf_tab.csf), as_tensor(cf_tab.covariates)));
   for (int64_t i = 0; i < by_hand.numel(); ++i) REQUIRE(cf.data[size_t(i)] == by_hand.data()[i]);
   const io::Volume diff = difference(cf, factual);
   double change = 0;

@@ -1,6 +1,6 @@
 // cpets-bench: speed figures, printed next to PyTorch's measured in the same run.
 //   cpets-bench ops [--quick] [--filter TEXT] [--torch FILE|none]
-//   cpets-bench train [--preset demo|full|tiny] [--batch N] [--steps N] [--torch FILE|none]
+//   cpets-bench train [--preset demo|full|tiny] [--kind causal-pets|unet|unet-cond|pix2pix] [--batch N] [--steps N] [--torch FILE|none]
 #include <CLI/CLI.hpp>
 
 #include "cli_main.h"
@@ -74,6 +74,7 @@ int main(int argc, char** argv) {
   bench::TrainBenchOptions train_opt;
   CLI::App* train = app.add_subcommand("train", "one training step of a model preset: time, per-op breakdown, memory, vs PyTorch");
   train->add_option("--preset", train_opt.preset, "model preset: demo, full or tiny")->capture_default_str();
+  train->add_option("--kind", train_opt.kind, "model.kind: causal-pets, unet, unet-cond, pix2pix")->capture_default_str();
   train->add_option("--batch", train_opt.batch, "batch size")->capture_default_str();
   train->add_option("--steps", train_opt.steps, "timed steps (median reported)")->capture_default_str();
   train->add_option("--warmup", train_opt.warmup, "untimed steps first")->capture_default_str();

@@ -114,10 +114,10 @@ int run(const Args& a) {
                              " session; a cohort this small cannot be evaluated (more subjects: cpets-phantom --subjects)");
 
   // The models and baselines.
-  std::vector<std::pair<std::string, std::shared_ptr<const models::CausalPETS>>> models{{"trained", bundle.model}};
+  std::vector<std::pair<std::string, std::shared_ptr<const models::SynthesisModel>>> models{{"trained", bundle.model}};
   if (a.untrained) {
     Generator init(bundle.meta.config.train.seed);  // what the run's step 0 drew
-    auto m = std::make_shared<models::CausalPETS>(bundle.model_config, init);
+    auto m = models::make_model(bundle.model_config, init);
     m->eval();
     models.push_back({"untrained", m});
   }
@@ -196,9 +196,9 @@ int run(const Args& a) {
     }
     const eval::TabularInputs tab = eval::tabular_inputs(s.record, bundle.ranges, bundle.tracer);
     std::vector<io::Volume> outputs;
-    const models::Latent latent = synths[0].abduct(t1.volume, tab.covariates);
-    outputs.push_back(synths[0].synthesise(latent, tab, t1.volume));
-    if (causal) causal->add(synths[0], int64_t(i), latent, outputs[0]);
+    const models::Abduction abduction = synths[0].abduct(t1.volume, tab.covariates);
+    outputs.push_back(synths[0].synthesise(abduction, tab, t1.volume));
+    if (causal) causal->add(synths[0], int64_t(i), abduction, outputs[0]);
     for (size_t k = 1; k < synths.size(); ++k) outputs.push_back(synths[k].synthesise(t1.volume, tab));
     if (mean_pet) {
       io::Volume m = *mean_pet;

@@ -197,7 +197,7 @@ Outcome run_job(const Job& job, const eval::Synthesiser& syn, const train::Infer
   }
   const eval::Atlas* atlas = atlas_here ? &*atlas_here : nullptr;
   const eval::TabularInputs tab = eval::tabular_inputs(job.record, b.ranges, b.tracer);
-  const models::Latent s = syn.abduct(t1.volume, tab.covariates);  // S, abducted once
+  const models::Abduction s = syn.abduct(t1.volume, tab.covariates);  // S, abducted once
   const io::Volume factual = syn.synthesise(s, tab, t1.volume);
   const io::Volume factual_native = train::restore_to_grid(factual, t1.original);
   write_volume(job.out_dir / "pet_syn.nii.gz", factual_native);

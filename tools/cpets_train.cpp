@@ -70,11 +70,11 @@ int run(const Args& a) {
   }
   if (a.print_model) {
     Generator init(config.train.seed);
-    const models::CausalPETS model(config.model, init);
-    std::cout << "Causal PETS, preset \"" << config.model.preset << "\", tracer " << config.data.tracer << ", volume "
+    const auto model = models::make_model(config.model, init);
+    std::cout << config.model.kind << ", preset \"" << config.model.preset << "\", tracer " << config.data.tracer << ", volume "
               << config.model.volume[0] << "×" << config.model.volume[1] << "×" << config.model.volume[2]
               << "\nparameters:\n"
-              << describe_parameters(model);
+              << describe_parameters(*model);
     return 0;
   }
   Trainer trainer(config);

@@ -119,7 +119,7 @@ void CausalMonitor::begin() {
   for (const auto& name : world_names_) effects_.emplace_back(name);
 }
 
-void CausalMonitor::add(const eval::Synthesiser& model, int64_t i, const models::Latent& latent,
+void CausalMonitor::add(const eval::Synthesiser& model, int64_t i, const models::Abduction& abduction,
                         const io::Volume& factual) {
   const eval::RegionSuvr f = eval::region_suvr(eval::suvr_or_nan(factual, atlas_));
   synthetic_suvr_.push_back(f[0]);
@@ -134,7 +134,7 @@ void CausalMonitor::add(const eval::Synthesiser& model, int64_t i, const models:
       continue;
     }
     const io::PairedRecord input = worlds_[w].csf_follows ? mediator_->mediate(record, *cf_record) : *cf_record;
-    const io::Volume cf = model.synthesise(latent, eval::tabular_inputs(input, ranges_, tracer_), factual);
+    const io::Volume cf = model.synthesise(abduction, eval::tabular_inputs(input, ranges_, tracer_), factual);
     std::optional<std::pair<eval::RegionSuvr, eval::RegionSuvr>> truth;
     const auto truth_f = factual_truth_ ? factual_truth_->find(key) : eval::SuvrTruth::const_iterator();
     if (worlds_[w].has_truth && truth_f != factual_truth_->end()) truth = std::make_pair(truth_f->second, truth_cf->second);

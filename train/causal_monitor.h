@@ -30,9 +30,9 @@ class CausalMonitor {
   static std::unique_ptr<CausalMonitor> open(const CohortSplits& data, const Dataset& train, const Dataset& sessions,
                                              const std::vector<eval::Intervention>& interventions = {});
 
-  // One pass: `factual` is G_P(μ_S, f(B_CSF, M)) of session i on the model grid.
+  // One pass: `factual` is the synthesis of session i (ε = 0) on the model grid.
   void begin();
-  void add(const eval::Synthesiser& model, int64_t i, const models::Latent& latent, const io::Volume& factual);
+  void add(const eval::Synthesiser& model, int64_t i, const models::Abduction& abduction, const io::Volume& factual);
   // The summaries of the last pass (after finish), for reports.
   const std::vector<eval::EffectAccumulator>& effects() const { return effects_; }
   const std::optional<eval::CsfMediator>& mediator() const { return mediator_; }

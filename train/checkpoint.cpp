@@ -88,7 +88,7 @@ CheckpointMeta checkpoint_meta_from_json(const json& j, const std::string& sourc
   }
 }
 
-std::string save_checkpoint(const std::string& dir, const std::string& name, const models::CausalPETS& model,
+std::string save_checkpoint(const std::string& dir, const std::string& name, const models::SynthesisModel& model,
                             const Adam& g_optimizer, const Adam* d_optimizer, const CheckpointMeta& meta) {
   std::error_code ec;
   fs::create_directories(dir, ec);
@@ -187,7 +187,7 @@ InferenceBundle load_for_inference(const std::string& path) {
   InferenceBundle b;
   b.model_config = c.meta.config.model;
   Generator init(0);  // the weights are overwritten by the checkpoint's
-  b.model = std::make_shared<models::CausalPETS>(b.model_config, init);
+  b.model = models::make_model(b.model_config, init);
   try {
     b.model->load_state_dict(c.model, /*strict=*/true);
   } catch (const std::exception& e) {

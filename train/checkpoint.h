@@ -28,7 +28,7 @@
 #include "engine/optim.h"
 #include "engine/rng.h"
 #include "io/cohort.h"
-#include "models/causal_pets.h"
+#include "models/synthesis_model.h"
 #include "train/config.h"
 #include "train/data.h"
 
@@ -57,7 +57,7 @@ CheckpointMeta checkpoint_meta_from_json(const nlohmann::json& j, const std::str
 
 // Writes <dir>/<name>.safetensors then <dir>/<name>.json, each atomically; creates `dir`.
 // `d_optimizer` may be null (no discriminator). Returns the safetensors path.
-std::string save_checkpoint(const std::string& dir, const std::string& name, const models::CausalPETS& model,
+std::string save_checkpoint(const std::string& dir, const std::string& name, const models::SynthesisModel& model,
                             const Adam& g_optimizer, const Adam* d_optimizer, const CheckpointMeta& meta);
 
 // The checkpoint a path designates: a .safetensors file; a .json file (its sibling
@@ -80,11 +80,12 @@ std::vector<std::pair<int64_t, std::string>> list_step_checkpoints(const std::st
 void prune_step_checkpoints(const std::string& dir, int64_t keep);
 std::string step_checkpoint_name(int64_t step);  // "step-00000123"
 
-// For inference (cpets-infer, eval): the model rebuilt from the checkpoint's ModelConfig and
-// loaded (strict), in eval mode, with what preparing inputs needs. `path` as resolve_checkpoint
+// For inference (cpets-infer, eval): the model rebuilt from the checkpoint's ModelConfig (its
+// model.kind; checkpoints written before model.kind existed are Causal PETS) and loaded
+// (strict), in eval mode, with what preparing inputs needs. `path` as resolve_checkpoint
 // with prefer_best = true.
 struct InferenceBundle {
-  std::shared_ptr<models::CausalPETS> model;
+  std::shared_ptr<models::SynthesisModel> model;
   models::ModelConfig model_config;
   io::NormRanges ranges;
   std::string tracer;

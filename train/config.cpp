@@ -164,6 +164,7 @@ json train_to_json(const TrainConfig& t) {
           {"max_steps", t.max_steps},
           {"seed", t.seed},
           {"data_seed", t.data_seed},
+          {"lambda_l1", t.lambda_l1},
           {"lambda_perceptual", t.lambda_perceptual},
           {"lambda_adv", t.lambda_adv},
           {"beta_kl", t.beta_kl},
@@ -194,6 +195,7 @@ TrainConfig train_from_json(const json& j) {
   t.max_steps = j.at("max_steps").get<int64_t>();
   t.seed = j.at("seed").get<uint64_t>();
   t.data_seed = j.at("data_seed").get<uint64_t>();
+  t.lambda_l1 = j.at("lambda_l1").get<double>();
   t.lambda_perceptual = j.at("lambda_perceptual").get<double>();
   t.lambda_adv = j.at("lambda_adv").get<double>();
   t.beta_kl = j.at("beta_kl").get<double>();
@@ -260,6 +262,7 @@ void validate_train(const TrainConfig& t) {
   require_at_least("train.batch_size", static_cast<double>(t.batch_size), 1);
   require_at_least("train.epochs", static_cast<double>(t.epochs), 1);
   require_at_least("train.max_steps", static_cast<double>(t.max_steps), 0, " (0 = no limit)");
+  require_positive("train.lambda_l1", t.lambda_l1);
   require_at_least("train.lambda_perceptual", t.lambda_perceptual, 0);
   require_at_least("train.lambda_adv", t.lambda_adv, 0);
   require_at_least("train.beta_kl", t.beta_kl, 0);
@@ -279,10 +282,19 @@ void validate_train(const TrainConfig& t) {
   require_at_least("train.threads", static_cast<double>(t.threads), 0, " (0 = OMP_NUM_THREADS or all cores)");
 }
 
-json model_section_defaults(const std::string& preset, const std::string& tracer) {
+std::string known_kinds() {
+  std::string list;
+  for (const auto& k : models::model_kinds()) list += (list.empty() ? "\"" : ", \"") + k + "\"";
+  return list;
+}
+
+json model_section_defaults(const std::string& preset, const std::string& tracer, const std::string& kind) {
+  const auto& kinds = models::model_kinds();
+  if (std::find(kinds.begin(), kinds.end(), kind) == kinds.end())
+    fail("model.kind", "is \"" + kind + "\"", "use one of " + known_kinds());
   models::ModelConfig base;
   try {
-    base = models::model_preset(preset, tracer);
+    base = models::model_preset(preset, tracer, kind);
   } catch (const std::invalid_argument& e) {
     // The preset and the tracer are the two inputs here; say which is wrong.
     const bool tracer_bad = tracer != "AV45" && tracer != "AV1451";
@@ -294,15 +306,17 @@ json model_section_defaults(const std::string& preset, const std::string& tracer
   return m;
 }
 
-// The full document for the preset/tracer the (possibly partial) document `j` asks for.
+// The full document for the preset/tracer/kind the (possibly partial) document `j` asks for.
 json defaults_for(const json& j) {
-  return default_config_json(string_at(j, "model", "preset", "full"), string_at(j, "data", "tracer", "AV45"));
+  return default_config_json(string_at(j, "model", "preset", "full"), string_at(j, "data", "tracer", "AV45"),
+                             string_at(j, "model", "kind", "causal-pets"));
 }
 
 }  // namespace
 
-ObjectiveConfig Config::objective() const {
-  ObjectiveConfig o;
+models::ObjectiveConfig Config::objective() const {
+  models::ObjectiveConfig o;
+  o.lambda_l1 = static_cast<float>(train.lambda_l1);
   o.lambda_perceptual = train.perceptual == "none" ? 0.f : static_cast<float>(train.lambda_perceptual);
   o.lambda_adv = train.discriminator ? static_cast<float>(train.lambda_adv) : 0.f;
   o.beta_kl = static_cast<float>(train.beta_kl);
@@ -312,10 +326,29 @@ ObjectiveConfig Config::objective() const {
   return o;
 }
 
-json default_config_json(const std::string& preset, const std::string& tracer) {
+TrainConfig train_defaults(const std::string& kind) {
+  TrainConfig t;
+  if (kind == "unet" || kind == "unet-cond") {  // unet/config/training.json
+    t.lr = 5e-4;
+    t.lr_discriminator = 1e-4;
+    t.lambda_adv = 0.1;
+    t.perceptual = "none";  // computed by the reference with weight 0
+  } else if (kind == "pix2pix") {  // the pix2pix paper: Adam 2e-4, β1 0.5, λ_L1 100
+    t.lr = t.lr_discriminator = 2e-4;
+    t.beta1 = 0.5;
+    t.lambda_l1 = 100;
+    t.lambda_adv = 1;
+    t.perceptual = "none";
+  }
+  return t;
+}
+
+json default_config_json(const std::string& preset, const std::string& tracer, const std::string& kind) {
   DataConfig d;
   d.tracer = tracer;
-  return {{"model", model_section_defaults(preset, tracer)}, {"data", data_to_json(d)}, {"train", train_to_json({})}};
+  return {{"model", model_section_defaults(preset, tracer, kind)},
+          {"data", data_to_json(d)},
+          {"train", train_to_json(train_defaults(kind))}};
 }
 
 Config config_from_json(const json& j) {

@@ -25,7 +25,7 @@
 #include <nlohmann/json.hpp>
 
 #include "models/config.h"
-#include "train/objective.h"
+#include "models/synthesis_model.h"
 
 namespace cpets::train {
 
@@ -63,7 +63,9 @@ struct TrainConfig {
   uint64_t seed = 777;              // initial weights and all noise (ε_T1, ε_PET, slice subsets)
   uint64_t data_seed = 777;         // the per-epoch shuffles
 
-  // Objective (train/objective.h) and the paper's Table-5 ablations.
+  // Objective (models::ObjectiveConfig; each model kind reads the weights it has) and the
+  // paper's Table-5 ablations. The defaults depend on model.kind (train_defaults).
+  double lambda_l1 = 1.0;           // weight of the PET L1 term (Pix2Pix 100)
   double lambda_perceptual = 0.02;  // λ_p
   double lambda_adv = 0.005;        // λ_adv
   double beta_kl = 0.001;           // β
@@ -88,13 +90,19 @@ struct Config {
   DataConfig data;
   TrainConfig train;
 
-  // The objective's settings as train/objective.h wants them (λ_adv 0 without D, λ_p 0 with
+  // The objective's settings as the model wants them (λ_adv 0 without D, λ_p 0 with
   // perceptual "none").
-  ObjectiveConfig objective() const;
+  models::ObjectiveConfig objective() const;
 };
 
-// Every default, as the JSON document a user edits (model section from the preset/tracer given).
-nlohmann::json default_config_json(const std::string& preset = "full", const std::string& tracer = "AV45");
+// The train section's defaults for a model kind: model.md §5 for Causal PETS; for a baseline its
+// reference training script's optimiser and loss weights (configs/README.md lists them).
+TrainConfig train_defaults(const std::string& kind = "causal-pets");
+
+// Every default, as the JSON document a user edits (model section from the preset/tracer/kind
+// given, train section from the kind).
+nlohmann::json default_config_json(const std::string& preset = "full", const std::string& tracer = "AV45",
+                                   const std::string& kind = "causal-pets");
 
 // JSON → Config: keys checked against the defaults (names and types), then values validated
 // (ranges, enumerations, ModelConfig::validate, consistency between sections).

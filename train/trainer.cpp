@@ -33,8 +33,6 @@ constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 // words as the initial weights (Generator(seed)).
 constexpr uint64_t kNoiseTag = 0x6e6f697365303030ull;  // "noise000"
 
-double value_of(const Tensor& t) { return t.defined() ? static_cast<double>(t.item()) : kNaN; }
-
 AdamOptions adam_options(const TrainConfig& t, double lr) {
   AdamOptions o;
   o.lr = lr;
@@ -46,16 +44,19 @@ AdamOptions adam_options(const TrainConfig& t, double lr) {
 }
 
 // One group at train.lr (model.md), or two when the conditional path has its own rate.
-std::vector<ParamGroup> generator_groups(const models::CausalPETS& model, const TrainConfig& t) {
+std::vector<ParamGroup> generator_groups(const models::SynthesisModel& model, const TrainConfig& t) {
   if (t.lr_conditional_scale == 1.0) return {{model.generator_parameters(), adam_options(t, t.lr)}};
   auto [conditional, rest] = model.split_conditional_path();
+  if (conditional.empty())
+    throw ConfigError("config key 'train.lr_conditional_scale' is " + std::to_string(t.lr_conditional_scale) +
+                      " but model.kind \"" + model.kind() + "\" has no conditional path; leave it at 1");
   return {{std::move(rest), adam_options(t, t.lr)},
           {std::move(conditional), adam_options(t, t.lr * t.lr_conditional_scale)}};
 }
 
 // ‖∇‖ over f + G_P's cross-attention, and over the other generator parameters (double sums in
 // parameter order: deterministic).
-std::pair<double, double> conditional_gradient_norms(const models::CausalPETS& model) {
+std::pair<double, double> conditional_gradient_norms(const models::SynthesisModel& model) {
   auto norm = [](const NamedTensors& params) {
     double s = 0;
     for (const auto& [name, p] : params) {
@@ -68,6 +69,15 @@ std::pair<double, double> conditional_gradient_norms(const models::CausalPETS& m
   };
   const auto [conditional, rest] = model.split_conditional_path();
   return {norm(conditional), norm(rest)};
+}
+
+// The progress line's label for a logged term.
+std::string short_term_name(const std::string& name) {
+  if (name == "pet_l1") return "L1";
+  if (name == "t1") return "T1";
+  if (name == "kl") return "KL";
+  if (name == "perceptual") return "perc";
+  return name;
 }
 
 std::string group_digits(int64_t n) {
@@ -127,11 +137,20 @@ void trim_log(const fs::path& path, int64_t step) {
 
 }  // namespace
 
+double StepLosses::term(const std::string& name) const {
+  for (const auto& [key, value] : terms)
+    if (key == name) return value;
+  return kNaN;
+}
+
 json StepLosses::to_json() const {
-  return {{"type", "step"},     {"step", step},       {"epoch", epoch}, {"batch", batch},   {"g_total", g_total},
-          {"pet_l1", pet_l1},   {"t1", t1},           {"kl", kl},       {"adv", adv},       {"perceptual", perceptual},
-          {"d_total", d_total}, {"d_fake", d_fake},   {"d_real", d_real}, {"grad_conditional", grad_conditional},
-          {"grad_rest", grad_rest}, {"seconds", seconds}};
+  json j = {{"type", "step"}, {"step", step}, {"epoch", epoch}, {"batch", batch}, {"g_total", g_total}};
+  for (const auto& [key, value] : terms) j[key] = value;
+  j["d_total"] = d_total;
+  j["grad_conditional"] = grad_conditional;
+  j["grad_rest"] = grad_rest;
+  j["seconds"] = seconds;
+  return j;
 }
 
 json ValidationResult::to_json() const {
@@ -155,14 +174,14 @@ Trainer::Trainer(Config config, std::optional<CohortSplits> data)
   build_datasets();
 
   Generator init(t.seed);
-  model_ = std::make_shared<models::CausalPETS>(config_.model, init);
+  model_ = models::make_model(config_.model, init);
   model_->train();
-  const ObjectiveConfig obj = config_.objective();
+  const models::ObjectiveConfig obj = config_.objective();
   if (obj.lambda_perceptual > 0) perceptual_ = models::load_lpips_squeeze(t.perceptual_weights);
   g_opt_ = std::make_unique<Adam>(generator_groups(*model_, t));
   if (discriminator_step_enabled())
     d_opt_ = std::make_unique<Adam>(model_->discriminator_parameters(), adam_options(t, t.lr_discriminator));
-  if (model_->discriminator) model_->discriminator->set_requires_grad(false);  // unfrozen for its own step only
+  model_->set_discriminator_trainable(false);  // unfrozen for its own step only
   state_.noise = noise_.state();
   loader_ = std::make_unique<BatchLoader>(*train_set_, t.batch_size, t.data_seed, state_.position, config_.data.prefetch);
 }
@@ -178,9 +197,7 @@ void Trainer::build_datasets() {
   causal_ = CausalMonitor::open(data_, *train_set_, *val_set_);
 }
 
-bool Trainer::discriminator_step_enabled() const {
-  return model_->discriminator != nullptr && config_.objective().lambda_adv > 0.f;
-}
+bool Trainer::discriminator_step_enabled() const { return model_->trains_discriminator(config_.objective()); }
 
 CheckpointMeta Trainer::meta() const {
   CheckpointMeta m;
@@ -230,59 +247,41 @@ void Trainer::resume(const std::string& path) {
 }
 
 StepLosses training_step(const StepContext& ctx, const Batch& batch, int64_t step_number) {
-  models::CausalPETS& model = ctx.model;
-  const int64_t b = batch.t1.size(0);
-  const ObjectiveConfig& obj = ctx.objective;
+  models::SynthesisModel& model = ctx.model;
   const models::Inputs in{batch.t1, batch.csf, batch.covariates};
+  const models::PhaseContext phase{ctx.noise, ctx.objective, ctx.perceptual};
   StepLosses out;
   out.epoch = batch.epoch;
   out.batch = batch.index;
 
-  // 1. Generator: D frozen (it is, outside its own step), one backward over E, f, G_T1, G_P.
-  {
-    models::Noise noise;
-    if (model.t1_decoder) noise.eps_t1 = model.sample_noise(b, ctx.noise);
-    if (obj.eps_pet) noise.eps_pet = model.sample_noise(b, ctx.noise);
-    ctx.g_opt.zero_grad();
-    GeneratorLosses g = generator_objective(model, in, batch.pet, noise, obj, ctx.perceptual, &ctx.noise);
-    if (!std::isfinite(g.total.item()))  // stop before a non-finite gradient reaches the weights
-      throw std::runtime_error("step " + std::to_string(step_number) + " (epoch " + std::to_string(batch.epoch) +
-                               ", batch " + std::to_string(batch.index) + "): the generator loss is " +
-                               std::to_string(g.total.item()) + " (PET L1 " + std::to_string(value_of(g.pet_l1)) +
-                               ", KL " + std::to_string(value_of(g.kl)) +
-                               "); resume from the last checkpoint with a lower train.lr");
-    g.total.backward();
-    std::tie(out.grad_conditional, out.grad_rest) = conditional_gradient_norms(model);
-    ctx.g_opt.step();
-    out.g_total = value_of(g.total);
-    out.pet_l1 = value_of(g.pet_l1);
-    out.t1 = value_of(g.t1);
-    out.kl = value_of(g.kl);
-    out.adv = value_of(g.adv);
-    out.perceptual = value_of(g.perceptual);
+  // 1. Generator: D frozen (it is, outside its own step), one backward over the generator.
+  ctx.g_opt.zero_grad();
+  const models::LossTerms g = model.generator_loss(in, batch.pet, phase);
+  out.g_total = g.total.item() * g.log_scale;
+  if (!std::isfinite(out.g_total)) {  // stop before a non-finite gradient reaches the weights
+    std::string terms;
+    for (const auto& [name, value] : g.terms) terms += (terms.empty() ? "" : ", ") + name + " " + std::to_string(value);
+    throw std::runtime_error("step " + std::to_string(step_number) + " (epoch " + std::to_string(batch.epoch) +
+                             ", batch " + std::to_string(batch.index) + "): the generator loss is " +
+                             std::to_string(out.g_total) + " (" + terms +
+                             "); resume from the last checkpoint with a lower train.lr");
   }
+  g.total.backward();
+  std::tie(out.grad_conditional, out.grad_rest) = conditional_gradient_norms(model);
+  ctx.g_opt.step();
+  out.terms = g.terms;
 
-  // 2. Discriminator on a fake regenerated by the updated generator with a new ε_PET; fake and
-  //    real go through D in separate calls (separate BatchNorm batch statistics).
-  out.d_total = out.d_fake = out.d_real = kNaN;
-  if (ctx.d_opt && model.discriminator && obj.lambda_adv > 0.f) {
-    Tensor fake;
-    {
-      NoGradGuard no_grad;
-      const models::Latent latent = model.encode(batch.t1, batch.covariates);
-      const Tensor tokens = model.fuse(batch.csf, batch.covariates);
-      const Tensor eps = obj.eps_pet ? model.sample_noise(b, ctx.noise) : Tensor();
-      fake = model.synthesise_pet(model.reparameterise(latent, eps), tokens);
-    }
-    model.discriminator->set_requires_grad(true);
+  // 2. Discriminator on fakes regenerated by the updated generator.
+  out.d_total = kNaN;
+  if (ctx.d_opt && model.trains_discriminator(ctx.objective)) {
+    model.set_discriminator_trainable(true);
     ctx.d_opt->zero_grad();
-    DiscriminatorLosses d = discriminator_objective(model, fake.detach(), batch.pet);
+    const models::LossTerms d = model.discriminator_loss(in, batch.pet, phase);
     d.total.backward();
     ctx.d_opt->step();
-    model.discriminator->set_requires_grad(false);
-    out.d_fake = value_of(d.fake);
-    out.d_real = value_of(d.real);
-    out.d_total = 0.5 * (out.d_fake + out.d_real);
+    model.set_discriminator_trainable(false);
+    out.d_total = d.total.item() * d.log_scale;
+    out.terms.insert(out.terms.end(), d.terms.begin(), d.terms.end());
   }
   out.step = step_number;
   return out;
@@ -318,14 +317,13 @@ ValidationResult Trainer::validate() {
   if (causal_) causal_->begin();
   for (int64_t i = 0; i < n; ++i) {
     const Batch one = val_set_->collate({i});
-    const models::Latent latent = model_->encode(one.t1, one.covariates);
-    const Tensor tokens = model_->fuse(one.csf, one.covariates);
-    const Tensor pet = model_->synthesise_pet(model_->reparameterise(latent, Tensor()), tokens);  // ε = 0
+    const models::Abduction abduction = model_->abduct(one.t1, one.covariates);
+    const Tensor pet = model_->synthesise(abduction, one.csf, one.covariates);  // ε = 0
     if (causal_) {
       const auto pair = val_set_->load(i);
       io::Volume syn = io::make_volume(pair->second.volume.shape, 0.f, pair->second.volume.affine);
       std::copy(pet.data(), pet.data() + pet.numel(), syn.data.begin());
-      causal_->add(synthesiser, i, latent, syn);
+      causal_->add(synthesiser, i, abduction, syn);
     }
     const SessionMetrics m = session_metrics(pet.data(), one.pet.data(), val_set_->volume());
     l1 += m.l1;
@@ -438,11 +436,11 @@ void Trainer::run(const RunOptions& opt) {
     }
     const StepLosses s = step();
     write_log(s.to_json());
-    std::string text = "epoch " + std::to_string(s.epoch) + "  G " + fixed(s.g_total) + "  L1 " + fixed(s.pet_l1);
-    if (!std::isnan(s.t1)) text += "  T1 " + fixed(s.t1);
-    if (!std::isnan(s.kl)) text += "  KL " + fixed(s.kl, 2);
-    if (!std::isnan(s.adv)) text += "  adv " + fixed(s.adv);
-    if (!std::isnan(s.perceptual)) text += "  perc " + fixed(s.perceptual);
+    std::string text = "epoch " + std::to_string(s.epoch) + "  G " + fixed(s.g_total);
+    for (const auto& [name, value] : s.terms) {  // the generator's terms; D's are summed in "D"
+      if (std::isnan(value) || name.rfind("d_", 0) == 0) continue;
+      text += "  " + short_term_name(name) + " " + fixed(value, name == "kl" ? 2 : 4);
+    }
     if (!std::isnan(s.d_total)) text += "  D " + fixed(s.d_total);
     progress.update(state_.step, text);
 
@@ -470,22 +468,14 @@ void Trainer::run(const RunOptions& opt) {
   progress.finish();
 }
 
-std::string describe_parameters(const models::CausalPETS& model) {
-  const models::ParameterCounts c = models::count_parameters(model);
+std::string describe_parameters(const models::SynthesisModel& model) {
   std::ostringstream s;
-  auto row = [&](const std::string& name, int64_t n) {
+  s << "  model.kind " << model.kind() << "\n";
+  for (const auto& [name, n] : model.parameter_table()) {
     char buf[128];
     std::snprintf(buf, sizeof buf, "  %-34s %14s\n", name.c_str(), group_digits(n).c_str());
     s << buf;
-  };
-  row("E  encoder (total)", c.encoder);
-  row("     MLP_M demographics", c.encoder_demographics);
-  row("     latent SpatialTransformer", c.encoder_transformer);
-  row("f  fusion", c.fusion);
-  row("G_T1 t1_decoder", c.t1_decoder);
-  row("G_P pet_generator", c.pet_generator);
-  row("D  discriminator", c.discriminator);
-  row("total", c.total);
+  }
   return s.str();
 }
 

@@ -19,13 +19,12 @@
 #include "engine/optim.h"
 #include "engine/profiler.h"
 #include "kernels/cpu/isa.h"
-#include "models/causal_pets.h"
+#include "models/synthesis_model.h"
+#include "train/config.h"
 #include "train/trainer.h"
 
 namespace cpets::bench {
 namespace {
-
-using models::CausalPETS;
 
 double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 
@@ -61,6 +60,11 @@ train::Batch random_batch(const models::ModelConfig& c, int batch, Generator& ge
 
 nlohmann::json torch_figures(const TrainBenchOptions& opt) {
   if (opt.torch == "none") return {};
+  if (opt.kind != "causal-pets") {
+    std::cerr << "note: tools/torch_model.py builds Causal PETS only; no PyTorch figures for model.kind " << opt.kind
+              << "\n";
+    return {};
+  }
   std::string text;
   if (!opt.torch.empty()) {
     std::ifstream f(opt.torch);
@@ -104,25 +108,32 @@ void print_breakdown(double step_seconds, int top) {
 }  // namespace
 
 int run_train_bench(const TrainBenchOptions& opt) {
-  models::ModelConfig cfg = models::model_preset(opt.preset);
-  cfg.perceptual = "none";  // the demo preset has no V; the full preset's V needs converted weights
+  // The kind's own training defaults (optimisers, loss weights), without a perceptual network:
+  // the demo preset has no V, and the full preset's V needs converted weights.
+  train::Config config = train::make_config(opt.preset, {"model.kind=" + opt.kind, "train.perceptual=none"});
+  const models::ModelConfig& cfg = config.model;
   Generator init(777);
-  CausalPETS model(cfg, init);
-  auto group = [](NamedTensors p, double lr) { return ParamGroup{std::move(p), AdamOptions{lr, 0.9, 0.999, 1e-8, 0}}; };
-  Adam g_opt({group(model.generator_parameters(), 1e-4)});
+  const std::shared_ptr<models::SynthesisModel> owner = models::make_model(cfg, init);
+  models::SynthesisModel& model = *owner;
+  const train::TrainConfig& t = config.train;
+  auto group = [&](NamedTensors p, double lr) {
+    return ParamGroup{std::move(p), AdamOptions{lr, t.beta1, t.beta2, t.adam_eps, 0}};
+  };
+  const models::ObjectiveConfig objective = config.objective();
+  Adam g_opt({group(model.generator_parameters(), t.lr)});
   std::optional<Adam> d_opt;
-  if (model.discriminator) d_opt.emplace(std::vector<ParamGroup>{group(model.discriminator_parameters(), 5e-4)});
-  train::ObjectiveConfig objective;
-  objective.lambda_perceptual = 0;
+  if (model.trains_discriminator(objective))
+    d_opt.emplace(std::vector<ParamGroup>{group(model.discriminator_parameters(), t.lr_discriminator)});
   Generator noise(1234);
-  if (model.discriminator) model.discriminator->set_requires_grad(false);
+  model.set_discriminator_trainable(false);
   const train::StepContext ctx{model, g_opt, d_opt ? &*d_opt : nullptr, nullptr, noise, objective};
   Generator data_gen(42);
   const train::Batch batch = random_batch(cfg, opt.batch, data_gen);
   int64_t steps_done = 0;
   auto run_step = [&] { train::training_step(ctx, batch, ++steps_done); };
 
-  std::printf("cpets-bench train — preset %s, batch %d, volume %lldx%lldx%lld, %d OpenMP threads\n", opt.preset.c_str(),
+  std::printf("cpets-bench train — %s, preset %s, batch %d, volume %lldx%lldx%lld, %d OpenMP threads\n", opt.kind.c_str(),
+              opt.preset.c_str(),
               opt.batch, (long long)cfg.volume[0], (long long)cfg.volume[1], (long long)cfg.volume[2],
               omp_get_max_threads());
   for (int i = 0; i < opt.warmup; ++i) run_step();
@@ -145,7 +156,7 @@ int run_train_bench(const TrainBenchOptions& opt) {
     std::vector<double> t;
     for (int i = 0; i < std::max(3, opt.steps); ++i) {
       const double t0 = now();
-      model.forward(one, models::Noise{});
+      model.synthesise(one);  // abduct + synthesise, ε = 0, as cpets-infer
       t.push_back(now() - t0);
     }
     infer_s = median(t);

@@ -8,6 +8,7 @@ namespace cpets::bench {
 
 struct TrainBenchOptions {
   std::string preset = "demo";
+  std::string kind = "causal-pets";  // model.kind: Causal PETS or a baseline
   int batch = 2;
   int steps = 5;     // timed steps (median reported)
   int warmup = 2;    // untimed steps first (allocator warm-up, first-touch of pages)

@@ -1,4 +1,4 @@
-#include "train/objective.h"
+#include "models/objective.h"
 
 #include <stdexcept>
 #include <string>
@@ -6,7 +6,7 @@
 #include "engine/ops_elementwise.h"
 #include "engine/ops_loss.h"
 
-namespace cpets::train {
+namespace cpets::models {
 
 namespace {
 void require_target(const Tensor& pet, const Tensor& t1) {
@@ -22,21 +22,21 @@ Tensor t1_reconstruction_loss(const std::string& kind, const Tensor& rec, const 
 }
 }  // namespace
 
-GeneratorLosses generator_objective(const models::CausalPETS& model, const models::Inputs& in, const Tensor& pet,
-                                    const models::Noise& noise, const ObjectiveConfig& cfg,
-                                    const models::LpipsSqueeze* perceptual, Generator* slice_gen) {
+GeneratorLosses generator_objective(const CausalPETS& model, const Inputs& in, const Tensor& pet,
+                                    const Noise& noise, const ObjectiveConfig& cfg,
+                                    const LpipsSqueeze* perceptual, Generator* slice_gen) {
   require_target(pet, in.t1);
   if (cfg.lambda_perceptual > 0.f && (!perceptual || !slice_gen))
     throw std::invalid_argument("generator_objective: lambda_perceptual = " + std::to_string(cfg.lambda_perceptual) +
                                 " needs a perceptual network and a slice generator, but " +
                                 (!perceptual ? "none was given" : "no slice generator was given") +
                                 "; load the converted LPIPS weights, or set lambda_perceptual to 0 / perceptual to \"none\"");
-  models::Noise used = noise;
+  Noise used = noise;
   if (!cfg.eps_pet) used.eps_pet = Tensor();  // the "no ε_PET" ablation: G_P decodes μ
 
   GeneratorLosses L;
   L.outputs = model.forward(in, used);
-  const models::Outputs& out = L.outputs;
+  const Outputs& out = L.outputs;
 
   L.pet_l1 = l1_loss(out.pet_syn, pet);
   Tensor total = L.pet_l1;
@@ -52,14 +52,14 @@ GeneratorLosses generator_objective(const models::CausalPETS& model, const model
     total = add(total, mul_scalar(L.adv, cfg.lambda_adv));
   }
   if (cfg.lambda_perceptual > 0.f) {
-    L.perceptual = models::perceptual_loss_25d(*perceptual, out.pet_syn, pet, *slice_gen, cfg.perceptual_slice_ratio);
+    L.perceptual = perceptual_loss_25d(*perceptual, out.pet_syn, pet, *slice_gen, cfg.perceptual_slice_ratio);
     total = add(total, mul_scalar(L.perceptual, cfg.lambda_perceptual));
   }
   L.total = total;
   return L;
 }
 
-DiscriminatorLosses discriminator_objective(const models::CausalPETS& model, const Tensor& fake_detached,
+DiscriminatorLosses discriminator_objective(const CausalPETS& model, const Tensor& fake_detached,
                                             const Tensor& real) {
   if (!model.discriminator)
     throw std::logic_error("discriminator_objective: the model has no discriminator (discriminator = false); skip the D step");
@@ -78,4 +78,4 @@ DiscriminatorLosses discriminator_objective(const models::CausalPETS& model, con
   return L;
 }
 
-}  // namespace cpets::train
+}  // namespace cpets::models

@@ -1,0 +1,162 @@
+// The paper's baselines (models/baselines/): parameter counts against reference-implementation.md
+// §7, output shapes, what reads the tabular condition, finite-difference gradients through the
+// condition, and the per-kind configuration. Training, resume and checkpoints of every kind are
+// in test_train.cpp (they share its cohort).
+#include <doctest/doctest.h>
+
+#include <string>
+
+#include "engine/autograd.h"
+#include "engine/ops.h"
+#include "gradcheck.h"
+#include "models/baselines/pix2pix.h"
+#include "models/baselines/unet.h"
+#include "models/synthesis_model.h"
+#include "train/config.h"
+
+using namespace cpets;
+using namespace cpets::models;
+
+namespace {
+
+int64_t count(const NamedTensors& params) {
+  int64_t n = 0;
+  for (const auto& [name, p] : params) n += p.numel();
+  return n;
+}
+
+// Every parameter drawn from U(±0.3): at initialisation the U-Net's zero-initialised output
+// convolution and transformer projections would hide what the output depends on.
+void randomise(SynthesisModel& m, uint32_t seed) {
+  for (auto& p : m.parameters()) {
+    const Tensor r = cpets::testing::random_tensor(p.shape(), seed++, -0.3f, 0.3f);
+    std::copy(r.data(), r.data() + r.numel(), p.data());
+  }
+}
+
+Inputs tiny_inputs(int64_t batch, uint32_t seed) {
+  return {cpets::testing::random_tensor({batch, 1, 16, 16, 16}, seed, 0.f, 1.f),
+          cpets::testing::random_tensor({batch, 1}, seed + 1, 0.f, 1.f),
+          cpets::testing::random_tensor({batch, 4}, seed + 2, 0.f, 1.f)};
+}
+
+double max_difference(const Tensor& a, const Tensor& b) {
+  double d = 0;
+  for (int64_t i = 0; i < a.numel(); ++i) d = std::max(d, double(std::fabs(a.data()[i] - b.data()[i])));
+  return d;
+}
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "";
+}
+
+bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+}  // namespace
+
+TEST_CASE("U-Net baselines: the full preset has the reference AttenUNet's and PatchDiscriminator's parameter counts") {
+  for (const std::string kind : {"unet", "unet-cond"}) {
+    CAPTURE(kind);
+    Generator init(0);
+    const auto model = make_model(model_preset("full", "AV45", kind), init);
+    CHECK(count(model->generator_parameters()) == 12562945);  // context of 5: ABETA + 4 covariates
+    CHECK(count(model->discriminator_parameters()) == 11048769);
+    Generator init2(0);
+    const auto tau = make_model(model_preset("full", "AV1451", kind), init2);
+    CHECK(count(tau->generator_parameters()) == 12564481);  // context of 6: TAU, PTAU + 4
+  }
+  // D's logit grid on the reference volume: 1 × 10 × 14 × 10.
+  CHECK(PatchDiscriminator::patch_size(96, 3) == 10);
+  CHECK(PatchDiscriminator::patch_size(128, 3) == 14);
+  CHECK(PatchDiscriminator::patch_size(96, 2) == 22);  // Causal PETS's D
+}
+
+TEST_CASE("baselines: every kind maps a batch of T1s to PETs of the same grid") {
+  for (const std::string kind : {"unet", "unet-cond", "pix2pix"}) {
+    CAPTURE(kind);
+    Generator init(1);
+    const auto model = make_model(model_preset("tiny", "AV45", kind), init);
+    CHECK(model->kind() == kind);
+    const Inputs in = tiny_inputs(2, 10);
+    const Tensor pet = model->synthesise(in);
+    CHECK(pet.shape() == Shape{2, 1, 16, 16, 16});
+    if (kind == "pix2pix") {
+      for (int64_t i = 0; i < pet.numel(); ++i) REQUIRE((pet.data()[i] >= 0.f && pet.data()[i] <= 1.f));
+    } else {  // MONAI's zero_module output convolution: an untrained U-Net predicts zeros
+      for (int64_t i = 0; i < pet.numel(); ++i) REQUIRE(pet.data()[i] == 0.f);
+    }
+    if (kind != "pix2pix")  // the U-Nets read the tabular vector (zeroed without the condition)
+      CHECK_THROWS_WITH_AS(model->synthesise(Inputs{in.t1, tiny_inputs(2, 1).csf, Tensor::zeros({2, 3})}),
+                           doctest::Contains("covariates"), std::invalid_argument);
+    CHECK_THROWS_WITH_AS(model->synthesise(Inputs{Tensor::zeros({2, 2, 16, 16, 16}), in.csf, in.covariates}),
+                         doctest::Contains("T1"), std::invalid_argument);
+  }
+  Generator init(2);
+  const auto demo = make_model(model_preset("demo", "AV45", "unet"), init);
+  const auto& unet = dynamic_cast<const AttentionUNetModel&>(*demo);
+  CHECK(unet.discriminator->forward(Tensor::zeros({1, 1, 48, 64, 48})).shape() == Shape{1, 1, 4, 6, 4});
+}
+
+TEST_CASE("baselines: only unet-cond reads the tabular inputs, through its cross-attentions") {
+  const Inputs in = tiny_inputs(1, 20);
+  Inputs changed = in;
+  changed.csf = add_scalar(in.csf, 0.5f);
+  changed.covariates = add_scalar(in.covariates, -0.25f);
+  for (const std::string kind : {"unet", "unet-cond", "pix2pix"}) {
+    CAPTURE(kind);
+    Generator init(3);
+    const auto model = make_model(model_preset("tiny", "AV45", kind), init);
+    randomise(*model, 100);
+    model->eval();
+    NoGradGuard no_grad;
+    const double moved = max_difference(model->synthesise(in), model->synthesise(changed));
+    if (kind == "unet-cond") {
+      CHECK(moved > 1e-4);
+    } else {
+      CHECK(moved == 0.0);
+    }
+    const auto [conditional, rest] = model->split_conditional_path();
+    CHECK(conditional.empty() == (kind != "unet-cond"));
+    for (const auto& [name, p] : conditional) CHECK_MESSAGE(contains(name, ".attn2."), name);
+    CHECK(count(conditional) + count(rest) == count(model->generator_parameters()));
+  }
+}
+
+TEST_CASE("baselines: gradients through unet-cond's condition match finite differences") {
+  Generator init(4);
+  const auto model = make_model(model_preset("tiny", "AV45", "unet-cond"), init);
+  randomise(*model, 200);
+  const Tensor t1 = cpets::testing::random_tensor({1, 1, 16, 16, 16}, 30, 0.f, 1.f);
+  cpets::testing::gradcheck(
+      [&](const std::vector<Tensor>& x) { return model->synthesise(Inputs{t1, x[0], x[1]}); },
+      {cpets::testing::random_tensor({1, 1}, 31, 0.f, 1.f), cpets::testing::random_tensor({1, 4}, 32, 0.f, 1.f)});
+}
+
+TEST_CASE("baselines: config kinds get their reference training defaults and clear errors") {
+  const train::Config unet = train::make_config("tiny", {"model.kind=unet-cond"});
+  CHECK(unet.model.kind == "unet-cond");
+  CHECK(unet.train.lr == 5e-4);
+  CHECK(unet.train.lr_discriminator == 1e-4);
+  CHECK(unet.train.lambda_adv == 0.1);
+  CHECK(unet.train.perceptual == "none");
+  const train::Config p2p = train::make_config("demo", {"model.kind=pix2pix"});
+  CHECK(p2p.train.lambda_l1 == 100);
+  CHECK(p2p.train.beta1 == 0.5);
+  CHECK(p2p.model.baseline_channels == std::array<int64_t, 4>{16, 32, 64, 128});
+  CHECK(p2p.objective().lambda_l1 == 100.f);
+  // A value given explicitly still wins over the kind's default.
+  CHECK(train::make_config("tiny", {"model.kind=unet", "train.lr=3e-4"}).train.lr == 3e-4);
+
+  auto err = [](std::vector<std::string> o) { return error_of([&] { train::make_config("tiny", o); }); };
+  const std::string unknown = err({"model.kind=cyclegan2"});
+  CHECK(contains(unknown, "model.kind"));
+  CHECK(contains(unknown, "\"pix2pix\""));
+  CHECK(contains(err({"model.kind=pix2pix", "model.volume=24,16,16"}), "divisible by 16"));
+  CHECK(contains(err({"model.kind=unet", "model.baseline_groups=3"}), "baseline_groups"));
+  CHECK(contains(err({"model.kind=unet", "model.baseline_heads=3"}), "baseline_heads"));
+}
