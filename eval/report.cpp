@@ -305,6 +305,13 @@ std::string text_summary(const Report& r) {
   for (const auto& m : r.methods) sums.push_back(summarise(m));
   const size_t n = r.methods.empty() ? 0 : r.methods.front().sessions.size();
   std::ostringstream o;
+  for (const auto& t : r.tables) {
+    std::vector<std::vector<std::string>> rows{t.header};
+    rows.insert(rows.end(), t.rows.begin(), t.rows.end());
+    o << t.title << "\n" << format_table(rows);
+    for (const auto& note : t.notes) o << "  " << note << "\n";
+    o << "\n";
+  }
   o << "mean ± std over " << n << " test session" << (n == 1 ? "" : "s") << "\n";
   std::vector<std::vector<std::string>> rows;
   rows.push_back({""});
@@ -410,6 +417,9 @@ nlohmann::ordered_json report_json(const Report& r) {
     }
     j["methods"].push_back(jm);
   }
+  j["tables"] = nlohmann::ordered_json::array();
+  for (const auto& t : r.tables)
+    j["tables"].push_back({{"title", t.title}, {"header", t.header}, {"rows", t.rows}, {"notes", t.notes}});
   j["comparisons"] = nlohmann::ordered_json::array();
   for (const auto& c : r.comparisons)
     j["comparisons"].push_back({{"a", c.method_a}, {"b", c.method_b}, {"metric", c.metric},
@@ -448,6 +458,18 @@ std::string html_report(const Report& r) {
     o << "<table>\n";
     for (const auto& [k, v] : r.facts) o << "<tr><th>" << html_escape(k) << "</th><td>" << html_escape(v) << "</td></tr>\n";
     o << "</table>\n";
+  }
+  for (const auto& t : r.tables) {
+    o << "<h2>" << html_escape(t.title) << "</h2>\n<table><tr>";
+    for (const auto& h : t.header) o << "<th>" << html_escape(h) << "</th>";
+    o << "</tr>\n";
+    for (const auto& row : t.rows) {
+      o << "<tr>";
+      for (const auto& cell : row) o << "<td>" << html_escape(cell) << "</td>";
+      o << "</tr>\n";
+    }
+    o << "</table>\n";
+    for (const auto& note : t.notes) o << "<p class=\"muted\">" << html_escape(note) << "</p>\n";
   }
 
   o << "<h2>Metrics, mean ± std over " << n << " test session" << (n == 1 ? "" : "s") << "</h2>\n<table><tr><th>metric</th>";

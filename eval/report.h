@@ -32,9 +32,19 @@ struct ReportCurve {
   std::vector<Series> series;
 };
 
+// A table made by the caller (cpets-experiment's Table 1 and Table 5): a header row and rows of
+// cells as they are to be shown, shown above the per-method metrics.
+struct ReportTable {
+  std::string title;
+  std::vector<std::string> header;
+  std::vector<std::vector<std::string>> rows;
+  std::vector<std::string> notes;  // under the table (legend of stars, units, budgets)
+};
+
 struct Report {
   std::string title = "Causal PETS evaluation";
   std::vector<std::pair<std::string, std::string>> facts;  // "checkpoint" → "run/ckpt…", shown on top
+  std::vector<ReportTable> tables;                         // shown next, before the metrics
   std::vector<MethodResult> methods;                       // the first is the one being evaluated
   std::vector<Comparison> comparisons;
   std::vector<ReportMontage> montages;

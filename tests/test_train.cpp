@@ -27,6 +27,7 @@
 #include "train/checkpoint.h"
 #include "train/config.h"
 #include "train/data.h"
+#include "train/experiment.h"
 #include "train/progress.h"
 #include "train/trainer.h"
 
@@ -825,4 +826,75 @@ TEST_CASE("progress: durations, live and log lines") {
   live.finish();
   CHECK(contains(tty.str(), "\r\033[K"));
   CHECK(contains(tty.str(), "checkpoint\n"));
+}
+
+// ---- cpets-experiment ----------------------------------------------------------------------------
+
+namespace {
+ExperimentOptions tiny_experiment(const std::string& out, int64_t steps) {
+  ExperimentOptions o;
+  o.cohort = cohort_dir().string();
+  o.out = out;
+  o.preset = "tiny";
+  o.steps = steps;
+  o.methods = {"causal-pets", "unet"};
+  o.ablation_names = {"no-discriminator"};
+  o.overrides = {"train.perceptual=none", "train.batch_size=2", "data.max_val_sessions=2"};
+  o.montages = 1;
+  o.progress = false;
+  return o;
+}
+
+std::string read_file(const fs::path& p) {
+  std::ifstream in(p);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+}  // namespace
+
+TEST_CASE("experiment: every method and ablation trains with one budget, is evaluated and tabled; reruns resume") {
+  ThreadCount one(1);
+  TempDir out;
+  // An interrupted experiment: stopped before the first step, then continued to a budget of 1.
+  std::atomic<bool> stop{true};
+  ExperimentOptions first = tiny_experiment(out.str(), 1);
+  first.stop = &stop;
+  CHECK(run_experiment(first).methods.empty());
+  CHECK(run_experiment(tiny_experiment(out.str(), 1)).methods.size() == 4);  // 3 runs + mean-PET
+  for (const char* run : {"causal-pets", "unet", "causal-pets-no-discriminator"})
+    CHECK_MESSAGE(trained_steps((out.path / "runs" / run).string()) == 1, run);
+
+  // A larger budget resumes every run from its checkpoint; the same budget again trains nothing.
+  const eval::Report report = run_experiment(tiny_experiment(out.str(), 2));
+  const std::string unet_log = read_file(out.path / "runs" / "unet" / "train.jsonl");
+  CHECK(contains(unet_log, "\"step\":1,"));
+  CHECK(contains(unet_log, "\"step\":2,"));
+  const eval::Report again = run_experiment(tiny_experiment(out.str(), 2));
+  CHECK(read_file(out.path / "runs" / "unet" / "train.jsonl") == unet_log);
+
+  REQUIRE(report.tables.size() == 2);
+  const auto& t1 = report.tables[0];
+  REQUIRE(t1.rows.size() == 3);
+  CHECK(t1.rows[0][0] == "Causal PETS");
+  CHECK(t1.rows[1][0] == "U-Net w/o condition");
+  CHECK(t1.rows[2][0] == "(mean training PET)");
+  CHECK(t1.rows[1][5] == "2");  // steps
+  const auto& t5 = report.tables[1];
+  REQUIRE(t5.rows.size() == 2);
+  CHECK(t5.rows[1][0] == "w/o discriminator");
+  bool tested = false;
+  for (const auto& c : report.comparisons) tested = tested || (c.method_b == "unet" && c.metric == "mae" && c.n >= 2);
+  CHECK(tested);
+  CHECK(again.tables[0].rows == t1.rows);  // the same runs evaluated again: the same table
+  for (const char* file : {"report.html", "metrics.json", "table1.csv", "table5.csv"})
+    CHECK_MESSAGE(fs::is_regular_file(out.path / file), file);
+  CHECK(contains(read_file(out.path / "report.html"), "Table 1"));
+  CHECK(contains(read_file(out.path / "table1.csv"), "unet,U-Net w/o condition,"));
+
+  // The same folder with another configuration is refused, naming the key.
+  ExperimentOptions changed = tiny_experiment(out.str(), 2);
+  changed.overrides.push_back("train.seed=5");
+  CHECK(contains(error_of([&] { run_experiment(changed); }), "train.seed"));
+  ExperimentOptions unknown = tiny_experiment(out.str(), 2);
+  unknown.methods = {"cyclegan"};
+  CHECK(contains(error_of([&] { plan_experiment(unknown); }), "method 'cyclegan' is unknown"));
 }

@@ -427,7 +427,7 @@ void apply_override(json& j, const std::string& assignment) {
   (*node)[parts.back()] = value;
 }
 
-Config load_config(const std::string& path, const std::vector<std::string>& overrides) {
+json read_config_file(const std::string& path) {
   std::error_code ec;
   if (std::filesystem::is_directory(path, ec))
     throw ConfigError("config '" + path + "' is a folder; give a JSON file (configs/demo.json, configs/full.json)");
@@ -443,27 +443,30 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
     throw ConfigError("config file '" + path + "' is not valid JSON: " + e.what());
   }
   if (!file.is_object()) throw ConfigError("config file '" + path + "' must hold a JSON object {\"model\": …, \"data\": …, \"train\": …}");
+  return file;
+}
+
+Config config_from_document(const json& document, const std::vector<std::string>& overrides, const std::string& source) {
   // Overrides apply to the complete document, so each assignment's type is known when it is
   // parsed (a string key takes its text as it is).
-  json scan = file;
+  json scan = document;
   for (const auto& o : overrides) apply_override(scan, o);
   json doc = defaults_for(scan);
   try {
-    merge_checked(doc, file, "");
+    merge_checked(doc, document, "");
   } catch (const ConfigError& e) {
-    throw ConfigError(path + ": " + e.what());
+    throw ConfigError(source + ": " + e.what());
   }
   for (const auto& o : overrides) apply_override(doc, o);
   return config_from_json(doc);
 }
 
+Config load_config(const std::string& path, const std::vector<std::string>& overrides) {
+  return config_from_document(read_config_file(path), overrides, path);
+}
+
 Config make_config(const std::string& preset, const std::vector<std::string>& overrides) {
-  json scan = {{"model", {{"preset", preset}}}};
-  for (const auto& o : overrides) apply_override(scan, o);
-  json doc = defaults_for(scan);
-  doc["model"]["preset"] = string_at(scan, "model", "preset", preset);
-  for (const auto& o : overrides) apply_override(doc, o);
-  return config_from_json(doc);
+  return config_from_document({{"model", {{"preset", preset}}}}, overrides, "preset " + preset);
 }
 
 }  // namespace cpets::train

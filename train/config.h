@@ -115,6 +115,12 @@ nlohmann::json config_to_json(const Config& c);
 // assignment (no '=', empty key). The key is checked later by config_from_json.
 void apply_override(nlohmann::json& j, const std::string& assignment);
 
+// A config file's JSON as written (errors name the file and line), not yet checked or resolved.
+nlohmann::json read_config_file(const std::string& path);
+// A (possibly partial) document with the overrides applied in order, resolved against the
+// defaults of its preset/tracer/kind; `source` names the document in errors.
+Config config_from_document(const nlohmann::json& document, const std::vector<std::string>& overrides,
+                            const std::string& source);
 // Reads a JSON file (errors name the file and line), applies the overrides in order, resolves.
 Config load_config(const std::string& path, const std::vector<std::string>& overrides = {});
 // The same from defaults only (no file): `cpets-train --set …` alone, and the tests.

@@ -240,6 +240,7 @@ void Trainer::resume(const std::string& path) {
   g_opt_->load_state_dict(ck.g_optimizer);
   if (d_opt_) d_opt_->load_state_dict(ck.d_optimizer);
   state_ = ck.meta.state;
+  resumed_ = true;
   noise_.set_state(state_.noise);
   loader_.reset();  // join the old worker before the new loader starts
   loader_ = std::make_unique<BatchLoader>(*train_set_, config_.train.batch_size, config_.train.data_seed, state_.position,
@@ -377,7 +378,7 @@ void Trainer::run(const RunOptions& opt) {
   std::ofstream log;
   if (!opt.out_dir.empty()) {
     const auto existing = list_step_checkpoints((fs::path(opt.out_dir) / "checkpoints").string());
-    if (state_.step == 0 && !existing.empty())
+    if (state_.step == 0 && !resumed_ && !existing.empty())
       throw ConfigError("the run folder '" + opt.out_dir + "' already holds checkpoints of a run (up to step " +
                         std::to_string(existing.back().first) + "); continue it with --resume " + opt.out_dir +
                         ", or choose another --out");

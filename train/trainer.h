@@ -132,6 +132,7 @@ class Trainer {
   std::unique_ptr<Dataset> train_set_, val_set_;
   std::unique_ptr<CausalMonitor> causal_;  // null when the cohort has no atlas
   bool conditional_on_ = false;
+  bool resumed_ = false;  // resume() ran: the run folder's checkpoints are this run's own
   std::shared_ptr<models::SynthesisModel> model_;
   std::shared_ptr<models::LpipsSqueeze> perceptual_;
   std::unique_ptr<Adam> g_opt_, d_opt_;

@@ -1,0 +1,393 @@
+#include "train/experiment.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <limits>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include "io/files.h"
+#include "train/checkpoint.h"
+#include "train/comparison.h"
+#include "train/progress.h"
+#include "train/trainer.h"
+
+namespace cpets::train {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+std::string method_label(const std::string& kind) {
+  if (kind == "causal-pets") return "Causal PETS";
+  if (kind == "unet") return "U-Net w/o condition";
+  if (kind == "unet-cond") return "U-Net w/ condition";
+  if (kind == "pix2pix") return "Pix2Pix";
+  return kind;
+}
+
+// What every method shares from the base config; the rest of a baseline's train section are its
+// own reference defaults.
+json shared_part(const json& base) {
+  json out = json::object();
+  if (base.contains("data")) out["data"] = base["data"];
+  if (base.contains("model"))
+    for (const char* key : {"preset", "volume"})
+      if (base["model"].contains(key)) out["model"][key] = base["model"][key];
+  if (base.contains("train"))
+    for (const char* key : {"batch_size", "epochs", "seed", "data_seed", "validate_every", "checkpoint_every",
+                            "checkpoint_every_steps", "keep_last", "threads"})
+      if (base["train"].contains(key)) out["train"][key] = base["train"][key];
+  return out;
+}
+
+// The run's budget as its log tells it: steps done, wall time of steps and validations, the CPU
+// kernels and thread counts it ran with (several when it was resumed on another machine).
+struct Budget {
+  int64_t steps = 0;
+  double seconds = 0;
+  std::set<std::string> machines;
+};
+Budget read_budget(const std::string& folder) {
+  Budget b;
+  std::ifstream in(fs::path(folder) / "train.jsonl");
+  std::string line;
+  while (std::getline(in, line)) {
+    const json j = json::parse(line, nullptr, false);
+    if (j.is_discarded() || !j.is_object()) continue;
+    const std::string type = j.value("type", "");
+    if (type == "start")
+      b.machines.insert(j.value("cpu_isa", std::string("?")) + " CPU kernels, " + std::to_string(j.value("threads", 0)) +
+                        " threads");
+    if (type == "step") b.steps = std::max<int64_t>(b.steps, j.value("step", int64_t(0)));
+    if ((type == "step" || type == "validation") && j.contains("seconds") && j["seconds"].is_number())
+      b.seconds += j["seconds"].get<double>();
+  }
+  return b;
+}
+
+std::string stars(double p) {
+  if (!(p < 0.05)) return "";
+  return p < 0.001 ? " ***" : p < 0.01 ? " **" : " *";
+}
+
+std::string number(double v, int precision) {
+  if (!std::isfinite(v)) return "–";
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.*f", precision, v);
+  return buf;
+}
+
+// Table 1's columns: the paper's units (MAE ×10⁻¹, SSIM %).
+struct Column {
+  std::string key, header;
+  double scale;
+  int precision;
+};
+const std::vector<Column>& table_columns() {
+  static const std::vector<Column> c = {{"mae", "MAE (×10⁻¹) ↓", 10, 3},
+                                        {"ssim", "SSIM (%) ↑", 100, 2},
+                                        {"psnr", "PSNR (dB) ↑", 1, 2},
+                                        {"suvr_error", "SUVR error ↓", 1, 4}};
+  return c;
+}
+
+const eval::Comparison* find_comparison(const eval::Report& r, const std::string& b, const std::string& metric) {
+  for (const auto& c : r.comparisons)
+    if (c.method_b == b && c.metric == metric) return &c;
+  return nullptr;
+}
+
+struct Row {
+  std::string name, label;
+  const Budget* budget = nullptr;  // null: not a trained run (mean-PET)
+};
+
+eval::ReportTable make_table(const std::string& title, const eval::Report& r, const std::vector<Row>& rows,
+                             std::vector<std::vector<std::string>>& csv) {
+  eval::ReportTable t;
+  t.title = title;
+  t.header = {"method"};
+  for (const auto& c : table_columns()) t.header.push_back(c.header);
+  t.header.insert(t.header.end(), {"steps", "training time"});
+  for (const auto& row : rows) {
+    const auto method = std::find_if(r.methods.begin(), r.methods.end(), [&](const auto& m) { return m.name == row.name; });
+    if (method == r.methods.end()) continue;
+    const eval::MethodSummary s = eval::summarise(*method);
+    std::vector<std::string> cells{row.label};
+    std::vector<std::string> line{row.name, row.label};
+    for (const auto& c : table_columns()) {
+      const auto it = s.metrics.find(c.key);
+      const eval::Comparison* cmp = method == r.methods.begin() ? nullptr : find_comparison(r, row.name, c.key);
+      const double p = cmp ? cmp->test.p : kNaN;
+      if (it == s.metrics.end()) {
+        cells.push_back("–");
+      } else {
+        cells.push_back(number(it->second.mean * c.scale, c.precision) + " ± " + number(it->second.std * c.scale, c.precision) +
+                        stars(p));
+      }
+      line.push_back(it == s.metrics.end() ? "" : number(it->second.mean, 6));
+      line.push_back(it == s.metrics.end() ? "" : number(it->second.std, 6));
+      line.push_back(std::isfinite(p) ? number(p, 8) : "");
+    }
+    cells.push_back(row.budget ? std::to_string(row.budget->steps) : "–");
+    cells.push_back(row.budget ? format_duration(row.budget->seconds) : "–");
+    line.push_back(row.budget ? std::to_string(row.budget->steps) : "");
+    line.push_back(row.budget ? number(row.budget->seconds, 1) : "");
+    t.rows.push_back(std::move(cells));
+    csv.push_back(std::move(line));
+  }
+  t.notes.push_back("mean ± std over the test sessions; paired t-test of each method against " + r.methods.front().name +
+                    " on the same sessions: * p < 0.05, ** p < 0.01, *** p < 0.001 (no star: p ≥ 0.05).");
+  return t;
+}
+
+void write_csv(const std::string& path, const std::vector<std::vector<std::string>>& rows) {
+  std::string header = "method,label";
+  for (const auto& c : table_columns()) header += "," + c.key + "_mean," + c.key + "_std," + c.key + "_p";
+  header += ",steps,train_seconds\n";
+  std::string text = header;
+  for (const auto& row : rows) {
+    for (size_t i = 0; i < row.size(); ++i) {
+      std::string cell = row[i];
+      if (cell.find_first_of(",\"") != std::string::npos) {
+        std::string quoted = "\"";
+        for (char ch : cell) quoted += ch == '"' ? std::string("\"\"") : std::string(1, ch);
+        cell = quoted + "\"";
+      }
+      text += (i ? "," : "") + cell;
+    }
+    text += "\n";
+  }
+  io::write_text_atomic(path, text);
+}
+
+// The validation curves of every run in one plot per quantity, a series per run.
+std::vector<eval::ReportCurve> curves_by_run(const std::vector<PlannedRun>& runs) {
+  eval::ReportCurve l1{"Validation L1 by method", "mean |synthetic − real|", {}};
+  eval::ReportCurve ssim{"Validation SSIM by method", "SSIM", {}};
+  eval::ReportCurve suvr{"Validation cortical SUVR error by method", "mean |synthetic − real|", {}};
+  for (const auto& run : runs) {
+    eval::ReportCurve::Series a{run.name, {}, {}}, b{run.name, {}, {}}, c{run.name, {}, {}};
+    std::ifstream in(fs::path(run.folder) / "train.jsonl");
+    std::string line;
+    while (std::getline(in, line)) {
+      const json j = json::parse(line, nullptr, false);
+      if (j.is_discarded() || !j.is_object() || j.value("type", "") != "validation") continue;
+      const double step = j.value("step", 0.0);
+      auto value = [](const json& o, const char* key) { return o.contains(key) && o[key].is_number() ? o[key].get<double>() : kNaN; };
+      a.step.push_back(step), a.value.push_back(value(j, "l1"));
+      b.step.push_back(step), b.value.push_back(value(j, "ssim"));
+      if (j.contains("causal") && j["causal"].is_object()) c.step.push_back(step), c.value.push_back(value(j["causal"], "suvr_error"));
+    }
+    if (!a.step.empty()) l1.series.push_back(a), ssim.series.push_back(b);
+    if (!c.step.empty()) suvr.series.push_back(c);
+  }
+  std::vector<eval::ReportCurve> out;
+  for (auto* curve : {&l1, &ssim, &suvr})
+    if (!curve->series.empty()) out.push_back(*curve);
+  return out;
+}
+
+// A run folder made by an earlier experiment must have been made with the same configuration
+// (the budget aside), or the tables would mix experiments.
+void require_same_plan(const PlannedRun& run) {
+  const fs::path saved = fs::path(run.folder) / "config.json";
+  if (!fs::is_regular_file(saved)) return;
+  json then = read_config_file(saved.string()), now = config_to_json(run.config);
+  then["train"].erase("max_steps"), now["train"].erase("max_steps");
+  if (then == now) return;
+  std::string diff;
+  for (const char* section : {"model", "data", "train"})
+    for (const auto& [key, value] : now[section].items())
+      if (!then[section].contains(key) || then[section][key] != value)
+        diff += "\n  " + std::string(section) + "." + key + ": then " +
+                (then[section].contains(key) ? then[section][key].dump() : std::string("absent")) + ", now " + value.dump();
+  throw ConfigError("the run folder '" + run.folder + "' holds a run with another configuration:" + diff +
+                    "\nuse another --out for a new experiment, or the same options as the first time");
+}
+
+}  // namespace
+
+const std::vector<Ablation>& ablations() {
+  static const std::vector<Ablation> a = {
+      {"no-t1-reconstruction", "w/o T1 reconstruction", "train.t1_reconstruction=false"},
+      {"no-discriminator", "w/o discriminator", "train.discriminator=false"},
+      {"no-perceptual", "w/o perceptual loss", "train.perceptual=none"},
+      {"no-eps-pet", "w/o ε_PET", "train.eps_pet=false"}};
+  return a;
+}
+
+int64_t trained_steps(const std::string& folder) {
+  const auto steps = list_step_checkpoints((fs::path(folder) / "checkpoints").string());
+  return steps.empty() ? 0 : steps.back().first;
+}
+
+std::vector<PlannedRun> plan_experiment(const ExperimentOptions& opt) {
+  if (opt.steps < 1) throw ConfigError("the experiment's budget --steps must be at least 1 (the same for every method)");
+  if (opt.cohort.empty() || opt.out.empty()) throw ConfigError("the experiment needs --cohort and --out");
+  const json base = opt.config.empty() ? json{{"model", {{"preset", opt.preset}}}} : read_config_file(opt.config);
+  const std::string source = opt.config.empty() ? "preset " + opt.preset : opt.config;
+  std::vector<std::string> common = {"data.cohort=" + opt.cohort, "train.max_steps=" + std::to_string(opt.steps)};
+  if (!opt.tracer.empty()) common.push_back("data.tracer=" + opt.tracer);
+  common.insert(common.end(), opt.overrides.begin(), opt.overrides.end());
+
+  std::vector<std::string> methods = opt.methods;
+  if (methods.empty()) methods = models::model_kinds();
+  std::vector<PlannedRun> plan;
+  for (const auto& kind : methods) {
+    const auto& kinds = models::model_kinds();
+    if (std::find(kinds.begin(), kinds.end(), kind) == kinds.end()) {
+      std::string known;
+      for (const auto& k : kinds) known += (known.empty() ? "" : ", ") + k;
+      throw ConfigError("method '" + kind + "' is unknown; the methods are " + known);
+    }
+    std::vector<std::string> o = {"model.kind=" + kind};
+    o.insert(o.end(), common.begin(), common.end());
+    PlannedRun run;
+    run.name = kind;
+    run.label = method_label(kind);
+    run.config = config_from_document(kind == "causal-pets" ? base : shared_part(base), o, source);
+    run.folder = (fs::path(opt.out) / "runs" / kind).string();
+    plan.push_back(std::move(run));
+  }
+
+  std::vector<std::string> names = opt.ablation_names;
+  if (names.empty())
+    for (const auto& a : ablations()) names.push_back(a.name);
+  if (names == std::vector<std::string>{"none"}) names.clear();
+  const bool has_causal = std::find(methods.begin(), methods.end(), "causal-pets") != methods.end();
+  if (!names.empty() && !has_causal)
+    throw ConfigError("the ablations are of Causal PETS: add causal-pets to --methods, or give --ablations none");
+  for (const auto& name : names) {
+    const auto it = std::find_if(ablations().begin(), ablations().end(), [&](const Ablation& a) { return a.name == name; });
+    if (it == ablations().end()) {
+      std::string known;
+      for (const auto& a : ablations()) known += (known.empty() ? "" : ", ") + a.name;
+      throw ConfigError("ablation '" + name + "' is unknown; the ablations are " + known + " (or none)");
+    }
+    std::vector<std::string> o = {"model.kind=causal-pets"};
+    o.insert(o.end(), common.begin(), common.end());
+    o.push_back(it->override);
+    PlannedRun run;
+    run.name = "causal-pets/" + it->name;
+    run.label = it->label;
+    run.ablation = true;
+    run.config = config_from_document(base, o, source);
+    run.folder = (fs::path(opt.out) / "runs" / ("causal-pets-" + it->name)).string();
+    plan.push_back(std::move(run));
+  }
+  return plan;
+}
+
+eval::Report run_experiment(const ExperimentOptions& opt) {
+  const std::vector<PlannedRun> plan = plan_experiment(opt);
+  std::ostream& os = std::cerr;
+
+  // An ablation whose switch the base config already has is the full model itself: say so and
+  // do not train it twice.
+  std::vector<const PlannedRun*> runs;
+  std::vector<std::string> skipped;
+  const PlannedRun* reference = nullptr;
+  for (const auto& run : plan) {
+    if (run.name == "causal-pets") reference = &run;
+    if (run.ablation && reference && config_to_json(run.config) == config_to_json(reference->config)) {
+      skipped.push_back(run.label + ": the base configuration already has it (identical to Causal PETS), not trained");
+      continue;
+    }
+    runs.push_back(&run);
+  }
+
+  for (const PlannedRun* run : runs) require_same_plan(*run);
+  for (size_t i = 0; i < runs.size(); ++i) {
+    const PlannedRun& run = *runs[i];
+    const int64_t done = trained_steps(run.folder);
+    // A run stopped before its first step still left a step-0 checkpoint: resume that too.
+    const bool started = !list_step_checkpoints((fs::path(run.folder) / "checkpoints").string()).empty();
+    os << "[cpets-experiment] " << (i + 1) << "/" << runs.size() << " " << run.name << " (" << run.label << "): ";
+    if (done >= opt.steps) {
+      os << "trained (step " << done << "), skipping\n";
+      continue;
+    }
+    os << (started ? "resuming at step " + std::to_string(done) : std::string("training")) << " → step " << opt.steps
+       << "\n";
+    Trainer trainer(run.config);
+    if (started) trainer.resume(run.folder);
+    RunOptions ro;
+    ro.out_dir = run.folder;
+    ro.max_steps = opt.steps;
+    ro.epochs = std::numeric_limits<int32_t>::max();  // the budget is steps; epochs only order the data
+    ro.progress = opt.progress;
+    ro.stop = opt.stop;
+    trainer.run(ro);
+    if (opt.stop && opt.stop->load()) {
+      os << "[cpets-experiment] stopped; run the same command again to resume\n";
+      return {};
+    }
+  }
+
+  // Evaluate every run on the test split, Causal PETS (or the first method) first.
+  os << "[cpets-experiment] evaluating " << runs.size() << " runs on the test split\n";
+  std::vector<RunToCompare> compare;
+  for (const PlannedRun* run : runs) compare.push_back({run->name, run->folder});
+  ComparisonOptions co;
+  co.cohort = opt.cohort;
+  co.out = opt.out;
+  co.montages = opt.montages;
+  co.max_sessions = opt.max_sessions;
+  co.quiet = !opt.progress;
+  eval::Report report = compare_runs(compare, co);
+
+  std::map<std::string, Budget> budgets;
+  for (const PlannedRun* run : runs) budgets[run->name] = read_budget(run->folder);
+  std::vector<Row> table1, table5;
+  for (const PlannedRun* run : runs) (run->ablation ? table5 : table1).push_back({run->name, run->label, &budgets[run->name]});
+  table1.push_back({"mean-PET", "(mean training PET)", nullptr});
+  if (!table5.empty() && reference) table5.insert(table5.begin(), {reference->name, reference->label, &budgets[reference->name]});
+
+  std::vector<std::vector<std::string>> csv1, csv5;
+  report.tables.push_back(make_table("Table 1: Causal PETS against the baselines", report, table1, csv1));
+  if (table5.size() > 1) report.tables.push_back(make_table("Table 5: ablations of Causal PETS", report, table5, csv5));
+  for (const auto& s : skipped) report.tables.back().notes.push_back(s);
+  report.tables.front().notes.push_back(
+      "Not built: the diffusion baselines (ControlNet, CLDM, PASTA), CycleGAN, BMGAN, BPGAN — see README.");
+
+  // The budget, honestly: steps and wall time per run, where it ran, and a flag when they differ.
+  std::set<int64_t> steps;
+  std::set<std::string> machines;
+  for (const auto& [name, b] : budgets) {
+    steps.insert(b.steps);
+    machines.insert(b.machines.begin(), b.machines.end());
+  }
+  std::string machine_list;
+  for (const auto& m : machines) machine_list += (machine_list.empty() ? "" : "; ") + m;
+  report.title = "Causal PETS experiment: " + std::to_string(runs.size()) + " runs, " + std::to_string(opt.steps) +
+                 " steps each";
+  report.facts.insert(report.facts.begin(),
+                      {{"budget", std::to_string(opt.steps) + " optimiser steps per run (batch " +
+                                      std::to_string(plan.front().config.train.batch_size) + ", preset " +
+                                      plan.front().config.model.preset + ")"},
+                       {"device", "CPU (" + machine_list + ")"}});
+  if (steps.size() > 1) {
+    std::string list;
+    for (const auto& [name, b] : budgets) list += (list.empty() ? "" : ", ") + name + " " + std::to_string(b.steps);
+    report.facts.insert(report.facts.begin() + 2, {"WARNING: unequal budgets", list});
+  }
+  report.curves = curves_by_run(plan);
+
+  write_csv((fs::path(opt.out) / "table1.csv").string(), csv1);
+  if (!csv5.empty()) write_csv((fs::path(opt.out) / "table5.csv").string(), csv5);
+  eval::write_report_json((fs::path(opt.out) / "metrics.json").string(), report);
+  eval::write_html_report((fs::path(opt.out) / "report.html").string(), report);
+  return report;
+}
+
+}  // namespace cpets::train
