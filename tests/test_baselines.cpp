@@ -159,4 +159,7 @@ TEST_CASE("baselines: config kinds get their reference training defaults and cle
   CHECK(contains(err({"model.kind=pix2pix", "model.volume=24,16,16"}), "divisible by 16"));
   CHECK(contains(err({"model.kind=unet", "model.baseline_groups=3"}), "baseline_groups"));
   CHECK(contains(err({"model.kind=unet", "model.baseline_heads=3"}), "baseline_heads"));
+  CHECK(contains(err({"model.kind=pix2pix", "train.eps_pet=false"}), "train.eps_pet"));
+  CHECK(contains(err({"model.kind=unet", "train.perceptual=lpips-squeeze", "train.perceptual_weights=x"}), "train.perceptual"));
+  CHECK(train::make_config("tiny", {"model.kind=unet-cond", "train.lr_conditional_scale=10"}).train.lr_conditional_scale == 10);
 }

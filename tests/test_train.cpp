@@ -660,6 +660,9 @@ TEST_CASE("baselines: a checkpoint resumes only into its own kind, and loads for
   CHECK(contains(error_of([&] { causal.resume(out.str()); }), "model.kind"));
   const InferenceBundle b = load_for_inference(out.str());
   CHECK(b.model->kind() == "unet-cond");
+  // A second learning rate for a conditional path the kind does not have is refused.
+  CHECK(contains(error_of([] { Trainer t(tiny_config({"model.kind=unet", "train.lr_conditional_scale=10"})); }),
+                 "has no conditional path"));
   CHECK(b.model_config.kind == "unet-cond");
 }
 

@@ -372,6 +372,19 @@ Config config_from_json(const json& j) {
   } catch (const std::invalid_argument& e) {
     throw ConfigError(std::string("in the model section: ") + e.what());
   }
+  if (c.model.kind != "causal-pets") {  // a switch that would silently do nothing is refused
+    const TrainConfig d = train_defaults(c.model.kind);
+    auto only_causal = [&](const std::string& key, bool changed) {
+      if (changed)
+        fail("train." + key, "is set but model.kind \"" + c.model.kind + "\" has no such part (it is Causal PETS's)",
+             "leave it at its default for this kind (configs/README.md lists what each kind reads)");
+    };
+    only_causal("t1_reconstruction", c.train.t1_reconstruction != d.t1_reconstruction);
+    only_causal("eps_pet", c.train.eps_pet != d.eps_pet);
+    only_causal("beta_kl", c.train.beta_kl != d.beta_kl);
+    only_causal("t1_loss", c.train.t1_loss != d.t1_loss);
+    only_causal("perceptual", c.train.perceptual != "none" && c.train.lambda_perceptual > 0);
+  }
   const int64_t want_csf = c.data.tracer == "AV45" ? 1 : 2;
   if (c.model.csf_inputs != want_csf)
     fail("model.csf_inputs",
