@@ -48,7 +48,7 @@ bool is_causal_pets(const ModelConfig& c) { return c.kind == "causal-pets"; }
 // the U-Net widths at the demo volume, "tiny" a few channels.
 void apply_baseline_preset(ModelConfig& c) {
   if (is_causal_pets(c)) return;
-  const bool pix2pix = c.kind == "pix2pix";
+  const bool pix2pix = c.kind == "pix2pix" || c.kind == "cyclegan";  // the same U-Net generator
   c.discriminator_layers = 3;
   if (c.preset == "full") {
     c.baseline_channels = pix2pix ? std::array<int64_t, 4>{64, 128, 256, 512} : std::array<int64_t, 4>{16, 32, 64, 128};
@@ -72,7 +72,7 @@ void apply_baseline_preset(ModelConfig& c) {
 }  // namespace
 
 const std::vector<std::string>& model_kinds() {
-  static const std::vector<std::string> kinds = {"causal-pets", "unet", "unet-cond", "pix2pix"};
+  static const std::vector<std::string> kinds = {"causal-pets", "unet", "unet-cond", "pix2pix", "cyclegan"};
   return kinds;
 }
 
@@ -141,7 +141,8 @@ void ModelConfig::validate_discriminator() const {
 
 void ModelConfig::validate_baseline() const {
   // Four ×2 down-samplings in the U-Net generators (three in the attention U-Net, four in Pix2Pix).
-  const int64_t levels = kind == "pix2pix" ? 4 : 3, multiple = int64_t(1) << levels;
+  const bool pix2pix_generator = kind == "pix2pix" || kind == "cyclegan";
+  const int64_t levels = pix2pix_generator ? 4 : 3, multiple = int64_t(1) << levels;
   for (int i = 0; i < 3; ++i)
     if (volume[i] < multiple || volume[i] % multiple != 0)
       invalid("volume", list_str(volume.data(), 3) + " has a size not divisible by " + std::to_string(multiple),
@@ -149,7 +150,7 @@ void ModelConfig::validate_baseline() const {
                   " times; pad or crop to multiples of " + std::to_string(multiple));
   require_positive("csf_inputs", csf_inputs);
   require_positive("covariate_inputs", covariate_inputs);
-  if (kind == "pix2pix") {
+  if (pix2pix_generator) {
     for (int64_t c : baseline_channels) require_positive("baseline_channels", c);
   } else {
     require_divisible("baseline_channels", baseline_channels, "baseline_groups", baseline_groups);

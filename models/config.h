@@ -14,7 +14,7 @@
 namespace cpets::models {
 
 // The methods of the paper's comparison (Table 1), by config name: "causal-pets" (this paper),
-// "unet" / "unet-cond" (the reference AttenUNet without / with the tabular condition), "pix2pix".
+// "unet" / "unet-cond" (the reference AttenUNet without / with the tabular condition), "pix2pix", "cyclegan".
 const std::vector<std::string>& model_kinds();
 
 struct ModelConfig {

@@ -9,6 +9,7 @@
 #include "engine/autograd.h"
 #include "engine/ops.h"
 #include "gradcheck.h"
+#include "models/baselines/cyclegan.h"
 #include "models/baselines/pix2pix.h"
 #include "models/baselines/unet.h"
 #include "models/synthesis_model.h"
@@ -77,7 +78,7 @@ TEST_CASE("U-Net baselines: the full preset has the reference AttenUNet's and Pa
 }
 
 TEST_CASE("baselines: every kind maps a batch of T1s to PETs of the same grid") {
-  for (const std::string kind : {"unet", "unet-cond", "pix2pix"}) {
+  for (const std::string kind : {"unet", "unet-cond", "pix2pix", "cyclegan"}) {
     CAPTURE(kind);
     Generator init(1);
     const auto model = make_model(model_preset("tiny", "AV45", kind), init);
@@ -85,12 +86,13 @@ TEST_CASE("baselines: every kind maps a batch of T1s to PETs of the same grid") 
     const Inputs in = tiny_inputs(2, 10);
     const Tensor pet = model->synthesise(in);
     CHECK(pet.shape() == Shape{2, 1, 16, 16, 16});
-    if (kind == "pix2pix") {
+    const bool unet = kind == "unet" || kind == "unet-cond";
+    if (!unet) {
       for (int64_t i = 0; i < pet.numel(); ++i) REQUIRE((pet.data()[i] >= 0.f && pet.data()[i] <= 1.f));
     } else {  // MONAI's zero_module output convolution: an untrained U-Net predicts zeros
       for (int64_t i = 0; i < pet.numel(); ++i) REQUIRE(pet.data()[i] == 0.f);
     }
-    if (kind != "pix2pix")  // the U-Nets read the tabular vector (zeroed without the condition)
+    if (unet)  // the U-Nets read the tabular vector (zeroed without the condition)
       CHECK_THROWS_WITH_AS(model->synthesise(Inputs{in.t1, tiny_inputs(2, 1).csf, Tensor::zeros({2, 3})}),
                            doctest::Contains("covariates"), std::invalid_argument);
     CHECK_THROWS_WITH_AS(model->synthesise(Inputs{Tensor::zeros({2, 2, 16, 16, 16}), in.csf, in.covariates}),
@@ -107,7 +109,7 @@ TEST_CASE("baselines: only unet-cond reads the tabular inputs, through its cross
   Inputs changed = in;
   changed.csf = add_scalar(in.csf, 0.5f);
   changed.covariates = add_scalar(in.covariates, -0.25f);
-  for (const std::string kind : {"unet", "unet-cond", "pix2pix"}) {
+  for (const std::string kind : {"unet", "unet-cond", "pix2pix", "cyclegan"}) {
     CAPTURE(kind);
     Generator init(3);
     const auto model = make_model(model_preset("tiny", "AV45", kind), init);
@@ -125,6 +127,52 @@ TEST_CASE("baselines: only unet-cond reads the tabular inputs, through its cross
     for (const auto& [name, p] : conditional) CHECK_MESSAGE(contains(name, ".attn2."), name);
     CHECK(count(conditional) + count(rest) == count(model->generator_parameters()));
   }
+}
+
+TEST_CASE("CycleGAN: two Pix2Pix generators and two unconditional PatchGANs; every switch of its loss acts") {
+  Generator init(5), init2(5);
+  const auto cycle = make_model(model_preset("demo", "AV45", "cyclegan"), init);
+  const auto p2p = make_model(model_preset("demo", "AV45", "pix2pix"), init2);
+  const auto& c = dynamic_cast<const CycleGAN&>(*cycle);
+  CHECK(count(c.generator_parameters()) == 2 * count(p2p->generator_parameters()));
+  // Pix2Pix's D reads (T1, PET): its first convolution has one input channel more.
+  const int64_t first_conv = 16 * 4 * 4 * 4;
+  CHECK(count(c.discriminator_parameters()) == 2 * (count(p2p->discriminator_parameters()) - first_conv));
+  CHECK(c.pet_discriminator->forward(Tensor::zeros({1, 1, 48, 64, 48})).shape() == Shape{1, 1, 4, 6, 4});
+
+  Generator init3(6);
+  const auto tiny = make_model(model_preset("tiny", "AV45", "cyclegan"), init3);
+  const Inputs in = tiny_inputs(2, 40);
+  const Tensor pet = cpets::testing::random_tensor({2, 1, 16, 16, 16}, 44, 0.f, 1.f);
+  Generator noise(7);
+  ObjectiveConfig o;
+  o.lambda_adv = 1.f;
+  const LossTerms all = tiny->generator_loss(in, pet, PhaseContext{noise, o});
+  auto term = [](const LossTerms& l, const std::string& name) {
+    for (const auto& [k, v] : l.terms)
+      if (k == name) return v;
+    FAIL("no term " << name);
+    return 0.0;
+  };
+  // total = λ_cyc·cycle + λ_cyc·λ_id·identity + λ_adv·adv, with the logged terms
+  const double expected = 10 * term(all, "cycle") + 5 * term(all, "identity") + term(all, "adv");
+  CHECK(all.total.item() == doctest::Approx(expected).epsilon(1e-5));
+  o.lambda_identity = 0.f;
+  o.lambda_adv = 0.f;
+  const LossTerms cycle_only = tiny->generator_loss(in, pet, PhaseContext{noise, o});
+  CHECK(std::isnan(term(cycle_only, "identity")));
+  CHECK(std::isnan(term(cycle_only, "adv")));
+  CHECK(cycle_only.total.item() == doctest::Approx(10 * term(cycle_only, "cycle")).epsilon(1e-5));
+  CHECK(term(cycle_only, "pet_l1") == doctest::Approx(term(all, "pet_l1")));
+  const LossTerms d = tiny->discriminator_loss(in, pet, PhaseContext{noise, o});
+  CHECK(0.5 * d.total.item() == doctest::Approx(term(d, "d_pet") + term(d, "d_t1")).epsilon(1e-5));
+
+  ModelConfig no_d = model_preset("tiny", "AV45", "cyclegan");
+  no_d.discriminator = false;
+  Generator init4(8);
+  const auto without = make_model(no_d, init4);
+  CHECK(without->discriminator_parameters().empty());
+  CHECK_THROWS_AS(without->discriminator_loss(in, pet, PhaseContext{noise, o}), std::logic_error);
 }
 
 TEST_CASE("baselines: gradients through unet-cond's condition match finite differences") {
@@ -149,6 +197,12 @@ TEST_CASE("baselines: config kinds get their reference training defaults and cle
   CHECK(p2p.train.beta1 == 0.5);
   CHECK(p2p.model.baseline_channels == std::array<int64_t, 4>{16, 32, 64, 128});
   CHECK(p2p.objective().lambda_l1 == 100.f);
+  const train::Config cyc = train::make_config("demo", {"model.kind=cyclegan"});
+  CHECK(cyc.train.lambda_cycle == 10);
+  CHECK(cyc.train.lambda_identity == 0.5);
+  CHECK(cyc.train.beta1 == 0.5);
+  CHECK(cyc.objective().lambda_cycle == 10.f);
+  CHECK(cyc.model.baseline_channels == std::array<int64_t, 4>{16, 32, 64, 128});
   // A value given explicitly still wins over the kind's default.
   CHECK(train::make_config("tiny", {"model.kind=unet", "train.lr=3e-4"}).train.lr == 3e-4);
 
@@ -160,6 +214,9 @@ TEST_CASE("baselines: config kinds get their reference training defaults and cle
   CHECK(contains(err({"model.kind=unet", "model.baseline_groups=3"}), "baseline_groups"));
   CHECK(contains(err({"model.kind=unet", "model.baseline_heads=3"}), "baseline_heads"));
   CHECK(contains(err({"model.kind=pix2pix", "train.eps_pet=false"}), "train.eps_pet"));
+  CHECK(contains(err({"model.kind=pix2pix", "train.lambda_cycle=5"}), "only cyclegan reads it"));
+  CHECK(contains(err({"train.perceptual=none", "train.lambda_identity=0"}), "train.lambda_identity"));
+  CHECK(contains(err({"model.kind=cyclegan", "train.lambda_cycle=-1"}), "train.lambda_cycle"));
   CHECK(contains(err({"model.kind=unet", "train.perceptual=lpips-squeeze", "train.perceptual_weights=x"}), "train.perceptual"));
   CHECK(train::make_config("tiny", {"model.kind=unet-cond", "train.lr_conditional_scale=10"}).train.lr_conditional_scale == 10);
 }

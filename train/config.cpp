@@ -165,6 +165,8 @@ json train_to_json(const TrainConfig& t) {
           {"seed", t.seed},
           {"data_seed", t.data_seed},
           {"lambda_l1", t.lambda_l1},
+          {"lambda_cycle", t.lambda_cycle},
+          {"lambda_identity", t.lambda_identity},
           {"lambda_perceptual", t.lambda_perceptual},
           {"lambda_adv", t.lambda_adv},
           {"beta_kl", t.beta_kl},
@@ -196,6 +198,8 @@ TrainConfig train_from_json(const json& j) {
   t.seed = j.at("seed").get<uint64_t>();
   t.data_seed = j.at("data_seed").get<uint64_t>();
   t.lambda_l1 = j.at("lambda_l1").get<double>();
+  t.lambda_cycle = j.at("lambda_cycle").get<double>();
+  t.lambda_identity = j.at("lambda_identity").get<double>();
   t.lambda_perceptual = j.at("lambda_perceptual").get<double>();
   t.lambda_adv = j.at("lambda_adv").get<double>();
   t.beta_kl = j.at("beta_kl").get<double>();
@@ -263,6 +267,8 @@ void validate_train(const TrainConfig& t) {
   require_at_least("train.epochs", static_cast<double>(t.epochs), 1);
   require_at_least("train.max_steps", static_cast<double>(t.max_steps), 0, " (0 = no limit)");
   require_positive("train.lambda_l1", t.lambda_l1);
+  require_positive("train.lambda_cycle", t.lambda_cycle);
+  require_at_least("train.lambda_identity", t.lambda_identity, 0);
   require_at_least("train.lambda_perceptual", t.lambda_perceptual, 0);
   require_at_least("train.lambda_adv", t.lambda_adv, 0);
   require_at_least("train.beta_kl", t.beta_kl, 0);
@@ -317,6 +323,8 @@ json defaults_for(const json& j) {
 models::ObjectiveConfig Config::objective() const {
   models::ObjectiveConfig o;
   o.lambda_l1 = static_cast<float>(train.lambda_l1);
+  o.lambda_cycle = static_cast<float>(train.lambda_cycle);
+  o.lambda_identity = static_cast<float>(train.lambda_identity);
   o.lambda_perceptual = train.perceptual == "none" ? 0.f : static_cast<float>(train.lambda_perceptual);
   o.lambda_adv = train.discriminator ? static_cast<float>(train.lambda_adv) : 0.f;
   o.beta_kl = static_cast<float>(train.beta_kl);
@@ -339,6 +347,11 @@ TrainConfig train_defaults(const std::string& kind) {
     t.lambda_l1 = 100;
     t.lambda_adv = 1;
     t.perceptual = "none";
+  } else if (kind == "cyclegan") {  // the CycleGAN paper: Adam 2e-4, β1 0.5, λ_cyc 10, identity 0.5·λ_cyc
+    t.lr = t.lr_discriminator = 2e-4;
+    t.beta1 = 0.5;
+    t.lambda_adv = 1;
+    t.perceptual = "none";
   }
   return t;
 }
@@ -350,6 +363,31 @@ json default_config_json(const std::string& preset, const std::string& tracer, c
           {"data", data_to_json(d)},
           {"train", train_to_json(train_defaults(kind))}};
 }
+
+namespace {
+
+// A train key that only some kinds read, set away from its default for a kind that does not read
+// it, is refused: the switch would silently do nothing.
+void refuse_keys_the_kind_lacks(const Config& c) {
+  const std::string& kind = c.model.kind;
+  const TrainConfig d = train_defaults(kind);
+  auto only = [&](const std::string& key, const std::vector<std::string>& readers, bool changed) {
+    if (!changed || std::find(readers.begin(), readers.end(), kind) != readers.end()) return;
+    std::string who;
+    for (const auto& r : readers) who += (who.empty() ? "" : " and ") + r;
+    fail("train." + key, "is set but model.kind \"" + kind + "\" has no such part (only " + who + " reads it)",
+         "leave it at its default for this kind (configs/README.md lists what each kind reads)");
+  };
+  only("t1_reconstruction", {"causal-pets"}, c.train.t1_reconstruction != d.t1_reconstruction);
+  only("eps_pet", {"causal-pets"}, c.train.eps_pet != d.eps_pet);
+  only("beta_kl", {"causal-pets"}, c.train.beta_kl != d.beta_kl);
+  only("t1_loss", {"causal-pets"}, c.train.t1_loss != d.t1_loss);
+  only("perceptual", {"causal-pets"}, c.train.perceptual != "none" && c.train.lambda_perceptual > 0);
+  only("lambda_cycle", {"cyclegan"}, c.train.lambda_cycle != d.lambda_cycle);
+  only("lambda_identity", {"cyclegan"}, c.train.lambda_identity != d.lambda_identity);
+}
+
+}  // namespace
 
 Config config_from_json(const json& j) {
   if (!j.is_object()) fail("(top level)", "should be a JSON object with model, data and train sections", "see configs/");
@@ -372,19 +410,7 @@ Config config_from_json(const json& j) {
   } catch (const std::invalid_argument& e) {
     throw ConfigError(std::string("in the model section: ") + e.what());
   }
-  if (c.model.kind != "causal-pets") {  // a switch that would silently do nothing is refused
-    const TrainConfig d = train_defaults(c.model.kind);
-    auto only_causal = [&](const std::string& key, bool changed) {
-      if (changed)
-        fail("train." + key, "is set but model.kind \"" + c.model.kind + "\" has no such part (it is Causal PETS's)",
-             "leave it at its default for this kind (configs/README.md lists what each kind reads)");
-    };
-    only_causal("t1_reconstruction", c.train.t1_reconstruction != d.t1_reconstruction);
-    only_causal("eps_pet", c.train.eps_pet != d.eps_pet);
-    only_causal("beta_kl", c.train.beta_kl != d.beta_kl);
-    only_causal("t1_loss", c.train.t1_loss != d.t1_loss);
-    only_causal("perceptual", c.train.perceptual != "none" && c.train.lambda_perceptual > 0);
-  }
+  refuse_keys_the_kind_lacks(c);
   const int64_t want_csf = c.data.tracer == "AV45" ? 1 : 2;
   if (c.model.csf_inputs != want_csf)
     fail("model.csf_inputs",

@@ -31,6 +31,7 @@ std::string method_label(const std::string& kind) {
   if (kind == "unet") return "U-Net w/o condition";
   if (kind == "unet-cond") return "U-Net w/ condition";
   if (kind == "pix2pix") return "Pix2Pix";
+  if (kind == "cyclegan") return "CycleGAN";
   return kind;
 }
 
@@ -202,7 +203,8 @@ std::vector<eval::ReportCurve> curves_by_run(const std::vector<PlannedRun>& runs
 void require_same_plan(const PlannedRun& run) {
   const fs::path saved = fs::path(run.folder) / "config.json";
   if (!fs::is_regular_file(saved)) return;
-  json then = read_config_file(saved.string()), now = config_to_json(run.config);
+  // Through the parser, so that keys added since the run started compare at their defaults.
+  json then = config_to_json(config_from_json(read_config_file(saved.string()))), now = config_to_json(run.config);
   then["train"].erase("max_steps"), now["train"].erase("max_steps");
   if (then == now) return;
   std::string diff;

@@ -51,10 +51,10 @@ Pix2PixGenerator::Pix2PixGenerator(const ModelConfig& config, Generator& init) {
   }
 }
 
-Tensor Pix2PixGenerator::forward(const Tensor& t1) const {
-  baselines::require_image(t1, 1, "Pix2PixGenerator", "T1");
+Tensor Pix2PixGenerator::forward(const Tensor& image) const {
+  baselines::require_image(image, 1, "Pix2PixGenerator", "input image (T1, or PET for CycleGAN's inverse)");
   std::vector<Tensor> skips;
-  Tensor h = t1;
+  Tensor h = image;
   for (size_t l = 0; l < down_.size(); ++l) {
     if (l > 0) h = leaky_relu(h, kSlope);
     h = down_[l]->forward(h);

@@ -20,12 +20,12 @@
 
 namespace cpets::models {
 
-// T1 → PET. channels c[0..3]: downs 1→c0 (no norm), c0→c1, c1→c2 (BatchNorm), c2→c3 (innermost,
+// T1 → PET (and, in CycleGAN, PET → T1). channels c[0..3]: downs 1→c0 (no norm), c0→c1, c1→c2 (BatchNorm), c2→c3 (innermost,
 // no norm); ups mirror them on the concatenation with the skip of the same level.
 class Pix2PixGenerator : public Module {
  public:
   Pix2PixGenerator(const ModelConfig& config, Generator& init);
-  Tensor forward(const Tensor& t1) const;
+  Tensor forward(const Tensor& image) const;
 
  private:
   std::vector<std::shared_ptr<layers::Conv3d>> down_, up_;
