@@ -6,6 +6,8 @@
 #include "engine/autograd.h"
 #include "engine/dispatch.h"
 #include "engine/ops_conv.h"
+#include "engine/ops_elementwise.h"
+#include "engine/ops_shape.h"
 #include "kernels/cpu/conv3d.h"
 #include "kernels/cpu/pool.h"
 
@@ -90,6 +92,54 @@ Tensor conv3d(const Tensor& x, const Tensor& weight, const Tensor& bias, Int3 st
                   }
                   return grads;
                 });
+}
+
+Tensor conv_transpose3d(const Tensor& x, const Tensor& weight, const Tensor& bias, Int3 stride, Int3 padding) {
+  require_5d("conv_transpose3d", "input", x);
+  require_5d("conv_transpose3d", "weight", weight);
+  dispatch::same_device("conv_transpose3d", {x, weight, bias});
+  const std::string shapes = " (input " + x.str() + ", weight " + weight.str() + ", stride " + int3_str(stride) +
+                             ", padding " + int3_str(padding) + ")";
+  if (weight.size(0) != x.size(1))
+    throw std::invalid_argument("conv_transpose3d: weight (Cin, Cout, k, k, k) expects " + std::to_string(weight.size(0)) +
+                                " input channels but the input has " + std::to_string(x.size(1)) + shapes);
+  if (bias.defined() && (bias.dim() != 1 || bias.size(0) != weight.size(1)))
+    throw std::invalid_argument("conv_transpose3d: bias must have shape (" + std::to_string(weight.size(1)) + "); got " +
+                                bias.str() + shapes);
+  // The convolution this is the transpose of: its input is our output, its output our input.
+  kc::Conv3dShape s;
+  s.batch = x.size(0);
+  s.in_channels = weight.size(1);
+  s.out_channels = weight.size(0);
+  for (int a = 0; a < 3; ++a) {
+    if (stride[a] < 1 || padding[a] < 0 || padding[a] >= weight.size(2 + a))
+      throw std::invalid_argument("conv_transpose3d: stride must be >= 1 and padding in [0, kernel size)" + shapes);
+    s.kernel[a] = weight.size(2 + a);
+    s.stride[a] = stride[a];
+    s.padding[a] = padding[a];
+    s.in[a] = (x.size(2 + a) - 1) * stride[a] - 2 * padding[a] + s.kernel[a];
+    if (x.size(2 + a) < 1 || s.in[a] < 1)
+      throw std::invalid_argument("conv_transpose3d: the output would be empty" + shapes);
+  }
+  if (s.batch < 1 || s.in_channels < 1 || s.out_channels < 1)
+    throw std::invalid_argument("conv_transpose3d: empty input or weight" + shapes);
+  const Device dev = x.device();
+  Tensor y = Tensor::empty({s.batch, s.in_channels, s.in[0], s.in[1], s.in[2]}, dev);
+  dispatch::conv3d_backward_data(dev, s, x.data(), weight.data(), y.data());
+  Tensor out = record(y, "conv_transpose3d", {x, weight},
+                      [s, x = x.detach(), w = weight.detach(), dev](const Tensor& g, const std::vector<bool>& needs) {
+                        std::vector<Tensor> grads(2);
+                        if (needs[0]) {
+                          grads[0] = Tensor::empty(x.shape(), dev);
+                          dispatch::conv3d_forward(dev, s, g.data(), w.data(), nullptr, grads[0].data());
+                        }
+                        if (needs[1]) {
+                          grads[1] = Tensor::empty(w.shape(), dev);
+                          dispatch::conv3d_backward_weight(dev, s, g.data(), x.data(), grads[1].data(), nullptr);
+                        }
+                        return grads;
+                      });
+  return bias.defined() ? add(out, reshape(bias, {1, s.in_channels, 1, 1, 1})) : out;
 }
 
 Tensor avg_pool3d(const Tensor& x, int64_t kernel, int64_t stride) {

@@ -12,6 +12,15 @@ Tensor conv3d(const Tensor& x, const Tensor& weight, const Tensor& bias, Int3 st
 inline Tensor conv3d(const Tensor& x, const Tensor& weight, const Tensor& bias, int64_t stride, int64_t padding) {
   return conv3d(x, weight, bias, {stride, stride, stride}, {padding, padding, padding});
 }
+// The transpose (adjoint) of conv3d, as PyTorch's conv_transpose3d without output padding:
+// x (B, Cin, d, h, w), weight (Cin, Cout, kD, kH, kW), bias (Cout) or undefined; the output is
+// (B, Cout, (d − 1)·stride − 2·padding + kD, …). Runs conv3d's own kernels with the roles
+// swapped (forward = conv3d's input gradient), so every device that has conv3d has this.
+Tensor conv_transpose3d(const Tensor& x, const Tensor& weight, const Tensor& bias, Int3 stride, Int3 padding);
+inline Tensor conv_transpose3d(const Tensor& x, const Tensor& weight, const Tensor& bias, int64_t stride,
+                               int64_t padding) {
+  return conv_transpose3d(x, weight, bias, {stride, stride, stride}, {padding, padding, padding});
+}
 Tensor avg_pool3d(const Tensor& x, int64_t kernel = 2, int64_t stride = 2);  // no padding
 // Max over kernel windows `stride` apart, no padding; ceil_mode as PyTorch's (engine/ops_pool.cpp).
 Tensor max_pool3d(const Tensor& x, Int3 kernel, Int3 stride, bool ceil_mode = false);

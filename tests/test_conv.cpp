@@ -1,4 +1,4 @@
-// conv3d, avg_pool3d, upsample_nearest2x: forward against naive loops written here, backward by
+// conv3d, conv_transpose3d, avg_pool3d, upsample_nearest2x: forward against naive loops written here, backward by
 // finite differences, AVX-512 path against the portable path, bitwise determinism 1 vs 2 threads.
 #include <doctest/doctest.h>
 #include <omp.h>
@@ -240,6 +240,103 @@ TEST_CASE("conv3d rejects bad shapes with a clear message") {
                        std::invalid_argument);
   CHECK_THROWS_WITH_AS(conv3d(x, Tensor::zeros({2, 3, 7, 7, 7}), Tensor(), 1, 1), doctest::Contains("larger than"),
                        std::invalid_argument);
+}
+
+// ---- conv_transpose3d ---------------------------------------------------------------------
+
+namespace {
+
+// y[b,co,i·s+k−p] += w[ci,co,k] · x[b,ci,i] (+ bias[co]), in double: the definition, by scatter.
+std::vector<double> naive_conv_transpose(const ConvCase& c, const Tensor& x, const Tensor& w, const Tensor& bias) {
+  const int64_t oD = (c.D - 1) * c.stride[0] - 2 * c.pad[0] + c.k[0], oH = (c.H - 1) * c.stride[1] - 2 * c.pad[1] + c.k[1],
+                oW = (c.W - 1) * c.stride[2] - 2 * c.pad[2] + c.k[2];
+  std::vector<double> y(size_t(c.B * c.cout * oD * oH * oW), 0.0);
+  for (int64_t b = 0; b < c.B; ++b)
+    for (int64_t co = 0; co < c.cout; ++co) {
+      double* yb = &y[size_t((b * c.cout + co) * oD * oH * oW)];
+      if (c.bias)
+        for (int64_t i = 0; i < oD * oH * oW; ++i) yb[i] = bias.data()[co];
+      for (int64_t ci = 0; ci < c.cin; ++ci)
+        for (int64_t d = 0; d < c.D; ++d)
+          for (int64_t h = 0; h < c.H; ++h)
+            for (int64_t ww = 0; ww < c.W; ++ww)
+              for (int64_t kd = 0; kd < c.k[0]; ++kd)
+                for (int64_t kh = 0; kh < c.k[1]; ++kh)
+                  for (int64_t kw = 0; kw < c.k[2]; ++kw) {
+                    const int64_t od = d * c.stride[0] + kd - c.pad[0], oh = h * c.stride[1] + kh - c.pad[1],
+                                  ow = ww * c.stride[2] + kw - c.pad[2];
+                    if (od < 0 || od >= oD || oh < 0 || oh >= oH || ow < 0 || ow >= oW) continue;
+                    yb[(od * oH + oh) * oW + ow] += double(w.data()[(((ci * c.cout + co) * c.k[0] + kd) * c.k[1] + kh) * c.k[2] + kw]) *
+                                                     double(x.data()[(((b * c.cin + ci) * c.D + d) * c.H + h) * c.W + ww]);
+                  }
+    }
+  return y;
+}
+
+ConvInputs make_transpose_inputs(const ConvCase& c, uint32_t seed) {
+  ConvInputs in;
+  in.x = random_tensor({c.B, c.cin, c.D, c.H, c.W}, seed);
+  in.w = random_tensor({c.cin, c.cout, c.k[0], c.k[1], c.k[2]}, seed + 1, -0.3f, 0.3f);  // (Cin, Cout, k…)
+  if (c.bias) in.b = random_tensor({c.cout}, seed + 2);
+  return in;
+}
+
+std::vector<ConvCase> transpose_cases() {
+  return {
+      {2, 3, 2, 3, 4, 5, {4, 4, 4}, {2, 2, 2}, {1, 1, 1}, true},    // BMGAN's up-sampling: exactly ×2
+      {1, 2, 3, 4, 3, 5, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, false},   // stride 1: a same-size convolution
+      {1, 2, 2, 3, 5, 4, {3, 2, 3}, {2, 3, 1}, {0, 1, 2}, true},    // anisotropic, stride > kernel on H
+      {1, 17, 18, 3, 3, 17, {4, 4, 4}, {2, 2, 2}, {1, 1, 1}, true}, // ≥ 16 channels: the vectorised paths
+      {1, 16, 16, 4, 5, 18, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, true}, // Winograd shapes (through conv3d's input gradient)
+  };
+}
+
+}  // namespace
+
+TEST_CASE("conv_transpose3d forward matches the scatter definition; backward by finite differences") {
+  for (const ConvCase& c : transpose_cases()) {
+    CAPTURE(c.k[0]);
+    CAPTURE(c.stride[0]);
+    CAPTURE(c.cin);
+    const ConvInputs in = make_transpose_inputs(c, 50);
+    const Tensor y = conv_transpose3d(in.x, in.w, in.b, c.stride, c.pad);
+    CHECK(y.shape() == Shape{c.B, c.cout, (c.D - 1) * c.stride[0] - 2 * c.pad[0] + c.k[0],
+                             (c.H - 1) * c.stride[1] - 2 * c.pad[1] + c.k[1], (c.W - 1) * c.stride[2] - 2 * c.pad[2] + c.k[2]});
+    const std::vector<double> ref = naive_conv_transpose(c, in.x, in.w, in.b);
+    REQUIRE(int64_t(ref.size()) == y.numel());
+    double worst = 0;
+    for (size_t i = 0; i < ref.size(); ++i)
+      worst = std::max(worst, std::abs(ref[i] - y.data()[i]) / (1e-4 + 1e-4 * std::abs(ref[i])));
+    CHECK_MESSAGE(worst < 1.0, "worst normalised error " << worst);
+    if (c.cin > 8) continue;  // finite differences on the small cases
+    std::vector<Tensor> inputs = {in.x, in.w};
+    if (c.bias) inputs.push_back(in.b);
+    gradcheck([&](const std::vector<Tensor>& v) { return conv_transpose3d(v[0], v[1], c.bias ? v[2] : Tensor(), c.stride, c.pad); },
+              inputs);
+  }
+  // Transposition: <conv(a), b> = <a, conv_transpose(b)> with the same weight.
+  const Tensor a = random_tensor({1, 3, 8, 6, 10}, 60), w = random_tensor({2, 3, 4, 4, 4}, 61);
+  const Tensor down = conv3d(a, w, Tensor(), 2, 1);
+  const Tensor b = random_tensor(down.shape(), 62);
+  const Tensor up = conv_transpose3d(b, w, Tensor(), 2, 1);
+  REQUIRE(up.shape() == a.shape());
+  double lhs = 0, rhs = 0;
+  for (int64_t i = 0; i < down.numel(); ++i) lhs += double(down.data()[i]) * b.data()[i];
+  for (int64_t i = 0; i < a.numel(); ++i) rhs += double(a.data()[i]) * up.data()[i];
+  CHECK(lhs == doctest::Approx(rhs).epsilon(1e-5));
+}
+
+TEST_CASE("conv_transpose3d rejects bad shapes naming the op and the fix") {
+  const Tensor x = Tensor::zeros({1, 3, 4, 4, 4});
+  CHECK_THROWS_WITH_AS(conv_transpose3d(x, Tensor::zeros({2, 3, 4, 4, 4}), Tensor(), 2, 1),
+                       doctest::Contains("conv_transpose3d: weight (Cin, Cout, k, k, k) expects 2 input channels"),
+                       std::invalid_argument);
+  CHECK_THROWS_WITH_AS(conv_transpose3d(x, Tensor::zeros({3, 2, 4, 4, 4}), Tensor::zeros({3}), 2, 1),
+                       doctest::Contains("bias"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(conv_transpose3d(x, Tensor::zeros({3, 2, 2, 2, 2}), Tensor(), 1, 2), doctest::Contains("padding"),
+                       std::invalid_argument);
+  CHECK_THROWS_WITH_AS(conv_transpose3d(Tensor::zeros({3, 4, 4, 4}), Tensor::zeros({3, 2, 4, 4, 4}), Tensor(), 2, 1),
+                       doctest::Contains("5-D"), std::invalid_argument);
 }
 
 // ---- pooling and upsampling ----------------------------------------------------------------

@@ -1,6 +1,6 @@
 // The engine on the device: tensors and copies, the caching allocator (no cudaMalloc once warm),
 // Philox on the device equal to the CPU stream, fused Adam equal to the CPU's bit for bit, and
-// conv3d/attention dispatch (ours and cuDNN) against the CPU backend.
+// conv3d/conv_transpose3d/attention dispatch (ours and cuDNN) against the CPU backend.
 #include "gpu_check.h"
 
 #include "engine/backend.h"
@@ -117,6 +117,19 @@ TEST_CASE("conv3d on the GPU (ours and cuDNN, fp32) against the CPU backend") {
                         [&](const std::vector<Tensor>& v) { return conv3d(v[0], v[1], v[2], c.stride, c.padding); },
                         {x, w, b}, dot_tol(K + 1, 0.25), dot_tol(std::max(K, rows), 0.25));
     }
+  }
+  set_backend("conv", "cuda");
+}
+
+TEST_CASE("conv_transpose3d on the GPU (ours and cuDNN, fp32) against the CPU backend") {
+  for (const char* backend : {"cuda", "cudnn"}) {
+    set_backend("conv", backend);
+    // BMGAN's ×2 up-sampling (kernel 4, stride 2, padding 1): weight (Cin, Cout, 4, 4, 4).
+    Tensor x = random_tensor({2, 6, 3, 4, 3}, 90), w = random_tensor({6, 5, 4, 4, 4}, 91), b = random_tensor({5}, 92);
+    const int64_t K = 6 * 8, rows = 2 * 6 * 8 * 6;  // taps reaching one output; voxels per weight
+    check_against_cpu(std::string("conv_transpose3d [") + backend + "]",
+                      [&](const std::vector<Tensor>& v) { return conv_transpose3d(v[0], v[1], v[2], 2, 1); }, {x, w, b},
+                      dot_tol(K + 1, 0.25), dot_tol(std::max(K, rows), 0.25));
   }
   set_backend("conv", "cuda");
 }
