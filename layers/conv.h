@@ -1,5 +1,6 @@
 // Conv3d (PyTorch's parameters "weight" (out, in, k, k, k) and "bias" (out), PyTorch's default
-// init) and Upsample (nearest ×2, then a 3³ convolution; no transposed convolutions).
+// init), ConvTranspose3d (BMGAN's learnt up-sampling) and Upsample (nearest ×2, then a 3³
+// convolution: what the MONAI U-Nets use).
 #pragma once
 #include "engine/rng.h"
 #include "layers/block.h"
@@ -28,6 +29,20 @@ class Conv3d : public Block {
 
  private:
   int64_t in_, out_, kernel_;
+  ConvOptions options_;
+};
+
+// PyTorch's ConvTranspose3d without output padding: "weight" (in, out, k, k, k), "bias" (out);
+// the default init draws as PyTorch's (fan_in = out · k³, from the weight's second axis).
+class ConvTranspose3d : public Block {
+ public:
+  ConvTranspose3d(int64_t in_channels, int64_t out_channels, int64_t kernel, Generator& init, ConvOptions options = {});
+  Tensor forward(const Tensor& x) const override;
+
+  Tensor weight, bias;
+
+ private:
+  int64_t in_, out_;
   ConvOptions options_;
 };
 

@@ -50,6 +50,14 @@ void apply_baseline_preset(ModelConfig& c) {
   if (is_causal_pets(c)) return;
   const bool pix2pix = c.kind == "pix2pix" || c.kind == "cyclegan";  // the same U-Net generator
   c.discriminator_layers = 3;
+  if (c.kind == "bmgan") {  // its D: PatchDiscriminator(32 channels, 4 layers)
+    const bool full = c.preset == "full", demo = c.preset == "demo";
+    c.bmgan_levels = full ? 4 : demo ? 3 : 2;  // the demo volume 48×64×48 allows four halvings, not five
+    c.bmgan_width_divisor = full ? 1 : demo ? 4 : 16;
+    c.discriminator_channels = full ? 32 : demo ? 8 : 4;
+    c.discriminator_layers = full || demo ? 4 : 2;
+    return;
+  }
   if (c.preset == "full") {
     c.baseline_channels = pix2pix ? std::array<int64_t, 4>{64, 128, 256, 512} : std::array<int64_t, 4>{16, 32, 64, 128};
     c.baseline_groups = 16;
@@ -72,7 +80,7 @@ void apply_baseline_preset(ModelConfig& c) {
 }  // namespace
 
 const std::vector<std::string>& model_kinds() {
-  static const std::vector<std::string> kinds = {"causal-pets", "unet", "unet-cond", "pix2pix", "cyclegan"};
+  static const std::vector<std::string> kinds = {"causal-pets", "unet", "unet-cond", "pix2pix", "cyclegan", "bmgan"};
   return kinds;
 }
 
@@ -140,9 +148,17 @@ void ModelConfig::validate_discriminator() const {
 }
 
 void ModelConfig::validate_baseline() const {
-  // Four ×2 down-samplings in the U-Net generators (three in the attention U-Net, four in Pix2Pix).
+  // ×2 down-samplings in the generators: three in the attention U-Net, four in Pix2Pix, the stem's
+  // and bmgan_levels in BMGAN.
   const bool pix2pix_generator = kind == "pix2pix" || kind == "cyclegan";
-  const int64_t levels = pix2pix_generator ? 4 : 3, multiple = int64_t(1) << levels;
+  if (kind == "bmgan") {
+    if (bmgan_levels < 1 || bmgan_levels > 4)
+      invalid("bmgan_levels", "is " + std::to_string(bmgan_levels), "use 1 to 4 (the reference has 4 down stages)");
+    if (bmgan_width_divisor < 1 || 32 % bmgan_width_divisor != 0)
+      invalid("bmgan_width_divisor", "is " + std::to_string(bmgan_width_divisor),
+              "use a divisor of the reference's narrowest width (32): 1, 2, 4, 8, 16 or 32");
+  }
+  const int64_t levels = pix2pix_generator ? 4 : kind == "bmgan" ? bmgan_levels + 1 : 3, multiple = int64_t(1) << levels;
   for (int i = 0; i < 3; ++i)
     if (volume[i] < multiple || volume[i] % multiple != 0)
       invalid("volume", list_str(volume.data(), 3) + " has a size not divisible by " + std::to_string(multiple),
@@ -152,7 +168,7 @@ void ModelConfig::validate_baseline() const {
   require_positive("covariate_inputs", covariate_inputs);
   if (pix2pix_generator) {
     for (int64_t c : baseline_channels) require_positive("baseline_channels", c);
-  } else {
+  } else if (kind != "bmgan") {  // the attention U-Nets
     require_divisible("baseline_channels", baseline_channels, "baseline_groups", baseline_groups);
     require_positive("baseline_heads", baseline_heads);
     if (baseline_channels[3] % baseline_heads != 0)
@@ -243,6 +259,8 @@ nlohmann::json to_json(const ModelConfig& c) {
                         {"baseline_channels", c.baseline_channels},
                         {"baseline_groups", c.baseline_groups},
                         {"baseline_heads", c.baseline_heads},
+                        {"bmgan_levels", c.bmgan_levels},
+                        {"bmgan_width_divisor", c.bmgan_width_divisor},
                         {"t1_reconstruction", c.t1_reconstruction},
                         {"discriminator", c.discriminator},
                         {"perceptual", c.perceptual},
@@ -293,6 +311,8 @@ ModelConfig model_config_from_json(const nlohmann::json& j, ModelConfig base) {
     else if (key == "baseline_channels") read_field(value, key, c.baseline_channels);
     else if (key == "baseline_groups") read_field(value, key, c.baseline_groups);
     else if (key == "baseline_heads") read_field(value, key, c.baseline_heads);
+    else if (key == "bmgan_levels") read_field(value, key, c.bmgan_levels);
+    else if (key == "bmgan_width_divisor") read_field(value, key, c.bmgan_width_divisor);
     else if (key == "t1_reconstruction") read_field(value, key, c.t1_reconstruction);
     else if (key == "discriminator") read_field(value, key, c.discriminator);
     else if (key == "perceptual") read_field(value, key, c.perceptual);

@@ -66,6 +66,11 @@ struct ModelConfig {
   std::array<int64_t, 4> baseline_channels{16, 32, 64, 128};
   int64_t baseline_groups = 16;
   int64_t baseline_heads = 4;
+  // BMGAN: the reference's widths (stem 64, downs [128, 256, 256, 512], ups [512, 256, 256, 256,
+  // 128], encoder 32 → [64, 128 ×5]) divided by bmgan_width_divisor, with the first
+  // bmgan_levels down stages and the last bmgan_levels + 1 up stages (the reference: 4 and 1).
+  int64_t bmgan_levels = 4;
+  int64_t bmgan_width_divisor = 1;
 
   // Ablation switches that change which networks exist (paper Table 5). The other ablations
   // (no perceptual loss, no ε_PET) are objective switches in train/config.h.

@@ -2,6 +2,7 @@
 
 #include <stdexcept>
 
+#include "models/baselines/bmgan.h"
 #include "models/baselines/cyclegan.h"
 #include "models/baselines/pix2pix.h"
 #include "models/baselines/unet.h"
@@ -39,6 +40,7 @@ std::shared_ptr<SynthesisModel> make_model(const ModelConfig& config, Generator&
   if (config.kind == "unet" || config.kind == "unet-cond") return std::make_shared<AttentionUNetModel>(config, init);
   if (config.kind == "pix2pix") return std::make_shared<Pix2Pix>(config, init);
   if (config.kind == "cyclegan") return std::make_shared<CycleGAN>(config, init);
+  if (config.kind == "bmgan") return std::make_shared<BMGAN>(config, init);
   throw std::invalid_argument("make_model: model kind \"" + config.kind + "\" has no implementation");
 }
 

@@ -9,6 +9,7 @@
 #include "engine/autograd.h"
 #include "engine/ops.h"
 #include "gradcheck.h"
+#include "models/baselines/bmgan.h"
 #include "models/baselines/cyclegan.h"
 #include "models/baselines/pix2pix.h"
 #include "models/baselines/unet.h"
@@ -58,6 +59,13 @@ std::string error_of(const std::function<void()>& f) {
 
 bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
+double term(const LossTerms& l, const std::string& name) {
+  for (const auto& [k, v] : l.terms)
+    if (k == name) return v;
+  FAIL("no loss term " << name);
+  return 0.0;
+}
+
 }  // namespace
 
 TEST_CASE("U-Net baselines: the full preset has the reference AttenUNet's and PatchDiscriminator's parameter counts") {
@@ -78,7 +86,7 @@ TEST_CASE("U-Net baselines: the full preset has the reference AttenUNet's and Pa
 }
 
 TEST_CASE("baselines: every kind maps a batch of T1s to PETs of the same grid") {
-  for (const std::string kind : {"unet", "unet-cond", "pix2pix", "cyclegan"}) {
+  for (const std::string kind : {"unet", "unet-cond", "pix2pix", "cyclegan", "bmgan"}) {
     CAPTURE(kind);
     Generator init(1);
     const auto model = make_model(model_preset("tiny", "AV45", kind), init);
@@ -87,7 +95,9 @@ TEST_CASE("baselines: every kind maps a batch of T1s to PETs of the same grid") 
     const Tensor pet = model->synthesise(in);
     CHECK(pet.shape() == Shape{2, 1, 16, 16, 16});
     const bool unet = kind == "unet" || kind == "unet-cond";
-    if (!unet) {
+    if (kind == "bmgan") {  // the reference's raw Tanh
+      for (int64_t i = 0; i < pet.numel(); ++i) REQUIRE((pet.data()[i] >= -1.f && pet.data()[i] <= 1.f));
+    } else if (!unet) {
       for (int64_t i = 0; i < pet.numel(); ++i) REQUIRE((pet.data()[i] >= 0.f && pet.data()[i] <= 1.f));
     } else {  // MONAI's zero_module output convolution: an untrained U-Net predicts zeros
       for (int64_t i = 0; i < pet.numel(); ++i) REQUIRE(pet.data()[i] == 0.f);
@@ -109,7 +119,7 @@ TEST_CASE("baselines: only unet-cond reads the tabular inputs, through its cross
   Inputs changed = in;
   changed.csf = add_scalar(in.csf, 0.5f);
   changed.covariates = add_scalar(in.covariates, -0.25f);
-  for (const std::string kind : {"unet", "unet-cond", "pix2pix", "cyclegan"}) {
+  for (const std::string kind : {"unet", "unet-cond", "pix2pix", "cyclegan", "bmgan"}) {
     CAPTURE(kind);
     Generator init(3);
     const auto model = make_model(model_preset("tiny", "AV45", kind), init);
@@ -148,12 +158,6 @@ TEST_CASE("CycleGAN: two Pix2Pix generators and two unconditional PatchGANs; eve
   ObjectiveConfig o;
   o.lambda_adv = 1.f;
   const LossTerms all = tiny->generator_loss(in, pet, PhaseContext{noise, o});
-  auto term = [](const LossTerms& l, const std::string& name) {
-    for (const auto& [k, v] : l.terms)
-      if (k == name) return v;
-    FAIL("no term " << name);
-    return 0.0;
-  };
   // total = λ_cyc·cycle + λ_cyc·λ_id·identity + λ_adv·adv, with the logged terms
   const double expected = 10 * term(all, "cycle") + 5 * term(all, "identity") + term(all, "adv");
   CHECK(all.total.item() == doctest::Approx(expected).epsilon(1e-5));
@@ -173,6 +177,89 @@ TEST_CASE("CycleGAN: two Pix2Pix generators and two unconditional PatchGANs; eve
   const auto without = make_model(no_d, init4);
   CHECK(without->discriminator_parameters().empty());
   CHECK_THROWS_AS(without->discriminator_loss(in, pet, PhaseContext{noise, o}), std::logic_error);
+}
+
+TEST_CASE("BMGAN: the reference's parameter counts, its code input, and E trained on KL alone") {
+  // Counts from instantiating bl_methods/BMGAN/bmgan_model.py (MONAI 1.6.1, PyTorch 2.15):
+  // dense_unet_generator() and ResNet_encoder() at the reference's widths; at the demo's,
+  // dense_unet_generator(16, 16, [32, 64, 64], [64], …, [64, 64, 64, 32]) and
+  // ResNet_encoder(8, [16, 32, 32, 32, 32]) with Linear(32·2·2·2 → 8) heads.
+  {
+    Generator init(9);
+    const auto full = make_model(model_preset("full", "AV45", "bmgan"), init);
+    const auto& b = dynamic_cast<const BMGAN&>(*full);
+    CHECK(b.generator->num_parameters() == 247592897);
+    CHECK(b.encoder->num_parameters() == 6433756);
+    CHECK(PatchDiscriminator::patch_size(96, 4) == 4);  // PatchDiscriminator(3, 32, 1, num_layers_d = 4)
+  }
+  Generator init(10);
+  const auto demo = make_model(model_preset("demo", "AV45", "bmgan"), init);
+  const auto& b = dynamic_cast<const BMGAN&>(*demo);
+  CHECK(b.generator->num_parameters() == 5980657);
+  CHECK(b.encoder->num_parameters() == 322730);
+  CHECK(count(demo->generator_parameters()) == 5980657 + 322730);  // E is stepped with G
+  CHECK(b.discriminator->forward(Tensor::zeros({1, 1, 48, 64, 48})).shape() == Shape{1, 1, 1, 2, 1});
+
+  Generator init2(11);
+  const auto tiny = make_model(model_preset("tiny", "AV45", "bmgan"), init2);
+  const auto& t = dynamic_cast<const BMGAN&>(*tiny);
+  randomise(*tiny, 300);
+  const Tensor t1 = cpets::testing::random_tensor({2, 1, 16, 16, 16}, 50, 0.f, 1.f);
+  {
+    NoGradGuard no_grad;
+    const Tensor zero_code = t.generator->forward(t1, Tensor::zeros({2, 8}));
+    CHECK(max_difference(tiny->synthesise(Inputs{t1, Tensor::zeros({2, 1}), Tensor::zeros({2, 4})}), zero_code) == 0.0);
+    CHECK(max_difference(t.generator->forward(t1, Tensor::ones({2, 8})), zero_code) > 1e-4);  // the code is read
+    CHECK_THROWS_WITH_AS(t.generator->forward(t1, Tensor::zeros({2, 7})), doctest::Contains("(B, 8)"), std::invalid_argument);
+    const auto [mu, log_variance] = t.encoder->forward(t1);
+    CHECK(mu.shape() == Shape{2, 8});
+    CHECK(log_variance.shape() == Shape{2, 8});
+  }
+  // The generator phase's loss: E's KL reaches E only, and G's terms reach G only.
+  Generator noise(12);
+  ObjectiveConfig o;
+  o.lambda_l1 = 20.f;
+  o.lambda_adv = 1.f;
+  tiny->set_discriminator_trainable(false);
+  const LossTerms l = tiny->generator_loss(Inputs{t1, Tensor::zeros({2, 1}), Tensor::zeros({2, 4})},
+                                           cpets::testing::random_tensor({2, 1, 16, 16, 16}, 51, 0.f, 1.f),
+                                           PhaseContext{noise, o});
+  const double kl = term(l, "encoder_kl");
+  CHECK(l.total.item() == doctest::Approx(20 * term(l, "pet_l1") + term(l, "adv") + kl).epsilon(1e-5));
+  CHECK(kl > 0);
+  l.total.backward();
+  for (const auto& [name, p] : tiny->generator_parameters()) CHECK_MESSAGE(p.grad().defined(), name);
+  // Without G's terms, only E moves: the fake is detached from G's graph.
+  for (auto& p : tiny->parameters()) p.zero_grad();
+  const Tensor pet = cpets::testing::random_tensor({2, 1, 16, 16, 16}, 52, 0.f, 1.f);
+  o.lambda_l1 = 1e-30f;
+  o.lambda_adv = 0.f;
+  tiny->generator_loss(Inputs{t1, Tensor::zeros({2, 1}), Tensor::zeros({2, 4})}, pet, PhaseContext{noise, o}).total.backward();
+  double g_grad = 0, e_grad = 0;
+  for (const auto& [name, p] : tiny->generator_parameters()) {
+    if (!p.grad().defined()) continue;
+    double s = 0;
+    for (int64_t i = 0; i < p.numel(); ++i) s += std::fabs(p.grad().data()[i]);
+    (name.rfind("encoder.", 0) == 0 ? e_grad : g_grad) += s;
+  }
+  CHECK(e_grad > 0);
+  CHECK(g_grad < 1e-20);
+}
+
+TEST_CASE("BMGAN's blocks: gradients by finite differences (InstanceNorm, PReLU, dense concatenation, ConvTranspose)") {
+  Generator init(13);
+  const bmgan::DenseBlock dense(2, 3, init);
+  const bmgan::ResidualUnit strided(2, 3, 2, 2, bmgan::Activation::prelu, init);
+  const layers::ConvTranspose3d up(3, 2, 4, init, layers::ConvOptions{2, 1, true});
+  const Tensor x = cpets::testing::random_tensor({1, 2, 4, 4, 4}, 60, -1.f, 1.f);
+  // Many (Leaky/P)ReLU kinks after InstanceNorm: the fine step keeps the differences off them.
+  cpets::testing::gradcheck([&](const std::vector<Tensor>& v) { return up.forward(dense.forward(v[0])); }, {x},
+                            cpets::testing::fine_step());
+  cpets::testing::gradcheck([&](const std::vector<Tensor>& v) { return strided.forward(v[0]); }, {x},
+                            cpets::testing::fine_step());
+  CHECK(dense.forward(x).shape() == Shape{1, 3, 4, 4, 4});
+  CHECK(strided.forward(x).shape() == Shape{1, 3, 2, 2, 2});
+  CHECK(up.forward(dense.forward(x)).shape() == Shape{1, 2, 8, 8, 8});
 }
 
 TEST_CASE("baselines: gradients through unet-cond's condition match finite differences") {
@@ -203,6 +290,12 @@ TEST_CASE("baselines: config kinds get their reference training defaults and cle
   CHECK(cyc.train.beta1 == 0.5);
   CHECK(cyc.objective().lambda_cycle == 10.f);
   CHECK(cyc.model.baseline_channels == std::array<int64_t, 4>{16, 32, 64, 128});
+  const train::Config bm = train::make_config("demo", {"model.kind=bmgan"});
+  CHECK(bm.train.lambda_l1 == 20);
+  CHECK(bm.train.lr_discriminator == 2e-4);
+  CHECK(bm.model.bmgan_levels == 3);
+  CHECK(bm.model.discriminator_layers == 4);
+  CHECK(train::make_config("full", {"model.kind=bmgan"}).model.bmgan_width_divisor == 1);
   // A value given explicitly still wins over the kind's default.
   CHECK(train::make_config("tiny", {"model.kind=unet", "train.lr=3e-4"}).train.lr == 3e-4);
 
@@ -215,6 +308,9 @@ TEST_CASE("baselines: config kinds get their reference training defaults and cle
   CHECK(contains(err({"model.kind=unet", "model.baseline_heads=3"}), "baseline_heads"));
   CHECK(contains(err({"model.kind=pix2pix", "train.eps_pet=false"}), "train.eps_pet"));
   CHECK(contains(err({"model.kind=pix2pix", "train.lambda_cycle=5"}), "only cyclegan reads it"));
+  CHECK(contains(err({"model.kind=bmgan", "model.bmgan_levels=5"}), "bmgan_levels"));
+  CHECK(contains(err({"model.kind=bmgan", "model.bmgan_width_divisor=3"}), "bmgan_width_divisor"));
+  CHECK(contains(err({"model.kind=bmgan", "model.bmgan_levels=4"}), "divisible by 32"));  // tiny's 16³
   CHECK(contains(err({"train.perceptual=none", "train.lambda_identity=0"}), "train.lambda_identity"));
   CHECK(contains(err({"model.kind=cyclegan", "train.lambda_cycle=-1"}), "train.lambda_cycle"));
   CHECK(contains(err({"model.kind=unet", "train.perceptual=lpips-squeeze", "train.perceptual_weights=x"}), "train.perceptual"));

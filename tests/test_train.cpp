@@ -627,7 +627,7 @@ TEST_CASE("trainer: a run interrupted, checkpointed and resumed in a fresh train
 
 TEST_CASE("baselines: every model kind trains through the same trainer, lowers its loss and resumes exactly") {
   ThreadCount one(1);
-  for (const std::string kind : {"unet", "unet-cond", "pix2pix", "cyclegan"}) {
+  for (const std::string kind : {"unet", "unet-cond", "pix2pix", "cyclegan", "bmgan"}) {
     CAPTURE(kind);
     check_exact_resume(tiny_config({"model.kind=" + kind, "train.keep_last=2"}));
     Trainer t(tiny_config({"model.kind=" + kind}));

@@ -347,6 +347,11 @@ TrainConfig train_defaults(const std::string& kind) {
     t.lambda_l1 = 100;
     t.lambda_adv = 1;
     t.perceptual = "none";
+  } else if (kind == "bmgan") {  // bl_methods/BMGAN: Adam 2e-4 for G, E and D; λ_L1 20, LSGAN weight 1
+    t.lr = t.lr_discriminator = 2e-4;
+    t.lambda_l1 = 20;
+    t.lambda_adv = 1;
+    t.perceptual = "none";  // the reference's LPIPS-AlexNet (λ 8) cannot ship (models/baselines/bmgan.h)
   } else if (kind == "cyclegan") {  // the CycleGAN paper: Adam 2e-4, β1 0.5, λ_cyc 10, identity 0.5·λ_cyc
     t.lr = t.lr_discriminator = 2e-4;
     t.beta1 = 0.5;

@@ -32,6 +32,7 @@ std::string method_label(const std::string& kind) {
   if (kind == "unet-cond") return "U-Net w/ condition";
   if (kind == "pix2pix") return "Pix2Pix";
   if (kind == "cyclegan") return "CycleGAN";
+  if (kind == "bmgan") return "BMGAN";
   return kind;
 }
 
