@@ -16,6 +16,7 @@
 #include "bench/train_bench.h"
 #include "engine/allocator.h"
 #include "kernels/cpu/isa.h"
+#include "models/config.h"
 
 using namespace cpets;
 
@@ -74,7 +75,10 @@ int main(int argc, char** argv) {
   bench::TrainBenchOptions train_opt;
   CLI::App* train = app.add_subcommand("train", "one training step of a model preset: time, per-op breakdown, memory, vs PyTorch");
   train->add_option("--preset", train_opt.preset, "model preset: demo, full or tiny")->capture_default_str();
-  train->add_option("--kind", train_opt.kind, "model.kind: causal-pets, unet, unet-cond, pix2pix")->capture_default_str();
+  std::string kinds;
+  for (const auto& k : models::model_kinds()) kinds += (kinds.empty() ? "" : ", ") + k;
+  train->add_option("--kind", train_opt.kind, "model.kind: " + kinds + " (PyTorch runs only beside causal-pets)")
+      ->capture_default_str();
   train->add_option("--batch", train_opt.batch, "batch size")->capture_default_str();
   train->add_option("--steps", train_opt.steps, "timed steps (median reported)")->capture_default_str();
   train->add_option("--warmup", train_opt.warmup, "untimed steps first")->capture_default_str();
