@@ -5,6 +5,9 @@
 #include <limits>
 #include <stdexcept>
 
+#include <boost/math/distributions/students_t.hpp>
+#include <boost/math/special_functions/beta.hpp>
+
 namespace cpets::eval {
 
 namespace {
@@ -19,39 +22,6 @@ void check_paired(const std::vector<double>& a, const std::vector<double>& b, si
   if (a.size() < min_n)
     throw std::invalid_argument(std::string(what) + ": needs at least " + std::to_string(min_n) + " pairs, got " +
                                 std::to_string(a.size()));
-}
-
-// Continued fraction of I_x(a, b) (valid and fast for x < (a + 1)/(a + b + 2)), modified Lentz.
-double beta_continued_fraction(double a, double b, double x) {
-  constexpr double tiny = 1e-300, eps = 1e-15;
-  const double qab = a + b, qap = a + 1, qam = a - 1;
-  double c = 1, d = 1 - qab * x / qap;
-  if (std::fabs(d) < tiny) d = tiny;
-  d = 1 / d;
-  double h = d;
-  for (int m = 1; m <= 10000; ++m) {
-    const double m2 = 2.0 * m;
-    // Even step: d_{2m} = m(b − m)x / ((a + 2m − 1)(a + 2m)).
-    double num = m * (b - m) * x / ((qam + m2) * (a + m2));
-    d = 1 + num * d;
-    if (std::fabs(d) < tiny) d = tiny;
-    c = 1 + num / c;
-    if (std::fabs(c) < tiny) c = tiny;
-    d = 1 / d;
-    h *= d * c;
-    // Odd step: d_{2m+1} = −(a + m)(a + b + m)x / ((a + 2m)(a + 2m + 1)).
-    num = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2));
-    d = 1 + num * d;
-    if (std::fabs(d) < tiny) d = tiny;
-    c = 1 + num / c;
-    if (std::fabs(c) < tiny) c = tiny;
-    d = 1 / d;
-    const double delta = d * c;
-    h *= delta;
-    if (std::fabs(delta - 1) < eps) return h;
-  }
-  throw std::runtime_error("incomplete_beta: the continued fraction did not converge (a = " + std::to_string(a) +
-                           ", b = " + std::to_string(b) + ", x = " + std::to_string(x) + ")");
 }
 
 }  // namespace
@@ -134,35 +104,32 @@ PairedTTest paired_t_test(const std::vector<double>& a, const std::vector<double
   return r;
 }
 
+// Boost.Math's ibeta and Student-t (libboost-math-dev), with NaN results instead of exceptions
+// where an argument is outside the domain after our own checks.
+using Policy = boost::math::policies::policy<boost::math::policies::domain_error<boost::math::policies::ignore_error>,
+                                             boost::math::policies::overflow_error<boost::math::policies::ignore_error>>;
+
 double incomplete_beta(double a, double b, double x) {
   if (!(a > 0) || !(b > 0))
     throw std::invalid_argument("incomplete_beta: a and b must be > 0, got a = " + std::to_string(a) +
                                 ", b = " + std::to_string(b));
   if (!(x >= 0 && x <= 1)) throw std::invalid_argument("incomplete_beta: x must be in [0, 1], got " + std::to_string(x));
-  if (x == 0 || x == 1) return x;
-  // x^a (1 − x)^b / (a B(a, b)), through log-gamma for range.
-  const double log_front = std::lgamma(a + b) - std::lgamma(a) - std::lgamma(b) + a * std::log(x) + b * std::log1p(-x);
-  const double front = std::exp(log_front);
-  // The continued fraction converges quickly on the side x < (a + 1)/(a + b + 2); use the
-  // symmetry I_x(a, b) = 1 − I_{1−x}(b, a) on the other.
-  if (x < (a + 1) / (a + b + 2)) return front * beta_continued_fraction(a, b, x) / a;
-  return 1 - front * beta_continued_fraction(b, a, 1 - x) / b;
+  return boost::math::ibeta(a, b, x, Policy());
 }
 
 double student_t_cdf(double t, double dof) {
   if (!(dof > 0)) throw std::invalid_argument("student_t_cdf: degrees of freedom must be > 0, got " + std::to_string(dof));
   if (std::isnan(t)) return kNaN;
   if (std::isinf(t)) return t > 0 ? 1.0 : 0.0;
-  // P(|T| > |t|) = I_{ν/(ν + t²)}(ν/2, 1/2).
-  const double tail = 0.5 * incomplete_beta(dof / 2, 0.5, dof / (dof + t * t));
-  return t > 0 ? 1 - tail : tail;
+  return boost::math::cdf(boost::math::students_t_distribution<double, Policy>(dof), t);
 }
 
 double student_t_two_sided_p(double t, double dof) {
   if (!(dof > 0)) throw std::invalid_argument("student_t_two_sided_p: degrees of freedom must be > 0");
   if (std::isnan(t)) return kNaN;
   if (std::isinf(t)) return 0.0;
-  return incomplete_beta(dof / 2, 0.5, dof / (dof + t * t));
+  // 2·P(T > |t|) through the complement, which keeps its precision far in the tail.
+  return 2 * boost::math::cdf(boost::math::complement(boost::math::students_t_distribution<double, Policy>(dof), std::fabs(t)));
 }
 
 }  // namespace cpets::eval

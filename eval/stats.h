@@ -1,6 +1,6 @@
 // Statistics for the evaluation tables (docs/model.md §6): mean ± std over the test set, Pearson
 // correlation, and the paired t-test between methods or between factual and counterfactual SUVR,
-// with its two-sided p-value from the Student-t distribution (regularised incomplete beta).
+// with its two-sided p-value from the Student-t distribution (Boost.Math).
 // Values agree with numpy/scipy (tests/fixtures/metrics/metrics.json).
 #pragma once
 #include <cstdint>
@@ -39,8 +39,7 @@ struct PairedTTest {
 // Throws when the lengths differ or n < 2.
 PairedTTest paired_t_test(const std::vector<double>& a, const std::vector<double>& b);
 
-// I_x(a, b), the regularised incomplete beta function (a, b > 0, 0 ≤ x ≤ 1), by its continued
-// fraction (modified Lentz), to about 1e-14 relative.
+// I_x(a, b), the regularised incomplete beta function (a, b > 0, 0 ≤ x ≤ 1): Boost.Math's ibeta.
 double incomplete_beta(double a, double b, double x);
 // P(T ≤ t) for Student's t with `dof` > 0 degrees of freedom (need not be an integer).
 double student_t_cdf(double t, double dof);

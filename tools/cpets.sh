@@ -10,7 +10,7 @@ jobs=${CPETS_JOBS:-$(nproc)}
 
 # Debian packages the build, the tests and the phantom generator need.
 packages=(cmake g++ make pkg-config libeigen3-dev libnifti2-dev nifti-bin doctest-dev nlohmann-json3-dev
-          libcli11-dev libpng-dev zlib1g-dev mricron-data)
+          libcli11-dev libpng-dev zlib1g-dev libboost-math-dev mricron-data)
 
 # Only for `bench`: the baseline measured in the same run is PyTorch 2.x from PyPI (oneDNN
 # convolutions, fused attention) in a virtual environment made once; CPETS_TORCH_PYTHON names
