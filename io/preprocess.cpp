@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <stdexcept>
+#include <string>
 #include <vector>
 
 #include <Eigen/Dense>
@@ -48,6 +50,28 @@ Affine centred_affine(std::array<int64_t, 3> shape, std::array<double, 3> voxel_
   const double n[3] = {double(shape[2]), double(shape[1]), double(shape[0])};  // x, y, z counts
   for (int c = 0; c < 3; ++c) a[c][3] = centre_world[c] - voxel_mm[c] * (n[c] - 1) / 2;
   return a;
+}
+
+std::string grid_mismatch(const Volume& v, double voxel_mm) {
+  const char* axis = "xyz";
+  const char* positive = "RAS";
+  auto mm = [](double x) {
+    char b[32];
+    std::snprintf(b, sizeof b, "%.3g mm", x);
+    return std::string(b);
+  };
+  for (int c = 0; c < 3; ++c) {
+    const double size = v.voxel_size()[c];
+    if (std::fabs(size - voxel_mm) > 0.01 * voxel_mm)
+      return std::string("voxel size along ") + axis[c] + " is " + mm(size) + ", not the model's " + mm(voxel_mm);
+    for (int r = 0; r < 3; ++r) {
+      const double cosine = v.affine[r][c] / size;
+      if (r == c ? cosine < 0.99 : std::fabs(cosine) > 0.01)
+        return std::string("voxel axis ") + axis[c] + " does not point along +" + positive[c] +
+               " (the affine is not canonical RAS+: an oblique, flipped or permuted orientation)";
+    }
+  }
+  return "";
 }
 
 namespace {

@@ -18,6 +18,12 @@ std::array<double, 3> apply_affine(const Affine& a, double i, double j, double k
 Affine centred_affine(std::array<int64_t, 3> shape, std::array<double, 3> voxel_mm,
                       std::array<double, 3> centre_world);
 
+// Why `v` is not on the model's kind of grid — axis-aligned, canonical RAS+ (x → right, y →
+// anterior, z → superior) with isotropic `voxel_mm` voxels, within 1 % — or "" when it is. Such
+// volumes only need padding or cropping to the model's shape; others need resampling first
+// (cpets-data prepare), or pad_crop_to would give the model the wrong field of view.
+std::string grid_mismatch(const Volume& v, double voxel_mm);
+
 // ---- grid changes --------------------------------------------------------------------------
 // MONAI SpatialPad(symmetric, zeros) then CenterSpatialCrop to `target` (D,H,W): pad before =
 // (target − n)//2 where n < target; crop start = n//2 − target//2 where n > target. The affine

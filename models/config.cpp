@@ -85,6 +85,8 @@ const std::vector<std::string>& model_kinds() {
 }
 
 void ModelConfig::validate() const {
+  if (!(voxel_mm >= 0 && voxel_mm < 100))
+    invalid("voxel_mm", "is " + std::to_string(voxel_mm), "give the grid's voxel size in mm (1.5 in the paper), or 0 not to check it");
   if (std::find(model_kinds().begin(), model_kinds().end(), kind) == model_kinds().end()) {
     std::string known;
     for (const auto& k : model_kinds()) known += (known.empty() ? "\"" : ", \"") + k + "\"";
@@ -190,6 +192,7 @@ ModelConfig model_preset(const std::string& name, const std::string& tracer, con
     c.perceptual = "lpips-squeeze";
   } else if (name == "demo") {
     c.volume = {48, 64, 48};
+    c.voxel_mm = 3.0;
     c.encoder_channels = {16, 32, 32};
     c.encoder_groups = 8;
     c.encoder_heads = 2;
@@ -207,6 +210,7 @@ ModelConfig model_preset(const std::string& name, const std::string& tracer, con
     // Small enough for finite differences and a PyTorch fixture, but every structural feature
     // present: ≥ 2 heads, K > 1 tokens, channel changes in every network, a 2³ patch grid.
     c.volume = {16, 16, 16};
+    c.voxel_mm = 0;  // test cohorts come on any grid
     c.encoder_channels = {4, 8, 8};
     c.encoder_groups = 2;
     c.encoder_heads = 2;
@@ -236,6 +240,7 @@ ModelConfig model_preset(const std::string& name, const std::string& tracer, con
 
 nlohmann::json to_json(const ModelConfig& c) {
   return nlohmann::json{{"kind", c.kind},
+                        {"voxel_mm", c.voxel_mm},
                         {"preset", c.preset},
                         {"volume", c.volume},
                         {"latent_channels", c.latent_channels},
@@ -290,6 +295,7 @@ ModelConfig model_config_from_json(const nlohmann::json& j, ModelConfig base) {
     if (key == "kind") read_field(value, key, c.kind);
     else if (key == "preset") read_field(value, key, c.preset);
     else if (key == "volume") read_field(value, key, c.volume);
+    else if (key == "voxel_mm") read_field(value, key, c.voxel_mm);
     else if (key == "latent_channels") read_field(value, key, c.latent_channels);
     else if (key == "latent") read_field(value, key, c.latent);
     else if (key == "csf_inputs") read_field(value, key, c.csf_inputs);

@@ -21,6 +21,10 @@ struct ModelConfig {
   std::string kind = "causal-pets";            // one of model_kinds(); the networks below
   std::string preset = "full";                 // "full", "demo" or "tiny" (tests); informative
   std::array<int64_t, 3> volume{96, 128, 96};  // (D, H, W); each divisible by 8
+  // The voxel size (mm, isotropic, canonical RAS+ axes) the model's grid has: every input volume
+  // must be on such a grid (io::grid_mismatch; cpets-data prepare resamples a cohort onto it).
+  // The paper's 1.5 mm; the demo's 3 mm; 0 = not checked (the tiny test preset).
+  double voxel_mm = 1.5;
   int64_t latent_channels = 3;                 // z: μ and s have z channels each
   std::string latent = "reference";            // "reference" (s used as σ and as log σ²) | "vae"
 

@@ -15,6 +15,7 @@
 
 #include "io/cohort.h"
 #include "io/nifti.h"
+#include "io/prepare.h"
 
 namespace {
 
@@ -173,10 +174,28 @@ int pair(const PairArgs& a) {
   return 0;
 }
 
+struct PrepareArgs {
+  std::string cohort, out;
+  ModelGrid grid;
+};
+
+int prepare(const PrepareArgs& a) {
+  const PrepareReport r = prepare_cohort(a.cohort, a.out, a.grid);
+  for (const auto& line : r.lines) std::cout << "resampled " << line << "\n";
+  char grid[96];
+  std::snprintf(grid, sizeof grid, "%s at %g mm RAS+, centre (%g, %g, %g) mm", shape_string(a.grid.shape).c_str(),
+                a.grid.voxel_mm, a.grid.centre_mm[0], a.grid.centre_mm[1], a.grid.centre_mm[2]);
+  std::cout << "prepared " << a.out << " on the grid " << grid << ": " << plural(r.resampled, "volume") << " resampled, "
+            << plural(r.copied, "volume") << " already on it, " << plural(r.other_files, "other file") << " copied\n";
+  if (r.resampled + r.copied == 0)
+    throw std::runtime_error("no NIfTI volume under '" + a.cohort + "' (expected t1/<Subject>/<date>/t1.nii.gz, pet/…)");
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"cpets-data: inspect NIfTI volumes; pair and split a cohort table"};
+  CLI::App app{"cpets-data: inspect NIfTI volumes; put a cohort on the model's grid; pair and split a cohort table"};
   app.require_subcommand(1);
   std::vector<std::string> files;
   auto* ins = app.add_subcommand("inspect", "shape, voxel size, datatype, orientation, range and checks of volumes");
@@ -195,5 +214,21 @@ int main(int argc, char** argv) {
   pr->add_flag("--require-images", pa.require_images, "fail when an image file of a paired session is missing");
   pr->add_flag("--check-images", pa.check_images,
                "read every paired T1/PET: fail on unreadable, non-finite or differently gridded volumes");
-  return cpets::tools::run_main(app, argc, argv, [&] { return *ins ? inspect(files) : pair(pa); });
+  PrepareArgs pp;
+  auto* prep = app.add_subcommand("prepare", "copy a cohort onto the model's grid: resample every volume that is not on it "
+                                             "(voxel size, RAS+ orientation, field of view) through its affine");
+  prep->add_option("cohort", pp.cohort, "cohort folder (cohort.csv, t1/, pet/, atlas/ …)")->required();
+  prep->add_option("--out", pp.out, "new cohort folder to write (must not exist, or be empty)")->required();
+  prep->add_option("--voxel-mm", pp.grid.voxel_mm, "isotropic voxel size of the model's grid (model.voxel_mm)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  prep->add_option("--shape", pp.grid.shape, "grid shape D,H,W (z, y, x; model.volume)")->delimiter(',')->capture_default_str();
+  prep->add_option("--centre", pp.grid.centre_mm, "world point (mm, MNI) at the grid's centre x,y,z")
+      ->delimiter(',')
+      ->capture_default_str();
+  return cpets::tools::run_main(app, argc, argv, [&] {
+    if (*ins) return inspect(files);
+    if (*prep) return prepare(pp);
+    return pair(pa);
+  });
 }

@@ -186,7 +186,7 @@ void write_volume(const fs::path& path, const io::Volume& v) {
 Outcome run_job(const Job& job, const eval::Synthesiser& syn, const train::InferenceBundle& b,
                 const std::vector<eval::Intervention>& ivs, const eval::Atlas* native_atlas, bool montage) {
   const auto& volume = b.model_config.volume;
-  const train::PreparedVolume t1 = train::prepare_volume(job.t1_path, volume);
+  const train::PreparedVolume t1 = train::prepare_volume(job.t1_path, volume, b.model_config.voxel_mm);
   std::optional<eval::Atlas> atlas_here;
   if (native_atlas) {
     try {
@@ -225,7 +225,7 @@ Outcome run_job(const Job& job, const eval::Synthesiser& syn, const train::Infer
 
   if (montage) {
     std::optional<io::Volume> real;
-    if (!job.pet_path.empty()) real = train::prepare_volume(job.pet_path, volume).volume;
+    if (!job.pet_path.empty()) real = train::prepare_volume(job.pet_path, volume, b.model_config.voxel_mm).volume;
     float hi = 1e-6f;
     for (float v : factual.data) hi = std::max(hi, v);
     if (real)

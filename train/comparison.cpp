@@ -23,12 +23,12 @@ namespace fs = std::filesystem;
 namespace {
 
 // The voxel-wise mean of the training PETs on the model grid.
-io::Volume mean_training_pet(const std::vector<Session>& train_split, std::array<int64_t, 3> volume) {
+io::Volume mean_training_pet(const std::vector<Session>& train_split, std::array<int64_t, 3> volume, double voxel_mm) {
   if (train_split.empty()) throw std::runtime_error("mean-PET baseline: the training split is empty");
   std::vector<double> sum;
   io::Volume mean;
   for (const auto& s : train_split) {
-    const PreparedVolume p = prepare_volume(s.pet_path, volume);
+    const PreparedVolume p = prepare_volume(s.pet_path, volume, voxel_mm);
     if (sum.empty()) sum.assign(p.volume.data.size(), 0.0), mean = p.volume;
     for (size_t i = 0; i < sum.size(); ++i) sum[i] += p.volume.data[i];
   }
@@ -65,6 +65,8 @@ void require_comparable(const InferenceBundle& first, const InferenceBundle& b, 
   if (b.tracer != first.tracer) fail("tracer", first.tracer, b.tracer);
   if (b.model_config.volume != first.model_config.volume)
     fail("model volume", io::shape_string(first.model_config.volume), io::shape_string(b.model_config.volume));
+  if (b.model_config.voxel_mm != first.model_config.voxel_mm)
+    fail("voxel size (mm)", std::to_string(first.model_config.voxel_mm), std::to_string(b.model_config.voxel_mm));
   const auto& d = b.meta.config.data;
   const auto& d0 = first.meta.config.data;
   if (d.split_seed != d0.split_seed)
@@ -121,7 +123,7 @@ eval::Report compare_runs(const std::vector<RunToCompare>& runs, const Compariso
                           m, bundle.ranges});
   }
   std::optional<io::Volume> mean_pet;
-  if (a.mean_pet) mean_pet = mean_training_pet(splits.train, volume);
+  if (a.mean_pet) mean_pet = mean_training_pet(splits.train, volume, bundle.model_config.voxel_mm);
 
   std::optional<eval::Atlas> atlas;
   std::string atlas_path = a.atlas;
@@ -157,8 +159,8 @@ eval::Report compare_runs(const std::vector<RunToCompare>& runs, const Compariso
   for (size_t i = 0; i < sessions.size(); ++i) {
     const auto& s = sessions[i];
     const std::string date = io::format_date(s.record.pet_date);
-    const PreparedVolume t1 = prepare_volume(s.t1_path, volume);
-    const PreparedVolume pet = prepare_volume(s.pet_path, volume);
+    const PreparedVolume t1 = prepare_volume(s.t1_path, volume, bundle.model_config.voxel_mm);
+    const PreparedVolume pet = prepare_volume(s.pet_path, volume, bundle.model_config.voxel_mm);
     std::optional<eval::Atlas> here;
     if (atlas) {
       try {

@@ -3,6 +3,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <iostream>
@@ -19,8 +20,17 @@ namespace fs = std::filesystem;
 
 // ---- volumes -------------------------------------------------------------------------------
 
-PreparedVolume prepare_volume(const std::string& path, std::array<int64_t, 3> model_volume) {
+PreparedVolume prepare_volume(const std::string& path, std::array<int64_t, 3> model_volume, double voxel_mm) {
   io::Volume v = io::read_nifti(path);  // its errors name the file
+  if (voxel_mm > 0) {
+    const std::string why = io::grid_mismatch(v, voxel_mm);
+    if (!why.empty()) {
+      char mm[32];
+      std::snprintf(mm, sizeof mm, "%g", voxel_mm);
+      throw std::runtime_error(path + ": " + why + "; the model reads " + mm + " mm RAS+ grids — resample the cohort "
+                               "once with `cpets-data prepare COHORT --out NEW --voxel-mm " + mm + "` (docs/your-data.md)");
+    }
+  }
   PreparedVolume p;
   p.original = {v.shape, v.affine};
   try {
@@ -156,8 +166,8 @@ CohortSplits open_cohort(const DataConfig& cfg, const io::NormRanges* ranges) {
 
 // ---- the dataset -----------------------------------------------------------------------------
 
-Dataset::Dataset(std::vector<Session> sessions, std::array<int64_t, 3> volume, int64_t cache_mb)
-    : sessions_(std::move(sessions)), volume_(volume), cache_bytes_(std::max<int64_t>(cache_mb, 0) << 20) {}
+Dataset::Dataset(std::vector<Session> sessions, std::array<int64_t, 3> volume, int64_t cache_mb, double voxel_mm)
+    : sessions_(std::move(sessions)), volume_(volume), voxel_mm_(voxel_mm), cache_bytes_(std::max<int64_t>(cache_mb, 0) << 20) {}
 
 std::shared_ptr<const Dataset::Pair> Dataset::load(int64_t i) const {
   if (i < 0 || i >= size())
@@ -168,7 +178,8 @@ std::shared_ptr<const Dataset::Pair> Dataset::load(int64_t i) const {
     if (it != cached_.end()) return it->second;
   }
   const Session& s = sessions_[static_cast<size_t>(i)];
-  auto pair = std::make_shared<Pair>(prepare_volume(s.t1_path, volume_), prepare_volume(s.pet_path, volume_));
+  auto pair = std::make_shared<Pair>(prepare_volume(s.t1_path, volume_, voxel_mm_),
+                                     prepare_volume(s.pet_path, volume_, voxel_mm_));
   io::check_same_grid(pair->first.volume, pair->second.volume, {s.t1_path, s.pet_path});
   const int64_t bytes = static_cast<int64_t>(sizeof(float)) * (pair->first.volume.numel() + pair->second.volume.numel());
   std::lock_guard<std::mutex> lock(mu_);

@@ -42,7 +42,10 @@ struct PreparedVolume {
 // read_nifti → divide by the maximum → symmetric pad / centre crop to `model_volume` (D, H, W).
 // The returned volume's affine keeps every voxel's world position (io::pad_crop_to), so
 // restore_to_grid can invert the pad/crop exactly. Errors name the file.
-PreparedVolume prepare_volume(const std::string& path, std::array<int64_t, 3> model_volume);
+// With voxel_mm > 0 the file must be on a canonical grid of that voxel size (io::grid_mismatch):
+// otherwise padding would give the model another field of view, and it is refused naming the
+// file and the fix (cpets-data prepare).
+PreparedVolume prepare_volume(const std::string& path, std::array<int64_t, 3> model_volume, double voxel_mm = 0);
 
 // Puts a model-grid volume (as prepare_volume returned, with its affine) back onto the original
 // grid: each original voxel takes the model voxel at the same world position; voxels the crop
@@ -94,7 +97,7 @@ struct Batch {
 // Thread-safe: the loader thread and the trainer may call collate concurrently.
 class Dataset {
  public:
-  Dataset(std::vector<Session> sessions, std::array<int64_t, 3> volume, int64_t cache_mb = 4096);
+  Dataset(std::vector<Session> sessions, std::array<int64_t, 3> volume, int64_t cache_mb = 4096, double voxel_mm = 0);
 
   int64_t size() const { return static_cast<int64_t>(sessions_.size()); }
   const Session& session(int64_t i) const { return sessions_.at(static_cast<size_t>(i)); }
@@ -109,6 +112,7 @@ class Dataset {
  private:
   std::vector<Session> sessions_;
   std::array<int64_t, 3> volume_;
+  double voxel_mm_;
   int64_t cache_bytes_;
   mutable int64_t cached_bytes_ = 0;
   mutable std::mutex mu_;

@@ -189,11 +189,11 @@ Trainer::Trainer(Config config, std::optional<CohortSplits> data)
 Trainer::~Trainer() = default;
 
 void Trainer::build_datasets() {
-  train_set_ = std::make_unique<Dataset>(data_.train, config_.model.volume, config_.data.cache_mb);
+  train_set_ = std::make_unique<Dataset>(data_.train, config_.model.volume, config_.data.cache_mb, config_.model.voxel_mm);
   std::vector<Session> val = data_.val;
   if (config_.data.max_val_sessions > 0 && static_cast<int64_t>(val.size()) > config_.data.max_val_sessions)
     val.resize(static_cast<size_t>(config_.data.max_val_sessions));
-  val_set_ = std::make_unique<Dataset>(std::move(val), config_.model.volume, config_.data.cache_mb);
+  val_set_ = std::make_unique<Dataset>(std::move(val), config_.model.volume, config_.data.cache_mb, config_.model.voxel_mm);
   causal_ = CausalMonitor::open(data_, *train_set_, *val_set_);
 }
 

@@ -51,6 +51,19 @@ check "data: an unknown flag exits 2" test $? -eq 2
 "$bin/cpets-data" pair "$work/absent.csv" --out "$work/p.csv" > "$work/absent.log" 2>&1
 check "data: a missing table exits 1" test $? -eq 1
 check "... naming it" contains "$work/absent.log" "absent.csv"
+# prepare: the demo-grid (3 mm) phantom put on a 1.5 mm grid, then refused as a second output.
+"$bin/cpets-data" prepare "$work/clean" --out "$work/prepared" --voxel-mm 1.5 --shape 24,32,24 > "$work/prepare.log" 2>&1
+check "prepare exits 0" test $? -eq 0
+check "prepare says what it resampled" contains "$work/prepare.log" "3 mm RAS 48×64×48 → 1.5 mm RAS 24×32×24"
+check "prepare copies the tables" cmp -s "$work/clean/cohort.csv" "$work/prepared/cohort.csv"
+"$bin/cpets-data" inspect "$work/prepared/atlas/labels.nii.gz" > "$work/prepared_inspect.log" 2>&1
+check "prepared volumes are valid NIfTI" test $? -eq 0
+"$bin/cpets-data" prepare "$work/clean" --out "$work/prepared" > "$work/prepare2.log" 2>&1
+check "prepare into a non-empty folder exits 1" test $? -eq 1
+check "... saying why" contains "$work/prepare2.log" "not empty"
+"$bin/cpets-data" prepare "$work/clean" --out "$work/p3" --voxel-mm -1 > /dev/null 2>&1
+check "prepare: a negative voxel size is a usage error (2)" test $? -eq 2
+
 "$bin/cpets-bench" ops --torch "$work/absent.json" --filter no_case_has_this_name > "$work/bench.log" 2>&1
 check "bench: a bad --torch file exits 1 with a message (no terminate)" test $? -eq 1
 check "... naming it" contains "$work/bench.log" "absent.json"
