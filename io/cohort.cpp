@@ -377,6 +377,21 @@ Cohort read_cohort(const std::string& path, MissingPolicy policy, std::ostream* 
       if (lower(h) == lower(want)) claim(want, i);
     if (lower(h) == "split") claim("split", i);
   }
+  for (const auto& [want, aliases] : cohort_column_aliases()) {
+    if (col.count(want)) continue;
+    for (const auto& alias : aliases) {
+      size_t found = 0, at = 0;
+      for (size_t i = 0; i < t.header.size(); ++i)
+        if (lower(t.header[i]) == lower(alias)) ++found, at = i;
+      if (found > 1)
+        throw std::runtime_error("cohort table '" + path + "' has the column '" + alias + "' (read as " + want +
+                                 ") more than once; keep one");
+      if (found == 1) {
+        claim(want, at);
+        break;
+      }
+    }
+  }
   for (const auto& want : cohort_columns())
     if (!col.count(want)) {
       std::string found;
@@ -384,7 +399,8 @@ Cohort read_cohort(const std::string& path, MissingPolicy policy, std::ostream* 
       throw std::runtime_error("cohort table '" + path + "' has no column '" + want + "'; columns found: " + found +
                                " (expected " + std::to_string(cohort_columns().size()) +
                                ": Subject, DX, T1_date, PET_date, CSF_date, ABETA, TAU, PTAU, Age, Sex, APOE4, "
-                               "PTEDUCAT, Tracer)");
+                               "PTEDUCAT, Tracer; ADNI's PTID or RID, PTGENDER and ABETA42 are read as Subject, "
+                               "Sex and ABETA)");
     }
   Cohort c;
   c.path = path;

@@ -10,6 +10,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace cpets::io {
@@ -68,6 +69,14 @@ inline const std::vector<std::string>& cohort_columns() {
                                                 "ABETA",   "TAU",   "PTAU",    "Age",      "Sex",
                                                 "APOE4",   "PTEDUCAT", "Tracer"};
   return cols;
+}
+
+// ADNI's names for our columns, as its tables export them, each taken when the column itself is
+// absent, in this order: Subject ← PTID, RID; Sex ← PTGENDER; ABETA ← ABETA42.
+inline const std::vector<std::pair<std::string, std::vector<std::string>>>& cohort_column_aliases() {
+  static const std::vector<std::pair<std::string, std::vector<std::string>>> aliases = {
+      {"Subject", {"PTID", "RID"}}, {"Sex", {"PTGENDER"}}, {"ABETA", {"ABETA42"}}};
+  return aliases;
 }
 
 enum class MissingPolicy { fail, skip_row };

@@ -140,6 +140,36 @@ TEST_CASE("cohort: ADNI-style table, censored CSF values mapped to the bound and
   CHECK(parse_csf("<8")->value == 8);
 }
 
+TEST_CASE("cohort: ADNI's own column names (PTID/RID, PTGENDER, ABETA42) are read; ours win when both exist") {
+  TempDir dir;
+  auto write = [&](const std::string& header, const std::string& row) {
+    std::ofstream(dir.file("adni.csv")) << header << "\n" << row << "\n";
+    return read_cohort(dir.file("adni.csv"));
+  };
+  const std::string rest = ",Dementia,2011-06-01,2011-06-15,2011-05-20,";
+  // As ADNIMERGE-style exports name them, with VISCODE and RID as extra columns.
+  Cohort c = write("RID,PTID,VISCODE,DX,T1_date,PET_date,CSF_date,ABETA42,TAU,PTAU,Age,PTGENDER,APOE4,PTEDUCAT,Tracer",
+                   "413,002_S_0413,m12" + rest + ">1700,240.5,22,74.2,Female,1,16,AV45");
+  REQUIRE(c.rows.size() == 1);
+  CHECK(c.rows[0].subject == "002_S_0413");  // PTID before RID
+  CHECK(c.rows[0].sex == 0);
+  CHECK(c.rows[0].abeta.censored == Censor::above);
+  CHECK(c.rows[0].dx == "AD");
+  c = write("RID,DX,T1_date,PET_date,CSF_date,ABETA,TAU,PTAU,Age,Sex,APOE4,PTEDUCAT,Tracer",
+            "413" + rest + "900,240,22,74,1,0,16,AV45");
+  CHECK(c.rows[0].subject == "413");
+  // Our own name wins over ADNI's when a table has both (the alias is then an ordinary extra column).
+  c = write("Subject,PTID,DX,T1_date,PET_date,CSF_date,ABETA,ABETA42,TAU,PTAU,Age,Sex,APOE4,PTEDUCAT,Tracer",
+            "S1,002_S_0413" + rest + "900,800,240,22,74,1,0,16,AV45");
+  CHECK(c.rows[0].subject == "S1");
+  CHECK(c.rows[0].abeta.value == 900);
+  const std::string twice = error_of([&] {
+    write("PTID,ptid,DX,T1_date,PET_date,CSF_date,ABETA,TAU,PTAU,Age,Sex,APOE4,PTEDUCAT,Tracer",
+          "A,B" + rest + "900,240,22,74,1,0,16,AV45");
+  });
+  CHECK(twice.find("'PTID' (read as Subject) more than once") != std::string::npos);
+}
+
 TEST_CASE("cohort: a missing column names the file, the column and the columns found") {
   const std::string msg = error_of([] { read_cohort(kDir + "missing_column.csv"); });
   CHECK(msg.find("missing_column.csv") != std::string::npos);
