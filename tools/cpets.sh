@@ -12,6 +12,9 @@ jobs=${CPETS_JOBS:-$(nproc)}
 packages=(cmake g++ make pkg-config libeigen3-dev libnifti2-dev nifti-bin doctest-dev nlohmann-json3-dev
           libcli11-dev libpng-dev zlib1g-dev libboost-math-dev mricron-data)
 
+# The fuzzers (tests/fuzz) are a second, clang-built tree: libFuzzer, ASan and UBSan.
+fuzz_packages=(clang libclang-rt-dev libomp-dev)
+
 # Only for `bench`: the baseline measured in the same run is PyTorch 2.x from PyPI (oneDNN
 # convolutions, fused attention) in a virtual environment made once; CPETS_TORCH_PYTHON names
 # another Python with torch instead. Debian's PyTorch 1.13 is the fallback where PyPI is out of
@@ -53,10 +56,18 @@ case "$cmd" in
   install) install ;;
   build) install; configure_and_build ;;
   test)
-    install
+    install "${fuzz_packages[@]}"
     configure_and_build
-    cd "$build"
-    ctest --output-on-failure -j "$jobs" "$@"
+    (cd "$build" && ctest --output-on-failure -j "$jobs" "$@")
+    # The input parsers under libFuzzer + ASan/UBSan, CPETS_FUZZ_SECONDS (30) each, from the
+    # committed seeds; CPETS_FUZZ=0 skips them.
+    if [ "${CPETS_FUZZ:-1}" != 0 ]; then
+      fuzz_build=${CPETS_FUZZ_BUILD:-$root/build-fuzz}
+      CXX=clang++ CC=clang cmake -S "$root" -B "$fuzz_build" -DCPETS_FUZZ=ON -DCPETS_CUDA=OFF \
+        -DCPETS_FUZZ_SECONDS="${CPETS_FUZZ_SECONDS:-30}" > /dev/null
+      cmake --build "$fuzz_build" -j "$jobs"
+      (cd "$fuzz_build" && ctest --output-on-failure -V -L fuzz | grep -E "fuzz_[a-z]+: |FAILED|tests passed|tests failed")
+    fi
     ;;
   bench)
     install "${bench_packages[@]}"
