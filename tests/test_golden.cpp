@@ -1,7 +1,7 @@
 // The whole tiny CausalPETS against a PyTorch build of docs/model.md (tools/torch_model.py
 // --fixture): same weights, inputs and noise → the same outputs, loss terms, gradient of L_G for
 // every generator parameter, and one discriminator step (losses, gradients, BatchNorm running
-// statistics).
+// statistics); and a checkpoint of ours loaded into that PyTorch build (tools/export_torch.py).
 //
 // Tolerance: both sides compute in float32 with different summation orders (blocked GEMMs,
 // fused group_norm_silu, flash-style attention with an online softmax, our reductions vs
@@ -23,6 +23,7 @@
 #include "engine/safetensors.h"
 #include "models/causal_pets.h"
 #include "models/objective.h"
+#include "train/checkpoint.h"
 
 using namespace cpets;
 using namespace cpets::models;
@@ -267,4 +268,22 @@ TEST_CASE("discriminator objective: fake + real, detached fake required, no D is
   Generator init(3);
   CausalPETS no_d(c, init);
   CHECK_THROWS_AS(models::discriminator_objective(no_d, t.pet, t.pet), std::logic_error);
+}
+
+// The other direction: a checkpoint written by cpets-train (tiny preset, 3 steps on the demo
+// phantom; committed) loaded by tools/export_torch.py into the PyTorch build gives the same
+// synthetic PET as our own load_for_inference. The fixture was made with
+// `export_torch.py tests/fixtures/interop/tiny_checkpoint.safetensors --fixture …_torch.safetensors`.
+TEST_CASE("interop: a cpets-train checkpoint synthesises in PyTorch what it synthesises here") {
+  const std::string dir = std::string(CPETS_FIXTURES) + "/interop/";
+  const train::InferenceBundle b = train::load_for_inference(dir + "tiny_checkpoint.safetensors");
+  CHECK(b.model->kind() == "causal-pets");
+  CHECK(b.meta.state.step == 3);
+  Fixture f;
+  for (auto& [k, v] : load_safetensors(dir + "tiny_checkpoint_torch.safetensors").tensors) f.t[k] = v;
+  const Tensor t1 = f["t1"], csf = f["csf"], cov = f["covariates"];
+  REQUIRE(t1.shape() == Shape{2, 1, 16, 16, 16});
+  b.model->eval();
+  NoGradGuard no_grad;
+  check_close("synthetic PET from the checkpoint", b.model->synthesise(Inputs{t1, csf, cov}), f["pet_syn"]);
 }
