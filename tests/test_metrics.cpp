@@ -13,6 +13,7 @@
 #include <vector>
 #include <unistd.h>
 
+#include "eval/classification.h"
 #include "eval/metrics.h"
 #include "eval/stats.h"
 #include "eval/suvr.h"
@@ -446,4 +447,45 @@ TEST_CASE("suvr: on a phantom cohort, SUVR from the written atlas and PET matche
   }
   CHECK(checked >= 3);
   fs::remove_all(dir);
+}
+
+TEST_CASE("classification metrics equal scikit-learn's: weighted precision/recall/F1, ROC and AUC with ties, edge cases") {
+  std::ifstream in(std::string(CPETS_FIXTURES) + "/metrics/classification.json");
+  REQUIRE(in.good());
+  const nlohmann::json doc = nlohmann::json::parse(in);
+  REQUIRE(doc.at("cases").size() >= 6);
+  for (const auto& c : doc.at("cases")) {
+    const std::string name = c.at("name");
+    CAPTURE(name);
+    const auto labels = c.at("y_true").get<std::vector<int>>();
+    const auto predictions = c.at("y_pred").get<std::vector<int>>();
+    const auto scores = c.at("score").get<std::vector<double>>();
+    const eval::BinaryClassification m = eval::classify_metrics(labels, predictions, scores);
+    CHECK(m.accuracy == doctest::Approx(c.at("accuracy").get<double>()).epsilon(1e-12));
+    CHECK(m.precision == doctest::Approx(c.at("precision").get<double>()).epsilon(1e-12));
+    CHECK(m.recall == doctest::Approx(c.at("recall").get<double>()).epsilon(1e-12));
+    CHECK(m.f1 == doctest::Approx(c.at("f1").get<double>()).epsilon(1e-12));
+    if (c.at("auc").is_null()) {
+      CHECK(std::isnan(m.auc));
+      CHECK(m.roc.fpr.empty());
+      continue;
+    }
+    CHECK(m.auc == doctest::Approx(c.at("auc").get<double>()).epsilon(1e-12));
+    const auto fpr = c.at("roc_fpr").get<std::vector<double>>(), tpr = c.at("roc_tpr").get<std::vector<double>>();
+    REQUIRE(m.roc.fpr.size() == fpr.size());
+    for (size_t i = 0; i < fpr.size(); ++i) {
+      CHECK(m.roc.fpr[i] == doctest::Approx(fpr[i]).epsilon(1e-12));
+      CHECK(m.roc.tpr[i] == doctest::Approx(tpr[i]).epsilon(1e-12));
+      const auto& t = c.at("roc_thresholds")[i];
+      if (t.is_null()) CHECK(std::isinf(m.roc.thresholds[i]));
+      else CHECK(m.roc.thresholds[i] == t.get<double>());
+    }
+  }
+  CHECK_THROWS_WITH_AS(eval::classify_metrics({0, 1}, {0}, {0.1, 0.2}), doctest::Contains("2 labels but 2 scores and 1 predictions"),
+                       std::invalid_argument);
+  CHECK_THROWS_WITH_AS(eval::classify_metrics({0, 2}, {0, 1}, {0.1, 0.2}), doctest::Contains("other than 0/1"),
+                       std::invalid_argument);
+  CHECK_THROWS_WITH_AS(eval::classify_metrics({0, 1}, {0, 1}, {0.1, std::nan("")}), doctest::Contains("non-finite score"),
+                       std::invalid_argument);
+  CHECK_THROWS_AS(eval::classify_metrics({}, {}, {}), std::invalid_argument);
 }

@@ -1,0 +1,36 @@
+// Binary classification metrics for the downstream diagnosis tables (pMCI vs sMCI, AD vs CN;
+// reference-implementation.md §1.9): accuracy; precision, recall and F1 averaged over the two
+// classes weighted by their support (scikit-learn's average="weighted", a 0/0 ratio counted as
+// 0 as zero_division=0); the ROC curve and its area from a score (the logit of class 1), ties
+// handled as scikit-learn does (one ROC point per distinct score). Checked against scikit-learn
+// on tests/fixtures/metrics/classification.json.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace cpets::eval {
+
+struct RocCurve {
+  // Points from (0, 0) at threshold +inf to (1, 1), one per distinct score, thresholds
+  // descending; a sample is called positive when its score ≥ the threshold.
+  std::vector<double> fpr, tpr, thresholds;
+};
+
+struct BinaryClassification {
+  double accuracy = 0, precision = 0, recall = 0, f1 = 0;  // weighted over the classes
+  double auc = 0;          // NaN when the labels hold one class only (no ROC exists)
+  RocCurve roc;            // empty when auc is NaN
+  int64_t n = 0, positives = 0;
+};
+
+// labels and predictions are 0/1, scores any finite numbers (higher = class 1). Throws when the
+// lengths differ, a label is not 0/1, a score is not finite, or there are no samples.
+BinaryClassification classify_metrics(const std::vector<int>& labels, const std::vector<int>& predictions,
+                                      const std::vector<double>& scores);
+
+RocCurve roc_curve(const std::vector<int>& labels, const std::vector<double>& scores);
+// Trapezoidal area under the curve.
+double roc_auc(const RocCurve& roc);
+
+}  // namespace cpets::eval
