@@ -349,6 +349,14 @@ CohortRow parse_row(const std::vector<std::string>& f, const std::map<std::strin
   if (apoe && *apoe >= 0 && *apoe <= 2) r.apoe4 = *apoe;
   else issue("APOE4", "not an allele count 0, 1 or 2");
   if (col.count("split")) r.split = get("split");
+  if (col.count("DX_36m") && !get("DX_36m").empty()) {
+    if (auto d = parse_dx(get("DX_36m"))) r.dx_36m = *d;
+    else issue("DX_36m", "not CN, MCI or AD (or empty when unknown)");
+  }
+  if (col.count("Conversion_date") && !get("Conversion_date").empty()) {
+    if (auto d = parse_date(get("Conversion_date"))) r.conversion_date = *d;
+    else issue("Conversion_date", "not a date (ISO or month/day/year), or empty for a non-converter");
+  }
   return r;
 }
 
@@ -375,7 +383,8 @@ Cohort read_cohort(const std::string& path, MissingPolicy policy, std::ostream* 
     const std::string& h = t.header[i];
     for (const auto& want : cohort_columns())
       if (lower(h) == lower(want)) claim(want, i);
-    if (lower(h) == "split") claim("split", i);
+    for (const char* optional : {"split", "DX_36m", "Conversion_date"})
+      if (lower(h) == lower(optional)) claim(optional, i);
   }
   for (const auto& [want, aliases] : cohort_column_aliases()) {
     if (col.count(want)) continue;
@@ -481,6 +490,7 @@ Pairing pair_sessions(const Cohort& cohort) {
       p.age = row->age, p.sex = row->sex, p.apoe4 = row->apoe4, p.pteducat = row->pteducat;
       p.max_gap_days = best;
       p.split = row->split;
+      p.dx_36m = row->dx_36m, p.conversion_date = row->conversion_date;
       out.paired.push_back(std::move(p));
     }
   }
@@ -617,13 +627,13 @@ SplitInfo load_split_json(const std::string& path) {
 
 void write_paired_csv(const std::string& path, const std::vector<PairedRecord>& records) {
   std::vector<std::string> header = cohort_columns();
-  header.push_back("max_gap_days");
-  header.push_back("split");
+  for (const char* extra : {"DX_36m", "Conversion_date", "max_gap_days", "split"}) header.push_back(extra);
   std::vector<std::vector<std::string>> rows;
   for (const auto& r : records)
     rows.push_back({r.subject, r.dx, format_date(r.t1_date), format_date(r.pet_date), format_date(r.csf_date),
                     r.abeta.raw, r.tau.raw, r.ptau.raw, format_number(r.age), std::to_string(r.sex),
-                    std::to_string(r.apoe4), format_number(r.pteducat), r.tracer, std::to_string(r.max_gap_days),
+                    std::to_string(r.apoe4), format_number(r.pteducat), r.tracer, r.dx_36m,
+                    r.conversion_date ? format_date(*r.conversion_date) : std::string(), std::to_string(r.max_gap_days),
                     r.split});
   write_csv(path, header, rows);
 }
@@ -643,6 +653,7 @@ std::vector<PairedRecord> read_paired(const std::string& path) {
     p.max_gap_days = std::max({std::llabs(p.pet_date - p.t1_date), std::llabs(p.pet_date - p.csf_date),
                                std::llabs(p.t1_date - p.csf_date)});
     p.split = r.split;
+    p.dx_36m = r.dx_36m, p.conversion_date = r.conversion_date;
     out.push_back(std::move(p));
   }
   return out;

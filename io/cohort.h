@@ -61,6 +61,10 @@ struct CohortRow {
   double age = 0, pteducat = 0;
   int sex = 0, apoe4 = 0;  // sex 0 = female, 1 = male; APOE4 = ε4 allele count
   std::string split;       // the optional "split" column of a paired table
+  // The optional progression columns (the downstream classifiers need them): the diagnosis 36
+  // months after this session ("" when unknown) and the date of MCI → AD conversion, if any.
+  std::string dx_36m;
+  std::optional<int64_t> conversion_date;
   int line = 0;
 };
 
@@ -110,6 +114,8 @@ struct PairedRecord {
   int sex = 0, apoe4 = 0;
   int64_t max_gap_days = 0;  // max(|PET−T1|, |PET−CSF|, |T1−CSF|)
   std::string split;         // "train", "val" or "test" once assigned
+  std::string dx_36m;                      // as CohortRow
+  std::optional<int64_t> conversion_date;  // as CohortRow
 };
 
 struct RejectedSession {
@@ -172,8 +178,8 @@ void save_split_json(const std::string& path, const SplitInfo& info);  // atomic
 SplitInfo load_split_json(const std::string& path);
 
 // ---- tables and files -----------------------------------------------------------------------------
-// The paired table: the cohort columns (CSF strings as read, censoring included) + max_gap_days
-// + split; read back by read_paired.
+// The paired table: the cohort columns (CSF strings as read, censoring included), DX_36m and
+// Conversion_date (empty when unknown), max_gap_days and split; read back by read_paired.
 void write_paired_csv(const std::string& path, const std::vector<PairedRecord>& records);
 std::vector<PairedRecord> read_paired(const std::string& path);
 

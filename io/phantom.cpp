@@ -46,17 +46,19 @@ void write_volume(const fs::path& path, const Volume& v) {
 
 struct CohortRow {
   std::string subject, dx, t1_date, pet_date, csf_date, abeta, tau, ptau, age, sex, apoe4, educ, tracer;
+  std::string dx_36m, conversion_date;  // the progression columns an ADNI user builds from DXSUM
   std::string line() const {
     return subject + "," + dx + "," + t1_date + "," + pet_date + "," + csf_date + "," + abeta + "," + tau + "," + ptau +
-           "," + age + "," + sex + "," + apoe4 + "," + educ + "," + tracer + "\n";
+           "," + age + "," + sex + "," + apoe4 + "," + educ + "," + tracer + "," + dx_36m + "," + conversion_date + "\n";
   }
 };
-const char* kCohortHeader = "Subject,DX,T1_date,PET_date,CSF_date,ABETA,TAU,PTAU,Age,Sex,APOE4,PTEDUCAT,Tracer\n";
+const char* kCohortHeader =
+    "Subject,DX,T1_date,PET_date,CSF_date,ABETA,TAU,PTAU,Age,Sex,APOE4,PTEDUCAT,Tracer,DX_36m,Conversion_date\n";
 
 std::string truth_header(const std::vector<Tracer>& tracers) {
   std::string h = "Subject,Session,PET_date,DX,Age,Sex,APOE4,PTEDUCAT,A,T,s,u_A,u_T,u_S,u_ABETA,u_TAU,u_PTAU,"
                   "wm_binding,head_noise,rot_x,rot_y,rot_z,shift_x,shift_y,shift_z,T1_offset_days,CSF_offset_days,"
-                  "ABETA_true,TAU_true,PTAU_true";
+                  "ABETA_true,TAU_true,PTAU_true,P_conversion,Converts,Conversion_date";
   for (Tracer t : tracers) {
     const std::string n = tracer_name(t);
     h += ",SUVR_" + n + ",SUVR_" + n + "_intrinsic";
@@ -65,7 +67,7 @@ std::string truth_header(const std::vector<Tracer>& tracers) {
   return h + "\n";
 }
 
-std::string truth_line(const Subject& subj, int k, const SessionState& st, const Rendered& r) {
+std::string truth_line(const Subject& subj, int k, const SessionState& st, const Progression& prog, const Rendered& r) {
   const auto& n = subj.sessions[size_t(k)];
   std::string s = subj.id + "," + std::to_string(k) + "," + iso_date(n.pet_day) + "," + dx_name(subj.dx) + "," +
                   fmt(st.age, 2) + "," + std::to_string(subj.sex) + "," + std::to_string(st.apoe4) + "," +
@@ -75,7 +77,9 @@ std::string truth_line(const Subject& subj, int k, const SessionState& st, const
                   fmt(subj.u.head_noise, 6) + "," + fmt(n.rot_deg[0], 4) + "," + fmt(n.rot_deg[1], 4) + "," +
                   fmt(n.rot_deg[2], 4) + "," + fmt(n.shift_mm[0], 4) + "," + fmt(n.shift_mm[1], 4) + "," +
                   fmt(n.shift_mm[2], 4) + "," + std::to_string(n.t1_offset_days) + "," +
-                  std::to_string(n.csf_offset_days) + "," + fmt(st.abeta, 3) + "," + fmt(st.tau, 3) + "," + fmt(st.ptau, 3);
+                  std::to_string(n.csf_offset_days) + "," + fmt(st.abeta, 3) + "," + fmt(st.tau, 3) + "," + fmt(st.ptau, 3) +
+                  "," + fmt(prog.probability, 6) + "," + (prog.converts ? "1" : "0") + "," +
+                  (prog.converts ? iso_date(prog.conversion_day) : "");
   for (size_t t = 0; t < r.suvr.size(); ++t) {
     s += "," + fmt(r.suvr[t], 6) + "," + fmt(r.suvr_intrinsic[t], 6);
     for (double v : r.roi_suvr[t]) s += "," + fmt(v, 6);
@@ -98,11 +102,13 @@ struct SubjectOutput {
   int images = 0;
 };
 
-CohortRow cohort_row(const Subject& subj, int k, const SessionState& st, Tracer tracer) {
+CohortRow cohort_row(const Subject& subj, int k, const SessionState& st, const Progression& prog, Tracer tracer) {
   const auto& n = subj.sessions[size_t(k)];
   CohortRow r;
   r.subject = subj.id;
-  r.dx = dx_name(subj.dx);
+  r.dx = dx_name(session_dx(subj, k, prog));
+  r.dx_36m = dx_name(dx_in_36_months(subj, k, prog));
+  r.conversion_date = prog.converts ? iso_date(prog.conversion_day) : "";
   r.t1_date = iso_date(n.pet_day + n.t1_offset_days);
   r.pet_date = iso_date(n.pet_day);
   r.csf_date = iso_date(n.pet_day + n.csf_offset_days);
@@ -129,6 +135,7 @@ SubjectOutput process_subject(const Options& opt, const AnatomyHandle& anatomy, 
     auto it = faults.find(f);
     return it != faults.end() && it->second == index;
   };
+  const Progression prog = progression(subj);
   for (int k = 0; k < int(subj.sessions.size()); ++k) {
     const SessionState st = session_state(subj, k, nullptr);
     Rendered r = render_session(anatomy, opt.grid, atlas, subj, k, st, opt.tracers);
@@ -156,7 +163,7 @@ SubjectOutput process_subject(const Options& opt, const AnatomyHandle& anatomy, 
         fs::resize_file(pet_path, fs::file_size(pet_path) / 2);
         out.faults.push_back("truncated_image," + subj.id + "," + pet_date + "," + rel(pet_path));
       }
-      out.rows.push_back(cohort_row(subj, k, st, opt.tracers[t]));
+      out.rows.push_back(cohort_row(subj, k, st, prog, opt.tracers[t]));
     }
     if (k == 0 && has_fault(Fault::not_nifti)) {
       write_text_atomic(t1_path.string(), "this is not a NIfTI image: the phantom's not_nifti fault\n");
@@ -172,12 +179,13 @@ SubjectOutput process_subject(const Options& opt, const AnatomyHandle& anatomy, 
       for (auto& row : out.rows) row.t1_date = bad;
       out.faults.push_back("bad_date," + subj.id + "," + pet_date + ",cohort.csv T1_date=" + bad);
     }
-    out.truth += truth_line(subj, k, st, r);
+    out.truth += truth_line(subj, k, st, prog, r);
     if (keep && k == 0) keep->push_back({subj.id + "_" + pet_date, std::move(r)});
 
     for (const auto& iv : opt.interventions) {
       if (!iv.applies_to(subj.apoe4)) continue;  // e.g. do(APOE4 − 1) for a non-carrier
       const SessionState cst = session_state(subj, k, &iv);
+      const Progression cprog = progression(subj, &iv);  // the same u_conv and draw
       const Rendered cr = render_session(anatomy, opt.grid, atlas, subj, k, cst, opt.tracers);
       const fs::path croot = root / "counterfactual" / iv.name;
       write_volume(croot / "t1" / subj.id / t1_date / "t1.nii.gz", cr.t1);
@@ -186,9 +194,9 @@ SubjectOutput process_subject(const Options& opt, const AnatomyHandle& anatomy, 
       for (size_t t = 0; t < opt.tracers.size(); ++t) {
         write_volume(croot / "pet" / subj.id / pet_date / (tracer_name(opt.tracers[t]) + ".nii.gz"), cr.pet[t]);
         ++out.images;
-        rows.push_back(cohort_row(subj, k, cst, opt.tracers[t]));
+        rows.push_back(cohort_row(subj, k, cst, cprog, opt.tracers[t]));
       }
-      truth += truth_line(subj, k, cst, cr);
+      truth += truth_line(subj, k, cst, cprog, cr);
     }
   }
   return out;

@@ -57,6 +57,9 @@ struct SubjectNoise {
   double u_A = 0, u_T = 0, u_S = 0;  // latent-load noises (logit scale for A, T)
   double wm_binding = 1.6;           // AV45 white-matter non-specific uptake, U(1.5, 1.7)
   double head_noise = 0;             // log head-size deviation
+  // MCI progression (docs/phantom.md "Disease progression"): the logit noise u_conv, the uniform
+  // that decides conversion against its probability, and where in the 36 months it falls.
+  double u_conv = 0, conversion_draw = 1, conversion_time = 0.5;
 };
 struct SessionNoise {
   double u_abeta = 0, u_tau = 0, u_ptau = 0;  // CSF assay noises
@@ -84,6 +87,20 @@ struct SessionState {
 };
 
 Subject sample_subject(uint64_t seed, int index, int* global_session_counter);
+
+// An MCI subject converts to AD within 36 months of the first session with probability
+// sigmoid(k0 + k_A·A + k_T·T + k_s·s + u_conv) at that session's latents (under `iv` when
+// given: counterfactual worlds share u_conv and the draw); CN and AD subjects never do.
+inline constexpr int kConversionWindowDays = 1096;  // 36 months
+struct Progression {
+  double probability = 0;
+  bool converts = false;
+  int conversion_day = -1;  // days since 1970-01-01; -1 for non-converters
+};
+Progression progression(const Subject& subj, const Intervention* iv = nullptr);
+// The diagnosis at session k (AD from the conversion date on) and 36 months after it.
+Dx session_dx(const Subject& subj, int session, const Progression& p);
+Dx dx_in_36_months(const Subject& subj, int session, const Progression& p);
 SessionState session_state(const Subject& subj, int session, const Intervention* iv = nullptr);
 // ADNI-style CSF string: "<lo" / ">hi" outside the assay range, else one decimal.
 std::string csf_string(double value, double lo, double hi);

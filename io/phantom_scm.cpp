@@ -194,7 +194,36 @@ Subject sample_subject(uint64_t seed, int index, int* global_session_counter) {
     if (g % 11 == 7) n.csf_offset_days = int(sign_csf * far_csf);
     s.sessions.push_back(n);
   }
+  // Drawn last, so adding progression left every earlier draw (and older cohorts) unchanged.
+  s.u.u_conv = rng.normal(0, 0.6);
+  s.u.conversion_draw = rng.uniform();
+  s.u.conversion_time = rng.uniform();
   return s;
+}
+
+Progression progression(const Subject& subj, const Intervention* iv) {
+  Progression p;
+  if (subj.dx != Dx::MCI) return p;
+  const SessionState st = session_state(subj, 0, iv);
+  // Calibrated so that about 28 % of MCI subjects convert (ADNI: 281 of 1,053), driven by the
+  // amyloid and tau loads and atrophy, which CSF and demographics measure only with noise.
+  constexpr double k0 = -5.2, k_A = 2.5, k_T = 5.0, k_s = 2.0;
+  p.probability = logistic(k0 + k_A * st.A + k_T * st.T + k_s * st.s + subj.u.u_conv);
+  p.converts = subj.u.conversion_draw < p.probability;
+  if (p.converts)
+    p.conversion_day = subj.sessions.front().pet_day + 30 + int(subj.u.conversion_time * (kConversionWindowDays - 30));
+  return p;
+}
+
+Dx session_dx(const Subject& subj, int session, const Progression& p) {
+  return p.converts && subj.sessions.at(size_t(session)).pet_day >= p.conversion_day ? Dx::AD : subj.dx;
+}
+
+Dx dx_in_36_months(const Subject& subj, int session, const Progression& p) {
+  const Dx now = session_dx(subj, session, p);
+  if (now != Dx::MCI) return now;
+  return p.converts && p.conversion_day <= subj.sessions.at(size_t(session)).pet_day + kConversionWindowDays ? Dx::AD
+                                                                                                            : Dx::MCI;
 }
 
 bool Intervention::applies_to(int apoe4_factual) const {

@@ -170,6 +170,40 @@ TEST_CASE("cohort: ADNI's own column names (PTID/RID, PTGENDER, ABETA42) are rea
   CHECK(twice.find("'PTID' (read as Subject) more than once") != std::string::npos);
 }
 
+TEST_CASE("cohort: the optional progression columns DX_36m and Conversion_date are read, paired and round-trip") {
+  TempDir dir;
+  std::ofstream(dir.file("c.csv"))
+      << "Subject,DX,T1_date,PET_date,CSF_date,ABETA,TAU,PTAU,Age,Sex,APOE4,PTEDUCAT,Tracer,DX_36m,Conversion_date\n"
+      << "S1,MCI,2011-06-01,2011-06-15,2011-05-20,900,240,22,74,1,0,16,AV45,AD,2012-09-01\n"
+      << "S2,MCI,2011-06-01,2011-06-15,2011-05-20,900,240,22,74,1,0,16,AV45,MCI,\n"
+      << "S3,CN,2011-06-01,2011-06-15,2011-05-20,900,240,22,74,1,0,16,AV45,,\n";
+  const Cohort c = read_cohort(dir.file("c.csv"));
+  REQUIRE(c.rows.size() == 3);
+  CHECK(c.rows[0].dx_36m == "AD");
+  CHECK(c.rows[0].conversion_date == days_from_civil(2012, 9, 1));
+  CHECK(c.rows[1].dx_36m == "MCI");
+  CHECK(!c.rows[1].conversion_date.has_value());
+  CHECK(c.rows[2].dx_36m.empty());  // unknown
+  Pairing p = pair_sessions(c);
+  REQUIRE(p.paired.size() == 3);
+  assign_splits(p.paired, 3);
+  write_paired_csv(dir.file("paired.csv"), p.paired);
+  const auto back = read_paired(dir.file("paired.csv"));
+  REQUIRE(back.size() == 3);
+  for (size_t i = 0; i < 3; ++i) {
+    CHECK(back[i].dx_36m == p.paired[i].dx_36m);
+    CHECK(back[i].conversion_date == p.paired[i].conversion_date);
+  }
+  CHECK(back[0].conversion_date == days_from_civil(2012, 9, 1));
+  // A value that is not a diagnosis or a date is a row problem, named like any other.
+  std::ofstream(dir.file("bad.csv"))
+      << "Subject,DX,T1_date,PET_date,CSF_date,ABETA,TAU,PTAU,Age,Sex,APOE4,PTEDUCAT,Tracer,DX_36m,Conversion_date\n"
+      << "S1,MCI,2011-06-01,2011-06-15,2011-05-20,900,240,22,74,1,0,16,AV45,converted,2012-13-01\n";
+  const std::string e = error_of([&] { read_cohort(dir.file("bad.csv")); });
+  CHECK(e.find("DX_36m = 'converted'") != std::string::npos);
+  CHECK(e.find("Conversion_date = '2012-13-01'") != std::string::npos);
+}
+
 TEST_CASE("cohort: a missing column names the file, the column and the columns found") {
   const std::string msg = error_of([] { read_cohort(kDir + "missing_column.csv"); });
   CHECK(msg.find("missing_column.csv") != std::string::npos);

@@ -210,6 +210,61 @@ TEST_CASE("SCM: the causal direction across subjects and under do()") {
   CHECK(s1.u.u_A != s3.u.u_A);
 }
 
+TEST_CASE("SCM: MCI progression — about a quarter converts, driven by the latents; labels and worlds consistent") {
+  int counter = 0, mci = 0, converters = 0, never = 0;
+  double A_conv = 0, A_stable = 0, T_conv = 0, T_stable = 0;
+  const Intervention less_apoe = parse_intervention("apoe4-1"), less_abeta = parse_intervention("abeta*0.5");
+  int worlds_checked = 0;
+  for (int i = 0; i < 3000; ++i) {
+    const Subject s = sample_subject(11, i, &counter);
+    const Progression p = progression(s);
+    CHECK(progression(s).converts == p.converts);  // deterministic
+    if (s.dx != Dx::MCI) {
+      CHECK(p.probability == 0);
+      never += !p.converts;
+      for (int k = 0; k < int(s.sessions.size()); ++k) CHECK(dx_in_36_months(s, k, p) == s.dx);
+      continue;
+    }
+    ++mci;
+    const SessionState st = session_state(s, 0);
+    (p.converts ? A_conv : A_stable) += st.A;
+    (p.converts ? T_conv : T_stable) += st.T;
+    if (p.converts) {
+      ++converters;
+      const int first = s.sessions.front().pet_day;
+      CHECK(p.conversion_day > first);
+      CHECK(p.conversion_day <= first + kConversionWindowDays);
+      CHECK(dx_in_36_months(s, 0, p) == Dx::AD);  // converts within 36 months of the first session
+      for (int k = 0; k < int(s.sessions.size()); ++k)
+        CHECK((session_dx(s, k, p) == Dx::AD) == (s.sessions[size_t(k)].pet_day >= p.conversion_day));
+    } else {
+      for (int k = 0; k < int(s.sessions.size()); ++k) {
+        CHECK(session_dx(s, k, p) == Dx::MCI);
+        CHECK(dx_in_36_months(s, k, p) == Dx::MCI);
+      }
+    }
+    // Worlds share u_conv and the draw: less amyloid (one allele fewer) never raises the risk,
+    // more (CSF Aβ42 halved) never lowers it, and a conversion decided by a lower risk stays.
+    if (less_apoe.applies_to(s.apoe4)) {
+      const Progression w = progression(s, &less_apoe);
+      CHECK(w.probability <= p.probability + 1e-12);
+      if (w.converts) CHECK(p.converts);
+      ++worlds_checked;
+    }
+    const Progression more = progression(s, &less_abeta);
+    CHECK(more.probability >= p.probability - 1e-12);
+    if (p.converts) CHECK(more.converts);
+  }
+  const double rate = double(converters) / mci;
+  MESSAGE("MCI subjects " << mci << ", converters " << converters << " (" << rate << ")");
+  CHECK(rate > 0.22);
+  CHECK(rate < 0.34);
+  CHECK(A_conv / converters > A_stable / (mci - converters) + 0.05);
+  CHECK(T_conv / converters > T_stable / (mci - converters) + 0.05);
+  CHECK(worlds_checked > 100);
+  CHECK(never > 1000);
+}
+
 TEST_CASE("rendering: cortical SUVR follows amyloid (AV45) and tau (AV1451); thread-count independent") {
   for (bool real : {true, false}) {
     if (real && !have_templates()) continue;
@@ -277,7 +332,9 @@ TEST_CASE("generate_cohort: layout, determinism, counterfactual truth") {
   // Layout: every row's images exist on the output grid, /max-normalised.
   const Table cohort = read_csv(a.path / "cohort.csv");
   REQUIRE(cohort.size() == size_t(2 * sum.sessions));
-  CHECK(slurp(a.path / "cohort.csv").rfind("Subject,DX,T1_date,PET_date,CSF_date,ABETA,TAU,PTAU,Age,Sex,APOE4,PTEDUCAT,Tracer\n", 0) == 0);
+  CHECK(slurp(a.path / "cohort.csv")
+            .rfind("Subject,DX,T1_date,PET_date,CSF_date,ABETA,TAU,PTAU,Age,Sex,APOE4,PTEDUCAT,Tracer,DX_36m,Conversion_date\n",
+                   0) == 0);
   std::set<std::string> tracers;
   for (const auto& row : cohort) {
     CHECK(row.at("Subject").size() == 10);
