@@ -29,9 +29,7 @@ CausalPETS::CausalPETS(const ModelConfig& c, Generator& init) : SynthesisModel(c
   if (c.t1_reconstruction) t1_decoder = register_module("t1_decoder", std::make_shared<T1Decoder>(c, init));
   pet_generator = register_module("pet_generator", std::make_shared<PETGenerator>(c, init));
   if (c.discriminator)
-    discriminator = register_module("discriminator", std::make_shared<PatchDiscriminator>(
-                                                         1, c.discriminator_channels, c.discriminator_layers, c.bn_eps,
-                                                         c.bn_momentum, init));
+    discriminator = register_module("discriminator", std::make_shared<PatchDiscriminator>(1, c, init));
 }
 
 Latent CausalPETS::encode(const Tensor& t1, const Tensor& covariates) const {

@@ -82,6 +82,10 @@ class PatchDiscriminator : public Module {
  public:
   PatchDiscriminator(int64_t in_channels, int64_t channels, int64_t layers, float bn_eps, float bn_momentum,
                      Generator& init);
+  // The config's discriminator_channels, discriminator_layers, bn_eps and bn_momentum.
+  PatchDiscriminator(int64_t in_channels, const ModelConfig& config, Generator& init)
+      : PatchDiscriminator(in_channels, config.discriminator_channels, config.discriminator_layers, config.bn_eps,
+                           config.bn_momentum, init) {}
   Tensor forward(const Tensor& x) const;  // raw logits (B, 1, …)
   // The logit grid along an axis of n voxels (< 1: the volume is too small).
   static int64_t patch_size(int64_t n, int64_t layers);

@@ -183,9 +183,7 @@ BMGAN::BMGAN(const ModelConfig& config, Generator& init) : SynthesisModel(config
   encoder = register_module("encoder", std::make_shared<ResNetEncoder>(config, init));
   if (config.discriminator)
     discriminator = register_module("discriminator",
-                                    std::make_shared<PatchDiscriminator>(1, config.discriminator_channels,
-                                                                         config.discriminator_layers, config.bn_eps,
-                                                                         config.bn_momentum, init));
+                                    std::make_shared<PatchDiscriminator>(1, config, init));
 }
 
 Tensor BMGAN::synthesise(const Abduction& a, const Tensor& /*csf*/, const Tensor& /*covariates*/) const {

@@ -16,9 +16,7 @@ CycleGAN::CycleGAN(const ModelConfig& config, Generator& init) : SynthesisModel(
   pet_to_t1 = register_module("pet_to_t1", std::make_shared<Pix2PixGenerator>(config, init));
   if (config.discriminator) {
     auto patch_gan = [&](const std::string& name) {
-      return register_module(name, std::make_shared<PatchDiscriminator>(1, config.discriminator_channels,
-                                                                         config.discriminator_layers, config.bn_eps,
-                                                                         config.bn_momentum, init));
+      return register_module(name, std::make_shared<PatchDiscriminator>(1, config, init));
     };
     pet_discriminator = patch_gan("pet_discriminator");
     t1_discriminator = patch_gan("t1_discriminator");

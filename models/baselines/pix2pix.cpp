@@ -77,9 +77,7 @@ Pix2Pix::Pix2Pix(const ModelConfig& config, Generator& init) : SynthesisModel(co
   generator = register_module("generator", std::make_shared<Pix2PixGenerator>(config, init));
   if (config.discriminator)
     discriminator = register_module("discriminator",
-                                    std::make_shared<PatchDiscriminator>(2, config.discriminator_channels,
-                                                                         config.discriminator_layers, config.bn_eps,
-                                                                         config.bn_momentum, init));
+                                    std::make_shared<PatchDiscriminator>(2, config, init));
 }
 
 Tensor Pix2Pix::synthesise(const Abduction& a, const Tensor& /*csf*/, const Tensor& /*covariates*/) const {

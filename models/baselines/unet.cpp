@@ -130,9 +130,7 @@ AttentionUNetModel::AttentionUNetModel(const ModelConfig& config, Generator& ini
   unet = register_module("unet", std::make_shared<AttentionUNet>(config, config.fusion_inputs(), init));
   if (config.discriminator)
     discriminator = register_module("discriminator",
-                                    std::make_shared<PatchDiscriminator>(1, config.discriminator_channels,
-                                                                         config.discriminator_layers, config.bn_eps,
-                                                                         config.bn_momentum, init));
+                                    std::make_shared<PatchDiscriminator>(1, config, init));
 }
 
 Tensor AttentionUNetModel::context(const Tensor& csf, const Tensor& covariates) const {
