@@ -83,4 +83,27 @@ Tensor SpatialTransformer::forward(const Tensor& x, const Tensor& context) const
   return add(h, x);
 }
 
+AttentionBlock::AttentionBlock(int64_t channels, int64_t heads, int64_t groups, float eps, Generator& init)
+    : channels_(channels), heads_(heads) {
+  if (heads < 1 || channels % heads != 0)
+    throw std::invalid_argument("AttentionBlock: " + std::to_string(heads) + " heads do not divide " +
+                                std::to_string(channels) + " channels");
+  norm = register_module("norm", std::make_shared<GroupNorm>(groups, channels, eps));
+  to_q = register_module("to_q", std::make_shared<Linear>(channels, channels, init));
+  to_k = register_module("to_k", std::make_shared<Linear>(channels, channels, init));
+  to_v = register_module("to_v", std::make_shared<Linear>(channels, channels, init));
+  proj_attn = register_module("proj_attn", std::make_shared<Linear>(channels, channels, init));
+}
+
+Tensor AttentionBlock::forward(const Tensor& x) const {
+  if (x.dim() != 5 || x.size(1) != channels_)
+    throw std::invalid_argument("AttentionBlock(" + std::to_string(channels_) + "): input must be (B, " +
+                                std::to_string(channels_) + ", D, H, W), got " + x.str());
+  const Shape shape = x.shape();
+  const int64_t B = shape[0], C = shape[1], N = shape[2] * shape[3] * shape[4];
+  const Tensor t = transpose(reshape(norm->forward(x), {B, C, N}), 1, 2);
+  const Tensor a = attention(to_q->forward(t), to_k->forward(t), to_v->forward(t), heads_);
+  return add(reshape(transpose(a, 1, 2), shape), x);
+}
+
 }  // namespace cpets::layers

@@ -35,6 +35,22 @@ class FeedForward : public Module {  // Linear(C→2·hidden) → GEGLU → Line
   std::shared_ptr<Linear> proj, out;
 };
 
+// MONAI Generative's AttentionBlock, as the reference's classifier runs it: GroupNorm, q/k/v
+// Linear with bias over the channels, multi-head self-attention (head width C / heads), added to
+// the input. proj_attn exists (the reference's parameter counts include it) but is never applied:
+// the reference's forward skips it (reference-implementation.md §8.14), and so do we.
+class AttentionBlock : public Module {
+ public:
+  AttentionBlock(int64_t channels, int64_t heads, int64_t groups, float eps, Generator& init);
+  Tensor forward(const Tensor& x) const;  // x (B, C, D, H, W)
+
+  std::shared_ptr<GroupNorm> norm;
+  std::shared_ptr<Linear> to_q, to_k, to_v, proj_attn;
+
+ private:
+  int64_t channels_, heads_;
+};
+
 class SpatialTransformer : public Module {
  public:
   // context_channels = 0: no context, the second attention is self-attention too.
