@@ -8,7 +8,6 @@
 #include "engine/ops_elementwise.h"
 #include "engine/ops_loss.h"
 #include "engine/ops_norm.h"
-#include "engine/ops_reduce.h"
 #include "engine/ops_shape.h"
 #include "models/baselines/common.h"
 
@@ -165,17 +164,6 @@ std::pair<Tensor, Tensor> ResNetEncoder::forward(const Tensor& pet) const {
   return {mu_->forward(h), log_variance_->forward(h)};
 }
 
-namespace {
-
-// KL(N(μ, σ²) ‖ N(0, I)) summed over the code, averaged over the batch: the reference's
-// −½ Σ (1 + log σ² − μ² − σ²).
-Tensor kl_to_standard_normal(const std::pair<Tensor, Tensor>& e) {
-  const auto& [mu, log_variance] = e;
-  const Tensor inner = add_scalar(sub(sub(log_variance, mul(mu, mu)), exp(log_variance)), 1.f);
-  return mul_scalar(mean(sum(inner, {1})), -0.5f);
-}
-
-}  // namespace
 
 BMGAN::BMGAN(const ModelConfig& config, Generator& init) : SynthesisModel(config) {
   if (config.kind != "bmgan") throw std::invalid_argument("BMGAN: model kind is \"" + config.kind + "\"");
@@ -207,7 +195,10 @@ LossTerms BMGAN::generator_loss(const Inputs& in, const Tensor& pet, const Phase
   if (discriminator) critic = [&](const Tensor& x) { return discriminator->forward(x); };
   LossTerms g = baselines::l1_adversarial_loss(fake, pet, ctx.objective, critic);
   // E's own objective; the fake is detached, so no gradient of it reaches G.
-  const Tensor kl = add(kl_to_standard_normal(encoder->forward(pet)), kl_to_standard_normal(encoder->forward(fake.detach())));
+  // The reference's −½ Σ(1 + log σ² − μ² − σ²), summed over the code and averaged over the batch.
+  const auto [mu_real, lv_real] = encoder->forward(pet);
+  const auto [mu_fake, lv_fake] = encoder->forward(fake.detach());
+  const Tensor kl = add(kl_gaussian(mu_real, lv_real), kl_gaussian(mu_fake, lv_fake));
   g.total = add(g.total, kl);
   g.terms.push_back({"encoder_kl", kl.item()});
   return g;
