@@ -2,11 +2,14 @@
 // elementwise pass backward.
 #include "engine/ops_loss.h"
 
+#include <algorithm>
 #include <stdexcept>
 #include <string>
 
 #include "engine/autograd.h"
 #include "engine/ops_cuda.h"
+#include "engine/ops_elementwise.h"
+#include "engine/ops_reduce.h"
 #include "kernels/cpu/loss.h"
 
 namespace cpets {
@@ -89,6 +92,42 @@ Tensor lsgan_loss(const Tensor& logits, float target) {
     k::diff_grad(x.data(), nullptr, target, n, float(2.0 * double(g.item()) / double(n)), dx.data(), nullptr);
     return std::vector<Tensor>{dx};
   });
+}
+
+// A composite of existing ops: the classifier's logits are (B, 2), far too small for a kernel of
+// their own, and every op below has both devices and its own gradient.
+Tensor cross_entropy(const Tensor& logits, const std::vector<int>& targets, const std::vector<float>& class_weights) {
+  if (logits.dim() != 2 || logits.size(0) < 1 || logits.size(1) < 2)
+    throw std::invalid_argument("cross_entropy: logits must be (B, C) with C ≥ 2, got " + logits.str());
+  const int64_t B = logits.size(0), C = logits.size(1);
+  if (int64_t(targets.size()) != B)
+    throw std::invalid_argument("cross_entropy: " + std::to_string(targets.size()) + " targets for logits " + logits.str());
+  if (!class_weights.empty() && int64_t(class_weights.size()) != C)
+    throw std::invalid_argument("cross_entropy: " + std::to_string(class_weights.size()) + " class weights for " +
+                                std::to_string(C) + " classes");
+  // The per-row maximum, a constant: log-softmax is invariant to it, it only keeps exp in range.
+  const Tensor host = logits.detach().to(Device::CPU);
+  Tensor row_max = Tensor::empty({B, 1});
+  Tensor pick = Tensor::zeros({B, C});  // w[y_i] / Σ w[y_j] at (i, y_i)
+  double total = 0;
+  for (int64_t i = 0; i < B; ++i) {
+    if (targets[size_t(i)] < 0 || targets[size_t(i)] >= C)
+      throw std::invalid_argument("cross_entropy: target " + std::to_string(targets[size_t(i)]) + " of sample " +
+                                  std::to_string(i) + " is not a class in [0, " + std::to_string(C) + ")");
+    float m = host.data()[i * C];
+    for (int64_t c = 1; c < C; ++c) m = std::max(m, host.data()[i * C + c]);
+    row_max.data()[i] = m;
+    total += class_weights.empty() ? 1.0 : class_weights[size_t(targets[size_t(i)])];
+  }
+  if (!(total > 0)) throw std::invalid_argument("cross_entropy: the targets' class weights sum to " + std::to_string(total));
+  for (int64_t i = 0; i < B; ++i) {
+    const int y = targets[size_t(i)];
+    pick.data()[i * C + y] = float((class_weights.empty() ? 1.0 : class_weights[size_t(y)]) / total);
+  }
+  const Device dev = logits.device();
+  const Tensor shifted = sub(logits, row_max.to(dev));
+  const Tensor log_probs = sub(shifted, log(sum(exp(shifted), {1}, /*keepdim=*/true)));
+  return neg(sum(mul(log_probs, pick.to(dev))));
 }
 
 }  // namespace cpets

@@ -1,4 +1,6 @@
 #pragma once
+#include <vector>
+
 #include "engine/tensor.h"
 
 namespace cpets {
@@ -9,5 +11,8 @@ Tensor mse_loss(const Tensor& pred, const Tensor& target);  // mean (pred − ta
 Tensor kl_gaussian(const Tensor& mu, const Tensor& logvar);
 // Least-squares GAN term: mean((logits − target)²), target 1 for "real", 0 for "fake".
 Tensor lsgan_loss(const Tensor& logits, float target);
+// PyTorch's CrossEntropyLoss(weight = class_weights, reduction = "mean") on logits (B, C) and
+// class indices: Σ_i w[y_i]·(−log softmax(x_i)[y_i]) / Σ_i w[y_i]. Empty weights: all 1.
+Tensor cross_entropy(const Tensor& logits, const std::vector<int>& targets, const std::vector<float>& class_weights = {});
 
 }  // namespace cpets

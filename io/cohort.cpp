@@ -497,6 +497,19 @@ Pairing pair_sessions(const Cohort& cohort) {
   return out;
 }
 
+// ---- diagnosis labels -------------------------------------------------------------------------------
+
+std::optional<int> diagnosis_label(const PairedRecord& r, DiagnosisTask task) {
+  if (task == DiagnosisTask::ad_vs_cn) {
+    if (r.dx == "AD") return 1;
+    if (r.dx == "CN") return 0;
+    return std::nullopt;
+  }
+  if (r.dx != "MCI" || r.dx_36m.empty()) return std::nullopt;
+  if (r.conversion_date && r.pet_date >= *r.conversion_date) return std::nullopt;
+  return r.dx_36m == "AD" ? 1 : 0;
+}
+
 // ---- split ------------------------------------------------------------------------------------------
 
 namespace {

@@ -137,6 +137,14 @@ struct Pairing {
 // first one when a session appears on several rows). Output is sorted by subject, tracer, date.
 Pairing pair_sessions(const Cohort& cohort);
 
+// ---- diagnosis labels (the downstream classifiers) -----------------------------------------------
+enum class DiagnosisTask { pmci_vs_smci, ad_vs_cn };
+// pMCI vs sMCI: an MCI session with a known DX_36m is 1 (progressive: AD within 36 months) or 0
+// (stable); a session on or after the subject's conversion date is not MCI any more and, like
+// every non-MCI session or one without DX_36m, has no label (the reference drops a converter's
+// post-conversion sessions). AD vs CN: AD 1, CN 0, MCI no label.
+std::optional<int> diagnosis_label(const PairedRecord& r, DiagnosisTask task);
+
 // ---- split ------------------------------------------------------------------------------------------
 // A subject's position in [0, 1) from a hash of (seed, subject ID): train below 4/6, val below
 // 5/6, test above. Depends on nothing else, so adding subjects never moves existing ones.

@@ -195,6 +195,20 @@ TEST_CASE("cohort: the optional progression columns DX_36m and Conversion_date a
     CHECK(back[i].conversion_date == p.paired[i].conversion_date);
   }
   CHECK(back[0].conversion_date == days_from_civil(2012, 9, 1));
+  // Labels: S1 progresses (AD within 36 months), S2 is stable, S3 (CN) has no pMCI label.
+  CHECK(diagnosis_label(back[0], DiagnosisTask::pmci_vs_smci) == 1);
+  CHECK(diagnosis_label(back[1], DiagnosisTask::pmci_vs_smci) == 0);
+  CHECK(!diagnosis_label(back[2], DiagnosisTask::pmci_vs_smci).has_value());
+  CHECK(diagnosis_label(back[2], DiagnosisTask::ad_vs_cn) == 0);
+  CHECK(!diagnosis_label(back[0], DiagnosisTask::ad_vs_cn).has_value());
+  PairedRecord after = back[0];  // a session on the conversion date is no longer MCI
+  after.pet_date = *after.conversion_date;
+  CHECK(!diagnosis_label(after, DiagnosisTask::pmci_vs_smci).has_value());
+  after.dx = "AD";
+  CHECK(diagnosis_label(after, DiagnosisTask::ad_vs_cn) == 1);
+  PairedRecord unknown = back[1];
+  unknown.dx_36m.clear();
+  CHECK(!diagnosis_label(unknown, DiagnosisTask::pmci_vs_smci).has_value());
   // A value that is not a diagnosis or a date is a row problem, named like any other.
   std::ofstream(dir.file("bad.csv"))
       << "Subject,DX,T1_date,PET_date,CSF_date,ABETA,TAU,PTAU,Age,Sex,APOE4,PTEDUCAT,Tracer,DX_36m,Conversion_date\n"

@@ -100,3 +100,28 @@ TEST_CASE("determinism: 1 and 2 threads give bitwise identical losses on ~10 M e
   CHECK(with_threads(1, gan) == with_threads(2, gan));
   CHECK(l1() == doctest::Approx(mean_of(big_p, big_t, [](double a, double b) { return std::abs(a - b); })).epsilon(1e-6));
 }
+
+TEST_CASE("cross_entropy: PyTorch's class-weighted mean, large logits stay finite, gradients by finite differences") {
+  const Tensor logits = random_tensor({5, 2}, 40, -3.f, 3.f);
+  const std::vector<int> y = {0, 1, 1, 0, 0};
+  const std::vector<float> w = {1.f, 4.f};  // the reference's [sMCI, pMCI] weights
+  double num = 0, den = 0;
+  for (int i = 0; i < 5; ++i) {
+    const double a = logits.data()[2 * i], b = logits.data()[2 * i + 1], m = std::max(a, b);
+    const double lse = m + std::log(std::exp(a - m) + std::exp(b - m));
+    num += w[size_t(y[size_t(i)])] * (lse - (y[size_t(i)] ? b : a));
+    den += w[size_t(y[size_t(i)])];
+  }
+  CHECK(cross_entropy(logits, y, w).item() == doctest::Approx(num / den).epsilon(1e-6));
+  CHECK(cross_entropy(logits, y).item() > 0);
+  // Logits of ±1e4 would overflow exp without the row maximum.
+  Tensor big = Tensor::zeros({1, 3});
+  big.data()[0] = 1e4f, big.data()[1] = -1e4f, big.data()[2] = 1e4f - 1.f;
+  CHECK(cross_entropy(big, {2}).item() == doctest::Approx(1.0 + std::log1p(std::exp(-1.0))).epsilon(1e-5));
+  gradcheck([&](const std::vector<Tensor>& v) { return cross_entropy(v[0], y, w); }, {logits});
+  CHECK_THROWS_WITH_AS(cross_entropy(logits, {0, 1}), doctest::Contains("2 targets for logits"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(cross_entropy(logits, {0, 1, 2, 0, 0}), doctest::Contains("target 2 of sample 2"),
+                       std::invalid_argument);
+  CHECK_THROWS_WITH_AS(cross_entropy(logits, y, {1.f}), doctest::Contains("1 class weights for 2 classes"),
+                       std::invalid_argument);
+}
