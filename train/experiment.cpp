@@ -360,8 +360,13 @@ eval::Report run_experiment(const ExperimentOptions& opt) {
   report.tables.push_back(make_table("Table 1: Causal PETS against the baselines", report, table1, csv1));
   if (table5.size() > 1) report.tables.push_back(make_table("Table 5: ablations of Causal PETS", report, table5, csv5));
   for (const auto& s : skipped) report.tables.back().notes.push_back(s);
+  std::string not_run;
+  for (const auto& kind : models::model_kinds())
+    if (std::none_of(runs.begin(), runs.end(), [&](const PlannedRun* r) { return !r->ablation && r->config.model.kind == kind; }))
+      not_run += (not_run.empty() ? "" : ", ") + method_label(kind);
+  if (!not_run.empty()) report.tables.front().notes.push_back("Not run in this experiment (--methods): " + not_run + ".");
   report.tables.front().notes.push_back(
-      "Not built: the diffusion baselines (ControlNet, CLDM, PASTA), CycleGAN, BMGAN, BPGAN — see README.");
+      "Not built: BPGAN and the diffusion baselines (ControlNet, CLDM, PASTA) — see README.");
 
   // The budget, honestly: steps and wall time per run, where it ran, and a flag when they differ.
   std::set<int64_t> steps;
