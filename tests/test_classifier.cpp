@@ -56,15 +56,29 @@ TEST_CASE("classifier: logits per sample; inputs and tabular token checked; grad
   double moved = 0;
   for (int64_t i = 0; i < a.numel(); ++i) moved = std::max(moved, double(std::fabs(a.data()[i] - b.data()[i])));
   CHECK(moved > 1e-6);
+  // Finite differences on the smallest grid the three levels allow (8³): gradcheck wants inputs of
+  // a few hundred elements, and 16³ made this test minutes long at the portable level.
+  ClassifierConfig small = classifier_preset("tiny", 2, 5);
+  small.volume = {8, 8, 8};
+  Generator init_small(6);
+  DiagnosisClassifier small_tab(small, init_small);
+  seed = 200;
+  for (auto& p : small_tab.parameters()) {
+    const Tensor r = random_tensor(p.shape(), seed++, -0.3f, 0.3f);
+    std::copy(r.data(), r.data() + r.numel(), p.data());
+  }
+  small_tab.eval();
   cpets::testing::gradcheck(
-      [&](const std::vector<Tensor>& v) { return with_tab.forward(v[0], v[1]); },
-      {random_tensor({1, 2, 16, 16, 16}, 6, 0.f, 1.f), random_tensor({1, 1, 5}, 7, 0.f, 1.f)}, cpets::testing::fine_step());
+      [&](const std::vector<Tensor>& v) { return small_tab.forward(v[0], v[1]); },
+      {random_tensor({1, 2, 8, 8, 8}, 6, 0.f, 1.f), random_tensor({1, 1, 5}, 7, 0.f, 1.f)}, cpets::testing::fine_step());
 
+  ClassifierConfig small_image = classifier_preset("tiny", 1, 0);
+  small_image.volume = {8, 8, 8};
   Generator init2(3);
-  DiagnosisClassifier image_only(classifier_preset("tiny", 1, 0), init2);
+  DiagnosisClassifier image_only(small_image, init2);
   image_only.eval();
   cpets::testing::gradcheck([&](const std::vector<Tensor>& v) { return image_only.forward(v[0]); },
-                            {random_tensor({1, 1, 16, 16, 16}, 8, 0.f, 1.f)}, cpets::testing::fine_step());
+                            {random_tensor({1, 1, 8, 8, 8}, 8, 0.f, 1.f)}, cpets::testing::fine_step());
   CHECK_THROWS_WITH_AS(classifier_preset("tiny", 3, 0), doctest::Contains("in_channels"), std::invalid_argument);
   ClassifierConfig odd = classifier_preset("tiny", 1, 0);
   odd.volume = {12, 16, 16};
