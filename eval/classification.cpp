@@ -81,4 +81,23 @@ BinaryClassification classify_metrics(const std::vector<int>& labels, const std:
   return m;
 }
 
+RocCurve mean_roc(const std::vector<RocCurve>& curves, int points) {
+  if (curves.empty()) throw std::invalid_argument("mean_roc: no curve to average");
+  if (points < 2) throw std::invalid_argument("mean_roc: points = " + std::to_string(points) + "; use at least 2");
+  RocCurve mean;
+  for (int k = 0; k < points; ++k) {
+    const double f = double(k) / double(points - 1);
+    double sum = 0;
+    for (const RocCurve& c : curves) {
+      double best = 0;  // curves start at (0, 0)
+      for (size_t i = 0; i < c.fpr.size(); ++i)
+        if (c.fpr[i] <= f + 1e-12) best = std::max(best, c.tpr[i]);
+      sum += best;
+    }
+    mean.fpr.push_back(f);
+    mean.tpr.push_back(sum / double(curves.size()));
+  }
+  return mean;
+}
+
 }  // namespace cpets::eval

@@ -33,4 +33,10 @@ RocCurve roc_curve(const std::vector<int>& labels, const std::vector<double>& sc
 // Trapezoidal area under the curve.
 double roc_auc(const RocCurve& roc);
 
+// The mean of several ROC curves (one per seed) on an even false-positive grid of `points`
+// points from 0 to 1: at each grid value the highest true-positive rate a curve reaches at or
+// below that false-positive rate (the ROC staircase), averaged over the curves. Thresholds are
+// left empty (they differ per curve). Throws when there is no curve or points < 2.
+RocCurve mean_roc(const std::vector<RocCurve>& curves, int points = 51);
+
 }  // namespace cpets::eval

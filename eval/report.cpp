@@ -204,7 +204,7 @@ std::string curve_plot(const ReportCurve& c) {
   std::vector<Series> series;
   for (size_t k = 0; k < c.series.size(); ++k)
     series.push_back({c.series[k].name, c.series[k].step, c.series[k].value, colours[k % 7]});
-  return "<h3>" + html_escape(c.title) + "</h3>\n" + svg_plot(series, "training step", c.ylabel, true, false);
+  return "<h3>" + html_escape(c.title) + "</h3>\n" + svg_plot(series, c.xlabel, c.ylabel, true, false);
 }
 
 std::string curves_html(const std::vector<ReportCurve>& curves) {
@@ -472,6 +472,7 @@ std::string html_report(const Report& r) {
     for (const auto& note : t.notes) o << "<p class=\"muted\">" << html_escape(note) << "</p>\n";
   }
 
+  if (!r.methods.empty()) {
   o << "<h2>Metrics, mean ± std over " << n << " test session" << (n == 1 ? "" : "s") << "</h2>\n<table><tr><th>metric</th>";
   for (const auto& m : r.methods) o << "<th>" << html_escape(m.name) << "</th>";
   o << "</tr>\n";
@@ -505,6 +506,7 @@ std::string html_report(const Report& r) {
   for (const auto& m : r.methods)
     if (!m.description.empty())
       o << "<p class=\"muted\"><b>" << html_escape(m.name) << "</b>: " << html_escape(m.description) << "</p>\n";
+  }
 
   if (!r.comparisons.empty()) {
     o << "<h2>Paired t-tests</h2>\n<table><tr><th>methods (a − b)</th><th>metric</th><th>mean diff</th><th>t</th>"
@@ -549,7 +551,7 @@ std::string html_report(const Report& r) {
     o << "<h2>Counterfactuals: ΔSUVR = counterfactual − factual</h2>\n<p class=\"muted\">Same abducted S, ε = 0; "
          "true ΔSUVR from the phantom's counterfactual world where it exists; r and slope compare the model's "
          "per-session Δ with the true one.</p>\n" << effects_html(r.effects);
-  if (!r.curves.empty()) o << "<h2>Training curves (validation)</h2>\n" << curves_html(r.curves);
+  if (!r.curves.empty()) o << "<h2>" << html_escape(r.curves_title) << "</h2>\n" << curves_html(r.curves);
 
   if (!r.montages.empty()) {
     o << "<h2>Montages</h2>\n";

@@ -27,9 +27,10 @@ struct ReportCurve {
   std::string title, ylabel;
   struct Series {
     std::string name;
-    std::vector<double> step, value;
+    std::vector<double> step, value;  // x and y (x is a training step unless xlabel says otherwise)
   };
   std::vector<Series> series;
+  std::string xlabel = "training step";
 };
 
 // A table made by the caller (cpets-experiment's Table 1 and Table 5): a header row and rows of
@@ -54,6 +55,7 @@ struct Report {
   std::optional<SuvrFidelity> tabular_reference;
   std::vector<EffectSummary> effects;
   std::vector<ReportCurve> curves;
+  std::string curves_title = "Training curves (validation)";
 };
 
 // The curves of a run's train.jsonl validation lines: L1 and SSIM; cortical SUVR error beside the
