@@ -5,6 +5,9 @@
 #include <limits>
 #include <numeric>
 #include <stdexcept>
+#include <string>
+
+#include <Eigen/Dense>
 
 namespace cpets::eval {
 
@@ -98,6 +101,83 @@ RocCurve mean_roc(const std::vector<RocCurve>& curves, int points) {
     mean.tpr.push_back(sum / double(curves.size()));
   }
   return mean;
+}
+
+double LogisticRegression::decision(const std::vector<double>& x) const {
+  if (x.size() != coef.size())
+    throw std::invalid_argument("logistic regression: " + std::to_string(x.size()) + " features given, the model has " +
+                                std::to_string(coef.size()));
+  double z = intercept;
+  for (size_t j = 0; j < x.size(); ++j) z += coef[j] * x[j];
+  return z;
+}
+
+namespace {
+// log(1 + exp(t)) without overflow.
+double softplus(double t) { return t > 0 ? t + std::log1p(std::exp(-t)) : std::log1p(std::exp(t)); }
+}  // namespace
+
+LogisticRegression fit_logistic_regression(const std::vector<std::vector<double>>& x, const std::vector<int>& y,
+                                           const std::vector<double>& class_weights, double C) {
+  const size_t n = y.size();
+  if (n == 0 || x.size() != n) throw std::invalid_argument("logistic regression: the features and labels differ in count");
+  const size_t d = x.front().size();
+  bool seen[2] = {false, false};
+  for (size_t i = 0; i < n; ++i) {
+    if (x[i].size() != d) throw std::invalid_argument("logistic regression: rows of different lengths");
+    for (double v : x[i])
+      if (!std::isfinite(v)) throw std::invalid_argument("logistic regression: a feature is not finite");
+    if (y[i] != 0 && y[i] != 1) throw std::invalid_argument("logistic regression: a label is not 0 or 1");
+    seen[y[i]] = true;
+  }
+  if (!seen[0] || !seen[1]) throw std::invalid_argument("logistic regression: the labels hold one class only");
+  if (class_weights.size() != 2 || !(class_weights[0] > 0) || !(class_weights[1] > 0))
+    throw std::invalid_argument("logistic regression: give two positive class weights");
+  if (!(C > 0) || !std::isfinite(C)) throw std::invalid_argument("logistic regression: C must be positive");
+
+  // θ = (w, b); rows of A are (x_i, 1).
+  const Eigen::Index p = Eigen::Index(d) + 1;
+  Eigen::MatrixXd A = Eigen::MatrixXd::Zero(Eigen::Index(n), p);
+  Eigen::VectorXd label_sign = Eigen::VectorXd::Zero(Eigen::Index(n)), cw = Eigen::VectorXd::Zero(Eigen::Index(n));
+  for (size_t i = 0; i < n; ++i) {
+    const Eigen::Index row = Eigen::Index(i);
+    for (size_t j = 0; j < d; ++j) A(row, Eigen::Index(j)) = x[i][j];
+    A(row, Eigen::Index(d)) = 1;
+    label_sign[row] = y[i] ? 1.0 : -1.0;
+    cw[row] = C * class_weights[size_t(y[i])];
+  }
+  Eigen::VectorXd penalty = Eigen::VectorXd::Ones(p);
+  penalty(Eigen::Index(d)) = 0;  // the intercept is not penalised
+  auto objective = [&](const Eigen::VectorXd& theta) {
+    const Eigen::VectorXd z = A * theta;
+    double f = 0.5 * theta.cwiseProduct(penalty).dot(theta);
+    for (Eigen::Index i = 0; i < z.size(); ++i) f += cw[i] * softplus(-label_sign[i] * z[i]);
+    return f;
+  };
+  Eigen::VectorXd theta = Eigen::VectorXd::Zero(p);
+  LogisticRegression model;
+  for (int it = 0; it < 200; ++it) {
+    const Eigen::VectorXd z = A * theta;
+    Eigen::VectorXd r(z.size()), h(z.size());  // dℓ/dz and d²ℓ/dz² per sample, weighted
+    for (Eigen::Index i = 0; i < z.size(); ++i) {
+      const double prob = 1 / (1 + std::exp(-z[i]));  // P(y = 1)
+      r[i] = cw[i] * (prob - (label_sign[i] > 0 ? 1.0 : 0.0));
+      h[i] = cw[i] * prob * (1 - prob);
+    }
+    const Eigen::VectorXd grad = penalty.cwiseProduct(theta) + A.transpose() * r;
+    Eigen::MatrixXd hess = A.transpose() * h.asDiagonal() * A;
+    hess.diagonal() += penalty;
+    const Eigen::VectorXd step = hess.ldlt().solve(grad);
+    double t = 1;  // backtracking: Newton steps far from the optimum can overshoot
+    const double f0 = objective(theta);
+    while (t > 1e-10 && objective(theta - t * step) > f0 - 1e-4 * t * grad.dot(step)) t *= 0.5;
+    theta -= t * step;
+    model.iterations = it + 1;
+    if ((t * step).cwiseAbs().maxCoeff() < 1e-12) break;
+  }
+  model.coef.assign(theta.data(), theta.data() + d);
+  model.intercept = theta(Eigen::Index(d));
+  return model;
 }
 
 }  // namespace cpets::eval

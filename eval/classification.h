@@ -39,4 +39,21 @@ double roc_auc(const RocCurve& roc);
 // left empty (they differ per curve). Throws when there is no curve or points < 2.
 RocCurve mean_roc(const std::vector<RocCurve>& curves, int points = 51);
 
+// Class-weighted, L2-penalised logistic regression, the objective scikit-learn's
+// LogisticRegression(C, class_weight) minimises (the intercept not penalised):
+//   ½‖w‖² + C · Σ_i cw[y_i] · log(1 + exp(−(2y_i − 1)(w·x_i + b)))
+// fitted by Newton's method with a backtracking line search until the step is below 1e-12
+// (the objective is strictly convex in w; the intercept needs both classes). Checked against
+// scikit-learn on tests/fixtures/metrics/classification.json.
+struct LogisticRegression {
+  std::vector<double> coef;
+  double intercept = 0;
+  int iterations = 0;
+  double decision(const std::vector<double>& x) const;  // w·x + b, the logit of class 1
+};
+// Throws when the rows differ in length, a value is not finite, a label is not 0/1, only one
+// class is present, class_weights is not two positive numbers or C is not positive.
+LogisticRegression fit_logistic_regression(const std::vector<std::vector<double>>& x, const std::vector<int>& y,
+                                           const std::vector<double>& class_weights, double C = 1.0);
+
 }  // namespace cpets::eval

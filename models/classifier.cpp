@@ -21,7 +21,6 @@ std::array<int64_t, 3> ClassifierConfig::final_grid() const {
 }
 
 int64_t ClassifierConfig::flatten_size() const {
-  if (!has_image()) return context_channels;
   const auto g = final_grid();
   return channels.back() * g[0] * g[1] * g[2];
 }
@@ -35,11 +34,8 @@ void ClassifierConfig::validate() const {
     if (n < multiple || n % multiple != 0)
       invalid("volume", "has a size not divisible by " + std::to_string(multiple),
               "each of the " + std::to_string(channels.size()) + " levels halves the grid: pad or crop");
-  if (in_channels < 0 || in_channels > 2)
-    invalid("in_channels", "is " + std::to_string(in_channels), "use 1 (one image), 2 (PET and T1) or 0 (tabular only)");
+  if (in_channels != 1 && in_channels != 2) invalid("in_channels", "is " + std::to_string(in_channels), "use 1 or 2");
   if (context_channels < 0) invalid("context_channels", "is negative", "use 0 (no tabular input) or its width");
-  if (!has_image() && context_channels == 0)
-    invalid("in_channels", "is 0 (no image) without tabular input", "give context_channels or an image channel");
   for (size_t l = 0; l < channels.size(); ++l) {
     if (groups < 1 || channels[l] % groups != 0)
       invalid("channels", "has " + std::to_string(channels[l]) + ", not a multiple of groups " + std::to_string(groups),
@@ -80,14 +76,6 @@ ClassifierConfig classifier_preset(const std::string& name, int64_t in_channels,
 
 DiagnosisClassifier::DiagnosisClassifier(const ClassifierConfig& config, Generator& init) : config_(config) {
   config.validate();
-  if (config.has_image()) build_encoder(init);
-  auto out = register_module("out", std::make_shared<ModuleList>());
-  hidden_ = out->register_module("0", std::make_shared<layers::Linear>(config.flatten_size(), config.hidden, init));
-  logits_ = out->register_module("3", std::make_shared<layers::Linear>(config.hidden, config.classes, init));
-}
-
-void DiagnosisClassifier::build_encoder(Generator& init) {
-  const ClassifierConfig& config = config_;
   const auto& ch = config.channels;
   conv_in_ = register_module("conv_in", std::make_shared<layers::Conv3d>(config.in_channels, ch[0], 3, init,
                                                                          layers::ConvOptions{1, 1, true}));
@@ -117,22 +105,21 @@ void DiagnosisClassifier::build_encoder(Generator& init) {
     levels_.push_back(std::move(level));
     width = ch[l];
   }
+  auto out = register_module("out", std::make_shared<ModuleList>());
+  hidden_ = out->register_module("0", std::make_shared<layers::Linear>(config.flatten_size(), config.hidden, init));
+  logits_ = out->register_module("3", std::make_shared<layers::Linear>(config.hidden, config.classes, init));
 }
 
 Tensor DiagnosisClassifier::forward(const Tensor& x, const Tensor& context, Generator* dropout_noise) const {
   const auto& c = config_;
-  if ((c.context_channels > 0) != context.defined())
-    throw std::invalid_argument(c.context_channels > 0 ? "DiagnosisClassifier: built with tabular input but given none"
-                                                       : "DiagnosisClassifier: built without tabular input but given a context");
-  if (!c.has_image()) {
-    if (x.defined()) throw std::invalid_argument("DiagnosisClassifier: built for the tabular token alone but given an image");
-    return head(reshape(context, {context.size(0), -1}), dropout_noise);
-  }
   if (x.dim() != 5 || x.size(1) != c.in_channels || x.size(2) != c.volume[0] || x.size(3) != c.volume[1] ||
       x.size(4) != c.volume[2])
     throw std::invalid_argument("DiagnosisClassifier: input must be (B, " + std::to_string(c.in_channels) + ", " +
                                 std::to_string(c.volume[0]) + ", " + std::to_string(c.volume[1]) + ", " +
                                 std::to_string(c.volume[2]) + "), got " + x.str());
+  if ((c.context_channels > 0) != context.defined())
+    throw std::invalid_argument(c.context_channels > 0 ? "DiagnosisClassifier: built with tabular input but given none"
+                                                       : "DiagnosisClassifier: built without tabular input but given a context");
   Tensor h = conv_in_->forward(x);
   for (const Level& level : levels_) {
     for (size_t j = 0; j < level.resnets.size(); ++j) {
@@ -142,12 +129,7 @@ Tensor DiagnosisClassifier::forward(const Tensor& x, const Tensor& context, Gene
     }
     h = level.downsampler->forward(h);
   }
-  return head(reshape(h, {h.size(0), -1}), dropout_noise);
-}
-
-Tensor DiagnosisClassifier::head(const Tensor& features, Generator* dropout_noise) const {
-  const auto& c = config_;
-  Tensor h = relu(hidden_->forward(features));
+  h = relu(hidden_->forward(reshape(h, {h.size(0), -1})));
   if (is_training() && dropout_noise && c.dropout > 0) {  // inverted dropout: E[output] unchanged
     Tensor mask = rand(h.shape(), *dropout_noise);  // drawn on the host (the same Philox stream as on a device)
     for (int64_t i = 0; i < mask.numel(); ++i) mask.data()[i] = mask.data()[i] < c.dropout ? 0.f : 1.f / (1 - c.dropout);

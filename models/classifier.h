@@ -30,9 +30,7 @@ namespace cpets::models {
 struct ClassifierConfig {
   std::string preset = "full";
   std::array<int64_t, 3> volume{96, 128, 96};
-  // 1: PET (or T1) alone; 2: PET and T1, in that order; 0: no image — the tabular token alone
-  // through the head (Table 3's "tabular" row; the reference has no such model).
-  int64_t in_channels = 1;
+  int64_t in_channels = 1;       // 1: PET (or T1) alone; 2: PET and T1, in that order
   int64_t context_channels = 0;  // 0: no tabular input; else the tabular token's width (5 AV45, 6 AV1451)
   std::vector<int64_t> channels{16, 32, 64, 128, 128};
   std::vector<bool> attention{false, false, false, true, true};
@@ -45,8 +43,7 @@ struct ClassifierConfig {
 
   // Each level halves the grid: the volume must be divisible by 2^levels.
   std::array<int64_t, 3> final_grid() const;
-  int64_t flatten_size() const;  // the head's input: the encoder's flattened output, or the token
-  bool has_image() const { return in_channels > 0; }
+  int64_t flatten_size() const;
   void validate() const;  // throws std::invalid_argument naming the field and the fix
 };
 // "full" (the reference's), "demo" (48 × 64 × 48, four levels [8, 16, 32, 32], attention at the
@@ -56,16 +53,12 @@ ClassifierConfig classifier_preset(const std::string& name, int64_t in_channels,
 class DiagnosisClassifier : public Module {
  public:
   DiagnosisClassifier(const ClassifierConfig& config, Generator& init);
-  // x (B, in_channels, D, H, W), undefined for the tabular-only model; context
-  // (B, 1, context_channels) or undefined without tabular input; dropout_noise draws the dropout
-  // masks in training mode (null: no dropout).
+  // x (B, in_channels, D, H, W); context (B, 1, context_channels) or undefined without tabular
+  // input; dropout_noise draws the dropout masks in training mode (null: no dropout).
   Tensor forward(const Tensor& x, const Tensor& context = Tensor(), Generator* dropout_noise = nullptr) const;
   const ClassifierConfig& config() const { return config_; }
 
  private:
-  void build_encoder(Generator& init);  // conv_in and the levels (not for the tabular-only model)
-  // Linear → ReLU → Dropout → Linear on (B, flatten_size()).
-  Tensor head(const Tensor& features, Generator* dropout_noise) const;
   struct Level {
     std::vector<std::shared_ptr<layers::ResnetBlock>> resnets;
     std::vector<std::shared_ptr<layers::SpatialTransformer>> cross_attentions;  // with tabular input

@@ -141,19 +141,3 @@ TEST_CASE("classifier: dropout only in training mode with a noise generator; mas
   CHECK(from_plain > 0.0);
   CHECK(m.forward(x).shape() == Shape{2, 2});  // training mode without a generator: no dropout
 }
-
-TEST_CASE("classifier: the tabular token alone goes through the head (Table 3's tabular row)") {
-  Generator init(9);
-  const ClassifierConfig c = classifier_preset("demo", 0, 5);
-  CHECK(!c.has_image());
-  CHECK(c.flatten_size() == 5);
-  DiagnosisClassifier m(c, init);
-  CHECK(m.num_parameters() == (5 * 128 + 128) + (128 * 2 + 2));  // Linear(5 → 128), Linear(128 → 2)
-  m.eval();
-  const Tensor ctx = random_tensor({3, 1, 5}, 10, 0.f, 1.f);
-  CHECK(m.forward(Tensor(), ctx).shape() == Shape{3, 2});
-  CHECK_THROWS_WITH_AS(m.forward(random_tensor({3, 1, 48, 64, 48}, 11), ctx), doctest::Contains("tabular token alone"),
-                       std::invalid_argument);
-  CHECK_THROWS_WITH_AS(m.forward(Tensor()), doctest::Contains("given none"), std::invalid_argument);
-  CHECK_THROWS_WITH_AS(classifier_preset("demo", 0, 0), doctest::Contains("no image"), std::invalid_argument);
-}

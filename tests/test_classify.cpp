@@ -117,6 +117,7 @@ TEST_CASE("classify: inputs, tasks and class weights parse; mistakes are named")
   CHECK(parse_classifier_inputs("t1+pet").label() == "T1 + PET");
   CHECK(parse_classifier_inputs("pet+t1").image_channels() == 2);
   CHECK(parse_classifier_inputs("tab").image_channels() == 0);
+  CHECK(parse_classifier_inputs("tab").label() == "tabular (logistic regression)");
   CHECK(table3_inputs().size() == 7);
   CHECK(error_of([] { parse_classifier_inputs("pet+ct"); }).find("'ct' is not an input") != std::string::npos);
   CHECK(error_of([] { parse_classifier_inputs("pet+pet"); }).find("given twice") != std::string::npos);
@@ -194,6 +195,11 @@ TEST_CASE("classify: tables 2, 3 and 7 from real and synthetic PET, every cell p
   CHECK(seeds[0]["scores"].size() == seeds[0]["labels"].size());
   CHECK(seeds[1]["seed"] == 778);
   CHECK(!pmci["classifiers"]["tab"].contains("causal-pets"));  // no PET input: real data only
+  // The tabular row is a logistic regression fitted to convergence: the same for every seed.
+  const auto& tab = pmci["classifiers"]["tab"]["real"];
+  REQUIRE(tab.size() == 2);
+  CHECK(tab[0]["scores"] == tab[1]["scores"]);
+  CHECK(tab[1]["seed"] == 778);
   // The two seeds are two different classifiers.
   CHECK(seeds[0]["scores"] != seeds[1]["scores"]);
   std::ifstream html(out.path / "report.html");

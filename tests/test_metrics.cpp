@@ -489,3 +489,34 @@ TEST_CASE("classification metrics equal scikit-learn's: weighted precision/recal
                        std::invalid_argument);
   CHECK_THROWS_AS(eval::classify_metrics({}, {}, {}), std::invalid_argument);
 }
+
+TEST_CASE("logistic regression (the tabular-only classifier) equals scikit-learn's LogisticRegression with C and class weights") {
+  std::ifstream in(std::string(CPETS_FIXTURES) + "/metrics/classification.json");
+  REQUIRE(in.good());
+  const nlohmann::json doc = nlohmann::json::parse(in);
+  REQUIRE(doc.at("logistic").size() == 3);
+  for (const auto& c : doc.at("logistic")) {
+    const std::string name = c.at("name");
+    CAPTURE(name);
+    const auto x = c.at("x").get<std::vector<std::vector<double>>>();
+    const auto y = c.at("y").get<std::vector<int>>();
+    const eval::LogisticRegression m =
+        eval::fit_logistic_regression(x, y, c.at("class_weights").get<std::vector<double>>(), c.at("C").get<double>());
+    const auto coef = c.at("coef").get<std::vector<double>>();
+    REQUIRE(m.coef.size() == coef.size());
+    // scikit-learn's lbfgs stops at its tolerance; Newton's method converges to the optimum itself.
+    for (size_t j = 0; j < coef.size(); ++j) CHECK(m.coef[j] == doctest::Approx(coef[j]).epsilon(1e-6));
+    CHECK(m.intercept == doctest::Approx(c.at("intercept").get<double>()).epsilon(1e-6));
+    const auto decision = c.at("decision").get<std::vector<double>>();
+    for (size_t i = 0; i < x.size(); ++i) CHECK(m.decision(x[i]) == doctest::Approx(decision[i]).epsilon(1e-6));
+    CHECK(m.iterations < 200);
+  }
+  CHECK_THROWS_WITH_AS(eval::fit_logistic_regression({{0.1}, {0.2}}, {1, 1}, {1, 1}), doctest::Contains("one class only"),
+                       std::invalid_argument);
+  CHECK_THROWS_WITH_AS(eval::fit_logistic_regression({{0.1}, {NAN}}, {0, 1}, {1, 1}), doctest::Contains("not finite"),
+                       std::invalid_argument);
+  CHECK_THROWS_WITH_AS(eval::fit_logistic_regression({{0.1}, {0.2}}, {0, 1}, {1, 0}), doctest::Contains("two positive"),
+                       std::invalid_argument);
+  CHECK_THROWS_WITH_AS(eval::fit_logistic_regression({{0.1}, {0.2}}, {0, 1}, {1, 1}, 0), doctest::Contains("C must be"),
+                       std::invalid_argument);
+}

@@ -7,7 +7,8 @@
 // Tasks: pMCI vs sMCI and AD vs CN (io::diagnosis_label: a converter's sessions on or after its
 // conversion date are dropped, as the reference does). Inputs: PET, T1, both (PET first, as the
 // reference concatenates them), each with or without the tabular token (cross-attention), and
-// the tabular token alone (the classifier's head on it; the reference has no such model).
+// the tabular token alone: a class-weighted logistic regression fitted to convergence (the
+// reference has no such model; a network on five numbers would measure its training budget).
 //
 // Every classifier is a folder OUT/<task>/<inputs>/seed-<seed>/ with checkpoint.{safetensors,json}
 // (model, Adam, loader position, dropout stream: an interrupted study resumes bit for bit and a
@@ -30,7 +31,7 @@ namespace cpets::train {
 struct ClassifierInputs {
   bool pet = false, t1 = false, tabular = false;
   std::string name() const;   // "pet", "t1", "pet+t1", "pet+tab", "tab", … (folder names)
-  std::string label() const;  // "PET", "T1 + PET + tabular", …
+  std::string label() const;  // "PET", "T1 + PET + tabular", "tabular (logistic regression)", …
   int64_t image_channels() const { return int64_t(pet) + int64_t(t1); }
 };
 // "pet", "t1" and "tab" joined by '+' in any order. Throws std::invalid_argument naming the text.
