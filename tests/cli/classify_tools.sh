@@ -26,7 +26,8 @@ check "stdout shows Table 3 with the tabular row" bash -c "grep -A2 '^Table 3' $
 check "report, metrics and CSV files written" bash -c "ls $work/study/report.html $work/study/metrics.json $work/study/table2.csv $work/study/table3.csv $work/study/table7.csv >/dev/null"
 check "table2.csv has a header and two rows" test "$(wc -l < "$work/study/table2.csv")" -eq 3
 check "report.html has ROC curves" contains "$work/study/report.html" "ROC curves"
-check "a folder per classifier" test -f "$work/study/ad-vs-cn/tab/seed-778/checkpoint.safetensors"
+check "a folder per classifier" test -f "$work/study/ad-vs-cn/pet/seed-778/checkpoint.safetensors"
+check "…but none for the tabular logistic regression (nothing to train)" test ! -e "$work/study/ad-vs-cn/tab"
 "$bin/cpets-classify" "${args[@]}" --out "$work/study" --task pmci-vs-smci,ad-vs-cn --inputs pet,tab \
   --synthetic causal-pets="$work/run" > "$work/again.log" 2>&1
 check "a second run exits 0" test $? -eq 0
