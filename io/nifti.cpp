@@ -270,10 +270,15 @@ std::vector<unsigned char> read_voxel_bytes(const std::string& path, const std::
   gzbuffer(f.get(), 1 << 20);
   if (offset > 0 && gzseek(f.get(), offset, SEEK_SET) != offset)
     fail(path, "truncated: cannot reach the voxel data at offset " + std::to_string(offset));
-  std::vector<unsigned char> buf(static_cast<size_t>(bytes));
+  // The buffer grows with the data that arrives instead of being sized from the header's promise:
+  // a small gzip file whose header claims gigabytes fails after reading what it holds, never
+  // after allocating (and zero-filling) what it claims.
+  std::vector<unsigned char> buf;
   int64_t got = 0;
   while (got < bytes) {
-    const unsigned chunk = static_cast<unsigned>(std::min<int64_t>(bytes - got, 1 << 30));
+    if (got == static_cast<int64_t>(buf.size()))
+      buf.resize(static_cast<size_t>(std::min<int64_t>(bytes, std::max<int64_t>(2 * got, int64_t(64) << 20))));
+    const unsigned chunk = static_cast<unsigned>(std::min<int64_t>(static_cast<int64_t>(buf.size()) - got, 1 << 30));
     const int n = gzread(f.get(), buf.data() + got, chunk);
     if (n <= 0) {
       int err = Z_OK;

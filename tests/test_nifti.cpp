@@ -1,6 +1,8 @@
 // io/nifti against files other tools wrote (nibabel's test data, nifti_tool, nibabel), with the
 // truth read by nibabel (tools/make_nifti_fixtures.py → tests/fixtures/nifti/*.json).
 #include <doctest/doctest.h>
+
+#include <sys/resource.h>
 #include <nifti2_io.h>
 #include <zlib.h>
 #include <unistd.h>
@@ -341,6 +343,37 @@ TEST_CASE("nifti: hostile header classes — 2-D, a qform that is not a rotation
   CHECK(contains(e, "damaged.nii.gz"));
   CAPTURE(e);
   CHECK(contains(e, "corrupt gzip"));
+}
+
+TEST_CASE("nifti: a small gzip file whose header claims gigabytes fails without allocating them") {
+  // fuzz_nifti found a 2 MB input that made the reader allocate 2.1 GB before noticing the data
+  // was short. Header: 1024 × 1024 × 512 float32 (2 GiB); payload: 2 MB of incompressible bytes,
+  // enough to pass the deflate-ratio check (≤ 1,100:1).
+  TempDir tmp;
+  std::string file = slurp(kDir + "dt_int16.nii").substr(0, 352);
+  auto put = [&](size_t at, auto value) { std::memcpy(file.data() + at, &value, sizeof value); };
+  put(40, int16_t(3)), put(42, int16_t(1024)), put(44, int16_t(1024)), put(46, int16_t(512)), put(48, int16_t(1));
+  put(70, int16_t(16)), put(72, int16_t(32));  // FLOAT32, 32 bits
+  put(108, 352.0f);                             // vox_offset
+  uint64_t state = 88172645463325252ull;        // xorshift: incompressible bytes
+  for (int i = 0; i < (2 << 20); ++i) {
+    state ^= state << 13, state ^= state >> 7, state ^= state << 17;
+    file.push_back(char(state));
+  }
+  const std::string p = (tmp.path / "claims_2gib.nii.gz").string();
+  gzFile f = gzopen(p.c_str(), "wb1");
+  REQUIRE(f);
+  REQUIRE(gzwrite(f, file.data(), unsigned(file.size())) == int(file.size()));
+  gzclose(f);
+  rusage before{}, after{};
+  getrusage(RUSAGE_SELF, &before);
+  const std::string e = error_of([&] { read_nifti(p); });
+  getrusage(RUSAGE_SELF, &after);
+  CAPTURE(e);
+  CHECK(contains(e, "claims_2gib.nii.gz"));
+  CHECK(contains(e, "truncated"));
+  // Peak resident memory (kB) grew by far less than the 2 GiB the header claims.
+  CHECK(after.ru_maxrss - before.ru_maxrss < 512 * 1024);
 }
 
 TEST_CASE("nifti: corrupted headers and truncations give runtime_errors, never a crash") {
