@@ -473,39 +473,39 @@ std::string html_report(const Report& r) {
   }
 
   if (!r.methods.empty()) {
-  o << "<h2>Metrics, mean ± std over " << n << " test session" << (n == 1 ? "" : "s") << "</h2>\n<table><tr><th>metric</th>";
-  for (const auto& m : r.methods) o << "<th>" << html_escape(m.name) << "</th>";
-  o << "</tr>\n";
-  for (const auto& d : session_metrics()) {
-    bool any = false;
-    for (const auto& s : sums) any = any || s.metrics.count(d.key);
-    if (!any) continue;
-    const int best = best_method(sums, d);
-    o << "<tr><td>" << html_escape(d.label) << (d.higher_is_better ? " ↑" : " ↓") << "</td>";
-    for (size_t m = 0; m < sums.size(); ++m) {
-      const auto it = sums[m].metrics.find(d.key);
-      o << "<td" << (int(m) == best ? " class=\"best\"" : "") << ">"
-        << (it == sums[m].metrics.end() ? "–" : fmt(it->second.mean, d.precision) + " ± " + fmt(it->second.std, d.precision))
-        << "</td>";
+    o << "<h2>Metrics, mean ± std over " << n << " test session" << (n == 1 ? "" : "s") << "</h2>\n<table><tr><th>metric</th>";
+    for (const auto& m : r.methods) o << "<th>" << html_escape(m.name) << "</th>";
+    o << "</tr>\n";
+    for (const auto& d : session_metrics()) {
+      bool any = false;
+      for (const auto& s : sums) any = any || s.metrics.count(d.key);
+      if (!any) continue;
+      const int best = best_method(sums, d);
+      o << "<tr><td>" << html_escape(d.label) << (d.higher_is_better ? " ↑" : " ↓") << "</td>";
+      for (size_t m = 0; m < sums.size(); ++m) {
+        const auto it = sums[m].metrics.find(d.key);
+        o << "<td" << (int(m) == best ? " class=\"best\"" : "") << ">"
+          << (it == sums[m].metrics.end() ? "–" : fmt(it->second.mean, d.precision) + " ± " + fmt(it->second.std, d.precision))
+          << "</td>";
+      }
+      o << "</tr>\n";
     }
-    o << "</tr>\n";
-  }
-  bool any_corr = false;
-  for (const auto& s : sums) any_corr = any_corr || s.suvr_correlation.has_value();
-  if (any_corr) {
-    o << "<tr><td>SUVR r (synthetic vs real)</td>";
-    for (const auto& s : sums)
-      o << "<td>"
-        << (!s.suvr_correlation ? "–"
-            : std::isnan(s.suvr_correlation->r) ? "– (constant)"
-                                                : fmt(s.suvr_correlation->r, 3) + " (p " + fmt_p(s.suvr_correlation->p) + ")")
-        << "</td>";
-    o << "</tr>\n";
-  }
-  o << "</table>\n";
-  for (const auto& m : r.methods)
-    if (!m.description.empty())
-      o << "<p class=\"muted\"><b>" << html_escape(m.name) << "</b>: " << html_escape(m.description) << "</p>\n";
+    bool any_corr = false;
+    for (const auto& s : sums) any_corr = any_corr || s.suvr_correlation.has_value();
+    if (any_corr) {
+      o << "<tr><td>SUVR r (synthetic vs real)</td>";
+      for (const auto& s : sums)
+        o << "<td>"
+          << (!s.suvr_correlation ? "–"
+              : std::isnan(s.suvr_correlation->r) ? "– (constant)"
+                                                  : fmt(s.suvr_correlation->r, 3) + " (p " + fmt_p(s.suvr_correlation->p) + ")")
+          << "</td>";
+      o << "</tr>\n";
+    }
+    o << "</table>\n";
+    for (const auto& m : r.methods)
+      if (!m.description.empty())
+        o << "<p class=\"muted\"><b>" << html_escape(m.name) << "</b>: " << html_escape(m.description) << "</p>\n";
   }
 
   if (!r.comparisons.empty()) {

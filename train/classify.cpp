@@ -519,6 +519,76 @@ ordered_json seed_json(const SeedResult& s, const std::vector<int>& labels) {
   return j;
 }
 
+using Results = std::map<std::string, std::map<std::string, std::vector<SeedResult>>>;  // [inputs][source]
+
+// One task's part of the report: its JSON (every seed's numbers and scores), Table 2 or 7 (the
+// PET classifier on real and every method's synthetic PET), Table 3 (every input trained, on
+// real data and on the first method's synthetic PET) and the mean ROC curves.
+void add_task_report(io::DiagnosisTask task, const LabelledSplit& train, const LabelledSplit& test,
+                     const std::vector<float>& weights, const std::vector<ClassifierInputs>& inputs, Results& results,
+                     const ClassifyOptions& opt, eval::Report& report, ordered_json& json,
+                     std::vector<std::vector<std::string>>& csv_pet, std::vector<std::vector<std::string>>& csv3) {
+  // JSON: every seed's numbers and scores.
+  ordered_json tj = {{"label", task_label(task)},
+                     {"class_weights", weights},
+                     {"train", {{"negative", train.count(0)}, {"positive", train.count(1)}}},
+                     {"test", {{"negative", test.count(0)}, {"positive", test.count(1)}}},
+                     {"classifiers", ordered_json::object()}};
+  for (const auto& [name, sources] : results)
+    for (const auto& [source, seeds] : sources)
+      for (const auto& s : seeds) tj["classifiers"][name][source].push_back(seed_json(s, test.labels));
+  json = tj;
+
+  // Table 2 / 7: the PET classifier on real PET and on every method's synthetic PET.
+  const bool pmci = task == io::DiagnosisTask::pmci_vs_smci;
+  const std::string counts = std::to_string(test.count(1)) + " positive / " + std::to_string(test.count(0)) +
+                             " negative test sessions; trained on " + std::to_string(train.count(1)) + " / " +
+                             std::to_string(train.count(0)) + " real training sessions";
+  if (results.count("pet")) {
+    std::vector<TableRow> rows{{"real", "real PET", &results["pet"]["real"]}};
+    for (const auto& src : opt.synthetic) rows.push_back({src.name, "synthetic PET: " + src.name, &results["pet"][src.name]});
+    eval::ReportTable t = make_table(std::string(pmci ? "Table 2" : "Table 7") + ": " + task_label(task) +
+                                         ", the PET classifier on real and synthetic PET",
+                                     pmci ? "table2" : "table7", rows, opt.synthetic.empty() ? -1 : 1,
+                                     csv_pet);
+    t.notes.push_back(counts + ".");
+    report.tables.push_back(std::move(t));
+  }
+  // Table 3: every input combination trained, on real data (and the first method's synthetic PET).
+  if (inputs.size() > 1) {
+    std::vector<TableRow> rows;
+    int reference = -1;
+    for (const auto& in : inputs) {
+      if (in.name() == "tab") reference = int(rows.size());
+      rows.push_back({in.name(), in.label(), &results[in.name()]["real"]});
+    }
+    if (!opt.synthetic.empty())
+      for (const auto& in : inputs)
+        if (in.pet)
+          rows.push_back({in.name() + "@" + opt.synthetic.front().name,
+                          in.label() + " (synthetic PET: " + opt.synthetic.front().name + ")",
+                          &results[in.name()][opt.synthetic.front().name]});
+    eval::ReportTable t = make_table("Table 3: " + task_label(task) + " by input, real data" +
+                                         (opt.synthetic.empty() ? "" : " and " + opt.synthetic.front().name + "'s PET"),
+                                     pmci ? "table3" : "table3-ad-vs-cn", rows, reference, csv3);
+    t.notes.push_back(counts + ". 'tabular' is a class-weighted logistic regression on the tabular token (C = 1, "
+                      "fitted to convergence: the same for every seed); the other rows are the network.");
+    report.tables.push_back(std::move(t));
+  }
+  // ROC curves, one plot per classifier input.
+  for (const auto& [name, sources] : results) {
+    eval::ReportCurve curve{task_label(task) + ", " + parse_classifier_inputs(name).label() + " classifier", "true-positive rate", {},
+                            "false-positive rate"};
+    for (const auto& [source, seeds] : sources) {
+      std::vector<eval::RocCurve> rocs;
+      for (const auto& s : seeds) rocs.push_back(s.metrics.roc);
+      const eval::RocCurve m = eval::mean_roc(rocs);
+      curve.series.push_back({source == "real" ? "real PET" : source, m.fpr, m.tpr});
+    }
+    report.curves.push_back(std::move(curve));
+  }
+}
+
 }  // namespace
 
 std::vector<SyntheticSource> experiment_sources(const std::string& experiment) {
@@ -594,8 +664,7 @@ eval::Report run_classification(const ClassifyOptions& opt) {
         synthetic[src.name] = synthesise_split(src, opt, test_data, image_config);
       }
 
-    // results[inputs][source] = one SeedResult per seed
-    std::map<std::string, std::map<std::string, std::vector<SeedResult>>> results;
+    Results results;
     for (const auto& in : inputs) {
       if (in.image_channels() == 0) {
         const SeedResult fitted = tabular_baseline(train, test, weights, opt.tracer);
@@ -626,75 +695,19 @@ eval::Report run_classification(const ClassifyOptions& opt) {
       }
     }
 
-    // JSON: every seed's numbers and scores.
-    ordered_json tj = {{"label", task_label(task)},
-                       {"class_weights", weights},
-                       {"train", {{"negative", train.count(0)}, {"positive", train.count(1)}}},
-                       {"test", {{"negative", test.count(0)}, {"positive", test.count(1)}}},
-                       {"classifiers", ordered_json::object()}};
-    for (const auto& [name, sources] : results)
-      for (const auto& [source, seeds] : sources)
-        for (const auto& s : seeds) tj["classifiers"][name][source].push_back(seed_json(s, test.labels));
-    all[task_name(task)] = tj;
-
-    // Table 2 / 7: the PET classifier on real PET and on every method's synthetic PET.
-    const bool pmci = task == io::DiagnosisTask::pmci_vs_smci;
-    const std::string counts = std::to_string(test.count(1)) + " positive / " + std::to_string(test.count(0)) +
-                               " negative test sessions; trained on " + std::to_string(train.count(1)) + " / " +
-                               std::to_string(train.count(0)) + " real training sessions";
-    if (results.count("pet")) {
-      std::vector<TableRow> rows{{"real", "real PET", &results["pet"]["real"]}};
-      for (const auto& src : opt.synthetic) rows.push_back({src.name, "synthetic PET: " + src.name, &results["pet"][src.name]});
-      eval::ReportTable t = make_table(std::string(pmci ? "Table 2" : "Table 7") + ": " + task_label(task) +
-                                           ", the PET classifier on real and synthetic PET",
-                                       pmci ? "table2" : "table7", rows, opt.synthetic.empty() ? -1 : 1,
-                                       pmci ? csv2 : csv7);
-      t.notes.push_back(counts + ".");
-      report.tables.push_back(std::move(t));
-    }
-    // Table 3: every input combination trained, on real data (and the first method's synthetic PET).
-    if (inputs.size() > 1) {
-      std::vector<TableRow> rows;
-      int reference = -1;
-      for (const auto& in : inputs) {
-        if (in.name() == "tab") reference = int(rows.size());
-        rows.push_back({in.name(), in.label(), &results[in.name()]["real"]});
-      }
-      if (!opt.synthetic.empty())
-        for (const auto& in : inputs)
-          if (in.pet)
-            rows.push_back({in.name() + "@" + opt.synthetic.front().name,
-                            in.label() + " (synthetic PET: " + opt.synthetic.front().name + ")",
-                            &results[in.name()][opt.synthetic.front().name]});
-      eval::ReportTable t = make_table("Table 3: " + task_label(task) + " by input, real data" +
-                                           (opt.synthetic.empty() ? "" : " and " + opt.synthetic.front().name + "'s PET"),
-                                       pmci ? "table3" : "table3-ad-vs-cn", rows, reference, csv3);
-      t.notes.push_back(counts + ". 'tabular' is a class-weighted logistic regression on the tabular token (C = 1, "
-                        "fitted to convergence: the same for every seed); the other rows are the network.");
-      report.tables.push_back(std::move(t));
-    }
-    // ROC curves, one plot per classifier input.
-    for (const auto& [name, sources] : results) {
-      eval::ReportCurve curve{task_label(task) + ", " + parse_classifier_inputs(name).label() + " classifier", "true-positive rate", {},
-                              "false-positive rate"};
-      for (const auto& [source, seeds] : sources) {
-        std::vector<eval::RocCurve> rocs;
-        for (const auto& s : seeds) rocs.push_back(s.metrics.roc);
-        const eval::RocCurve m = eval::mean_roc(rocs);
-        curve.series.push_back({source == "real" ? "real PET" : source, m.fpr, m.tpr});
-      }
-      report.curves.push_back(std::move(curve));
-    }
+    add_task_report(task, train, test, weights, inputs, results, opt, report, all[task_name(task)],
+                    task == io::DiagnosisTask::pmci_vs_smci ? csv2 : csv7, csv3);
   }
 
   const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - wall_start).count();
-  std::string weights_text = opt.class_weights;
+  char lr_text[32];
+  std::snprintf(lr_text, sizeof lr_text, "%g", opt.lr);
   report.facts = {{"cohort", opt.cohort},
                   {"tracer", opt.tracer},
                   {"split seed", std::to_string(opt.split_seed)},
                   {"classifier preset", opt.preset},
                   {"training", std::to_string(opt.steps) + " steps of batch " + std::to_string(opt.batch_size) +
-                                   ", Adam lr " + number(opt.lr) + ", class weights " + weights_text},
+                                   ", Adam lr " + lr_text + ", class weights " + opt.class_weights},
                   {"seeds", std::to_string(opt.seeds) + " (" + std::to_string(opt.first_seed) + " …)"},
                   {"classifiers", std::to_string(classifiers) + ", " + format_duration(train_seconds) + " of training"},
                   {"machine", std::string(kernels::cpu::cpu_isa_description()) + ", " +
