@@ -18,6 +18,7 @@
 #include "kernels/cuda/elementwise.h"
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/layout.h"
+#include "kernels/cuda/loss.h"
 #include "kernels/cuda/norm.h"
 #include "kernels/cuda/pool.h"
 #include "kernels/cuda/reduce.h"
@@ -312,6 +313,36 @@ void softmax_forward(Device d, const float* x, float* y, int64_t outer, int64_t 
 void softmax_backward(Device d, const float* y, const float* dy, float* dx, int64_t outer, int64_t D, int64_t inner) {
   CUDA_CALL(d, softmax_backward, y, dy, dx, outer, D, inner);
   kc::softmax_backward(y, dy, dx, outer, D, inner);
+}
+
+void loss_sum(Device d, LossTerm term, const float* a, const float* b, float target, int64_t n, double mul, double div,
+              float* out) {
+#if CPETS_HAVE_CUDA
+  if (d == Device::CUDA) {
+    DeviceWorkspace ws(kg::loss_workspace_bytes(n));
+    kg::loss_sum(term, a, b, target, n, mul, div, out, {ws.ptr(), ws.size}, cuda_stream());
+    return;
+  }
+#endif
+  kc::loss_sum(term, a, b, target, n, mul, div, out);
+}
+
+void abs_diff_grad(Device d, const float* p, const float* t, int64_t n, const float* grad_out, double factor,
+                   double div, float* dp, float* dt) {
+  CUDA_CALL(d, abs_diff_grad, p, t, n, grad_out, factor, div, dp, dt);
+  kc::abs_diff_grad(p, t, n, grad_out, factor, div, dp, dt);
+}
+
+void diff_grad(Device d, const float* p, const float* t, float target, int64_t n, const float* grad_out, double factor,
+               double div, float* dp, float* dt) {
+  CUDA_CALL(d, diff_grad, p, t, target, n, grad_out, factor, div, dp, dt);
+  kc::diff_grad(p, t, target, n, grad_out, factor, div, dp, dt);
+}
+
+void kl_grad(Device d, const float* mu, const float* logvar, int64_t n, const float* grad_out, double factor,
+             double div, float* dmu, float* dlogvar) {
+  CUDA_CALL(d, kl_grad, mu, logvar, n, grad_out, factor, div, dmu, dlogvar);
+  kc::kl_grad(mu, logvar, n, grad_out, factor, div, dmu, dlogvar);
 }
 
 }  // namespace cpets::dispatch

@@ -12,10 +12,12 @@
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/conv3d.h"
 #include "kernels/cpu/elementwise.h"
+#include "kernels/cpu/loss.h"
 
 namespace cpets::dispatch {
 
 using kernels::cpu::BinaryOp;
+using kernels::cpu::LossTerm;
 using kernels::cpu::UnaryOp;
 
 // The device of the defined tensors; throws, naming `op` and every tensor's shape and device,
@@ -78,6 +80,17 @@ void attention_forward(Device d, const kernels::cpu::AttentionShape& s, const fl
 void attention_backward(Device d, const kernels::cpu::AttentionShape& s, const float* q, const float* k,
                         const float* v, const float* out, const float* lse, const float* dout, float* dq, float* dk,
                         float* dv);
+
+// ---- losses (kernels/cpu/loss.h: the value written to `out`, upstream gradients read through a
+// pointer, so nothing waits on the host; CUDA: workspace from the device allocator) ----
+void loss_sum(Device d, LossTerm term, const float* a, const float* b, float target, int64_t n, double mul, double div,
+              float* out);
+void abs_diff_grad(Device d, const float* p, const float* t, int64_t n, const float* grad_out, double factor,
+                   double div, float* dp, float* dt);
+void diff_grad(Device d, const float* p, const float* t, float target, int64_t n, const float* grad_out, double factor,
+               double div, float* dp, float* dt);
+void kl_grad(Device d, const float* mu, const float* logvar, int64_t n, const float* grad_out, double factor,
+             double div, float* dmu, float* dlogvar);
 
 // ---- softmax ----
 void softmax_forward(Device d, const float* x, float* y, int64_t outer, int64_t D, int64_t inner);

@@ -20,32 +20,37 @@ void map_n(int64_t n, F&& f) {
 
 inline float sign_of(float d) { return d > 0.f ? 1.f : (d < 0.f ? -1.f : 0.f); }
 
+float grad_scale(const float* grad_out, double factor, double div) { return float(factor * double(*grad_out) / div); }
+
 }  // namespace
 
-double abs_diff_sum(const float* p, const float* t, int64_t n) {
-  return chunked_sum(n, [&](int64_t i) { return std::fabs(p[i] - t[i]); });
+void loss_sum(LossTerm term, const float* a, const float* b, float target, int64_t n, double mul, double div,
+              float* out) {
+  double sum = 0;
+  switch (term) {
+    case LossTerm::AbsDiff: sum = chunked_sum(n, [&](int64_t i) { return std::fabs(a[i] - b[i]); }); break;
+    case LossTerm::SqDiff:
+      sum = chunked_sum(n, [&](int64_t i) {
+        const float d = a[i] - b[i];
+        return d * d;
+      });
+      break;
+    case LossTerm::SqDiffScalar:
+      sum = chunked_sum(n, [&](int64_t i) {
+        const float d = a[i] - target;
+        return d * d;
+      });
+      break;
+    case LossTerm::KlTerms:  // exp is libm's (exact to an ulp); the latent tensors this sees are small
+      sum = chunked_sum(n, [&](int64_t i) { return 1.f + b[i] - a[i] * a[i] - std::exp(b[i]); });
+      break;
+  }
+  *out = float(mul * sum / div);
 }
 
-double sq_diff_sum(const float* p, const float* t, int64_t n) {
-  return chunked_sum(n, [&](int64_t i) {
-    const float d = p[i] - t[i];
-    return d * d;
-  });
-}
-
-double sq_diff_scalar_sum(const float* x, float target, int64_t n) {
-  return chunked_sum(n, [&](int64_t i) {
-    const float d = x[i] - target;
-    return d * d;
-  });
-}
-
-double kl_terms_sum(const float* mu, const float* logvar, int64_t n) {
-  // exp is libm's (exact to an ulp); the latent tensors this sees are small.
-  return chunked_sum(n, [&](int64_t i) { return 1.f + logvar[i] - mu[i] * mu[i] - std::exp(logvar[i]); });
-}
-
-void abs_diff_grad(const float* p, const float* t, int64_t n, float scale, float* dp, float* dt) {
+void abs_diff_grad(const float* p, const float* t, int64_t n, const float* grad_out, double factor, double div,
+                   float* dp, float* dt) {
+  const float scale = grad_scale(grad_out, factor, div);
   map_n(n, [&](int64_t i) {
     const float g = scale * sign_of(p[i] - t[i]);
     if (dp) dp[i] = g;
@@ -53,7 +58,9 @@ void abs_diff_grad(const float* p, const float* t, int64_t n, float scale, float
   });
 }
 
-void diff_grad(const float* p, const float* t, float target, int64_t n, float scale, float* dp, float* dt) {
+void diff_grad(const float* p, const float* t, float target, int64_t n, const float* grad_out, double factor,
+               double div, float* dp, float* dt) {
+  const float scale = grad_scale(grad_out, factor, div);
   map_n(n, [&](int64_t i) {
     const float g = scale * (p[i] - (t ? t[i] : target));
     if (dp) dp[i] = g;
@@ -61,7 +68,9 @@ void diff_grad(const float* p, const float* t, float target, int64_t n, float sc
   });
 }
 
-void kl_grad(const float* mu, const float* logvar, int64_t n, float scale, float* dmu, float* dlogvar) {
+void kl_grad(const float* mu, const float* logvar, int64_t n, const float* grad_out, double factor, double div,
+             float* dmu, float* dlogvar) {
+  const float scale = grad_scale(grad_out, factor, div);
   parallel_for(n, kChunk, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
       if (dmu) dmu[i] = scale * mu[i];

@@ -5,16 +5,12 @@
 #pragma once
 #include <cstdint>
 
+#include "kernels/cpu/loss.h"
 #include "kernels/cuda/stream.h"
 
 namespace cpets::kernels::cuda {
 
-enum class LossTerm : uint8_t {
-  AbsDiff,       // |a − b|
-  SqDiff,        // (a − b)²
-  SqDiffScalar,  // (a − target)², b unused
-  KlTerms,       // 1 + b − a² − exp(b), a = mu, b = logvar
-};
+using cpu::LossTerm;  // one enum for both backends
 
 size_t loss_workspace_bytes(int64_t n);
 void loss_sum(LossTerm term, const float* a, const float* b, float target, int64_t n, double mul, double div,
