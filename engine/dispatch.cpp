@@ -13,6 +13,7 @@
 #if CPETS_HAVE_CUDA
 #include "kernels/cudnn/conv3d.h"
 #include "kernels/cudnn/gemm.h"
+#include "kernels/cuda/adam.h"
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/conv3d.h"
 #include "kernels/cuda/elementwise.h"
@@ -343,6 +344,113 @@ void kl_grad(Device d, const float* mu, const float* logvar, int64_t n, const fl
              double div, float* dmu, float* dlogvar) {
   CUDA_CALL(d, kl_grad, mu, logvar, n, grad_out, factor, div, dmu, dlogvar);
   kc::kl_grad(mu, logvar, n, grad_out, factor, div, dmu, dlogvar);
+}
+
+void segment_moments(Device d, const float* x, int64_t A, int64_t K, int64_t L, double* mean, double* var) {
+#if CPETS_HAVE_CUDA
+  if (d == Device::CUDA) {
+    DeviceWorkspace ws(kg::segment_moments_workspace_bytes(A, K, L));
+    kg::segment_moments(x, A, K, L, mean, var, {ws.ptr(), ws.size}, cuda_stream());
+    return;
+  }
+#endif
+  kc::segment_moments(x, A, K, L, mean, var);
+}
+
+void affine_rows(Device d, const float* x, float* y, int64_t rows, int64_t S, const float* center, const float* scale,
+                 const float* shift, bool silu) {
+  CUDA_CALL(d, affine_rows, x, y, rows, S, center, scale, shift, silu);
+  kc::affine_rows(x, y, rows, S, center, scale, shift, silu);
+}
+
+bool row_grad_sums(Device d, const float* dy, const float* x, int64_t rows, int64_t S, const float* center,
+                   const float* scale, const float* shift, bool silu, double* sum_g, double* sum_gx, float* g_out) {
+#if CPETS_HAVE_CUDA
+  if (d == Device::CUDA) {
+    DeviceWorkspace ws(kg::row_grad_sums_workspace_bytes(rows, S));
+    kg::row_grad_sums(dy, x, rows, S, center, scale, shift, silu, sum_g, sum_gx, {ws.ptr(), ws.size}, cuda_stream());
+    return false;
+  }
+#endif
+  kc::row_grad_sums(dy, x, rows, S, center, scale, shift, silu, sum_g, sum_gx, g_out);
+  return g_out != nullptr;
+}
+
+void row_grad_apply(Device d, const float* dy, const float* x, float* dx, int64_t rows, int64_t S, const float* center,
+                    const float* scale, const float* shift, bool silu, const float* k_dy, const float* k_x,
+                    const float* k0) {
+  CUDA_CALL(d, row_grad_apply, dy, x, dx, rows, S, center, scale, shift, silu, k_dy, k_x, k0);
+  kc::row_grad_apply(dy, x, dx, rows, S, center, scale, shift, silu, k_dy, k_x, k0);
+}
+
+void group_norm_rows(Device d, const double* mean, const double* var, float eps, const float* gamma, const float* beta,
+                     int64_t B, int64_t C, int64_t G, float* mean_out, float* rstd_out, float* center, float* scale,
+                     float* shift) {
+  CUDA_CALL(d, group_norm_rows, mean, var, eps, gamma, beta, B, C, G, mean_out, rstd_out, center, scale, shift);
+  kc::group_norm_rows(mean, var, eps, gamma, beta, B, C, G, mean_out, rstd_out, center, scale, shift);
+}
+
+void group_norm_backward_coefs(Device d, const double* sum_g, const double* sum_gx, const float* rstd,
+                               const float* gamma, int64_t B, int64_t C, int64_t G, int64_t S, float* k_dy, float* k_x,
+                               float* k0, float* dgamma, float* dbeta) {
+  CUDA_CALL(d, group_norm_backward_coefs, sum_g, sum_gx, rstd, gamma, B, C, G, S, k_dy, k_x, k0, dgamma, dbeta);
+  kc::group_norm_backward_coefs(sum_g, sum_gx, rstd, gamma, B, C, G, S, k_dy, k_x, k0, dgamma, dbeta);
+}
+
+void batch_norm_stats(Device d, const double* mean, const double* var, int64_t C, double n, float eps, float* center,
+                      float* rstd, float* running_mean, float* running_var, float momentum) {
+  CUDA_CALL(d, batch_norm_stats, mean, var, C, n, eps, center, rstd, running_mean, running_var, momentum);
+  kc::batch_norm_stats(mean, var, C, n, eps, center, rstd, running_mean, running_var, momentum);
+}
+
+void batch_norm_running_stats(Device d, const float* running_mean, const float* running_var, int64_t C, float eps,
+                              float* center, float* rstd) {
+  CUDA_CALL(d, batch_norm_running_stats, running_mean, running_var, C, eps, center, rstd);
+  kc::batch_norm_running_stats(running_mean, running_var, C, eps, center, rstd);
+}
+
+void batch_norm_rows(Device d, const float* center, const float* rstd, const float* gamma, const float* beta, int64_t B,
+                     int64_t C, float* row_center, float* row_scale, float* row_shift) {
+  CUDA_CALL(d, batch_norm_rows, center, rstd, gamma, beta, B, C, row_center, row_scale, row_shift);
+  kc::batch_norm_rows(center, rstd, gamma, beta, B, C, row_center, row_scale, row_shift);
+}
+
+void batch_norm_backward_coefs(Device d, const double* sum_g, const double* sum_gx, const float* rstd,
+                               const float* gamma, int64_t B, int64_t C, double n, bool batch_stats, float* k_dy,
+                               float* k_x, float* k0, float* dgamma, float* dbeta) {
+  CUDA_CALL(d, batch_norm_backward_coefs, sum_g, sum_gx, rstd, gamma, B, C, n, batch_stats, k_dy, k_x, k0, dgamma,
+            dbeta);
+  kc::batch_norm_backward_coefs(sum_g, sum_gx, rstd, gamma, B, C, n, batch_stats, k_dy, k_x, k0, dgamma, dbeta);
+}
+
+void layer_norm_forward(Device d, const float* x, float* y, int64_t rows, int64_t D, const float* gamma,
+                        const float* beta, float eps, float* mean, float* rstd) {
+  CUDA_CALL(d, layer_norm_forward, x, y, rows, D, gamma, beta, eps, mean, rstd);
+  kc::layer_norm_forward(x, y, rows, D, gamma, beta, eps, mean, rstd);
+}
+
+void layer_norm_backward(Device d, const float* dy, const float* x, int64_t rows, int64_t D, const float* gamma,
+                         const float* mean, const float* rstd, float* dx, float* dgamma, float* dbeta) {
+#if CPETS_HAVE_CUDA
+  if (d == Device::CUDA) {
+    DeviceWorkspace ws(kg::layer_norm_backward_workspace_bytes(rows, D));
+    kg::layer_norm_backward(dy, x, rows, D, gamma, mean, rstd, dx, dgamma, dbeta, {ws.ptr(), ws.size}, cuda_stream());
+    return;
+  }
+#endif
+  kc::layer_norm_backward(dy, x, rows, D, gamma, mean, rstd, dx, dgamma, dbeta);
+}
+
+void adam_multi_tensor(Device d, const std::vector<kernels::cpu::AdamTensor>& tensors) {
+  if (tensors.empty()) return;
+#if CPETS_HAVE_CUDA
+  if (d == Device::CUDA) {
+    DeviceWorkspace ws(kg::adam_workspace_bytes(tensors.size()));
+    kg::adam_multi_tensor(tensors, {ws.ptr(), ws.size}, cuda_stream());
+    return;
+  }
+#endif
+  kc::adam_multi_tensor(tensors);
 }
 
 }  // namespace cpets::dispatch

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "engine/tensor.h"
+#include "kernels/cpu/adam.h"
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/conv3d.h"
 #include "kernels/cpu/elementwise.h"
@@ -91,6 +92,43 @@ void diff_grad(Device d, const float* p, const float* t, float target, int64_t n
                double div, float* dp, float* dt);
 void kl_grad(Device d, const float* mu, const float* logvar, int64_t n, const float* grad_out, double factor,
              double div, float* dmu, float* dlogvar);
+
+// ---- normalisation (kernels/cpu/norm.h: GroupNorm and BatchNorm as per-row passes plus the
+// small coefficient computations between them; CUDA: the same functions as kernels, workspaces
+// from the device allocator) ----
+void segment_moments(Device d, const float* x, int64_t A, int64_t K, int64_t L, double* mean, double* var);
+void affine_rows(Device d, const float* x, float* y, int64_t rows, int64_t S, const float* center, const float* scale,
+                 const float* shift, bool silu);
+// Σ g and Σ g·(x − center) per row. With SiLU the CPU kernel also stores g = dy·SiLU'(z) into
+// g_out when it is given, so the second pass reads g instead of recomputing an exp per element;
+// returns whether it did (the CUDA kernel recomputes: false).
+bool row_grad_sums(Device d, const float* dy, const float* x, int64_t rows, int64_t S, const float* center,
+                   const float* scale, const float* shift, bool silu, double* sum_g, double* sum_gx, float* g_out);
+void row_grad_apply(Device d, const float* dy, const float* x, float* dx, int64_t rows, int64_t S, const float* center,
+                    const float* scale, const float* shift, bool silu, const float* k_dy, const float* k_x,
+                    const float* k0);
+void group_norm_rows(Device d, const double* mean, const double* var, float eps, const float* gamma, const float* beta,
+                     int64_t B, int64_t C, int64_t G, float* mean_out, float* rstd_out, float* center, float* scale,
+                     float* shift);
+void group_norm_backward_coefs(Device d, const double* sum_g, const double* sum_gx, const float* rstd,
+                               const float* gamma, int64_t B, int64_t C, int64_t G, int64_t S, float* k_dy, float* k_x,
+                               float* k0, float* dgamma, float* dbeta);
+void batch_norm_stats(Device d, const double* mean, const double* var, int64_t C, double n, float eps, float* center,
+                      float* rstd, float* running_mean, float* running_var, float momentum);
+void batch_norm_running_stats(Device d, const float* running_mean, const float* running_var, int64_t C, float eps,
+                              float* center, float* rstd);
+void batch_norm_rows(Device d, const float* center, const float* rstd, const float* gamma, const float* beta, int64_t B,
+                     int64_t C, float* row_center, float* row_scale, float* row_shift);
+void batch_norm_backward_coefs(Device d, const double* sum_g, const double* sum_gx, const float* rstd,
+                               const float* gamma, int64_t B, int64_t C, double n, bool batch_stats, float* k_dy,
+                               float* k_x, float* k0, float* dgamma, float* dbeta);
+void layer_norm_forward(Device d, const float* x, float* y, int64_t rows, int64_t D, const float* gamma,
+                        const float* beta, float eps, float* mean, float* rstd);
+void layer_norm_backward(Device d, const float* dy, const float* x, int64_t rows, int64_t D, const float* gamma,
+                         const float* mean, const float* rstd, float* dx, float* dgamma, float* dbeta);
+
+// ---- optimiser (CUDA: every tensor in one launch) ----
+void adam_multi_tensor(Device d, const std::vector<kernels::cpu::AdamTensor>& tensors);
 
 // ---- softmax ----
 void softmax_forward(Device d, const float* x, float* y, int64_t outer, int64_t D, int64_t inner);

@@ -9,7 +9,6 @@
 #include "engine/autograd.h"
 #include "engine/dispatch.h"
 #include "kernels/cpu/gemm.h"
-#include "kernels/cpu/parallel.h"
 
 namespace cpets {
 namespace {
@@ -105,15 +104,8 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   out_shape.back() = out_f;
   Tensor out = Tensor::empty(out_shape, dev);
   float beta = 0.f;
-  if (bias.defined() && dev == Device::CUDA) {
+  if (bias.defined()) {  // start from the bias in every row, then accumulate x·Wᵀ onto it
     dispatch::broadcast_to(dev, bias.data(), {1, out_f}, out.data(), {rows, out_f});
-    beta = 1.f;
-  } else if (bias.defined()) {  // start from the bias in every row, then accumulate x·Wᵀ onto it
-    float* o = out.data();
-    const float* bb = bias.data();
-    kc::parallel_for(rows, 256, [&](int64_t r0, int64_t r1) {
-      for (int64_t r = r0; r < r1; ++r) std::copy(bb, bb + out_f, o + r * out_f);
-    });
     beta = 1.f;
   }
   dispatch::sgemm(dev, false, true, rows, out_f, in_f, 1.f, x.data(), in_f, weight.data(), in_f, beta, out.data(), out_f);
@@ -128,19 +120,9 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
                     gw = Tensor::empty(w.shape(), dev);
                     dispatch::sgemm(dev, true, false, out_f, in_f, rows, 1.f, g.data(), out_f, x.data(), in_f, 0.f, gw.data(), in_f);
                   }
-                  if (needs[2] && dev == Device::CUDA) {  // db = column sums of g (deterministic reduction)
+                  if (needs[2]) {  // db = column sums of g (deterministic reduction, in double)
                     gbias = Tensor::empty({out_f}, dev);
                     dispatch::sum_axes(dev, g.data(), {rows, out_f}, {true, false}, gbias.data());
-                  } else if (needs[2]) {  // db = column sums of g, each column summed in row order
-                    gbias = Tensor::zeros({out_f});
-                    float* gb = gbias.data();
-                    const float* gd = g.data();
-                    kc::parallel_for(out_f, 64, [&](int64_t c0, int64_t c1) {
-                      for (int64_t r = 0; r < rows; ++r) {
-                        const float* row = gd + r * out_f;
-                        for (int64_t c = c0; c < c1; ++c) gb[c] += row[c];
-                      }
-                    });
                   }
                   return std::vector<Tensor>{gx, gw, gbias};
                 });

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <map>
+#include <optional>
 #include <set>
 #include <stdexcept>
 #include <unordered_set>
@@ -9,8 +10,8 @@
 #include "engine/autograd.h"
 #include "engine/device.h"
 #include "engine/profiler.h"
+#include "engine/dispatch.h"
 #include "kernels/cpu/adam.h"
-#include "kernels/cuda/adam.h"
 
 namespace cpets {
 
@@ -68,7 +69,8 @@ void Adam::set_lr(size_t group, double lr) {
 void Adam::step() {
   profiler::Scope scope("adam_step");
   NoGradGuard no_grad;
-  std::vector<kernels::cuda::AdamTensor> on_device;  // updated together by one fused launch
+  std::vector<kernels::cpu::AdamTensor> tensors;  // updated together (on a GPU by one fused launch)
+  std::optional<Device> device;
   for (auto& group : groups_) {
     const AdamOptions& o = group.options;
     for (auto& ps : group.params) {
@@ -99,19 +101,14 @@ void Adam::step() {
                                         float(1.0 - o.beta2),
                                         float(o.lr / bias_correction1),
                                         float(std::sqrt(bias_correction2))};
-      if (ps.param.device() == Device::CUDA)
-        on_device.push_back({ps.param.data(), grad.data(), ps.exp_avg.data(), ps.exp_avg_sq.data(), ps.param.numel(), s});
-      else
-        kernels::cpu::adam_step(ps.param.data(), grad.data(), ps.exp_avg.data(), ps.exp_avg_sq.data(), ps.param.numel(), s);
+      if (device && *device != ps.param.device())
+        throw std::runtime_error("Adam: parameter '" + ps.name + "' is on " + device_name(ps.param.device()) +
+                                 " but earlier ones are on " + device_name(*device) + "; move the model to one device");
+      device = ps.param.device();
+      tensors.push_back({ps.param.data(), grad.data(), ps.exp_avg.data(), ps.exp_avg_sq.data(), ps.param.numel(), s});
     }
   }
-  if constexpr (kHaveCuda) {
-    if (!on_device.empty()) {
-      const size_t bytes = kernels::cuda::adam_workspace_bytes(on_device.size());
-      Tensor ws = Tensor::empty({int64_t((bytes + 3) / 4)}, Device::CUDA);
-      kernels::cuda::adam_multi_tensor(on_device, {ws.data(), bytes}, cuda_stream());
-    }
-  }
+  if (device) dispatch::adam_multi_tensor(*device, tensors);
 }
 
 void Adam::zero_grad() {

@@ -7,7 +7,7 @@
 #include "engine/allocator.h"
 #include "engine/autograd.h"
 #include "engine/device.h"
-#include "kernels/cuda/elementwise.h"
+#include "engine/dispatch.h"
 
 namespace cpets {
 
@@ -178,17 +178,7 @@ void Tensor::copy_from(const Tensor& src) {
   else copy_device_to_device(data(), src.data(), bytes);
 }
 
-void Tensor::fill_(float value) {
-  float* p = data();
-  const int64_t n = numel();
-  if constexpr (kHaveCuda) {
-    if (device() == Device::CUDA) {
-      kernels::cuda::fill(p, n, value, cuda_stream());
-      return;
-    }
-  }
-  for (int64_t i = 0; i < n; ++i) p[i] = value;
-}
+void Tensor::fill_(float value) { dispatch::fill(device(), data(), numel(), value); }
 
 Tensor Tensor::to(Device target) const {
   if (device() == target) return *this;

@@ -4,6 +4,8 @@
 #include <doctest/doctest.h>
 
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <string>
 
 #include "engine/backend.h"
@@ -72,4 +74,34 @@ TEST_CASE("backends are chosen by name, unknown names list the valid ones") {
   }
   CHECK_THROWS_AS(set_backend("pooling", "cuda"), std::invalid_argument);
   CHECK(backend_choices("attention") == std::vector<std::string>{"cuda"});
+}
+
+// One op-dispatch pattern (issue 11): op bodies hold the checks, the allocation and the autograd
+// record, and reach a kernel only through dispatch::, so the same body serves every device. A
+// device branch or a direct CUDA kernel call in an op file would be a second pattern.
+TEST_CASE("op bodies do not branch on the device: kernels are reached through dispatch only") {
+  namespace fs = std::filesystem;
+  const fs::path engine = fs::path(CPETS_FIXTURES) / ".." / ".." / "engine";
+  REQUIRE(fs::is_directory(engine));
+  int checked = 0;
+  for (const auto& entry : fs::directory_iterator(engine)) {
+    const std::string name = entry.path().filename().string();
+    const bool op_file = name.rfind("ops_", 0) == 0 && entry.path().extension() == ".cpp";
+    if (!op_file && name != "optim.cpp" && name != "tensor.cpp") continue;
+    std::ifstream in(entry.path());
+    std::string line;
+    int number = 0;
+    while (std::getline(in, line)) {
+      ++number;
+      for (const char* forbidden : {"Device::CUDA", "kHaveCuda", "kernels::cuda", "CPETS_HAVE_CUDA", "cuda_ops::"}) {
+        CAPTURE(name);
+        CAPTURE(number);
+        CAPTURE(line);
+        CHECK(line.find(forbidden) == std::string::npos);
+      }
+    }
+    ++checked;
+  }
+  CHECK(checked >= 10);
+  CHECK_FALSE(fs::exists(engine / "ops_cuda.h"));  // the second op body of the norms and losses is gone
 }

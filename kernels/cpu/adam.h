@@ -8,6 +8,7 @@
 // the caller. Elementwise, in fixed chunks, so it is thread-count independent.
 #pragma once
 #include <cstdint>
+#include <vector>
 
 namespace cpets::kernels::cpu {
 
@@ -20,5 +21,20 @@ struct AdamScalars {
 };
 
 void adam_step(float* param, const float* grad, float* exp_avg, float* exp_avg_sq, int64_t n, const AdamScalars& s);
+
+// One parameter tensor's update; a list of them is what the optimiser hands over (the CUDA kernel
+// updates them all in one launch, kernels/cuda/adam.h).
+struct AdamTensor {
+  float* param;
+  const float* grad;
+  float* exp_avg;
+  float* exp_avg_sq;
+  int64_t n;
+  AdamScalars s;  // per tensor: step counts (so bias corrections) may differ between tensors
+};
+
+inline void adam_multi_tensor(const std::vector<AdamTensor>& tensors) {
+  for (const AdamTensor& t : tensors) adam_step(t.param, t.grad, t.exp_avg, t.exp_avg_sq, t.n, t.s);
+}
 
 }  // namespace cpets::kernels::cpu

@@ -37,6 +37,37 @@ void row_grad_apply(const float* dy, const float* x, float* dx, int64_t rows, in
                     const float* scale, const float* shift, bool silu, const float* k_dy, const float* k_x,
                     const float* k0);
 
+// ---- per-row coefficients from the statistics --------------------------------------------------
+// The small computations between the passes above, the same functions as kernels/cuda/norm.h's
+// (which run them as kernels, so a GPU step never waits for the host); plain loops in double,
+// defined in norm_coefs.cpp (not per ISA level).
+//
+// GroupNorm (x of B·C rows; G groups of C/G channels): from the group moments, mean_out/rstd_out
+// per (b, g) and the forward's per-row center, scale, shift. gamma/beta may be null (1 and 0).
+void group_norm_rows(const double* mean, const double* var, float eps, const float* gamma, const float* beta,
+                     int64_t B, int64_t C, int64_t G, float* mean_out, float* rstd_out, float* center, float* scale,
+                     float* shift);
+// Backward coefficients per row (k_dy, k_x, k0 for row_grad_apply; skipped when k_dy is null) and
+// dgamma/dbeta (each skipped where null) from the row sums; S = elements per row.
+void group_norm_backward_coefs(const double* sum_g, const double* sum_gx, const float* rstd, const float* gamma,
+                               int64_t B, int64_t C, int64_t G, int64_t S, float* k_dy, float* k_x, float* k0,
+                               float* dgamma, float* dbeta);
+// BatchNorm3d (per channel c of C; n = B·S values per channel): batch statistics → center (mean)
+// and rstd, updating the running statistics in place (unbiased variance, as PyTorch) when
+// running_mean is not null.
+void batch_norm_stats(const double* mean, const double* var, int64_t C, double n, float eps, float* center,
+                      float* rstd, float* running_mean, float* running_var, float momentum);
+// Eval with running statistics: center = running_mean, rstd = 1/sqrt(running_var + eps).
+void batch_norm_running_stats(const float* running_mean, const float* running_var, int64_t C, float eps,
+                              float* center, float* rstd);
+// Per-row (b, c) forward coefficients.
+void batch_norm_rows(const float* center, const float* rstd, const float* gamma, const float* beta, int64_t B,
+                     int64_t C, float* row_center, float* row_scale, float* row_shift);
+// k_dy, k_x, k0 are required; dgamma/dbeta may be null.
+void batch_norm_backward_coefs(const double* sum_g, const double* sum_gx, const float* rstd, const float* gamma,
+                               int64_t B, int64_t C, double n, bool batch_stats, float* k_dy, float* k_x, float* k0,
+                               float* dgamma, float* dbeta);
+
 // LayerNorm over rows of D contiguous elements. gamma/beta may be null (no affine). Writes the
 // per-row mean and 1/sqrt(var + eps) for the backward.
 void layer_norm_forward(const float* x, float* y, int64_t rows, int64_t D, const float* gamma, const float* beta,

@@ -11,15 +11,7 @@
 namespace cpets::kernels::cuda {
 
 using cpu::AdamScalars;
-
-struct AdamTensor {
-  float* param;
-  const float* grad;
-  float* exp_avg;
-  float* exp_avg_sq;
-  int64_t n;
-  AdamScalars s;  // per tensor: step counts (so bias corrections) may differ between tensors
-};
+using cpu::AdamTensor;
 
 // The workspace holds the tensor list on the device.
 size_t adam_workspace_bytes(size_t tensors);
