@@ -78,33 +78,6 @@ Tensor assemble_parts(const Shape& shape, int64_t dim, const std::vector<std::pa
   return out;
 }
 
-// chunk's parts share one backward node, so the input's gradient is assembled once instead of
-// one zero-filled full-size gradient per part summed by autograd. The autograd graph has one
-// output per node; so each part gets a small node of its own that stores its gradient here and
-// passes a 1-element token on to the shared node ("chunk"), which runs once every part that is
-// reached by the backward pass has delivered (autograd's dependency count) and reads them all.
-struct ChunkGradients {
-  std::vector<Tensor> parts;  // undefined until that part's gradient arrives
-};
-
-class ChunkPartNode final : public Node {
- public:
-  ChunkPartNode(std::shared_ptr<ChunkGradients> grads, size_t index, std::shared_ptr<Node> gather)
-      : Node("chunk_part"), grads_(std::move(grads)), index_(index) {
-    next.push_back(std::move(gather));
-  }
-  std::vector<Tensor> apply(const Tensor& grad_out) override {
-    if (!grads_)
-      throw std::logic_error("backward through a part of 'chunk' a second time: the chunk node already ran");
-    grads_->parts[index_] = grad_out;
-    grads_.reset();
-    return {Tensor::ones({1})};  // a token: the gradient itself travels through ChunkGradients
-  }
- private:
-  std::shared_ptr<ChunkGradients> grads_;
-  size_t index_;
-};
-
 }  // namespace
 
 Tensor reshape(const Tensor& a, const Shape& shape) {
@@ -210,22 +183,7 @@ std::vector<Tensor> chunk(const Tensor& a, int64_t chunks, int64_t dim) {
                                 " equal parts");
   const int64_t step = size / chunks;
   std::vector<Tensor> out;
-  for (int64_t c = 0; c < chunks; ++c) out.push_back(slice_raw(a, dim, c * step, (c + 1) * step));
-  // The shared backward node hangs off a placeholder tensor (record attaches nodes to outputs);
-  // the parts' own nodes point to it.
-  auto grads = std::make_shared<ChunkGradients>();
-  grads->parts.resize(chunks);
-  auto gather = [grads, shape = a.shape(), dim, step](const Tensor&, const std::vector<bool>&) {
-    std::vector<std::pair<Tensor, int64_t>> parts;
-    for (Tensor& g : grads->parts) parts.emplace_back(std::move(g), step);
-    return std::vector<Tensor>{assemble_parts(shape, dim, parts)};
-  };
-  Tensor anchor = record(a.detach(), "chunk", {a}, gather);
-  if (!anchor.grad_fn()) return out;  // no gradient wanted
-  for (int64_t c = 0; c < chunks; ++c) {
-    out[c].impl()->requires_grad = true;
-    out[c].impl()->grad_fn = std::make_shared<ChunkPartNode>(grads, c, anchor.grad_fn());
-  }
+  for (int64_t c = 0; c < chunks; ++c) out.push_back(slice(a, dim, c * step, (c + 1) * step));
   return out;
 }
 

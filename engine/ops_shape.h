@@ -10,8 +10,7 @@ Tensor permute(const Tensor& a, const std::vector<int64_t>& dims);  // materiali
 Tensor transpose(const Tensor& a, int64_t d0, int64_t d1);
 Tensor concat(const std::vector<Tensor>& parts, int64_t dim);
 Tensor slice(const Tensor& a, int64_t dim, int64_t start, int64_t end);  // [start, end), step 1
-// Equal parts (copies). Their backward is one node that assembles a's gradient once, so all the
-// parts' gradients must come in one backward pass; a second pass from another part throws.
+// Equal parts (copies): a loop of slice, each part with its own gradient.
 std::vector<Tensor> chunk(const Tensor& a, int64_t chunks, int64_t dim);
 
 }  // namespace cpets
