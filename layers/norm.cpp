@@ -4,6 +4,7 @@
 #include <string>
 
 #include "engine/autograd.h"
+#include "engine/ops_elementwise.h"
 #include "engine/ops_norm.h"
 
 namespace cpets::layers {
@@ -61,8 +62,10 @@ Tensor BatchNorm3d::forward(const Tensor& x) const {
   const bool training = is_training();
   if (training) {
     // The handles share storage with the registered buffers: the counter lives in the state_dict.
+    // Incremented by an op, not through data(): on a GPU the buffer is device memory.
+    NoGradGuard no_grad;
     Tensor counter = num_batches_tracked;
-    counter.data()[0] += 1.f;
+    counter.copy_from(add_scalar(counter.detach(), 1.f));
   }
   return batch_norm3d(x, weight, bias, running_mean, running_var, training, momentum_, eps_);
 }
