@@ -22,40 +22,16 @@
 #include "train/classify.h"
 #include "train/config.h"
 #include "train/trainer.h"
+#include "test_support.h"
 
 using namespace cpets;
 using namespace cpets::train;
 namespace fs = std::filesystem;
+using cpets::testing::error_of;
+using cpets::testing::TempDir;
+using cpets::testing::ThreadCount;
 
 namespace {
-
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    static int counter = 0;
-    path = fs::temp_directory_path() / ("cpets_classify_test_" + std::to_string(getpid()) + "_" + std::to_string(counter++));
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  std::string str() const { return path.string(); }
-};
-
-struct ThreadCount {  // the tiny models run faster on one thread on a shared machine (test_train.cpp)
-  int prev;
-  explicit ThreadCount(int n) : prev(omp_get_max_threads()) { omp_set_num_threads(n); }
-  ~ThreadCount() { omp_set_num_threads(prev); }
-};
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "(no exception)";
-}
 
 // A phantom cohort with converters (72 subjects: with split seed 100 both tasks have both classes
 // in the training and the test split — checked by the first test).

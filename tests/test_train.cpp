@@ -32,45 +32,21 @@
 #include "train/experiment.h"
 #include "train/progress.h"
 #include "train/trainer.h"
+#include "test_support.h"
 
 using namespace cpets;
 using namespace cpets::train;
 namespace fs = std::filesystem;
+using cpets::testing::error_of;
+using cpets::testing::TempDir;
+using cpets::testing::ThreadCount;
 using json = nlohmann::json;
 
 namespace {
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    static int counter = 0;
-    path = fs::temp_directory_path() / ("cpets_train_test_" + std::to_string(getpid()) + "_" + std::to_string(counter++));
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  std::string str() const { return path.string(); }
-};
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "(no exception)";
-}
-
-// Sets the OpenMP thread count for a scope. The trainer tests run on one thread: on a shared,
-// busy machine every fork/join of a tiny model's many small ops waits for a descheduled thread
-// (measured 0.03 s per step on one thread vs 0.75 s on two under load); the 1-vs-2-thread
-// determinism test below is the exception.
-struct ThreadCount {
-  int prev;
-  explicit ThreadCount(int n) : prev(omp_get_max_threads()) { omp_set_num_threads(n); }
-  ~ThreadCount() { omp_set_num_threads(prev); }
-};
+// The trainer tests run on one thread (ThreadCount, test_support.h: measured 0.03 s per step on
+// one thread vs 0.75 s on two under load); the 1-vs-2-thread determinism test below is the
+// exception.
 
 bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 

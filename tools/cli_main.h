@@ -8,9 +8,22 @@
 #include <exception>
 #include <functional>
 #include <iostream>
+#include <sstream>
 #include <stdexcept>
+#include <string>
+#include <vector>
 
 namespace cpets::tools {
+
+// "a,b,,c" → {"a", "b", "c"}: a comma-separated option value, empty items dropped.
+inline std::vector<std::string> split_list(const std::string& text) {
+  std::vector<std::string> out;
+  std::stringstream s(text);
+  std::string item;
+  while (std::getline(s, item, ','))
+    if (!item.empty()) out.push_back(item);
+  return out;
+}
 
 // A wrong flag value found after parsing (exit code 2).
 struct UsageError : std::invalid_argument {

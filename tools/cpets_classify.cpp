@@ -32,15 +32,6 @@ using namespace cpets;
 std::atomic<bool> g_stop{false};
 extern "C" void on_interrupt(int) { g_stop = true; }
 
-std::vector<std::string> split_list(const std::string& text) {
-  std::vector<std::string> out;
-  std::stringstream s(text);
-  std::string item;
-  while (std::getline(s, item, ','))
-    if (!item.empty()) out.push_back(item);
-  return out;
-}
-
 struct Args {
   train::ClassifyOptions o;
   std::string tasks = "pmci-vs-smci", inputs = "pet", experiment;
@@ -52,9 +43,9 @@ struct Args {
 int run(Args a) {
   train::ClassifyOptions& o = a.o;
   o.tasks.clear();
-  for (const auto& t : split_list(a.tasks)) o.tasks.push_back(train::parse_task(t));
+  for (const auto& t : tools::split_list(a.tasks)) o.tasks.push_back(train::parse_task(t));
   o.inputs.clear();
-  for (const auto& i : split_list(a.inputs)) {
+  for (const auto& i : tools::split_list(a.inputs)) {
     if (i == "table3") {
       o.inputs.insert(o.inputs.end(), train::table3_inputs().begin(), train::table3_inputs().end());
       continue;

@@ -33,18 +33,9 @@ using namespace cpets;
 std::atomic<bool> g_stop{false};
 extern "C" void on_interrupt(int) { g_stop = true; }
 
-std::vector<std::string> split_list(const std::string& text) {
-  std::vector<std::string> out;
-  std::stringstream s(text);
-  std::string item;
-  while (std::getline(s, item, ','))
-    if (!item.empty()) out.push_back(item);
-  return out;
-}
-
 int run(train::ExperimentOptions o, const std::string& methods, const std::string& ablations, int threads) {
-  o.methods = split_list(methods);
-  o.ablation_names = split_list(ablations);
+  o.methods = tools::split_list(methods);
+  o.ablation_names = tools::split_list(ablations);
   if (threads > 0) o.overrides.insert(o.overrides.begin(), "train.threads=" + std::to_string(threads));
   o.progress = isatty(STDERR_FILENO);
   o.stop = &g_stop;

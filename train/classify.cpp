@@ -487,24 +487,11 @@ eval::ReportTable make_table(const std::string& title, const std::string& table,
   return t;
 }
 
-void write_csv(const std::string& path, const std::vector<std::vector<std::string>>& rows) {
-  std::string text = "table,row,label";
-  for (const auto& c : columns()) text += "," + c.key + "_mean," + c.key + "_std," + c.key + "_p";
-  text += ",seeds\n";
-  for (const auto& row : rows) {
-    for (size_t i = 0; i < row.size(); ++i) {
-      const bool quote = row[i].find_first_of(",\"") != std::string::npos;
-      std::string cell = row[i];
-      if (quote) {
-        std::string q = "\"";
-        for (char ch : cell) q += ch == '"' ? std::string("\"\"") : std::string(1, ch);
-        cell = q + "\"";
-      }
-      text += (i ? "," : "") + cell;
-    }
-    text += "\n";
-  }
-  io::write_text_atomic(path, text);
+void write_table_csv(const std::string& path, const std::vector<std::vector<std::string>>& rows) {
+  std::vector<std::string> header = {"table", "row", "label"};
+  for (const auto& c : columns()) header.insert(header.end(), {c.key + "_mean", c.key + "_std", c.key + "_p"});
+  header.push_back("seeds");
+  io::write_csv(path, header, rows);
 }
 
 ordered_json seed_json(const SeedResult& s, const std::vector<int>& labels) {
@@ -730,9 +717,9 @@ eval::Report run_classification(const ClassifyOptions& opt) {
   fs::create_directories(opt.out);
   io::write_text_atomic((fs::path(opt.out) / "metrics.json").string(),
                         ordered_json{{"facts", report.facts}, {"tasks", all}}.dump(2) + "\n");
-  if (!csv2.empty()) write_csv((fs::path(opt.out) / "table2.csv").string(), csv2);
-  if (!csv3.empty()) write_csv((fs::path(opt.out) / "table3.csv").string(), csv3);
-  if (!csv7.empty()) write_csv((fs::path(opt.out) / "table7.csv").string(), csv7);
+  if (!csv2.empty()) write_table_csv((fs::path(opt.out) / "table2.csv").string(), csv2);
+  if (!csv3.empty()) write_table_csv((fs::path(opt.out) / "table3.csv").string(), csv3);
+  if (!csv7.empty()) write_table_csv((fs::path(opt.out) / "table7.csv").string(), csv7);
   eval::write_html_report((fs::path(opt.out) / "report.html").string(), report);
   return report;
 }

@@ -152,24 +152,11 @@ eval::ReportTable make_table(const std::string& title, const eval::Report& r, co
   return t;
 }
 
-void write_csv(const std::string& path, const std::vector<std::vector<std::string>>& rows) {
-  std::string header = "method,label";
-  for (const auto& c : table_columns()) header += "," + c.key + "_mean," + c.key + "_std," + c.key + "_p";
-  header += ",steps,train_seconds\n";
-  std::string text = header;
-  for (const auto& row : rows) {
-    for (size_t i = 0; i < row.size(); ++i) {
-      std::string cell = row[i];
-      if (cell.find_first_of(",\"") != std::string::npos) {
-        std::string quoted = "\"";
-        for (char ch : cell) quoted += ch == '"' ? std::string("\"\"") : std::string(1, ch);
-        cell = quoted + "\"";
-      }
-      text += (i ? "," : "") + cell;
-    }
-    text += "\n";
-  }
-  io::write_text_atomic(path, text);
+void write_table_csv(const std::string& path, const std::vector<std::vector<std::string>>& rows) {
+  std::vector<std::string> header = {"method", "label"};
+  for (const auto& c : table_columns()) header.insert(header.end(), {c.key + "_mean", c.key + "_std", c.key + "_p"});
+  header.insert(header.end(), {"steps", "train_seconds"});
+  io::write_csv(path, header, rows);
 }
 
 // The validation curves of every run in one plot per quantity, a series per run.
@@ -391,8 +378,8 @@ eval::Report run_experiment(const ExperimentOptions& opt) {
   }
   report.curves = curves_by_run(plan);
 
-  write_csv((fs::path(opt.out) / "table1.csv").string(), csv1);
-  if (!csv5.empty()) write_csv((fs::path(opt.out) / "table5.csv").string(), csv5);
+  write_table_csv((fs::path(opt.out) / "table1.csv").string(), csv1);
+  if (!csv5.empty()) write_table_csv((fs::path(opt.out) / "table5.csv").string(), csv5);
   eval::write_report_json((fs::path(opt.out) / "metrics.json").string(), report);
   eval::write_html_report((fs::path(opt.out) / "report.html").string(), report);
   return report;
