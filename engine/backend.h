@@ -6,9 +6,10 @@
 //   conv_precision  fp32 (exact, CUDA cores) | tf32 | bf16 (tensor cores, FP32 accumulation):
 //              the arithmetic of the conv3d kernels, ours and cuDNN's (cuDNN has no bf16 here)
 // The defaults are ours, in fp32. Environment variables CPETS_CONV_BACKEND, CPETS_GEMM_BACKEND,
-// CPETS_ATTENTION_BACKEND and CPETS_CONV_PRECISION set the starting choice (read once, at the first query); the API below
-// (e.g. from a config key "backends": {"conv": "cudnn"}) changes it afterwards. CPU tensors
-// always use kernels/cpu, whatever is chosen here.
+// CPETS_ATTENTION_BACKEND and CPETS_CONV_PRECISION set the starting choice (read once, at the
+// first query); the API below changes it afterwards — the trainer applies the config keys
+// train.conv_backend, train.gemm_backend, train.attention_backend and train.conv_precision and
+// records the choice in train.jsonl. CPU tensors always use kernels/cpu, whatever is chosen here.
 #pragma once
 #include <string>
 #include <vector>

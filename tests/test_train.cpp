@@ -20,6 +20,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "engine/backend.h"
 #include "engine/rng.h"
 #include "io/cohort.h"
 #include "io/nifti.h"
@@ -216,6 +217,25 @@ TEST_CASE("config: the ablation switches reach the model and the objective") {
   const std::string err = error_of([] { tiny_config({"model.discriminator=false"}); });
   CHECK(contains(err, "model.discriminator"));
   CHECK(contains(err, "train.discriminator"));
+}
+
+TEST_CASE("config: the op backends (train.conv_backend, …) are checked by name and applied by the trainer") {
+  std::string e = error_of([] { tiny_config({"train.conv_backend=cudnm"}); });
+  CHECK(contains(e, "train.conv_backend"));
+  CHECK(contains(e, "\"cudnn\""));
+  e = error_of([] { tiny_config({"train.conv_precision=fp16"}); });
+  CHECK(contains(e, "train.conv_precision"));
+  CHECK(contains(e, "\"bf16\""));
+  const std::string before = backend_name("gemm");
+  {
+    ThreadCount one(1);
+    Trainer t(tiny_config({"train.gemm_backend=cublas", "train.conv_precision=tf32"}));
+    CHECK(backend_name("gemm") == "cublas");
+    CHECK(backend_name("conv_precision") == "tf32");
+  }
+  set_backend("gemm", before);
+  set_backend("conv_precision", "fp32");
+  CHECK(op_backends(tiny_config().train).front() == std::pair<std::string, std::string>{"conv", ""});  // "" = not set
 }
 
 TEST_CASE("config: unknown keys, wrong types and impossible values name the key and the fix") {
@@ -764,6 +784,8 @@ TEST_CASE("trainer: run() validates, checkpoints per epoch, logs every step and 
       ++starts;
       CHECK(j["cpu_isa"].get<std::string>() == kernels::cpu::cpu_isa_name(kernels::cpu::cpu_isa()));
       CHECK(j["threads"].get<int>() == 1);
+      CHECK(j["backends"]["conv"].get<std::string>() == backend_name("conv"));  // what CUDA tensors would run on
+      CHECK(j["backends"].size() == 4);
     } else if (j["type"] == "step") {
       ++steps;
       CHECK(j["step"].get<int64_t>() == steps);

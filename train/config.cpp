@@ -6,9 +6,16 @@
 #include <fstream>
 #include <sstream>
 
+#include "engine/backend.h"
+
 namespace cpets::train {
 
 using json = nlohmann::json;
+
+std::vector<std::pair<std::string, std::string>> op_backends(const TrainConfig& t) {
+  return {{"conv", t.conv_backend}, {"gemm", t.gemm_backend}, {"attention", t.attention_backend},
+          {"conv_precision", t.conv_precision}};
+}
 
 namespace {
 
@@ -181,7 +188,11 @@ json train_to_json(const TrainConfig& t) {
           {"checkpoint_every", t.checkpoint_every},
           {"checkpoint_every_steps", t.checkpoint_every_steps},
           {"keep_last", t.keep_last},
-          {"threads", t.threads}};
+          {"threads", t.threads},
+          {"conv_backend", t.conv_backend},
+          {"gemm_backend", t.gemm_backend},
+          {"attention_backend", t.attention_backend},
+          {"conv_precision", t.conv_precision}};
 }
 
 TrainConfig train_from_json(const json& j) {
@@ -215,6 +226,10 @@ TrainConfig train_from_json(const json& j) {
   t.checkpoint_every_steps = j.at("checkpoint_every_steps").get<int64_t>();
   t.keep_last = j.at("keep_last").get<int64_t>();
   t.threads = j.at("threads").get<int64_t>();
+  t.conv_backend = j.at("conv_backend").get<std::string>();
+  t.gemm_backend = j.at("gemm_backend").get<std::string>();
+  t.attention_backend = j.at("attention_backend").get<std::string>();
+  t.conv_precision = j.at("conv_precision").get<std::string>();
   return t;
 }
 
@@ -286,6 +301,12 @@ void validate_train(const TrainConfig& t) {
   require_at_least("train.checkpoint_every_steps", static_cast<double>(t.checkpoint_every_steps), 0, " (0 = off)");
   require_at_least("train.keep_last", static_cast<double>(t.keep_last), 1);
   require_at_least("train.threads", static_cast<double>(t.threads), 0, " (0 = OMP_NUM_THREADS or all cores)");
+  for (const auto& [family, value] : op_backends(t))
+    if (!value.empty()) {
+      std::vector<std::string> allowed = backend_choices(family);
+      allowed.insert(allowed.begin(), "");
+      require_one_of("train." + std::string(family == "conv_precision" ? family : family + "_backend"), value, allowed);
+    }
 }
 
 std::string known_kinds() {

@@ -85,7 +85,14 @@ struct TrainConfig {
   int64_t checkpoint_every_steps = 0;  // additionally every N steps (0 = off)
   int64_t keep_last = 3;            // step checkpoints kept (the best one is kept apart)
   int64_t threads = 0;              // OpenMP threads (0 = OMP_NUM_THREADS / all cores)
+  // Implementation per op family on CUDA tensors (engine/backend.h; "" = the CPETS_*_BACKEND
+  // environment variable or ours): conv "cuda" | "cudnn", gemm "cuda" | "cublas", attention
+  // "cuda", conv_precision "fp32" | "tf32" | "bf16". Recorded in train.jsonl's start line.
+  std::string conv_backend, gemm_backend, attention_backend, conv_precision;
 };
+
+// The op families of engine/backend.h with the config's choice for each ("" = not set).
+std::vector<std::pair<std::string, std::string>> op_backends(const TrainConfig& t);
 
 struct Config {
   models::ModelConfig model;  // resolved: preset + overrides + the ablation switches above

@@ -15,6 +15,7 @@
 #include <tuple>
 
 #include "engine/autograd.h"
+#include "engine/backend.h"
 #include "eval/metrics.h"
 #include "eval/report.h"
 #include "kernels/cpu/isa.h"
@@ -163,6 +164,8 @@ json ValidationResult::to_json() const {
 Trainer::Trainer(Config config, std::optional<CohortSplits> data)
     : config_(std::move(config)), noise_(derive_seed(config_.train.seed, kNoiseTag)) {
   if (config_.train.threads > 0) omp_set_num_threads(static_cast<int>(config_.train.threads));
+  for (const auto& [family, choice] : op_backends(config_.train))
+    if (!choice.empty()) set_backend(family, choice);
   data_ = data ? std::move(*data) : open_cohort(config_.data);
   if (data_.tracer != config_.data.tracer)
     throw ConfigError("data.tracer is " + config_.data.tracer + " but the cohort given is " + data_.tracer);
@@ -395,7 +398,13 @@ void Trainer::run(const RunOptions& opt) {
   // Which CPU kernels run, in the log and on screen: losses are bitwise reproducible per level and
   // thread count, so a comparison of runs needs both.
   const std::string isa = kernels::cpu::cpu_isa_name(kernels::cpu::cpu_isa());
-  write_log({{"type", "start"}, {"step", state_.step}, {"cpu_isa", isa}, {"threads", omp_get_max_threads()}});
+  json backends = json::object();  // what CUDA tensors run on (CPU tensors always use kernels/cpu)
+  for (const auto& [family, choice] : op_backends(config_.train)) backends[family] = backend_name(family);
+  write_log({{"type", "start"},
+             {"step", state_.step},
+             {"cpu_isa", isa},
+             {"threads", omp_get_max_threads()},
+             {"backends", backends}});
   os << "CPU kernels: " << kernels::cpu::cpu_isa_description() << ", " << omp_get_max_threads() << " threads\n";
   const int64_t per_epoch = loader_->batches_per_epoch();
   os << "training " << data_.train.size() << " " << data_.tracer << " sessions (" << per_epoch << " batches of "
