@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# tools/gpu_run.sh is run once per lent GPU machine, so its failure reporting is checked here with
+# stand-in cmake/ctest/nvidia-smi/cpets-bench: a failing configure, build, test run or benchmark
+# makes it exit 1 naming the step (after running what it still can), success exits 0, and register
+# spills in the build log are counted.
+# Usage: gpu_run_script.sh BUILD_DIR (unused: the script builds its own tree)
+set -uo pipefail
+bin=$1
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+mkdir -p "$work/stubs" "$work/repo"
+cat > "$work/stubs/cmake" <<'S'
+#!/bin/bash
+if [ "$1" = "--build" ]; then
+  mkdir -p "$2"
+  printf '#!/bin/bash\necho kernel lab; exit ${BENCH_RC:-0}\n' > "$2/cpets-bench"; chmod +x "$2/cpets-bench"
+  echo "ptxas info    : 0 bytes stack frame, 8 bytes spill stores, 8 bytes spill loads"
+  exit "${BUILD_RC:-0}"
+fi
+exit "${CONF_RC:-0}"
+S
+printf '#!/bin/bash\necho ctest; exit ${CTEST_RC:-0}\n' > "$work/stubs/ctest"
+printf '#!/bin/bash\necho no GPU here; exit 9\n' > "$work/stubs/nvidia-smi"
+chmod +x "$work/stubs/"*
+cp "$root/tools/gpu_run.sh" "$work/repo/"
+
+run() {  # run ENV…: the script's exit status, its output in $work/out.txt
+  (cd "$work/repo" && env "$@" PATH="$work/stubs:$PATH" OUT="$work/out" bash gpu_run.sh > "$work/out.txt" 2>&1)
+}
+run X=0
+check "all steps ok exits 0" test $? -eq 0
+check "…and says so" contains "$work/out.txt" "all steps ok"
+check "…counting the functions with register spills" contains "$work/out.txt" "ptxas functions with spills: 1"
+check "…keeping every log" bash -c "ls $work/out/build.log $work/out/ctest_gpu.log $work/out/bench_kernels.log >/dev/null"
+for case in "CONF_RC=1 configure" "BUILD_RC=2 build" "CTEST_RC=8 gpu tests" "BENCH_RC=3 kernel lab"; do
+  env_var=${case%% *}
+  step=${case#* }
+  run "$env_var"
+  check "a failing $step exits 1" test $? -eq 1
+  check "…and names it" contains "$work/out.txt" "FAILED: $step"
+done
+run CTEST_RC=8
+check "a failing test run still runs the kernel lab" contains "$work/out/bench_kernels.log" "kernel lab"
+finish
