@@ -77,9 +77,6 @@ struct FillF {
   float value;
   __device__ float operator()(float) const { return value; }
 };
-struct AddF {
-  __device__ float operator()(float a, float b) const { return a + b; }
-};
 
 __device__ __forceinline__ float4 apply4(const UnaryF& f, float4 v) { return {f(v.x), f(v.y), f(v.z), f(v.w)}; }
 __device__ __forceinline__ float4 apply4(const FillF& f, float4 v) { return {f.value, f.value, f.value, f.value}; }
@@ -118,6 +115,25 @@ __global__ void map2_kernel(const float* __restrict__ a, const float* __restrict
     start += n4 * 4;
   }
   for (int64_t i = start; i < n; i += stride) out[i] = f(a[i], b[i]);
+}
+
+// a += b. `a` is read and written, so unlike map2_kernel's operands it carries no __restrict__
+// (passing one pointer as a restrict input and as the output is undefined behaviour).
+template <bool kVec>
+__global__ void add_inplace_kernel(float* a, const float* __restrict__ b, int64_t n) {
+  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
+  int64_t start = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (kVec) {
+    const int64_t n4 = n / 4;
+    for (int64_t i = start; i < n4; i += stride) {
+      float4 x = reinterpret_cast<float4*>(a)[i];
+      const float4 y = reinterpret_cast<const float4*>(b)[i];
+      x.x += y.x, x.y += y.y, x.z += y.z, x.w += y.w;
+      reinterpret_cast<float4*>(a)[i] = x;
+    }
+    start += n4 * 4;
+  }
+  for (int64_t i = start; i < n; i += stride) a[i] += b[i];
 }
 
 // Broadcast: out[i] = f(a[off_a(i)], b[off_b(i)]) (b may be null: then out = a · scale).
@@ -212,7 +228,14 @@ void fill(float* out, int64_t n, float value, cudaStream_t stream) {
   launch_map1(nullptr, out, n, FillF{value}, stream);
 }
 
-void add_inplace(float* a, const float* b, int64_t n, cudaStream_t stream) { launch_map2(a, b, a, n, AddF{}, stream); }
+void add_inplace(float* a, const float* b, int64_t n, cudaStream_t stream) {
+  if (n <= 0) return;
+  const bool vec = aligned16(a) && aligned16(b);
+  const unsigned grid = grid_for(vec ? (n + 3) / 4 : n);
+  if (vec) add_inplace_kernel<true><<<grid, kBlock, 0, stream>>>(a, b, n);
+  else add_inplace_kernel<false><<<grid, kBlock, 0, stream>>>(a, b, n);
+  CPETS_CHECK_LAUNCH("add_inplace_kernel");
+}
 
 void binary_broadcast(BinaryOp op, const float* a, const std::vector<int64_t>& a_shape, const float* b,
                       const std::vector<int64_t>& b_shape, float* out, const std::vector<int64_t>& out_shape,
