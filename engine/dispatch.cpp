@@ -6,6 +6,7 @@
 #include "engine/device.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/layout.h"
+#include "kernels/cpu/maxpool.h"
 #include "kernels/cpu/norm.h"
 #include "kernels/cpu/pool.h"
 #include "kernels/cpu/reduce.h"
@@ -20,6 +21,7 @@
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/layout.h"
 #include "kernels/cuda/loss.h"
+#include "kernels/cuda/maxpool.h"
 #include "kernels/cuda/norm.h"
 #include "kernels/cuda/pool.h"
 #include "kernels/cuda/reduce.h"
@@ -451,6 +453,17 @@ void adam_multi_tensor(Device d, const std::vector<kernels::cpu::AdamTensor>& te
   }
 #endif
   kc::adam_multi_tensor(tensors);
+}
+
+void max_pool3d_forward(Device d, const kernels::cpu::MaxPool3dShape& s, const float* x, float* y, int32_t* argmax) {
+  CUDA_CALL(d, max_pool3d_forward, s, x, y, argmax);
+  kc::max_pool3d_forward(s, x, y, argmax);
+}
+
+void max_pool3d_backward(Device d, const kernels::cpu::MaxPool3dShape& s, const int32_t* argmax, const float* dy,
+                         float* dx) {
+  CUDA_CALL(d, max_pool3d_backward, s, argmax, dy, dx);
+  kc::max_pool3d_backward(s, argmax, dy, dx);
 }
 
 }  // namespace cpets::dispatch

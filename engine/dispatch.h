@@ -14,6 +14,7 @@
 #include "kernels/cpu/conv3d.h"
 #include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/loss.h"
+#include "kernels/cpu/maxpool.h"
 
 namespace cpets::dispatch {
 
@@ -58,6 +59,10 @@ void avg_pool3d_backward(Device d, const float* dy, int64_t planes, int64_t D, i
 void upsample_nearest2x_forward(Device d, const float* x, int64_t planes, int64_t D, int64_t H, int64_t W, float* y);
 void upsample_nearest2x_backward(Device d, const float* dy, int64_t planes, int64_t D, int64_t H, int64_t W,
                                  float* dx);
+
+void max_pool3d_forward(Device d, const kernels::cpu::MaxPool3dShape& s, const float* x, float* y, int32_t* argmax);
+void max_pool3d_backward(Device d, const kernels::cpu::MaxPool3dShape& s, const int32_t* argmax, const float* dy,
+                         float* dx);
 
 // ---- matrix products (CUDA: ours or cuBLAS, as engine/backend.h's "gemm" says) ----
 void sgemm(Device d, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,

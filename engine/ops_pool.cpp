@@ -1,10 +1,11 @@
-// max_pool3d: shape checks, the CPU kernel, and the backward that routes gradients to the argmax
-// recorded by the forward (only when a gradient will be needed).
+// max_pool3d: shape checks, the kernel (through dispatch, either device), and the backward that
+// routes gradients to the argmax recorded by the forward (only when a gradient will be needed).
 #include <stdexcept>
 #include <string>
 
 #include "engine/autograd.h"
 #include "engine/ops_conv.h"
+#include "engine/dispatch.h"
 #include "kernels/cpu/maxpool.h"
 
 namespace cpets {
@@ -22,9 +23,6 @@ std::string describe(const Tensor& x, Int3 kernel, Int3 stride, bool ceil_mode) 
 
 kc::MaxPool3dShape pool_shape(const Tensor& x, Int3 kernel, Int3 stride, bool ceil_mode) {
   if (!x.defined()) throw std::invalid_argument("max_pool3d: input is undefined");
-  if (x.device() != Device::CPU)
-    throw std::invalid_argument(std::string("max_pool3d: only CPU tensors are supported here; got a ") +
-                                device_name(x.device()) + " tensor");
   if (x.dim() != 5) throw std::invalid_argument("max_pool3d: input must be 5-D (B, C, D, H, W); got " + x.str());
   kc::MaxPool3dShape s;
   s.planes = x.size(0) * x.size(1);
@@ -49,9 +47,10 @@ kc::MaxPool3dShape pool_shape(const Tensor& x, Int3 kernel, Int3 stride, bool ce
 Tensor max_pool3d(const Tensor& x, Int3 kernel, Int3 stride, bool ceil_mode) {
   const kc::MaxPool3dShape s = pool_shape(x, kernel, stride, ceil_mode);
   const Shape out_shape = {x.size(0), x.size(1), s.out[0], s.out[1], s.out[2]};
-  Tensor y = Tensor::empty(out_shape);
+  const Device dev = x.device();
+  Tensor y = Tensor::empty(out_shape, dev);
   if (!(grad_enabled() && x.requires_grad())) {
-    kc::max_pool3d_forward(s, x.data(), y.data(), nullptr);
+    dispatch::max_pool3d_forward(dev, s, x.data(), y.data(), nullptr);
     return y;
   }
   if (s.in_voxels() >= (int64_t(1) << 31))
@@ -59,12 +58,12 @@ Tensor max_pool3d(const Tensor& x, Int3 kernel, Int3 stride, bool ceil_mode) {
                                 describe(x, kernel, stride, ceil_mode));
   // The argmax indices (int32) live in a float tensor's storage, so they come from the caching
   // allocator like every activation; only their bits are used, never their float values.
-  Tensor argmax = Tensor::empty(out_shape);
+  Tensor argmax = Tensor::empty(out_shape, dev);
   int32_t* idx = reinterpret_cast<int32_t*>(argmax.data());
-  kc::max_pool3d_forward(s, x.data(), y.data(), idx);
-  return record(y, "max_pool3d", {x}, [s, argmax, in_shape = x.shape()](const Tensor& g, const std::vector<bool>&) {
-    Tensor dx = Tensor::empty(in_shape);
-    kc::max_pool3d_backward(s, reinterpret_cast<const int32_t*>(argmax.data()), g.data(), dx.data());
+  dispatch::max_pool3d_forward(dev, s, x.data(), y.data(), idx);
+  return record(y, "max_pool3d", {x}, [s, argmax, in_shape = x.shape(), dev](const Tensor& g, const std::vector<bool>&) {
+    Tensor dx = Tensor::empty(in_shape, dev);
+    dispatch::max_pool3d_backward(dev, s, reinterpret_cast<const int32_t*>(argmax.data()), g.data(), dx.data());
     return std::vector<Tensor>{dx};
   });
 }
