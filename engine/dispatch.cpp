@@ -7,6 +7,7 @@
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/layout.h"
 #include "kernels/cpu/maxpool.h"
+#include "kernels/cpu/perceptual.h"
 #include "kernels/cpu/norm.h"
 #include "kernels/cpu/pool.h"
 #include "kernels/cpu/reduce.h"
@@ -22,6 +23,7 @@
 #include "kernels/cuda/layout.h"
 #include "kernels/cuda/loss.h"
 #include "kernels/cuda/maxpool.h"
+#include "kernels/cuda/perceptual.h"
 #include "kernels/cuda/norm.h"
 #include "kernels/cuda/pool.h"
 #include "kernels/cuda/reduce.h"
@@ -464,6 +466,61 @@ void max_pool3d_backward(Device d, const kernels::cpu::MaxPool3dShape& s, const 
                          float* dx) {
   CUDA_CALL(d, max_pool3d_backward, s, argmax, dy, dx);
   kc::max_pool3d_backward(s, argmax, dy, dx);
+}
+
+void normalized_distance_forward(Device d, const float* a, const float* b, const float* w, int64_t N, int64_t C,
+                                 int64_t P, float eps, float* out) {
+  CUDA_CALL(d, normalized_distance_forward, a, b, w, N, C, P, eps, out);
+  kc::normalized_distance_forward(a, b, w, N, C, P, eps, out);
+}
+
+void normalized_distance_backward(Device d, const float* a, const float* b, const float* w, const float* dout,
+                                  int64_t N, int64_t C, int64_t P, float eps, float* da, float* db, float* dw) {
+#if CPETS_HAVE_CUDA
+  if (d == Device::CUDA) {
+    DeviceWorkspace ws(dw ? kg::normalized_distance_backward_workspace_bytes(N, P) : 0);
+    kg::normalized_distance_backward(a, b, w, dout, N, C, P, eps, da, db, dw, {ws.ptr(), ws.size}, cuda_stream());
+    return;
+  }
+#endif
+  kc::normalized_distance_backward(a, b, w, dout, N, C, P, eps, da, db, dw);
+}
+
+#if CPETS_HAVE_CUDA
+namespace {
+// A host index list copied into a device workspace (stream-ordered, like every copy).
+struct DeviceIndex {
+  DeviceIndex(const int64_t* index, int64_t count) : ws(size_t(count) * sizeof(int64_t)) {
+    if (count > 0) copy_host_to_device(ws.ptr(), index, ws.size);
+  }
+  const int64_t* get() { return static_cast<const int64_t*>(ws.ptr()); }
+  DeviceWorkspace ws;
+};
+}  // namespace
+#endif
+
+void gather_axis_slices(Device d, const float* x, int64_t B, int64_t D, int64_t H, int64_t W, int axis,
+                        const int64_t* index, int64_t count, float* out) {
+#if CPETS_HAVE_CUDA
+  if (d == Device::CUDA) {
+    DeviceIndex idx(index, count);
+    kg::gather_axis_slices(x, B, D, H, W, axis, idx.get(), count, out, cuda_stream());
+    return;
+  }
+#endif
+  kc::gather_axis_slices(x, B, D, H, W, axis, index, count, out);
+}
+
+void scatter_axis_slices(Device d, const float* dout, int64_t B, int64_t D, int64_t H, int64_t W, int axis,
+                         const int64_t* index, int64_t count, float* dx) {
+#if CPETS_HAVE_CUDA
+  if (d == Device::CUDA) {
+    DeviceIndex idx(index, count);
+    kg::scatter_axis_slices(dout, B, D, H, W, axis, idx.get(), count, dx, cuda_stream());
+    return;
+  }
+#endif
+  kc::scatter_axis_slices(dout, B, D, H, W, axis, index, count, dx);
 }
 
 }  // namespace cpets::dispatch

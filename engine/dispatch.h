@@ -132,6 +132,17 @@ void layer_norm_forward(Device d, const float* x, float* y, int64_t rows, int64_
 void layer_norm_backward(Device d, const float* dy, const float* x, int64_t rows, int64_t D, const float* gamma,
                          const float* mean, const float* rstd, float* dx, float* dgamma, float* dbeta);
 
+// ---- the perceptual loss's kernels (kernels/cpu/perceptual.h) ----
+void normalized_distance_forward(Device d, const float* a, const float* b, const float* w, int64_t N, int64_t C,
+                                 int64_t P, float eps, float* out);
+void normalized_distance_backward(Device d, const float* a, const float* b, const float* w, const float* dout,
+                                  int64_t N, int64_t C, int64_t P, float eps, float* da, float* db, float* dw);
+// `index` is host memory (count entries); the CUDA path copies it to the device.
+void gather_axis_slices(Device d, const float* x, int64_t B, int64_t D, int64_t H, int64_t W, int axis,
+                        const int64_t* index, int64_t count, float* out);
+void scatter_axis_slices(Device d, const float* dout, int64_t B, int64_t D, int64_t H, int64_t W, int axis,
+                         const int64_t* index, int64_t count, float* dx);
+
 // ---- optimiser (CUDA: every tensor in one launch) ----
 void adam_multi_tensor(Device d, const std::vector<kernels::cpu::AdamTensor>& tensors);
 

@@ -16,14 +16,12 @@
 #include <stdexcept>
 
 #include "engine/autograd.h"
+#include "engine/dispatch.h"
 #include "engine/ops.h"
 #include "engine/safetensors.h"
-#include "kernels/cpu/perceptual.h"
 
 namespace cpets::models {
 namespace {
-
-namespace kc = kernels::cpu;
 
 constexpr float kNormEps = 1e-10f;  // lpips.normalize_tensor
 // LPIPS v0.1 ScalingLayer: ImageNet-style per-channel shift and scale of the 3-channel input.
@@ -186,14 +184,15 @@ Tensor lpips_layer_distance(const Tensor& fa, const Tensor& fb, const Tensor& li
                                 (fb.defined() ? fb.str() : "undefined") + " and " +
                                 (lin_weight.defined() ? lin_weight.str() : "undefined"));
   const int64_t N = fa.size(0), C = fa.size(1), P = fa.size(2) * fa.size(3) * fa.size(4);
-  Tensor out = Tensor::empty({N, 1, fa.size(2), fa.size(3), fa.size(4)});
-  kc::normalized_distance_forward(fa.data(), fb.data(), lin_weight.data(), N, C, P, kNormEps, out.data());
+  const Device dev = dispatch::same_device("lpips_layer_distance", {fa, fb, lin_weight});
+  Tensor out = Tensor::empty({N, 1, fa.size(2), fa.size(3), fa.size(4)}, dev);
+  dispatch::normalized_distance_forward(dev, fa.data(), fb.data(), lin_weight.data(), N, C, P, kNormEps, out.data());
   return record(out, "lpips_layer_distance", {fa, fb, lin_weight},
-                [a = fa.detach(), b = fb.detach(), w = lin_weight.detach(), N, C, P](const Tensor& g, const std::vector<bool>& needs) {
+                [a = fa.detach(), b = fb.detach(), w = lin_weight.detach(), N, C, P, dev](const Tensor& g, const std::vector<bool>& needs) {
                   std::vector<Tensor> grads(3);
                   for (int i = 0; i < 3; ++i)
-                    if (needs[size_t(i)]) grads[size_t(i)] = Tensor::empty(i == 0 ? a.shape() : i == 1 ? b.shape() : w.shape());
-                  kc::normalized_distance_backward(a.data(), b.data(), w.data(), g.data(), N, C, P, kNormEps,
+                    if (needs[size_t(i)]) grads[size_t(i)] = Tensor::empty(i == 0 ? a.shape() : i == 1 ? b.shape() : w.shape(), dev);
+                  dispatch::normalized_distance_backward(dev, a.data(), b.data(), w.data(), g.data(), N, C, P, kNormEps,
                                                    needs[0] ? grads[0].data() : nullptr, needs[1] ? grads[1].data() : nullptr,
                                                    needs[2] ? grads[2].data() : nullptr);
                   return grads;
@@ -218,11 +217,13 @@ Tensor gather_slices(const Tensor& volume, int64_t axis, const std::vector<int64
   const int a = int(axis - 2);
   const int64_t rows = axis == 2 ? s[3] : s[2], cols = axis == 4 ? s[3] : s[4];
   const int64_t n = int64_t(index.size());
-  Tensor out = Tensor::empty({n, 1, 1, rows, cols});
-  kc::gather_axis_slices(volume.data(), s[0], s[2], s[3], s[4], a, index.data(), n, out.data());
-  return record(out, "gather_slices", {volume}, [s, a, index](const Tensor& g, const std::vector<bool>&) {
-    Tensor dx = Tensor::empty(s);
-    kc::scatter_axis_slices(g.data(), s[0], s[2], s[3], s[4], a, index.data(), int64_t(index.size()), dx.data());
+  const Device dev = volume.device();
+  Tensor out = Tensor::empty({n, 1, 1, rows, cols}, dev);
+  dispatch::gather_axis_slices(dev, volume.data(), s[0], s[2], s[3], s[4], a, index.data(), n, out.data());
+  return record(out, "gather_slices", {volume}, [s, a, index, dev](const Tensor& g, const std::vector<bool>&) {
+    Tensor dx = Tensor::empty(s, dev);
+    dispatch::scatter_axis_slices(dev, g.data(), s[0], s[2], s[3], s[4], a, index.data(), int64_t(index.size()),
+                                  dx.data());
     return std::vector<Tensor>{dx};
   });
 }
