@@ -8,6 +8,7 @@
 #include "kernels/cpu/layout.h"
 #include "kernels/cpu/maxpool.h"
 #include "kernels/cpu/perceptual.h"
+#include "kernels/cpu/rng.h"
 #include "kernels/cpu/norm.h"
 #include "kernels/cpu/pool.h"
 #include "kernels/cpu/reduce.h"
@@ -24,6 +25,7 @@
 #include "kernels/cuda/loss.h"
 #include "kernels/cuda/maxpool.h"
 #include "kernels/cuda/perceptual.h"
+#include "kernels/cuda/rng.h"
 #include "kernels/cuda/norm.h"
 #include "kernels/cuda/pool.h"
 #include "kernels/cuda/reduce.h"
@@ -521,6 +523,16 @@ void scatter_axis_slices(Device d, const float* dout, int64_t B, int64_t D, int6
   }
 #endif
   kc::scatter_axis_slices(dout, B, D, H, W, axis, index, count, dx);
+}
+
+void philox_uniform(Device d, uint64_t seed, uint64_t start, float* out, int64_t n) {
+  CUDA_CALL(d, philox_uniform, seed, start, out, n);
+  kc::philox_uniform(seed, start, out, n);
+}
+
+void philox_normal(Device d, uint64_t seed, uint64_t start, float* out, int64_t n, float mean, float std) {
+  CUDA_CALL(d, philox_normal, seed, start, out, n, mean, std);
+  kc::philox_normal(seed, start, out, n, mean, std);
 }
 
 }  // namespace cpets::dispatch

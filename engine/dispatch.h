@@ -143,6 +143,10 @@ void gather_axis_slices(Device d, const float* x, int64_t B, int64_t D, int64_t 
 void scatter_axis_slices(Device d, const float* dout, int64_t B, int64_t D, int64_t H, int64_t W, int axis,
                          const int64_t* index, int64_t count, float* dx);
 
+// ---- random numbers (kernels/cpu/rng.h: stream positions start … start + n − 1 of seed's stream)
+void philox_uniform(Device d, uint64_t seed, uint64_t start, float* out, int64_t n);
+void philox_normal(Device d, uint64_t seed, uint64_t start, float* out, int64_t n, float mean, float std);
+
 // ---- optimiser (CUDA: every tensor in one launch) ----
 void adam_multi_tensor(Device d, const std::vector<kernels::cpu::AdamTensor>& tensors);
 

@@ -20,7 +20,7 @@
 
 namespace cpets {
 
-using PhiloxCounter = std::array<uint32_t, 4>;
+using PhiloxCounter = std::array<uint32_t, 4>;  // as kernels::cpu's
 using PhiloxKey = std::array<uint32_t, 2>;
 
 // The bijection itself: ten rounds of Philox-4x32 on one 128-bit counter.
