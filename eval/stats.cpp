@@ -132,4 +132,9 @@ double student_t_two_sided_p(double t, double dof) {
   return 2 * boost::math::cdf(boost::math::complement(boost::math::students_t_distribution<double, Policy>(dof), std::fabs(t)));
 }
 
+std::string significance_stars(double p) {
+  if (!(p < 0.05)) return "";
+  return p < 0.001 ? " ***" : p < 0.01 ? " **" : " *";
+}
+
 }  // namespace cpets::eval

@@ -39,6 +39,10 @@ struct PairedTTest {
 // Throws when the lengths differ or n < 2.
 PairedTTest paired_t_test(const std::vector<double>& a, const std::vector<double>& b);
 
+// The paper's significance marks after a value: " *" p < 0.05, " **" p < 0.01, " ***" p < 0.001,
+// "" otherwise (NaN included).
+std::string significance_stars(double p);
+
 // I_x(a, b), the regularised incomplete beta function (a, b > 0, 0 ≤ x ≤ 1): Boost.Math's ibeta.
 double incomplete_beta(double a, double b, double x);
 // P(T ≤ t) for Student's t with `dof` > 0 degrees of freedom (need not be an integer).

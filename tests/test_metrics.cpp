@@ -520,3 +520,13 @@ TEST_CASE("logistic regression (the tabular-only classifier) equals scikit-learn
   CHECK_THROWS_WITH_AS(eval::fit_logistic_regression({{0.1}, {0.2}}, {0, 1}, {1, 1}, 0), doctest::Contains("C must be"),
                        std::invalid_argument);
 }
+
+TEST_CASE("significance stars: the paper's three thresholds, none for NaN or p >= 0.05") {
+  CHECK(eval::significance_stars(0.0004) == " ***");
+  CHECK(eval::significance_stars(0.001) == " **");
+  CHECK(eval::significance_stars(0.0099) == " **");
+  CHECK(eval::significance_stars(0.01) == " *");
+  CHECK(eval::significance_stars(0.0499) == " *");
+  CHECK(eval::significance_stars(0.05).empty());
+  CHECK(eval::significance_stars(std::nan("")).empty());
+}

@@ -442,11 +442,6 @@ std::string number(double v) {
   return buf;
 }
 
-std::string stars(double p) {
-  if (!(p < 0.05)) return "";
-  return p < 0.001 ? " ***" : p < 0.01 ? " **" : " *";
-}
-
 struct TableRow {
   std::string name, label;
   const std::vector<SeedResult>* seeds = nullptr;
@@ -471,7 +466,7 @@ eval::ReportTable make_table(const std::string& title, const std::string& table,
         if (ref.size() == v.size()) p = eval::paired_t_test(v, ref).p;
       }
       const eval::MeanStd m = eval::mean_std(v);
-      cells.push_back(number(m.mean) + " ± " + number(m.std) + stars(p));
+      cells.push_back(number(m.mean) + " ± " + number(m.std) + eval::significance_stars(p));
       line.insert(line.end(), {number(m.mean), number(m.std), std::isfinite(p) ? std::to_string(p) : ""});
     }
     cells.push_back(std::to_string(rows[r].seeds->size()));

@@ -11,6 +11,7 @@
 #include <set>
 #include <sstream>
 
+#include "eval/stats.h"
 #include "io/files.h"
 #include "train/checkpoint.h"
 #include "train/comparison.h"
@@ -76,11 +77,6 @@ Budget read_budget(const std::string& folder) {
   return b;
 }
 
-std::string stars(double p) {
-  if (!(p < 0.05)) return "";
-  return p < 0.001 ? " ***" : p < 0.01 ? " **" : " *";
-}
-
 std::string number(double v, int precision) {
   if (!std::isfinite(v)) return "–";
   char buf[64];
@@ -134,7 +130,7 @@ eval::ReportTable make_table(const std::string& title, const eval::Report& r, co
         cells.push_back("–");
       } else {
         cells.push_back(number(it->second.mean * c.scale, c.precision) + " ± " + number(it->second.std * c.scale, c.precision) +
-                        stars(p));
+                        eval::significance_stars(p));
       }
       line.push_back(it == s.metrics.end() ? "" : number(it->second.mean, 6));
       line.push_back(it == s.metrics.end() ? "" : number(it->second.std, 6));
