@@ -63,6 +63,7 @@ class AccumulateGrad final : public Node {
       if (grad_out.shape() != leaf->shape)
         throw std::logic_error("gradient " + grad_out.str() + " for leaf of shape " + shape_str(leaf->shape));
       accumulate_into(leaf->grad, grad_out);
+      if (leaf->post_accumulate_hook) leaf->post_accumulate_hook();
     }
     return {};
   }
@@ -146,6 +147,7 @@ void run_backward(const Tensor& root, const Tensor& grad_output) {
   if (!start) {  // a leaf: accumulate directly
     std::shared_ptr<TensorImpl> impl = root.impl_ptr();
     accumulate_into(impl->grad, g);
+    if (impl->post_accumulate_hook) impl->post_accumulate_hook();
     return;
   }
   // Count how many edges point at each node, so a node runs only once all its gradients arrived.
@@ -189,6 +191,13 @@ void run_backward(const Tensor& root, const Tensor& grad_output) {
     }
     node->next.clear();  // drop references so the graph can be freed as we go
   }
+}
+
+void set_post_accumulate_grad_hook(const Tensor& leaf, std::function<void()> hook) {
+  if (!leaf.defined() || !leaf.is_leaf())
+    throw std::invalid_argument("set_post_accumulate_grad_hook: the tensor must be a leaf (a parameter), got " +
+                                (leaf.defined() ? leaf.str() + " made by '" + leaf.grad_fn()->name + "'" : "undefined"));
+  leaf.impl()->post_accumulate_hook = std::move(hook);
 }
 
 }  // namespace cpets

@@ -45,4 +45,10 @@ Tensor sum_to_shape(const Tensor& grad, const Shape& shape);
 
 void run_backward(const Tensor& root, const Tensor& grad_output);
 
+// Runs `hook` on the backward thread each time a backward pass has accumulated the last gradient
+// it brings to `leaf` (its grad is then final for that pass), while the pass goes on with the
+// rest of the graph: data-parallel training starts reducing gradients there. A leaf the pass
+// gives no gradient does not call it. An empty function removes the hook.
+void set_post_accumulate_grad_hook(const Tensor& leaf, std::function<void()> hook);
+
 }  // namespace cpets

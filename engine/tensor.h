@@ -5,6 +5,7 @@
 #pragma once
 #include <cstdint>
 #include <initializer_list>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -35,6 +36,7 @@ struct TensorImpl {
   std::shared_ptr<TensorImpl> grad;           // accumulated gradient (leaves only)
   std::shared_ptr<Node> grad_fn;              // producer of a non-leaf tensor
   std::weak_ptr<Node> grad_accumulator;       // leaf's accumulation node, made on demand
+  std::function<void()> post_accumulate_hook;  // leaves: runs once a backward pass has finished `grad`
 };
 
 int64_t shape_numel(const Shape& s);

@@ -56,8 +56,9 @@ class CausalPETS : public SynthesisModel {
   // The whole generator path in the graph's order: E, f, G_T1, G_P.
   Outputs forward(const Inputs& in, const Noise& noise) const;
 
-  // Noise of the right shape for a batch of `batch` (standard normal, from `gen`).
-  Tensor sample_noise(int64_t batch, Generator& gen) const;
+  // Noise of the right shape for a batch of `batch` (standard normal, from `gen`; the shard's
+  // rows of a global batch's draw in data-parallel training, models::batch_noise).
+  Tensor sample_noise(int64_t batch, Generator& gen, BatchShard shard = {}) const;
 
   // ---- SynthesisModel ----
   // S = E(I_T1, M), held across interventions; synthesise decodes μ_S (ε = 0) with f(B_CSF, M).

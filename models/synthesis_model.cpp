@@ -2,6 +2,7 @@
 
 #include <stdexcept>
 
+#include "engine/ops.h"
 #include "models/baselines/bmgan.h"
 #include "models/baselines/cyclegan.h"
 #include "models/baselines/pix2pix.h"
@@ -9,6 +10,19 @@
 #include "models/causal_pets.h"
 
 namespace cpets::models {
+
+Tensor batch_noise(const Shape& shape, Generator& gen, BatchShard shard, Device device) {
+  const int64_t b = shape.at(0);
+  const int64_t global = shard.global > 0 ? shard.global : b;
+  if (shard.offset < 0 || shard.offset + b > global)
+    throw std::invalid_argument("batch_noise: rows [" + std::to_string(shard.offset) + ", " +
+                                std::to_string(shard.offset + b) + ") are outside the global batch of " +
+                                std::to_string(global));
+  if (global == b) return randn(shape, gen, 0.f, 1.f, device);
+  Shape whole = shape;
+  whole[0] = global;
+  return slice(randn(whole, gen, 0.f, 1.f, device), 0, shard.offset, shard.offset + b);
+}
 
 Abduction SynthesisModel::abduct(const Tensor& t1, const Tensor& /*covariates*/) const { return {t1, {}}; }
 

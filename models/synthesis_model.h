@@ -64,13 +64,26 @@ struct LossTerms {
   double log_scale = 1.0;
 };
 
+// Which rows of the global batch this process holds in data-parallel training (rows
+// [offset, offset + B) of `global`); global 0: the whole batch is here.
+struct BatchShard {
+  int64_t offset = 0, global = 0;
+};
+
 // What a training phase may use besides the batch: the noise Generator (ε, slice subsets; its
-// draws are part of the run's reproducible state) and the perceptual network (null when λ_p = 0).
+// draws are part of the run's reproducible state), the perceptual network (null when λ_p = 0)
+// and the batch shard.
 struct PhaseContext {
   Generator& noise;
   const ObjectiveConfig& objective;
   const LpipsSqueeze* perceptual = nullptr;
+  BatchShard shard{};
 };
+
+// Per-sample standard-normal noise of `shape` (shape[0] = this process's batch B): this
+// process's rows of one draw for the global batch, so data-parallel ranks together draw exactly
+// what one process with the whole batch would, and every rank's Generator stays in step.
+Tensor batch_noise(const Shape& shape, Generator& gen, BatchShard shard = {}, Device device = Device::CPU);
 
 class SynthesisModel : public Module {
  public:

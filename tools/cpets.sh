@@ -10,7 +10,7 @@ jobs=${CPETS_JOBS:-$(nproc)}
 
 # Debian packages the build, the tests and the phantom generator need.
 packages=(cmake g++ make pkg-config libeigen3-dev libnifti2-dev nifti-bin doctest-dev nlohmann-json3-dev
-          libcli11-dev libpng-dev zlib1g-dev libboost-math-dev mricron-data)
+          libcli11-dev libpng-dev zlib1g-dev libboost-math-dev mricron-data libopenmpi-dev openmpi-bin)
 
 # The fuzzers (tests/fuzz) are a second, clang-built tree: libFuzzer, ASan and UBSan.
 fuzz_packages=(clang libclang-rt-dev libomp-dev)

@@ -2,6 +2,8 @@
 //   cpets-train --config configs/demo.json --set data.cohort=out/demo/cohort --out out/demo/run
 //   cpets-train --resume out/demo/run                  continue exactly where the run stopped
 //   cpets-train --config configs/full.json --print-model
+//   mpirun -np 4 cpets-train --config … --out …          data-parallel over 4 ranks (also srun,
+//                                                        or RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT)
 // Exit codes: 0 done, 1 runtime failure (data, files), 2 bad configuration or command line.
 #include <CLI/CLI.hpp>
 
@@ -15,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "dist/communicator.h"
 #include "train/checkpoint.h"
 #include "train/config.h"
 #include "train/trainer.h"
@@ -30,6 +33,7 @@ struct Args {
   std::vector<std::string> sets;
   int64_t max_steps = 0, epochs = 0, threads = 0;
   bool no_progress = false, print_model = false, print_config = false, until_conditional = false;
+  std::string comm = "auto";
 };
 
 std::atomic<bool> g_stop{false};
@@ -57,7 +61,7 @@ std::string run_folder_of(const std::string& resume) {
   return p.string();
 }
 
-int run(const Args& a) {
+int run(const Args& a, std::shared_ptr<dist::Communicator>& comm) {
   if (a.threads > 0) omp_set_num_threads(static_cast<int>(a.threads));
   Config config = resolve_config(a);
   // Absolute paths in the saved config, so `--resume` works from any working directory.
@@ -77,10 +81,12 @@ int run(const Args& a) {
               << describe_parameters(*model);
     return 0;
   }
-  Trainer trainer(config);
+  comm = dist::connect(dist::detect_launch(), a.comm);
+  const bool root = comm->is_root();
+  Trainer trainer(config, std::nullopt, comm);
   if (!a.resume.empty()) {
     trainer.resume(a.resume);
-    std::cerr << "resumed from " << resolve_checkpoint(a.resume) << " at step " << trainer.step_count() << "\n";
+    if (root) std::cerr << "resumed from " << resolve_checkpoint(a.resume) << " at step " << trainer.step_count() << "\n";
   }
   RunOptions opt;
   opt.out_dir = !a.out.empty() ? a.out : !a.resume.empty() ? run_folder_of(a.resume) : "out/train";
@@ -92,6 +98,7 @@ int run(const Args& a) {
   std::signal(SIGINT, on_interrupt);
   std::signal(SIGTERM, on_interrupt);
   trainer.run(opt);
+  if (!root) return g_stop ? 130 : 0;
   if (g_stop) {
     std::cerr << "interrupted at step " << trainer.step_count() << "; checkpoint written. Continue with: cpets-train --resume "
               << opt.out_dir << "\n";
@@ -126,5 +133,21 @@ int main(int argc, char** argv) {
   app.add_flag("--no-progress", a.no_progress, "plain progress lines for log files instead of a live line");
   app.add_flag("--print-model", a.print_model, "print the parameter counts of each network and exit");
   app.add_flag("--print-config", a.print_config, "print the resolved configuration (every key) and exit");
-  return tools::run_main<ConfigError>(app, argc, argv, [&] { return run(a); });
+  app.add_option("--comm", a.comm,
+                 "data-parallel communicator when launched as several ranks (mpirun, srun, RANK/WORLD_SIZE): auto, "
+                 "mpi (CPU ranks), nccl (GPU ranks)")
+      ->check(CLI::IsMember({"auto", "mpi", "nccl"}));
+  std::shared_ptr<dist::Communicator> comm;
+  return tools::run_main<ConfigError>(app, argc, argv, [&] {
+    try {
+      return run(a, comm);
+    } catch (const std::exception& e) {
+      if (!comm || comm->world() == 1) throw;
+      // One rank failed: say which, then end every rank (the others may be waiting on it).
+      std::cerr << "error (rank " << comm->rank() << " of " << comm->world() << "): " << e.what()
+                << "\ncpets-train: stopping every rank\n" << std::flush;
+      comm->abort(dynamic_cast<const ConfigError*>(&e) ? 2 : 1);
+    }
+    return 1;  // not reached: abort() ends the process
+  });
 }

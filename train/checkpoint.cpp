@@ -56,6 +56,7 @@ json checkpoint_meta_to_json(const CheckpointMeta& m) {
           {"best_val_l1", std::isfinite(s.best_val_l1) ? json(s.best_val_l1) : json(nullptr)},
           {"best_step", s.best_step},
           {"last_validation", s.last_validation},
+          {"ranks", s.ranks},
           {"tracer", m.tracer},
           {"ranges", ranges_to_json(m.ranges)},
           {"config", config_to_json(m.config)},
@@ -82,6 +83,7 @@ CheckpointMeta checkpoint_meta_from_json(const json& j, const std::string& sourc
                                                    : j.at("best_val_l1").get<double>();
     s.best_step = j.at("best_step").get<int64_t>();
     s.last_validation = j.at("last_validation");
+    s.ranks = j.value("ranks", int64_t{1});  // checkpoints from before data-parallel training: one process
     return m;
   } catch (const std::exception& e) {
     throw std::runtime_error(source + ": unreadable checkpoint state: " + e.what());

@@ -43,6 +43,7 @@ struct TrainingState {
   double best_val_l1 = std::numeric_limits<double>::infinity();
   int64_t best_step = -1;
   nlohmann::json last_validation = nlohmann::json::object();
+  int64_t ranks = 1;           // data-parallel ranks that trained it (global batch = batch_size × ranks)
 };
 
 struct CheckpointMeta {

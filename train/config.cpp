@@ -188,6 +188,7 @@ json train_to_json(const TrainConfig& t) {
           {"checkpoint_every", t.checkpoint_every},
           {"checkpoint_every_steps", t.checkpoint_every_steps},
           {"keep_last", t.keep_last},
+          {"bucket_mb", t.bucket_mb},
           {"threads", t.threads},
           {"conv_backend", t.conv_backend},
           {"gemm_backend", t.gemm_backend},
@@ -225,6 +226,7 @@ TrainConfig train_from_json(const json& j) {
   t.checkpoint_every = j.at("checkpoint_every").get<int64_t>();
   t.checkpoint_every_steps = j.at("checkpoint_every_steps").get<int64_t>();
   t.keep_last = j.at("keep_last").get<int64_t>();
+  t.bucket_mb = j.value("bucket_mb", TrainConfig{}.bucket_mb);  // configs saved before data-parallel training lack it
   t.threads = j.at("threads").get<int64_t>();
   t.conv_backend = j.at("conv_backend").get<std::string>();
   t.gemm_backend = j.at("gemm_backend").get<std::string>();
@@ -300,6 +302,7 @@ void validate_train(const TrainConfig& t) {
   require_at_least("train.checkpoint_every", static_cast<double>(t.checkpoint_every), 0, " (0 = only at the end)");
   require_at_least("train.checkpoint_every_steps", static_cast<double>(t.checkpoint_every_steps), 0, " (0 = off)");
   require_at_least("train.keep_last", static_cast<double>(t.keep_last), 1);
+  require_at_least("train.bucket_mb", t.bucket_mb, 0.001);
   require_at_least("train.threads", static_cast<double>(t.threads), 0, " (0 = OMP_NUM_THREADS or all cores)");
   for (const auto& [family, value] : op_backends(t))
     if (!value.empty()) {

@@ -238,13 +238,18 @@ int64_t batches_per_epoch(int64_t n, int64_t batch_size) {
 
 // ---- the loader ------------------------------------------------------------------------------
 
-BatchLoader::BatchLoader(const Dataset& data, int64_t batch_size, uint64_t seed, LoaderPosition start, bool prefetch)
-    : data_(data), batch_size_(batch_size), seed_(seed), position_(start), prefetch_(prefetch) {
-  per_epoch_ = train::batches_per_epoch(data.size(), batch_size);
+BatchLoader::BatchLoader(const Dataset& data, int64_t batch_size, uint64_t seed, LoaderPosition start, bool prefetch,
+                         RankShard shard)
+    : data_(data), batch_size_(batch_size), seed_(seed), shard_(shard), position_(start), prefetch_(prefetch) {
+  if (shard.ranks < 1 || shard.rank < 0 || shard.rank >= shard.ranks)
+    throw std::invalid_argument("loader: rank " + std::to_string(shard.rank) + " of " + std::to_string(shard.ranks));
+  per_epoch_ = train::batches_per_epoch(data.size(), batch_size * shard.ranks);
   if (per_epoch_ < 1)
-    throw std::invalid_argument("batch size " + std::to_string(batch_size) + " is larger than the " +
-                                std::to_string(data.size()) +
-                                " training sessions (drop_last leaves no batch); lower train.batch_size");
+    throw std::invalid_argument("batch size " + std::to_string(batch_size) +
+                                (shard.ranks > 1 ? " × " + std::to_string(shard.ranks) + " ranks" : std::string()) +
+                                " is larger than the " + std::to_string(data.size()) +
+                                " training sessions (drop_last leaves no batch); lower train.batch_size" +
+                                (shard.ranks > 1 ? " or the number of ranks" : ""));
   if (start.batch < 0 || start.batch >= per_epoch_ || start.epoch < 0)
     throw std::invalid_argument("loader position epoch " + std::to_string(start.epoch) + " batch " +
                                 std::to_string(start.batch) + " is outside an epoch of " + std::to_string(per_epoch_) +
@@ -274,7 +279,9 @@ Batch BatchLoader::make(LoaderPosition p) const {
       order_ = epoch_order(data_.size(), seed_, p.epoch);
       order_epoch_ = p.epoch;
     }
-    order.assign(order_.begin() + p.batch * batch_size_, order_.begin() + (p.batch + 1) * batch_size_);
+    // This rank's rows of global batch p.batch: ranks in order, each batch_size_ sessions.
+    const int64_t first = (p.batch * shard_.ranks + shard_.rank) * batch_size_;
+    order.assign(order_.begin() + first, order_.begin() + first + batch_size_);
   }
   Batch b = data_.collate(order);
   b.epoch = p.epoch;

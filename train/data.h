@@ -126,8 +126,15 @@ std::vector<int64_t> epoch_order(int64_t n, uint64_t seed, int64_t epoch);
 int64_t batches_per_epoch(int64_t n, int64_t batch_size);
 
 struct LoaderPosition {
-  int64_t epoch = 0, batch = 0;  // the next batch to hand out
+  int64_t epoch = 0, batch = 0;  // the next (global) batch to hand out
   bool operator==(const LoaderPosition&) const = default;
+};
+
+// Data-parallel training: rank r of `ranks` takes rows [r·B, (r+1)·B) of every global batch of
+// B·ranks sessions, so each epoch's sessions are used once across the ranks and the ranks
+// together see exactly the batches one process with batch B·ranks would.
+struct RankShard {
+  int64_t rank = 0, ranks = 1;
 };
 
 // Hands out the batches of epoch_order(n, seed, epoch) in order, from `start` on, forever
@@ -136,14 +143,17 @@ struct LoaderPosition {
 // without it. Errors on the loader thread are rethrown by next().
 class BatchLoader {
  public:
-  BatchLoader(const Dataset& data, int64_t batch_size, uint64_t seed, LoaderPosition start = {}, bool prefetch = true);
+  // batch_size is this rank's share of a global batch of batch_size × shard.ranks.
+  BatchLoader(const Dataset& data, int64_t batch_size, uint64_t seed, LoaderPosition start = {}, bool prefetch = true,
+              RankShard shard = {});
   ~BatchLoader();
   BatchLoader(const BatchLoader&) = delete;
   BatchLoader& operator=(const BatchLoader&) = delete;
 
   Batch next();
   LoaderPosition position() const { return position_; }  // of the batch next() returns
-  int64_t batches_per_epoch() const { return per_epoch_; }
+  int64_t batches_per_epoch() const { return per_epoch_; }  // global batches
+  RankShard shard() const { return shard_; }
 
  private:
   Batch make(LoaderPosition p) const;
@@ -154,6 +164,7 @@ class BatchLoader {
   const Dataset& data_;
   int64_t batch_size_ = 0, per_epoch_ = 0;
   uint64_t seed_ = 0;
+  RankShard shard_;
   LoaderPosition position_;
   bool prefetch_ = true;
 

@@ -161,8 +161,12 @@ json ValidationResult::to_json() const {
   return j;
 }
 
-Trainer::Trainer(Config config, std::optional<CohortSplits> data)
-    : config_(std::move(config)), noise_(derive_seed(config_.train.seed, kNoiseTag)) {
+Trainer::Trainer(Config config, std::optional<CohortSplits> data, std::shared_ptr<dist::Communicator> comm)
+    : config_(std::move(config)),
+      comm_(comm ? std::move(comm) : std::shared_ptr<dist::Communicator>(dist::make_single())),
+      noise_(derive_seed(config_.train.seed, kNoiseTag)) {
+  comm_->require_same("configuration", config_to_json(config_).dump(),
+                      "every rank must be started with the same command line, config file and --set options");
   if (config_.train.threads > 0) omp_set_num_threads(static_cast<int>(config_.train.threads));
   for (const auto& [family, choice] : op_backends(config_.train))
     if (!choice.empty()) set_backend(family, choice);
@@ -170,10 +174,14 @@ Trainer::Trainer(Config config, std::optional<CohortSplits> data)
   if (data_.tracer != config_.data.tracer)
     throw ConfigError("data.tracer is " + config_.data.tracer + " but the cohort given is " + data_.tracer);
   const auto& t = config_.train;
-  if (static_cast<int64_t>(data_.train.size()) < t.batch_size)
-    throw ConfigError("config key 'train.batch_size' is " + std::to_string(t.batch_size) + " but the training split of '" +
-                      data_.cohort_dir + "' has only " + std::to_string(data_.train.size()) + " " + data_.tracer +
-                      " session(s); lower train.batch_size or use a larger cohort");
+  const int64_t ranks = comm_->world();
+  if (static_cast<int64_t>(data_.train.size()) < t.batch_size * ranks)
+    throw ConfigError("config key 'train.batch_size' is " + std::to_string(t.batch_size) +
+                      (ranks > 1 ? " per rank × " + std::to_string(ranks) + " ranks" : std::string()) +
+                      " but the training split of '" + data_.cohort_dir + "' has only " +
+                      std::to_string(data_.train.size()) + " " + data_.tracer +
+                      " session(s); lower train.batch_size" + (ranks > 1 ? " or the number of ranks" : "") +
+                      ", or use a larger cohort");
   build_datasets();
 
   Generator init(t.seed);
@@ -185,8 +193,22 @@ Trainer::Trainer(Config config, std::optional<CohortSplits> data)
   if (discriminator_step_enabled())
     d_opt_ = std::make_unique<Adam>(model_->discriminator_parameters(), adam_options(t, t.lr_discriminator));
   model_->set_discriminator_trainable(false);  // unfrozen for its own step only
+  if (ranks > 1) {
+    // Every rank drew the same weights from the same seed; rank 0's win all the same.
+    dist::GradientReducer::broadcast_from_root(*comm_, model_->state_dict());
+    const auto bucket_bytes = static_cast<int64_t>(t.bucket_mb * (1 << 20));
+    g_sync_ = std::make_unique<dist::GradientReducer>(*comm_, model_->generator_parameters(), bucket_bytes);
+    if (d_opt_) d_sync_ = std::make_unique<dist::GradientReducer>(*comm_, model_->discriminator_parameters(), bucket_bytes);
+  }
   state_.noise = noise_.state();
-  loader_ = std::make_unique<BatchLoader>(*train_set_, t.batch_size, t.data_seed, state_.position, config_.data.prefetch);
+  state_.ranks = ranks;
+  make_loader();
+}
+
+void Trainer::make_loader() {
+  loader_.reset();  // join the old worker before the new loader starts
+  loader_ = std::make_unique<BatchLoader>(*train_set_, config_.train.batch_size, config_.train.data_seed, state_.position,
+                                          config_.data.prefetch, RankShard{comm_->rank(), comm_->world()});
 }
 
 Trainer::~Trainer() = default;
@@ -229,7 +251,22 @@ void Trainer::resume(const std::string& path) {
                         then.dump() + "; resuming continues its data order and noise only with the same value");
   };
   require_same("data.tracer", saved.data.tracer, config_.data.tracer);
-  require_same("train.batch_size", saved.train.batch_size, config_.train.batch_size);
+  const int64_t ranks = comm_->world();
+  if (ck.meta.state.ranks == ranks) {
+    require_same("train.batch_size", saved.train.batch_size, config_.train.batch_size);
+  } else if (ck.meta.state.ranks * saved.train.batch_size != ranks * config_.train.batch_size) {
+    // Another world size continues the same global batches (the loader re-shards them) only
+    // when the global batch is the same.
+    const int64_t global = ck.meta.state.ranks * saved.train.batch_size;
+    throw ConfigError(file + " was trained by " + std::to_string(ck.meta.state.ranks) + " rank(s) × train.batch_size " +
+                      std::to_string(saved.train.batch_size) + " (global batch " + std::to_string(global) +
+                      "); this run has " + std::to_string(ranks) + " rank(s) × " +
+                      std::to_string(config_.train.batch_size) + " = " + std::to_string(ranks * config_.train.batch_size) +
+                      ". Resume with " + std::to_string(ck.meta.state.ranks) + " rank(s), or keep the global batch: " +
+                      (global % ranks == 0 ? "--set train.batch_size=" + std::to_string(global / ranks)
+                                           : std::to_string(global) + " sessions do not split over " +
+                                                 std::to_string(ranks) + " ranks"));
+  }
   require_same("train.seed", saved.train.seed, config_.train.seed);
   require_same("train.data_seed", saved.train.data_seed, config_.train.data_seed);
 
@@ -243,17 +280,18 @@ void Trainer::resume(const std::string& path) {
   g_opt_->load_state_dict(ck.g_optimizer);
   if (d_opt_) d_opt_->load_state_dict(ck.d_optimizer);
   state_ = ck.meta.state;
+  state_.ranks = ranks;
   resumed_ = true;
   noise_.set_state(state_.noise);
-  loader_.reset();  // join the old worker before the new loader starts
-  loader_ = std::make_unique<BatchLoader>(*train_set_, config_.train.batch_size, config_.train.data_seed, state_.position,
-                                          config_.data.prefetch);
+  comm_->require_same("checkpoint", file + " at step " + std::to_string(state_.step),
+                      "every rank must resume from the same run folder (on a file system they share)");
+  make_loader();
 }
 
 StepLosses training_step(const StepContext& ctx, const Batch& batch, int64_t step_number) {
   models::SynthesisModel& model = ctx.model;
   const models::Inputs in{batch.t1, batch.csf, batch.covariates};
-  const models::PhaseContext phase{ctx.noise, ctx.objective, ctx.perceptual};
+  const models::PhaseContext phase{ctx.noise, ctx.objective, ctx.perceptual, ctx.shard};
   StepLosses out;
   out.epoch = batch.epoch;
   out.batch = batch.index;
@@ -270,7 +308,9 @@ StepLosses training_step(const StepContext& ctx, const Batch& batch, int64_t ste
                              std::to_string(out.g_total) + " (" + terms +
                              "); resume from the last checkpoint with a lower train.lr");
   }
+  if (ctx.g_sync) ctx.g_sync->begin();
   g.total.backward();
+  if (ctx.g_sync) ctx.g_sync->finish();  // the ranks' mean gradient, the same on every rank
   std::tie(out.grad_conditional, out.grad_rest) = conditional_gradient_norms(model);
   ctx.g_opt.step();
   out.terms = g.terms;
@@ -281,7 +321,9 @@ StepLosses training_step(const StepContext& ctx, const Batch& batch, int64_t ste
     model.set_discriminator_trainable(true);
     ctx.d_opt->zero_grad();
     const models::LossTerms d = model.discriminator_loss(in, batch.pet, phase);
+    if (ctx.d_sync) ctx.d_sync->begin();
     d.total.backward();
+    if (ctx.d_sync) ctx.d_sync->finish();
     ctx.d_opt->step();
     model.set_discriminator_trainable(false);
     out.d_total = d.total.item() * d.log_scale;
@@ -294,14 +336,68 @@ StepLosses training_step(const StepContext& ctx, const Batch& batch, int64_t ste
 StepLosses Trainer::step() {
   const auto t0 = std::chrono::steady_clock::now();
   Batch batch = loader_->next();
-  const StepContext ctx{*model_, *g_opt_, discriminator_step_enabled() ? d_opt_.get() : nullptr, perceptual_.get(),
-                        noise_, config_.objective()};
+  const int64_t b = config_.train.batch_size;
+  // BatchNorm statistics (the discriminator's) are each rank's own during a step; rank 0's are
+  // the model's, so every rank starts a step from them (and a checkpoint holds them).
+  if (comm_->world() > 1) dist::GradientReducer::broadcast_from_root(*comm_, model_->named_buffers());
+  const StepContext ctx{*model_,
+                        *g_opt_,
+                        discriminator_step_enabled() ? d_opt_.get() : nullptr,
+                        perceptual_.get(),
+                        noise_,
+                        config_.objective(),
+                        g_sync_.get(),
+                        d_sync_.get(),
+                        models::BatchShard{comm_->rank() * b, comm_->world() * b}};
   StepLosses out = training_step(ctx, batch, state_.step + 1);
+  average_over_ranks(out);
   ++state_.step;
   state_.position = loader_->position();
   state_.noise = noise_.state();
   out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return out;
+}
+
+void Trainer::average_over_ranks(StepLosses& losses) {
+  const int ranks = comm_->world();
+  if (ranks == 1) return;
+  // Every loss is a mean over its batch, so the mean over equal shards is the global batch's.
+  std::vector<double> values{losses.g_total, losses.d_total};
+  for (const auto& [name, value] : losses.terms) values.push_back(value);
+  comm_->all_reduce_sum(values.data(), static_cast<int64_t>(values.size()), dist::DType::F64);
+  for (double& v : values) v /= ranks;
+  losses.g_total = values[0];
+  losses.d_total = values[1];
+  for (size_t i = 0; i < losses.terms.size(); ++i) losses.terms[i].second = values[i + 2];
+}
+
+ValidationResult Trainer::validate_on_root() {
+  if (comm_->world() == 1) return validate();
+  std::string text = comm_->is_root() ? validate().to_json().dump() : std::string();
+  uint64_t size = text.size();
+  comm_->broadcast(&size, sizeof size, 0);
+  text.resize(size);
+  comm_->broadcast(text.data(), static_cast<int64_t>(size), 0);
+  const json j = json::parse(text);
+  ValidationResult v;
+  v.step = j.at("step");
+  v.epoch = j.at("epoch");
+  v.sessions = j.at("sessions");
+  auto number = [&](const char* key) { return j.at(key).is_null() ? kNaN : j.at(key).get<double>(); };  // NaN → null
+  v.l1 = number("l1");
+  v.psnr = number("psnr");
+  v.ssim = number("ssim");
+  v.seconds = number("seconds");
+  if (j.contains("causal")) v.causal = j.at("causal");
+  return v;
+}
+
+bool Trainer::record_validation(const ValidationResult& v) {
+  state_.last_validation = v.to_json();
+  if (!(v.l1 < state_.best_val_l1)) return false;
+  state_.best_val_l1 = v.l1;
+  state_.best_step = state_.step;
+  return true;
 }
 
 ValidationResult Trainer::validate() {
@@ -346,15 +442,7 @@ ValidationResult Trainer::validate() {
 
 std::string Trainer::save(const std::string& out_dir, const std::optional<ValidationResult>& validation) {
   const fs::path dir = fs::path(out_dir) / "checkpoints";
-  bool best = false;
-  if (validation) {
-    state_.last_validation = validation->to_json();
-    if (validation->l1 < state_.best_val_l1) {
-      state_.best_val_l1 = validation->l1;
-      state_.best_step = state_.step;
-      best = true;
-    }
-  }
+  const bool best = validation && record_validation(*validation);
   const CheckpointMeta m = meta();
   const std::string path = save_checkpoint(dir.string(), step_checkpoint_name(state_.step), *model_, *g_opt_, d_opt_.get(), m);
   if (best) save_checkpoint(dir.string(), "best", *model_, *g_opt_, d_opt_.get(), m);
@@ -371,7 +459,10 @@ int64_t Trainer::total_steps(const RunOptions& opt) const {
 }
 
 void Trainer::run(const RunOptions& opt) {
-  std::ostream& os = opt.progress_stream ? *opt.progress_stream : std::cerr;
+  // Data-parallel ranks other than 0 train in silence and write nothing.
+  const bool root = comm_->is_root();
+  std::ostream silent(nullptr);
+  std::ostream& os = !root ? silent : opt.progress_stream ? *opt.progress_stream : std::cerr;
   const int64_t total = total_steps(opt);
   const auto& t = config_.train;
   if (opt.until_conditional && (!causal_ || t.validate_every <= 0))
@@ -379,15 +470,18 @@ void Trainer::run(const RunOptions& opt) {
                       (!causal_ ? "the cohort '" + data_.cohort_dir + "' has no atlas/regions.json (or it does not fit the model grid)"
                                 : "train.validate_every is 0; set it to 1"));
   std::ofstream log;
+  const std::string out_dir = root ? opt.out_dir : std::string();
   if (!opt.out_dir.empty()) {
     const auto existing = list_step_checkpoints((fs::path(opt.out_dir) / "checkpoints").string());
     if (state_.step == 0 && !resumed_ && !existing.empty())
       throw ConfigError("the run folder '" + opt.out_dir + "' already holds checkpoints of a run (up to step " +
                         std::to_string(existing.back().first) + "); continue it with --resume " + opt.out_dir +
                         ", or choose another --out");
-    fs::create_directories(opt.out_dir);
-    std::ofstream(fs::path(opt.out_dir) / "config.json") << config_to_json(config_).dump(2) << "\n";
-    const fs::path log_path = fs::path(opt.out_dir) / "train.jsonl";
+  }
+  if (!out_dir.empty()) {
+    fs::create_directories(out_dir);
+    std::ofstream(fs::path(out_dir) / "config.json") << config_to_json(config_).dump(2) << "\n";
+    const fs::path log_path = fs::path(out_dir) / "train.jsonl";
     trim_log(log_path, state_.step);
     log.open(log_path, std::ios::app);
     if (!log) throw std::runtime_error("cannot write the training log '" + log_path.string() + "'");
@@ -400,16 +494,24 @@ void Trainer::run(const RunOptions& opt) {
   const std::string isa = kernels::cpu::cpu_isa_name(kernels::cpu::cpu_isa());
   json backends = json::object();  // what CUDA tensors run on (CPU tensors always use kernels/cpu)
   for (const auto& [family, choice] : op_backends(config_.train)) backends[family] = backend_name(family);
+  const int64_t ranks = comm_->world();
   write_log({{"type", "start"},
              {"step", state_.step},
              {"cpu_isa", isa},
              {"threads", omp_get_max_threads()},
+             {"ranks", ranks},
+             {"communicator", comm_->backend()},
              {"backends", backends}});
-  os << "CPU kernels: " << kernels::cpu::cpu_isa_description() << ", " << omp_get_max_threads() << " threads\n";
+  os << "CPU kernels: " << kernels::cpu::cpu_isa_description() << ", " << omp_get_max_threads() << " threads"
+     << (ranks > 1 ? " per rank" : "") << "\n";
+  if (ranks > 1)
+    os << "data-parallel: " << ranks << " ranks over " << comm_->backend() << ", gradients in " << g_sync_->bucket_count()
+       << " bucket(s) of ≤ " << t.bucket_mb << " MiB (generator)\n";
   const int64_t per_epoch = loader_->batches_per_epoch();
   os << "training " << data_.train.size() << " " << data_.tracer << " sessions (" << per_epoch << " batches of "
-     << t.batch_size << " per epoch), " << val_set_->size() << " validation sessions; steps " << state_.step << " → "
-     << total << "\n";
+     << t.batch_size;
+  if (ranks > 1) os << " × " << ranks << " ranks = " << t.batch_size * ranks;
+  os << " per epoch), " << val_set_->size() << " validation sessions; steps " << state_.step << " → " << total << "\n";
 
   if (state_.step >= total) {
     os << "nothing to do: the run is at step " << state_.step << " and the limit (--max-steps / train.epochs) is "
@@ -419,20 +521,25 @@ void Trainer::run(const RunOptions& opt) {
   ProgressLine progress(os, state_.step, total, opt.progress, std::max<int64_t>(1, total / 20));
   int64_t last_saved = -1, last_validated = -1;
   auto validate_and_report = [&](const std::string& when) {
-    const ValidationResult v = validate();
+    const ValidationResult v = validate_on_root();
     last_validated = state_.step;
     state_.last_validation = v.to_json();
     write_log(v.to_json());
     progress.message("validation " + when + ": L1 " + fixed(v.l1) + "  PSNR " + fixed(v.psnr, 2) + " dB  SSIM " +
                      fixed(v.ssim) + "  (" + std::to_string(v.sessions) + " sessions, " + fixed(v.seconds, 1) + " s)");
     if (!v.causal.is_null()) progress.message("  causal: " + CausalMonitor::describe(v.causal));
-    if (!opt.out_dir.empty())  // the run's curves so far, for a browser
-      eval::write_curves_html((fs::path(opt.out_dir) / "curves.html").string(), "Training curves: " + opt.out_dir,
-                              eval::training_curves((fs::path(opt.out_dir) / "train.jsonl").string()));
+    if (!out_dir.empty())  // the run's curves so far, for a browser
+      eval::write_curves_html((fs::path(out_dir) / "curves.html").string(), "Training curves: " + out_dir,
+                              eval::training_curves((fs::path(out_dir) / "train.jsonl").string()));
     return v;
   };
   auto checkpoint = [&](const std::optional<ValidationResult>& v) {
     if (opt.out_dir.empty()) return;
+    if (!root) {  // the same state as rank 0's, which writes it
+      if (v) record_validation(*v);
+      last_saved = state_.step;
+      return;
+    }
     const std::string path = save(opt.out_dir, v);
     last_saved = state_.step;
     progress.message("checkpoint " + path + (state_.best_step == state_.step ? " (best so far)" : ""));
@@ -440,7 +547,7 @@ void Trainer::run(const RunOptions& opt) {
 
   bool stopped = false;
   while (state_.step < total) {
-    if (opt.stop && opt.stop->load()) {
+    if (comm_->any(opt.stop && opt.stop->load())) {  // every rank stops at the same step
       stopped = true;
       break;
     }
@@ -476,6 +583,17 @@ void Trainer::run(const RunOptions& opt) {
     v = validate_and_report("at step " + std::to_string(state_.step));
   if (last_saved != state_.step) checkpoint(v);
   progress.finish();
+  if (g_sync_ && g_sync_->stats().steps > 0) {
+    const dist::ReducerStats& s = g_sync_->stats();
+    write_log({{"type", "data_parallel"},
+               {"ranks", ranks},
+               {"steps", s.steps},
+               {"allreduce_seconds", s.reduce_seconds},
+               {"exposed_seconds", s.exposed_seconds},
+               {"hidden_fraction", s.hidden_fraction()}});
+    os << "gradient all-reduce (generator): " << fixed(s.reduce_seconds / double(s.steps), 3) << " s a step, "
+       << fixed(100.0 * s.hidden_fraction(), 0) << " % of it hidden behind the backward pass\n";
+  }
 }
 
 std::string describe_parameters(const models::SynthesisModel& model) {

@@ -10,6 +10,14 @@
 // All randomness comes from one Philox Generator seeded by train.seed (initial weights are drawn
 // from a separate Generator with the same seed, before training), saved in every checkpoint, so
 // a resumed run repeats an uninterrupted one bit for bit.
+//
+// Data-parallel training (a Communicator of several ranks, dist/communicator.h): every rank
+// holds the whole model; rank r trains on rows [r·B, (r+1)·B) of each global batch of B·ranks
+// sessions (B = train.batch_size), draws its rows of the global batch's noise, and the
+// gradients of each phase are averaged over the ranks while the backward pass goes on
+// (dist/reducer.h) before the Adam step, so every rank takes the same step. Logged losses are
+// the ranks' mean. Rank 0 validates, logs and writes checkpoints; the others follow its
+// validation results, so every rank's state stays identical.
 #pragma once
 #include <atomic>
 #include <cstdint>
@@ -22,6 +30,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "dist/communicator.h"
+#include "dist/reducer.h"
 #include "engine/optim.h"
 #include "engine/rng.h"
 #include "models/perceptual.h"
@@ -79,6 +89,11 @@ struct StepContext {
   const models::LpipsSqueeze* perceptual;
   Generator& noise;
   models::ObjectiveConfig objective;
+  // Data-parallel training: the gradient reducers of the two phases (null: one process) and
+  // this rank's rows of the global batch.
+  dist::GradientReducer* g_sync = nullptr;
+  dist::GradientReducer* d_sync = nullptr;
+  models::BatchShard shard{};
 };
 
 // One step on `batch`: the generator phase (forward + backward + Adam step with D frozen), then
@@ -91,8 +106,11 @@ StepLosses training_step(const StepContext& ctx, const Batch& batch, int64_t ste
 class Trainer {
  public:
   // Builds the data (open_cohort), the model (weights from Generator(train.seed)), the
-  // optimisers and the noise Generator. `data` may be given to share an opened cohort.
-  explicit Trainer(Config config, std::optional<CohortSplits> data = std::nullopt);
+  // optimisers and the noise Generator. `data` may be given to share an opened cohort. With a
+  // communicator of several ranks (every rank constructs its Trainer with the same config,
+  // which is checked), training is data-parallel; null: one process.
+  explicit Trainer(Config config, std::optional<CohortSplits> data = std::nullopt,
+                   std::shared_ptr<dist::Communicator> comm = nullptr);
   ~Trainer();
 
   // Restores model, optimisers, noise Generator, data position, best-so-far and the ranges
@@ -121,13 +139,23 @@ class Trainer {
   const TrainingState& state() const { return state_; }
   Adam& generator_optimizer() { return *g_opt_; }
   Adam* discriminator_optimizer() { return d_opt_.get(); }
+  dist::Communicator& communicator() { return *comm_; }
+  // The generator phase's reducer (null with one process): its bucket layout and overlap figures.
+  const dist::GradientReducer* generator_reducer() const { return g_sync_.get(); }
 
  private:
   void build_datasets();  // train_set_ and val_set_ from data_
   bool discriminator_step_enabled() const;
   CheckpointMeta meta() const;
+  void make_loader();
+  void average_over_ranks(StepLosses& losses);
+  // Takes a validation into the best-so-far state; true when it is a new best.
+  bool record_validation(const ValidationResult& v);
+  // validate() on rank 0, its result handed to every rank.
+  ValidationResult validate_on_root();
 
   Config config_;
+  std::shared_ptr<dist::Communicator> comm_;
   CohortSplits data_;
   std::unique_ptr<Dataset> train_set_, val_set_;
   std::unique_ptr<CausalMonitor> causal_;  // null when the cohort has no atlas
@@ -136,6 +164,7 @@ class Trainer {
   std::shared_ptr<models::SynthesisModel> model_;
   std::shared_ptr<models::LpipsSqueeze> perceptual_;
   std::unique_ptr<Adam> g_opt_, d_opt_;
+  std::unique_ptr<dist::GradientReducer> g_sync_, d_sync_;
   Generator noise_;
   std::unique_ptr<BatchLoader> loader_;
   TrainingState state_;

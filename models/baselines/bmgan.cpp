@@ -189,7 +189,7 @@ NamedTensors BMGAN::discriminator_parameters() const {
 }
 
 LossTerms BMGAN::generator_loss(const Inputs& in, const Tensor& pet, const PhaseContext& ctx) const {
-  const Tensor code = randn({in.t1.size(0), DenseUNetGenerator::kCodeSize}, ctx.noise, 0.f, 1.f, in.t1.device());
+  const Tensor code = batch_noise({in.t1.size(0), DenseUNetGenerator::kCodeSize}, ctx.noise, ctx.shard, in.t1.device());
   const Tensor fake = generator->forward(in.t1, code);
   baselines::Critic critic;
   if (discriminator) critic = [&](const Tensor& x) { return discriminator->forward(x); };
@@ -209,8 +209,8 @@ LossTerms BMGAN::discriminator_loss(const Inputs& in, const Tensor& pet, const P
   Tensor fake;
   {
     NoGradGuard no_grad;
-    fake = generator->forward(in.t1, randn({in.t1.size(0), DenseUNetGenerator::kCodeSize}, ctx.noise, 0.f, 1.f,
-                                           in.t1.device()));
+    fake = generator->forward(in.t1, batch_noise({in.t1.size(0), DenseUNetGenerator::kCodeSize}, ctx.noise, ctx.shard,
+                                                 in.t1.device()));
   }
   return baselines::lsgan_discriminator_loss([&](const Tensor& x) { return discriminator->forward(x); }, fake.detach(),
                                              pet);
