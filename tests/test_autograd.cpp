@@ -2,6 +2,7 @@
 
 #include "engine/allocator.h"
 #include "engine/autograd.h"
+#include "engine/ops_elementwise.h"
 #include "engine/tensor.h"
 
 using namespace cpets;
@@ -96,4 +97,29 @@ TEST_CASE("caching allocator reuses freed blocks of the same size class") {
   size_t before = host_memory_stats().system_allocs;
   for (int i = 0; i < 10; ++i) Tensor t = Tensor::empty({1000, 1000});
   CHECK(host_memory_stats().system_allocs - before == 1);
+}
+
+TEST_CASE("autograd: a leaf's post-accumulate hook runs once per pass, after its last gradient arrived") {
+  Tensor x = Tensor::from_vector({3}, {1, 2, 3}).set_requires_grad(true);
+  Tensor unused = Tensor::from_vector({1}, {5}).set_requires_grad(true);
+  std::vector<float> seen;
+  int calls = 0, unused_calls = 0;
+  set_post_accumulate_grad_hook(x, [&] {
+    ++calls;
+    seen = x.grad().to_vector();  // the whole gradient of the pass, not a partial sum
+  });
+  set_post_accumulate_grad_hook(unused, [&] { ++unused_calls; });
+  const Tensor y = scale_by(x, x.detach());  // x used twice: two gradient paths meet in x
+  const Tensor w = add(y, scale_by(x, Tensor::from_vector({3}, {3, 3, 3})));
+  w.backward(Tensor::ones({3}));
+  CHECK(calls == 1);
+  CHECK(unused_calls == 0);  // no gradient reached it
+  CHECK(seen == std::vector<float>{4, 5, 6});  // x(const) + 3
+  // A leaf that is its own root calls it too; an empty hook removes it.
+  x.backward(Tensor::ones({3}));
+  CHECK(calls == 2);
+  set_post_accumulate_grad_hook(x, nullptr);
+  add(x, x).backward(Tensor::ones({3}));
+  CHECK(calls == 2);
+  CHECK_THROWS_AS(set_post_accumulate_grad_hook(w, [] {}), std::invalid_argument);
 }

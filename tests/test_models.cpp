@@ -398,3 +398,20 @@ TEST_CASE("tiny CausalPETS forward and backward are bitwise identical for 1 and 
   REQUIRE(one.size() == two.size());
   for (size_t i = 0; i < one.size(); ++i) check_equal(one[i], two[i]);
 }
+
+TEST_CASE("batch_noise: ranks' shards of a global batch are the rows of one whole draw") {
+  Generator whole_gen(42);
+  const std::vector<float> whole = batch_noise({4, 2, 3}, whole_gen).to_vector();
+  std::vector<float> joined;
+  for (int64_t r = 0; r < 2; ++r) {
+    Generator rank_gen(42);  // every rank's Generator is in the same state
+    const Tensor part = batch_noise({2, 2, 3}, rank_gen, BatchShard{2 * r, 4});
+    CHECK(part.shape() == Shape{2, 2, 3});
+    const std::vector<float> v = part.to_vector();
+    joined.insert(joined.end(), v.begin(), v.end());
+    CHECK(rank_gen.state().offset == whole_gen.state().offset);  // and stays in step with one process
+  }
+  CHECK(joined == whole);
+  Generator g(1);
+  CHECK_THROWS_AS(batch_noise({2, 3}, g, BatchShard{3, 4}), std::invalid_argument);
+}

@@ -878,3 +878,34 @@ TEST_CASE("experiment: every method and ablation trains with one budget, is eval
   unknown.methods = {"cyclegan2"};
   CHECK(contains(error_of([&] { plan_experiment(unknown); }), "method 'cyclegan2' is unknown"));
 }
+
+TEST_CASE("data: data-parallel ranks split every global batch; together they are one loader's batches") {
+  DataConfig cfg;
+  cfg.cohort = cohort_dir().string();
+  const CohortSplits s = open_cohort(cfg);
+  const Dataset data(s.train, {16, 16, 16});
+  const int64_t ranks = 3, per_rank = 1;
+  REQUIRE(data.size() >= ranks * per_rank);
+  BatchLoader whole(data, per_rank * ranks, 11, {}, /*prefetch=*/false);
+  std::vector<std::unique_ptr<BatchLoader>> shards;
+  for (int64_t r = 0; r < ranks; ++r)
+    shards.push_back(std::make_unique<BatchLoader>(data, per_rank, 11, LoaderPosition{}, true, RankShard{r, ranks}));
+  CHECK(shards[0]->batches_per_epoch() == whole.batches_per_epoch());
+  std::set<int64_t> used;
+  for (int64_t b = 0; b < 2 * whole.batches_per_epoch(); ++b) {  // two epochs
+    const Batch g = whole.next();
+    std::vector<int64_t> joined;
+    for (auto& shard : shards) {
+      const Batch part = shard->next();
+      CHECK(part.index == g.index);
+      CHECK(part.epoch == g.epoch);
+      joined.insert(joined.end(), part.sessions.begin(), part.sessions.end());
+    }
+    CHECK(joined == g.sessions);
+    if (g.epoch == 0) used.insert(joined.begin(), joined.end());
+  }
+  CHECK(static_cast<int64_t>(used.size()) == whole.batches_per_epoch() * ranks * per_rank);  // each once per epoch
+  CHECK_THROWS_AS(BatchLoader(data, per_rank, 11, {}, false, RankShard{3, 3}), std::invalid_argument);
+  const std::string e = error_of([&] { BatchLoader(data, data.size(), 11, {}, false, RankShard{0, 2}); });
+  CHECK(contains(e, "× 2 ranks"));
+}
