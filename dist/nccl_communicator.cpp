@@ -55,7 +55,9 @@ class NcclCommunicator final : public Communicator {
     setenv("NCCL_PROTO", "Simple", 0);
     ncclUniqueId id{};
     if (rank_ == 0) check(ncclGetUniqueId(&id), "ncclGetUniqueId");
-    if (launch.launcher == "torchrun" || !kHaveMpi) {
+    if (world_ == 1) {
+      // One rank: nothing to exchange.
+    } else if (launch.launcher == "torchrun" || !kHaveMpi) {
       const std::string blob = rendezvous_broadcast(launch, std::string(reinterpret_cast<const char*>(&id), sizeof id),
                                                     join_timeout_seconds());
       std::memcpy(&id, blob.data(), sizeof id);

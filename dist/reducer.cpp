@@ -24,11 +24,13 @@ void copy_scaled(Device d, const float* src, float* dst, int64_t n, float scale)
 GradientReducer::GradientReducer(Communicator& comm, NamedTensors params, int64_t bucket_bytes, bool overlap)
     : comm_(comm), params_(std::move(params)), bucket_of_(params_.size()), overlap_(overlap) {
   if (bucket_bytes < 1) throw std::invalid_argument("GradientReducer: bucket size must be positive, got " + std::to_string(bucket_bytes));
-  // Last parameter first: a backward pass finishes the gradients of the last layers first.
+  // Last parameter first: a backward pass finishes the gradients of the last layers first. The
+  // first bucket is at most 1 MiB (as PyTorch's DDP), so the first all-reduce starts early.
   Bucket current;
   for (size_t k = params_.size(); k-- > 0;) {
     const Tensor& p = params_[k].second;
-    if (current.numel > 0 && (current.numel + p.numel()) * 4 > bucket_bytes) {
+    const int64_t cap = buckets_.empty() ? std::min<int64_t>(bucket_bytes, kFirstBucketBytes) : bucket_bytes;
+    if (current.numel > 0 && (current.numel + p.numel()) * 4 > cap) {
       buckets_.push_back(std::move(current));
       current = Bucket{};
     }

@@ -1,7 +1,7 @@
 // Gradient synchronisation for data-parallel training, overlapped with the backward pass.
 //
-// The parameters are grouped into buckets of about `bucket_bytes` in a fixed order — from the
-// last parameter to the first, the order in which a backward pass finishes their gradients. A
+// The parameters are grouped into buckets of about `bucket_bytes` (the first ≤ 1 MiB) in a fixed
+// order — from the last parameter to the first, the order in which a backward pass finishes their gradients. A
 // hook on each parameter (engine's post-accumulate hook) marks it ready; once every parameter of
 // the next bucket in order is ready, its gradients are copied into the bucket's flat buffer and
 // handed to the reducer's thread, which all-reduces it while the backward pass goes on. Buckets
@@ -35,7 +35,8 @@ struct ReducerStats {
 
 class GradientReducer {
  public:
-  static constexpr int64_t kDefaultBucketBytes = 25ll << 20;  // 25 MB, as PyTorch's DDP
+  static constexpr int64_t kDefaultBucketBytes = 25ll << 20;  // 25 MiB, as PyTorch's DDP
+  static constexpr int64_t kFirstBucketBytes = 1ll << 20;     // the first bucket's cap
 
   // Hooks go on the parameters now and come off in the destructor. With `overlap` false every
   // bucket waits for finish() (for measuring what the overlap buys).

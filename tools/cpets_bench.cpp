@@ -13,6 +13,7 @@
 #include <omp.h>
 
 #include "bench/bench.h"
+#include "bench/comm_bench.h"
 #include "bench/train_bench.h"
 #include "engine/allocator.h"
 #include "kernels/cpu/isa.h"
@@ -84,7 +85,29 @@ int main(int argc, char** argv) {
   train->add_option("--warmup", train_opt.warmup, "untimed steps first")->capture_default_str();
   train->add_option("--top", train_opt.top, "ops listed in the breakdown")->capture_default_str();
   train->add_option("--torch", train_opt.torch, "PyTorch figures: JSON from tools/torch_model.py --bench, or 'none'");
-  return cpets::tools::run_main(app, argc, argv, [&] { return run(app, train, train_opt, ctx, filter, torch_src); });
+  bool ranks = false;
+  bench::DataParallelBenchOptions dp_opt;
+  train->add_flag("--ranks", ranks,
+                  "data-parallel: under mpirun -np N, the step time and samples/s of N ranks (batch per rank) against "
+                  "one, with and without the all-reduce overlapped with the backward pass");
+  train->add_option("--bucket-mb", dp_opt.bucket_mb,
+                    "with --ranks: gradient bucket size in MiB (configs/demo.json: 1, full.json: 25)")
+      ->capture_default_str();
+  bench::CommBenchOptions comm_opt;
+  CLI::App* comm = app.add_subcommand("comm", "all-reduce bandwidth over message sizes (under mpirun -np N)");
+  comm->add_option("--max-mb", comm_opt.max_mb, "largest message in MiB")->capture_default_str();
+  comm->add_option("--repeats", comm_opt.repeats, "timed all-reduces per size (median)")->capture_default_str();
+  return cpets::tools::run_main(app, argc, argv, [&] {
+    if (comm->parsed()) return bench::run_comm_bench(comm_opt);
+    if (train->parsed() && ranks) {
+      dp_opt.preset = train_opt.preset;
+      dp_opt.batch = train_opt.batch;
+      dp_opt.steps = train_opt.steps;
+      dp_opt.warmup = train_opt.warmup;
+      return bench::run_data_parallel_bench(dp_opt);
+    }
+    return run(app, train, train_opt, ctx, filter, torch_src);
+  });
 }
 
 namespace {
