@@ -11,6 +11,8 @@ python3-torch (1.13, CPU) and nothing else.
                            and the gradient of L_G w.r.t. every generator parameter; then one
                            discriminator step on the detached fake: its two losses, D's gradients
                            and the BatchNorm running statistics after both steps.
+  --flops full              GFLOP of one training step per sample, counted on the meta device
+                           (PyTorch 2.x): the compute side of the README's scaling model.
   --bench demo             median time of a full training step (G forward+backward+Adam, then D
                            step on a regenerated fake) at batch 2 (--batch) on random data, peak RSS and
                            one inference; prints JSON. --bench-full-infer adds one full-preset
@@ -534,6 +536,31 @@ def bench(name, steps, warmup, full_infer, batch_size=2):
     print(json.dumps(result))
 
 
+def flops(name):
+    """Floating-point operations of one training step per sample (G phase forward + backward, the
+    regenerated fake, D phase forward + backward), counted by PyTorch on the meta device: nothing
+    is computed, so the full preset takes a second. Needs PyTorch 2.x (torch.utils.flop_counter)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    c = preset(name)
+    with torch.device("meta"):
+        model = CausalPETS(c)
+        model.train()
+        D, H, W = c["volume"]
+        batch = {"t1": torch.rand(1, 1, D, H, W), "pet": torch.rand(1, 1, D, H, W),
+                 "csf": torch.rand(1, c["csf_inputs"]), "covariates": torch.rand(1, 4)}
+        shape = (1, c["latent_channels"], *[v // 8 for v in c["volume"]])
+        with FlopCounterMode(display=False) as counter:
+            terms, _ = generator_objective(model, batch, {"eps_t1": torch.randn(shape), "eps_pet": torch.randn(shape)})
+            terms["total"].backward()
+            with torch.no_grad():
+                mu, s = model.encode(batch["t1"], batch["covariates"])
+                tokens = model.fusion(torch.cat([batch["csf"], batch["covariates"]], 1))
+                fake = model.pet_generator(model.reparameterise(mu, s, torch.randn(shape)), tokens)
+            l_fake, l_real = discriminator_objective(model, fake, batch["pet"])
+            (l_fake + l_real).backward()
+    print(json.dumps({"preset": name, "gflop_per_sample_step": counter.get_total_flops() / 1e9}))
+
+
 def infer_seconds(model, c, gen, repeats=3):
     """Inference of one subject: μ_S from E, B from f, PET = G_P(μ_S, B); median of a few runs."""
     model.eval()
@@ -557,6 +584,7 @@ if __name__ == "__main__":
     ap.add_argument("--variant", default="reference", choices=sorted(VARIANTS), help="which golden fixture")
     ap.add_argument("--bench", choices=["demo", "full", "tiny"])
     ap.add_argument("--bench-full-infer", action="store_true")
+    ap.add_argument("--flops", choices=["demo", "full", "tiny"], help="GFLOP of one training step per sample (meta device)")
     ap.add_argument("--batch", type=int, default=2, help="batch size of the benchmarked training step")
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)
@@ -570,5 +598,7 @@ if __name__ == "__main__":
         fixture(args.fixture, args.variant)
     if args.bench:
         bench(args.bench, args.steps, args.warmup, args.bench_full_infer, args.batch)
-    if not (args.count or args.fixture or args.bench):
+    if args.flops:
+        flops(args.flops)
+    if not (args.count or args.fixture or args.bench or args.flops):
         ap.print_help()
