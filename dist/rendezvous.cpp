@@ -49,11 +49,11 @@ bool wait_fd(int fd, short events, Clock::time_point deadline) {
   }
 }
 
-bool send_all(int fd, const void* data, size_t n, Clock::time_point deadline) {
-  const char* p = static_cast<const char*>(data);
+// Moves all n bytes through fd, sending or receiving, before the deadline; false if it cannot.
+bool transfer(int fd, char* p, size_t n, bool sending, Clock::time_point deadline) {
   while (n > 0) {
-    if (!wait_fd(fd, POLLOUT, deadline)) return false;
-    const ssize_t k = ::send(fd, p, n, MSG_NOSIGNAL);
+    if (!wait_fd(fd, sending ? POLLOUT : POLLIN, deadline)) return false;
+    const ssize_t k = sending ? ::send(fd, p, n, MSG_NOSIGNAL) : ::recv(fd, p, n, 0);
     if (k <= 0) {
       if (k < 0 && (errno == EINTR || errno == EAGAIN)) continue;
       return false;
@@ -63,20 +63,11 @@ bool send_all(int fd, const void* data, size_t n, Clock::time_point deadline) {
   }
   return true;
 }
-
+bool send_all(int fd, const void* data, size_t n, Clock::time_point deadline) {
+  return transfer(fd, static_cast<char*>(const_cast<void*>(data)), n, true, deadline);
+}
 bool recv_all(int fd, void* data, size_t n, Clock::time_point deadline) {
-  char* p = static_cast<char*>(data);
-  while (n > 0) {
-    if (!wait_fd(fd, POLLIN, deadline)) return false;
-    const ssize_t k = ::recv(fd, p, n, 0);
-    if (k <= 0) {
-      if (k < 0 && (errno == EINTR || errno == EAGAIN)) continue;
-      return false;
-    }
-    p += k;
-    n -= static_cast<size_t>(k);
-  }
-  return true;
+  return transfer(fd, static_cast<char*>(data), n, false, deadline);
 }
 
 std::string endpoint(const LaunchInfo& l) { return l.master_addr + ":" + std::to_string(l.master_port); }
