@@ -79,6 +79,24 @@ check "… with a failure exit code ($rc)" test "$rc" -ne 0
 check "… and no half-written checkpoint" bash -c "! ls $work/killed/checkpoints | grep -q tmp"
 pkill -9 -f "cpets-train.*$work/killed" 2> /dev/null
 
+# --- Ctrl-C to mpirun: it forwards SIGINT, the ranks agree on the step, rank 0 checkpoints -------
+"${mpi[@]}" "$bin/cpets-train" "${tiny[@]}" --set train.batch_size=1 --out "$work/sigint" --epochs 100000 \
+  > "$work/sigint.log" 2>&1 &
+launcher=$!
+for _ in $(seq 300); do
+  [ -f "$work/sigint/train.jsonl" ] && [ "$(grep -c '"type":"step"' "$work/sigint/train.jsonl")" -ge 3 ] && break
+  sleep 0.2
+done
+kill -INT "$launcher"
+wait "$launcher"
+check "after Ctrl-C the job says where it stopped" contains "$work/sigint.log" "checkpoint written. Continue with: cpets-train --resume"
+stopped_at=$(sed -nE 's/.*interrupted at step ([0-9]+);.*/\1/p' "$work/sigint.log" | head -1)
+check "… and wrote that step's checkpoint (step ${stopped_at:-?})" test -f "$work/sigint/checkpoints/step-$(printf %08d "${stopped_at:-0}").safetensors"
+check "… with one log line per step up to it" test "$(grep -c '"type":"step"' "$work/sigint/train.jsonl")" -eq "${stopped_at:-0}"
+"${mpi[@]}" "$bin/cpets-train" --resume "$work/sigint" --epochs 100000 --max-steps $((${stopped_at:-0} + 2)) --no-progress \
+  --threads 1 > /dev/null 2>&1
+check "the run resumes under mpirun" test "$(grep -c '"type":"step"' "$work/sigint/train.jsonl")" -eq $((${stopped_at:-0} + 2))
+
 # --- launches that cannot work say why ---------------------------------------------------------------
 RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=29511 "$bin/cpets-train" "${tiny[@]}" --out "$work/torchrun" \
   --max-steps 1 > "$work/torchrun.log" 2>&1
