@@ -129,6 +129,12 @@ void GradientReducer::worker_loop() {
   }
 }
 
+void GradientReducer::quiesce() {
+  if (comm_.world() == 1 || !active_) return;
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_.wait(lock, [&] { return done_ == next_launch_; });
+}
+
 void GradientReducer::finish() {
   if (comm_.world() == 1) return;
   if (!active_) throw std::logic_error("GradientReducer::finish without begin");

@@ -47,6 +47,10 @@ class GradientReducer {
 
   void begin();   // before the backward pass
   void finish();  // after it: every rank holds the average of the ranks' gradients
+  // Waits until the buckets launched so far are reduced, so that the caller's thread may run a
+  // collective of its own (synchronised BatchNorm's statistics mid-backward) without two threads
+  // in the communicator at once; the order stays the same on every rank.
+  void quiesce();
 
   int64_t bucket_count() const { return static_cast<int64_t>(buckets_.size()); }
   // The parameter names of bucket b, in the bucket's order.

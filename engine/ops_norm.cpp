@@ -185,7 +185,67 @@ struct BatchNormSaved {
   bool batch_stats = true;
   Tensor rstd;  // per channel: 1/sqrt(var + eps)
   std::shared_ptr<RowAffine> rows;
+  ReplicaSum replicas;  // synchronised BatchNorm: the statistics' sum over replicas (else empty)
+  double n_total = 0;   // values per channel over all replicas
 };
+
+thread_local ReplicaSum g_replica_sum;
+
+// A (doubles) tensor's values on the host, and back.
+std::vector<double> host_doubles(const Tensor& t, int64_t n) {
+  const Tensor h = t.device() == Device::CPU ? t : t.to(Device::CPU);
+  return std::vector<double>(as_doubles(h), as_doubles(h) + n);
+}
+void store_doubles(Tensor& t, const std::vector<double>& v) {
+  Tensor h = doubles(static_cast<int64_t>(v.size()), Device::CPU);
+  std::copy(v.begin(), v.end(), as_doubles(h));
+  t.copy_from(h);
+}
+
+// Per-channel (mean, biased var) of this replica's n values → those of all replicas; returns
+// the total count. Sums Σn·mean and Σn·(var + mean²) in double.
+double combine_moments(const ReplicaSum& sum, Tensor& mean, Tensor& var, int64_t C, double n) {
+  const std::vector<double> m = host_doubles(mean, C), v = host_doubles(var, C);
+  std::vector<double> s(static_cast<size_t>(2 * C + 1));
+  for (int64_t c = 0; c < C; ++c) {
+    s[size_t(c)] = n * m[size_t(c)];
+    s[size_t(C + c)] = n * (v[size_t(c)] + m[size_t(c)] * m[size_t(c)]);
+  }
+  s[size_t(2 * C)] = n;
+  sum(s.data(), 2 * C + 1);
+  const double total = s[size_t(2 * C)];
+  std::vector<double> gm(static_cast<size_t>(C)), gv(static_cast<size_t>(C));
+  for (int64_t c = 0; c < C; ++c) {
+    gm[size_t(c)] = s[size_t(c)] / total;
+    gv[size_t(c)] = std::max(0.0, s[size_t(C + c)] / total - gm[size_t(c)] * gm[size_t(c)]);
+  }
+  store_doubles(mean, gm);
+  store_doubles(var, gv);
+  return total;
+}
+
+// Row sums (B·C rows) → the per-channel sums over all replicas, laid out as rows again with the
+// totals in the first sample's rows and zeros elsewhere, so the coefficient kernel's sum over
+// the batch gives the totals.
+Tensor replica_row_totals(const ReplicaSum& sum, const Tensor& sum_g, const Tensor& sum_gx, int64_t B, int64_t C,
+                          Tensor* totals_gx) {
+  const std::vector<double> g = host_doubles(sum_g, B * C), gx = host_doubles(sum_gx, B * C);
+  std::vector<double> s(static_cast<size_t>(2 * C), 0.0);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t c = 0; c < C; ++c) {
+      s[size_t(c)] += g[size_t(b * C + c)];
+      s[size_t(C + c)] += gx[size_t(b * C + c)];
+    }
+  sum(s.data(), 2 * C);
+  std::vector<double> rows_g(static_cast<size_t>(B * C), 0.0), rows_gx(static_cast<size_t>(B * C), 0.0);
+  std::copy(s.begin(), s.begin() + C, rows_g.begin());
+  std::copy(s.begin() + C, s.end(), rows_gx.begin());
+  Tensor out_g = doubles(B * C, sum_g.device());
+  *totals_gx = doubles(B * C, sum_g.device());
+  store_doubles(out_g, rows_g);
+  store_doubles(*totals_gx, rows_gx);
+  return out_g;
+}
 
 std::vector<Tensor> batch_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& gamma, bool has_beta,
                                         const BatchNormSaved& sv, const std::vector<bool>& needs) {
@@ -201,6 +261,14 @@ std::vector<Tensor> batch_norm_backward(const Tensor& gy, const Tensor& x, const
   dispatch::batch_norm_backward_coefs(dev, as_doubles(sum_g), as_doubles(sum_gx), sv.rstd.data(), data_or_null(gamma),
                                       B, C, n, sv.batch_stats, k_dy.data(), k_x.data(), k0.data(),
                                       data_or_null(ggamma), data_or_null(gbeta));
+  if (sv.replicas && sv.batch_stats) {
+    // The input gradient needs the whole batch's sums (γ, β keep this replica's, above).
+    Tensor total_gx;
+    const Tensor total_g = replica_row_totals(sv.replicas, sum_g, sum_gx, B, C, &total_gx);
+    dispatch::batch_norm_backward_coefs(dev, as_doubles(total_g), as_doubles(total_gx), sv.rstd.data(),
+                                        data_or_null(gamma), B, C, sv.n_total, true, k_dy.data(), k_x.data(), k0.data(),
+                                        nullptr, nullptr);
+  }
   Tensor gx;
   if (needs[0]) {
     gx = Tensor::empty(x.shape(), dev);
@@ -244,10 +312,15 @@ Tensor batch_norm3d(const Tensor& x, const Tensor& gamma, const Tensor& beta, Te
     if (n <= 1)
       throw std::invalid_argument("batch_norm3d: input " + x.str() + " has " + std::to_string(n) +
                                   " value(s) per channel; batch statistics need more than 1");
-    const Tensor mean = doubles(C, dev), var = doubles(C, dev);
+    Tensor mean = doubles(C, dev), var = doubles(C, dev);
     dispatch::segment_moments(dev, x.data(), sv->B, C, sv->S, as_doubles(mean), as_doubles(var));
+    sv->n_total = double(n);
+    if (g_replica_sum) {
+      sv->replicas = g_replica_sum;
+      sv->n_total = combine_moments(sv->replicas, mean, var, C, double(n));
+    }
     const bool update = training && running_mean.defined();
-    dispatch::batch_norm_stats(dev, as_doubles(mean), as_doubles(var), C, double(n), eps, center.data(),
+    dispatch::batch_norm_stats(dev, as_doubles(mean), as_doubles(var), C, sv->n_total, eps, center.data(),
                                sv->rstd.data(), update ? running_mean.data() : nullptr,
                                update ? running_var.data() : nullptr, momentum);
   } else {
@@ -267,6 +340,11 @@ Tensor batch_norm3d(const Tensor& x, const Tensor& gamma, const Tensor& beta, Te
                   return batch_norm_backward(gy, x, gamma, has_beta, *sv, needs);
                 });
 }
+
+BatchNormReplicaGuard::BatchNormReplicaGuard(ReplicaSum sum) : previous_(std::move(g_replica_sum)) {
+  g_replica_sum = std::move(sum);
+}
+BatchNormReplicaGuard::~BatchNormReplicaGuard() { g_replica_sum = std::move(previous_); }
 
 // ---- softmax -----------------------------------------------------------------------------------
 

@@ -5,13 +5,19 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
 #include <cmath>
 #include <cstring>
 #include <random>
 #include <vector>
 
 #include "engine/autograd.h"
+#include "engine/ops_elementwise.h"
 #include "engine/ops_norm.h"
+#include "engine/ops_reduce.h"
+#include "engine/ops_shape.h"
 #include "gradcheck.h"
 #include "kernels/cpu/norm.h"
 
@@ -418,4 +424,93 @@ TEST_CASE("softmax stays accurate over the whole float exponent range") {
     ref[2 * i + 1] = 1.0 / (1.0 + std::exp(-t));
   }
   check_close(y, ref, 1e-37, 3e-7);
+}
+
+namespace {
+// Replicas as threads: sum() waits for every replica's values and hands each the total (summed
+// in replica order, as a deterministic all-reduce would).
+class ThreadReplicas {
+ public:
+  explicit ThreadReplicas(int n) : n_(n), parts_(size_t(n)) {}
+  void sum(int replica, double* values, int64_t count) {
+    std::unique_lock<std::mutex> lock(mu_);
+    const int64_t generation = generation_;
+    parts_[size_t(replica)].assign(values, values + count);
+    if (++arrived_ == n_) {
+      total_.assign(size_t(count), 0.0);
+      for (const auto& p : parts_)
+        for (int64_t i = 0; i < count; ++i) total_[size_t(i)] += p[size_t(i)];
+      arrived_ = 0;
+      ++generation_;
+      cv_.notify_all();
+    } else {
+      cv_.wait(lock, [&] { return generation_ != generation; });
+    }
+    std::copy(total_.begin(), total_.end(), values);
+  }
+
+ private:
+  int n_, arrived_ = 0;
+  int64_t generation_ = 0;
+  std::vector<std::vector<double>> parts_;
+  std::vector<double> total_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+};
+}  // namespace
+
+TEST_CASE("batch_norm3d over replicas (synchronised BatchNorm) equals one batch_norm3d over the whole batch") {
+  const int64_t B = 3, C = 4;
+  const Tensor x = random_tensor({B, C, 3, 4, 2}, 120, -1.f, 3.f), w = random_tensor({B, C, 3, 4, 2}, 121);
+  const Tensor gamma0 = random_tensor({C}, 122, 0.5f, 1.5f), beta0 = random_tensor({C}, 123);
+  const std::vector<float> rm0{0.1f, -0.2f, 0.3f, 0.f}, rv0{1.f, 2.f, 0.5f, 1.f};
+  struct Result {
+    Tensor gx, ggamma, gbeta, y, rm, rv;
+  };
+  // One replica's part [b0, b1) of the batch; the loss is Σ w·y over its rows.
+  auto run = [&](int64_t b0, int64_t b1) {
+    Tensor xr = slice(x, 0, b0, b1).clone().set_requires_grad(true);
+    Tensor g = gamma0.clone().set_requires_grad(true), b = beta0.clone().set_requires_grad(true);
+    Tensor rm = Tensor::from_vector({C}, rm0), rv = Tensor::from_vector({C}, rv0);
+    Tensor y = batch_norm3d(xr, g, b, rm, rv, true, 0.1f, 1e-5f);
+    sum(mul(y, slice(w, 0, b0, b1).clone())).backward();
+    return Result{xr.grad(), g.grad(), b.grad(), y, rm, rv};
+  };
+  const Result whole = run(0, B);
+
+  ThreadReplicas replicas(2);
+  Result parts[2];
+  const int64_t split[3] = {0, 1, B};  // unequal shares: 1 and 2 samples
+  std::vector<std::thread> threads;
+  for (int r = 0; r < 2; ++r)
+    threads.emplace_back([&, r] {
+      BatchNormReplicaGuard guard([&, r](double* v, int64_t n) { replicas.sum(r, v, n); });
+      parts[r] = run(split[r], split[r + 1]);
+    });
+  for (auto& t : threads) t.join();
+
+  auto close = [](const std::vector<float>& a, const std::vector<float>& b) {
+    REQUIRE(a.size() == b.size());
+    for (size_t i = 0; i < a.size(); ++i) CHECK(a[i] == doctest::Approx(b[i]).epsilon(2e-5).scale(1.0));
+  };
+  std::vector<float> y, gx;
+  for (const Result& p : parts) {
+    const auto py = p.y.to_vector(), pg = p.gx.to_vector();
+    y.insert(y.end(), py.begin(), py.end());
+    gx.insert(gx.end(), pg.begin(), pg.end());
+    close(p.rm.to_vector(), whole.rm.to_vector());  // the whole batch's running statistics on every replica
+    close(p.rv.to_vector(), whole.rv.to_vector());
+  }
+  close(y, whole.y.to_vector());
+  close(gx, whole.gx.to_vector());  // each replica's rows of the whole batch's input gradient
+  // γ and β: each replica's own share; the shares add up to the whole batch's gradient.
+  std::vector<float> gg(C), gb(C);
+  for (int64_t c = 0; c < C; ++c) {
+    gg[size_t(c)] = parts[0].ggamma.to_vector()[size_t(c)] + parts[1].ggamma.to_vector()[size_t(c)];
+    gb[size_t(c)] = parts[0].gbeta.to_vector()[size_t(c)] + parts[1].gbeta.to_vector()[size_t(c)];
+  }
+  close(gg, whole.ggamma.to_vector());
+  close(gb, whole.gbeta.to_vector());
+  // Without the guard a replica normalises by its own batch: the outputs differ.
+  CHECK(std::abs(run(0, 1).y.to_vector()[0] - whole.y.to_vector()[0]) > 1e-3);
 }

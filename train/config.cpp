@@ -189,6 +189,7 @@ json train_to_json(const TrainConfig& t) {
           {"checkpoint_every_steps", t.checkpoint_every_steps},
           {"keep_last", t.keep_last},
           {"bucket_mb", t.bucket_mb},
+          {"sync_batchnorm", t.sync_batchnorm},
           {"threads", t.threads},
           {"conv_backend", t.conv_backend},
           {"gemm_backend", t.gemm_backend},
@@ -226,7 +227,9 @@ TrainConfig train_from_json(const json& j) {
   t.checkpoint_every = j.at("checkpoint_every").get<int64_t>();
   t.checkpoint_every_steps = j.at("checkpoint_every_steps").get<int64_t>();
   t.keep_last = j.at("keep_last").get<int64_t>();
-  t.bucket_mb = j.value("bucket_mb", TrainConfig{}.bucket_mb);  // configs saved before data-parallel training lack it
+  // Configs saved before data-parallel training lack these two.
+  t.bucket_mb = j.value("bucket_mb", TrainConfig{}.bucket_mb);
+  t.sync_batchnorm = j.value("sync_batchnorm", TrainConfig{}.sync_batchnorm);
   t.threads = j.at("threads").get<int64_t>();
   t.conv_backend = j.at("conv_backend").get<std::string>();
   t.gemm_backend = j.at("gemm_backend").get<std::string>();

@@ -85,6 +85,7 @@ struct TrainConfig {
   int64_t checkpoint_every_steps = 0;  // additionally every N steps (0 = off)
   int64_t keep_last = 3;            // step checkpoints kept (the best one is kept apart)
   double bucket_mb = 25;            // data-parallel training: gradient bucket size (dist/reducer.h)
+  bool sync_batchnorm = false;      // data-parallel training: BatchNorm statistics over all ranks' batches
   int64_t threads = 0;              // OpenMP threads (0 = OMP_NUM_THREADS / all cores)
   // Implementation per op family on CUDA tensors (engine/backend.h; "" = the CPETS_*_BACKEND
   // environment variable or ours): conv "cuda" | "cudnn", gemm "cuda" | "cublas", attention

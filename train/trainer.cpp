@@ -16,6 +16,7 @@
 
 #include "engine/autograd.h"
 #include "engine/backend.h"
+#include "engine/ops_norm.h"
 #include "eval/metrics.h"
 #include "eval/report.h"
 #include "kernels/cpu/isa.h"
@@ -340,6 +341,16 @@ StepLosses Trainer::step() {
   // BatchNorm statistics (the discriminator's) are each rank's own during a step; rank 0's are
   // the model's, so every rank starts a step from them (and a checkpoint holds them).
   if (comm_->world() > 1) dist::GradientReducer::broadcast_from_root(*comm_, model_->named_buffers());
+  // Synchronised BatchNorm: its statistics are summed over the ranks on this thread, after the
+  // reducers' in-flight buckets (one thread in the communicator at a time, the same order on
+  // every rank).
+  std::optional<BatchNormReplicaGuard> sync_bn;
+  if (comm_->world() > 1 && config_.train.sync_batchnorm)
+    sync_bn.emplace([this](double* values, int64_t count) {
+      for (dist::GradientReducer* r : {g_sync_.get(), d_sync_.get()})
+        if (r) r->quiesce();
+      comm_->all_reduce_sum(values, count, dist::DType::F64);
+    });
   const StepContext ctx{*model_,
                         *g_opt_,
                         discriminator_step_enabled() ? d_opt_.get() : nullptr,

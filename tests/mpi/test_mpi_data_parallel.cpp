@@ -174,6 +174,34 @@ TEST_CASE("with the discriminator (BatchNorm per rank) the ranks stay in step") 
   CHECK_NOTHROW(g_comm->require_same("parameters after training", bytes_of(flat_parameters(t))));
 }
 
+TEST_CASE("with synchronised BatchNorm two ranks equal one process also with the discriminator") {
+  ThreadCount one_thread(1);
+  constexpr int kSteps = 3;
+  Trainer dp(tiny(1, {"train.discriminator=true", "train.sync_batchnorm=true"}), std::nullopt, g_comm);
+  const std::vector<float> start = flat_parameters(dp);
+  std::vector<StepLosses> dp_losses;
+  for (int i = 0; i < kSteps; ++i) dp_losses.push_back(dp.step());
+  const std::vector<float> dp_params = flat_parameters(dp);
+  CHECK_NOTHROW(g_comm->require_same("parameters after training", bytes_of(dp_params)));
+  if (!g_comm->is_root()) return;
+  Trainer single(tiny(2, {"train.discriminator=true", "train.sync_batchnorm=true"}), std::nullopt, dist::make_single());
+  std::vector<StepLosses> losses;
+  for (int i = 0; i < kSteps; ++i) losses.push_back(single.step());
+  const Difference moved = difference(flat_parameters(single), start),
+                   apart = difference(flat_parameters(single), dp_params);
+  MESSAGE("with D: parameters moved by RMS " << moved.rms << "; the runs differ by RMS " << apart.rms << ", max "
+                                             << apart.max);
+  CHECK(apart.rms <= 1e-3 * moved.rms);
+  CHECK(apart.max <= 1e-2 * moved.max);
+  for (int i = 0; i < kSteps; ++i) {
+    CHECK(dp_losses[size_t(i)].d_total == doctest::Approx(losses[size_t(i)].d_total).epsilon(1e-4));
+    CHECK(dp_losses[size_t(i)].term("adv") == doctest::Approx(losses[size_t(i)].term("adv")).epsilon(1e-4));
+  }
+  // In one process the option changes nothing.
+  Trainer plain(tiny(2, {"train.discriminator=true"}), std::nullopt, dist::make_single());
+  CHECK(plain.step().d_total == losses[0].d_total);
+}
+
 TEST_CASE("a rank started with another configuration is refused on every rank") {
   const std::string seed = g_comm->rank() == 1 ? "train.seed=99" : "train.seed=7";
   const std::string err = error_of([&] { Trainer t(tiny(1, {seed}), std::nullopt, g_comm); });
