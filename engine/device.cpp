@@ -27,6 +27,7 @@ bool cuda_available(std::string* reason) {
 }
 std::string cuda_device_description() { return kNoCudaBuild; }
 void require_cuda(const char* what) { throw std::runtime_error(std::string(what) + ": " + kNoCudaBuild); }
+void select_cuda_device(int index) { require_cuda(("cuda:" + std::to_string(index)).c_str()); }
 void* device_alloc(size_t) { throw std::runtime_error(std::string("CUDA tensor: ") + kNoCudaBuild); }
 void device_free(void*, size_t) {}
 MemoryStats device_memory_stats() { return {}; }
@@ -103,6 +104,18 @@ std::string cuda_device_description() { return probe().description; }
 
 void require_cuda(const char* what) {
   if (!probe().ok) throw std::runtime_error(std::string(what) + ": " + probe().reason);
+}
+
+void select_cuda_device(int index) {
+  const std::string name = "cuda:" + std::to_string(index);
+  require_cuda(name.c_str());
+  int count = 0;
+  cudaGetDeviceCount(&count);
+  if (index < 0 || index >= count)
+    throw std::runtime_error(name + ": this machine has " + std::to_string(count) + " GPU(s), cuda:0 … cuda:" +
+                             std::to_string(count - 1));
+  const cudaError_t e = cudaSetDevice(index);
+  if (e != cudaSuccess) throw std::runtime_error(name + ": cudaSetDevice failed: " + cudaGetErrorString(e));
 }
 
 void* device_alloc(size_t bytes) {

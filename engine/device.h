@@ -25,6 +25,10 @@ bool cuda_available(std::string* reason = nullptr);
 void require_cuda(const char* what);
 // "NVIDIA H100 80GB HBM3 (sm_90, 132 SMs, 79.1 GiB)" or the reason there is none.
 std::string cuda_device_description();
+// Makes GPU `index` this process's device (one process per GPU: a data-parallel rank picks its
+// local rank). Call it before any CUDA work: the compute stream and the allocator's blocks belong
+// to the device current when they are made. Throws naming the index and the GPU count.
+void select_cuda_device(int index);
 
 constexpr bool kHaveCuda =
 #if CPETS_HAVE_CUDA

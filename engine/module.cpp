@@ -82,6 +82,11 @@ void Module::to(Device device) {
   for (auto& [name, t] : named_buffers()) t.move_to_(device);
 }
 
+Device Module::device() const {
+  const NamedTensors p = named_parameters();
+  return p.empty() ? Device::CPU : p.front().second.device();
+}
+
 NamedTensors Module::named_buffers(const std::string& prefix) const {
   NamedTensors out;
   collect(prefix, nullptr, &out, false);

@@ -70,6 +70,8 @@ class Module {
   // members that layers hold stay valid, and an optimiser built before or after sees the moved
   // tensors.
   void to(Device device);
+  // Where the parameters are (the first parameter's device; CPU for a module without any).
+  Device device() const;
   void train(bool on = true);
   void eval() { train(false); }
   bool is_training() const { return training_; }

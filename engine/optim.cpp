@@ -173,8 +173,9 @@ void Adam::load_state_dict(const NamedTensors& state, const std::string& prefix)
         ps.exp_avg = ps.exp_avg_sq = Tensor();
         ps.step = 0;
       } else {
-        ps.exp_avg = it->second.exp_avg.clone();
-        ps.exp_avg_sq = it->second.exp_avg_sq.clone();
+        // On the parameter's device: a checkpoint read on the host resumes a GPU run.
+        ps.exp_avg = it->second.exp_avg.clone().to(ps.param.device());
+        ps.exp_avg_sq = it->second.exp_avg_sq.clone().to(ps.param.device());
         ps.step = int64_t(it->second.step.item());
       }
     }

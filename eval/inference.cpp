@@ -160,13 +160,14 @@ models::Abduction Synthesiser::abduct(const io::Volume& t1, const std::vector<fl
     throw std::invalid_argument("inference: the T1 is " + io::shape_string(t1.shape) + " but the model takes " +
                                 io::shape_string(v) + "; prepare it with train::prepare_volume (pad/crop)");
   NoGradGuard no_grad;
-  const Tensor x = Tensor::from_vector({1, 1, v[0], v[1], v[2]}, t1.data);
-  return model_->abduct(x, to_tensor(covariates));
+  const Device d = model_->device();
+  return model_->abduct(Tensor::from_vector({1, 1, v[0], v[1], v[2]}, t1.data, d), to_tensor(covariates).to(d));
 }
 
 io::Volume Synthesiser::synthesise(const models::Abduction& s, const TabularInputs& tab, const io::Volume& grid) const {
   NoGradGuard no_grad;
-  const Tensor pet = model_->synthesise(s, to_tensor(tab.csf), to_tensor(tab.covariates));
+  const Device d = model_->device();
+  const Tensor pet = model_->synthesise(s, to_tensor(tab.csf).to(d), to_tensor(tab.covariates).to(d)).to(Device::CPU);
   io::Volume out = io::make_volume(grid.shape, 0.f, grid.affine);
   if (pet.numel() != out.numel())
     throw std::logic_error("inference: G_P produced " + pet.str() + " for a " + io::shape_string(grid.shape) + " grid");

@@ -58,6 +58,7 @@ struct TabularInputs {
 // tracer is not the model's.
 TabularInputs tabular_inputs(const io::PairedRecord& r, const io::NormRanges& ranges, const std::string& tracer);
 
+// Runs on the model's device (Module::device): inputs go there, volumes come back to the host.
 class Synthesiser {
  public:
   explicit Synthesiser(std::shared_ptr<const models::SynthesisModel> model);

@@ -92,10 +92,10 @@ Outputs CausalPETS::forward(const Inputs& in, const Noise& noise) const {
   return out;
 }
 
-Tensor CausalPETS::sample_noise(int64_t batch, Generator& gen, BatchShard shard) const {
+Tensor CausalPETS::sample_noise(int64_t batch, Generator& gen, BatchShard shard, Device device) const {
   if (batch < 1) throw std::invalid_argument("CausalPETS::sample_noise: batch must be positive, got " + std::to_string(batch));
   const auto g = config().latent_grid();
-  return batch_noise({batch, config().latent_channels, g[0], g[1], g[2]}, gen, shard);
+  return batch_noise({batch, config().latent_channels, g[0], g[1], g[2]}, gen, shard, device);
 }
 
 NamedTensors CausalPETS::generator_parameters() const {
@@ -141,8 +141,8 @@ double value_of(const Tensor& t) { return t.defined() ? static_cast<double>(t.it
 LossTerms CausalPETS::generator_loss(const Inputs& in, const Tensor& pet, const PhaseContext& ctx) const {
   const int64_t b = in.t1.size(0);
   Noise noise;
-  if (t1_decoder) noise.eps_t1 = sample_noise(b, ctx.noise, ctx.shard);
-  if (ctx.objective.eps_pet) noise.eps_pet = sample_noise(b, ctx.noise, ctx.shard);
+  if (t1_decoder) noise.eps_t1 = sample_noise(b, ctx.noise, ctx.shard, in.t1.device());
+  if (ctx.objective.eps_pet) noise.eps_pet = sample_noise(b, ctx.noise, ctx.shard, in.t1.device());
   GeneratorLosses g = generator_objective(*this, in, pet, noise, ctx.objective, ctx.perceptual, &ctx.noise);
   return {g.total,
           {{"pet_l1", value_of(g.pet_l1)},
@@ -158,7 +158,7 @@ LossTerms CausalPETS::discriminator_loss(const Inputs& in, const Tensor& pet, co
     NoGradGuard no_grad;
     const Latent latent = encode(in.t1, in.covariates);
     const Tensor tokens = fuse(in.csf, in.covariates);
-    const Tensor eps = ctx.objective.eps_pet ? sample_noise(in.t1.size(0), ctx.noise, ctx.shard) : Tensor();
+    const Tensor eps = ctx.objective.eps_pet ? sample_noise(in.t1.size(0), ctx.noise, ctx.shard, in.t1.device()) : Tensor();
     fake = synthesise_pet(reparameterise(latent, eps), tokens);
   }
   DiscriminatorLosses d = discriminator_objective(*this, fake.detach(), pet);

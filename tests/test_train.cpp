@@ -21,6 +21,7 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/backend.h"
+#include "engine/device.h"
 #include "engine/rng.h"
 #include "io/cohort.h"
 #include "io/nifti.h"
@@ -179,6 +180,25 @@ TEST_CASE("config: the ablation switches reach the model and the objective") {
   const std::string err = error_of([] { tiny_config({"model.discriminator=false"}); });
   CHECK(contains(err, "model.discriminator"));
   CHECK(contains(err, "train.discriminator"));
+}
+
+TEST_CASE("config: train.device is cpu, cuda or cuda:N; without a GPU the trainer says so") {
+  CHECK(parse_device("cpu").device == Device::CPU);
+  CHECK(parse_device("cuda").device == Device::CUDA);
+  CHECK(parse_device("cuda").index == -1);
+  CHECK(parse_device("cuda:3").index == 3);
+  for (const char* bad : {"gpu", "cuda:", "cuda:x", "CUDA", "cuda:-1"}) {
+    const std::string e = error_of([&] { tiny_config({std::string("train.device=") + bad}); });
+    CHECK(contains(e, "train.device"));
+    CHECK(contains(e, "cpu, cuda or cuda:N"));
+  }
+  CHECK(tiny_config().train.device == "cpu");
+  CHECK(Trainer(tiny_config()).model().device() == Device::CPU);
+  if (!cuda_available()) {
+    const std::string e = error_of([] { Trainer t(tiny_config({"train.device=cuda:1"})); });
+    CHECK(contains(e, "cuda:1"));
+    CHECK((contains(e, "no CUDA backend") || contains(e, "no usable CUDA device")));
+  }
 }
 
 TEST_CASE("config: the op backends (train.conv_backend, …) are checked by name and applied by the trainer") {

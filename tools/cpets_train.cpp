@@ -33,7 +33,7 @@ struct Args {
   std::vector<std::string> sets;
   int64_t max_steps = 0, epochs = 0, threads = 0;
   bool no_progress = false, print_model = false, print_config = false, until_conditional = false;
-  std::string comm = "auto";
+  std::string comm = "auto", device;
 };
 
 std::atomic<bool> g_stop{false};
@@ -42,6 +42,7 @@ extern "C" void on_interrupt(int) { g_stop = true; }
 Config resolve_config(const Args& a) {
   std::vector<std::string> sets = a.sets;
   if (a.threads > 0) sets.push_back("train.threads=" + std::to_string(a.threads));
+  if (!a.device.empty()) sets.push_back("train.device=" + a.device);
   if (!a.config.empty()) return load_config(a.config, sets);
   if (!a.resume.empty()) {
     // Without --config a resumed run keeps the checkpoint's own configuration (plus --set).
@@ -81,7 +82,7 @@ int run(const Args& a, std::shared_ptr<dist::Communicator>& comm) {
               << describe_parameters(*model);
     return 0;
   }
-  comm = dist::connect(dist::detect_launch(), a.comm);
+  comm = dist::connect(dist::detect_launch(), a.comm, parse_device(config.train.device).device);
   const bool root = comm->is_root();
   Trainer trainer(config, std::nullopt, comm);
   if (!a.resume.empty()) {
@@ -127,6 +128,9 @@ int main(int argc, char** argv) {
   app.add_option("--max-steps", a.max_steps, "stop after this many steps in total (counting resumed ones)")->check(CLI::NonNegativeNumber);
   app.add_option("--epochs", a.epochs, "number of epochs (overrides train.epochs)")->check(CLI::PositiveNumber);
   app.add_option("--threads", a.threads, "OpenMP threads (overrides train.threads)")->check(CLI::NonNegativeNumber);
+  app.add_option("--device", a.device,
+                 "where to train: cpu, cuda or cuda:N (overrides train.device; with several ranks cuda means each "
+                 "rank's local GPU)");
   app.add_flag("--until-conditional", a.until_conditional,
                "stop at the first validation where the tabular inputs reach the image: SUVR error below the mean "
                "training PET's, r ≥ 0.8, CSF interventions tracking the phantom's truth (needs an atlas)");

@@ -17,6 +17,15 @@ std::vector<std::pair<std::string, std::string>> op_backends(const TrainConfig& 
           {"conv_precision", t.conv_precision}};
 }
 
+DeviceChoice parse_device(const std::string& text) {
+  if (text == "cpu") return {};
+  if (text == "cuda") return {Device::CUDA, -1};
+  if (text.rfind("cuda:", 0) == 0 && text.size() > 5 && text.size() <= 8 &&
+      std::all_of(text.begin() + 5, text.end(), [](char c) { return c >= '0' && c <= '9'; }))
+    return {Device::CUDA, std::stoi(text.substr(5))};
+  throw ConfigError("config key 'train.device' is \"" + text + "\"; use cpu, cuda or cuda:N (N: the GPU's index)");
+}
+
 namespace {
 
 // The ablation switches that shape the networks: set in the train section only, copied into the
@@ -188,6 +197,7 @@ json train_to_json(const TrainConfig& t) {
           {"checkpoint_every", t.checkpoint_every},
           {"checkpoint_every_steps", t.checkpoint_every_steps},
           {"keep_last", t.keep_last},
+          {"device", t.device},
           {"bucket_mb", t.bucket_mb},
           {"sync_batchnorm", t.sync_batchnorm},
           {"threads", t.threads},
@@ -227,7 +237,8 @@ TrainConfig train_from_json(const json& j) {
   t.checkpoint_every = j.at("checkpoint_every").get<int64_t>();
   t.checkpoint_every_steps = j.at("checkpoint_every_steps").get<int64_t>();
   t.keep_last = j.at("keep_last").get<int64_t>();
-  // Configs saved before data-parallel training lack these two.
+  // Configs saved before device placement and data-parallel training lack these three.
+  t.device = j.value("device", TrainConfig{}.device);
   t.bucket_mb = j.value("bucket_mb", TrainConfig{}.bucket_mb);
   t.sync_batchnorm = j.value("sync_batchnorm", TrainConfig{}.sync_batchnorm);
   t.threads = j.at("threads").get<int64_t>();
@@ -306,6 +317,7 @@ void validate_train(const TrainConfig& t) {
   require_at_least("train.checkpoint_every_steps", static_cast<double>(t.checkpoint_every_steps), 0, " (0 = off)");
   require_at_least("train.keep_last", static_cast<double>(t.keep_last), 1);
   require_at_least("train.bucket_mb", t.bucket_mb, 0.001);
+  parse_device(t.device);  // throws naming the key
   require_at_least("train.threads", static_cast<double>(t.threads), 0, " (0 = OMP_NUM_THREADS or all cores)");
   for (const auto& [family, value] : op_backends(t))
     if (!value.empty()) {

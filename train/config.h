@@ -84,6 +84,7 @@ struct TrainConfig {
   int64_t checkpoint_every = 1;     // epochs between checkpoints (0 = only at the end)
   int64_t checkpoint_every_steps = 0;  // additionally every N steps (0 = off)
   int64_t keep_last = 3;            // step checkpoints kept (the best one is kept apart)
+  std::string device = "cpu";       // "cpu" | "cuda" | "cuda:N" (several ranks: "cuda" = cuda:<local rank>)
   double bucket_mb = 25;            // data-parallel training: gradient bucket size (dist/reducer.h)
   bool sync_batchnorm = false;      // data-parallel training: BatchNorm statistics over all ranks' batches
   int64_t threads = 0;              // OpenMP threads (0 = OMP_NUM_THREADS / all cores)
@@ -95,6 +96,14 @@ struct TrainConfig {
 
 // The op families of engine/backend.h with the config's choice for each ("" = not set).
 std::vector<std::pair<std::string, std::string>> op_backends(const TrainConfig& t);
+
+// train.device: "cpu", "cuda" (index −1: the process's current GPU, or the local rank's) or
+// "cuda:N". Throws ConfigError naming the key and the accepted forms.
+struct DeviceChoice {
+  Device device = Device::CPU;
+  int index = -1;
+};
+DeviceChoice parse_device(const std::string& text);
 
 struct Config {
   models::ModelConfig model;  // resolved: preset + overrides + the ablation switches above

@@ -16,6 +16,7 @@
 
 #include "engine/autograd.h"
 #include "engine/backend.h"
+#include "engine/device.h"
 #include "engine/ops_norm.h"
 #include "eval/metrics.h"
 #include "eval/report.h"
@@ -169,6 +170,7 @@ Trainer::Trainer(Config config, std::optional<CohortSplits> data, std::shared_pt
   comm_->require_same("configuration", config_to_json(config_).dump(),
                       "every rank must be started with the same command line, config file and --set options");
   if (config_.train.threads > 0) omp_set_num_threads(static_cast<int>(config_.train.threads));
+  place_on_device();
   for (const auto& [family, choice] : op_backends(config_.train))
     if (!choice.empty()) set_backend(family, choice);
   data_ = data ? std::move(*data) : open_cohort(config_.data);
@@ -186,10 +188,14 @@ Trainer::Trainer(Config config, std::optional<CohortSplits> data, std::shared_pt
   build_datasets();
 
   Generator init(t.seed);
-  model_ = models::make_model(config_.model, init);
+  model_ = models::make_model(config_.model, init);  // drawn on the host: the same weights on every device
+  model_->to(device_);
   model_->train();
   const models::ObjectiveConfig obj = config_.objective();
-  if (obj.lambda_perceptual > 0) perceptual_ = models::load_lpips_squeeze(t.perceptual_weights);
+  if (obj.lambda_perceptual > 0) {
+    perceptual_ = models::load_lpips_squeeze(t.perceptual_weights);
+    perceptual_->to(device_);
+  }
   g_opt_ = std::make_unique<Adam>(generator_groups(*model_, t));
   if (discriminator_step_enabled())
     d_opt_ = std::make_unique<Adam>(model_->discriminator_parameters(), adam_options(t, t.lr_discriminator));
@@ -204,6 +210,19 @@ Trainer::Trainer(Config config, std::optional<CohortSplits> data, std::shared_pt
   state_.noise = noise_.state();
   state_.ranks = ranks;
   make_loader();
+}
+
+void Trainer::place_on_device() {
+  const DeviceChoice choice = parse_device(config_.train.device);
+  device_ = choice.device;
+  if (device_ != Device::CUDA) return;
+  if (comm_->world() > 1 && choice.index >= 0)
+    throw ConfigError("config key 'train.device' is " + config_.train.device + " but " + std::to_string(comm_->world()) +
+                      " ranks train: each uses the GPU of its local rank; set train.device=cuda");
+  if (comm_->world() > 1 && comm_->buffer_device() != Device::CUDA)
+    throw ConfigError("train.device=cuda with " + std::to_string(comm_->world()) + " ranks over " + comm_->backend() +
+                      ": GPU ranks communicate over NCCL (cpets-train --comm nccl, or auto)");
+  select_cuda_device(comm_->world() > 1 ? comm_->local_rank() : std::max(choice.index, 0));
 }
 
 void Trainer::make_loader() {
@@ -337,6 +356,7 @@ StepLosses training_step(const StepContext& ctx, const Batch& batch, int64_t ste
 StepLosses Trainer::step() {
   const auto t0 = std::chrono::steady_clock::now();
   Batch batch = loader_->next();
+  for (Tensor* t : {&batch.t1, &batch.pet, &batch.csf, &batch.covariates}) *t = t->to(device_);
   const int64_t b = config_.train.batch_size;
   // BatchNorm statistics (the discriminator's) are each rank's own during a step; rank 0's are
   // the model's, so every rank starts a step from them (and a checkpoint holds them).
@@ -428,8 +448,8 @@ ValidationResult Trainer::validate() {
   if (causal_) causal_->begin();
   for (int64_t i = 0; i < n; ++i) {
     const Batch one = val_set_->collate({i});
-    const models::Abduction abduction = model_->abduct(one.t1, one.covariates);
-    const Tensor pet = model_->synthesise(abduction, one.csf, one.covariates);  // ε = 0
+    const models::Abduction abduction = model_->abduct(one.t1.to(device_), one.covariates.to(device_));
+    const Tensor pet = model_->synthesise(abduction, one.csf.to(device_), one.covariates.to(device_)).to(Device::CPU);  // ε = 0
     if (causal_) {
       const auto pair = val_set_->load(i);
       io::Volume syn = io::make_volume(pair->second.volume.shape, 0.f, pair->second.volume.affine);
@@ -508,11 +528,13 @@ void Trainer::run(const RunOptions& opt) {
   const int64_t ranks = comm_->world();
   write_log({{"type", "start"},
              {"step", state_.step},
+             {"device", device_ == Device::CUDA ? cuda_device_description() : std::string("cpu")},
              {"cpu_isa", isa},
              {"threads", omp_get_max_threads()},
              {"ranks", ranks},
              {"communicator", comm_->backend()},
              {"backends", backends}});
+  if (device_ == Device::CUDA) os << "device: " << cuda_device_description() << "\n";
   os << "CPU kernels: " << kernels::cpu::cpu_isa_description() << ", " << omp_get_max_threads() << " threads"
      << (ranks > 1 ? " per rank" : "") << "\n";
   if (ranks > 1)

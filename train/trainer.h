@@ -148,6 +148,7 @@ class Trainer {
   bool discriminator_step_enabled() const;
   CheckpointMeta meta() const;
   void make_loader();
+  void place_on_device();  // train.device: selects the GPU (data-parallel: the local rank's)
   void average_over_ranks(StepLosses& losses);
   // Takes a validation into the best-so-far state; true when it is a new best.
   bool record_validation(const ValidationResult& v);
@@ -156,6 +157,7 @@ class Trainer {
 
   Config config_;
   std::shared_ptr<dist::Communicator> comm_;
+  Device device_ = Device::CPU;  // train.device: where the networks, batches and optimiser states live
   CohortSplits data_;
   std::unique_ptr<Dataset> train_set_, val_set_;
   std::unique_ptr<CausalMonitor> causal_;  // null when the cohort has no atlas
