@@ -30,6 +30,7 @@
 #include "eval/inference.h"
 #include "eval/report.h"
 #include "train/comparison.h"
+#include "train/config.h"
 
 namespace {
 
@@ -44,6 +45,7 @@ struct Args {
   bool quiet = false;
   int montages = 3, threads = 0, max_sessions = 0;
   std::vector<std::string> interventions, compare;
+  std::string device = "cpu";
 };
 
 int run(const Args& a) {
@@ -71,6 +73,7 @@ int run(const Args& a) {
   o.metrics.ms_ssim = !a.no_ms_ssim;
   o.metrics.reference_protocol = a.reference_protocol;
   o.quiet = a.quiet;
+  o.device = a.device;
   for (const auto& text : a.interventions) {
     try {
       o.interventions.push_back(eval::parse_intervention(text));
@@ -120,9 +123,10 @@ int main(int argc, char** argv) {
   app.add_option("--max-sessions", a.max_sessions, "evaluate only the first N sessions of the split (0 = all)")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--threads", a.threads, "OpenMP threads (default: OMP_NUM_THREADS / all cores)")->check(CLI::NonNegativeNumber);
+  app.add_option("--device", a.device, "where the models run: cpu (default), cuda or cuda:N");
   app.add_flag("--quiet", a.quiet, "no progress line");
   app.add_option("--do", a.interventions,
                  "intervention to measure on the split (apoe4-1, apoe4+1, abeta*0.5, abeta=800, …; repeatable); "
                  "default on a phantom cohort: its counterfactual worlds, with the true ΔSUVR beside the model's");
-  return tools::run_main<>(app, argc, argv, [&] { return run(a); });
+  return tools::run_main<train::ConfigError>(app, argc, argv, [&] { return run(a); });
 }

@@ -57,6 +57,7 @@ struct Args {
   std::vector<std::string> interventions;
   int threads = 0;
   bool no_montage = false;
+  std::string device = "cpu";
 };
 
 // One input to synthesise from.
@@ -322,7 +323,7 @@ int run(const Args& a) {
   }
   if (single && !fs::is_regular_file(a.t1)) throw std::runtime_error("--t1 " + a.t1 + ": no such file");
 
-  const train::InferenceBundle bundle = train::load_for_inference(a.checkpoint);
+  const train::InferenceBundle bundle = train::load_for_inference(a.checkpoint, a.device);
   for (const auto& iv : ivs) {
     try {
       eval::check_intervention_for_tracer(iv, bundle.tracer);
@@ -405,6 +406,7 @@ int main(int argc, char** argv) {
                  "abeta*0.5; "
                  "comma-join for one joint world; repeatable");
   app.add_option("--threads", a.threads, "OpenMP threads (default: OMP_NUM_THREADS / all cores)")->check(CLI::NonNegativeNumber);
+  app.add_option("--device", a.device, "where the model runs: cpu (default), cuda or cuda:N");
   app.add_flag("--no-montage", a.no_montage, "do not write montage.png");
-  return tools::run_main<>(app, argc, argv, [&] { return run(a); });
+  return tools::run_main<train::ConfigError>(app, argc, argv, [&] { return run(a); });
 }

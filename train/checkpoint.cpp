@@ -1,5 +1,7 @@
 #include "train/checkpoint.h"
 
+#include "engine/device.h"
+
 #include "io/files.h"
 
 #include <unistd.h>
@@ -183,7 +185,14 @@ LoadedCheckpoint read_checkpoint(const std::string& path) {
   return c;
 }
 
-InferenceBundle load_for_inference(const std::string& path) {
+Device open_device(const std::string& text) {
+  const DeviceChoice choice = parse_device(text);
+  if (choice.device == Device::CUDA) select_cuda_device(std::max(choice.index, 0));
+  return choice.device;
+}
+
+InferenceBundle load_for_inference(const std::string& path, const std::string& device) {
+  const Device d = open_device(device);
   const std::string file = resolve_checkpoint(path, /*prefer_best=*/true);
   LoadedCheckpoint c = read_checkpoint(file);
   InferenceBundle b;
@@ -196,6 +205,7 @@ InferenceBundle load_for_inference(const std::string& path) {
     throw std::runtime_error(file + ": the weights do not fit the model its config describes: " + e.what());
   }
   b.model->eval();
+  b.model->to(d);
   b.ranges = c.meta.ranges;
   b.tracer = c.meta.tracer;
   b.path = file;

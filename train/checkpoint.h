@@ -93,6 +93,11 @@ struct InferenceBundle {
   std::string path;
   CheckpointMeta meta;
 };
-InferenceBundle load_for_inference(const std::string& path);
+// `device` (train.device's forms: cpu, cuda, cuda:N) is where the model is placed.
+InferenceBundle load_for_inference(const std::string& path, const std::string& device = "cpu");
+
+// The device a train.device / --device text names, made current when it is a GPU (cuda:N
+// selects GPU N, cuda GPU 0). Throws naming the text and why (no CUDA build, no such GPU).
+Device open_device(const std::string& text);
 
 }  // namespace cpets::train

@@ -89,7 +89,7 @@ eval::Report compare_runs(const std::vector<RunToCompare>& runs, const Compariso
 
   std::vector<InferenceBundle> bundles;
   for (const auto& r : runs) {
-    bundles.push_back(load_for_inference(r.checkpoint));
+    bundles.push_back(load_for_inference(r.checkpoint, a.device));
     if (bundles.size() > 1) require_comparable(bundles[0], bundles.back(), r.name);
   }
   const InferenceBundle& bundle = bundles[0];
@@ -117,6 +117,7 @@ eval::Report compare_runs(const std::vector<RunToCompare>& runs, const Compariso
     Generator init(bundle.meta.config.train.seed);  // what the run's step 0 drew
     auto m = models::make_model(bundle.model_config, init);
     m->eval();
+    m->to(bundle.model->device());
     candidates.push_back({"untrained",
                           "the same configuration at step 0 (weights drawn from seed " +
                               std::to_string(bundle.meta.config.train.seed) + ")",

@@ -34,6 +34,7 @@ struct ComparisonOptions {
   eval::EvalOptions metrics;
   std::vector<eval::Intervention> interventions;  // measured on the first run
   bool quiet = false;
+  std::string device = "cpu";  // where the models run (cpu, cuda, cuda:N)
 };
 
 // Evaluates, writes the montages into OUT/montage/ and returns the report (the caller adds what

@@ -222,7 +222,8 @@ void Trainer::place_on_device() {
   if (comm_->world() > 1 && comm_->buffer_device() != Device::CUDA)
     throw ConfigError("train.device=cuda with " + std::to_string(comm_->world()) + " ranks over " + comm_->backend() +
                       ": GPU ranks communicate over NCCL (cpets-train --comm nccl, or auto)");
-  select_cuda_device(comm_->world() > 1 ? comm_->local_rank() : std::max(choice.index, 0));
+  if (comm_->world() > 1) select_cuda_device(comm_->local_rank());
+  else open_device(config_.train.device);
 }
 
 void Trainer::make_loader() {

@@ -54,6 +54,15 @@ check "an unknown --do variable exits 2 and lists the known ones" bash -c "[ $? 
 run "$work/bad3.log" "$bin/cpets-infer" --checkpoint "$work/run" --t1 "$t1" --age 74 --sex 1 --apoe4 1 \
   --education 16 --abeta 812 --out "$work/x" --do tau=300
 check "intervening on a CSF input the tracer's model lacks exits 2" bash -c "[ $? -eq 2 ] && grep -q 'not an input' $work/bad3.log"
+run "$work/dev1.log" "$bin/cpets-infer" --checkpoint "$work/run" --t1 "$t1" --age 74 --sex 1 --apoe4 1 \
+  --education 16 --abeta 812 --out "$work/x" --device gpu
+check "--device gpu exits 2 naming the accepted forms" bash -c "[ $? -eq 2 ] && grep -q 'cpu, cuda or cuda:N' $work/dev1.log"
+if ! nvidia-smi -L > /dev/null 2>&1; then
+  run "$work/dev2.log" "$bin/cpets-infer" --checkpoint "$work/run" --t1 "$t1" --age 74 --sex 1 --apoe4 1 \
+    --education 16 --abeta 812 --out "$work/x" --device cuda
+  check "--device cuda without a GPU exits 1 saying why" \
+    bash -c "[ $? -eq 1 ] && grep -Eq 'no CUDA backend|no usable CUDA device' $work/dev2.log"
+fi
 run "$work/bad4.log" "$bin/cpets-infer" --checkpoint "$work/nothere" --t1 "$t1" --age 74 --sex 1 --apoe4 1 \
   --education 16 --abeta 812 --out "$work/x"
 check "a missing checkpoint exits 1 and names the path" bash -c "[ $? -eq 1 ] && grep -q nothere $work/bad4.log"
