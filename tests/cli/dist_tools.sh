@@ -35,6 +35,15 @@ check "a checkpoint is written" test -f "$work/dp/checkpoints/step-00000004.safe
 l1s() { grep '"type":"step"' "$1" | sed -E 's/.*"pet_l1":([^,]*).*/\1/' | xargs printf '%.4g\n'; }
 check "the same L1 losses as one process with batch 2" bash -c "$(declare -f l1s); diff <(l1s $work/dp/train.jsonl) <(l1s $work/one/train.jsonl)"
 
+# --- two ranks: 3 steps + resumed 3 equal 6 uninterrupted steps, bit for bit ----------------------
+"${mpi[@]}" "$bin/cpets-train" "${tiny[@]}" --set train.batch_size=1 --out "$work/dp6" --max-steps 6 > /dev/null 2>&1
+"${mpi[@]}" "$bin/cpets-train" "${tiny[@]}" --set train.batch_size=1 --out "$work/dp3" --max-steps 3 > /dev/null 2>&1
+"${mpi[@]}" "$bin/cpets-train" --resume "$work/dp3" --max-steps 6 --no-progress --threads 1 > /dev/null 2>&1
+steps() { grep '"type":"step"' "$1" | sed -E 's/"seconds":[^,}]*//'; }
+check "2 ranks resumed: the same losses as uninterrupted, bit for bit" bash -c "$(declare -f steps); diff <(steps $work/dp6/train.jsonl) <(steps $work/dp3/train.jsonl) > /dev/null"
+tensor_bytes() { local n; n=$(od -An -tu8 -N8 "$1" | tr -d ' '); tail -c +$((9 + n)) "$1"; }
+check "… and the same weights and Adam states" bash -c "$(declare -f tensor_bytes); cmp -s <(tensor_bytes $work/dp6/checkpoints/step-00000006.safetensors) <(tensor_bytes $work/dp3/checkpoints/step-00000006.safetensors)"
+
 # --- resume the 2-rank run in one process: the global batch must be kept -------------------------
 "$bin/cpets-train" --resume "$work/dp" --max-steps 5 --no-progress --threads 1 > "$work/resume1.log" 2>&1
 check "resuming 2 ranks × 1 with 1 rank × 1 exits 2" test $? -eq 2
