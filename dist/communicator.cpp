@@ -1,5 +1,6 @@
 #include "dist/communicator.h"
 
+#include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <optional>

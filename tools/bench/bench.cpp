@@ -21,6 +21,11 @@ Registrar::Registrar(const char* suite, const char* name, CaseFn fn) {
   registry().push_back({suite, name, std::move(fn)});
 }
 
+double median(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  return values.empty() ? 0 : values[values.size() / 2];
+}
+
 double median_seconds(const std::function<void()>& fn, int repeats, int warmup) {
   for (int i = 0; i < warmup; ++i) fn();
   std::vector<double> t;
@@ -29,8 +34,7 @@ double median_seconds(const std::function<void()>& fn, int repeats, int warmup) 
     fn();
     t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   }
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
+  return median(std::move(t));
 }
 
 double median_backward_seconds(const std::function<Tensor()>& forward, const Tensor& grad_out, int repeats) {

@@ -36,6 +36,9 @@ struct Case {
 };
 std::vector<Case>& registry();
 
+// The median of some timings (0 for none).
+double median(std::vector<double> values);
+
 // Median wall time of fn over `repeats` runs after `warmup` untimed runs.
 double median_seconds(const std::function<void()>& fn, int repeats, int warmup = 1);
 

@@ -1,6 +1,7 @@
 #include "bench/train_bench.h"
 
 #include "bench/bench.h"
+#include "bench/comm_bench.h"
 
 #include <nlohmann/json.hpp>
 #include <omp.h>
@@ -13,6 +14,7 @@
 #include <iostream>
 #include <optional>
 
+#include "dist/reducer.h"
 #include "engine/allocator.h"
 #include "engine/autograd.h"
 #include "engine/ops.h"
@@ -42,9 +44,31 @@ double cpu_seconds() {
   return ru.ru_utime.tv_sec + ru.ru_stime.tv_sec + 1e-6 * (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
 }
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0 : v[v.size() / 2];
+// What a benchmarked step trains: the kind's own training defaults (optimisers, loss weights)
+// without a perceptual network — the demo preset has no V, and the full preset's V needs
+// converted weights — with D frozen outside its own phase, as the trainer does.
+struct StepModel {
+  train::Config config;
+  std::shared_ptr<models::SynthesisModel> model;
+  std::unique_ptr<Adam> g_opt, d_opt;  // d_opt null: no discriminator phase
+  models::ObjectiveConfig objective;
+};
+
+StepModel make_step_model(const std::string& preset, const std::string& kind) {
+  StepModel m;
+  m.config = train::make_config(preset, {"model.kind=" + kind, "train.perceptual=none"});
+  Generator init(777);
+  m.model = models::make_model(m.config.model, init);
+  const train::TrainConfig& t = m.config.train;
+  auto group = [&](NamedTensors p, double lr) {
+    return ParamGroup{std::move(p), AdamOptions{lr, t.beta1, t.beta2, t.adam_eps, 0}};
+  };
+  m.objective = m.config.objective();
+  m.g_opt = std::make_unique<Adam>(std::vector<ParamGroup>{group(m.model->generator_parameters(), t.lr)});
+  if (m.model->trains_discriminator(m.objective))
+    m.d_opt = std::make_unique<Adam>(std::vector<ParamGroup>{group(m.model->discriminator_parameters(), t.lr_discriminator)});
+  m.model->set_discriminator_trainable(false);
+  return m;
 }
 
 // A fixed random batch of the preset's shapes (the step's cost does not depend on the values).
@@ -108,25 +132,11 @@ void print_breakdown(double step_seconds, int top) {
 }  // namespace
 
 int run_train_bench(const TrainBenchOptions& opt) {
-  // The kind's own training defaults (optimisers, loss weights), without a perceptual network:
-  // the demo preset has no V, and the full preset's V needs converted weights.
-  train::Config config = train::make_config(opt.preset, {"model.kind=" + opt.kind, "train.perceptual=none"});
-  const models::ModelConfig& cfg = config.model;
-  Generator init(777);
-  const std::shared_ptr<models::SynthesisModel> owner = models::make_model(cfg, init);
-  models::SynthesisModel& model = *owner;
-  const train::TrainConfig& t = config.train;
-  auto group = [&](NamedTensors p, double lr) {
-    return ParamGroup{std::move(p), AdamOptions{lr, t.beta1, t.beta2, t.adam_eps, 0}};
-  };
-  const models::ObjectiveConfig objective = config.objective();
-  Adam g_opt({group(model.generator_parameters(), t.lr)});
-  std::optional<Adam> d_opt;
-  if (model.trains_discriminator(objective))
-    d_opt.emplace(std::vector<ParamGroup>{group(model.discriminator_parameters(), t.lr_discriminator)});
+  StepModel m = make_step_model(opt.preset, opt.kind);
+  const models::ModelConfig& cfg = m.config.model;
+  models::SynthesisModel& model = *m.model;
   Generator noise(1234);
-  model.set_discriminator_trainable(false);
-  const train::StepContext ctx{model, g_opt, d_opt ? &*d_opt : nullptr, nullptr, noise, objective};
+  const train::StepContext ctx{model, *m.g_opt, m.d_opt.get(), nullptr, noise, m.objective};
   Generator data_gen(42);
   const train::Batch batch = random_batch(cfg, opt.batch, data_gen);
   int64_t steps_done = 0;
@@ -190,6 +200,63 @@ int run_train_bench(const TrainBenchOptions& opt) {
   std::printf("%-34s %9.3f GB (tensors in use at once, caching allocator)\n", "peak tensor memory", pool_peak * 1e-9);
   std::printf("ratio = cpets / PyTorch (< 1: cpets is faster / smaller).\n");
   print_breakdown(step_s, opt.top);
+  return 0;
+}
+
+int run_data_parallel_bench(const DataParallelBenchOptions& opt) {
+  const auto comm = connect_ranks_or_explain("train --ranks");
+  const bool root = comm->is_root();
+  const int n = comm->world();
+  StepModel m = make_step_model(opt.preset, "causal-pets");
+  Generator noise(1234), data_gen(42 + comm->rank());
+  const train::Batch batch = random_batch(m.config.model, opt.batch, data_gen);
+  const auto bucket = static_cast<int64_t>(opt.bucket_mb * (1 << 20));
+
+  // The median step with the given reducers (null: this rank alone), this rank's.
+  int64_t step_no = 0;
+  auto time_steps = [&](dist::GradientReducer* g, dist::GradientReducer* dr, int ranks) {
+    const train::StepContext ctx{*m.model, *m.g_opt, m.d_opt.get(), nullptr, noise, m.objective, g, dr,
+                                 models::BatchShard{comm->rank() * opt.batch * (ranks > 1), ranks * opt.batch}};
+    return median_seconds([&] { train::training_step(ctx, batch, ++step_no); }, opt.steps, opt.warmup);
+  };
+  // N ranks' mean step, with the all-reduce overlapped with the backward pass or not.
+  auto data_parallel = [&](bool overlap, dist::ReducerStats* stats) {
+    dist::GradientReducer g(*comm, m.model->generator_parameters(), bucket, overlap);
+    std::optional<dist::GradientReducer> dr;
+    if (m.d_opt) dr.emplace(*comm, m.model->discriminator_parameters(), bucket, overlap);
+    const double seconds = comm->sum(time_steps(&g, dr ? &*dr : nullptr, n)) / n;
+    if (stats) *stats = g.stats();
+    return seconds;
+  };
+
+  if (root)
+    std::printf("cpets-bench train (data-parallel) — preset %s, %d ranks over %s, batch %d per rank, %d OpenMP threads "
+                "per rank, CPU kernels %s, buckets of %.0f MiB\n",
+                opt.preset.c_str(), n, comm->backend().c_str(), opt.batch, omp_get_max_threads(),
+                kernels::cpu::cpu_isa_description().c_str(), opt.bucket_mb);
+  // The baseline in the same run: rank 0 alone (the others wait), same per-rank batch.
+  double alone = 0;
+  if (root) alone = time_steps(nullptr, nullptr, 1);
+  comm->barrier();
+  dist::ReducerStats overlap_stats;
+  const double with_overlap = data_parallel(true, &overlap_stats);
+  const double without_overlap = data_parallel(false, nullptr);
+  if (root) {
+    const double per_step_reduce = overlap_stats.reduce_seconds / double(std::max<int64_t>(1, overlap_stats.steps));
+    std::printf("\n%-52s %10s %12s\n", "", "step s", "samples/s");
+    std::printf("%-52s %10.3f %12.3f\n", "1 rank (rank 0 alone, the baseline)", alone, opt.batch / alone);
+    std::printf("%-52s %10.3f %12.3f\n", (std::to_string(n) + " ranks, all-reduce overlapped with backward").c_str(),
+                with_overlap, n * opt.batch / with_overlap);
+    std::printf("%-52s %10.3f %12.3f\n", (std::to_string(n) + " ranks, all-reduce after backward").c_str(), without_overlap,
+                n * opt.batch / without_overlap);
+    std::printf("\nscaling efficiency (samples/s ÷ (%d × one rank's)): %.2f overlapped, %.2f not\n", n,
+                alone / with_overlap, alone / without_overlap);
+    std::printf("generator all-reduce: %.3f s a step, %.0f %% hidden behind the backward pass (%lld of %lld buckets "
+                "launched during it)\n",
+                per_step_reduce, 100.0 * overlap_stats.hidden_fraction(),
+                static_cast<long long>(overlap_stats.buckets_in_backward),
+                static_cast<long long>(overlap_stats.buckets_in_backward + overlap_stats.buckets_after));
+  }
   return 0;
 }
 

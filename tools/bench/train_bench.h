@@ -19,4 +19,19 @@ struct TrainBenchOptions {
 
 int run_train_bench(const TrainBenchOptions& opt);
 
+// `cpets-bench train --ranks` under a launcher (mpirun -np N): a step's time and samples/s on N
+// data-parallel ranks against rank 0 alone in the same run, with the gradient all-reduce
+// overlapped with the backward pass and not, and the share of it hidden.
+struct DataParallelBenchOptions {
+  std::string preset = "demo";
+  int batch = 1;  // per rank
+  int steps = 3;
+  int warmup = 1;
+  double bucket_mb = 1;  // configs/demo.json's (its 6 MB of gradients in 6 buckets); full.json: 25
+};
+// Launched as one process it says how to launch it.
+int run_data_parallel_bench(const DataParallelBenchOptions& opt);
+
+
+
 }  // namespace cpets::bench
