@@ -17,15 +17,15 @@ namespace cpets::kernels::cpu::CPETS_ISA_NS {
 namespace {
 
 // Tile sizes, tuned at d = 32, N = 2304 on one core (with Eigen tile products, 64-row blocks
-// cost ~15% more, mostly operand packing that larger blocks amortise). Forward and dQ: a
-// 128-query block against 256-key tiles; dK/dV: a 128-key block against 128-query tiles. A
-// tile is at most 128 KB, so the two tiles of the dQ pass and their operands stay in L2.
+// cost ~15% more, mostly operand packing that larger blocks amortise). Forward: a 128-query
+// block against 256-key tiles; backward: a 128-key block against 128-query tiles. The two
+// 64 KB tiles of the backward and their operands stay in L2.
 constexpr int64_t kFwdQ = 128, kFwdK = 256;
 constexpr int64_t kBwdK = 128, kBwdQ = 128;
-// The dK/dV pass has B·heads·(Nk/128) tasks; for short key sequences (cross-attention to a few
-// context tokens) that is too few to keep threads busy, so the query range is split into a fixed
-// number of parts whose partial sums are added in part order afterwards.
-constexpr int64_t kMinKeyTasks = 32;
+// A backward pass with fewer tasks than this (cross-attention to a few context tokens, few
+// batch × head pairs) splits the query range into a fixed number of parts whose dK/dV partial
+// sums are added in part order afterwards.
+constexpr int64_t kMinTasks = 32;
 
 // Tasks are grouped so that each parallel chunk holds at least ~2 MFLOP: starting a parallel
 // region costs far more than a tiny problem (gradchecks, cross-attention to 4 tokens) on a busy
@@ -34,7 +34,28 @@ int64_t tasks_per_chunk(double flops_per_task) {
   return std::max<int64_t>(1, int64_t(2e6 / std::max(flops_per_task, 1.0)));
 }
 
-// Scalar exp is fast_exp (vmath.h); exp16 (kernels/cpu/simd.h) is its vector counterpart.
+constexpr float kLog2e = 1.44269504088896341f;
+
+// 2^x for finite x: n = round(x), 2^(x−n) by a degree-5 polynomial fitted for relative error on
+// |x−n| ≤ 1/2 (7.5e-8 in exact arithmetic, ~2.3e-7 evaluated in float, like a degree-6 Taylor
+// series), then scaled by 2^n — scalef gives 0 (or ∞) where 2^n under- (over-)flows. Exponentials
+// are the softmax's main cost at d = 8 (a third of all instructions), hence one FMA fewer and no
+// clamp in this inner-loop version.
+inline F16 exp2_16(F16 x) {
+  const F16 n = F16::round(x);
+  const F16 f = F16::sub(x, n);
+  F16 p = F16::bcast(1.3276466634124517e-3f);
+  p = F16::fma(p, f, F16::bcast(9.675540961325169e-3f));
+  p = F16::fma(p, f, F16::bcast(5.550713464617729e-2f));
+  p = F16::fma(p, f, F16::bcast(0.24022120237350464f));
+  p = F16::fma(p, f, F16::bcast(0.6931469440460205f));
+  p = F16::fma(p, f, F16::bcast(1.0000001192092896f));
+  return F16::scale_pow2(p, n);
+}
+
+// The running maximum starts at −∞, where x − n is NaN: the rescale factor clamps first.
+inline F16 exp2_16_clamped(F16 x) { return exp2_16(F16::max(x, F16::bcast(-126.f))); }
+
 
 // The row operations of the softmax and its backward. All reductions have a fixed order (16
 // lanes, then the lanes in a fixed tree), so results do not depend on the thread count.
@@ -47,36 +68,17 @@ float row_max(const float* s, int64_t n) {
   return reduce_max(m);
 }
 
-// s[j] = exp(scale·s[j] − shift) in place; returns Σ_j s[j].
-float exp_row_inplace(float* s, int64_t n, float scale, float shift) {
-  const F16 vs = F16::bcast(scale), vh = F16::bcast(shift);
+// s[j] = 2^(c·s[j] − shift) in place (shift ≥ c·max_j s[j]); returns Σ_j s[j].
+float exp2_row_inplace(float* s, int64_t n, float c, float shift) {
+  const F16 vs = F16::bcast(c), vh = F16::bcast(shift);
   F16 sum = F16::zero();
   for (int64_t j = 0; j < n; j += 16) {
     const F16::Mask k = F16::mask(n - j);
-    const F16 p = exp16(F16::fms(F16::load_m(s + j, k), vs, vh));
+    const F16 p = exp2_16(F16::fms(F16::load_m(s + j, k), vs, vh));
     store_m(s + j, k, p);
     sum = F16::select(k, sum + p, sum);
   }
   return reduce_add(sum);
-}
-
-// s[j] = exp(scale·s[j] − shift[j]) · (dp[j] − sub[j]) when dp is given, else
-// exp(scale·s[j] − shift[j]); a null `sub` means 0, `shift` and `sub` of length 1 broadcast
-// when `scalar` is set. (Row i of the dQ pass: shifts are one row's lse and D; a row of the
-// transposed dK/dV tile: per-column lse and D.)
-void softmax_grad_row(float* s, const float* dp, int64_t n, float scale, const float* shift, const float* sub,
-                      bool scalar) {
-  const F16 vs = F16::bcast(scale);
-  for (int64_t j = 0; j < n; j += 16) {
-    const F16::Mask k = F16::mask(n - j);
-    const F16 sh = scalar ? F16::bcast(shift[0]) : F16::load_m(shift + j, k);
-    F16 p = exp16(F16::fms(F16::load_m(s + j, k), vs, sh));
-    if (dp) {
-      const F16 sb = scalar ? F16::bcast(sub[0]) : F16::load_m(sub + j, k);
-      p = F16::mul(p, F16::sub(F16::load_m(dp + j, k), sb));
-    }
-    store_m(s + j, k, p);
-  }
 }
 
 // Per-thread tile memory, grown on demand and kept for the next call (fresh pages are slow to
@@ -134,7 +136,9 @@ inline void xyt_rows(int64_t d, const float* X, int64_t ldx, const float* yt, in
 
 // yt: Yᵀ (d rows, leading dimension ldyt ≥ round16(n2)), readable up to column round16(n2).
 // Requires lds ≥ round16(n2); columns n2… of S receive values that callers ignore.
-void xyt_micro(int64_t n1, int64_t n2, int64_t d, const float* X, int64_t ldx, const float* yt, int64_t ldyt,
+// Not inlined: inside a large caller (the forward's block loop) GCC's register allocation of the
+// AVX2 blocks spilled (measured 10 % slower forward).
+[[gnu::noinline]] void xyt_micro(int64_t n1, int64_t n2, int64_t d, const float* X, int64_t ldx, const float* yt, int64_t ldyt,
                float* S, int64_t lds) {
   constexpr int R = kNarrowRegisters ? 6 : 4;
   const int64_t n2p = round16(n2);
@@ -143,8 +147,9 @@ void xyt_micro(int64_t n1, int64_t n2, int64_t d, const float* X, int64_t ldx, c
   for (; i < n1; ++i) xyt_rows<1>(d, X + i * ldx, ldx, yt, ldyt, n2p, S + i * lds, lds);
 }
 
-// A rows [i0, i0+R), channel vectors [c0, c0+16V), the last one masked by `tail`.
-template <int R, int V>
+// A rows [i0, i0+R), channel vectors [c0, c0+16V), the last one masked by `tail`. With PT the
+// left operand is read transposed: element (r, j) at P[j·ldp + r] (Pᵀ·Z from a stored P).
+template <int R, int V, bool PT>
 inline void pz_block(int64_t n2, const float* P, int64_t ldp, const float* Z, int64_t ldz, float* A, int64_t lda,
                      F16::Mask tail) {
   F16 acc[R][V];
@@ -156,7 +161,7 @@ inline void pz_block(int64_t n2, const float* P, int64_t ldp, const float* Z, in
     _Pragma("GCC unroll 16") for (int v = 0; v < V; ++v)
       z[v] = v == V - 1 ? F16::load_m(Z + j * ldz + 16 * v, tail) : F16::load(Z + j * ldz + 16 * v);
     _Pragma("GCC unroll 16") for (int r = 0; r < R; ++r) {
-      const F16 p = F16::bcast(P[r * ldp + j]);
+      const F16 p = F16::bcast(PT ? P[j * ldp + r] : P[r * ldp + j]);
       _Pragma("GCC unroll 16") for (int v = 0; v < V; ++v) acc[r][v] = F16::fma(p, z[v], acc[r][v]);
     }
   }
@@ -169,16 +174,18 @@ inline void pz_block(int64_t n2, const float* P, int64_t ldp, const float* Z, in
 
 // Rows in groups of R (4 channel vectors → 6 rows, fewer vectors → 8 rows keep ≤ 24 registers;
 // AVX2: one vector → 6 rows, 12 + 2 + 1 of 16 registers).
-template <int V>
+template <int V, bool PT>
 void pz_columns(int64_t n1, int64_t n2, const float* P, int64_t ldp, const float* Z, int64_t ldz, float* A,
                 int64_t lda, F16::Mask tail) {
   constexpr int R = kNarrowRegisters || V >= 3 ? 6 : 8;
+  const int64_t row_step = PT ? 1 : ldp;
   int64_t i = 0;
-  for (; i + R <= n1; i += R) pz_block<R, V>(n2, P + i * ldp, ldp, Z, ldz, A + i * lda, lda, tail);
-  for (; i < n1; ++i) pz_block<1, V>(n2, P + i * ldp, ldp, Z, ldz, A + i * lda, lda, tail);
+  for (; i + R <= n1; i += R) pz_block<R, V, PT>(n2, P + i * row_step, ldp, Z, ldz, A + i * lda, lda, tail);
+  for (; i < n1; ++i) pz_block<1, V, PT>(n2, P + i * row_step, ldp, Z, ldz, A + i * lda, lda, tail);
 }
 
-void pz_acc_micro(int64_t n1, int64_t n2, int64_t d, const float* P, int64_t ldp, const float* Z, int64_t ldz,
+template <bool PT>
+[[gnu::noinline]] void pz_acc_micro(int64_t n1, int64_t n2, int64_t d, const float* P, int64_t ldp, const float* Z, int64_t ldz,
                   float* A, int64_t lda) {
   constexpr int64_t kWidth = kNarrowRegisters ? 16 : 64;  // AVX2: one channel vector per sweep
   for (int64_t c0 = 0; c0 < d; c0 += kWidth) {
@@ -187,14 +194,14 @@ void pz_acc_micro(int64_t n1, int64_t n2, int64_t d, const float* P, int64_t ldp
     const int64_t last = width - 16 * (V - 1);
     const F16::Mask tail = F16::mask(last);
     if constexpr (kNarrowRegisters) {
-      pz_columns<1>(n1, n2, P, ldp, Z + c0, ldz, A + c0, lda, tail);
+      pz_columns<1, PT>(n1, n2, P, ldp, Z + c0, ldz, A + c0, lda, tail);
       continue;
     }
     switch (V) {
-      case 4: pz_columns<4>(n1, n2, P, ldp, Z + c0, ldz, A + c0, lda, tail); break;
-      case 3: pz_columns<3>(n1, n2, P, ldp, Z + c0, ldz, A + c0, lda, tail); break;
-      case 2: pz_columns<2>(n1, n2, P, ldp, Z + c0, ldz, A + c0, lda, tail); break;
-      default: pz_columns<1>(n1, n2, P, ldp, Z + c0, ldz, A + c0, lda, tail); break;
+      case 4: pz_columns<4, PT>(n1, n2, P, ldp, Z + c0, ldz, A + c0, lda, tail); break;
+      case 3: pz_columns<3, PT>(n1, n2, P, ldp, Z + c0, ldz, A + c0, lda, tail); break;
+      case 2: pz_columns<2, PT>(n1, n2, P, ldp, Z + c0, ldz, A + c0, lda, tail); break;
+      default: pz_columns<1, PT>(n1, n2, P, ldp, Z + c0, ldz, A + c0, lda, tail); break;
     }
   }
 }
@@ -219,8 +226,15 @@ void tile_xyt(int64_t n1, int64_t n2, int64_t d, const float* X, int64_t ldx, co
 
 void tile_pz_acc(int64_t n1, int64_t n2, int64_t d, const float* P, int64_t ldp, const float* Z, int64_t ldz, float* A,
                  int64_t lda) {
-  if (use_micro_kernels(d)) return pz_acc_micro(n1, n2, d, P, ldp, Z, ldz, A, lda);
+  if (use_micro_kernels(d)) return pz_acc_micro<false>(n1, n2, d, P, ldp, Z, ldz, A, lda);
   sgemm_serial(false, false, n1, d, n2, 1.f, P, ldp, Z, ldz, 1.f, A, lda);
+}
+
+// A (n1×d) += Pᵀ·Z for a stored P (n2×n1): dV += Pᵀ·dO and dK += dSᵀ·Q from the query-major tiles.
+void tile_ptz_acc(int64_t n1, int64_t n2, int64_t d, const float* P, int64_t ldp, const float* Z, int64_t ldz,
+                  float* A, int64_t lda) {
+  if (use_micro_kernels(d)) return pz_acc_micro<true>(n1, n2, d, P, ldp, Z, ldz, A, lda);
+  sgemm_serial(true, false, n1, d, n2, 1.f, P, ldp, Z, ldz, 1.f, A, lda);
 }
 
 struct Geometry {
@@ -278,27 +292,6 @@ HeadsT transpose_heads(const Geometry& g, const float* x, int64_t n, float* buf,
 constexpr int64_t kMaxThinDim = 16;
 constexpr int kMaxFusedDim = kNarrowRegisters ? 4 : 8;  // up to here a group's operands and accumulators fit in registers
 constexpr int64_t kThinChunk = 128;  // keys whose scores are kept (one vector each) per rescale
-constexpr float kLog2e = 1.44269504088896341f;
-
-// 2^x for finite x: n = round(x), 2^(x−n) by a degree-5 polynomial fitted for relative error on
-// |x−n| ≤ 1/2 (7.5e-8 in exact arithmetic, ~2.3e-7 evaluated in float, like a degree-6 Taylor
-// series), then scaled by 2^n — scalef gives 0 (or ∞) where 2^n under- (over-)flows. Exponentials
-// are the softmax's main cost at d = 8 (a third of all instructions), hence one FMA fewer and no
-// clamp in this inner-loop version.
-inline F16 exp2_16(F16 x) {
-  const F16 n = F16::round(x);
-  const F16 f = F16::sub(x, n);
-  F16 p = F16::bcast(1.3276466634124517e-3f);
-  p = F16::fma(p, f, F16::bcast(9.675540961325169e-3f));
-  p = F16::fma(p, f, F16::bcast(5.550713464617729e-2f));
-  p = F16::fma(p, f, F16::bcast(0.24022120237350464f));
-  p = F16::fma(p, f, F16::bcast(0.6931469440460205f));
-  p = F16::fma(p, f, F16::bcast(1.0000001192092896f));
-  return F16::scale_pow2(p, n);
-}
-
-// The running maximum starts at −∞, where x − n is NaN: the rescale factor clamps first.
-inline F16 exp2_16_clamped(F16 x) { return exp2_16(F16::max(x, F16::bcast(-126.f))); }
 
 // Σ_c row[c] · cols[c] for D channels: 16 lanes of dot products with the broadcast row, in two
 // interleaved chains (even and odd channels) to halve the dependency depth.
@@ -646,6 +639,7 @@ void thin_dkdv_block(const Geometry& g, const HeadsT& kt, const HeadsT& vt, cons
 void forward_block(const Geometry& g, const float* q, const float* k, const HeadsT& kt, const float* v, float* out,
                    float* lse, int64_t b, int64_t h, int64_t i0, int64_t nq) {
   const int64_t d = g.d, C = g.C;
+  const float c = g.scale * kLog2e;
   float* S = thread_tile(kFwdQ * kFwdK + kFwdQ * d + 2 * kFwdQ);
   float* O = S + kFwdQ * kFwdK;
   float* m = O + kFwdQ * d;
@@ -657,11 +651,11 @@ void forward_block(const Geometry& g, const float* q, const float* k, const Head
   for (int64_t j0 = 0; j0 < g.Nk; j0 += kFwdK) {
     const int64_t nk = std::min(kFwdK, g.Nk - j0);
     tile_xyt(nq, nk, d, Q, C, g.row(k, g.Nk, b, j0, h), C, kt.at(g, b, h, j0), kt.np, S, kFwdK);
-    for (int64_t i = 0; i < nq; ++i) {
+    for (int64_t i = 0; i < nq; ++i) {  // m in log2 units: m = max·scale·log2 e
       float* s = S + i * kFwdK;
-      const float m_new = std::max(m[i], row_max(s, nk) * g.scale);
-      const float rescale = fast_exp(m[i] - m_new);
-      l[i] = l[i] * rescale + exp_row_inplace(s, nk, g.scale, m_new);
+      const float m_new = std::max(m[i], row_max(s, nk) * c);
+      const float rescale = fast_exp((m[i] - m_new) * 0.69314718055994531f);
+      l[i] = l[i] * rescale + exp2_row_inplace(s, nk, c, m_new);
       m[i] = m_new;
       float* o = O + i * d;
 #pragma omp simd
@@ -675,7 +669,7 @@ void forward_block(const Geometry& g, const float* q, const float* k, const Head
     const float* o = O + i * d;
 #pragma omp simd
     for (int64_t c = 0; c < d; ++c) dst[c] = o[c] * inv;
-    lse[g.lse_index(b, h, i0 + i)] = m[i] + std::log(l[i]);
+    lse[g.lse_index(b, h, i0 + i)] = (m[i] + std::log2(l[i])) * 0.69314718055994531f;
   }
 }
 
@@ -696,119 +690,109 @@ void row_dots(const Geometry& g, const float* out, const float* dout, float* D) 
   });
 }
 
-// dQ for one (batch, head, query block): dQ = scale · Σ_tiles dS·K, dS = P∘(dO·Vᵀ − D).
-void dq_block(const Geometry& g, const float* q, const float* k, const HeadsT& kt, const float* v, const HeadsT& vt,
-              const float* lse, const float* D, const float* dout, float* dq, int64_t b, int64_t h, int64_t i0,
-              int64_t nq) {
-  const int64_t d = g.d, C = g.C;
-  float* S = thread_tile(2 * kFwdQ * kFwdK + kFwdQ * d);
-  float* dP = S + kFwdQ * kFwdK;
-  float* acc = dP + kFwdQ * kFwdK;
-  std::fill(acc, acc + nq * d, 0.f);
-  const float* Q = g.row(q, g.Nq, b, i0, h);
-  const float* dO = g.row(dout, g.Nq, b, i0, h);
-  const float* L = lse + g.lse_index(b, h, i0);
-  const float* Di = D + g.lse_index(b, h, i0);
-  for (int64_t j0 = 0; j0 < g.Nk; j0 += kFwdK) {
-    const int64_t nk = std::min(kFwdK, g.Nk - j0);
-    const float* K = g.row(k, g.Nk, b, j0, h);
-    tile_xyt(nq, nk, d, Q, C, K, C, kt.at(g, b, h, j0), kt.np, S, kFwdK);
-    tile_xyt(nq, nk, d, dO, C, g.row(v, g.Nk, b, j0, h), C, vt.at(g, b, h, j0), vt.np, dP, kFwdK);
-    for (int64_t i = 0; i < nq; ++i) {
-      float* s = S + i * kFwdK;
-      const float* dp = dP + i * kFwdK;
-      softmax_grad_row(s, dp, nk, g.scale, L + i, Di + i, /*scalar=*/true);
-    }
-    tile_pz_acc(nq, nk, d, S, kFwdK, K, C, acc, d);
-  }
-  for (int64_t i = 0; i < nq; ++i) {
-    float* dst = g.row(dq, g.Nq, b, i0 + i, h);
-    const float* a = acc + i * d;
-#pragma omp simd
-    for (int64_t c = 0; c < d; ++c) dst[c] = a[c] * g.scale;
+// Row i of a backward tile: P = 2^(c·S − L_i) over S (c = scale·log2 e, L_i = lse_i·log2 e) in
+// place, and dS = P∘(dP − D_i) over dP in place.
+void probs_and_grads_row(float* s, float* dp, int64_t n, float c, float L, float Di) {
+  const F16 vc = F16::bcast(c), vl = F16::bcast(L), vd = F16::bcast(Di);
+  for (int64_t j = 0; j < n; j += 16) {
+    const F16::Mask k = F16::mask(n - j);
+    const F16 p = exp2_16(F16::fms(F16::load_m(s + j, k), vc, vl));
+    store_m(s + j, k, p);
+    store_m(dp + j, k, F16::mul(p, F16::sub(F16::load_m(dp + j, k), vd)));
   }
 }
 
-// dK, dV for one (batch, head, key block) over queries [q_begin, q_end), working on transposed
-// tiles (keys × queries) so that every product is a plain row-major GEMM:
-//   Pᵀ = exp(scale·K·Qᵀ − lse), dV += Pᵀ·dO, dSᵀ = Pᵀ∘(V·dOᵀ − D), dK += scale·dSᵀ·Q.
-// Writes dK, dV rows with leading dimension C at dk_dst / dv_dst.
-void dkdv_block(const Geometry& g, const float* q, const HeadsT& qt, const float* k, const float* v, const float* lse,
-                const float* D, const float* dout, const HeadsT& dot, int64_t b, int64_t h, int64_t j0, int64_t nk,
-                int64_t q_begin, int64_t q_end, float* dk_dst, float* dv_dst) {
+// dQ, dK and dV of one (batch, head) over queries [q_begin, q_end), in one pass (heads of more
+// than kMaxThinDim channels). For each key block in order, and each query tile in order:
+//   S = Q·Kᵀ, dP = dO·Vᵀ, P = 2^(c·S − L), dS = P∘(dP − D);
+//   dV_blk += Pᵀ·dO, dK_blk += dSᵀ·Q (kept in the thread's tile), dQ_rows += dS·K (in dq itself).
+// Five n²d products, where separate dQ and dK/dV passes need seven (S and dP twice). The task
+// owns its dQ rows and its dK/dV destination rows: no atomics, the same sums in the same order
+// for any thread count. dq, or dk and dv, may be null (not wanted).
+void fused_backward_task(const Geometry& g, const float* q, const float* k, const HeadsT& kt, const float* v,
+                         const HeadsT& vt, const float* lse, const float* D, const float* dout, int64_t b, int64_t h,
+                         int64_t q_begin, int64_t q_end, float* dq, float* dk_dst, float* dv_dst) {
   const int64_t d = g.d, C = g.C;
-  float* St = thread_tile(2 * kBwdK * kBwdQ + 2 * kBwdK * d);
-  float* dPt = St + kBwdK * kBwdQ;
-  float* dK = dPt + kBwdK * kBwdQ;
+  const float c = g.scale * kLog2e;
+  float* S = thread_tile(2 * kBwdQ * kBwdK + 2 * kBwdK * d);
+  float* dP = S + kBwdQ * kBwdK;
+  float* dK = dP + kBwdQ * kBwdK;
   float* dV = dK + kBwdK * d;
-  std::fill(dK, dK + 2 * kBwdK * d, 0.f);
-  const float* K = g.row(k, g.Nk, b, j0, h);
-  const float* V = g.row(v, g.Nk, b, j0, h);
-  for (int64_t i0 = q_begin; i0 < q_end; i0 += kBwdQ) {
-    const int64_t nq = std::min(kBwdQ, q_end - i0);
-    const float* Q = g.row(q, g.Nq, b, i0, h);
-    const float* dO = g.row(dout, g.Nq, b, i0, h);
-    const float* L = lse + g.lse_index(b, h, i0);
-    const float* Di = D + g.lse_index(b, h, i0);
-    tile_xyt(nk, nq, d, K, C, Q, C, qt.at(g, b, h, i0), qt.np, St, kBwdQ);
-    for (int64_t j = 0; j < nk; ++j) softmax_grad_row(St + j * kBwdQ, nullptr, nq, g.scale, L, nullptr, false);
-    tile_pz_acc(nk, nq, d, St, kBwdQ, dO, C, dV, d);
-    tile_xyt(nk, nq, d, V, C, dO, C, dot.at(g, b, h, i0), dot.np, dPt, kBwdQ);
+  if (dq)
+    for (int64_t i = q_begin; i < q_end; ++i) std::fill_n(g.row(dq, g.Nq, b, i, h), d, 0.f);
+  for (int64_t j0 = 0; j0 < g.Nk; j0 += kBwdK) {
+    const int64_t nk = std::min(kBwdK, g.Nk - j0);
+    const float* K = g.row(k, g.Nk, b, j0, h);
+    const float* V = g.row(v, g.Nk, b, j0, h);
+    std::fill(dK, dK + 2 * kBwdK * d, 0.f);
+    for (int64_t i0 = q_begin; i0 < q_end; i0 += kBwdQ) {
+      const int64_t nq = std::min(kBwdQ, q_end - i0);
+      const float* Q = g.row(q, g.Nq, b, i0, h);
+      const float* dO = g.row(dout, g.Nq, b, i0, h);
+      const float* L = lse + g.lse_index(b, h, i0);
+      const float* Di = D + g.lse_index(b, h, i0);
+      tile_xyt(nq, nk, d, Q, C, K, C, kt.at(g, b, h, j0), kt.np, S, kBwdK);
+      tile_xyt(nq, nk, d, dO, C, V, C, vt.at(g, b, h, j0), vt.np, dP, kBwdK);
+      for (int64_t i = 0; i < nq; ++i) probs_and_grads_row(S + i * kBwdK, dP + i * kBwdK, nk, c, L[i] * kLog2e, Di[i]);
+      if (dk_dst) {
+        tile_ptz_acc(nk, nq, d, S, kBwdK, dO, C, dV, d);
+        tile_ptz_acc(nk, nq, d, dP, kBwdK, Q, C, dK, d);
+      }
+      if (dq) tile_pz_acc(nq, nk, d, dP, kBwdK, K, C, g.row(dq, g.Nq, b, i0, h), C);
+    }
+    if (!dk_dst) continue;
     for (int64_t j = 0; j < nk; ++j) {
-      const float* p = St + j * kBwdQ;
-      float* ds = dPt + j * kBwdQ;
+      float* kd = g.row(dk_dst, g.Nk, b, j0 + j, h);
+      float* vd = g.row(dv_dst, g.Nk, b, j0 + j, h);
+      const float* ka = dK + j * d;
+      const float* va = dV + j * d;
 #pragma omp simd
-      for (int64_t i = 0; i < nq; ++i) ds[i] = p[i] * (ds[i] - Di[i]);
-    }
-    tile_pz_acc(nk, nq, d, dPt, kBwdQ, Q, C, dK, d);
-  }
-  for (int64_t j = 0; j < nk; ++j) {
-    float* kd = dk_dst + j * C;
-    float* vd = dv_dst + j * C;
-    const float* ka = dK + j * d;
-    const float* va = dV + j * d;
-#pragma omp simd
-    for (int64_t c = 0; c < d; ++c) {
-      kd[c] = ka[c] * g.scale;
-      vd[c] = va[c];
+      for (int64_t e = 0; e < d; ++e) {
+        kd[e] = ka[e] * g.scale;
+        vd[e] = va[e];
+      }
     }
   }
-}
-
-// How many parts the dK/dV pass splits the query range into (1 = none); shape-dependent only.
-int64_t query_splits(const Geometry& g) {
-  const int64_t key_tasks = g.B * g.H * ((g.Nk + kBwdK - 1) / kBwdK);
-  const int64_t query_tiles = (g.Nq + kBwdQ - 1) / kBwdQ;
-  if (key_tasks >= kMinKeyTasks) return 1;
-  return std::max<int64_t>(1, std::min(query_tiles, (kMinKeyTasks + key_tasks - 1) / key_tasks));
-}
-
-// block(b, h, j0, nk, q_begin, q_end, dk_dst, dv_dst) computes one task's dK and dV rows.
-template <class Block>
-void dkdv_pass(const Geometry& g, float* dk, float* dv, float* partial, Block&& block) {
-  const int64_t nkb = (g.Nk + kBwdK - 1) / kBwdK;
-  const int64_t splits = query_splits(g);
-  const int64_t query_tiles = (g.Nq + kBwdQ - 1) / kBwdQ;
-  const int64_t tiles_per_split = (query_tiles + splits - 1) / splits;
-  const int64_t part = g.B * g.Nk * g.C;  // one split's dK (then dV) partial
-  const double task_flops = 8.0 * std::min(kBwdK, g.Nk) * double(g.Nq) / splits * g.d;
-  parallel_for_balanced(g.B * g.H * nkb * splits, tasks_per_chunk(task_flops), [&](int64_t t0, int64_t t1) {
-    for (int64_t t = t0; t < t1; ++t) {
-      const int64_t sp = t % splits, kb = (t / splits) % nkb, h = (t / (splits * nkb)) % g.H;
-      const int64_t b = t / (splits * nkb * g.H);
-      const int64_t j0 = kb * kBwdK, nk = std::min(kBwdK, g.Nk - j0);
-      const int64_t qb = std::min(g.Nq, sp * tiles_per_split * kBwdQ);
-      const int64_t qe = std::min(g.Nq, qb + tiles_per_split * kBwdQ);
-      float* dk_dst = splits == 1 ? dk : partial + 2 * sp * part;
-      float* dv_dst = splits == 1 ? dv : partial + (2 * sp + 1) * part;
-      block(b, h, j0, nk, qb, qe, g.row(dk_dst, g.Nk, b, j0, h), g.row(dv_dst, g.Nk, b, j0, h));
+  if (dq)
+    for (int64_t i = q_begin; i < q_end; ++i) {
+      float* r = g.row(dq, g.Nq, b, i, h);
+#pragma omp simd
+      for (int64_t e = 0; e < d; ++e) r[e] *= g.scale;
     }
-  });
-  if (splits == 1) return;
+}
+
+// How many parts the query range is split into (1 = none) when a pass has only `tasks` tasks
+// otherwise (cross-attention to a few context tokens; few batch × head pairs): each part gets
+// its own dK/dV partial, added in part order afterwards. Shape-dependent only.
+int64_t query_parts(const Geometry& g, int64_t tasks) {
+  const int64_t query_tiles = (g.Nq + kBwdQ - 1) / kBwdQ;
+  if (tasks >= kMinTasks) return 1;
+  return std::max<int64_t>(1, std::min(query_tiles, (kMinTasks + tasks - 1) / tasks));
+}
+
+int64_t thin_key_tasks(const Geometry& g) { return g.B * g.H * ((g.Nk + kBwdK - 1) / kBwdK); }
+
+// The query parts of each backward path: the thin dK/dV pass has a task per key block, the fused
+// pass one per (batch, head).
+int64_t backward_query_parts(const Geometry& g) {
+  return query_parts(g, use_thin_kernels(g.d) ? thin_key_tasks(g) : g.B * g.H);
+}
+
+// Queries [begin, end) of part `sp` of `parts`.
+std::pair<int64_t, int64_t> query_part_range(const Geometry& g, int64_t sp, int64_t parts) {
+  const int64_t query_tiles = (g.Nq + kBwdQ - 1) / kBwdQ;
+  const int64_t tiles_per_part = (query_tiles + parts - 1) / parts;
+  const int64_t qb = std::min(g.Nq, sp * tiles_per_part * kBwdQ);
+  return {qb, std::min(g.Nq, qb + tiles_per_part * kBwdQ)};
+}
+
+// dk, dv = Σ over parts of the partials (layout: dK of part 0, dV of part 0, dK of part 1, …).
+void sum_partials(const Geometry& g, int64_t parts, const float* partial, float* dk, float* dv) {
+  const int64_t part = g.B * g.Nk * g.C;
   parallel_for(part, 4096, [&](int64_t e0, int64_t e1) {
     for (int64_t e = e0; e < e1; ++e) {
       float sk = 0.f, sv = 0.f;
-      for (int64_t sp = 0; sp < splits; ++sp) {  // fixed order
+      for (int64_t sp = 0; sp < parts; ++sp) {  // fixed order
         sk += partial[2 * sp * part + e];
         sv += partial[(2 * sp + 1) * part + e];
       }
@@ -818,12 +802,54 @@ void dkdv_pass(const Geometry& g, float* dk, float* dv, float* partial, Block&& 
   });
 }
 
+// The thin kernels' dK/dV pass: block(b, h, j0, nk, q_begin, q_end, dk_dst, dv_dst) computes one
+// key block's dK and dV rows.
+template <class Block>
+void dkdv_pass(const Geometry& g, float* dk, float* dv, float* partial, Block&& block) {
+  const int64_t nkb = (g.Nk + kBwdK - 1) / kBwdK;
+  const int64_t parts = backward_query_parts(g);
+  const int64_t part = g.B * g.Nk * g.C;  // one part's dK (then dV) partial
+  const double task_flops = 8.0 * std::min(kBwdK, g.Nk) * double(g.Nq) / parts * g.d;
+  parallel_for_balanced(g.B * g.H * nkb * parts, tasks_per_chunk(task_flops), [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t sp = t % parts, kb = (t / parts) % nkb, h = (t / (parts * nkb)) % g.H;
+      const int64_t b = t / (parts * nkb * g.H);
+      const int64_t j0 = kb * kBwdK, nk = std::min(kBwdK, g.Nk - j0);
+      const auto [qb, qe] = query_part_range(g, sp, parts);
+      float* dk_dst = parts == 1 ? dk : partial + 2 * sp * part;
+      float* dv_dst = parts == 1 ? dv : partial + (2 * sp + 1) * part;
+      block(b, h, j0, nk, qb, qe, g.row(dk_dst, g.Nk, b, j0, h), g.row(dv_dst, g.Nk, b, j0, h));
+    }
+  });
+  if (parts > 1) sum_partials(g, parts, partial, dk, dv);
+}
+
+// The fused pass over (batch, head, query part) tasks; kt, vt are the transposed k and v.
+void fused_backward_pass(const Geometry& g, const float* q, const float* k, const HeadsT& kt, const float* v,
+                         const HeadsT& vt, const float* lse, const float* D, const float* dout, float* dq, float* dk,
+                         float* dv, float* partial) {
+  const int64_t parts = backward_query_parts(g);
+  const bool split = parts > 1 && dk;
+  const int64_t part = g.B * g.Nk * g.C;
+  const double task_flops = 10.0 * double(g.Nq) / parts * g.Nk * g.d;
+  parallel_for_balanced(g.B * g.H * parts, tasks_per_chunk(task_flops), [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t sp = t % parts, h = (t / parts) % g.H, b = t / (parts * g.H);
+      const auto [qb, qe] = query_part_range(g, sp, parts);
+      float* dk_dst = !dk ? nullptr : split ? partial + 2 * sp * part : dk;
+      float* dv_dst = !dk ? nullptr : split ? partial + (2 * sp + 1) * part : dv;
+      fused_backward_task(g, q, k, kt, v, vt, lse, D, dout, b, h, qb, qe, dq, dk_dst, dv_dst);
+    }
+  });
+  if (split) sum_partials(g, parts, partial, dk, dv);
+}
+
 }  // namespace
 
 int64_t attention_tile_floats(const AttentionShape& s) {
   const int64_t d = s.channels / std::max<int64_t>(s.heads, 1);
-  return std::max({kFwdQ * kFwdK + kFwdQ * d + 2 * kFwdQ, 2 * kFwdQ * kFwdK + kFwdQ * d,
-                   2 * kBwdK * kBwdQ + 2 * kBwdK * d, int64_t(2 * 16 * 128) /* thin kernels' chunk */});
+  return std::max({kFwdQ * kFwdK + kFwdQ * d + 2 * kFwdQ, 2 * kBwdQ * kBwdK + 2 * kBwdK * d,
+                   int64_t(2 * 16 * 128) /* thin kernels' chunk */});
 }
 
 // The thin kernels transpose q, the tile kernels k.
@@ -837,7 +863,7 @@ void attention_forward(const AttentionShape& s, const float* q, const float* k, 
   const Geometry g(s);
   const bool thin = use_thin_kernels(g.d);
   const HeadsT kt = thin ? HeadsT{} : transpose_heads(g, k, g.Nk, scratch);
-  const HeadsT qt = thin ? transpose_heads(g, q, g.Nq, scratch, g.scale * 1.44269504088896341f) : HeadsT{};
+  const HeadsT qt = thin ? transpose_heads(g, q, g.Nq, scratch, g.scale * kLog2e) : HeadsT{};
   const int64_t nqb = (g.Nq + kFwdQ - 1) / kFwdQ;
   const double task_flops = 4.0 * std::min(kFwdQ, g.Nq) * double(g.Nk) * g.d;
   parallel_for_balanced(g.B * g.H * nqb, tasks_per_chunk(task_flops), [&](int64_t t0, int64_t t1) {
@@ -850,13 +876,13 @@ void attention_forward(const AttentionShape& s, const float* q, const float* k, 
   });
 }
 
-// Scratch layout: D (B·H·Nq) | dK/dV partials when the query range is split | transposed copies
-// of k, v (dQ pass) and q, dO (dK/dV pass) on the micro-kernel path.
+// Scratch layout: D (B·H·Nq) | dK/dV partials when the query range is split | transposed copies:
+// thin kernels q, dO (dQ pass) and k, v (dK/dV pass); the fused pass k, v on the micro-kernel path.
 int64_t attention_backward_scratch_floats(const AttentionShape& s) {
   const Geometry g(s);
-  const int64_t splits = query_splits(g);
-  return g.B * g.H * g.Nq + (splits > 1 ? 2 * splits * g.B * g.Nk * g.C : 0) + 2 * heads_t_floats(g, g.Nk) +
-         2 * heads_t_floats(g, g.Nq);
+  const int64_t parts = backward_query_parts(g);
+  const int64_t transposed = 2 * heads_t_floats(g, g.Nk) + (use_thin_kernels(g.d) ? 2 * heads_t_floats(g, g.Nq) : 0);
+  return g.B * g.H * g.Nq + (parts > 1 ? 2 * parts * g.B * g.Nk * g.C : 0) + transposed;
 }
 
 void attention_backward(const AttentionShape& s, const float* q, const float* k, const float* v, const float* out,
@@ -864,15 +890,19 @@ void attention_backward(const AttentionShape& s, const float* q, const float* k,
   if ((dk == nullptr) != (dv == nullptr))
     throw std::invalid_argument("attention_backward: dk and dv are computed together; pass both or neither");
   const Geometry g(s);
-  const int64_t splits = query_splits(g);
+  const int64_t parts = backward_query_parts(g);
   float* D = scratch;
   float* partial = D + g.B * g.H * g.Nq;
-  float* transposed = partial + (splits > 1 ? 2 * splits * g.B * g.Nk * g.C : 0);
+  float* transposed = partial + (parts > 1 ? 2 * parts * g.B * g.Nk * g.C : 0);
   const int64_t tk = heads_t_floats(g, g.Nk), tq = heads_t_floats(g, g.Nq);
   row_dots(g, out, dout, D);
-  const bool thin = use_thin_kernels(g.d);
-  const float log2_scale = g.scale * 1.44269504088896341f;
-  if (dq && thin) {  // transposed q (scaled) and dO
+  if (!use_thin_kernels(g.d)) {
+    const HeadsT kt = transpose_heads(g, k, g.Nk, transposed);
+    const HeadsT vt = transpose_heads(g, v, g.Nk, transposed + tk);
+    return fused_backward_pass(g, q, k, kt, v, vt, lse, D, dout, dq, dk, dv, partial);
+  }
+  const float log2_scale = g.scale * kLog2e;
+  if (dq) {  // transposed q (scaled) and dO
     const HeadsT qt = transpose_heads(g, q, g.Nq, transposed, log2_scale);
     const HeadsT dot = transpose_heads(g, dout, g.Nq, transposed + tq);
     const int64_t nqb = (g.Nq + kFwdQ - 1) / kFwdQ;
@@ -884,32 +914,13 @@ void attention_backward(const AttentionShape& s, const float* q, const float* k,
         thin_dq_block(g, qt, dot, k, v, lse, D, dq, b, h, i0, std::min(kFwdQ, g.Nq - i0));
       }
     });
-  } else if (dq) {
-    const HeadsT kt = transpose_heads(g, k, g.Nk, transposed);
-    const HeadsT vt = transpose_heads(g, v, g.Nk, transposed + tk);
-    const int64_t nqb = (g.Nq + kFwdQ - 1) / kFwdQ;
-    const double task_flops = 6.0 * std::min(kFwdQ, g.Nq) * double(g.Nk) * g.d;
-    parallel_for_balanced(g.B * g.H * nqb, tasks_per_chunk(task_flops), [&](int64_t t0, int64_t t1) {
-      for (int64_t t = t0; t < t1; ++t) {
-        const int64_t qb = t % nqb, h = (t / nqb) % g.H, b = t / (nqb * g.H);
-        const int64_t i0 = qb * kFwdQ;
-        dq_block(g, q, k, kt, v, vt, lse, D, dout, dq, b, h, i0, std::min(kFwdQ, g.Nq - i0));
-      }
-    });
   }
-  if (dk && thin) {  // transposed k (scaled) and v
+  if (dk) {  // transposed k (scaled) and v
     const HeadsT kt = transpose_heads(g, k, g.Nk, transposed + 2 * tq, log2_scale);
     const HeadsT vt = transpose_heads(g, v, g.Nk, transposed + 2 * tq + tk);
     dkdv_pass(g, dk, dv, partial, [&](int64_t b, int64_t h, int64_t j0, int64_t nk, int64_t qb, int64_t qe,
                                       float* dk_dst, float* dv_dst) {
       thin_dkdv_block(g, kt, vt, q, dout, lse, D, b, h, j0, nk, qb, qe, dk_dst, dv_dst);
-    });
-  } else if (dk) {
-    const HeadsT qt = transpose_heads(g, q, g.Nq, transposed + 2 * tk);
-    const HeadsT dot = transpose_heads(g, dout, g.Nq, transposed + 2 * tk + tq);
-    dkdv_pass(g, dk, dv, partial, [&](int64_t b, int64_t h, int64_t j0, int64_t nk, int64_t qb, int64_t qe,
-                                      float* dk_dst, float* dv_dst) {
-      dkdv_block(g, q, qt, k, v, lse, D, dout, dot, b, h, j0, nk, qb, qe, dk_dst, dv_dst);
     });
   }
 }

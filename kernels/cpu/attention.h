@@ -3,12 +3,13 @@
 // q is (B, Nq, C), k and v are (B, Nk, C); head h owns channels [h·d, (h+1)·d), d = C / heads,
 // and scores are scaled by 1/sqrt(d). The Nq×Nk score matrix is never formed: the forward walks
 // key blocks with an online softmax and keeps only a query-block × key-block tile per thread,
-// saving the per-row logsumexp; the backward recomputes score tiles from it
-// (flash-attention-2): one pass over (batch, head, query block) for dQ and one over
-// (batch, head, key block) for dK and dV, each thread owning its outputs — no atomics, and the
-// work split depends on the shapes only, so results are bitwise identical for any thread count.
-// Heads of ≤ 16 channels take register-resident kernels with 16 queries (keys in the dK/dV pass)
-// in the vector lanes instead of the tile products. Memory beyond inputs and outputs: the logsumexp (B·heads·Nq), the caller-provided scratch
+// saving the per-row logsumexp; the backward recomputes score tiles from it. Heads of more than
+// 16 channels: one pass over (batch, head, query part) that computes each score tile once and
+// from it dQ, dK and dV (five n²d products, as flash-attention-2, but with each task owning its
+// dQ rows and a dK/dV partial instead of atomics). Heads of ≤ 16 channels take
+// register-resident kernels with 16 queries (keys in the dK/dV pass) in the vector lanes, in a
+// dQ pass and a dK/dV pass. The work split depends on the shapes only, so results are bitwise
+// identical for any thread count. Memory beyond inputs and outputs: the logsumexp (B·heads·Nq), the caller-provided scratch
 // below (O(N·C)), and a thread-local tile of attention_tile_floats() floats per thread.
 #pragma once
 #include <cstdint>
