@@ -190,6 +190,7 @@ TEST_CASE("BMGAN: the reference's parameter counts, its code input, and E traine
     const auto& b = dynamic_cast<const BMGAN&>(*full);
     CHECK(b.generator->num_parameters() == 247592897);
     CHECK(b.encoder->num_parameters() == 6433756);
+    CHECK(count(full->discriminator_parameters()) == 11177889);  // tools/torch_model.py's OUR_COUNTS too
     CHECK(PatchDiscriminator::patch_size(96, 4) == 4);  // PatchDiscriminator(3, 32, 1, num_layers_d = 4)
   }
   Generator init(10);
@@ -315,4 +316,35 @@ TEST_CASE("baselines: config kinds get their reference training defaults and cle
   CHECK(contains(err({"model.kind=cyclegan", "train.lambda_cycle=-1"}), "train.lambda_cycle"));
   CHECK(contains(err({"model.kind=unet", "train.perceptual=lpips-squeeze", "train.perceptual_weights=x"}), "train.perceptual"));
   CHECK(train::make_config("tiny", {"model.kind=unet-cond", "train.lr_conditional_scale=10"}).train.lr_conditional_scale == 10);
+}
+
+TEST_CASE("every kind's parameter counts per preset equal tools/torch_model.py's (its OUR_COUNTS, --check-counts)") {
+  // The PyTorch builds that `cpets-bench train --kind` times beside ours are checked against this
+  // table by `tools/torch_model.py --check-counts` (not run here: ctest needs no PyTorch), so a
+  // change here must be made there too.
+  struct Row {
+    const char* kind;
+    const char* preset;
+    int64_t generator, discriminator;
+  };
+  const Row rows[] = {
+      {"causal-pets", "tiny", 82652, 11573},      {"causal-pets", "demo", 1387448, 169169},
+      {"causal-pets", "full", 10164328, 2642753}, {"unet", "tiny", 108881, 11573},
+      {"unet", "demo", 3150145, 697809},          {"unet", "full", 12562945, 11048769},
+      {"unet-cond", "tiny", 108881, 11573},       {"unet-cond", "demo", 3150145, 697809},
+      {"unet-cond", "full", 12562945, 11048769},  {"pix2pix", "tiny", 17709, 11829},
+      {"pix2pix", "demo", 1050001, 698833},       {"pix2pix", "full", 16770625, 11052865},
+      {"cyclegan", "tiny", 35418, 23146},         {"cyclegan", "demo", 2100002, 1395618},
+      {"cyclegan", "full", 33541250, 22097538},   {"bmgan", "tiny", 254333 + 14980, 11573},
+      {"bmgan", "demo", 5980657 + 322730, 705513},
+      // bmgan full (G + E 247592897 + 6433756, D 11177889): the BMGAN test above, which builds it already.
+  };
+  for (const Row& r : rows) {
+    CAPTURE(r.kind);
+    CAPTURE(r.preset);
+    Generator init(0);
+    const auto model = make_model(model_preset(r.preset, "AV45", r.kind), init);
+    CHECK(count(model->generator_parameters()) == r.generator);
+    CHECK(count(model->discriminator_parameters()) == r.discriminator);
+  }
 }

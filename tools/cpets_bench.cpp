@@ -1,6 +1,7 @@
 // cpets-bench: speed figures, printed next to PyTorch's measured in the same run.
 //   cpets-bench ops [--quick] [--filter TEXT] [--torch FILE|none]
-//   cpets-bench train [--preset demo|full|tiny] [--kind causal-pets|unet|unet-cond|pix2pix] [--batch N] [--steps N] [--torch FILE|none]
+//   cpets-bench train [--preset demo|full|tiny] [--kind causal-pets|unet|unet-cond|pix2pix|cyclegan|bmgan] [--batch N] [--steps N] [--torch FILE|none]
+//     (PyTorch builds the same network for every kind: tools/torch_model.py --bench --kind)
 #include <CLI/CLI.hpp>
 
 #include "cli_main.h"
@@ -78,7 +79,7 @@ int main(int argc, char** argv) {
   train->add_option("--preset", train_opt.preset, "model preset: demo, full or tiny")->capture_default_str();
   std::string kinds;
   for (const auto& k : models::model_kinds()) kinds += (kinds.empty() ? "" : ", ") + k;
-  train->add_option("--kind", train_opt.kind, "model.kind: " + kinds + " (PyTorch runs only beside causal-pets)")
+  train->add_option("--kind", train_opt.kind, "model.kind: " + kinds + " (PyTorch builds the same kind beside it)")
       ->capture_default_str();
   train->add_option("--batch", train_opt.batch, "batch size")->capture_default_str();
   train->add_option("--steps", train_opt.steps, "timed steps (median reported)")->capture_default_str();

@@ -1,9 +1,15 @@
 #!/usr/bin/python3
 """A PyTorch build of docs/model.md, with state_dict names and shapes identical to cpets'
-(models/networks.cpp), written independently of the C++ code from the spec. Uses Debian's
-python3-torch (1.13, CPU) and nothing else.
+(models/networks.cpp), written independently of the C++ code from the spec; and PyTorch builds
+of the baselines (model.kind unet, unet-cond, pix2pix, cyclegan, bmgan), written from
+models/baselines/*.cpp with our parameter counts per preset (their state_dict names are not
+guaranteed to be ours; see the baselines' section for where the computation differs). Runs on
+Debian's python3-torch (1.13, CPU) or the PyTorch 2.x venv of `tools/cpets.sh bench`.
 
-  --count full|demo|tiny   parameter counts per network (to double-check models/'s figures)
+  --count full|demo|tiny [--kind K]
+                           parameter counts per network (to double-check models/'s figures)
+  --check-counts           every kind's and preset's generator- and discriminator-phase counts
+                           against ours (OUR_COUNTS); exit status 1 if one differs
   --fixture OUT [--variant reference|vae-raw]
                            golden fixture for tests/test_golden.cpp (tiny preset): random but
                            fixed weights (every parameter non-trivial, also the zero-initialised
@@ -13,10 +19,12 @@ python3-torch (1.13, CPU) and nothing else.
                            and the BatchNorm running statistics after both steps.
   --flops full              GFLOP of one training step per sample, counted on the meta device
                            (PyTorch 2.x): the compute side of the README's scaling model.
-  --bench demo             median time of a full training step (G forward+backward+Adam, then D
+  --bench demo [--kind K]  median time of a full training step (G forward+backward+Adam, then D
                            step on a regenerated fake) at batch 2 (--batch) on random data, peak RSS and
                            one inference; prints JSON. --bench-full-infer adds one full-preset
-                           inference.
+                           inference. --kind (default causal-pets) picks the model: a baseline's
+                           step is train/trainer.cpp's with the kind's default loss weights and
+                           optimisers and train.perceptual=none, as `cpets-bench train --kind`.
 
 The fixture is written with a small safetensors writer of our own (the `safetensors` package is
 not a Debian package): 8-byte little-endian header length, JSON header, raw float32 data.
@@ -281,26 +289,28 @@ class PETGenerator(nn.Module):
 
 
 class PatchDiscriminator(nn.Module):
-    def __init__(self, c):
+    """MONAI Generative's PatchDiscriminator: `discriminator_layers` (2 in Causal PETS, whose
+    config lacks the key) BatchNorm layers, `in_channels` inputs (Pix2Pix's reads [T1, PET])."""
+
+    def __init__(self, c, in_channels=1):
         super().__init__()
-        d = c["discriminator_channels"]
+        d, self.layers = c["discriminator_channels"], c.get("discriminator_layers", 2)
         bn = dict(eps=c["bn_eps"], momentum=c["bn_momentum"])
-        self.initial_conv = nn.Conv3d(1, d, 4, stride=2, padding=1)
-        self.conv1 = nn.Conv3d(d, 2 * d, 4, stride=2, padding=1, bias=False)
-        self.norm1 = nn.BatchNorm3d(2 * d, **bn)
-        self.conv2 = nn.Conv3d(2 * d, 4 * d, 4, stride=1, padding=1, bias=False)
-        self.norm2 = nn.BatchNorm3d(4 * d, **bn)
-        self.final_conv = nn.Conv3d(4 * d, 1, 4, stride=1, padding=1)
-        for m in (self.initial_conv, self.conv1, self.conv2, self.final_conv):
-            nn.init.normal_(m.weight, 0.0, 0.02)
-        for m in (self.norm1, self.norm2):
-            nn.init.normal_(m.weight, 1.0, 0.02)
-            nn.init.zeros_(m.bias)
+        self.initial_conv = nn.Conv3d(in_channels, d, 4, stride=2, padding=1)
+        width = d
+        for i in range(1, self.layers + 1):  # stride 2, the last keeps the resolution
+            setattr(self, f"conv{i}", nn.Conv3d(width, 2 * width, 4, stride=2 if i < self.layers else 1, padding=1,
+                                                bias=False))
+            setattr(self, f"norm{i}", nn.BatchNorm3d(2 * width, **bn))
+            width *= 2
+        self.final_conv = nn.Conv3d(width, 1, 4, stride=1, padding=1)
+        for name, m in self.named_children():  # conv weights N(0, 0.02), BatchNorm γ ~ N(1, 0.02)
+            nn.init.normal_(m.weight, 1.0 if name.startswith("norm") else 0.0, 0.02)
 
     def forward(self, x):
         h = F.leaky_relu(self.initial_conv(x), 0.2)
-        h = F.leaky_relu(self.norm1(self.conv1(h)), 0.2)
-        h = F.leaky_relu(self.norm2(self.conv2(h)), 0.2)
+        for i in range(1, self.layers + 1):
+            h = F.leaky_relu(getattr(self, f"norm{i}")(getattr(self, f"conv{i}")(h)), 0.2)
         return self.final_conv(h)
 
 
@@ -365,6 +375,456 @@ def discriminator_objective(model, fake, real):
     return l_fake, l_real
 
 
+# ---- the baselines (models/baselines/*.cpp), one training step each -------------------------------
+#
+# Written from our C++ definitions, with the same parameter counts per preset (--check-counts).
+# Where this build and ours compute the same thing differently:
+#   - BMGAN's InstanceNorm (no affine) runs as F.group_norm with one group per channel, as ours
+#     does: F.instance_norm refuses a single voxel in training, which the tiny preset's last
+#     encoder stage has (the result is the same function).
+#   - Attention is the shared Attention above (explicit softmax(QKᵀ/√d)V, as MONAI Generative's
+#     CrossAttention without xformers), not F.scaled_dot_product_attention.
+#   - The parameters' initial values follow ours in kind (zeroed U-Net outputs, N(0, 0.02) GAN
+#     weights) but not draw for draw: a step's cost does not depend on them.
+#   - Work our step does besides the network and not repeated here: train/trainer.cpp also takes
+#     the generator gradients' norm (a serial pass over them, for train.jsonl) and reads the loss
+#     terms' values; inference runs there in training mode (Pix2Pix's BatchNorm on batch
+#     statistics), here in eval mode.
+
+def baseline_preset(name, kind, tracer="AV45"):
+    """The baselines' model config (models/config.cpp apply_baseline_preset) on the preset's volume."""
+    base = preset(name, tracer)
+    c = {k: base[k] for k in ("preset", "volume", "csf_inputs", "covariate_inputs", "norm_eps", "ln_eps", "bn_eps",
+                              "bn_momentum")}
+    c["kind"], c["discriminator_layers"] = kind, 3
+    if kind == "bmgan":  # its D: PatchGAN 32 channels × 4 layers at full width
+        c.update({"full": dict(bmgan_levels=4, bmgan_width_divisor=1, discriminator_channels=32, discriminator_layers=4),
+                  "demo": dict(bmgan_levels=3, bmgan_width_divisor=4, discriminator_channels=8, discriminator_layers=4),
+                  "tiny": dict(bmgan_levels=2, bmgan_width_divisor=16, discriminator_channels=4,
+                               discriminator_layers=2)}[name])
+        return c
+    pix2pix = kind in ("pix2pix", "cyclegan")  # the same U-Net generator
+    if name == "full":
+        c.update(baseline_channels=[64, 128, 256, 512] if pix2pix else [16, 32, 64, 128], baseline_groups=16,
+                 baseline_heads=4, discriminator_channels=64)
+    elif name == "demo":
+        c.update(baseline_channels=[16, 32, 64, 128] if pix2pix else [8, 16, 32, 64], baseline_groups=8,
+                 baseline_heads=2, discriminator_channels=16)
+    else:  # tiny: a 16³ volume leaves no patch grid after four stride-2 convolutions
+        c.update(baseline_channels=[4, 8, 8, 8], baseline_groups=2, baseline_heads=2, discriminator_channels=4,
+                 discriminator_layers=2)
+    return c
+
+
+# The baselines' training defaults (train/config.cpp train_defaults) with train.perceptual=none.
+TRAIN_DEFAULTS = {
+    "unet": dict(lr=5e-4, lr_d=1e-4, beta1=0.9, lambda_l1=1.0, lambda_adv=0.1),
+    "unet-cond": dict(lr=5e-4, lr_d=1e-4, beta1=0.9, lambda_l1=1.0, lambda_adv=0.1),
+    "pix2pix": dict(lr=2e-4, lr_d=2e-4, beta1=0.5, lambda_l1=100.0, lambda_adv=1.0),
+    "cyclegan": dict(lr=2e-4, lr_d=2e-4, beta1=0.5, lambda_adv=1.0, lambda_cycle=10.0, lambda_identity=0.5),
+    "bmgan": dict(lr=2e-4, lr_d=2e-4, beta1=0.9, lambda_l1=20.0, lambda_adv=1.0),
+}
+
+
+def lsgan(logits, target):
+    return ((logits - target) ** 2).mean()
+
+
+def l1_adversarial(fake, real, w, critic):
+    """λ_l1·L1 + λ_adv·LSGAN(critic(fake), 1) (models/baselines/common.cpp)."""
+    return w["lambda_l1"] * (fake - real).abs().mean() + w["lambda_adv"] * lsgan(critic(fake), 1.0)
+
+
+def lsgan_discriminator(critic, fake, real):
+    return lsgan(critic(fake), 0.0) + lsgan(critic(real), 1.0)  # fake first, as ours
+
+
+class AttentionUNet(nn.Module):
+    """MONAI Generative's DiffusionModelUNet without time embedding (models/baselines/unet.cpp):
+    two ResnetBlocks a level, ResnetBlock(down/up) resampling, SpatialTransformers at the deepest
+    level and in the middle, skip concatenation, GN → SiLU → zeroed Conv3³ out."""
+
+    def __init__(self, c, context_channels):
+        super().__init__()
+        ch, G, eps = c["baseline_channels"], c["baseline_groups"], c["norm_eps"]
+        levels = len(ch)
+        transformer = lambda w: SpatialTransformer(w, c["baseline_heads"], context_channels, G, eps, c["ln_eps"])
+        self.conv_in = conv3(1, ch[0])
+        self.down_blocks = nn.ModuleList()
+        width = ch[0]
+        for l in range(levels):
+            block = nn.Module()
+            block.resnets = nn.ModuleList([ResnetBlock(width if j == 0 else ch[l], ch[l], G, eps) for j in range(2)])
+            if l == levels - 1:
+                block.attentions = nn.ModuleList([transformer(ch[l]) for _ in range(2)])
+            else:
+                block.downsampler = ResnetBlock(ch[l], ch[l], G, eps, "down")
+            self.down_blocks.append(block)
+            width = ch[l]
+        self.middle_block = nn.Module()
+        self.middle_block.resnet_1 = ResnetBlock(width, width, G, eps)
+        self.middle_block.attention = transformer(width)
+        self.middle_block.resnet_2 = ResnetBlock(width, width, G, eps)
+        # Up, deepest first: three blocks on [h, skip]; the third's skip is the level above's.
+        self.up_blocks = nn.ModuleList()
+        previous = ch[-1]
+        for i in range(levels):
+            l = levels - 1 - i
+            out, above = ch[l], ch[max(l - 1, 0)]
+            block = nn.Module()
+            block.resnets = nn.ModuleList([ResnetBlock((previous if j == 0 else out) + (above if j == 2 else out), out, G,
+                                                       eps) for j in range(3)])
+            if i == 0:
+                block.attentions = nn.ModuleList([transformer(out) for _ in range(3)])
+            if l > 0:
+                block.upsampler = ResnetBlock(out, out, G, eps, "up")
+            self.up_blocks.append(block)
+            previous = out
+        self.out_norm = nn.GroupNorm(G, ch[0], eps=eps)
+        self.out_conv = conv3(ch[0], 1)
+        nn.init.zeros_(self.out_conv.weight)
+        nn.init.zeros_(self.out_conv.bias)
+
+    def forward(self, x, context):
+        h = self.conv_in(x)
+        skips = [h]
+        for block in self.down_blocks:
+            for j, resnet in enumerate(block.resnets):
+                h = resnet(h)
+                if hasattr(block, "attentions"):
+                    h = block.attentions[j](h, context)
+                skips.append(h)
+            if hasattr(block, "downsampler"):
+                h = block.downsampler(h)
+                skips.append(h)
+        m = self.middle_block
+        h = m.resnet_2(m.attention(m.resnet_1(h), context))
+        for block in self.up_blocks:
+            for j, resnet in enumerate(block.resnets):
+                h = resnet(torch.cat([h, skips.pop()], 1))
+                if hasattr(block, "attentions"):
+                    h = block.attentions[j](h, context)
+            if hasattr(block, "upsampler"):
+                h = block.upsampler(h)
+        return self.out_conv(F.silu(self.out_norm(h)))
+
+
+class Baseline(nn.Module):
+    """What the step needs of a baseline kind: its two parameter sets and two phase losses."""
+
+    def discriminators(self):
+        return []
+
+    def generator_parameters(self):
+        ds = {id(p) for d in self.discriminators() for p in d.parameters()}
+        return [p for p in self.parameters() if id(p) not in ds]
+
+    def discriminator_parameters(self):
+        return [p for d in self.discriminators() for p in d.parameters()]
+
+
+class AttentionUNetModel(Baseline):
+    """kind "unet-cond": the context is the tabular vector [B_CSF, M] as one token; "unet": zeros."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.conditional = c["kind"] == "unet-cond"
+        self.unet = AttentionUNet(c, c["csf_inputs"] + c["covariate_inputs"])
+        self.discriminator = PatchDiscriminator(c)
+
+    def discriminators(self):
+        return [self.discriminator]
+
+    def synthesise(self, b, gen=None):
+        token = torch.cat([b["csf"], b["covariates"]], 1).unsqueeze(1)
+        return self.unet(b["t1"], token if self.conditional else token * 0)
+
+    def generator_loss(self, b, w, gen):
+        return l1_adversarial(self.synthesise(b), b["pet"], w, self.discriminator)
+
+    def discriminator_loss(self, b, w, gen):
+        with torch.no_grad():
+            fake = self.synthesise(b)
+        return lsgan_discriminator(self.discriminator, fake, b["pet"])
+
+
+class Pix2PixGenerator(nn.Module):
+    """Four Conv4 stride-2 downs (LeakyReLU 0.2 before all but the first, BatchNorm between the
+    outermost and innermost), ReLU → nearest ×2 → Conv3³ ups on [h, skip], ½(tanh + 1) out."""
+
+    def __init__(self, c):
+        super().__init__()
+        ch, levels = c["baseline_channels"], len(c["baseline_channels"])
+        bn = dict(eps=c["bn_eps"], momentum=c["bn_momentum"])
+        self.down, self.up = [], []  # (conv name, norm name or None), in forward order
+        cin = 1
+        for l in range(levels):
+            normed = 0 < l < levels - 1
+            setattr(self, f"down{l}", nn.Conv3d(cin, ch[l], 4, stride=2, padding=1, bias=not normed))
+            if normed:
+                setattr(self, f"down_norm{l}", nn.BatchNorm3d(ch[l], **bn))
+            self.down.append((f"down{l}", f"down_norm{l}" if normed else None))
+            cin = ch[l]
+        for l in reversed(range(levels)):
+            src, dst = ch[l] if l == levels - 1 else 2 * ch[l], 1 if l == 0 else ch[l - 1]
+            setattr(self, f"up{l}", nn.Conv3d(src, dst, 3, padding=1, bias=l == 0))
+            if l > 0:
+                setattr(self, f"up_norm{l}", nn.BatchNorm3d(dst, **bn))
+            self.up.append((f"up{l}", f"up_norm{l}" if l > 0 else None))
+        for m in self.modules():  # pix2pix's "normal" init
+            if isinstance(m, (nn.Conv3d, nn.BatchNorm3d)):
+                nn.init.normal_(m.weight, 1.0 if isinstance(m, nn.BatchNorm3d) else 0.0, 0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
+    def forward(self, x):
+        skips, h = [], x
+        for l, (conv, norm) in enumerate(self.down):
+            if l > 0:
+                h = F.leaky_relu(h, 0.2)
+            h = getattr(self, conv)(h)
+            if norm:
+                h = getattr(self, norm)(h)
+            skips.append(h)
+        skips.pop()  # the innermost output is h itself
+        for conv, norm in self.up:
+            h = getattr(self, conv)(F.interpolate(F.relu(h), scale_factor=2, mode="nearest"))
+            if norm:
+                h = torch.cat([getattr(self, norm)(h), skips.pop()], 1)
+        return 0.5 * (torch.tanh(h) + 1)
+
+
+class Pix2Pix(Baseline):
+    """G(T1) → PET; a conditional PatchGAN on [T1, PET]."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.generator = Pix2PixGenerator(c)
+        self.discriminator = PatchDiscriminator(c, in_channels=2)
+
+    def discriminators(self):
+        return [self.discriminator]
+
+    def synthesise(self, b, gen=None):
+        return self.generator(b["t1"])
+
+    def generator_loss(self, b, w, gen):
+        return l1_adversarial(self.generator(b["t1"]), b["pet"], w,
+                              lambda x: self.discriminator(torch.cat([b["t1"], x], 1)))
+
+    def discriminator_loss(self, b, w, gen):
+        with torch.no_grad():
+            fake = self.generator(b["t1"])
+        return lsgan_discriminator(lambda x: self.discriminator(torch.cat([b["t1"], x], 1)), fake, b["pet"])
+
+
+class CycleGAN(Baseline):
+    """G: T1 → PET and F: PET → T1 (Pix2Pix's generator), PatchGANs on PET and on T1; cycle,
+    identity (λ_cycle·λ_identity) and LSGAN terms (models/baselines/cyclegan.cpp)."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.t1_to_pet, self.pet_to_t1 = Pix2PixGenerator(c), Pix2PixGenerator(c)
+        self.pet_discriminator, self.t1_discriminator = PatchDiscriminator(c), PatchDiscriminator(c)
+
+    def discriminators(self):
+        return [self.pet_discriminator, self.t1_discriminator]
+
+    def synthesise(self, b, gen=None):
+        return self.t1_to_pet(b["t1"])
+
+    def generator_loss(self, b, w, gen):
+        t1, pet = b["t1"], b["pet"]
+        l1 = lambda a, r: (a - r).abs().mean()
+        fake_pet, fake_t1 = self.t1_to_pet(t1), self.pet_to_t1(pet)
+        cycle = l1(self.pet_to_t1(fake_pet), t1) + l1(self.t1_to_pet(fake_t1), pet)
+        identity = l1(self.t1_to_pet(pet), pet) + l1(self.pet_to_t1(t1), t1)
+        adv = lsgan(self.pet_discriminator(fake_pet), 1.0) + lsgan(self.t1_discriminator(fake_t1), 1.0)
+        with torch.no_grad():  # ours logs L1(G(T1), PET) too (not in the loss)
+            l1(fake_pet, pet).item()
+        return (w["lambda_cycle"] * cycle + w["lambda_cycle"] * w["lambda_identity"] * identity +
+                w["lambda_adv"] * adv)
+
+    def discriminator_loss(self, b, w, gen):
+        with torch.no_grad():
+            fake_pet, fake_t1 = self.t1_to_pet(b["t1"]), self.pet_to_t1(b["pet"])
+        return (lsgan_discriminator(self.pet_discriminator, fake_pet, b["pet"]) +
+                lsgan_discriminator(self.t1_discriminator, fake_t1, b["t1"]))
+
+
+def instance_norm(x):
+    return F.group_norm(x, x.shape[1], eps=1e-5)  # InstanceNorm3d(affine=False); see the section's note
+
+
+class ConvNormAct(nn.Module):
+    """Conv3³ (stride, padding 1) → InstanceNorm → ReLU | LeakyReLU(0.2) | PReLU (one slope)."""
+
+    def __init__(self, cin, cout, stride, act):
+        super().__init__()
+        self.conv = nn.Conv3d(cin, cout, 3, stride=stride, padding=1)
+        self.act = act
+        if act == "prelu":
+            self.prelu = nn.Parameter(torch.full((1,), 0.25))
+
+    def forward(self, x):
+        h = instance_norm(self.conv(x))
+        if self.act == "prelu":
+            return F.prelu(h, self.prelu)
+        return F.relu(h) if self.act == "relu" else F.leaky_relu(h, 0.2)
+
+
+class ResidualUnit(nn.Module):
+    """MONAI's ResidualUnit: `subunits` ConvNormAct plus a shortcut (strided Conv3³ when the grid
+    changes, Conv1³ when only the width does, else identity)."""
+
+    def __init__(self, cin, cout, stride, subunits, act):
+        super().__init__()
+        self.units = nn.ModuleList([ConvNormAct(cin if u == 0 else cout, cout, stride if u == 0 else 1, act)
+                                    for u in range(subunits)])
+        self.residual = None
+        if stride != 1:
+            self.residual = nn.Conv3d(cin, cout, 3, stride=stride, padding=1)
+        elif cin != cout:
+            self.residual = nn.Conv3d(cin, cout, 1)
+
+    def forward(self, x):
+        h = x
+        for u in self.units:
+            h = u(h)
+        return h + (self.residual(x) if self.residual is not None else x)
+
+
+class DenseBlock(nn.Module):
+    def __init__(self, cin, cout):
+        super().__init__()
+        self.dense1 = ResidualUnit(cin, cout, 1, 1, "leaky_relu")
+        self.conv1 = ConvNormAct(cin + cout, cout, 1, "leaky_relu")
+        self.dense2 = ResidualUnit(cout, cout, 1, 1, "leaky_relu")
+        self.conv2 = ConvNormAct(2 * cout, cout, 1, "leaky_relu")
+
+    def forward(self, x):
+        h = self.conv1(torch.cat([x, self.dense1(x)], 1))
+        return self.conv2(torch.cat([h, self.dense2(h)], 1))
+
+
+BMGAN_STEM, BMGAN_ENCODER_INPUT = 64, 32
+BMGAN_DOWN, BMGAN_UP = [128, 256, 256, 512], [512, 256, 256, 256, 128]
+BMGAN_ENCODER = [64, 128, 128, 128, 128, 128]
+BMGAN_CODE = 8
+
+
+class DenseUNetGenerator(nn.Module):
+    """(T1, code) → PET in [−1, 1]: the code as 8 constant channels, a stem (the last stride 2),
+    dense down stages with stride-2 convs, a dense middle, dense up stages on [h, skip] with
+    ConvTranspose(4, 2, 1) → InstanceNorm → LeakyReLU, two ConvNormAct and Conv3³ → Tanh."""
+
+    def __init__(self, c):
+        super().__init__()
+        div, levels = c["bmgan_width_divisor"], c["bmgan_levels"]
+        stem = BMGAN_STEM // div
+        self.stem = nn.ModuleList([ConvNormAct(1 + BMGAN_CODE, stem, 1, "leaky_relu"),
+                                   ConvNormAct(stem, stem, 1, "leaky_relu"), ConvNormAct(stem, stem, 2, "leaky_relu")])
+        skips, current = [stem], stem
+        self.down_blocks, self.down_convs = nn.ModuleList(), nn.ModuleList()
+        for l in range(levels):
+            w = BMGAN_DOWN[l] // div
+            self.down_blocks.append(DenseBlock(current, w))
+            self.down_convs.append(ConvNormAct(w, w, 2, "leaky_relu"))
+            skips.append(w)
+            current = w
+        self.middle = DenseBlock(current, current)
+        self.up_blocks, self.up_convs = nn.ModuleList(), nn.ModuleList()
+        for i in range(levels + 1):
+            w = BMGAN_UP[4 - levels + i] // div
+            self.up_blocks.append(DenseBlock(current + skips[-1 - i], w))
+            self.up_convs.append(nn.ConvTranspose3d(w, w, 4, stride=2, padding=1))
+            current = w
+        self.out = nn.ModuleList([ConvNormAct(current, stem, 1, "leaky_relu"), ConvNormAct(stem, stem, 1, "leaky_relu")])
+        self.to_pet = conv3(stem, 1)
+
+    def forward(self, t1, code):
+        B, _, D, H, W = t1.shape
+        h = torch.cat([t1, code.reshape(B, BMGAN_CODE, 1, 1, 1).expand(B, BMGAN_CODE, D, H, W)], 1)
+        for s in self.stem:
+            h = s(h)
+        skips = [h]
+        for block, conv in zip(self.down_blocks, self.down_convs):
+            h = conv(block(h))
+            skips.append(h)
+        h = self.middle(h)
+        for block, up in zip(self.up_blocks, self.up_convs):
+            h = F.leaky_relu(instance_norm(up(block(torch.cat([h, skips.pop()], 1)))), 0.2)
+        for o in self.out:
+            h = o(h)
+        return torch.tanh(self.to_pet(h))
+
+
+class ResNetEncoder(nn.Module):
+    """PET → (μ, log σ²): ConvNormAct(ReLU), bmgan_levels + 2 stride-2 ResidualUnits (PReLU), two Linear heads."""
+
+    def __init__(self, c):
+        super().__init__()
+        div = c["bmgan_width_divisor"]
+        current = BMGAN_ENCODER_INPUT // div
+        self.input = ConvNormAct(1, current, 1, "relu")
+        self.stages = nn.ModuleList()
+        grid = list(c["volume"])
+        for i in range(c["bmgan_levels"] + 2):
+            self.stages.append(ResidualUnit(current, BMGAN_ENCODER[i] // div, 2, 2, "prelu"))
+            current = BMGAN_ENCODER[i] // div
+            grid = [(n - 1) // 2 + 1 for n in grid]
+        features = current * grid[0] * grid[1] * grid[2]
+        self.mu, self.log_variance = nn.Linear(features, BMGAN_CODE), nn.Linear(features, BMGAN_CODE)
+
+    def forward(self, pet):
+        h = self.input(pet)
+        for s in self.stages:
+            h = s(h)
+        h = h.flatten(1)
+        return self.mu(h), self.log_variance(h)
+
+
+def kl_gaussian(mu, logvar):
+    return -0.5 * torch.sum(1 + logvar - mu ** 2 - logvar.exp()) / mu.shape[0]
+
+
+class BMGAN(Baseline):
+    """G(T1, z ~ N(0, I)); E learns KL(E(PET)) + KL(E(G(T1, z) detached)) unweighted and is stepped
+    with G; the PatchGAN on the PET alone (models/baselines/bmgan.cpp, with its departures from the
+    reference: D is stepped, E's update rides in the generator phase, the D phase draws a new z)."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.generator = DenseUNetGenerator(c)
+        self.encoder = ResNetEncoder(c)
+        self.discriminator = PatchDiscriminator(c)
+
+    def discriminators(self):
+        return [self.discriminator]
+
+    def code(self, b, gen):
+        n = b["t1"].shape[0]
+        return torch.zeros(n, BMGAN_CODE) if gen is None else torch.randn(n, BMGAN_CODE, generator=gen)
+
+    def synthesise(self, b, gen=None):
+        return self.generator(b["t1"], self.code(b, gen))
+
+    def generator_loss(self, b, w, gen):
+        fake = self.synthesise(b, gen)
+        total = l1_adversarial(fake, b["pet"], w, self.discriminator)
+        return total + kl_gaussian(*self.encoder(b["pet"])) + kl_gaussian(*self.encoder(fake.detach()))
+
+    def discriminator_loss(self, b, w, gen):
+        with torch.no_grad():
+            fake = self.synthesise(b, gen)
+        return lsgan_discriminator(self.discriminator, fake, b["pet"])
+
+
+BASELINES = {"unet": AttentionUNetModel, "unet-cond": AttentionUNetModel, "pix2pix": Pix2Pix, "cyclegan": CycleGAN,
+             "bmgan": BMGAN}
+KINDS = ["causal-pets"] + list(BASELINES)
+
+
 # ---- safetensors writer ---------------------------------------------------------------------------
 
 def save_safetensors(path, tensors, metadata):
@@ -390,10 +850,68 @@ def save_safetensors(path, tensors, metadata):
 def count(c):
     m = CausalPETS(c)
     n = lambda mod: sum(p.numel() for p in mod.parameters()) if mod is not None else 0
-    counts = {"encoder": n(m.encoder), "encoder_demographics": n(m.encoder.demographics),
+    counts = {"kind": "causal-pets", "encoder": n(m.encoder), "encoder_demographics": n(m.encoder.demographics),
               "encoder_transformer": n(m.encoder.transformer), "fusion": n(m.fusion), "t1_decoder": n(m.t1_decoder),
               "pet_generator": n(m.pet_generator), "discriminator": n(m.discriminator), "total": n(m)}
     print(json.dumps(counts, indent=1))
+
+
+def on_meta(build):
+    """build() on the meta device where PyTorch has it (2.x): counting the full BMGAN's 265 M
+    parameters then allocates and initialises nothing."""
+    try:
+        device = torch.device("meta")
+        device.__enter__
+    except AttributeError:  # PyTorch 1.x: a device is no context manager
+        return build()
+    with device:
+        return build()
+
+
+def baseline_counts(name, kind, tracer="AV45"):
+    """Generator-phase parameters (what G's Adam steps: BMGAN's E included), discriminator-phase
+    parameters, the total, and per network."""
+    m = on_meta(lambda: BASELINES[kind](baseline_preset(name, kind, tracer)))
+    n = lambda params: sum(p.numel() for p in params)
+    return {"kind": kind, "preset": name, "generator": n(m.generator_parameters()),
+            "discriminator": n(m.discriminator_parameters()), "total": n(m.parameters()),
+            "networks": {k: n(child.parameters()) for k, child in m.named_children()}}
+
+
+# Ours: (generator phase, discriminator phase) per kind and preset, AV45, as
+# `cpets-train --print-model --set model.kind=K --set model.preset=P` prints them (Causal PETS:
+# E + f + G_T1 + G_P, and D); tests/test_baselines.cpp pins the same table on the C++ side.
+OUR_COUNTS = {
+    "causal-pets": {"tiny": (82652, 11573), "demo": (1387448, 169169), "full": (10164328, 2642753)},
+    "unet": {"tiny": (108881, 11573), "demo": (3150145, 697809), "full": (12562945, 11048769)},
+    "unet-cond": {"tiny": (108881, 11573), "demo": (3150145, 697809), "full": (12562945, 11048769)},
+    "pix2pix": {"tiny": (17709, 11829), "demo": (1050001, 698833), "full": (16770625, 11052865)},
+    "cyclegan": {"tiny": (35418, 23146), "demo": (2100002, 1395618), "full": (33541250, 22097538)},
+    "bmgan": {"tiny": (254333 + 14980, 11573), "demo": (5980657 + 322730, 705513),
+              "full": (247592897 + 6433756, 11177889)},
+}
+
+
+def phase_counts(name, kind):
+    if kind != "causal-pets":
+        got = baseline_counts(name, kind)
+        return got["generator"], got["discriminator"]
+    m = on_meta(lambda: CausalPETS(preset(name)))
+    return (sum(p.numel() for mod in m.generator_modules() for p in mod.parameters()),
+            sum(p.numel() for p in m.discriminator.parameters()))
+
+
+def check_counts():
+    """Every kind and preset: this build's counts against OUR_COUNTS; exit status 1 on a mismatch."""
+    bad = 0
+    for kind, presets in OUR_COUNTS.items():
+        for name, ours in presets.items():
+            got = phase_counts(name, kind)
+            bad += got != ours
+            verdict = "equal" if got == ours else f"DIFFER: cpets has G {ours[0]:,}, D {ours[1]:,}"
+            print(f"{kind:12s} {name:5s} G {got[0]:>12,}  D {got[1]:>12,}  {verdict}")
+    print("all counts equal ours" if bad == 0 else f"{bad} of the counts differ from ours")
+    return 1 if bad else 0
 
 
 def randomise(model, gen):
@@ -483,17 +1001,12 @@ def random_batch(c, batch, gen):
             "csf": torch.rand(batch, c["csf_inputs"], generator=gen), "covariates": torch.rand(batch, 4, generator=gen)}
 
 
-def bench(name, steps, warmup, full_infer, batch_size=2):
-    c = preset(name)
-    torch.manual_seed(0)
-    gen = torch.Generator().manual_seed(0)
-    model = CausalPETS(c)
-    model.train()
-    g_params = [p for m in model.generator_modules() for p in m.parameters()]
-    opt_g = torch.optim.Adam(g_params, lr=1e-4, betas=(0.9, 0.999), eps=1e-8)
+def causal_pets_step(model, c, batch, gen):
+    """G step (D frozen), then the D step on a fake regenerated by the updated generator."""
+    opt_g = torch.optim.Adam([p for m in model.generator_modules() for p in m.parameters()], lr=1e-4,
+                             betas=(0.9, 0.999), eps=1e-8)
     opt_d = torch.optim.Adam(model.discriminator.parameters(), lr=5e-4, betas=(0.9, 0.999), eps=1e-8)
-    batch = random_batch(c, batch_size, gen)
-    shape = (batch_size, c["latent_channels"], *[v // 8 for v in c["volume"]])
+    shape = (batch["t1"].shape[0], c["latent_channels"], *[v // 8 for v in c["volume"]])
 
     def step():
         for p in model.discriminator.parameters():
@@ -513,6 +1026,46 @@ def bench(name, steps, warmup, full_infer, batch_size=2):
         l_fake, l_real = discriminator_objective(model, fake, batch["pet"])
         (l_fake + l_real).backward()
         opt_d.step()
+    return step
+
+
+def baseline_step(model, kind, batch, gen):
+    """train/trainer.cpp training_step for a baseline: G phase (discriminators frozen, still in
+    training mode), Adam; then the D phase on fakes regenerated without gradients, Adam."""
+    w = TRAIN_DEFAULTS[kind]
+    adam = lambda params, lr: torch.optim.Adam(params, lr=lr, betas=(w["beta1"], 0.999), eps=1e-8)
+    d_params = model.discriminator_parameters()
+    opt_g, opt_d = adam(model.generator_parameters(), w["lr"]), adam(d_params, w["lr_d"])
+
+    def step():
+        for p in d_params:
+            p.requires_grad_(False)
+        opt_g.zero_grad(set_to_none=True)
+        model.generator_loss(batch, w, gen).backward()
+        opt_g.step()
+        for p in d_params:
+            p.requires_grad_(True)
+        opt_d.zero_grad(set_to_none=True)
+        model.discriminator_loss(batch, w, gen).backward()
+        opt_d.step()
+    return step
+
+
+def build(name, kind):
+    if kind == "causal-pets":
+        c = preset(name)
+        return c, CausalPETS(c)
+    c = baseline_preset(name, kind)
+    return c, BASELINES[kind](c)
+
+
+def bench(name, steps, warmup, full_infer, batch_size=2, kind="causal-pets"):
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(0)
+    c, model = build(name, kind)
+    model.train()
+    batch = random_batch(c, batch_size, gen)
+    step = causal_pets_step(model, c, batch, gen) if kind == "causal-pets" else baseline_step(model, kind, batch, gen)
 
     times = []
     for i in range(warmup + steps):
@@ -525,13 +1078,13 @@ def bench(name, steps, warmup, full_infer, batch_size=2):
         capability = torch.backends.cpu.get_cpu_capability()
     except AttributeError:
         capability = "unknown"
-    result = {"preset": name, "batch": batch_size, "threads": torch.get_num_threads(), "steps": steps,
+    result = {"preset": name, "kind": kind, "batch": batch_size, "threads": torch.get_num_threads(), "steps": steps,
               "torch": torch.__version__, "cpu_capability": capability,
               "train_step_seconds": times[len(times) // 2],
               "infer_seconds": infer_seconds(model, c, gen)}
     if full_infer:
-        cf = preset("full")
-        result["infer_full_seconds"] = infer_seconds(CausalPETS(cf), cf, gen)
+        cf, full = build("full", kind)
+        result["infer_full_seconds"] = infer_seconds(full, cf, gen)
     result["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(json.dumps(result))
 
@@ -562,15 +1115,19 @@ def flops(name):
 
 
 def infer_seconds(model, c, gen, repeats=3):
-    """Inference of one subject: μ_S from E, B from f, PET = G_P(μ_S, B); median of a few runs."""
+    """Inference of one subject (Causal PETS: μ_S from E, B from f, PET = G_P(μ_S, B); a baseline:
+    its generator on the T1, as cpets-infer); median of a few runs."""
     model.eval()
     b = random_batch(c, 1, gen)
     times = []
     with torch.no_grad():
         for _ in range(repeats):
             t0 = time.perf_counter()
-            mu, _ = model.encode(b["t1"], b["covariates"])
-            model.pet_generator(mu, model.fusion(torch.cat([b["csf"], b["covariates"]], 1)))
+            if isinstance(model, Baseline):
+                model.synthesise(b)  # no noise: BMGAN's code z = 0
+            else:
+                mu, _ = model.encode(b["t1"], b["covariates"])
+                model.pet_generator(mu, model.fusion(torch.cat([b["csf"], b["covariates"]], 1)))
             times.append(time.perf_counter() - t0)
     model.train()
     return sorted(times)[len(times) // 2]
@@ -578,7 +1135,9 @@ def infer_seconds(model, c, gen, repeats=3):
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--kind", default="causal-pets", choices=KINDS, help="model.kind of --count and --bench")
     ap.add_argument("--count", choices=["full", "demo", "tiny"])
+    ap.add_argument("--check-counts", action="store_true", help="every kind's and preset's counts against ours")
     ap.add_argument("--tracer", default="AV45", choices=["AV45", "AV1451"])
     ap.add_argument("--fixture", metavar="OUT.safetensors")
     ap.add_argument("--variant", default="reference", choices=sorted(VARIANTS), help="which golden fixture")
@@ -590,15 +1149,22 @@ if __name__ == "__main__":
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: PyTorch's default)")
     args = ap.parse_args()
+    if args.kind != "causal-pets" and (args.fixture or args.flops):
+        ap.error("--fixture and --flops build Causal PETS only; leave --kind out")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     if args.count:
-        count(preset(args.count, args.tracer))
+        if args.kind == "causal-pets":
+            count(preset(args.count, args.tracer))
+        else:
+            print(json.dumps(baseline_counts(args.count, args.kind, args.tracer), indent=1))
     if args.fixture:
         fixture(args.fixture, args.variant)
     if args.bench:
-        bench(args.bench, args.steps, args.warmup, args.bench_full_infer, args.batch)
+        bench(args.bench, args.steps, args.warmup, args.bench_full_infer, args.batch, args.kind)
     if args.flops:
         flops(args.flops)
+    if args.check_counts:
+        raise SystemExit(check_counts())
     if not (args.count or args.fixture or args.bench or args.flops):
         ap.print_help()

@@ -84,11 +84,6 @@ train::Batch random_batch(const models::ModelConfig& c, int batch, Generator& ge
 
 nlohmann::json torch_figures(const TrainBenchOptions& opt) {
   if (opt.torch == "none") return {};
-  if (opt.kind != "causal-pets") {
-    std::cerr << "note: tools/torch_model.py builds Causal PETS only; no PyTorch figures for model.kind " << opt.kind
-              << "\n";
-    return {};
-  }
   std::string text;
   if (!opt.torch.empty()) {
     std::ifstream f(opt.torch);
@@ -99,7 +94,7 @@ nlohmann::json torch_figures(const TrainBenchOptions& opt) {
     // freed memory instead of returning every large tensor to the system.
     const std::string cmd = "MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=68719476736 MALLOC_TOP_PAD_=1073741824 " +
                             torch_python_command() + " " CPETS_SOURCE_DIR "/tools/torch_model.py --bench " + opt.preset +
-                            " --batch " + std::to_string(opt.batch) + " --threads " +
+                            " --kind " + opt.kind + " --batch " + std::to_string(opt.batch) + " --threads " +
                             std::to_string(omp_get_max_threads()) + " 2>/dev/null";
     std::fprintf(stderr, "running PyTorch for the same model: %s\n", cmd.c_str());
     const auto out = run_capture(cmd);
@@ -110,7 +105,14 @@ nlohmann::json torch_figures(const TrainBenchOptions& opt) {
     }
     text = *out;
   }
-  return nlohmann::json::parse(text);
+  nlohmann::json figures = nlohmann::json::parse(text);
+  // A file from another kind's run would put a different network beside ours (files written
+  // before torch_model.py built the baselines carry no kind: Causal PETS).
+  const std::string theirs = figures.value("kind", std::string("causal-pets"));
+  if (theirs != opt.kind)
+    throw std::runtime_error("--torch " + opt.torch + ": PyTorch figures of model.kind " + theirs + ", not " + opt.kind +
+                             "; write them with tools/torch_model.py --bench PRESET --kind " + opt.kind);
+  return figures;
 }
 
 void print_breakdown(double step_seconds, int top) {

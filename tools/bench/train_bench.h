@@ -1,6 +1,6 @@
-// `cpets-bench train`: the time of one training step of a preset (model.md §5's step order on a
-// random batch), a per-op breakdown, peak memory, and PyTorch's time for the same model
-// (tools/torch_model.py --bench) measured in the same run.
+// `cpets-bench train`: the time of one training step of a preset and model.kind (model.md §5's
+// step order on a random batch), a per-op breakdown, peak memory, and PyTorch's time for the same
+// model, Causal PETS or a baseline (tools/torch_model.py --bench --kind), measured in the same run.
 #pragma once
 #include <string>
 
