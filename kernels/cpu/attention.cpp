@@ -17,7 +17,8 @@ namespace cpets::kernels::cpu::CPETS_ISA_NS {
 namespace {
 
 // Tile sizes, tuned at d = 32, N = 2304 on one core (with Eigen tile products, 64-row blocks
-// cost ~15% more, mostly operand packing that larger blocks amortise). Forward: a 128-query
+// cost ~15% more, mostly operand packing that larger blocks amortise; with the micro-kernels at
+// AVX2, 64 × 128 and 64 × 512 forward tiles measured the same or slower). Forward: a 128-query
 // block against 256-key tiles; backward: a 128-key block against 128-query tiles. The two
 // 64 KB tiles of the backward and their operands stay in L2.
 constexpr int64_t kFwdQ = 128, kFwdK = 256;
@@ -36,32 +37,19 @@ int64_t tasks_per_chunk(double flops_per_task) {
 
 constexpr float kLog2e = 1.44269504088896341f;
 
-// 2^x for finite x: n = round(x), 2^(x−n) by a degree-5 polynomial fitted for relative error on
-// |x−n| ≤ 1/2 (7.5e-8 in exact arithmetic, ~2.3e-7 evaluated in float, like a degree-6 Taylor
-// series), then scaled by 2^n — scalef gives 0 (or ∞) where 2^n under- (over-)flows. Exponentials
-// are the softmax's main cost at d = 8 (a third of all instructions), hence one FMA fewer and no
-// clamp in this inner-loop version.
-inline F16 exp2_16(F16 x) {
-  const F16 n = F16::round(x);
-  const F16 f = F16::sub(x, n);
-  F16 p = F16::bcast(1.3276466634124517e-3f);
-  p = F16::fma(p, f, F16::bcast(9.675540961325169e-3f));
-  p = F16::fma(p, f, F16::bcast(5.550713464617729e-2f));
-  p = F16::fma(p, f, F16::bcast(0.24022120237350464f));
-  p = F16::fma(p, f, F16::bcast(0.6931469440460205f));
-  p = F16::fma(p, f, F16::bcast(1.0000001192092896f));
-  return F16::scale_pow2(p, n);
-}
-
 // The running maximum starts at −∞, where x − n is NaN: the rescale factor clamps first.
 inline F16 exp2_16_clamped(F16 x) { return exp2_16(F16::max(x, F16::bcast(-126.f))); }
 
 
 // The row operations of the softmax and its backward. All reductions have a fixed order (16
-// lanes, then the lanes in a fixed tree), so results do not depend on the thread count.
+// lanes, then the lanes in a fixed tree), so results do not depend on the thread count. Full
+// 16-lane chunks take plain loads and stores and only the tail is masked: AVX2's masked moves
+// and blends cost several µops each (the forward at d = 32 was ~10 % slower with every chunk masked).
 float row_max(const float* s, int64_t n) {
   F16 m = F16::bcast(-std::numeric_limits<float>::infinity());
-  for (int64_t j = 0; j < n; j += 16) {
+  int64_t j = 0;
+  for (; j + 16 <= n; j += 16) m = F16::max(m, F16::load(s + j));
+  if (j < n) {
     const F16::Mask k = F16::mask(n - j);
     m = F16::max(m, F16::select(k, F16::load_m(s + j, k), m));
   }
@@ -72,7 +60,13 @@ float row_max(const float* s, int64_t n) {
 float exp2_row_inplace(float* s, int64_t n, float c, float shift) {
   const F16 vs = F16::bcast(c), vh = F16::bcast(shift);
   F16 sum = F16::zero();
-  for (int64_t j = 0; j < n; j += 16) {
+  int64_t j = 0;
+  for (; j + 16 <= n; j += 16) {
+    const F16 p = exp2_16(F16::fms(F16::load(s + j), vs, vh));
+    store(s + j, p);
+    sum = sum + p;
+  }
+  if (j < n) {
     const F16::Mask k = F16::mask(n - j);
     const F16 p = exp2_16(F16::fms(F16::load_m(s + j, k), vs, vh));
     store_m(s + j, k, p);
@@ -99,9 +93,10 @@ int64_t round16(int64_t n) { return (n + 15) / 16 * 16; }
 // For thin heads these are register-blocked micro-kernels (no packing, no zero-fill
 // of S); otherwise Eigen's serial GEMM. Each output element is accumulated in a fixed order.
 
-// S rows [i0, i0+R), 16-column groups [j0, j0+16V) from the transposed Y (d × n2p).
+// S rows [i0, i0+R), 16-column groups [j0, j0+16V) from the transposed Y (d × n2p). Always
+// inlined: GCC made the AVX2 block an out-of-line call per 6 × 16 scores.
 template <int R, int V>
-inline void xyt_block(int64_t d, const float* X, int64_t ldx, const float* yt, int64_t ldyt, float* S, int64_t lds) {
+[[gnu::always_inline]] inline void xyt_block(int64_t d, const float* X, int64_t ldx, const float* yt, int64_t ldyt, float* S, int64_t lds) {
   F16 acc[R][V];
   _Pragma("GCC unroll 16") for (int r = 0; r < R; ++r)
     _Pragma("GCC unroll 16") for (int v = 0; v < V; ++v) acc[r][v] = F16::zero();
@@ -150,7 +145,7 @@ inline void xyt_rows(int64_t d, const float* X, int64_t ldx, const float* yt, in
 // A rows [i0, i0+R), channel vectors [c0, c0+16V), the last one masked by `tail`. With PT the
 // left operand is read transposed: element (r, j) at P[j·ldp + r] (Pᵀ·Z from a stored P).
 template <int R, int V, bool PT>
-inline void pz_block(int64_t n2, const float* P, int64_t ldp, const float* Z, int64_t ldz, float* A, int64_t lda,
+[[gnu::always_inline]] inline void pz_block(int64_t n2, const float* P, int64_t ldp, const float* Z, int64_t ldz, float* A, int64_t lda,
                      F16::Mask tail) {
   F16 acc[R][V];
   _Pragma("GCC unroll 16") for (int r = 0; r < R; ++r)
@@ -694,7 +689,13 @@ void row_dots(const Geometry& g, const float* out, const float* dout, float* D) 
 // place, and dS = P∘(dP − D_i) over dP in place.
 void probs_and_grads_row(float* s, float* dp, int64_t n, float c, float L, float Di) {
   const F16 vc = F16::bcast(c), vl = F16::bcast(L), vd = F16::bcast(Di);
-  for (int64_t j = 0; j < n; j += 16) {
+  int64_t j = 0;
+  for (; j + 16 <= n; j += 16) {
+    const F16 p = exp2_16(F16::fms(F16::load(s + j), vc, vl));
+    store(s + j, p);
+    store(dp + j, F16::mul(p, F16::sub(F16::load(dp + j), vd)));
+  }
+  if (j < n) {
     const F16::Mask k = F16::mask(n - j);
     const F16 p = exp2_16(F16::fms(F16::load_m(s + j, k), vc, vl));
     store_m(s + j, k, p);
