@@ -1,5 +1,5 @@
 // cpets-bench: speed figures, printed next to PyTorch's measured in the same run.
-//   cpets-bench ops [--quick] [--filter TEXT] [--torch FILE|none]
+//   cpets-bench ops [--quick] [--filter TEXT] [--torch FILE|none] [--rounds N]
 //   cpets-bench train [--preset demo|full|tiny] [--kind causal-pets|unet|unet-cond|pix2pix|cyclegan|bmgan] [--batch N] [--steps N] [--torch FILE|none]
 //     (PyTorch builds the same network for every kind: tools/torch_model.py --bench --kind)
 #include <CLI/CLI.hpp>
@@ -25,7 +25,8 @@ using namespace cpets;
 namespace {
 
 // Runs tools/bench_torch.py (PyTorch's fastest CPU configuration) and reads its JSON figures.
-std::map<std::string, double> torch_figures(const std::string& source, bool quick, const std::string& filter) {
+std::map<std::string, double> torch_figures(const std::string& source, bool quick, const std::string& filter,
+                                            bool print_label) {
   std::map<std::string, double> fig;
   if (source == "none") return fig;
   std::string json_text;
@@ -46,8 +47,9 @@ std::map<std::string, double> torch_figures(const std::string& source, bool quic
     json_text = *out;
   }
   auto j = nlohmann::json::parse(json_text);
-  std::printf("%s\n", bench::torch_label(j.value("torch", std::string("?")),
-                                         j.value("cpu_capability", std::string("unknown"))).c_str());
+  if (print_label)
+    std::printf("%s\n", bench::torch_label(j.value("torch", std::string("?")),
+                                           j.value("cpu_capability", std::string("unknown"))).c_str());
   for (auto& [k, v] : j["seconds"].items()) fig[k] = v.get<double>();
   return fig;
 }
@@ -69,6 +71,9 @@ int main(int argc, char** argv) {
     sub->add_option("--filter", filter, "only cases whose name contains this text");
     sub->add_option("--torch", torch_src, "PyTorch figures: a JSON file from tools/bench_torch.py, or 'none'");
     sub->add_option("--repeats", ctx.repeats, "timed repeats per case (median reported)");
+    sub->add_option("--rounds", ctx.rounds, "ours and PyTorch's measured alternately this many times (medians reported)")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 100));
   };
   CLI::App* ops = app.add_subcommand("ops", "every op family at the model's shapes (CPU)");
   add_common(ops);
@@ -86,6 +91,10 @@ int main(int argc, char** argv) {
   train->add_option("--warmup", train_opt.warmup, "untimed steps first")->capture_default_str();
   train->add_option("--top", train_opt.top, "ops listed in the breakdown")->capture_default_str();
   train->add_option("--torch", train_opt.torch, "PyTorch figures: JSON from tools/torch_model.py --bench, or 'none'");
+  train->add_option("--rounds", train_opt.rounds,
+                    "our timed steps and PyTorch's run alternately this many times (medians reported)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100));
   bool ranks = false;
   bench::DataParallelBenchOptions dp_opt;
   train->add_flag("--ranks", ranks,
@@ -115,32 +124,57 @@ namespace {
 int run(CLI::App& app, CLI::App* train, const bench::TrainBenchOptions& train_opt, bench::Context& ctx,
         const std::string& filter, const std::string& torch_src) {
   if (train->parsed()) return bench::run_train_bench(train_opt);
-  if (ctx.quick) ctx.repeats = std::min(ctx.repeats, 3);
   const std::string suite = app.get_subcommands().front()->get_name();
+  if (ctx.quick) {
+    ctx.repeats = std::min(ctx.repeats, 3);
+    if (app.get_subcommands().front()->count("--rounds") == 0) ctx.rounds = 1;
+  }
+  auto run_cases = [&] {
+    std::vector<bench::Result> results;
+    for (auto& c : bench::registry()) {
+      if (c.suite != suite) continue;
+      if (!filter.empty() && c.name.find(filter) == std::string::npos) continue;
+      c.fn(ctx, results);
+    }
+    return results;
+  };
+  if (suite == "kernels") {  // the kernel lab prints its own tables (no PyTorch CPU column)
+    run_cases();
+    return 0;
+  }
 
+  // Ours, then PyTorch's, `rounds` times: each figure is a median over the rounds.
   std::vector<bench::Result> results;
-  for (auto& c : bench::registry()) {
-    if (c.suite != suite) continue;
-    if (!filter.empty() && c.name.find(filter) == std::string::npos) continue;
-    c.fn(ctx, results);
+  std::map<std::string, bench::Rounds> rounds;
+  for (int r = 0; r < ctx.rounds; ++r) {
+    if (ctx.rounds > 1) std::fprintf(stderr, "round %d of %d\n", r + 1, ctx.rounds);
+    std::vector<bench::Result> ours = run_cases();
+    const auto torch = torch_figures(torch_src, ctx.quick, filter, r == 0);
+    for (const auto& res : ours) {
+      bench::Rounds& f = rounds[res.name];
+      f.ours.push_back(res.seconds);
+      if (auto it = torch.find(res.torch_key); it != torch.end()) f.theirs.push_back(it->second);
+    }
+    if (r == 0) results = std::move(ours);
   }
-  if (suite == "kernels") return 0;  // the kernel lab prints its own tables (no PyTorch CPU column)
-  auto torch = torch_figures(torch_src, ctx.quick, filter);
 
-  std::printf("cpets-bench %s — %d OpenMP threads; median of %d runs; CPU kernels %s\n", suite.c_str(),
-              omp_get_max_threads(), ctx.repeats, kernels::cpu::cpu_isa_description().c_str());
+  std::printf("cpets-bench %s — %d OpenMP threads; median of %d runs in each of %d round%s; CPU kernels %s\n",
+              suite.c_str(), omp_get_max_threads(), ctx.repeats, ctx.rounds, ctx.rounds > 1 ? "s" : "",
+              kernels::cpu::cpu_isa_description().c_str());
   std::printf("%-58s %10s %10s %10s %10s %8s\n", "case", "ms", "GFLOP/s", "GB/s", "torch ms", "speedup");
-  for (auto& r : results) {
-    double ms = r.seconds * 1e3;
-    std::string gf = r.flops > 0 ? std::to_string(r.flops / r.seconds / 1e9).substr(0, 7) : "-";
-    std::string gb = r.bytes > 0 ? std::to_string(r.bytes / r.seconds / 1e9).substr(0, 7) : "-";
-    auto it = torch.find(r.torch_key);
-    if (it != torch.end())
-      std::printf("%-58s %10.2f %10s %10s %10.2f %7.2fx\n", r.name.c_str(), ms, gf.c_str(), gb.c_str(), it->second * 1e3, it->second / r.seconds);
+  for (const auto& res : results) {
+    const bench::Rounds& f = rounds[res.name];
+    const double seconds = f.ours_median();
+    std::string gf = res.flops > 0 ? std::to_string(res.flops / seconds / 1e9).substr(0, 7) : "-";
+    std::string gb = res.bytes > 0 ? std::to_string(res.bytes / seconds / 1e9).substr(0, 7) : "-";
+    if (f.compared())
+      std::printf("%-58s %10.2f %10s %10s %10.2f %7.2fx%s\n", res.name.c_str(), seconds * 1e3, gf.c_str(), gb.c_str(),
+                  f.theirs_median() * 1e3, f.theirs_median() / seconds, f.spread(/*inverse=*/true).c_str());
     else
-      std::printf("%-58s %10.2f %10s %10s %10s %8s\n", r.name.c_str(), ms, gf.c_str(), gb.c_str(), "-", "-");
+      std::printf("%-58s %10.2f %10s %10s %10s %8s\n", res.name.c_str(), seconds * 1e3, gf.c_str(), gb.c_str(), "-", "-");
   }
-  std::printf("speedup = PyTorch time / cpets time (>1: cpets is faster). Peak host memory %.1f MB.\n",
+  std::printf("speedup = PyTorch time / cpets time (>1: cpets is faster), medians over the rounds (per-round range). "
+              "Peak host memory %.1f MB.\n",
               host_memory_stats().peak_bytes / 1e6);
   return 0;
 }

@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <random>
+#include <tuple>
 
 #include "engine/autograd.h"
 #include "kernels/cpu/isa.h"
@@ -24,6 +25,26 @@ Registrar::Registrar(const char* suite, const char* name, CaseFn fn) {
 double median(std::vector<double> values) {
   std::sort(values.begin(), values.end());
   return values.empty() ? 0 : values[values.size() / 2];
+}
+
+std::pair<double, double> Rounds::ratio_range() const {
+  double lo = 0, hi = 0;
+  for (size_t r = 0; r < std::min(ours.size(), theirs.size()); ++r) {
+    const double q = ours[r] / theirs[r];
+    lo = r == 0 ? q : std::min(lo, q);
+    hi = r == 0 ? q : std::max(hi, q);
+  }
+  return {lo, hi};
+}
+
+std::string Rounds::spread(bool inverse) const {
+  const size_t n = std::min(ours.size(), theirs.size());
+  if (n < 2) return "";
+  auto [lo, hi] = ratio_range();
+  if (inverse) std::tie(lo, hi) = std::make_pair(1 / hi, 1 / lo);
+  char buf[64];
+  std::snprintf(buf, sizeof buf, " (%.2f–%.2f over %zu rounds)", lo, hi, n);
+  return buf;
 }
 
 double median_seconds(const std::function<void()>& fn, int repeats, int warmup) {

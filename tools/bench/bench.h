@@ -22,6 +22,7 @@ struct Result {
 struct Context {
   bool quick = false;  // smaller repeat counts, skip the largest shapes
   int repeats = 5;
+  int rounds = 3;      // ours and PyTorch's, alternately (Rounds)
 };
 
 using CaseFn = std::function<void(const Context&, std::vector<Result>&)>;
@@ -38,6 +39,20 @@ std::vector<Case>& registry();
 
 // The median of some timings (0 for none).
 double median(std::vector<double> values);
+
+// One figure of a comparison measured in rounds: each round runs our side, then PyTorch's, so a
+// machine whose speed drifts during the run (a shared VM, a turbo clock) weighs on both alike.
+// The figure is each side's median over the rounds; the per-round ratios show the spread.
+struct Rounds {
+  std::vector<double> ours, theirs;  // one value per round (theirs: the rounds PyTorch ran)
+  double ours_median() const { return median(ours); }
+  double theirs_median() const { return median(theirs); }
+  bool compared() const { return !ours.empty() && !theirs.empty(); }
+  // Smallest and largest ours[r] / theirs[r] over the rounds that have both.
+  std::pair<double, double> ratio_range() const;
+  // "" for one round, else " (a–b over N rounds)" of ratio(ours, theirs) = ours/theirs or its inverse.
+  std::string spread(bool inverse) const;
+};
 
 // Median wall time of fn over `repeats` runs after `warmup` untimed runs.
 double median_seconds(const std::function<void()>& fn, int repeats, int warmup = 1);

@@ -94,7 +94,8 @@ nlohmann::json torch_figures(const TrainBenchOptions& opt) {
     // freed memory instead of returning every large tensor to the system.
     const std::string cmd = "MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=68719476736 MALLOC_TOP_PAD_=1073741824 " +
                             torch_python_command() + " " CPETS_SOURCE_DIR "/tools/torch_model.py --bench " + opt.preset +
-                            " --kind " + opt.kind + " --batch " + std::to_string(opt.batch) + " --threads " +
+                            " --kind " + opt.kind + " --batch " + std::to_string(opt.batch) + " --steps " +
+                            std::to_string(opt.steps) + " --warmup " + std::to_string(opt.warmup) + " --threads " +
                             std::to_string(omp_get_max_threads()) + " 2>/dev/null";
     std::fprintf(stderr, "running PyTorch for the same model: %s\n", cmd.c_str());
     const auto out = run_capture(cmd);
@@ -150,58 +151,61 @@ int run_train_bench(const TrainBenchOptions& opt) {
               omp_get_max_threads());
   for (int i = 0; i < opt.warmup; ++i) run_step();
   host_reset_peak();
-  std::vector<double> times, cpu_times;
-  for (int i = 0; i < opt.steps; ++i) {
-    const double t0 = now(), c0 = cpu_seconds();
-    run_step();
-    times.push_back(now() - t0);
-    cpu_times.push_back(cpu_seconds() - c0);
-    std::fprintf(stderr, "  step %d/%d: %.3f s (CPU time %.3f s)\n", i + 1, opt.steps, times.back(), cpu_times.back());
-  }
-  const double step_s = median(times);
-  const double pool_peak = static_cast<double>(host_memory_stats().peak_bytes);
-
-  double infer_s = 0;
-  if (opt.infer) {
-    NoGradGuard no_grad;
-    models::Inputs one{slice(batch.t1, 0, 0, 1), slice(batch.csf, 0, 0, 1), slice(batch.covariates, 0, 0, 1)};
-    std::vector<double> t;
-    for (int i = 0; i < std::max(3, opt.steps); ++i) {
-      const double t0 = now();
-      model.synthesise(one);  // abduct + synthesise, ε = 0, as cpets-infer
-      t.push_back(now() - t0);
+  // Our timed steps and inference, then PyTorch's, `rounds` times; figures are medians over rounds.
+  Rounds step, infer, rss;
+  std::vector<double> cpu_times;
+  nlohmann::json torch;
+  for (int r = 0; r < opt.rounds; ++r) {
+    if (opt.rounds > 1) std::fprintf(stderr, "round %d of %d\n", r + 1, opt.rounds);
+    std::vector<double> times;
+    for (int i = 0; i < opt.steps; ++i) {
+      const double t0 = now(), c0 = cpu_seconds();
+      run_step();
+      times.push_back(now() - t0);
+      cpu_times.push_back(cpu_seconds() - c0);
+      std::fprintf(stderr, "  step %d/%d: %.3f s (CPU time %.3f s)\n", i + 1, opt.steps, times.back(), cpu_times.back());
     }
-    infer_s = median(t);
+    step.ours.push_back(median(times));
+    if (opt.infer) {
+      NoGradGuard no_grad;
+      models::Inputs one{slice(batch.t1, 0, 0, 1), slice(batch.csf, 0, 0, 1), slice(batch.covariates, 0, 0, 1)};
+      infer.ours.push_back(median_seconds([&] { model.synthesise(one); },  // abduct + synthesise, ε = 0, as cpets-infer
+                                          std::max(3, opt.steps), 0));
+    }
+    rss.ours.push_back(peak_rss_bytes());
+    torch = torch_figures(opt);
+    if (torch.contains("train_step_seconds")) step.theirs.push_back(torch["train_step_seconds"].get<double>());
+    if (torch.contains("infer_seconds")) infer.theirs.push_back(torch["infer_seconds"].get<double>());
+    if (torch.contains("peak_rss_bytes")) rss.theirs.push_back(torch["peak_rss_bytes"].get<double>());
   }
+  const double pool_peak = static_cast<double>(host_memory_stats().peak_bytes);
 
   profiler::enable(true);
   profiler::reset();
   run_step();
   profiler::enable(false);
 
-  const nlohmann::json torch = torch_figures(opt);
-  const double rss = peak_rss_bytes();
   std::printf("\ncpets CPU kernels: %s; %d threads\n", kernels::cpu::cpu_isa_description().c_str(), omp_get_max_threads());
   if (torch.contains("torch"))
     std::printf("%s\n", torch_label(torch["torch"].get<std::string>(),
                                     torch.value("cpu_capability", std::string("unknown"))).c_str());
+  std::printf("%d round%s of %d timed steps each side, alternately\n", opt.rounds, opt.rounds > 1 ? "s" : "", opt.steps);
   std::printf("\n%-34s %12s %12s %9s\n", "", "cpets", "PyTorch", "ratio");
-  auto row = [&](const char* what, double ours, const char* key, double scale, const char* unit) {
-    if (torch.contains(key)) {
-      const double theirs = torch[key].get<double>();
-      std::printf("%-34s %9.3f %-2s %9.3f %-2s %8.2fx\n", what, ours * scale, unit, theirs * scale, unit, ours / theirs);
-    } else {
-      std::printf("%-34s %9.3f %-2s %12s %9s\n", what, ours * scale, unit, "-", "-");
-    }
+  auto row = [&](const char* what, const Rounds& f, double scale, const char* unit) {
+    if (f.compared())
+      std::printf("%-34s %9.3f %-2s %9.3f %-2s %8.2fx%s\n", what, f.ours_median() * scale, unit, f.theirs_median() * scale,
+                  unit, f.ours_median() / f.theirs_median(), f.spread(/*inverse=*/false).c_str());
+    else
+      std::printf("%-34s %9.3f %-2s %12s %9s\n", what, f.ours_median() * scale, unit, "-", "-");
   };
-  row("training step (median)", step_s, "train_step_seconds", 1, "s");
+  row("training step (median)", step, 1, "s");
   std::printf("%-34s %9.3f s  (all threads; equals the wall time when the threads never wait)\n", "  CPU time per step (median)",
               median(cpu_times));
-  if (opt.infer) row("inference, one volume", infer_s, "infer_seconds", 1, "s");
-  row("peak resident memory (process)", rss, "peak_rss_bytes", 1e-9, "GB");
+  if (opt.infer) row("inference, one volume", infer, 1, "s");
+  row("peak resident memory (process)", rss, 1e-9, "GB");
   std::printf("%-34s %9.3f GB (tensors in use at once, caching allocator)\n", "peak tensor memory", pool_peak * 1e-9);
-  std::printf("ratio = cpets / PyTorch (< 1: cpets is faster / smaller).\n");
-  print_breakdown(step_s, opt.top);
+  std::printf("ratio = cpets / PyTorch (< 1: cpets is faster / smaller) of the medians over the rounds (per-round range).\n");
+  print_breakdown(step.ours_median(), opt.top);
   return 0;
 }
 

@@ -15,6 +15,7 @@ struct TrainBenchOptions {
   int top = 15;      // ops listed in the breakdown
   bool infer = true; // also time the inference of one volume
   std::string torch; // JSON file from tools/torch_model.py --bench, "none", or "" to run it
+  int rounds = 3;    // our steps and PyTorch's alternately (bench::Rounds)
 };
 
 int run_train_bench(const TrainBenchOptions& opt);
