@@ -890,6 +890,12 @@ TEST_CASE("experiment: every method and ablation trains with one budget, is eval
   CHECK(contains(read_file(out.path / "report.html"), "Table 1"));
   CHECK(contains(read_file(out.path / "table1.csv"), "unet,U-Net w/o condition,"));
 
+  // The gradient bucket size changes no result: a folder made with another one is reused.
+  ExperimentOptions buckets = tiny_experiment(out.str(), 2);
+  buckets.overrides.push_back("train.bucket_mb=3");
+  CHECK(run_experiment(buckets).tables[0].rows == t1.rows);
+  CHECK(read_file(out.path / "runs" / "unet" / "train.jsonl") == unet_log);
+
   // The same folder with another configuration is refused, naming the key.
   ExperimentOptions changed = tiny_experiment(out.str(), 2);
   changed.overrides.push_back("train.seed=5");
