@@ -1,6 +1,6 @@
 // cpets-bench: speed figures, printed next to PyTorch's measured in the same run.
 //   cpets-bench ops [--quick] [--filter TEXT] [--torch FILE|none] [--rounds N]
-//   cpets-bench train [--preset demo|full|tiny] [--kind causal-pets|unet|unet-cond|pix2pix|cyclegan|bmgan] [--batch N] [--steps N] [--torch FILE|none]
+//   cpets-bench train [--preset demo|full|tiny] [--kind causal-pets|unet|unet-cond|pix2pix|cyclegan|bmgan] [--batch N] [--steps N] [--device cpu|cuda[:N]] [--torch FILE|none]
 //     (PyTorch builds the same network for every kind: tools/torch_model.py --bench --kind)
 #include <CLI/CLI.hpp>
 
@@ -91,6 +91,8 @@ int main(int argc, char** argv) {
   train->add_option("--warmup", train_opt.warmup, "untimed steps first")->capture_default_str();
   train->add_option("--top", train_opt.top, "ops listed in the breakdown")->capture_default_str();
   train->add_option("--torch", train_opt.torch, "PyTorch figures: JSON from tools/torch_model.py --bench, or 'none'");
+  train->add_option("--device", train_opt.device, "cpu, cuda or cuda:N (PyTorch runs on the same device)")
+      ->capture_default_str();
   train->add_option("--rounds", train_opt.rounds,
                     "our timed steps and PyTorch's run alternately this many times (medians reported)")
       ->capture_default_str()

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # On a lent GPU machine (the `device` tool; see docs/architecture.md "Running on a lent GPU
 # machine"): unpack the carried .deb build dependencies, build with CUDA, run the gpu-labelled
-# tests and the kernel lab, and leave every output in $OUT (or ./gpu-out).
+# tests, the kernel lab and a training step on the GPU beside PyTorch's, and leave every output
+# in $OUT (or ./gpu-out).
 #   tools/gpu_run.sh            # from the repository root, with .deps/ carried along
 # Device time is scarce, so everything happens in one call and every step's log is kept even
 # when a later step fails.
@@ -48,6 +49,9 @@ if step configure "$OUT/configure.log" cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE
   echo "ptxas functions with spills: $(grep -cE '[1-9][0-9]* bytes spill stores' "$OUT/spills.log")"
   step "gpu tests" "$OUT/ctest_gpu.log" bash -c "cd '$BUILD' && ctest -L gpu --output-on-failure"
   step "kernel lab" "$OUT/bench_kernels.log" "$BUILD/cpets-bench" kernels
+  # A whole training step on the GPU beside PyTorch's on the same GPU (demo preset, one round).
+  step "training step on the GPU" "$OUT/bench_train_gpu.log" \
+    "$BUILD/cpets-bench" train --preset demo --device cuda --rounds 1 --steps 5 --warmup 2
 fi
 if [ ${#failed[@]} -gt 0 ]; then
   echo "FAILED: ${failed[*]}"

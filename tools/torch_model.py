@@ -25,6 +25,9 @@ Debian's python3-torch (1.13, CPU) or the PyTorch 2.x venv of `tools/cpets.sh be
                            inference. --kind (default causal-pets) picks the model: a baseline's
                            step is train/trainer.cpp's with the kind's default loss weights and
                            optimisers and train.perceptual=none, as `cpets-bench train --kind`.
+                           --device cuda[:N] runs it on a GPU (weights, data and random draws
+                           there; the timers stop after torch.cuda.synchronize) and adds the peak
+                           device memory, as `cpets-bench train --device`.
 
 The fixture is written with a small safetensors writer of our own (the `safetensors` package is
 not a Debian package): 8-byte little-endian header length, JSON header, raw float32 data.
@@ -1059,9 +1062,15 @@ def build(name, kind):
     return c, BASELINES[kind](c)
 
 
-def bench(name, steps, warmup, full_infer, batch_size=2, kind="causal-pets"):
+def bench(name, steps, warmup, full_infer, batch_size=2, kind="causal-pets", device="cpu"):
+    dev = torch.device(device)
+    gpu = dev.type == "cuda"
+    if gpu:  # every tensor, the weights and the random draws on the GPU (PyTorch 2.x)
+        torch.set_default_device(dev)
+        torch.cuda.reset_peak_memory_stats(dev)
+    sync = (lambda: torch.cuda.synchronize(dev)) if gpu else (lambda: None)
     torch.manual_seed(0)
-    gen = torch.Generator().manual_seed(0)
+    gen = torch.Generator(device=dev).manual_seed(0)
     c, model = build(name, kind)
     model.train()
     batch = random_batch(c, batch_size, gen)
@@ -1071,6 +1080,7 @@ def bench(name, steps, warmup, full_infer, batch_size=2, kind="causal-pets"):
     for i in range(warmup + steps):
         t0 = time.perf_counter()
         step()
+        sync()  # a GPU step is queued asynchronously
         if i >= warmup:
             times.append(time.perf_counter() - t0)
     times.sort()
@@ -1081,11 +1091,14 @@ def bench(name, steps, warmup, full_infer, batch_size=2, kind="causal-pets"):
     result = {"preset": name, "kind": kind, "batch": batch_size, "threads": torch.get_num_threads(), "steps": steps,
               "torch": torch.__version__, "cpu_capability": capability,
               "train_step_seconds": times[len(times) // 2],
-              "infer_seconds": infer_seconds(model, c, gen)}
+              "infer_seconds": infer_seconds(model, c, gen, sync=sync),
+              "device": torch.cuda.get_device_name(dev) if gpu else "cpu"}
     if full_infer:
         cf, full = build("full", kind)
-        result["infer_full_seconds"] = infer_seconds(full, cf, gen)
+        result["infer_full_seconds"] = infer_seconds(full, cf, gen, sync=sync)
     result["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    if gpu:
+        result["peak_device_bytes"] = torch.cuda.max_memory_allocated(dev)
     print(json.dumps(result))
 
 
@@ -1114,7 +1127,7 @@ def flops(name):
     print(json.dumps({"preset": name, "gflop_per_sample_step": counter.get_total_flops() / 1e9}))
 
 
-def infer_seconds(model, c, gen, repeats=3):
+def infer_seconds(model, c, gen, repeats=3, sync=lambda: None):
     """Inference of one subject (Causal PETS: μ_S from E, B from f, PET = G_P(μ_S, B); a baseline:
     its generator on the T1, as cpets-infer); median of a few runs."""
     model.eval()
@@ -1128,6 +1141,7 @@ def infer_seconds(model, c, gen, repeats=3):
             else:
                 mu, _ = model.encode(b["t1"], b["covariates"])
                 model.pet_generator(mu, model.fusion(torch.cat([b["csf"], b["covariates"]], 1)))
+            sync()
             times.append(time.perf_counter() - t0)
     model.train()
     return sorted(times)[len(times) // 2]
@@ -1148,6 +1162,7 @@ if __name__ == "__main__":
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: PyTorch's default)")
+    ap.add_argument("--device", default="cpu", help="where --bench runs: cpu, cuda or cuda:N")
     args = ap.parse_args()
     if args.kind != "causal-pets" and (args.fixture or args.flops):
         ap.error("--fixture and --flops build Causal PETS only; leave --kind out")
@@ -1161,7 +1176,7 @@ if __name__ == "__main__":
     if args.fixture:
         fixture(args.fixture, args.variant)
     if args.bench:
-        bench(args.bench, args.steps, args.warmup, args.bench_full_infer, args.batch, args.kind)
+        bench(args.bench, args.steps, args.warmup, args.bench_full_infer, args.batch, args.kind, args.device)
     if args.flops:
         flops(args.flops)
     if args.check_counts:

@@ -14,7 +14,7 @@ cat > "$work/stubs/cmake" <<'S'
 #!/bin/bash
 if [ "$1" = "--build" ]; then
   mkdir -p "$2"
-  printf '#!/bin/bash\necho kernel lab; exit ${BENCH_RC:-0}\n' > "$2/cpets-bench"; chmod +x "$2/cpets-bench"
+  printf '#!/bin/bash\necho kernel lab "$@"; exit ${BENCH_RC:-0}\n' > "$2/cpets-bench"; chmod +x "$2/cpets-bench"
   echo "ptxas info    : 0 bytes stack frame, 8 bytes spill stores, 8 bytes spill loads"
   exit "${BUILD_RC:-0}"
 fi
@@ -32,7 +32,8 @@ run X=0
 check "all steps ok exits 0" test $? -eq 0
 check "…and says so" contains "$work/out.txt" "all steps ok"
 check "…counting the functions with register spills" contains "$work/out.txt" "ptxas functions with spills: 1"
-check "…keeping every log" bash -c "ls $work/out/build.log $work/out/ctest_gpu.log $work/out/bench_kernels.log >/dev/null"
+check "…keeping every log" bash -c "ls $work/out/build.log $work/out/ctest_gpu.log $work/out/bench_kernels.log $work/out/bench_train_gpu.log >/dev/null"
+check "…with a training step on the GPU beside PyTorch's" contains "$work/out/bench_train_gpu.log" "train --preset demo --device cuda"
 for case in "CONF_RC=1 configure" "BUILD_RC=2 build" "CTEST_RC=8 gpu tests" "BENCH_RC=3 kernel lab"; do
   env_var=${case%% *}
   step=${case#* }

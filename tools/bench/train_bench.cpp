@@ -17,11 +17,13 @@
 #include "dist/reducer.h"
 #include "engine/allocator.h"
 #include "engine/autograd.h"
+#include "engine/device.h"
 #include "engine/ops.h"
 #include "engine/optim.h"
 #include "engine/profiler.h"
 #include "kernels/cpu/isa.h"
 #include "models/synthesis_model.h"
+#include "train/checkpoint.h"
 #include "train/config.h"
 #include "train/trainer.h"
 
@@ -54,11 +56,12 @@ struct StepModel {
   models::ObjectiveConfig objective;
 };
 
-StepModel make_step_model(const std::string& preset, const std::string& kind) {
+StepModel make_step_model(const std::string& preset, const std::string& kind, Device device = Device::CPU) {
   StepModel m;
   m.config = train::make_config(preset, {"model.kind=" + kind, "train.perceptual=none"});
   Generator init(777);
-  m.model = models::make_model(m.config.model, init);
+  m.model = models::make_model(m.config.model, init);  // drawn on the host, as the trainer does
+  m.model->to(device);
   const train::TrainConfig& t = m.config.train;
   auto group = [&](NamedTensors p, double lr) {
     return ParamGroup{std::move(p), AdamOptions{lr, t.beta1, t.beta2, t.adam_eps, 0}};
@@ -95,7 +98,8 @@ nlohmann::json torch_figures(const TrainBenchOptions& opt) {
     const std::string cmd = "MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=68719476736 MALLOC_TOP_PAD_=1073741824 " +
                             torch_python_command() + " " CPETS_SOURCE_DIR "/tools/torch_model.py --bench " + opt.preset +
                             " --kind " + opt.kind + " --batch " + std::to_string(opt.batch) + " --steps " +
-                            std::to_string(opt.steps) + " --warmup " + std::to_string(opt.warmup) + " --threads " +
+                            std::to_string(opt.steps) + " --warmup " + std::to_string(opt.warmup) + " --device " +
+                            opt.device + " --threads " +
                             std::to_string(omp_get_max_threads()) + " 2>/dev/null";
     std::fprintf(stderr, "running PyTorch for the same model: %s\n", cmd.c_str());
     const auto out = run_capture(cmd);
@@ -135,24 +139,33 @@ void print_breakdown(double step_seconds, int top) {
 }  // namespace
 
 int run_train_bench(const TrainBenchOptions& opt) {
-  StepModel m = make_step_model(opt.preset, opt.kind);
+  const Device device = train::open_device(opt.device);
+  const bool gpu = device == Device::CUDA;
+  StepModel m = make_step_model(opt.preset, opt.kind, device);
   const models::ModelConfig& cfg = m.config.model;
   models::SynthesisModel& model = *m.model;
   Generator noise(1234);
   const train::StepContext ctx{model, *m.g_opt, m.d_opt.get(), nullptr, noise, m.objective};
   Generator data_gen(42);
-  const train::Batch batch = random_batch(cfg, opt.batch, data_gen);
+  train::Batch batch = random_batch(cfg, opt.batch, data_gen);
+  for (Tensor* t : {&batch.t1, &batch.pet, &batch.csf, &batch.covariates}) *t = t->to(device);
   int64_t steps_done = 0;
-  auto run_step = [&] { train::training_step(ctx, batch, ++steps_done); };
+  // A GPU step is queued asynchronously: the timer stops once the device has finished it.
+  auto run_step = [&] {
+    train::training_step(ctx, batch, ++steps_done);
+    cuda_synchronize();
+  };
 
-  std::printf("cpets-bench train — %s, preset %s, batch %d, volume %lldx%lldx%lld, %d OpenMP threads\n", opt.kind.c_str(),
-              opt.preset.c_str(),
-              opt.batch, (long long)cfg.volume[0], (long long)cfg.volume[1], (long long)cfg.volume[2],
-              omp_get_max_threads());
+  std::printf("cpets-bench train — %s, preset %s, batch %d, volume %lldx%lldx%lld, %s\n", opt.kind.c_str(),
+              opt.preset.c_str(), opt.batch, (long long)cfg.volume[0], (long long)cfg.volume[1],
+              (long long)cfg.volume[2],
+              gpu ? ("on " + cuda_device_description()).c_str()
+                  : (std::to_string(omp_get_max_threads()) + " OpenMP threads").c_str());
   for (int i = 0; i < opt.warmup; ++i) run_step();
   host_reset_peak();
+  device_reset_peak();
   // Our timed steps and inference, then PyTorch's, `rounds` times; figures are medians over rounds.
-  Rounds step, infer, rss;
+  Rounds step, infer, rss, device_peak;
   std::vector<double> cpu_times;
   nlohmann::json torch;
   for (int r = 0; r < opt.rounds; ++r) {
@@ -169,11 +182,17 @@ int run_train_bench(const TrainBenchOptions& opt) {
     if (opt.infer) {
       NoGradGuard no_grad;
       models::Inputs one{slice(batch.t1, 0, 0, 1), slice(batch.csf, 0, 0, 1), slice(batch.covariates, 0, 0, 1)};
-      infer.ours.push_back(median_seconds([&] { model.synthesise(one); },  // abduct + synthesise, ε = 0, as cpets-infer
-                                          std::max(3, opt.steps), 0));
+      infer.ours.push_back(median_seconds(
+          [&] {
+            model.synthesise(one);  // abduct + synthesise, ε = 0, as cpets-infer
+            cuda_synchronize();
+          },
+          std::max(3, opt.steps), 0));
     }
     rss.ours.push_back(peak_rss_bytes());
+    if (gpu) device_peak.ours.push_back(static_cast<double>(device_memory_stats().peak_bytes));
     torch = torch_figures(opt);
+    if (torch.contains("peak_device_bytes")) device_peak.theirs.push_back(torch["peak_device_bytes"].get<double>());
     if (torch.contains("train_step_seconds")) step.theirs.push_back(torch["train_step_seconds"].get<double>());
     if (torch.contains("infer_seconds")) infer.theirs.push_back(torch["infer_seconds"].get<double>());
     if (torch.contains("peak_rss_bytes")) rss.theirs.push_back(torch["peak_rss_bytes"].get<double>());
@@ -185,7 +204,8 @@ int run_train_bench(const TrainBenchOptions& opt) {
   run_step();
   profiler::enable(false);
 
-  std::printf("\ncpets CPU kernels: %s; %d threads\n", kernels::cpu::cpu_isa_description().c_str(), omp_get_max_threads());
+  if (gpu) std::printf("\ncpets on %s\n", cuda_device_description().c_str());
+  else std::printf("\ncpets CPU kernels: %s; %d threads\n", kernels::cpu::cpu_isa_description().c_str(), omp_get_max_threads());
   if (torch.contains("torch"))
     std::printf("%s\n", torch_label(torch["torch"].get<std::string>(),
                                     torch.value("cpu_capability", std::string("unknown"))).c_str());
@@ -203,6 +223,7 @@ int run_train_bench(const TrainBenchOptions& opt) {
               median(cpu_times));
   if (opt.infer) row("inference, one volume", infer, 1, "s");
   row("peak resident memory (process)", rss, 1e-9, "GB");
+  if (gpu) row("peak device memory (tensors)", device_peak, 1e-9, "GB");
   std::printf("%-34s %9.3f GB (tensors in use at once, caching allocator)\n", "peak tensor memory", pool_peak * 1e-9);
   std::printf("ratio = cpets / PyTorch (< 1: cpets is faster / smaller) of the medians over the rounds (per-round range).\n");
   print_breakdown(step.ours_median(), opt.top);

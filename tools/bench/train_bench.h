@@ -16,6 +16,7 @@ struct TrainBenchOptions {
   bool infer = true; // also time the inference of one volume
   std::string torch; // JSON file from tools/torch_model.py --bench, "none", or "" to run it
   int rounds = 3;    // our steps and PyTorch's alternately (bench::Rounds)
+  std::string device = "cpu";  // train.device's forms: cpu, cuda, cuda:N (PyTorch runs there too)
 };
 
 int run_train_bench(const TrainBenchOptions& opt);
