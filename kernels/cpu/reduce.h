@@ -18,7 +18,9 @@ namespace cpets::kernels::cpu {
 constexpr int64_t kReduceChunk = 16384;  // elements per parallel work item of a reduction
 
 // Σ term(i) for i in [0, n), as described above (one chunk; no threading). More lanes give more
-// independent add chains (the norm kernels use 32: two AVX-512 registers).
+// independent add chains. Baseline target: a multi-level kernel file (kernels/cpu/simd.h) must
+// not pass it a lambda of its own level — GCC cannot inline that lambda here and calls it per
+// term; norm.cpp has its own copy of this loop for that reason.
 template <int kLanes = 16, class F>
 inline double lane_sum(int64_t n, F&& term) {
   constexpr int64_t kBlock = 256;
