@@ -1,6 +1,7 @@
 // Scalar losses as fused kernels (kernels/cpu/loss.h, kernels/cuda/loss.h through dispatch): one
 // deterministic reduction forward that writes the value on the inputs' device, one elementwise
-// pass backward that reads the upstream gradient there — one body for both devices.
+// pass backward that reads the upstream gradient there — one body for both devices. Also LPIPS's
+// per-layer feature distance (a map, not a scalar), for the perceptual loss.
 #include "engine/ops_loss.h"
 
 #include <algorithm>
@@ -133,6 +134,29 @@ Tensor cross_entropy(const Tensor& logits, const std::vector<int>& targets, cons
   const Tensor shifted = sub(logits, row_max.to(dev));
   const Tensor log_probs = sub(shifted, log(sum(exp(shifted), {1}, /*keepdim=*/true)));
   return neg(sum(mul(log_probs, pick.to(dev))));
+}
+
+Tensor lpips_layer_distance(const Tensor& fa, const Tensor& fb, const Tensor& lin_weight, float eps) {
+  if (!fa.defined() || !fb.defined() || !lin_weight.defined() || fa.dim() != 5 || fa.shape() != fb.shape() ||
+      lin_weight.numel() != fa.size(1) || lin_weight.size(0) != 1)
+    throw std::invalid_argument("lpips_layer_distance: expected features (B, C, d, h, w) of equal shape and a (1, C, 1, 1, 1) "
+                                "weight; got " + (fa.defined() ? fa.str() : "undefined") + ", " +
+                                (fb.defined() ? fb.str() : "undefined") + " and " +
+                                (lin_weight.defined() ? lin_weight.str() : "undefined"));
+  const int64_t N = fa.size(0), C = fa.size(1), P = fa.size(2) * fa.size(3) * fa.size(4);
+  const Device dev = dispatch::same_device("lpips_layer_distance", {fa, fb, lin_weight});
+  Tensor out = Tensor::empty({N, 1, fa.size(2), fa.size(3), fa.size(4)}, dev);
+  dispatch::normalized_distance_forward(dev, fa.data(), fb.data(), lin_weight.data(), N, C, P, eps, out.data());
+  return record(out, "lpips_layer_distance", {fa, fb, lin_weight},
+                [a = fa.detach(), b = fb.detach(), w = lin_weight.detach(), N, C, P, eps, dev](const Tensor& g, const std::vector<bool>& needs) {
+                  std::vector<Tensor> grads(3);
+                  for (int i = 0; i < 3; ++i)
+                    if (needs[size_t(i)]) grads[size_t(i)] = Tensor::empty(i == 0 ? a.shape() : i == 1 ? b.shape() : w.shape(), dev);
+                  dispatch::normalized_distance_backward(dev, a.data(), b.data(), w.data(), g.data(), N, C, P, eps,
+                                                   needs[0] ? grads[0].data() : nullptr, needs[1] ? grads[1].data() : nullptr,
+                                                   needs[2] ? grads[2].data() : nullptr);
+                  return grads;
+                });
 }
 
 }  // namespace cpets

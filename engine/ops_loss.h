@@ -14,5 +14,9 @@ Tensor lsgan_loss(const Tensor& logits, float target);
 // PyTorch's CrossEntropyLoss(weight = class_weights, reduction = "mean") on logits (B, C) and
 // class indices: Σ_i w[y_i]·(−log softmax(x_i)[y_i]) / Σ_i w[y_i]. Empty weights: all 1.
 Tensor cross_entropy(const Tensor& logits, const std::vector<int>& targets, const std::vector<float>& class_weights = {});
+// LPIPS's per-layer term: fa, fb (B, C, d, h, w) features, lin_weight (1, C, 1, 1, 1); returns
+// (B, 1, d, h, w) = Σ_c w_c (f̂a_c − f̂b_c)², f̂ = f / (‖f‖₂ + eps) over channels (eps: lpips'
+// normalize_tensor's). Differentiable w.r.t. all three.
+Tensor lpips_layer_distance(const Tensor& fa, const Tensor& fb, const Tensor& lin_weight, float eps = 1e-10f);
 
 }  // namespace cpets

@@ -1,11 +1,12 @@
-// Shape ops: reshape (a view), permute/transpose (materialised), concat, slice and chunk, with
-// backward. Copies run the kernels in kernels/cpu/layout.h.
+// Shape ops: reshape (a view), permute/transpose (materialised), concat, slice, chunk and
+// gather_slices, with backward. Copies run the kernels in kernels/cpu/layout.h.
 #include "engine/ops_shape.h"
 
 #include <memory>
 #include <stdexcept>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "engine/autograd.h"
 #include "engine/dispatch.h"
@@ -185,6 +186,35 @@ std::vector<Tensor> chunk(const Tensor& a, int64_t chunks, int64_t dim) {
   std::vector<Tensor> out;
   for (int64_t c = 0; c < chunks; ++c) out.push_back(slice(a, dim, c * step, (c + 1) * step));
   return out;
+}
+
+Tensor gather_slices(const Tensor& volume, int64_t axis, const std::vector<int64_t>& index) {
+  if (!volume.defined() || volume.dim() != 5 || volume.size(1) != 1)
+    throw std::invalid_argument("gather_slices: expected a single-channel volume (B, 1, D, H, W); got " +
+                                (volume.defined() ? volume.str() : std::string("undefined")));
+  if (axis < 2 || axis > 4) throw std::invalid_argument("gather_slices: axis must be 2 (D), 3 (H) or 4 (W); got " + std::to_string(axis));
+  const Shape& s = volume.shape();
+  const int64_t count = s[0] * s[size_t(axis)];
+  std::vector<bool> seen(size_t(count), false);
+  for (int64_t i : index) {
+    if (i < 0 || i >= count)
+      throw std::invalid_argument("gather_slices: slice index " + std::to_string(i) + " is outside [0, " + std::to_string(count) +
+                                  ") for volume " + volume.str() + " along axis " + std::to_string(axis));
+    if (seen[size_t(i)]) throw std::invalid_argument("gather_slices: slice index " + std::to_string(i) + " is listed twice");
+    seen[size_t(i)] = true;
+  }
+  const int a = int(axis - 2);
+  const int64_t rows = axis == 2 ? s[3] : s[2], cols = axis == 4 ? s[3] : s[4];
+  const int64_t n = int64_t(index.size());
+  const Device dev = volume.device();
+  Tensor out = Tensor::empty({n, 1, 1, rows, cols}, dev);
+  dispatch::gather_axis_slices(dev, volume.data(), s[0], s[2], s[3], s[4], a, index.data(), n, out.data());
+  return record(out, "gather_slices", {volume}, [s, a, index, dev](const Tensor& g, const std::vector<bool>&) {
+    Tensor dx = Tensor::empty(s, dev);
+    dispatch::scatter_axis_slices(dev, g.data(), s[0], s[2], s[3], s[4], a, index.data(), int64_t(index.size()),
+                                  dx.data());
+    return std::vector<Tensor>{dx};
+  });
 }
 
 }  // namespace cpets

@@ -163,7 +163,7 @@ std::vector<Tensor> LpipsSqueeze::forward_per_tap(const Tensor& a, const Tensor&
   std::vector<Tensor> per_tap;
   for (int k = 0; k < kTaps; ++k) {
     // (1, 1, N, h, w) distance map → the spatial mean of each slice, (N).
-    Tensor map = lpips_layer_distance(fa[size_t(k)], fb[size_t(k)], layers_->lin[size_t(k)]);
+    Tensor map = lpips_layer_distance(fa[size_t(k)], fb[size_t(k)], layers_->lin[size_t(k)], kNormEps);
     per_tap.push_back(mean(reshape(map, {a.size(0), -1}), {1}));
   }
   return per_tap;
@@ -174,58 +174,6 @@ Tensor LpipsSqueeze::forward(const Tensor& a, const Tensor& b) const {
   Tensor total = per_tap[0];
   for (int k = 1; k < kTaps; ++k) total = add(total, per_tap[size_t(k)]);
   return total;
-}
-
-Tensor lpips_layer_distance(const Tensor& fa, const Tensor& fb, const Tensor& lin_weight) {
-  if (!fa.defined() || !fb.defined() || !lin_weight.defined() || fa.dim() != 5 || fa.shape() != fb.shape() ||
-      lin_weight.numel() != fa.size(1) || lin_weight.size(0) != 1)
-    throw std::invalid_argument("lpips_layer_distance: expected features (B, C, d, h, w) of equal shape and a (1, C, 1, 1, 1) "
-                                "weight; got " + (fa.defined() ? fa.str() : "undefined") + ", " +
-                                (fb.defined() ? fb.str() : "undefined") + " and " +
-                                (lin_weight.defined() ? lin_weight.str() : "undefined"));
-  const int64_t N = fa.size(0), C = fa.size(1), P = fa.size(2) * fa.size(3) * fa.size(4);
-  const Device dev = dispatch::same_device("lpips_layer_distance", {fa, fb, lin_weight});
-  Tensor out = Tensor::empty({N, 1, fa.size(2), fa.size(3), fa.size(4)}, dev);
-  dispatch::normalized_distance_forward(dev, fa.data(), fb.data(), lin_weight.data(), N, C, P, kNormEps, out.data());
-  return record(out, "lpips_layer_distance", {fa, fb, lin_weight},
-                [a = fa.detach(), b = fb.detach(), w = lin_weight.detach(), N, C, P, dev](const Tensor& g, const std::vector<bool>& needs) {
-                  std::vector<Tensor> grads(3);
-                  for (int i = 0; i < 3; ++i)
-                    if (needs[size_t(i)]) grads[size_t(i)] = Tensor::empty(i == 0 ? a.shape() : i == 1 ? b.shape() : w.shape(), dev);
-                  dispatch::normalized_distance_backward(dev, a.data(), b.data(), w.data(), g.data(), N, C, P, kNormEps,
-                                                   needs[0] ? grads[0].data() : nullptr, needs[1] ? grads[1].data() : nullptr,
-                                                   needs[2] ? grads[2].data() : nullptr);
-                  return grads;
-                });
-}
-
-Tensor gather_slices(const Tensor& volume, int64_t axis, const std::vector<int64_t>& index) {
-  if (!volume.defined() || volume.dim() != 5 || volume.size(1) != 1)
-    throw std::invalid_argument("gather_slices: expected a single-channel volume (B, 1, D, H, W); got " +
-                                (volume.defined() ? volume.str() : std::string("undefined")));
-  if (axis < 2 || axis > 4) throw std::invalid_argument("gather_slices: axis must be 2 (D), 3 (H) or 4 (W); got " + std::to_string(axis));
-  const Shape& s = volume.shape();
-  const int64_t count = s[0] * s[size_t(axis)];
-  std::vector<bool> seen(size_t(count), false);
-  for (int64_t i : index) {
-    if (i < 0 || i >= count)
-      throw std::invalid_argument("gather_slices: slice index " + std::to_string(i) + " is outside [0, " + std::to_string(count) +
-                                  ") for volume " + volume.str() + " along axis " + std::to_string(axis));
-    if (seen[size_t(i)]) throw std::invalid_argument("gather_slices: slice index " + std::to_string(i) + " is listed twice");
-    seen[size_t(i)] = true;
-  }
-  const int a = int(axis - 2);
-  const int64_t rows = axis == 2 ? s[3] : s[2], cols = axis == 4 ? s[3] : s[4];
-  const int64_t n = int64_t(index.size());
-  const Device dev = volume.device();
-  Tensor out = Tensor::empty({n, 1, 1, rows, cols}, dev);
-  dispatch::gather_axis_slices(dev, volume.data(), s[0], s[2], s[3], s[4], a, index.data(), n, out.data());
-  return record(out, "gather_slices", {volume}, [s, a, index, dev](const Tensor& g, const std::vector<bool>&) {
-    Tensor dx = Tensor::empty(s, dev);
-    dispatch::scatter_axis_slices(dev, g.data(), s[0], s[2], s[3], s[4], a, index.data(), int64_t(index.size()),
-                                  dx.data());
-    return std::vector<Tensor>{dx};
-  });
 }
 
 std::vector<int64_t> random_permutation(int64_t count, Generator& gen) {

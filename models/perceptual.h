@@ -40,16 +40,6 @@ class LpipsSqueeze : public Module {
   std::shared_ptr<Layers> layers_;
 };
 
-// LPIPS's per-layer term: fa, fb (B, C, d, h, w) trunk features, lin_weight (1, C, 1, 1, 1);
-// returns (B, 1, d, h, w) = Σ_c w_c (f̂a_c − f̂b_c)², f̂ = f / (‖f‖₂ + 1e-10) over channels.
-// Differentiable w.r.t. all three.
-Tensor lpips_layer_distance(const Tensor& fa, const Tensor& fb, const Tensor& lin_weight);
-
-// The slices along `axis` (2 = D, 3 = H, 4 = W) of a (B, 1, D, H, W) volume listed in `index`
-// (slice s = image s / n, position s % n, n = size of that axis), as (count, 1, 1, rows, cols)
-// with the two remaining axes in order. Differentiable; the indices must be distinct.
-Tensor gather_slices(const Tensor& volume, int64_t axis, const std::vector<int64_t>& index);
-
 // The slice order of the 2.5-D loss: a uniformly random permutation of [0, count) by
 // Fisher–Yates: start from the identity, draw count − 1 uniforms u_0 … u_{count−2} from `gen`
 // in one request, and for k = 0 … count − 2 swap elements i = count − 1 − k and

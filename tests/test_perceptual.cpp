@@ -187,7 +187,7 @@ TEST_CASE("lpips_layer_distance: naive loops, finite differences, all-zero pixel
   const int64_t N = 2, C = 5, h = 3, w = 4;
   Tensor fa = random_tensor({N, C, 1, h, w}, 11), fb = random_tensor({N, C, 1, h, w}, 12);
   Tensor lw = random_tensor({1, C, 1, 1, 1}, 13, 0.f, 1.f);
-  Tensor d = models::lpips_layer_distance(fa, fb, lw);
+  Tensor d = lpips_layer_distance(fa, fb, lw);
   REQUIRE(d.shape() == Shape{N, 1, 1, h, w});
   for (int64_t n = 0; n < N; ++n)
     for (int64_t p = 0; p < h * w; ++p) {
@@ -204,14 +204,14 @@ TEST_CASE("lpips_layer_distance: naive loops, finite differences, all-zero pixel
       CHECK(d.data()[n * h * w + p] == doctest::Approx(want).epsilon(1e-5));
     }
   // The normalisation curves strongly for small feature norms: a finer step.
-  gradcheck([](const std::vector<Tensor>& v) { return models::lpips_layer_distance(v[0], v[1], v[2]); }, {fa, fb, lw},
+  gradcheck([](const std::vector<Tensor>& v) { return lpips_layer_distance(v[0], v[1], v[2]); }, {fa, fb, lw},
             cpets::testing::fine_step());
 
   // A pixel whose features are all zero (ReLU'd away): finite gradient, the limit I/eps·g there.
   Tensor za = fa.clone();
   for (int64_t c = 0; c < C; ++c) za.data()[c * h * w] = 0.f;
   za.set_requires_grad(true);
-  sum(models::lpips_layer_distance(za, fb, lw)).backward();
+  sum(lpips_layer_distance(za, fb, lw)).backward();
   for (float g : za.grad().to_vector()) CHECK(std::isfinite(g));
 }
 
@@ -220,7 +220,7 @@ TEST_CASE("gather_slices: each axis against naive indexing; backward by finite d
   for (int64_t axis = 2; axis <= 4; ++axis) {
     CAPTURE(axis);
     const std::vector<int64_t> index = {v.size(axis) + 1, 0, 2};  // image 1 first, out of order
-    Tensor s = models::gather_slices(v, axis, index);
+    Tensor s = gather_slices(v, axis, index);
     const int64_t rows = axis == 2 ? 4 : 3, cols = axis == 4 ? 4 : 5;
     REQUIRE(s.shape() == Shape{3, 1, 1, rows, cols});
     for (size_t j = 0; j < index.size(); ++j) {
@@ -228,10 +228,10 @@ TEST_CASE("gather_slices: each axis against naive indexing; backward by finite d
       std::vector<float> got(s.data() + j * rows * cols, s.data() + (j + 1) * rows * cols);
       CHECK(got == want);
     }
-    gradcheck([&](const std::vector<Tensor>& in) { return models::gather_slices(in[0], axis, index); }, {v});
+    gradcheck([&](const std::vector<Tensor>& in) { return gather_slices(in[0], axis, index); }, {v});
   }
-  CHECK_THROWS_WITH_AS(models::gather_slices(v, 2, {0, 6}), doctest::Contains("outside [0, 6)"), std::invalid_argument);
-  CHECK_THROWS_WITH_AS(models::gather_slices(v, 3, {1, 1}), doctest::Contains("listed twice"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(gather_slices(v, 2, {0, 6}), doctest::Contains("outside [0, 6)"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(gather_slices(v, 3, {1, 1}), doctest::Contains("listed twice"), std::invalid_argument);
 }
 
 TEST_CASE("random_permutation: Fisher–Yates on the generator's uniforms") {

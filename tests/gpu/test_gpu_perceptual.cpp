@@ -18,7 +18,7 @@ TEST_CASE("lpips_layer_distance on the GPU equals the CPU's") {
     Tensor w = random_tensor({1, s[1], 1, 1, 1}, 3, 0.f, 1.f);
     const int64_t C = s[1], NP = s[0] * s[2] * s[3] * s[4];
     check_against_cpu("lpips_layer_distance " + shape_str(s),
-                      [](const std::vector<Tensor>& v) { return models::lpips_layer_distance(v[0], v[1], v[2]); },
+                      [](const std::vector<Tensor>& v) { return lpips_layer_distance(v[0], v[1], v[2]); },
                       {fa, fb, w}, sum_tol(C, 1.0, 16), sum_tol(std::max(C, NP), 1.0, 16));
   }
 }
@@ -30,7 +30,7 @@ TEST_CASE("gather_slices on the GPU equals the CPU's along every axis, gradient 
     std::vector<int64_t> index;
     for (int64_t i = n - 1; i >= 0; i -= 2) index.push_back(i);  // reversed, every other slice
     check_against_cpu("gather_slices axis " + std::to_string(axis),
-                      [&](const std::vector<Tensor>& v) { return models::gather_slices(v[0], axis, index); }, {vol},
+                      [&](const std::vector<Tensor>& v) { return gather_slices(v[0], axis, index); }, {vol},
                       ulp_tol(0), ulp_tol(0));
   }
 }
