@@ -35,11 +35,12 @@ int64_t tasks_per_chunk(double flops_per_task) {
   return std::max<int64_t>(1, int64_t(2e6 / std::max(flops_per_task, 1.0)));
 }
 
+// Scores are exponentiated in base 2 (exp2_16, simd.h): the scale·log2 e factor is folded into
+// the score (one FMA) or into a transposed operand, and 2^x is one FMA and the clamps cheaper than e^x.
 constexpr float kLog2e = 1.44269504088896341f;
 
 // The running maximum starts at −∞, where x − n is NaN: the rescale factor clamps first.
 inline F16 exp2_16_clamped(F16 x) { return exp2_16(F16::max(x, F16::bcast(-126.f))); }
-
 
 // The row operations of the softmax and its backward. All reductions have a fixed order (16
 // lanes, then the lanes in a fixed tree), so results do not depend on the thread count. Full
