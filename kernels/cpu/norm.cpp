@@ -21,29 +21,10 @@ struct F2 {
   float a, b;
 };
 
-// Σ term(i), i in [0, n), in kSumLanes float lanes, in reduce.h's lane_sum order; `term` may
-// also write to index i. Written out here rather than calling lane_sum: reduce.h comes before
-// simd.h, so lane_sum has the baseline target, and GCC cannot inline this file's level-target
-// lambdas into it — every term became a function call (softmax ran at 0.2–2 GB/s).
+// Σ term(i), i in [0, n), in kSumLanes float lanes (reduce.h); `term` may also write to index i.
 template <class F>
 inline double sum1(int64_t n, F&& term) {
-  double d[kSumLanes] = {};
-  const int64_t nv = n - n % kSumLanes;
-  int64_t i = 0;
-  while (i < nv) {
-    const int64_t end = std::min(nv, i + kBlock);
-    float f[kSumLanes] = {};
-    for (; i < end; i += kSumLanes) {
-#pragma omp simd
-      for (int l = 0; l < kSumLanes; ++l) f[l] += term(i + l);
-    }
-#pragma omp simd
-    for (int l = 0; l < kSumLanes; ++l) d[l] += f[l];
-  }
-  double s = 0;
-  for (; i < n; ++i) s += term(i);
-  for (int l = 0; l < kSumLanes; ++l) s += d[l];
-  return s;
+  return lane_sum<kSumLanes>(n, [&](int64_t i) -> float { return term(i); });
 }
 
 // Two sums at once, as sum1; term returns F2.

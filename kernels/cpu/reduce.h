@@ -18,11 +18,12 @@ namespace cpets::kernels::cpu {
 constexpr int64_t kReduceChunk = 16384;  // elements per parallel work item of a reduction
 
 // Σ term(i) for i in [0, n), as described above (one chunk; no threading). More lanes give more
-// independent add chains. Baseline target: a multi-level kernel file (kernels/cpu/simd.h) must
-// not pass it a lambda of its own level — GCC cannot inline that lambda here and calls it per
-// term; norm.cpp has its own copy of this loop for that reason.
+// independent add chains. Always inlined: this header has the baseline target, and GCC will not
+// inline a multi-level kernel file's (kernels/cpu/simd.h) lambda into a baseline-target function,
+// so an out-of-line lane_sum called `term` once per element (softmax ran at 0.2–2 GB/s); inlined
+// into the level's caller first, the lambda inlines too.
 template <int kLanes = 16, class F>
-inline double lane_sum(int64_t n, F&& term) {
+[[gnu::always_inline]] inline double lane_sum(int64_t n, F&& term) {
   constexpr int64_t kBlock = 256;
   using V = std::decay_t<decltype(term(int64_t{0}))>;  // float lanes for float terms, double for double
   double d[kLanes] = {};
