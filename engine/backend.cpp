@@ -17,8 +17,8 @@ const std::vector<Family>& families() {
   static const std::vector<Family> f = {
       {"conv", "CPETS_CONV_BACKEND", {"cuda", "cudnn"}},
       {"gemm", "CPETS_GEMM_BACKEND", {"cuda", "cublas"}},
-      {"attention", "CPETS_ATTENTION_BACKEND", {"cuda"}},
-      {"conv_precision", "CPETS_CONV_PRECISION", {"fp32", "tf32", "bf16"}},
+      {"attention", "CPETS_ATTENTION_BACKEND", {"cuda", "cublas"}},
+      {"precision", "CPETS_PRECISION", {"fp32", "tf32", "bf16"}},
   };
   return f;
 }
@@ -32,7 +32,7 @@ std::string join(const std::vector<std::string>& v) {
 size_t family_index(const std::string& family) {
   for (size_t i = 0; i < families().size(); ++i)
     if (family == families()[i].name) return i;
-  throw std::invalid_argument("unknown backend family '" + family + "'; valid: conv, gemm, attention, conv_precision");
+  throw std::invalid_argument("unknown backend family '" + family + "'; valid: conv, gemm, attention, precision");
 }
 
 int choice_index(size_t fi, const std::string& backend, const std::string& source) {
@@ -61,11 +61,11 @@ int current(size_t fi) {
 ConvBackend conv_backend() { return ConvBackend(current(0)); }
 GemmBackend gemm_backend() { return GemmBackend(current(1)); }
 AttentionBackend attention_backend() { return AttentionBackend(current(2)); }
-ConvPrecision conv_precision() { return ConvPrecision(current(3)); }
+MathPrecision math_precision() { return MathPrecision(current(3)); }
 void set_conv_backend(ConvBackend b) { g_choice[0] = int(b); }
 void set_gemm_backend(GemmBackend b) { g_choice[1] = int(b); }
 void set_attention_backend(AttentionBackend b) { g_choice[2] = int(b); }
-void set_conv_precision(ConvPrecision p) { g_choice[3] = int(p); }
+void set_math_precision(MathPrecision p) { g_choice[3] = int(p); }
 
 void set_backend(const std::string& family, const std::string& backend) {
   const size_t fi = family_index(family);

@@ -14,6 +14,7 @@
 #include "kernels/cpu/reduce.h"
 
 #if CPETS_HAVE_CUDA
+#include "kernels/cudnn/attention.h"
 #include "kernels/cudnn/conv3d.h"
 #include "kernels/cudnn/gemm.h"
 #include "kernels/cuda/adam.h"
@@ -55,11 +56,12 @@ namespace kg = kernels::cuda;
 #if CPETS_HAVE_CUDA
 namespace {
 
-kernels::cuda::Precision precision_of(ConvPrecision p) {
-  switch (p) {
-    case ConvPrecision::Fp32: return kernels::cuda::Precision::fp32_exact;
-    case ConvPrecision::Tf32: return kernels::cuda::Precision::tf32;
-    case ConvPrecision::Bf16: return kernels::cuda::Precision::bf16;
+// The arithmetic engine/backend.h's "precision" asks of the products (conv3d, GEMM).
+kernels::cuda::Precision chosen_precision() {
+  switch (math_precision()) {
+    case MathPrecision::Fp32: return kernels::cuda::Precision::fp32_exact;
+    case MathPrecision::Tf32: return kernels::cuda::Precision::tf32;
+    case MathPrecision::Bf16: return kernels::cuda::Precision::bf16;
   }
   return kernels::cuda::Precision::fp32_exact;
 }
@@ -205,12 +207,13 @@ void sgemm_batched(Device d, bool trans_a, bool trans_b, int64_t batch, int64_t 
                    float beta, float* C, int64_t ldc, int64_t stride_c) {
 #if CPETS_HAVE_CUDA
   if (d == Device::CUDA) {
+    const auto p = chosen_precision();
     if (gemm_backend() == GemmBackend::Cublas)
-      kernels::cudnn::sgemm_batched(kernels::cuda::Precision::fp32_exact, trans_a, trans_b, batch, M, N, K, alpha, A,
-                                    lda, stride_a, B, ldb, stride_b, beta, C, ldc, stride_c, cuda_stream());
+      kernels::cudnn::sgemm_batched(p, trans_a, trans_b, batch, M, N, K, alpha, A, lda, stride_a, B, ldb, stride_b,
+                                    beta, C, ldc, stride_c, cuda_stream());
     else {
       DeviceWorkspace ws(kg::sgemm_workspace_bytes(batch, M, N, K));
-      kg::sgemm_batched(trans_a, trans_b, batch, M, N, K, alpha, A, lda, stride_a, B, ldb, stride_b, beta, C, ldc,
+      kg::sgemm_batched(p, trans_a, trans_b, batch, M, N, K, alpha, A, lda, stride_a, B, ldb, stride_b, beta, C, ldc,
                         stride_c, {ws.ptr(), ws.size}, cuda_stream());
     }
     return;
@@ -231,7 +234,7 @@ void conv3d_forward(Device d, const kernels::cpu::Conv3dShape& s, const float* x
                     float* y) {
 #if CPETS_HAVE_CUDA
   if (d == Device::CUDA) {
-    const auto p = precision_of(conv_precision());
+    const auto p = chosen_precision();
     run_conv(
         [&] {
           DeviceWorkspace ws(kg::conv3d_forward_workspace_bytes(s, p));
@@ -250,7 +253,7 @@ void conv3d_forward(Device d, const kernels::cpu::Conv3dShape& s, const float* x
 void conv3d_backward_data(Device d, const kernels::cpu::Conv3dShape& s, const float* dy, const float* w, float* dx) {
 #if CPETS_HAVE_CUDA
   if (d == Device::CUDA) {
-    const auto p = precision_of(conv_precision());
+    const auto p = chosen_precision();
     run_conv(
         [&] {
           DeviceWorkspace ws(kg::conv3d_backward_data_workspace_bytes(s, p));
@@ -270,7 +273,7 @@ void conv3d_backward_weight(Device d, const kernels::cpu::Conv3dShape& s, const 
                             float* dbias) {
 #if CPETS_HAVE_CUDA
   if (d == Device::CUDA) {
-    const auto p = precision_of(conv_precision());
+    const auto p = chosen_precision();
     run_conv(
         [&] {
           DeviceWorkspace ws(kg::conv3d_backward_weight_workspace_bytes(s, p));
@@ -290,7 +293,13 @@ void attention_forward(Device d, const kernels::cpu::AttentionShape& s, const fl
                        float* out, float* lse) {
 #if CPETS_HAVE_CUDA
   if (d == Device::CUDA) {
-    kg::attention_forward(s, q, k, v, out, lse, cuda_stream());
+    if (attention_backend() == AttentionBackend::Cublas) {
+      DeviceWorkspace ws(kernels::cudnn::attention_reference_workspace_bytes(s));
+      kernels::cudnn::attention_reference_forward(s, chosen_precision(), q, k, v, out, lse, ws.ptr(), ws.size,
+                                                  cuda_stream());
+    } else {
+      kg::attention_forward(s, q, k, v, out, lse, cuda_stream());
+    }
     return;
   }
 #endif
@@ -303,8 +312,34 @@ void attention_backward(Device d, const kernels::cpu::AttentionShape& s, const f
                         float* dv) {
 #if CPETS_HAVE_CUDA
   if (d == Device::CUDA) {
-    DeviceWorkspace ws(kg::attention_backward_workspace_bytes(s));
-    kg::attention_backward(s, q, k, v, out, lse, dout, dq, dk, dv, ws.ptr(), ws.size, cuda_stream());
+    if (attention_backend() == AttentionBackend::Cublas) {
+      // The op keeps out and lse, not the Nq×Nk probabilities: the composition recomputes P with
+      // its forward (into throwaway out/lse), then runs its backward, which wants every gradient.
+      DeviceWorkspace ws(kernels::cudnn::attention_reference_workspace_bytes(s));
+      const int64_t q_floats = s.batch * s.nq * s.channels, kv_floats = s.batch * s.nk * s.channels;
+      Tensor again = Tensor::empty({q_floats + s.batch * s.heads * s.nq + (dq ? 0 : q_floats) +
+                                    (dk ? 0 : 2 * kv_floats)},
+                                   Device::CUDA);
+      float* spare = again.data();
+      float* out_again = spare;
+      float* lse_again = out_again + q_floats;
+      float* rest = lse_again + s.batch * s.heads * s.nq;
+      if (!dq) {
+        dq = rest;
+        rest += q_floats;
+      }
+      if (!dk) {
+        dk = rest;
+        dv = rest + kv_floats;
+      }
+      const auto p = chosen_precision();
+      kernels::cudnn::attention_reference_forward(s, p, q, k, v, out_again, lse_again, ws.ptr(), ws.size, cuda_stream());
+      kernels::cudnn::attention_reference_backward(s, p, q, k, v, out, dout, dq, dk, dv, ws.ptr(), ws.size,
+                                                   cuda_stream());
+    } else {
+      DeviceWorkspace ws(kg::attention_backward_workspace_bytes(s));
+      kg::attention_backward(s, q, k, v, out, lse, dout, dq, dk, dv, ws.ptr(), ws.size, cuda_stream());
+    }
     return;
   }
 #endif

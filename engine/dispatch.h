@@ -64,7 +64,8 @@ void max_pool3d_forward(Device d, const kernels::cpu::MaxPool3dShape& s, const f
 void max_pool3d_backward(Device d, const kernels::cpu::MaxPool3dShape& s, const int32_t* argmax, const float* dy,
                          float* dx);
 
-// ---- matrix products (CUDA: ours or cuBLAS, as engine/backend.h's "gemm" says) ----
+// ---- matrix products (CUDA: ours or cuBLAS, as engine/backend.h's "gemm" says, at its
+// "precision") ----
 void sgemm(Device d, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
            int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
 void sgemm_batched(Device d, bool trans_a, bool trans_b, int64_t batch, int64_t M, int64_t N, int64_t K, float alpha,
@@ -78,9 +79,9 @@ void conv3d_backward_data(Device d, const kernels::cpu::Conv3dShape& s, const fl
 void conv3d_backward_weight(Device d, const kernels::cpu::Conv3dShape& s, const float* x, const float* dy, float* dw,
                             float* dbias);
 
-// ---- attention (CUDA: ours) ----
-// `scratch` is for the CPU kernels only (attention_*_scratch_floats); the CUDA path takes its
-// workspace from the device allocator.
+// ---- attention (CUDA: ours in FP32, or the cuBLAS composition at the precision, as
+// engine/backend.h's "attention" says) ----
+// The CPU path takes its scratch and the CUDA path its workspace from the allocators.
 void attention_forward(Device d, const kernels::cpu::AttentionShape& s, const float* q, const float* k, const float* v,
                        float* out, float* lse);
 void attention_backward(Device d, const kernels::cpu::AttentionShape& s, const float* q, const float* k,

@@ -21,6 +21,8 @@
 #include "kernels/cuda/attention_math.h"
 #include "kernels/cuda/conv3d_math.h"
 #include "kernels/cuda/conv3d_ops.h"
+#include "kernels/cuda/gemm_tile.h"
+#include "kernels/cuda/mma_math.h"
 #include "kernels/cuda/precision.h"
 
 using namespace cpets::kernels;
@@ -162,24 +164,29 @@ void emulate_implicit_gemm(const Op& op, Precision p, int64_t max_rows, int laye
   }
 }
 
-// The warps' fragment loads (as multiply_tile in conv3d.cu) and mma.sync: lane `lane` register r
-// of A holds element a_slot(lane, r) of the 16×k tile; D += A·B in double per instruction.
-void emulate_mma_tiles(Precision p, const std::vector<float>& As, const std::vector<float>& Bs, std::vector<float>& acc) {
+// The warps' fragment loads and mma.sync (mma_tile.cuh's warp_mma_k16) on one 16-deep slice:
+// warp w multiplies its MI × NI grid of m16n8 tiles at (warp_row(w), warp_col(w)); lane `lane`
+// register r of A holds element a_slot(lane, r) of the 16×k tile; D += A·B in double per
+// instruction. As is [k][lda], Bs [k][ldb], acc [row][ldc].
+template <class WarpRow, class WarpCol>
+void emulate_warp_mma(Precision p, const std::vector<float>& As, int lda, const std::vector<float>& Bs, int ldb,
+                      int warps, int MI, int NI, WarpRow warp_row_of, WarpCol warp_col_of, std::vector<float>& acc,
+                      int ldc) {
   const int step = p == Precision::tf32 ? 8 : 16;
-  for (int warp = 0; warp < kThreads / 32; ++warp) {
-    const int wm = warp_row(warp), wn = warp_col(warp);
-    for (int kk = 0; kk < kBK; kk += step)
-      for (int mi = 0; mi < 2; ++mi)
-        for (int ni = 0; ni < 4; ++ni) {
+  for (int warp = 0; warp < warps; ++warp) {
+    const int wm = warp_row_of(warp), wn = warp_col_of(warp);
+    for (int kk = 0; kk < 16; kk += step)
+      for (int mi = 0; mi < MI; ++mi)
+        for (int ni = 0; ni < NI; ++ni) {
           double A[16][16] = {}, B[16][8] = {};
           for (int lane = 0; lane < 32; ++lane) {
             for (int i = 0; i < (p == Precision::tf32 ? 4 : 8); ++i) {
               RowCol e = p == Precision::tf32 ? tf32_a_slot(lane, i) : bf16_a_slot(lane, i);
-              A[e.row][e.col] = As[(kk + e.col) * kALd + wm + mi * 16 + e.row];
+              A[e.row][e.col] = As[(kk + e.col) * lda + wm + mi * 16 + e.row];
             }
             for (int i = 0; i < (p == Precision::tf32 ? 2 : 4); ++i) {
               RowCol e = p == Precision::tf32 ? tf32_b_slot(lane, i) : bf16_b_slot(lane, i);
-              B[e.row][e.col] = Bs[(kk + e.row) * kBLd + wn + ni * 8 + e.col];
+              B[e.row][e.col] = Bs[(kk + e.row) * ldb + wn + ni * 8 + e.col];
             }
           }
           for (int lane = 0; lane < 32; ++lane)
@@ -187,11 +194,16 @@ void emulate_mma_tiles(Precision p, const std::vector<float>& As, const std::vec
               RowCol e = mma_c_slot(lane, i);
               double s = 0;
               for (int k = 0; k < step; ++k) s += A[e.row][k] * B[k][e.col];
-              float& d = acc[(wm + mi * 16 + e.row) * kBN + wn + ni * 8 + e.col];
+              float& d = acc[(wm + mi * 16 + e.row) * ldc + wn + ni * 8 + e.col];
               d = static_cast<float>(d + s);
             }
         }
   }
+}
+
+// conv3d.cu's multiply_tile: 8 warps as 4 × 2 of 2 × 4 tiles over the 128×64 tile.
+void emulate_mma_tiles(Precision p, const std::vector<float>& As, const std::vector<float>& Bs, std::vector<float>& acc) {
+  emulate_warp_mma(p, As, kALd, Bs, kBLd, kThreads / 32, 2, 4, conv_tile::warp_row, conv_tile::warp_col, acc, kBN);
 }
 
 // ---- float64 reference and error measure -------------------------------------------------------
@@ -594,6 +606,161 @@ void emulate_attention_forward(const cpu::AttentionShape& s, const float* q, con
 }
 
 }  // namespace
+
+// ---- our SGEMM (kernels/cuda/gemm.cu), emulated ------------------------------------------------
+
+struct GemmCase {
+  bool ta, tb;
+  int64_t batch, M, N, K;
+  float alpha, beta;
+  bool share_b;  // stride_b = 0: every batch multiplies by the same B
+};
+
+// sgemm_batched as gemm.cu runs it: the split plan, per block the 256 threads' loads into the
+// padded k-major tiles (rounded to the precision), the fp32 threads' FMAs in k order or the
+// warps' mma tiles, the stores through alpha/beta or into the split partials, and the combine
+// kernel's in-order sum. Row-major operands with the tightest leading dimensions.
+std::vector<float> emulate_sgemm(Precision p, const GemmCase& g, const std::vector<float>& A,
+                                 const std::vector<float>& B, std::vector<float> C) {
+  namespace gt = gemm_tile;
+  const int64_t M = g.M, N = g.N, K = g.K;
+  const int64_t lda = g.ta ? M : K, ldb = g.tb ? K : N, ldc = N;
+  const int64_t sa = M * K, sb = g.share_b ? 0 : K * N, sc = M * N;
+  const gt::SplitPlan plan = gt::split_plan(g.batch, M, N, K);
+  const int ld = gt::lead(p);
+  std::vector<float> partial(plan.splits > 1 ? g.batch * plan.splits * M * N : 0, NAN);
+  for (int64_t z = 0; z < g.batch * plan.splits; ++z) {
+    const int64_t b = z / plan.splits, part = z % plan.splits;
+    const float* Ab = A.data() + b * sa;
+    const float* Bb = B.data() + b * sb;
+    const int64_t k_begin = part * plan.chunk, k_end = std::min(K, k_begin + plan.chunk);
+    for (int64_t m0 = 0; m0 < M; m0 += gt::kBM)
+      for (int64_t n0 = 0; n0 < N; n0 += gt::kBN) {
+        std::vector<float> acc(gt::kBM * gt::kBN, 0.f);
+        for (int64_t k0 = k_begin; k0 < k_end; k0 += gt::kBK) {
+          std::vector<float> As(gt::kBK * ld, NAN), Bs(gt::kBK * ld, NAN);
+          for (int t = 0; t < gt::kThreads; ++t)
+            for (int j = 0; j < gt::kLoadsPerThread; ++j) {
+              const gt::Slot a = gt::a_slot(g.ta, t, j);
+              const int64_t gm = m0 + a.index, gk = k0 + a.k;
+              As[a.k * ld + a.index] =
+                  round_operand(p, (gm < M && gk < k_end) ? (g.ta ? Ab[gk * lda + gm] : Ab[gm * lda + gk]) : 0.f);
+              const gt::Slot e = gt::b_slot(g.tb, t, j);
+              const int64_t gn = n0 + e.index, gk2 = k0 + e.k;
+              Bs[e.k * ld + e.index] =
+                  round_operand(p, (gn < N && gk2 < k_end) ? (g.tb ? Bb[gn * ldb + gk2] : Bb[gk2 * ldb + gn]) : 0.f);
+            }
+          if (p == Precision::fp32_exact) {
+            for (int t = 0; t < gt::kThreads; ++t)
+              for (int kk = 0; kk < gt::kBK; ++kk)
+                for (int i = 0; i < 4; ++i)
+                  for (int j = 0; j < 4; ++j) {
+                    const int r = gt::fp32_row(t, i), c = gt::fp32_col(t, j);
+                    acc[r * gt::kBN + c] = std::fma(As[kk * ld + r], Bs[kk * ld + c], acc[r * gt::kBN + c]);
+                  }
+          } else {
+            emulate_warp_mma(p, As, ld, Bs, ld, gt::kThreads / 32, gt::kWarpTilesM, gt::kWarpTilesN, gt::warp_row,
+                             gt::warp_col, acc, gt::kBN);
+          }
+        }
+        for (int r = 0; r < gt::kBM; ++r)
+          for (int c = 0; c < gt::kBN; ++c) {
+            const int64_t m = m0 + r, n = n0 + c;
+            if (m >= M || n >= N) continue;
+            const float v = acc[r * gt::kBN + c];
+            if (plan.splits > 1) {
+              partial[(z * M + m) * N + n] = v;
+            } else {
+              float& dst = C[b * sc + m * ldc + n];
+              dst = g.beta == 0.f ? g.alpha * v : g.alpha * v + g.beta * dst;
+            }
+          }
+      }
+  }
+  if (plan.splits > 1)
+    for (int64_t b = 0; b < g.batch; ++b)
+      for (int64_t mn = 0; mn < M * N; ++mn) {
+        float s = 0.f;
+        for (int64_t q = 0; q < plan.splits; ++q) s += partial[(b * plan.splits + q) * M * N + mn];
+        float& dst = C[b * sc + mn];
+        dst = g.beta == 0.f ? g.alpha * s : g.alpha * s + g.beta * dst;
+      }
+  return C;
+}
+
+void check_sgemm(Precision p, const GemmCase& g, uint32_t seed) {
+  const int64_t M = g.M, N = g.N, K = g.K;
+  const std::vector<float> A = random_vector(g.batch * M * K, seed), B = random_vector(g.batch * K * N, seed + 1),
+                           C0 = random_vector(g.batch * M * N, seed + 2);
+  const std::vector<float> C = emulate_sgemm(p, g, A, B, C0);
+  std::vector<double> want(C.size()), scale(C.size());
+  for (int64_t b = 0; b < g.batch; ++b)
+    for (int64_t m = 0; m < M; ++m)
+      for (int64_t n = 0; n < N; ++n) {
+        double s = 0, s_abs = 0;
+        for (int64_t k = 0; k < K; ++k) {
+          const double a = g.ta ? A[b * M * K + k * M + m] : A[b * M * K + m * K + k];
+          const int64_t bb = g.share_b ? 0 : b * K * N;
+          const double v = g.tb ? B[bb + n * K + k] : B[bb + k * N + n];
+          s += a * v;
+          s_abs += std::fabs(a * v);
+        }
+        const int64_t i = (b * M + m) * N + n;
+        want[i] = g.alpha * s + g.beta * double(C0[i]);
+        scale[i] = std::fabs(g.alpha) * s_abs + std::fabs(g.beta * double(C0[i]));
+      }
+  INFO("precision " << precision_name(p) << (g.ta ? " Aᵀ" : " A") << (g.tb ? "·Bᵀ" : "·B") << ", batch " << g.batch
+                    << " " << M << "×" << N << "×" << K << ", splits " << gemm_tile::split_plan(g.batch, M, N, K).splits);
+  CHECK(worst_relative_error(C, want, scale) <= bound(p, K + 2));
+  for (float v : C) REQUIRE(std::isfinite(v));
+}
+
+TEST_CASE("SGEMM tile maps: the 256 threads load each operand tile once, warps and threads cover C once") {
+  namespace gt = gemm_tile;
+  for (bool trans : {false, true}) {
+    std::vector<int> a(gt::kBK * gt::kBM, 0), b(gt::kBK * gt::kBN, 0);
+    for (int t = 0; t < gt::kThreads; ++t)
+      for (int j = 0; j < gt::kLoadsPerThread; ++j) {
+        const gt::Slot ea = gt::a_slot(trans, t, j), eb = gt::b_slot(trans, t, j);
+        REQUIRE((ea.k < gt::kBK && ea.index < gt::kBM && eb.k < gt::kBK && eb.index < gt::kBN));
+        ++a[ea.k * gt::kBM + ea.index];
+        ++b[eb.k * gt::kBN + eb.index];
+      }
+    CHECK(std::all_of(a.begin(), a.end(), [](int c) { return c == 1; }));
+    CHECK(std::all_of(b.begin(), b.end(), [](int c) { return c == 1; }));
+  }
+  std::vector<int> c(gt::kBM * gt::kBN, 0);
+  for (int t = 0; t < gt::kThreads; ++t)
+    for (int i = 0; i < 4; ++i)
+      for (int j = 0; j < 4; ++j) ++c[gt::fp32_row(t, i) * gt::kBN + gt::fp32_col(t, j)];
+  CHECK(std::all_of(c.begin(), c.end(), [](int v) { return v == 1; }));
+  std::fill(c.begin(), c.end(), 0);
+  for (int warp = 0; warp < gt::kThreads / 32; ++warp)
+    for (int lane = 0; lane < 32; ++lane)
+      for (int mi = 0; mi < gt::kWarpTilesM; ++mi)
+        for (int ni = 0; ni < gt::kWarpTilesN; ++ni)
+          for (int r = 0; r < 4; ++r) {
+            RowCol e = mma_c_slot(lane, r);
+            ++c[(gt::warp_row(warp) + mi * 16 + e.row) * gt::kBN + gt::warp_col(warp) + ni * 8 + e.col];
+          }
+  CHECK(std::all_of(c.begin(), c.end(), [](int v) { return v == 1; }));
+  // The tensor-core tiles' leading dimension puts a fragment load's 32 lanes in 32 banks.
+  CHECK(gt::lead(Precision::tf32) % 32 == 8);
+  CHECK(gt::lead(Precision::bf16) % 32 == 8);
+}
+
+TEST_CASE("emulated SGEMM, fp32, tf32 and bf16: every transpose, edge tiles, batches, split K, alpha/beta") {
+  const std::vector<GemmCase> cases = {
+      {false, false, 1, 7, 5, 13, 1.f, 0.f, false},       {false, true, 2, 70, 67, 45, 1.f, 0.f, false},
+      {true, false, 3, 33, 65, 17, 0.5f, 0.25f, true},     {true, true, 1, 64, 64, 32, -1.f, 1.f, false},
+      {false, true, 1, 33, 20, 5000, 1.f, 0.f, false} /* split K */,
+      {true, false, 2, 17, 9, 4100, 0.5f, 0.5f, false} /* split K with beta */};
+  CHECK(gemm_tile::split_plan(1, 33, 20, 5000).splits > 1);
+  CHECK(gemm_tile::split_plan(2, 17, 9, 4100).splits > 1);
+  uint32_t seed = 700;
+  for (Precision p : {Precision::fp32_exact, Precision::tf32, Precision::bf16})
+    for (const GemmCase& g : cases) check_sgemm(p, g, seed += 3);
+}
 
 TEST_CASE("attention split plan: query chunks cover Nq in whole tiles") {
   using namespace attn;

@@ -61,9 +61,11 @@ TEST_CASE("backends are chosen by name, unknown names list the valid ones") {
   CHECK(gemm_backend() == GemmBackend::Cublas);
   CHECK(backend_name("gemm") == "cublas");
   set_gemm_backend(GemmBackend::Cuda);
-  set_backend("conv_precision", "tf32");
-  CHECK(conv_precision() == ConvPrecision::Tf32);
-  set_conv_precision(ConvPrecision::Fp32);
+  set_backend("precision", "bf16");
+  CHECK(math_precision() == MathPrecision::Bf16);
+  CHECK(backend_name("precision") == "bf16");
+  set_math_precision(MathPrecision::Fp32);
+  CHECK_THROWS_AS(set_backend("conv_precision", "tf32"), std::invalid_argument);  // renamed
   try {
     set_backend("gemm", "mkl");
     FAIL("expected an error");
@@ -73,7 +75,10 @@ TEST_CASE("backends are chosen by name, unknown names list the valid ones") {
     CHECK(m.find("cuda, cublas") != std::string::npos);
   }
   CHECK_THROWS_AS(set_backend("pooling", "cuda"), std::invalid_argument);
-  CHECK(backend_choices("attention") == std::vector<std::string>{"cuda"});
+  CHECK(backend_choices("attention") == std::vector<std::string>{"cuda", "cublas"});
+  set_backend("attention", "cublas");
+  CHECK(attention_backend() == AttentionBackend::Cublas);
+  set_attention_backend(AttentionBackend::Cuda);
 }
 
 // One op-dispatch pattern (issue 11): op bodies hold the checks, the allocation and the autograd

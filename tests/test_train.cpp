@@ -205,18 +205,33 @@ TEST_CASE("config: the op backends (train.conv_backend, …) are checked by name
   std::string e = error_of([] { tiny_config({"train.conv_backend=cudnm"}); });
   CHECK(contains(e, "train.conv_backend"));
   CHECK(contains(e, "\"cudnn\""));
-  e = error_of([] { tiny_config({"train.conv_precision=fp16"}); });
-  CHECK(contains(e, "train.conv_precision"));
+  e = error_of([] { tiny_config({"train.precision=fp16"}); });
+  CHECK(contains(e, "train.precision"));
   CHECK(contains(e, "\"bf16\""));
+  // The old name is refused with the new one, not as a plain unknown key.
+  e = error_of([] { tiny_config({"train.conv_precision=tf32"}); });
+  CHECK(contains(e, "renamed"));
+  CHECK(contains(e, "train.precision"));
+  // tf32/bf16 are tensor-core arithmetic: on the CPU, an error naming the key and both ways out.
+  e = error_of([] { tiny_config({"train.precision=bf16"}); });
+  CHECK(contains(e, "train.precision"));
+  CHECK(contains(e, "train.device"));
+  CHECK(contains(e, "--device cuda"));
+  CHECK(contains(e, "precision=fp32"));
+  // cuDNN's reference convolution has no bf16.
+  e = error_of([] { tiny_config({"train.device=cuda", "train.precision=bf16", "train.conv_backend=cudnn"}); });
+  CHECK(contains(e, "train.conv_backend"));
+  CHECK(contains(e, "tf32"));
   const std::string before = backend_name("gemm");
+  set_backend("precision", "tf32");
   {
     ThreadCount one(1);
-    Trainer t(tiny_config({"train.gemm_backend=cublas", "train.conv_precision=tf32"}));
+    Trainer t(tiny_config({"train.gemm_backend=cublas", "train.precision=fp32"}));
     CHECK(backend_name("gemm") == "cublas");
-    CHECK(backend_name("conv_precision") == "tf32");
+    CHECK(backend_name("precision") == "fp32");
   }
   set_backend("gemm", before);
-  set_backend("conv_precision", "fp32");
+  set_backend("precision", "fp32");
   CHECK(op_backends(tiny_config().train).front() == std::pair<std::string, std::string>{"conv", ""});  // "" = not set
 }
 

@@ -19,6 +19,7 @@
 #include "engine/allocator.h"
 #include "kernels/cpu/isa.h"
 #include "models/config.h"
+#include "train/config.h"
 
 using namespace cpets;
 
@@ -93,6 +94,11 @@ int main(int argc, char** argv) {
   train->add_option("--torch", train_opt.torch, "PyTorch figures: JSON from tools/torch_model.py --bench, or 'none'");
   train->add_option("--device", train_opt.device, "cpu, cuda or cuda:N (PyTorch runs on the same device)")
       ->capture_default_str();
+  train->add_option("--precision", train_opt.precision,
+                    "on a GPU: fp32, tf32 or bf16, the arithmetic of the convolutions and matrix products (train.precision; "
+                    "PyTorch: TF32 switched on or off, or bf16 autocast)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"fp32", "tf32", "bf16"}));
   train->add_option("--rounds", train_opt.rounds,
                     "our timed steps and PyTorch's run alternately this many times (medians reported)")
       ->capture_default_str()
@@ -109,7 +115,7 @@ int main(int argc, char** argv) {
   CLI::App* comm = app.add_subcommand("comm", "all-reduce bandwidth over message sizes (under mpirun -np N)");
   comm->add_option("--max-mb", comm_opt.max_mb, "largest message in MiB")->capture_default_str();
   comm->add_option("--repeats", comm_opt.repeats, "timed all-reduces per size (median)")->capture_default_str();
-  return cpets::tools::run_main(app, argc, argv, [&] {
+  return cpets::tools::run_main<cpets::train::ConfigError>(app, argc, argv, [&] {
     if (comm->parsed()) return bench::run_comm_bench(comm_opt);
     if (train->parsed() && ranks) {
       dp_opt.preset = train_opt.preset;

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # On a lent GPU machine (the `device` tool; see docs/architecture.md "Running on a lent GPU
 # machine"): unpack the carried .deb build dependencies, build with CUDA, run the gpu-labelled
-# tests, the kernel lab and a training step on the GPU beside PyTorch's, and leave every output
-# in $OUT (or ./gpu-out).
+# tests, compute-sanitizer's four tools, the kernel lab and training steps on the GPU beside
+# PyTorch's in fp32, tf32 and bf16, and leave every output in $OUT (or ./gpu-out).
 #   tools/gpu_run.sh            # from the repository root, with .deps/ carried along
 # Device time is scarce, so everything happens in one call and every step's log is kept even
 # when a later step fails.
@@ -48,10 +48,27 @@ if step configure "$OUT/configure.log" cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE
   grep -B3 -E "[1-9][0-9]* bytes spill (stores|loads)" "$OUT/build.log" > "$OUT/spills.log" || true
   echo "ptxas functions with spills: $(grep -cE '[1-9][0-9]* bytes spill stores' "$OUT/spills.log")"
   step "gpu tests" "$OUT/ctest_gpu.log" bash -c "cd '$BUILD' && ctest -L gpu --output-on-failure"
+  # compute-sanitizer on the small binary made for it (every conv3d/GEMM pass and precision with
+  # tail tiles and split K, attention with a split pass, norms, reductions): each tool's findings
+  # fail the step. Skipped with a note where the sanitizer is not installed.
+  if command -v compute-sanitizer > /dev/null || [ -x /usr/local/cuda/bin/compute-sanitizer ]; then
+    SAN=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+    for tool in memcheck racecheck synccheck initcheck; do
+      step "compute-sanitizer $tool" "$OUT/sanitize_$tool.log" \
+        timeout 240 "$SAN" --tool "$tool" --error-exitcode 1 "$BUILD/test_gpu_sanitize"
+    done
+  else
+    echo "== compute-sanitizer not found: the sanitizer steps did not run"
+  fi
   step "kernel lab" "$OUT/bench_kernels.log" "$BUILD/cpets-bench" kernels
-  # A whole training step on the GPU beside PyTorch's on the same GPU (demo preset, one round).
-  step "training step on the GPU" "$OUT/bench_train_gpu.log" \
-    "$BUILD/cpets-bench" train --preset demo --device cuda --rounds 1 --steps 5 --warmup 2
+  # Whole training steps on the GPU beside PyTorch's on the same GPU, in each precision (PyTorch:
+  # TF32 off / on, bf16 autocast): the demo preset, then the full one (96×128×96, batch 2).
+  for precision in fp32 tf32 bf16; do
+    step "training step, demo, $precision" "$OUT/bench_train_demo_$precision.log" \
+      timeout 150 "$BUILD/cpets-bench" train --preset demo --device cuda --precision "$precision" --rounds 1 --steps 5 --warmup 2
+    step "training step, full, $precision" "$OUT/bench_train_full_$precision.log" \
+      timeout 200 "$BUILD/cpets-bench" train --preset full --device cuda --precision "$precision" --rounds 1 --steps 3 --warmup 1
+  done
 fi
 if [ ${#failed[@]} -gt 0 ]; then
   echo "FAILED: ${failed[*]}"

@@ -27,12 +27,17 @@ Debian's python3-torch (1.13, CPU) or the PyTorch 2.x venv of `tools/cpets.sh be
                            optimisers and train.perceptual=none, as `cpets-bench train --kind`.
                            --device cuda[:N] runs it on a GPU (weights, data and random draws
                            there; the timers stop after torch.cuda.synchronize) and adds the peak
-                           device memory, as `cpets-bench train --device`.
+                           device memory, as `cpets-bench train --device`. --precision (GPU only):
+                           fp32 switches TF32 off for cuBLAS and cuDNN (PyTorch's cuDNN default
+                           is on), tf32 switches it on, bf16 runs the step and the inference
+                           under torch.autocast(bfloat16) with fp32 weights — what our
+                           train.precision does to conv and GEMM.
 
 The fixture is written with a small safetensors writer of our own (the `safetensors` package is
 not a Debian package): 8-byte little-endian header length, JSON header, raw float32 data.
 """
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -1062,9 +1067,17 @@ def build(name, kind):
     return c, BASELINES[kind](c)
 
 
-def bench(name, steps, warmup, full_infer, batch_size=2, kind="causal-pets", device="cpu"):
+def bench(name, steps, warmup, full_infer, batch_size=2, kind="causal-pets", device="cpu", precision="fp32"):
     dev = torch.device(device)
     gpu = dev.type == "cuda"
+    if precision != "fp32" and not gpu:
+        raise SystemExit("--precision %s is tensor-core arithmetic; the CPU runs fp32 (leave it out or --device cuda)"
+                         % precision)
+    torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+    torch.backends.cudnn.allow_tf32 = precision == "tf32"
+    # Autocast around the whole step: the backward and Adam see the same bf16 products as the
+    # forward, the parameters and their gradients stay fp32 (no loss scaling: bf16 has fp32's range).
+    amp = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if precision == "bf16" else contextlib.nullcontext
     if gpu:  # every tensor, the weights and the random draws on the GPU (PyTorch 2.x)
         torch.set_default_device(dev)
         torch.cuda.reset_peak_memory_stats(dev)
@@ -1079,7 +1092,8 @@ def bench(name, steps, warmup, full_infer, batch_size=2, kind="causal-pets", dev
     times = []
     for i in range(warmup + steps):
         t0 = time.perf_counter()
-        step()
+        with amp():
+            step()
         sync()  # a GPU step is queued asynchronously
         if i >= warmup:
             times.append(time.perf_counter() - t0)
@@ -1088,14 +1102,17 @@ def bench(name, steps, warmup, full_infer, batch_size=2, kind="causal-pets", dev
         capability = torch.backends.cpu.get_cpu_capability()
     except AttributeError:
         capability = "unknown"
+    with amp():
+        infer = infer_seconds(model, c, gen, sync=sync)
     result = {"preset": name, "kind": kind, "batch": batch_size, "threads": torch.get_num_threads(), "steps": steps,
-              "torch": torch.__version__, "cpu_capability": capability,
+              "torch": torch.__version__, "cpu_capability": capability, "precision": precision,
               "train_step_seconds": times[len(times) // 2],
-              "infer_seconds": infer_seconds(model, c, gen, sync=sync),
+              "infer_seconds": infer,
               "device": torch.cuda.get_device_name(dev) if gpu else "cpu"}
     if full_infer:
         cf, full = build("full", kind)
-        result["infer_full_seconds"] = infer_seconds(full, cf, gen, sync=sync)
+        with amp():
+            result["infer_full_seconds"] = infer_seconds(full, cf, gen, sync=sync)
     result["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     if gpu:
         result["peak_device_bytes"] = torch.cuda.max_memory_allocated(dev)
@@ -1163,6 +1180,8 @@ if __name__ == "__main__":
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: PyTorch's default)")
     ap.add_argument("--device", default="cpu", help="where --bench runs: cpu, cuda or cuda:N")
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "tf32", "bf16"],
+                    help="--bench on a GPU: TF32 off (fp32) or on (tf32), or bf16 autocast")
     args = ap.parse_args()
     if args.kind != "causal-pets" and (args.fixture or args.flops):
         ap.error("--fixture and --flops build Causal PETS only; leave --kind out")
@@ -1176,7 +1195,8 @@ if __name__ == "__main__":
     if args.fixture:
         fixture(args.fixture, args.variant)
     if args.bench:
-        bench(args.bench, args.steps, args.warmup, args.bench_full_infer, args.batch, args.kind, args.device)
+        bench(args.bench, args.steps, args.warmup, args.bench_full_infer, args.batch, args.kind, args.device,
+              args.precision)
     if args.flops:
         flops(args.flops)
     if args.check_counts:

@@ -186,8 +186,24 @@ LoadedCheckpoint read_checkpoint(const std::string& path) {
 }
 
 Device open_device(const std::string& text) {
-  const DeviceChoice choice = parse_device(text);
-  if (choice.device == Device::CUDA) select_cuda_device(std::max(choice.index, 0));
+  DeviceChoice choice;
+  try {
+    choice = parse_device(text);
+  } catch (const ConfigError&) {
+    throw ConfigError("--device " + text + " (train.device): use cpu, cuda or cuda:N (N: the GPU's index)");
+  }
+  if (choice.device != Device::CUDA) return choice.device;
+  // No GPU is a wrong choice of device (exit 2), not a failure of the run.
+  const std::string name = "cuda:" + std::to_string(std::max(choice.index, 0));
+  std::string why;
+  if (!cuda_available(&why))
+    throw ConfigError("--device " + text + " (train.device): " + name + ": " + why +
+                      "; use --device cpu to run on the CPU");
+  try {
+    select_cuda_device(std::max(choice.index, 0));
+  } catch (const std::runtime_error& e) {
+    throw ConfigError("--device " + text + " (train.device): " + e.what() + "; pick one of them or --device cpu");
+  }
   return choice.device;
 }
 

@@ -14,7 +14,7 @@ using json = nlohmann::json;
 
 std::vector<std::pair<std::string, std::string>> op_backends(const TrainConfig& t) {
   return {{"conv", t.conv_backend}, {"gemm", t.gemm_backend}, {"attention", t.attention_backend},
-          {"conv_precision", t.conv_precision}};
+          {"precision", t.precision}};
 }
 
 DeviceChoice parse_device(const std::string& text) {
@@ -70,6 +70,8 @@ std::string join_path(const std::string& section, const std::string& key) {
 
 [[noreturn]] void unknown_key(const json& section_defaults, const std::string& section, const std::string& key) {
   const std::string dotted = join_path(section, key);
+  if (section == "train" && key == "conv_precision")
+    fail(dotted, "was renamed", "write train.precision (fp32 | tf32 | bf16): it now sets the arithmetic of GEMM too");
   if (section == "model" && std::find(ablation_model_keys().begin(), ablation_model_keys().end(), key) !=
                                 ablation_model_keys().end())
     fail(dotted, "is an ablation switch, which is set in the train section",
@@ -204,7 +206,7 @@ json train_to_json(const TrainConfig& t) {
           {"conv_backend", t.conv_backend},
           {"gemm_backend", t.gemm_backend},
           {"attention_backend", t.attention_backend},
-          {"conv_precision", t.conv_precision}};
+          {"precision", t.precision}};
 }
 
 TrainConfig train_from_json(const json& j) {
@@ -245,7 +247,8 @@ TrainConfig train_from_json(const json& j) {
   t.conv_backend = j.at("conv_backend").get<std::string>();
   t.gemm_backend = j.at("gemm_backend").get<std::string>();
   t.attention_backend = j.at("attention_backend").get<std::string>();
-  t.conv_precision = j.at("conv_precision").get<std::string>();
+  // Runs saved before the precision covered GEMM too named it conv_precision.
+  t.precision = j.contains("precision") ? j.at("precision").get<std::string>() : j.at("conv_precision").get<std::string>();
   return t;
 }
 
@@ -323,8 +326,17 @@ void validate_train(const TrainConfig& t) {
     if (!value.empty()) {
       std::vector<std::string> allowed = backend_choices(family);
       allowed.insert(allowed.begin(), "");
-      require_one_of("train." + std::string(family == "conv_precision" ? family : family + "_backend"), value, allowed);
+      require_one_of("train." + std::string(family == "precision" ? family : family + "_backend"), value, allowed);
     }
+  const bool on_cpu = parse_device(t.device).device == Device::CPU;
+  if (on_cpu && !t.precision.empty() && t.precision != "fp32")
+    fail("train.precision", "is \"" + t.precision + "\" but train.device is \"" + t.device + "\"",
+         "the CPU kernels compute in fp32 only (tf32 and bf16 are tensor-core arithmetic): set train.precision=fp32 "
+         "or train the model on a GPU with --device cuda");
+  if (t.precision == "bf16" && t.conv_backend == "cudnn")
+    fail("train.precision", "is \"bf16\" with train.conv_backend \"cudnn\"",
+         "the cuDNN reference convolution runs in fp32 and tf32 only: use train.precision=tf32 with cuDNN, or our "
+         "kernels (train.conv_backend=cuda) in bf16");
 }
 
 std::string known_kinds() {

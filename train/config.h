@@ -88,10 +88,12 @@ struct TrainConfig {
   double bucket_mb = 25;            // data-parallel training: gradient bucket size (dist/reducer.h)
   bool sync_batchnorm = false;      // data-parallel training: BatchNorm statistics over all ranks' batches
   int64_t threads = 0;              // OpenMP threads (0 = OMP_NUM_THREADS / all cores)
-  // Implementation per op family on CUDA tensors (engine/backend.h; "" = the CPETS_*_BACKEND
-  // environment variable or ours): conv "cuda" | "cudnn", gemm "cuda" | "cublas", attention
-  // "cuda", conv_precision "fp32" | "tf32" | "bf16". Recorded in train.jsonl's start line.
-  std::string conv_backend, gemm_backend, attention_backend, conv_precision;
+  // Implementation per op family on CUDA tensors (engine/backend.h; "" = the CPETS_*_BACKEND /
+  // CPETS_PRECISION environment variable, or ours in fp32): conv "cuda" | "cudnn", gemm "cuda" |
+  // "cublas", attention "cuda" | "cublas"; precision "fp32" | "tf32" | "bf16", the arithmetic of conv3d and
+  // GEMM (tensor cores for tf32/bf16; weights, norms, losses, reductions and Adam stay fp32).
+  // Recorded in train.jsonl's start line.
+  std::string conv_backend, gemm_backend, attention_backend, precision;
 };
 
 // The op families of engine/backend.h with the config's choice for each ("" = not set).

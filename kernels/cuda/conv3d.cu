@@ -18,6 +18,7 @@
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/conv3d_math.h"
 #include "kernels/cuda/conv3d_ops.h"
+#include "kernels/cuda/mma_tile.cuh"
 
 namespace cpets::kernels::cuda {
 namespace {
@@ -63,46 +64,8 @@ __device__ __forceinline__ void multiply_tile(Accumulators<P>& acc, const float 
         for (int j = 0; j < 4; ++j) acc.c[i][j] = fmaf(av[i], bv[j], acc.c[i][j]);
     }
   } else {
-    const int lane = tid % 32, warp = tid / 32;
-    const int wm = warp_row(warp), wn = warp_col(warp);
-    constexpr int kStep = P == Precision::tf32 ? 8 : 16;
-#pragma unroll
-    for (int kk = 0; kk < kBK; kk += kStep) {
-      uint32_t a[2][4], b[4][2];
-#pragma unroll
-      for (int mi = 0; mi < 2; ++mi)
-#pragma unroll
-        for (int r = 0; r < 4; ++r) {
-          if constexpr (P == Precision::tf32) {
-            RowCol e = tf32_a_slot(lane, r);
-            a[mi][r] = __float_as_uint(As[kk + e.col][wm + mi * 16 + e.row]);
-          } else {
-            RowCol lo = bf16_a_slot(lane, 2 * r), hi = bf16_a_slot(lane, 2 * r + 1);
-            a[mi][r] = detail::pack_bf16(As[kk + lo.col][wm + mi * 16 + lo.row], As[kk + hi.col][wm + mi * 16 + hi.row]);
-          }
-        }
-#pragma unroll
-      for (int ni = 0; ni < 4; ++ni)
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {
-          if constexpr (P == Precision::tf32) {
-            RowCol e = tf32_b_slot(lane, r);
-            b[ni][r] = __float_as_uint(Bs[kk + e.row][wn + ni * 8 + e.col]);
-          } else {
-            RowCol lo = bf16_b_slot(lane, 2 * r), hi = bf16_b_slot(lane, 2 * r + 1);
-            b[ni][r] = detail::pack_bf16(Bs[kk + lo.row][wn + ni * 8 + lo.col], Bs[kk + hi.row][wn + ni * 8 + hi.col]);
-          }
-        }
-#pragma unroll
-      for (int mi = 0; mi < 2; ++mi)
-#pragma unroll
-        for (int ni = 0; ni < 4; ++ni) {
-          if constexpr (P == Precision::tf32)
-            detail::mma_tf32_16x8x8(acc.c[mi][ni], a[mi], b[ni]);
-          else
-            detail::mma_bf16_16x8x16(acc.c[mi][ni], a[mi], b[ni]);
-        }
-    }
+    const int warp = tid / 32;
+    detail::warp_mma_k16<P>(acc.c, As, Bs, warp_row(warp), warp_col(warp));
   }
 }
 
@@ -118,18 +81,11 @@ __device__ __forceinline__ void store_tile(const Op& op, const Accumulators<P>& 
         if (m < rows && n < op.N) op.store(m, n, z, acc.c[i][j]);
       }
   } else {
-    const int lane = tid % 32, warp = tid / 32;
-    const int wm = warp_row(warp), wn = warp_col(warp);
-#pragma unroll
-    for (int mi = 0; mi < 2; ++mi)
-#pragma unroll
-      for (int ni = 0; ni < 4; ++ni)
-#pragma unroll
-        for (int r = 0; r < 4; ++r) {
-          RowCol e = mma_c_slot(lane, r);
-          int m = m0 + wm + mi * 16 + e.row, n = n0 + wn + ni * 8 + e.col;
-          if (m < rows && n < op.N) op.store(m, n, z, acc.c[mi][ni][r]);
-        }
+    const int warp = tid / 32;
+    detail::warp_mma_store(acc.c, warp_row(warp), warp_col(warp), [&](int r, int c, float v) {
+      int m = m0 + r, n = n0 + c;
+      if (m < rows && n < op.N) op.store(m, n, z, v);
+    });
   }
 }
 

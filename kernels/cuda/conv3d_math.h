@@ -1,7 +1,7 @@
 // Index math of the implicit-GEMM convolution kernels (kernels/cuda/conv3d.cu), written once as
 // __host__ __device__ functions so that CI, which has no GPU, tests exactly what the kernels run
 // (tests/test_cuda_host_math.cpp rebuilds every pass on the host from these functions and
-// compares with kernels/cpu). Also the register layouts of the mma.sync fragments.
+// compares with kernels/cpu). The mma.sync fragment layouts are in mma_math.h.
 //
 // Coordinates are 32-bit: the host entry points check that voxel counts and GEMM sizes fit.
 #pragma once
@@ -158,24 +158,5 @@ CPETS_HD SplitK plan_split_k(int64_t K, int64_t tiles_mn, int k_tile, int target
   int splits = static_cast<int>((K + chunk - 1) / chunk);
   return {splits < 1 ? 1 : splits, chunk};
 }
-
-// mma.sync fragment layouts (PTX ISA, "Matrix Fragments for mma.m16n8k8 / m16n8k16"): which
-// element of the tile lane `lane` holds in slot `i`. g = lane / 4, t = lane % 4.
-struct RowCol {
-  int row, col;
-};
-// TF32 m16n8k8: A is 16×8 (row = m, col = k), 4 slots.
-CPETS_HD RowCol tf32_a_slot(int lane, int i) { return {(lane >> 2) + 8 * (i & 1), (lane & 3) + 4 * (i >> 1)}; }
-// TF32 m16n8k8: B is 8×8 (row = k, col = n), 2 slots.
-CPETS_HD RowCol tf32_b_slot(int lane, int i) { return {(lane & 3) + 4 * i, lane >> 2}; }
-// BF16 m16n8k16: A is 16×16, 8 halves in 4 registers (slot i is half i & 1 of register i / 2).
-CPETS_HD RowCol bf16_a_slot(int lane, int i) {
-  int reg = i >> 1;
-  return {(lane >> 2) + 8 * (reg & 1), 2 * (lane & 3) + (i & 1) + 8 * (reg >> 1)};
-}
-// BF16 m16n8k16: B is 16×8, 4 halves in 2 registers.
-CPETS_HD RowCol bf16_b_slot(int lane, int i) { return {2 * (lane & 3) + (i & 1) + 8 * (i >> 1), lane >> 2}; }
-// The f32 accumulator (16×8) of both shapes, 4 slots.
-CPETS_HD RowCol mma_c_slot(int lane, int i) { return {(lane >> 2) + 8 * (i >> 1), 2 * (lane & 3) + (i & 1)}; }
 
 }  // namespace cpets::kernels::cuda

@@ -70,13 +70,19 @@ check "... naming it" contains "$work/bench.log" "absent.json"
 "$bin/cpets-bench" nope > /dev/null 2>&1
 check "bench: an unknown subcommand exits 2" test $? -eq 2
 "$bin/cpets-bench" train --preset tiny --device gpu --torch none > "$work/bench_dev.log" 2>&1
-check "bench train: a bad --device exits non-zero" test $? -ne 0
-check "... naming the accepted forms" contains "$work/bench_dev.log" "cpu, cuda or cuda:N"
+check "bench train: a bad --device exits 2 (a usage error)" test $? -eq 2
+check "... naming the option and the accepted forms" contains "$work/bench_dev.log" "--device gpu (train.device): use cpu, cuda or cuda:N"
+"$bin/cpets-bench" train --preset tiny --precision bf16 --torch none > "$work/bench_prec.log" 2>&1
+check "bench train: --precision bf16 on the CPU exits 2" test $? -eq 2
+check "... saying the CPU computes in fp32 and how to go on" contains "$work/bench_prec.log" "--device cuda"
+"$bin/cpets-bench" train --preset tiny --precision fp16 --torch none > "$work/bench_prec2.log" 2>&1
+check "bench train: an unknown --precision exits 2" test $? -eq 2
 "$bin/cpets-bench" train --preset tiny --device cuda --torch none > "$work/bench_cuda.log" 2>&1
 rc=$?
 if [ $rc -ne 0 ]; then  # a CPU-only build, or a CUDA build on a machine without a usable GPU
-  check "bench train --device cuda without a usable GPU exits 1" test $rc -eq 1
+  check "bench train --device cuda without a usable GPU exits 2" test $rc -eq 2
   check "... naming the device and why" contains "$work/bench_cuda.log" "cuda:0: "
+  check "... and the way out" contains "$work/bench_cuda.log" "--device cpu"
 else
   echo "note: a GPU is usable here; the --device cuda refusal was not exercised"
 fi

@@ -22,6 +22,7 @@ exit "${CONF_RC:-0}"
 S
 printf '#!/bin/bash\necho ctest; exit ${CTEST_RC:-0}\n' > "$work/stubs/ctest"
 printf '#!/bin/bash\necho no GPU here; exit 9\n' > "$work/stubs/nvidia-smi"
+printf '#!/bin/bash\necho sanitizer "$@"; [ "$2" = "${SAN_FAIL:-none}" ] && exit 1; exit 0\n' > "$work/stubs/compute-sanitizer"
 chmod +x "$work/stubs/"*
 cp "$root/tools/gpu_run.sh" "$work/repo/"
 
@@ -32,9 +33,19 @@ run X=0
 check "all steps ok exits 0" test $? -eq 0
 check "…and says so" contains "$work/out.txt" "all steps ok"
 check "…counting the functions with register spills" contains "$work/out.txt" "ptxas functions with spills: 1"
-check "…keeping every log" bash -c "ls $work/out/build.log $work/out/ctest_gpu.log $work/out/bench_kernels.log $work/out/bench_train_gpu.log >/dev/null"
-check "…with a training step on the GPU beside PyTorch's" contains "$work/out/bench_train_gpu.log" "train --preset demo --device cuda"
-for case in "CONF_RC=1 configure" "BUILD_RC=2 build" "CTEST_RC=8 gpu tests" "BENCH_RC=3 kernel lab"; do
+check "…keeping every log" bash -c "ls $work/out/build.log $work/out/ctest_gpu.log $work/out/bench_kernels.log $work/out/bench_train_demo_fp32.log >/dev/null"
+for preset in demo full; do
+  for precision in fp32 tf32 bf16; do
+    check "…with a $preset training step in $precision beside PyTorch's" \
+      contains "$work/out/bench_train_${preset}_$precision.log" "train --preset $preset --device cuda --precision $precision"
+  done
+done
+for tool in memcheck racecheck synccheck initcheck; do
+  check "…and compute-sanitizer's $tool on the sanitizer binary" \
+    contains "$work/out/sanitize_$tool.log" "sanitizer --tool $tool --error-exitcode 1 build-gpu/test_gpu_sanitize"
+done
+for case in "CONF_RC=1 configure" "BUILD_RC=2 build" "CTEST_RC=8 gpu tests" "BENCH_RC=3 kernel lab" \
+            "SAN_FAIL=racecheck compute-sanitizer racecheck"; do
   env_var=${case%% *}
   step=${case#* }
   run "$env_var"

@@ -60,8 +60,8 @@ check "--device gpu exits 2 naming the accepted forms" bash -c "[ $? -eq 2 ] && 
 if ! nvidia-smi -L > /dev/null 2>&1; then
   run "$work/dev2.log" "$bin/cpets-infer" --checkpoint "$work/run" --t1 "$t1" --age 74 --sex 1 --apoe4 1 \
     --education 16 --abeta 812 --out "$work/x" --device cuda
-  check "--device cuda without a GPU exits 1 saying why" \
-    bash -c "[ $? -eq 1 ] && grep -Eq 'no CUDA backend|no usable CUDA device' $work/dev2.log"
+  check "--device cuda without a GPU exits 2 saying why and naming --device cpu" \
+    bash -c "[ $? -eq 2 ] && grep -Eq 'no CUDA backend|no usable CUDA device' $work/dev2.log && grep -q -- '--device cpu' $work/dev2.log"
 fi
 run "$work/bad4.log" "$bin/cpets-infer" --checkpoint "$work/nothere" --t1 "$t1" --age 74 --sex 1 --apoe4 1 \
   --education 16 --abeta 812 --out "$work/x"

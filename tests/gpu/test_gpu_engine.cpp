@@ -140,14 +140,28 @@ TEST_CASE("attention on the GPU against the CPU backend: self and cross") {
     int64_t heads;
   };
   const std::vector<Case> cases = {{{2, 17, 16}, {2, 17, 16}, 2}, {{1, 33, 64}, {1, 5, 64}, 8}, {{2, 1152, 64}, {2, 1152, 64}, 8}};
-  uint32_t seed = 70;
-  for (const Case& c : cases) {
-    Tensor q = random_tensor(c.q, seed++), k = random_tensor(c.kv, seed++), v = random_tensor(c.kv, seed++);
-    const int64_t n = c.kv[1];
-    check_against_cpu("attention " + shape_str(c.q) + " x " + shape_str(c.kv),
-                      [&](const std::vector<Tensor>& t) { return attention(t[0], t[1], t[2], c.heads); }, {q, k, v},
-                      dot_tol(std::max(n, c.q[2] / c.heads), 1.0), dot_tol(std::max(n, c.q[1]), 1.0));
+  // Ours (fused) and the cuBLAS composition (P in memory, recomputed for the backward), fp32.
+  for (const char* backend : {"cuda", "cublas"}) {
+    set_backend("attention", backend);
+    uint32_t seed = 70;
+    for (const Case& c : cases) {
+      Tensor q = random_tensor(c.q, seed++), k = random_tensor(c.kv, seed++), v = random_tensor(c.kv, seed++);
+      const int64_t n = c.kv[1];
+      check_against_cpu(std::string("attention [") + backend + "] " + shape_str(c.q) + " x " + shape_str(c.kv),
+                        [&](const std::vector<Tensor>& t) { return attention(t[0], t[1], t[2], c.heads); }, {q, k, v},
+                        dot_tol(std::max(n, c.q[2] / c.heads), 1.0), dot_tol(std::max(n, c.q[1]), 1.0));
+      // Only the query gradient wanted (the op then passes no dk/dv) and only dk/dv (no dq).
+      check_against_cpu(std::string("attention [") + backend + "] dq only " + shape_str(c.q),
+                        [&](const std::vector<Tensor>& t) { return attention(t[0], t[1], t[2], c.heads); }, {q, k, v},
+                        dot_tol(std::max(n, c.q[2] / c.heads), 1.0), dot_tol(std::max(n, c.q[1]), 1.0),
+                        {true, false, false});
+      check_against_cpu(std::string("attention [") + backend + "] dk, dv only " + shape_str(c.q),
+                        [&](const std::vector<Tensor>& t) { return attention(t[0], t[1], t[2], c.heads); }, {q, k, v},
+                        dot_tol(std::max(n, c.q[2] / c.heads), 1.0), dot_tol(std::max(n, c.q[1]), 1.0),
+                        {false, true, true});
+    }
   }
+  set_backend("attention", "cuda");
 }
 
 TEST_CASE("Adam state from a CPU checkpoint continues on the GPU bit for bit") {

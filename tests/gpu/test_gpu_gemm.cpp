@@ -63,3 +63,27 @@ TEST_CASE("linear with and without bias, the model's token projections") {
     }
   });
 }
+
+TEST_CASE("matmul in tf32 and bf16 (tensor cores), ours and cuBLAS's: within the operand rounding of fp32") {
+  // Rounding both operands to a p-bit mantissa moves each product by at most 2·u_op·|a||b|
+  // (u_op = 2⁻¹¹ for TF32, 2⁻⁸ for BF16), so an output by at most 2·u_op·Σ|a||b| ≈ 2·u_op·K/4 for
+  // U(−1, 1) inputs, plus the float accumulation; 4× that for margin. Bitwise repeatable as in fp32.
+  const std::vector<std::pair<Shape, Shape>> cases = {{{7, 13}, {13, 5}}, {{3, 17, 33}, {3, 33, 65}},
+                                                      {{129, 70}, {70, 67}}, {{65, 5000}, {5000, 33}}};
+  for (const char* precision : {"tf32", "bf16"}) {
+    set_backend("precision", precision);
+    const double u_op = std::string(precision) == "tf32" ? std::ldexp(1.0, -11) : std::ldexp(1.0, -8);
+    auto tol = [&](int64_t K) { return Tol{8 * kU, 4 * 2 * u_op * 0.25 * double(K) + dot_tol(K, 0.25).atol}; };
+    for_each_gemm_backend([&](const std::string& tag) {
+      uint32_t seed = 50;
+      for (const auto& [sa, sb] : cases) {
+        Tensor a = random_tensor(sa, seed++), b = random_tensor(sb, seed++);
+        const int64_t K = sa.back(), M = sa[sa.size() - 2], N = sb.back(), batch = shape_numel(sa) / (M * K);
+        check_against_cpu(std::string("matmul ") + precision + " " + shape_str(sa) + "@" + shape_str(sb) + tag,
+                          [](const std::vector<Tensor>& v) { return matmul(v[0], v[1]); }, {a, b}, tol(K),
+                          tol(std::max(N, M * batch)));
+      }
+    });
+  }
+  set_backend("precision", "fp32");
+}

@@ -1,6 +1,7 @@
 // cpets-train's Trainer on the GPU (train.device=cuda) against the same run on the CPU: the tiny
 // preset on a small synthetic cohort, a few steps; then a GPU checkpoint resumed on the CPU.
-// fp32 kernels (no TF32): the runs differ by float round-off only.
+// fp32 kernels (no TF32): the runs differ by float round-off only. Then tf32 and bf16 against
+// fp32 on the GPU, each bitwise repeatable.
 #include "gpu_check.h"
 
 #include <cmath>
@@ -8,6 +9,7 @@
 
 #include "synthetic_cohort.h"
 #include "test_support.h"
+#include "engine/backend.h"
 #include "train/config.h"
 #include "train/trainer.h"
 
@@ -15,10 +17,10 @@ using namespace cpets;
 using namespace cpets::train;
 
 namespace {
-Config tiny(const std::string& cohort, const std::string& device) {
+Config tiny(const std::string& cohort, const std::string& device, const std::string& precision = "fp32") {
   return make_config("tiny", {"data.cohort=" + cohort, "train.perceptual=none", "train.batch_size=2",
                               "data.max_val_sessions=2", "data.prefetch=false", "train.device=" + device,
-                              "train.conv_precision=fp32"});
+                              "train.precision=" + precision});
 }
 }  // namespace
 
@@ -41,4 +43,32 @@ TEST_CASE("training on the GPU takes the CPU's steps, validates, and its checkpo
   CHECK(resumed.step_count() == 3);
   const StepLosses c = resumed.step(), d = cpu.step();
   CHECK(c.g_total == doctest::Approx(d.g_total).epsilon(1e-3));
+}
+
+TEST_CASE("tf32 and bf16 training: close to fp32 on the same GPU, and bitwise identical run to run") {
+  // Stated bounds after 3 steps, relative to the fp32 run: tf32 (10-bit mantissas) 1 %, bf16
+  // (7-bit) 5 % — the operand rounding of every conv and GEMM, ~2⁻¹¹ and ~2⁻⁸ per product,
+  // compounded through the layers and three Adam updates.
+  cpets::testing::TempDir dir;
+  cpets::testing::write_cohort(dir.path, 14);
+  std::vector<StepLosses> fp32;
+  {
+    Trainer t(tiny(dir.str(), "cuda", "fp32"));
+    for (int i = 0; i < 3; ++i) fp32.push_back(t.step());
+  }
+  for (const auto& [precision, bound] : std::vector<std::pair<std::string, double>>{{"tf32", 0.01}, {"bf16", 0.05}}) {
+    std::vector<StepLosses> runs[2];
+    for (auto& run : runs) {
+      Trainer t(tiny(dir.str(), "cuda", precision));
+      for (int i = 0; i < 3; ++i) run.push_back(t.step());
+    }
+    for (int i = 0; i < 3; ++i) {
+      INFO(precision << " step " << i);
+      CHECK(runs[0][i].g_total == runs[1][i].g_total);  // bitwise: no float atomics in any precision
+      CHECK(runs[0][i].d_total == runs[1][i].d_total);
+      CHECK(runs[0][i].g_total == doctest::Approx(fp32[i].g_total).epsilon(bound));
+      CHECK(runs[0][i].term("pet_l1") == doctest::Approx(fp32[i].term("pet_l1")).epsilon(bound));
+    }
+  }
+  set_backend("precision", "fp32");
 }

@@ -122,30 +122,35 @@ CPETS_BENCH("kernels", "engine ops") {
     print_row("sum over (B, D, H, W) (a bias gradient) " + shape_str(big), tr, n, 0, bw);
   }
 
-  // Token projections of the transformer at the bottleneck and their weight gradient (split-K).
+  // Token projections of the transformer at the bottleneck and their weight gradient (split-K),
+  // ours and cuBLAS's in each precision (fp32 on the CUDA cores, tf32/bf16 on the tensor cores).
   for (const auto& [rows, in, outf] : std::vector<std::array<int64_t, 3>>{{36864, 512, 512}, {36864, 512, 2048}}) {
     Tensor x = device_random({rows, in}, 5), w = device_random({outf, in}, 6), g = device_random({rows, outf}, 7);
     const double flops = 2.0 * double(rows) * double(in) * double(outf);
-    double ours = 0;
-    for (const char* backend : {"cuda", "cublas"}) {
-      set_backend("gemm", backend);
-      // The exact calls linear() and its backward make (engine/ops_linalg.cpp).
-      Tensor y = Tensor::empty({rows, outf}, Device::CUDA), dw = Tensor::empty({outf, in}, Device::CUDA);
-      const double tf = median_gpu_seconds(std::string("linear ") + backend, reps, [&] {
-        dispatch::sgemm(Device::CUDA, false, true, rows, outf, in, 1.f, x.data(), in, w.data(), in, 0.f, y.data(), outf);
-      });
-      const double tw = median_gpu_seconds(std::string("dW ") + backend, reps, [&] {
-        dispatch::sgemm(Device::CUDA, true, false, outf, in, rows, 1.f, g.data(), outf, x.data(), in, 0.f, dw.data(), in);
-      });
-      const std::string tag = std::string(" [") + backend + "]";
-      char ratio[64] = "";
-      if (std::string(backend) == "cuda") ours = tf + tw;
-      else std::snprintf(ratio, sizeof ratio, "   ours/cuBLAS %.2fx", ours / (tf + tw));
-      print_row("x·Wᵀ " + std::to_string(rows) + "×" + std::to_string(in) + "→" + std::to_string(outf) + tag, tf, 0,
-                flops, bw);
-      print_row("dW = gᵀ·x (K = " + std::to_string(rows) + ")" + tag, tw, 0, flops, bw, ratio);
+    for (const char* precision : {"fp32", "tf32", "bf16"}) {
+      set_backend("precision", precision);
+      double ours = 0;
+      for (const char* backend : {"cuda", "cublas"}) {
+        set_backend("gemm", backend);
+        // The exact calls linear() and its backward make (engine/ops_linalg.cpp).
+        Tensor y = Tensor::empty({rows, outf}, Device::CUDA), dw = Tensor::empty({outf, in}, Device::CUDA);
+        const double tf = median_gpu_seconds(std::string("linear ") + backend, reps, [&] {
+          dispatch::sgemm(Device::CUDA, false, true, rows, outf, in, 1.f, x.data(), in, w.data(), in, 0.f, y.data(), outf);
+        });
+        const double tw = median_gpu_seconds(std::string("dW ") + backend, reps, [&] {
+          dispatch::sgemm(Device::CUDA, true, false, outf, in, rows, 1.f, g.data(), outf, x.data(), in, 0.f, dw.data(), in);
+        });
+        const std::string tag = std::string(" [") + backend + ", " + precision + "]";
+        char ratio[64] = "";
+        if (std::string(backend) == "cuda") ours = tf + tw;
+        else std::snprintf(ratio, sizeof ratio, "   ours/cuBLAS %.2fx", ours / (tf + tw));
+        print_row("x·Wᵀ " + std::to_string(rows) + "×" + std::to_string(in) + "→" + std::to_string(outf) + tag, tf, 0,
+                  flops, bw);
+        print_row("dW = gᵀ·x (K = " + std::to_string(rows) + ")" + tag, tw, 0, flops, bw, ratio);
+      }
     }
     set_backend("gemm", "cuda");
+    set_backend("precision", "fp32");
   }
 
   // Fused Adam over ~60 M parameters in 400 tensors (a model-sized step: one launch).

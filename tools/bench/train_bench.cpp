@@ -17,6 +17,7 @@
 #include "dist/reducer.h"
 #include "engine/allocator.h"
 #include "engine/autograd.h"
+#include "engine/backend.h"
 #include "engine/device.h"
 #include "engine/ops.h"
 #include "engine/optim.h"
@@ -99,7 +100,7 @@ nlohmann::json torch_figures(const TrainBenchOptions& opt) {
                             torch_python_command() + " " CPETS_SOURCE_DIR "/tools/torch_model.py --bench " + opt.preset +
                             " --kind " + opt.kind + " --batch " + std::to_string(opt.batch) + " --steps " +
                             std::to_string(opt.steps) + " --warmup " + std::to_string(opt.warmup) + " --device " +
-                            opt.device + " --threads " +
+                            opt.device + " --precision " + opt.precision + " --threads " +
                             std::to_string(omp_get_max_threads()) + " 2>/dev/null";
     std::fprintf(stderr, "running PyTorch for the same model: %s\n", cmd.c_str());
     const auto out = run_capture(cmd);
@@ -117,6 +118,11 @@ nlohmann::json torch_figures(const TrainBenchOptions& opt) {
   if (theirs != opt.kind)
     throw std::runtime_error("--torch " + opt.torch + ": PyTorch figures of model.kind " + theirs + ", not " + opt.kind +
                              "; write them with tools/torch_model.py --bench PRESET --kind " + opt.kind);
+  const std::string their_precision = figures.value("precision", std::string("fp32"));
+  if (their_precision != opt.precision)
+    throw std::runtime_error("--torch " + opt.torch + ": PyTorch figures in " + their_precision + ", not " +
+                             opt.precision + "; write them with tools/torch_model.py --bench PRESET --precision " +
+                             opt.precision);
   return figures;
 }
 
@@ -141,6 +147,10 @@ void print_breakdown(double step_seconds, int top) {
 int run_train_bench(const TrainBenchOptions& opt) {
   const Device device = train::open_device(opt.device);
   const bool gpu = device == Device::CUDA;
+  if (!gpu && opt.precision != "fp32")
+    throw train::ConfigError("--precision " + opt.precision + " is tensor-core arithmetic and --device is " + opt.device +
+                             ": the CPU kernels compute in fp32; leave --precision out or add --device cuda");
+  set_backend("precision", opt.precision);
   StepModel m = make_step_model(opt.preset, opt.kind, device);
   const models::ModelConfig& cfg = m.config.model;
   models::SynthesisModel& model = *m.model;
@@ -159,7 +169,9 @@ int run_train_bench(const TrainBenchOptions& opt) {
   std::printf("cpets-bench train — %s, preset %s, batch %d, volume %lldx%lldx%lld, %s\n", opt.kind.c_str(),
               opt.preset.c_str(), opt.batch, (long long)cfg.volume[0], (long long)cfg.volume[1],
               (long long)cfg.volume[2],
-              gpu ? ("on " + cuda_device_description()).c_str()
+              gpu ? ("on " + cuda_device_description() + ", precision " + opt.precision + " (conv " +
+                     backend_name("conv") + ", gemm " + backend_name("gemm") + ")")
+                        .c_str()
                   : (std::to_string(omp_get_max_threads()) + " OpenMP threads").c_str());
   for (int i = 0; i < opt.warmup; ++i) run_step();
   host_reset_peak();

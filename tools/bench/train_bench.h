@@ -17,6 +17,7 @@ struct TrainBenchOptions {
   std::string torch; // JSON file from tools/torch_model.py --bench, "none", or "" to run it
   int rounds = 3;    // our steps and PyTorch's alternately (bench::Rounds)
   std::string device = "cpu";  // train.device's forms: cpu, cuda, cuda:N (PyTorch runs there too)
+  std::string precision = "fp32";  // train.precision on the GPU; PyTorch: TF32 on/off or bf16 autocast
 };
 
 int run_train_bench(const TrainBenchOptions& opt);
