@@ -212,6 +212,12 @@ TEST_CASE("config: the op backends (train.conv_backend, …) are checked by name
   e = error_of([] { tiny_config({"train.conv_precision=tf32"}); });
   CHECK(contains(e, "renamed"));
   CHECK(contains(e, "train.precision"));
+  // A run saved under the old name (its config.json, its checkpoints) still loads, with the value.
+  nlohmann::json saved = config_to_json(tiny_config());
+  saved["train"].erase("precision");
+  saved["train"]["conv_precision"] = "fp32";
+  CHECK(saved_config_from_json(saved).train.precision == "fp32");
+  CHECK(contains(error_of([&] { config_from_json(saved); }), "renamed"));
   // tf32/bf16 are tensor-core arithmetic: on the CPU, an error naming the key and both ways out.
   e = error_of([] { tiny_config({"train.precision=bf16"}); });
   CHECK(contains(e, "train.precision"));

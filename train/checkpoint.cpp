@@ -72,7 +72,7 @@ CheckpointMeta checkpoint_meta_from_json(const json& j, const std::string& sourc
       throw std::runtime_error("format " + std::to_string(format) + " (this build reads format " +
                                std::to_string(kCheckpointFormat) + ")");
     CheckpointMeta m;
-    m.config = config_from_json(j.at("config"));
+    m.config = saved_config_from_json(j.at("config"));
     m.tracer = j.at("tracer").get<std::string>();
     m.ranges = ranges_from_json(j.at("ranges"));
     auto& s = m.state;

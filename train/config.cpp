@@ -247,8 +247,7 @@ TrainConfig train_from_json(const json& j) {
   t.conv_backend = j.at("conv_backend").get<std::string>();
   t.gemm_backend = j.at("gemm_backend").get<std::string>();
   t.attention_backend = j.at("attention_backend").get<std::string>();
-  // Runs saved before the precision covered GEMM too named it conv_precision.
-  t.precision = j.contains("precision") ? j.at("precision").get<std::string>() : j.at("conv_precision").get<std::string>();
+  t.precision = j.at("precision").get<std::string>();
   return t;
 }
 
@@ -331,8 +330,8 @@ void validate_train(const TrainConfig& t) {
   const bool on_cpu = parse_device(t.device).device == Device::CPU;
   if (on_cpu && !t.precision.empty() && t.precision != "fp32")
     fail("train.precision", "is \"" + t.precision + "\" but train.device is \"" + t.device + "\"",
-         "the CPU kernels compute in fp32 only (tf32 and bf16 are tensor-core arithmetic): set train.precision=fp32 "
-         "or train the model on a GPU with --device cuda");
+         "the CPU kernels compute in fp32 only (tf32 and bf16 are tensor-core arithmetic): on the CPU use "
+         "--set train.precision=fp32 (also to resume a GPU run there), or train on a GPU with --device cuda");
   if (t.precision == "bf16" && t.conv_backend == "cudnn")
     fail("train.precision", "is \"bf16\" with train.conv_backend \"cudnn\"",
          "the cuDNN reference convolution runs in fp32 and tf32 only: use train.precision=tf32 with cuDNN, or our "
@@ -444,6 +443,16 @@ void refuse_keys_the_kind_lacks(const Config& c) {
 }
 
 }  // namespace
+
+Config saved_config_from_json(json j) {
+  if (j.is_object() && j.contains("train") && j["train"].is_object() && j["train"].contains("conv_precision")) {
+    // Runs saved before the precision covered GEMM too named it conv_precision.
+    json& t = j["train"];
+    if (!t.contains("precision")) t["precision"] = t["conv_precision"];
+    t.erase("conv_precision");
+  }
+  return config_from_json(j);
+}
 
 Config config_from_json(const json& j) {
   if (!j.is_object()) fail("(top level)", "should be a JSON object with model, data and train sections", "see configs/");

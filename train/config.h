@@ -129,6 +129,10 @@ nlohmann::json default_config_json(const std::string& preset = "full", const std
 // JSON → Config: keys checked against the defaults (names and types), then values validated
 // (ranges, enumerations, ModelConfig::validate, consistency between sections).
 Config config_from_json(const nlohmann::json& j);
+// A configuration a run saved (its config.json, a checkpoint's): renamed keys are carried to
+// their new names first (train.conv_precision → train.precision), then config_from_json. What
+// people write gets config_from_json's error naming the new key instead.
+Config saved_config_from_json(nlohmann::json j);
 // Config → JSON, complete (every key); config_from_json(config_to_json(c)) == c.
 nlohmann::json config_to_json(const Config& c);
 

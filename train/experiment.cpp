@@ -188,7 +188,7 @@ void require_same_plan(const PlannedRun& run) {
   const fs::path saved = fs::path(run.folder) / "config.json";
   if (!fs::is_regular_file(saved)) return;
   // Through the parser, so that keys added since the run started compare at their defaults.
-  json then = config_to_json(config_from_json(read_config_file(saved.string()))), now = config_to_json(run.config);
+  json then = config_to_json(saved_config_from_json(read_config_file(saved.string()))), now = config_to_json(run.config);
   // The budget, and the gradient bucket size: buckets only group parameters for the all-reduce
   // (each gradient's sum over ranks is the same), so no result depends on it.
   for (const char* key : {"max_steps", "bucket_mb"}) then["train"].erase(key), now["train"].erase(key);
