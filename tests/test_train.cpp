@@ -29,6 +29,7 @@
 #include "kernels/cpu/isa.h"
 #include "models/causal_pets.h"
 #include "train/checkpoint.h"
+#include "train/comparison.h"
 #include "train/config.h"
 #include "train/data.h"
 #include "train/experiment.h"
@@ -924,6 +925,59 @@ TEST_CASE("experiment: every method and ablation trains with one budget, is eval
   ExperimentOptions unknown = tiny_experiment(out.str(), 2);
   unknown.methods = {"cyclegan2"};
   CHECK(contains(error_of([&] { plan_experiment(unknown); }), "method 'cyclegan2' is unknown"));
+}
+
+TEST_CASE("experiment with seeds: a run per seed, each session averaged over the seeds, the spread shown") {
+  ThreadCount one(1);
+  TempDir out;
+  ExperimentOptions o = tiny_experiment(out.str(), 1);
+  o.ablation_names = {"none"};
+  o.seeds = 2;
+  const eval::Report r = run_experiment(o);
+  for (const char* run : {"causal-pets", "causal-pets-seed2", "unet", "unet-seed2"})
+    CHECK_MESSAGE(trained_steps((out.path / "runs" / run).string()) == 1, run);
+  const auto seed_of = [&](const char* run) {
+    return nlohmann::json::parse(read_file(out.path / "runs" / run / "config.json"))["train"]["seed"].get<uint64_t>();
+  };
+  CHECK(seed_of("causal-pets-seed2") == seed_of("causal-pets") + 1);
+  CHECK(seed_of("unet-seed2") == seed_of("unet") + 1);
+
+  // Each seed's runs evaluated on their own; the experiment's value per session is their mean.
+  ComparisonOptions co;
+  co.cohort = o.cohort;
+  co.out = (out.path / "check").string();
+  co.montages = 0;
+  co.mean_pet = false;
+  co.quiet = true;
+  const auto runs = [&](const std::string& suffix) {
+    return std::vector<RunToCompare>{{"causal-pets", (out.path / "runs" / ("causal-pets" + suffix)).string()},
+                                     {"unet", (out.path / "runs" / ("unet" + suffix)).string()}};
+  };
+  const eval::Report a = compare_runs(runs(""), co), b = compare_runs(runs("-seed2"), co);
+  REQUIRE(r.methods.size() == 3);  // two methods and the mean training PET
+  for (size_t m = 0; m < 2; ++m)
+    for (size_t i = 0; i < r.methods[m].sessions.size(); ++i) {
+      const double one = a.methods[m].sessions[i].metrics.at("mae"), two = b.methods[m].sessions[i].metrics.at("mae");
+      CHECK(r.methods[m].sessions[i].metrics.at("mae") == doctest::Approx((one + two) / 2).epsilon(1e-12));
+    }
+  CHECK(a.methods[0].sessions[0].metrics.at("mae") != b.methods[0].sessions[0].metrics.at("mae"));  // seeds differ
+  // The t-tests are of the averaged sessions.
+  for (const auto& c : r.comparisons)
+    if (c.method_b == "unet" && c.metric == "mae")
+      CHECK(c.test.p == eval::compare_methods(r.methods[0], r.methods[1], "mae").test.p);
+
+  REQUIRE(r.tables.size() == 1);
+  CHECK(contains(r.tables[0].rows[0][1], "["));  // the seed spread beside mean ± std
+  CHECK(!contains(r.tables[0].rows[2][1], "["));  // none for the mean training PET
+  std::string notes, facts;
+  for (const auto& n : r.tables[0].notes) notes += n + "\n";
+  for (const auto& [k, v] : r.facts) facts += k + ": " + v + "\n";
+  CHECK(contains(notes, "2 seeds"));
+  CHECK(contains(facts, "seeds: 2 runs per method"));
+  CHECK(contains(read_file(out.path / "table1.csv"), "mae_seed_std"));
+  ExperimentOptions none = o;
+  none.seeds = 0;
+  CHECK(contains(error_of([&] { plan_experiment(none); }), "--seeds"));
 }
 
 TEST_CASE("data: data-parallel ranks split every global batch; together they are one loader's batches") {

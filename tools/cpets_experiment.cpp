@@ -63,6 +63,11 @@ int main(int argc, char** argv) {
   app.add_option("--steps", o.steps, "the budget: optimiser steps per run, the same for every method")
       ->required()
       ->check(CLI::PositiveNumber);
+  app.add_option("--seeds", o.seeds,
+                 "runs per method and ablation (train.seed, +1, +2, …); the tables average each session over the seeds "
+                 "and show the spread of each method's mean over them")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100));
   app.add_option("--config", o.config,
                  "base config (configs/demo.json); baselines keep only its shared keys (preset, volume, data, batch "
                  "size, seeds, bookkeeping) and train with their reference optimiser and loss weights");

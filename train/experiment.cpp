@@ -67,9 +67,14 @@ Budget read_budget(const std::string& folder) {
     const json j = json::parse(line, nullptr, false);
     if (j.is_discarded() || !j.is_object()) continue;
     const std::string type = j.value("type", "");
-    if (type == "start")
-      b.machines.insert(j.value("cpu_isa", std::string("?")) + " CPU kernels, " + std::to_string(j.value("threads", 0)) +
-                        " threads");
+    if (type == "start") {
+      const std::string device = j.value("device", std::string("cpu"));
+      std::string precision = "fp32";
+      if (j.contains("backends") && j["backends"].is_object()) precision = j["backends"].value("precision", precision);
+      b.machines.insert(device == "cpu" ? "CPU, " + j.value("cpu_isa", std::string("?")) + " kernels, " +
+                                              std::to_string(j.value("threads", 0)) + " threads"
+                                        : device + ", " + precision);
+    }
     if (type == "step") b.steps = std::max<int64_t>(b.steps, j.value("step", int64_t(0)));
     if ((type == "step" || type == "validation") && j.contains("seconds") && j["seconds"].is_number())
       b.seconds += j["seconds"].get<double>();
@@ -106,10 +111,11 @@ const eval::Comparison* find_comparison(const eval::Report& r, const std::string
 
 struct Row {
   std::string name, label;
-  const Budget* budget = nullptr;  // null: not a trained run (mean-PET)
+  const Budget* budget = nullptr;  // null: not a trained run (mean-PET); with seeds, all of them together
+  const std::map<std::string, double>* seed_std = nullptr;  // per metric: std of the mean over seeds
 };
 
-eval::ReportTable make_table(const std::string& title, const eval::Report& r, const std::vector<Row>& rows,
+eval::ReportTable make_table(const std::string& title, const eval::Report& r, const std::vector<Row>& rows, int seeds,
                              std::vector<std::vector<std::string>>& csv) {
   eval::ReportTable t;
   t.title = title;
@@ -126,15 +132,18 @@ eval::ReportTable make_table(const std::string& title, const eval::Report& r, co
       const auto it = s.metrics.find(c.key);
       const eval::Comparison* cmp = method == r.methods.begin() ? nullptr : find_comparison(r, row.name, c.key);
       const double p = cmp ? cmp->test.p : kNaN;
+      const double seed_std = row.seed_std && row.seed_std->count(c.key) ? row.seed_std->at(c.key) : kNaN;
       if (it == s.metrics.end()) {
         cells.push_back("–");
       } else {
         cells.push_back(number(it->second.mean * c.scale, c.precision) + " ± " + number(it->second.std * c.scale, c.precision) +
-                        eval::significance_stars(p));
+                        eval::significance_stars(p) +
+                        (std::isfinite(seed_std) ? " [" + number(seed_std * c.scale, c.precision) + "]" : ""));
       }
       line.push_back(it == s.metrics.end() ? "" : number(it->second.mean, 6));
       line.push_back(it == s.metrics.end() ? "" : number(it->second.std, 6));
       line.push_back(std::isfinite(p) ? number(p, 8) : "");
+      line.push_back(std::isfinite(seed_std) ? number(seed_std, 6) : "");
     }
     cells.push_back(row.budget ? std::to_string(row.budget->steps) : "–");
     cells.push_back(row.budget ? format_duration(row.budget->seconds) : "–");
@@ -145,12 +154,17 @@ eval::ReportTable make_table(const std::string& title, const eval::Report& r, co
   }
   t.notes.push_back("mean ± std over the test sessions; paired t-test of each method against " + r.methods.front().name +
                     " on the same sessions: * p < 0.05, ** p < 0.01, *** p < 0.001 (no star: p ≥ 0.05).");
+  if (seeds > 1)
+    t.notes.push_back("Each method trained with " + std::to_string(seeds) +
+                      " seeds: a session's value is the mean over the seeds' synthetic PETs; [x]: the standard deviation "
+                      "of the method's mean over its seeds; training time: all seeds together.");
   return t;
 }
 
 void write_table_csv(const std::string& path, const std::vector<std::vector<std::string>>& rows) {
   std::vector<std::string> header = {"method", "label"};
-  for (const auto& c : table_columns()) header.insert(header.end(), {c.key + "_mean", c.key + "_std", c.key + "_p"});
+  for (const auto& c : table_columns())
+    header.insert(header.end(), {c.key + "_mean", c.key + "_std", c.key + "_p", c.key + "_seed_std"});
   header.insert(header.end(), {"steps", "train_seconds"});
   io::write_csv(path, header, rows);
 }
@@ -203,6 +217,51 @@ void require_same_plan(const PlannedRun& run) {
                     "\nuse another --out for a new experiment, or the same options as the first time");
 }
 
+// One method's results over its seeds as one result: per session the mean of each metric (and of
+// the synthetic SUVRs) over the seeds. The seeds' runs were evaluated on the same sessions.
+eval::MethodResult mean_over_seeds(const std::vector<eval::MethodResult>& seeds) {
+  eval::MethodResult out = seeds.front();
+  for (size_t i = 0; i < out.sessions.size(); ++i) {
+    eval::SessionResult& s = out.sessions[i];
+    for (const auto& other : seeds)
+      if (other.sessions.size() != out.sessions.size() || other.sessions[i].subject != s.subject ||
+          other.sessions[i].session != s.session)
+        throw std::runtime_error("the seeds of " + out.name + " were evaluated on different sessions");
+    auto mean = [&](auto value) {
+      double sum = 0;
+      for (const auto& other : seeds) sum += value(other.sessions[i]);
+      return sum / double(seeds.size());
+    };
+    for (auto& [key, v] : s.metrics) {
+      const bool everywhere = std::all_of(seeds.begin(), seeds.end(), [&](const eval::MethodResult& m) {
+        return m.sessions[i].metrics.count(key) > 0;
+      });
+      v = everywhere ? mean([&](const eval::SessionResult& r) { return r.metrics.at(key); }) : kNaN;
+    }
+    s.suvr_syn = mean([](const eval::SessionResult& r) { return r.suvr_syn; });
+    for (size_t k = 0; k < s.roi_syn.size(); ++k) s.roi_syn[k] = mean([&](const eval::SessionResult& r) { return r.roi_syn[k]; });
+  }
+  return out;
+}
+
+// Per table metric, the sample standard deviation over the seeds of the method's mean over sessions.
+std::map<std::string, double> seed_spread(const std::vector<eval::MethodResult>& seeds) {
+  std::map<std::string, double> out;
+  for (const auto& c : table_columns()) {
+    std::vector<double> means;
+    for (const auto& m : seeds) {
+      const eval::MethodSummary s = eval::summarise(m);
+      if (auto it = s.metrics.find(c.key); it != s.metrics.end()) means.push_back(it->second.mean);
+    }
+    if (means.size() != seeds.size() || means.size() < 2) continue;
+    double mu = 0, ss = 0;
+    for (double v : means) mu += v / double(means.size());
+    for (double v : means) ss += (v - mu) * (v - mu);
+    out[c.key] = std::sqrt(ss / double(means.size() - 1));
+  }
+  return out;
+}
+
 }  // namespace
 
 const std::vector<Ablation>& ablations() {
@@ -221,6 +280,7 @@ int64_t trained_steps(const std::string& folder) {
 
 std::vector<PlannedRun> plan_experiment(const ExperimentOptions& opt) {
   if (opt.steps < 1) throw ConfigError("the experiment's budget --steps must be at least 1 (the same for every method)");
+  if (opt.seeds < 1) throw ConfigError("--seeds must be at least 1 (runs per method)");
   if (opt.cohort.empty() || opt.out.empty()) throw ConfigError("the experiment needs --cohort and --out");
   const json base = opt.config.empty() ? json{{"model", {{"preset", opt.preset}}}} : read_config_file(opt.config);
   const std::string source = opt.config.empty() ? "preset " + opt.preset : opt.config;
@@ -231,6 +291,22 @@ std::vector<PlannedRun> plan_experiment(const ExperimentOptions& opt) {
   std::vector<std::string> methods = opt.methods;
   if (methods.empty()) methods = models::model_kinds();
   std::vector<PlannedRun> plan;
+  // The method's run as planned (seed 1), then its other seeds: train.seed + 1, + 2, … .
+  auto add_with_seeds = [&](PlannedRun run, const json& document, std::vector<std::string> overrides) {
+    run.method = run.name;
+    const uint64_t first_seed = run.config.train.seed;
+    plan.push_back(run);
+    for (int k = 1; k < opt.seeds; ++k) {
+      PlannedRun other = run;
+      other.seed_index = k;
+      other.name = run.method + "/seed" + std::to_string(k + 1);
+      other.folder = run.folder + "-seed" + std::to_string(k + 1);
+      overrides.push_back("train.seed=" + std::to_string(first_seed + uint64_t(k)));
+      other.config = config_from_document(document, overrides, source);
+      overrides.pop_back();
+      plan.push_back(std::move(other));
+    }
+  };
   for (const auto& kind : methods) {
     const auto& kinds = models::model_kinds();
     if (std::find(kinds.begin(), kinds.end(), kind) == kinds.end()) {
@@ -243,9 +319,10 @@ std::vector<PlannedRun> plan_experiment(const ExperimentOptions& opt) {
     PlannedRun run;
     run.name = kind;
     run.label = method_label(kind);
-    run.config = config_from_document(kind == "causal-pets" ? base : shared_part(base), o, source);
+    const json document = kind == "causal-pets" ? base : shared_part(base);
+    run.config = config_from_document(document, o, source);
     run.folder = (fs::path(opt.out) / "runs" / kind).string();
-    plan.push_back(std::move(run));
+    add_with_seeds(std::move(run), document, o);
   }
 
   std::vector<std::string> names = opt.ablation_names;
@@ -271,7 +348,7 @@ std::vector<PlannedRun> plan_experiment(const ExperimentOptions& opt) {
     run.ablation = true;
     run.config = config_from_document(base, o, source);
     run.folder = (fs::path(opt.out) / "runs" / ("causal-pets-" + it->name)).string();
-    plan.push_back(std::move(run));
+    add_with_seeds(std::move(run), base, o);
   }
   return plan;
 }
@@ -284,11 +361,13 @@ eval::Report run_experiment(const ExperimentOptions& opt) {
   // do not train it twice.
   std::vector<const PlannedRun*> runs;
   std::vector<std::string> skipped;
-  const PlannedRun* reference = nullptr;
+  std::map<int, const PlannedRun*> reference;  // Causal PETS per seed
   for (const auto& run : plan) {
-    if (run.name == "causal-pets") reference = &run;
-    if (run.ablation && reference && config_to_json(run.config) == config_to_json(reference->config)) {
-      skipped.push_back(run.label + ": the base configuration already has it (identical to Causal PETS), not trained");
+    if (run.method == "causal-pets") reference[run.seed_index] = &run;
+    const PlannedRun* same = reference.count(run.seed_index) ? reference[run.seed_index] : nullptr;
+    if (run.ablation && same && config_to_json(run.config) == config_to_json(same->config)) {
+      if (run.seed_index == 0)
+        skipped.push_back(run.label + ": the base configuration already has it (identical to Causal PETS), not trained");
       continue;
     }
     runs.push_back(&run);
@@ -322,28 +401,64 @@ eval::Report run_experiment(const ExperimentOptions& opt) {
     }
   }
 
-  // Evaluate every run on the test split, Causal PETS (or the first method) first.
+  // Evaluate every run on the test split, Causal PETS (or the first method) first: the first
+  // seed's runs with the montages, the mean training PET and the causal measures, then each
+  // further seed's; with seeds, a method's per-session values are its seeds' means.
   os << "[cpets-experiment] evaluating " << runs.size() << " runs on the test split\n";
-  std::vector<RunToCompare> compare;
-  for (const PlannedRun* run : runs) compare.push_back({run->name, run->folder});
+  auto runs_of_seed = [&](int k) {
+    std::vector<RunToCompare> compare;
+    for (const PlannedRun* run : runs)
+      if (run->seed_index == k) compare.push_back({run->method, run->folder});
+    return compare;
+  };
   ComparisonOptions co;
   co.cohort = opt.cohort;
   co.out = opt.out;
   co.montages = opt.montages;
   co.max_sessions = opt.max_sessions;
   co.quiet = !opt.progress;
-  eval::Report report = compare_runs(compare, co);
+  eval::Report report = compare_runs(runs_of_seed(0), co);
+  std::map<std::string, std::map<std::string, double>> seed_std;
+  if (opt.seeds > 1) {
+    std::map<std::string, std::vector<eval::MethodResult>> by_method;
+    for (const auto& m : report.methods) by_method[m.name].push_back(m);
+    ComparisonOptions more = co;
+    more.montages = 0;
+    more.mean_pet = false;
+    for (int k = 1; k < opt.seeds; ++k)
+      for (auto& m : compare_runs(runs_of_seed(k), more).methods) by_method[m.name].push_back(std::move(m));
+    for (auto& m : report.methods)
+      if (by_method[m.name].size() > 1) {
+        seed_std[m.name] = seed_spread(by_method[m.name]);
+        m = mean_over_seeds(by_method[m.name]);
+      }
+    auto method = [&](const std::string& name) -> const eval::MethodResult& {
+      return *std::find_if(report.methods.begin(), report.methods.end(), [&](const auto& m) { return m.name == name; });
+    };
+    for (auto& c : report.comparisons) c = eval::compare_methods(method(c.method_a), method(c.method_b), c.metric);
+  }
 
-  std::map<std::string, Budget> budgets;
-  for (const PlannedRun* run : runs) budgets[run->name] = read_budget(run->folder);
+  std::map<std::string, Budget> budgets;  // per method, its seeds together
+  for (const PlannedRun* run : runs) {
+    const Budget b = read_budget(run->folder);
+    Budget& sum = budgets[run->method];
+    sum.steps = run->seed_index == 0 ? b.steps : std::min(sum.steps, b.steps);
+    sum.seconds += b.seconds;
+    sum.machines.insert(b.machines.begin(), b.machines.end());
+  }
   std::vector<Row> table1, table5;
-  for (const PlannedRun* run : runs) (run->ablation ? table5 : table1).push_back({run->name, run->label, &budgets[run->name]});
-  table1.push_back({"mean-PET", "(mean training PET)", nullptr});
-  if (!table5.empty() && reference) table5.insert(table5.begin(), {reference->name, reference->label, &budgets[reference->name]});
+  auto row_of = [&](const PlannedRun& run) {
+    return Row{run.method, run.label, &budgets[run.method], seed_std.count(run.method) ? &seed_std[run.method] : nullptr};
+  };
+  for (const PlannedRun* run : runs)
+    if (run->seed_index == 0) (run->ablation ? table5 : table1).push_back(row_of(*run));
+  table1.push_back({"mean-PET", "(mean training PET)", nullptr, nullptr});
+  if (!table5.empty() && reference.count(0)) table5.insert(table5.begin(), row_of(*reference[0]));
 
   std::vector<std::vector<std::string>> csv1, csv5;
-  report.tables.push_back(make_table("Table 1: Causal PETS against the baselines", report, table1, csv1));
-  if (table5.size() > 1) report.tables.push_back(make_table("Table 5: ablations of Causal PETS", report, table5, csv5));
+  report.tables.push_back(make_table("Table 1: Causal PETS against the baselines", report, table1, opt.seeds, csv1));
+  if (table5.size() > 1)
+    report.tables.push_back(make_table("Table 5: ablations of Causal PETS", report, table5, opt.seeds, csv5));
   for (const auto& s : skipped) report.tables.back().notes.push_back(s);
   std::string not_run;
   for (const auto& kind : models::model_kinds())
@@ -356,8 +471,11 @@ eval::Report run_experiment(const ExperimentOptions& opt) {
   // The budget, honestly: steps and wall time per run, where it ran, and a flag when they differ.
   std::set<int64_t> steps;
   std::set<std::string> machines;
-  for (const auto& [name, b] : budgets) {
+  std::map<std::string, int64_t> run_steps;
+  for (const PlannedRun* run : runs) {
+    const Budget b = read_budget(run->folder);
     steps.insert(b.steps);
+    run_steps[run->name] = b.steps;
     machines.insert(b.machines.begin(), b.machines.end());
   }
   std::string machine_list;
@@ -368,10 +486,16 @@ eval::Report run_experiment(const ExperimentOptions& opt) {
                       {{"budget", std::to_string(opt.steps) + " optimiser steps per run (batch " +
                                       std::to_string(plan.front().config.train.batch_size) + ", preset " +
                                       plan.front().config.model.preset + ")"},
-                       {"device", "CPU (" + machine_list + ")"}});
+                       {"device", machine_list}});
+  if (opt.seeds > 1)
+    report.facts.insert(report.facts.begin() + 2,
+                        {"seeds", std::to_string(opt.seeds) + " runs per method (train.seed " +
+                                      std::to_string(plan.front().config.train.seed) + " … " +
+                                      std::to_string(plan.front().config.train.seed + uint64_t(opt.seeds) - 1) +
+                                      "); montages and causal measures from the first seed"});
   if (steps.size() > 1) {
     std::string list;
-    for (const auto& [name, b] : budgets) list += (list.empty() ? "" : ", ") + name + " " + std::to_string(b.steps);
+    for (const auto& [name, n] : run_steps) list += (list.empty() ? "" : ", ") + name + " " + std::to_string(n);
     report.facts.insert(report.facts.begin() + 2, {"WARNING: unequal budgets", list});
   }
   report.curves = curves_by_run(plan);

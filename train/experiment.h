@@ -6,7 +6,9 @@
 // so an interrupted experiment resumes: a run that reached the budget is not trained again, a
 // run that stopped part-way resumes exactly from its last checkpoint. The report (OUT/report.html,
 // OUT/metrics.json, OUT/table1.csv, OUT/table5.csv, OUT/montage/) shows Table 1 and Table 5
-// (mean ± std over the test sessions, paired t-tests against Causal PETS with the paper's stars),
+// (mean ± std over the test sessions, paired t-tests against Causal PETS with the paper's stars;
+// with several seeds each session's metric is the mean over the method's seeds, and the spread of
+// the method's mean over its seeds is shown beside),
 // every method's budget (steps, wall time, CPU kernels, threads, device), montages side by side
 // and the training curves of every run.
 #pragma once
@@ -31,6 +33,7 @@ struct ExperimentOptions {
   std::string preset = "demo";
   std::string tracer = "AV45";
   int64_t steps = 0;                  // the budget: optimiser steps per run, the same for every run
+  int seeds = 1;                      // runs per method and ablation, train.seed = the config's + 0, 1, …
   std::vector<std::string> methods;   // model kinds; empty: all (causal-pets first)
   std::vector<std::string> ablation_names;  // empty: all four; {"none"}: no ablation
   std::vector<std::string> overrides;       // --set KEY=VALUE for every run
@@ -41,14 +44,17 @@ struct ExperimentOptions {
 };
 
 struct PlannedRun {
-  std::string name;    // folder and column: the kind ("causal-pets", "unet", …) or "causal-pets/<ablation>"
+  std::string name;    // the run: its method, plus "/seed<k>" for the k-th seed when k ≥ 2
+  std::string method;  // row of the tables: the kind ("causal-pets", "unet", …) or "causal-pets/<ablation>"
   std::string label;   // row label: "Causal PETS", "U-Net w/ condition", "w/o discriminator", …
   bool ablation = false;
+  int seed_index = 0;  // 0 … seeds − 1
   Config config;
   std::string folder;  // OUT/runs/<name with '/' as '-'>
 };
 
-// The runs an experiment consists of, configs resolved. A baseline keeps from the base config
+// The runs an experiment consists of, configs resolved, each method's seeds together (seed 1 in
+// OUT/runs/<method>, seed k ≥ 2 in OUT/runs/<method>-seed<k> with train.seed + k − 1). A baseline keeps from the base config
 // only what every method shares (model.preset and volume, the data section, batch size, seeds,
 // epochs, bookkeeping), so it trains with its own reference optimiser and loss weights
 // (train_defaults). Throws ConfigError naming an unknown method or ablation.
