@@ -980,6 +980,45 @@ TEST_CASE("experiment with seeds: a run per seed, each session averaged over the
   CHECK(contains(error_of([&] { plan_experiment(none); }), "--seeds"));
 }
 
+TEST_CASE("experiment with a time budget: each run trains until its minutes are spent, then counts as done") {
+  ThreadCount one(1);
+  TempDir out;
+  ExperimentOptions o = tiny_experiment(out.str(), 0);
+  o.ablation_names = {"none"};
+  o.minutes = 0.003;  // 0.18 s of steps and validations per run
+  const eval::Report r = run_experiment(o);
+  REQUIRE(r.tables.size() == 1);
+  for (const char* run : {"causal-pets", "unet"}) {
+    INFO(run);
+    CHECK(trained_steps((out.path / "runs" / run).string()) >= 1);
+    // What the run's log counts reached the budget (the step that crossed it is the last).
+    double seconds = 0;
+    std::istringstream log(read_file(out.path / "runs" / run / "train.jsonl"));
+    for (std::string line; std::getline(log, line);) {
+      const auto j = nlohmann::json::parse(line);
+      if ((j["type"] == "step" || j["type"] == "validation") && j.contains("seconds")) seconds += j["seconds"].get<double>();
+    }
+    CHECK(seconds >= o.minutes * 60);
+  }
+  std::string facts;
+  for (const auto& [k, v] : r.facts) facts += k + ": " + v + "\n";
+  CHECK(contains(facts, "of training per run"));
+  // Spent budgets are done: the same command trains nothing more.
+  const std::string log = read_file(out.path / "runs" / "unet" / "train.jsonl");
+  run_experiment(o);
+  CHECK(read_file(out.path / "runs" / "unet" / "train.jsonl") == log);
+  // Steps and minutes: whichever comes first.
+  TempDir out2;
+  ExperimentOptions both = tiny_experiment(out2.str(), 1);
+  both.ablation_names = {"none"};
+  both.methods = {"unet"};
+  both.minutes = 60;
+  run_experiment(both);
+  CHECK(trained_steps((out2.path / "runs" / "unet").string()) == 1);
+  ExperimentOptions neither = tiny_experiment(out2.str(), 0);
+  CHECK(contains(error_of([&] { plan_experiment(neither); }), "--minutes"));
+}
+
 TEST_CASE("data: data-parallel ranks split every global batch; together they are one loader's batches") {
   DataConfig cfg;
   cfg.cohort = cohort_dir().string();

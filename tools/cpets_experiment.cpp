@@ -3,6 +3,7 @@
 //
 //   cpets-experiment --cohort out/demo/cohort --config configs/demo.json --steps 480 --out out/experiment
 //   cpets-experiment … --methods causal-pets,unet-cond --ablations none     (a subset)
+//   cpets-experiment … --minutes 30 --seeds 3        (a time budget per run; three seeds each)
 //
 // Each run is a folder OUT/runs/<method>; run the same command again after an interruption
 // (Ctrl-C checkpoints the current run) and finished runs are not trained again. Writes
@@ -61,7 +62,10 @@ int main(int argc, char** argv) {
   app.add_option("--out", o.out, "experiment folder: runs/<method>/, report.html, metrics.json, table1.csv, table5.csv")
       ->required();
   app.add_option("--steps", o.steps, "the budget: optimiser steps per run, the same for every method")
-      ->required()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--minutes", o.minutes,
+                 "or/and a time budget: minutes of training per run (steps and validations; resumed runs count what "
+                 "they spent before); each method then takes the steps its speed allows")
       ->check(CLI::PositiveNumber);
   app.add_option("--seeds", o.seeds,
                  "runs per method and ablation (train.seed, +1, +2, …); the tables average each session over the seeds "

@@ -279,12 +279,14 @@ int64_t trained_steps(const std::string& folder) {
 }
 
 std::vector<PlannedRun> plan_experiment(const ExperimentOptions& opt) {
-  if (opt.steps < 1) throw ConfigError("the experiment's budget --steps must be at least 1 (the same for every method)");
+  if (opt.steps < 0 || opt.minutes < 0 || !std::isfinite(opt.minutes) || (opt.steps == 0 && opt.minutes == 0))
+    throw ConfigError("the experiment needs a budget, the same for every method: --steps N (optimiser steps, ≥ 1) "
+                      "and/or --minutes M (training time per run, > 0)");
   if (opt.seeds < 1) throw ConfigError("--seeds must be at least 1 (runs per method)");
   if (opt.cohort.empty() || opt.out.empty()) throw ConfigError("the experiment needs --cohort and --out");
   const json base = opt.config.empty() ? json{{"model", {{"preset", opt.preset}}}} : read_config_file(opt.config);
   const std::string source = opt.config.empty() ? "preset " + opt.preset : opt.config;
-  std::vector<std::string> common = {"data.cohort=" + opt.cohort, "train.max_steps=" + std::to_string(opt.steps)};
+  std::vector<std::string> common = {"data.cohort=" + opt.cohort, "train.max_steps=" + std::to_string(opt.steps)};  // 0: none
   if (!opt.tracer.empty()) common.push_back("data.tracer=" + opt.tracer);
   common.insert(common.end(), opt.overrides.begin(), opt.overrides.end());
 
@@ -374,23 +376,28 @@ eval::Report run_experiment(const ExperimentOptions& opt) {
   }
 
   for (const PlannedRun* run : runs) require_same_plan(*run);
+  const double budget_seconds = opt.minutes * 60;
   for (size_t i = 0; i < runs.size(); ++i) {
     const PlannedRun& run = *runs[i];
     const int64_t done = trained_steps(run.folder);
+    const double spent = read_budget(run.folder).seconds;
     // A run stopped before its first step still left a step-0 checkpoint: resume that too.
     const bool started = !list_step_checkpoints((fs::path(run.folder) / "checkpoints").string()).empty();
     os << "[cpets-experiment] " << (i + 1) << "/" << runs.size() << " " << run.name << " (" << run.label << "): ";
-    if (done >= opt.steps) {
-      os << "trained (step " << done << "), skipping\n";
+    if ((opt.steps > 0 && done >= opt.steps) || (budget_seconds > 0 && spent >= budget_seconds)) {
+      os << "trained (step " << done << ", " << format_duration(spent) << "), skipping\n";
       continue;
     }
-    os << (started ? "resuming at step " + std::to_string(done) : std::string("training")) << " → step " << opt.steps
+    os << (started ? "resuming at step " + std::to_string(done) : std::string("training"))
+       << (opt.steps > 0 ? " → step " + std::to_string(opt.steps) : std::string())
+       << (budget_seconds > 0 ? " (" + format_duration(budget_seconds - spent) + " of training left)" : std::string())
        << "\n";
     Trainer trainer(run.config);
     if (started) trainer.resume(run.folder);
     RunOptions ro;
     ro.out_dir = run.folder;
-    ro.max_steps = opt.steps;
+    ro.max_steps = opt.steps > 0 ? opt.steps : std::numeric_limits<int64_t>::max();
+    ro.max_seconds = budget_seconds > 0 ? budget_seconds - spent : 0;
     ro.epochs = std::numeric_limits<int32_t>::max();  // the budget is steps; epochs only order the data
     ro.progress = opt.progress;
     ro.stop = opt.stop;
@@ -480,12 +487,17 @@ eval::Report run_experiment(const ExperimentOptions& opt) {
   }
   std::string machine_list;
   for (const auto& m : machines) machine_list += (machine_list.empty() ? "" : "; ") + m;
-  report.title = "Causal PETS experiment: " + std::to_string(runs.size()) + " runs, " + std::to_string(opt.steps) +
-                 " steps each";
+  std::string budget;
+  if (opt.steps > 0) budget = std::to_string(opt.steps) + " optimiser steps";
+  if (opt.minutes > 0) budget += (budget.empty() ? "" : " or ") + format_duration(budget_seconds) + " of training";
+  report.title = "Causal PETS experiment: " + std::to_string(runs.size()) + " runs, " + budget + " each";
   report.facts.insert(report.facts.begin(),
-                      {{"budget", std::to_string(opt.steps) + " optimiser steps per run (batch " +
-                                      std::to_string(plan.front().config.train.batch_size) + ", preset " +
-                                      plan.front().config.model.preset + ")"},
+                      {{"budget", budget + " per run" + (opt.steps > 0 && opt.minutes > 0 ? ", whichever comes first" : "") +
+                                      " (batch " + std::to_string(plan.front().config.train.batch_size) + ", preset " +
+                                      plan.front().config.model.preset + ")" +
+                                      (opt.minutes > 0 ? "; a time budget gives each method the steps its speed on "
+                                                         "this machine allows"
+                                                       : "")},
                        {"device", machine_list}});
   if (opt.seeds > 1)
     report.facts.insert(report.facts.begin() + 2,
@@ -496,7 +508,8 @@ eval::Report run_experiment(const ExperimentOptions& opt) {
   if (steps.size() > 1) {
     std::string list;
     for (const auto& [name, n] : run_steps) list += (list.empty() ? "" : ", ") + name + " " + std::to_string(n);
-    report.facts.insert(report.facts.begin() + 2, {"WARNING: unequal budgets", list});
+    report.facts.insert(report.facts.begin() + 2,
+                        {opt.minutes > 0 ? "steps within the time budget" : "WARNING: unequal budgets", list});
   }
   report.curves = curves_by_run(plan);
 

@@ -32,7 +32,11 @@ struct ExperimentOptions {
   std::string config;                 // a config file (configs/demo.json); empty: `preset` with defaults
   std::string preset = "demo";
   std::string tracer = "AV45";
-  int64_t steps = 0;                  // the budget: optimiser steps per run, the same for every run
+  // The budget per run, the same for every run: optimiser steps, and/or minutes of training
+  // (steps and validations, as the run's train.jsonl counts them; resumed runs count what they
+  // spent before). At least one; with both, a run stops at whichever it reaches first.
+  int64_t steps = 0;
+  double minutes = 0;
   int seeds = 1;                      // runs per method and ablation, train.seed = the config's + 0, 1, …
   std::vector<std::string> methods;   // model kinds; empty: all (causal-pets first)
   std::vector<std::string> ablation_names;  // empty: all four; {"none"}: no ablation

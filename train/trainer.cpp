@@ -580,12 +580,16 @@ void Trainer::run(const RunOptions& opt) {
   };
 
   bool stopped = false;
+  // Training time as train.jsonl counts it (steps and validations), so that a resumed budget adds up.
+  double spent = 0;
+  auto out_of_time = [&] { return opt.max_seconds > 0 && spent >= opt.max_seconds; };
   while (state_.step < total) {
     if (comm_->any(opt.stop && opt.stop->load())) {  // every rank stops at the same step
       stopped = true;
       break;
     }
     const StepLosses s = step();
+    spent += s.seconds;
     write_log(s.to_json());
     std::string text = "epoch " + std::to_string(s.epoch) + "  G " + fixed(s.g_total);
     for (const auto& [name, value] : s.terms) {  // the generator's terms; D's are summed in "D"
@@ -598,8 +602,10 @@ void Trainer::run(const RunOptions& opt) {
     const bool epoch_done = state_.position.batch == 0;
     const int64_t epochs_done = state_.position.epoch;
     std::optional<ValidationResult> v;
-    if (epoch_done && t.validate_every > 0 && epochs_done % t.validate_every == 0 && val_set_->size() > 0)
+    if (epoch_done && t.validate_every > 0 && epochs_done % t.validate_every == 0 && val_set_->size() > 0) {
       v = validate_and_report("after epoch " + std::to_string(epochs_done));
+      spent += v->seconds;
+    }
     if (v && opt.until_conditional && CausalMonitor::conditional_path_on(v->causal)) {
       progress.message("the conditional path is on at step " + std::to_string(state_.step) +
                        " (SUVR below the mean PET's error, r ≥ 0.8, CSF interventions tracking the truth): stopping");
@@ -611,6 +617,11 @@ void Trainer::run(const RunOptions& opt) {
     const bool step_ckpt = t.checkpoint_every_steps > 0 && state_.step % t.checkpoint_every_steps == 0;
     const bool improved = v && v->l1 < state_.best_val_l1;  // keep every new best on disk
     if (epoch_ckpt || step_ckpt || improved) checkpoint(v);
+    if (comm_->any(out_of_time())) {
+      progress.message("wall-time budget of " + fixed(opt.max_seconds, 1) + " s reached at step " +
+                       std::to_string(state_.step));
+      break;
+    }
   }
   std::optional<ValidationResult> v;
   if (!stopped && last_validated != state_.step && t.validate_every > 0 && val_set_->size() > 0 && state_.step > 0)

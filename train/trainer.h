@@ -78,6 +78,9 @@ struct RunOptions {
   const std::atomic<bool>* stop = nullptr;
   // Stop after the first validation at which CausalMonitor::conditional_path_on holds.
   bool until_conditional = false;
+  // A wall-time budget for this call: after the step that reaches it, validate, checkpoint and
+  // return (0 = none). Several ranks stop at the same step.
+  double max_seconds = 0;
 };
 
 // What one training step works on: the model, the two optimisers (d_opt null: no D step), the
