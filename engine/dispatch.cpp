@@ -76,6 +76,31 @@ struct DeviceWorkspace {
   size_t size;
 };
 
+// The cuBLAS attention composition's backward. The op keeps out and lse, not the Nq×Nk
+// probabilities, so P is recomputed by the composition's forward (into throwaway out/lse); its
+// backward wants every gradient, so the ones the op does not need go to scratch too.
+void cublas_attention_backward(const kernels::cpu::AttentionShape& s, const float* q, const float* k, const float* v,
+                               const float* out, const float* dout, float* dq, float* dk, float* dv) {
+  const int64_t q_floats = s.batch * s.nq * s.channels, kv_floats = s.batch * s.nk * s.channels;
+  const int64_t lse_floats = s.batch * s.heads * s.nq;
+  DeviceWorkspace ws(kernels::cudnn::attention_reference_workspace_bytes(s));
+  DeviceWorkspace spare(sizeof(float) * size_t(q_floats + lse_floats + (dq ? 0 : q_floats) + (dk ? 0 : 2 * kv_floats)));
+  float* out_again = static_cast<float*>(spare.ptr());
+  float* lse_again = out_again + q_floats;
+  float* rest = lse_again + lse_floats;
+  if (!dq) {
+    dq = rest;
+    rest += q_floats;
+  }
+  if (!dk) {
+    dk = rest;
+    dv = rest + kv_floats;
+  }
+  const auto p = chosen_precision();
+  kernels::cudnn::attention_reference_forward(s, p, q, k, v, out_again, lse_again, ws.ptr(), ws.size, cuda_stream());
+  kernels::cudnn::attention_reference_backward(s, p, q, k, v, out, dout, dq, dk, dv, ws.ptr(), ws.size, cuda_stream());
+}
+
 // Runs ours or cuDNN's, as engine/backend.h's "conv" says.
 template <class Ours, class Cudnn>
 void run_conv(Ours&& ours, Cudnn&& cudnn) {
@@ -313,29 +338,7 @@ void attention_backward(Device d, const kernels::cpu::AttentionShape& s, const f
 #if CPETS_HAVE_CUDA
   if (d == Device::CUDA) {
     if (attention_backend() == AttentionBackend::Cublas) {
-      // The op keeps out and lse, not the Nq×Nk probabilities: the composition recomputes P with
-      // its forward (into throwaway out/lse), then runs its backward, which wants every gradient.
-      DeviceWorkspace ws(kernels::cudnn::attention_reference_workspace_bytes(s));
-      const int64_t q_floats = s.batch * s.nq * s.channels, kv_floats = s.batch * s.nk * s.channels;
-      Tensor again = Tensor::empty({q_floats + s.batch * s.heads * s.nq + (dq ? 0 : q_floats) +
-                                    (dk ? 0 : 2 * kv_floats)},
-                                   Device::CUDA);
-      float* spare = again.data();
-      float* out_again = spare;
-      float* lse_again = out_again + q_floats;
-      float* rest = lse_again + s.batch * s.heads * s.nq;
-      if (!dq) {
-        dq = rest;
-        rest += q_floats;
-      }
-      if (!dk) {
-        dk = rest;
-        dv = rest + kv_floats;
-      }
-      const auto p = chosen_precision();
-      kernels::cudnn::attention_reference_forward(s, p, q, k, v, out_again, lse_again, ws.ptr(), ws.size, cuda_stream());
-      kernels::cudnn::attention_reference_backward(s, p, q, k, v, out, dout, dq, dk, dv, ws.ptr(), ws.size,
-                                                   cuda_stream());
+      cublas_attention_backward(s, q, k, v, out, dout, dq, dk, dv);
     } else {
       DeviceWorkspace ws(kg::attention_backward_workspace_bytes(s));
       kg::attention_backward(s, q, k, v, out, lse, dout, dq, dk, dv, ws.ptr(), ws.size, cuda_stream());
