@@ -10,6 +10,7 @@
 #include "synthetic_cohort.h"
 #include "test_support.h"
 #include "engine/backend.h"
+#include "engine/device.h"
 #include "train/config.h"
 #include "train/trainer.h"
 
@@ -71,4 +72,15 @@ TEST_CASE("tf32 and bf16 training: close to fp32 on the same GPU, and bitwise id
     }
   }
   set_backend("precision", "fp32");
+}
+
+TEST_CASE("training steps on the GPU reuse the caching allocator's blocks: no cudaMalloc after the first steps") {
+  cpets::testing::TempDir dir;
+  cpets::testing::write_cohort(dir.path, 14);
+  Trainer t(tiny(dir.str(), "cuda"));
+  t.step();
+  t.step();  // the second step has met every shape (the D step's too)
+  const size_t warm = device_memory_stats().system_allocs;
+  for (int i = 0; i < 3; ++i) t.step();
+  CHECK(device_memory_stats().system_allocs == warm);
 }
