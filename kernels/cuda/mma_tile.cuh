@@ -18,7 +18,9 @@ template <Precision P, int MI, int NI, int ALd, int BLd>
 __device__ __forceinline__ void warp_mma_k16(float (&c)[MI][NI][4], const float (*As)[ALd], const float (*Bs)[BLd],
                                              int row0, int col0) {
   static_assert(P != Precision::fp32_exact, "the fp32 path multiplies on the CUDA cores");
-  const int lane = threadIdx.x % 32;
+  // As a signed int, as the callers' thread index: the register allocation of conv3d's
+  // implicit_gemm (80 registers) spilled with the unsigned form.
+  const int lane = static_cast<int>(threadIdx.x) % 32;
   constexpr int kStep = P == Precision::tf32 ? 8 : 16;
 #pragma unroll
   for (int kk = 0; kk < kMmaDepth; kk += kStep) {
@@ -63,7 +65,7 @@ __device__ __forceinline__ void warp_mma_k16(float (&c)[MI][NI][4], const float 
 // block's C tile.
 template <int MI, int NI, class Out>
 __device__ __forceinline__ void warp_mma_store(const float (&c)[MI][NI][4], int row0, int col0, Out&& out) {
-  const int lane = threadIdx.x % 32;
+  const int lane = static_cast<int>(threadIdx.x) % 32;
 #pragma unroll
   for (int mi = 0; mi < MI; ++mi)
 #pragma unroll
