@@ -8,6 +8,7 @@
 
 #include "engine/autograd.h"
 #include "engine/ops.h"
+#include "engine/safetensors.h"
 #include "gradcheck.h"
 #include "models/baselines/bmgan.h"
 #include "models/baselines/cyclegan.h"
@@ -346,5 +347,53 @@ TEST_CASE("every kind's parameter counts per preset equal tools/torch_model.py's
     const auto model = make_model(model_preset(r.preset, "AV45", r.kind), init);
     CHECK(count(model->generator_parameters()) == r.generator);
     CHECK(count(model->discriminator_parameters()) == r.discriminator);
+  }
+}
+
+// ---- the same networks as PyTorch's ---------------------------------------------------------------
+
+TEST_CASE("baselines: each kind is the same network as tools/torch_model.py's — same weights, same synthetic PET") {
+  // tools/torch_model.py --baseline-fixture: per kind (tiny preset) random weights under our
+  // parameter names (the discriminators aside), random inputs and the PET its generator
+  // synthesises in eval mode (BMGAN's code z = 0). Tolerance as test_golden's: float32 on both
+  // sides with different summation orders, |ours − torch| ≤ 1e-4·max|torch|; a wrong layer,
+  // order, norm or activation is off by 1e-2..1.
+  const SafetensorsFile f = load_safetensors(std::string(CPETS_FIXTURES) + "/golden/baselines.safetensors");
+  auto tensor = [&](const std::string& name) -> const Tensor& {
+    const auto it = std::find_if(f.tensors.begin(), f.tensors.end(), [&](const auto& t) { return t.first == name; });
+    REQUIRE_MESSAGE(it != f.tensors.end(), "fixture has no tensor " << name);
+    return it->second;
+  };
+  for (const char* kind : {"unet", "unet-cond", "pix2pix", "cyclegan", "bmgan"}) {
+    INFO(kind);
+    Generator init(3);
+    const auto model = make_model(model_preset("tiny", "AV45", kind), init);
+    const std::string prefix = std::string(kind) + ".weight.";
+    int64_t loaded = 0;
+    NamedTensors state = model->state_dict();
+    for (const auto& [name, t] : f.tensors) {
+      if (name.rfind(prefix, 0) != 0) continue;
+      const std::string ours = name.substr(prefix.size());
+      const auto it = std::find_if(state.begin(), state.end(), [&](const auto& s) { return s.first == ours; });
+      REQUIRE_MESSAGE(it != state.end(), "no parameter or buffer " << ours << " in our " << kind);
+      REQUIRE_MESSAGE(it->second.numel() == t.numel(), ours << ": " << it->second.str() << " here, " << t.str() << " in PyTorch's");
+      std::copy(t.data(), t.data() + t.numel(), it->second.data());
+      ++loaded;
+    }
+    // Everything but the discriminators came from the fixture.
+    int64_t expected = 0;
+    for (const auto& [name, t] : state)
+      if (name.find("discriminator") == std::string::npos && name.find("num_batches_tracked") == std::string::npos) ++expected;
+    CHECK(loaded == expected);
+    model->eval();
+    NoGradGuard no_grad;
+    const std::string in = std::string(kind) + ".input.";
+    const Tensor pet = model->synthesise(Inputs{tensor(in + "t1"), tensor(in + "csf"), tensor(in + "covariates")});
+    const Tensor& want = tensor(std::string(kind) + ".output.pet");
+    REQUIRE(pet.shape() == want.shape());
+    double scale = 0;
+    for (int64_t i = 0; i < want.numel(); ++i) scale = std::max(scale, double(std::fabs(want.data()[i])));
+    CHECK(max_difference(pet, want) <= 1e-4 * scale + 1e-9);
+    CHECK(scale > 0);
   }
 }

@@ -17,6 +17,9 @@ Debian's python3-torch (1.13, CPU) or the PyTorch 2.x venv of `tools/cpets.sh be
                            and the gradient of L_G w.r.t. every generator parameter; then one
                            discriminator step on the detached fake: its two losses, D's gradients
                            and the BatchNorm running statistics after both steps.
+  --baseline-fixture OUT    every baseline kind (tiny preset, random weights): its weights under our
+                           parameter names, random inputs and the PET it synthesises in eval mode
+                           (tests/fixtures/golden/baselines.safetensors, read by test_baselines).
   --flops full              GFLOP of one training step per sample, counted on the meta device
                            (PyTorch 2.x): the compute side of the README's scaling model.
   --bench demo [--kind K]  median time of a full training step (G forward+backward+Adam, then D
@@ -41,6 +44,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import resource
 import struct
 import time
@@ -1003,6 +1007,47 @@ def fixture(path, variant="reference", seed=2024, batch=2):
     print(f"wrote {path}: {len(tensors)} tensors, {os.path.getsize(path)} bytes")
 
 
+# Our parameter names where a PyTorch module's differ (nn.ModuleList indices against our named
+# members); the other kinds share their names exactly.
+BMGAN_NAMES = [(r"generator\.stem\.(\d+)", r"generator.stem\1"), (r"\.down_blocks\.(\d+)", r".down\1"),
+               (r"\.down_convs\.(\d+)", r".down\1_conv"), (r"\.up_blocks\.(\d+)", r".up\1"),
+               (r"\.up_convs\.(\d+)", r".up\1_conv"), (r"generator\.out\.(\d+)", r"generator.out\1"),
+               (r"\.units\.(\d+)", r".unit\1"), (r"\.stages\.(\d+)", r".stage\1")]
+
+
+def our_name(kind, name):
+    if kind == "bmgan":
+        for pattern, repl in BMGAN_NAMES:
+            name = re.sub(pattern, repl, name)
+    return name
+
+
+def baseline_fixture(path, seed=2025, batch=2):
+    """Every baseline kind at the tiny preset with random weights (randomise) on random inputs: the
+    weights of everything but the discriminators under our parameter names, the inputs, and the
+    PET its generator synthesises in eval mode (BMGAN with code z = 0), as cpets-infer runs it. tests/test_baselines.cpp loads the
+    weights into our build of the kind and compares."""
+    tensors, meta = {}, {"producer": "tools/torch_model.py --baseline-fixture", "torch": torch.__version__}
+    for kind in [k for k in KINDS if k != "causal-pets"]:
+        torch.manual_seed(seed)
+        gen = torch.Generator().manual_seed(seed)
+        c, model = build("tiny", kind)
+        randomise(model, gen)
+        model.eval()
+        b = random_batch(c, batch, gen)
+        with torch.no_grad():
+            pet = model.synthesise(b)
+        for k in ("t1", "csf", "covariates"):
+            tensors[f"{kind}.input.{k}"] = b[k]
+        for name, v in model.state_dict().items():  # the discriminators play no part in synthesis
+            if not name.endswith("num_batches_tracked") and "discriminator" not in name:
+                tensors[f"{kind}.weight.{our_name(kind, name)}"] = v
+        tensors[f"{kind}.output.pet"] = pet
+        meta[f"{kind}.config"] = json.dumps(c)
+    save_safetensors(path, tensors, meta)
+    print(f"wrote {path}: {len(tensors)} tensors, {os.path.getsize(path)} bytes")
+
+
 def random_batch(c, batch, gen):
     D, H, W = c["volume"]
     return {"t1": torch.rand(batch, 1, D, H, W, generator=gen), "pet": torch.rand(batch, 1, D, H, W, generator=gen),
@@ -1172,6 +1217,8 @@ if __name__ == "__main__":
     ap.add_argument("--tracer", default="AV45", choices=["AV45", "AV1451"])
     ap.add_argument("--fixture", metavar="OUT.safetensors")
     ap.add_argument("--variant", default="reference", choices=sorted(VARIANTS), help="which golden fixture")
+    ap.add_argument("--baseline-fixture", metavar="OUT.safetensors",
+                    help="every baseline kind's weights, inputs and synthesised PET (tests/test_baselines.cpp)")
     ap.add_argument("--bench", choices=["demo", "full", "tiny"])
     ap.add_argument("--bench-full-infer", action="store_true")
     ap.add_argument("--flops", choices=["demo", "full", "tiny"], help="GFLOP of one training step per sample (meta device)")
@@ -1194,6 +1241,8 @@ if __name__ == "__main__":
             print(json.dumps(baseline_counts(args.count, args.kind, args.tracer), indent=1))
     if args.fixture:
         fixture(args.fixture, args.variant)
+    if args.baseline_fixture:
+        baseline_fixture(args.baseline_fixture)
     if args.bench:
         bench(args.bench, args.steps, args.warmup, args.bench_full_infer, args.batch, args.kind, args.device,
               args.precision)
@@ -1201,5 +1250,5 @@ if __name__ == "__main__":
         flops(args.flops)
     if args.check_counts:
         raise SystemExit(check_counts())
-    if not (args.count or args.fixture or args.bench or args.flops):
+    if not (args.count or args.fixture or args.baseline_fixture or args.bench or args.flops):
         ap.print_help()
