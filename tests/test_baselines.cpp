@@ -1,5 +1,5 @@
 // The paper's baselines (models/baselines/): parameter counts against reference-implementation.md
-// §7, output shapes, what reads the tabular condition, finite-difference gradients through the
+// §7, the synthetic PET of each kind against tools/torch_model.py's build of it, output shapes, what reads the tabular condition, finite-difference gradients through the
 // condition, and the per-kind configuration. Training, resume and checkpoints of every kind are
 // in test_train.cpp (they share its cohort).
 #include <doctest/doctest.h>
