@@ -143,19 +143,22 @@ inline void xyt_rows(int64_t d, const float* X, int64_t ldx, const float* yt, in
   for (; i < n1; ++i) xyt_rows<1>(d, X + i * ldx, ldx, yt, ldyt, n2p, S + i * lds, lds);
 }
 
-// A rows [i0, i0+R), channel vectors [c0, c0+16V), the last one masked by `tail`. With PT the
-// left operand is read transposed: element (r, j) at P[j·ldp + r] (Pᵀ·Z from a stored P).
-template <int R, int V, bool PT>
+// A rows [i0, i0+R), channel vectors [c0, c0+16V), the last one masked by `tail` when kTail (a
+// full last vector takes plain loads: a masked load per key in the inner loop cost the AVX2
+// forward's P·V a third of its time — vmaskmovps, and its mask spilled to the stack).
+// With PT the left operand is read transposed: element (r, j) at P[j·ldp + r] (Pᵀ·Z from a stored P).
+template <int R, int V, bool PT, bool kTail>
 [[gnu::always_inline]] inline void pz_block(int64_t n2, const float* P, int64_t ldp, const float* Z, int64_t ldz, float* A, int64_t lda,
                      F16::Mask tail) {
+  auto load_last = [&](const float* p) { return kTail ? F16::load_m(p, tail) : F16::load(p); };
   F16 acc[R][V];
   _Pragma("GCC unroll 16") for (int r = 0; r < R; ++r)
     _Pragma("GCC unroll 16") for (int v = 0; v < V; ++v)
-      acc[r][v] = v == V - 1 ? F16::load_m(A + r * lda + 16 * v, tail) : F16::load(A + r * lda + 16 * v);
+      acc[r][v] = v == V - 1 ? load_last(A + r * lda + 16 * v) : F16::load(A + r * lda + 16 * v);
   for (int64_t j = 0; j < n2; ++j) {
     F16 z[V];
     _Pragma("GCC unroll 16") for (int v = 0; v < V; ++v)
-      z[v] = v == V - 1 ? F16::load_m(Z + j * ldz + 16 * v, tail) : F16::load(Z + j * ldz + 16 * v);
+      z[v] = v == V - 1 ? load_last(Z + j * ldz + 16 * v) : F16::load(Z + j * ldz + 16 * v);
     _Pragma("GCC unroll 16") for (int r = 0; r < R; ++r) {
       const F16 p = F16::bcast(PT ? P[j * ldp + r] : P[r * ldp + j]);
       _Pragma("GCC unroll 16") for (int v = 0; v < V; ++v) acc[r][v] = F16::fma(p, z[v], acc[r][v]);
@@ -163,21 +166,29 @@ template <int R, int V, bool PT>
   }
   _Pragma("GCC unroll 16") for (int r = 0; r < R; ++r)
     _Pragma("GCC unroll 16") for (int v = 0; v < V; ++v) {
-      if (v == V - 1) store_m(A + r * lda + 16 * v, tail, acc[r][v]);
+      if (kTail && v == V - 1) store_m(A + r * lda + 16 * v, tail, acc[r][v]);
       else store(A + r * lda + 16 * v, acc[r][v]);
     }
 }
 
 // Rows in groups of R (4 channel vectors → 6 rows, fewer vectors → 8 rows keep ≤ 24 registers;
 // AVX2: one vector → 6 rows, 12 + 2 + 1 of 16 registers).
-template <int V, bool PT>
+template <int V, bool PT, bool kTail>
 void pz_columns(int64_t n1, int64_t n2, const float* P, int64_t ldp, const float* Z, int64_t ldz, float* A,
                 int64_t lda, F16::Mask tail) {
   constexpr int R = kNarrowRegisters || V >= 3 ? 6 : 8;
   const int64_t row_step = PT ? 1 : ldp;
   int64_t i = 0;
-  for (; i + R <= n1; i += R) pz_block<R, V, PT>(n2, P + i * row_step, ldp, Z, ldz, A + i * lda, lda, tail);
-  for (; i < n1; ++i) pz_block<1, V, PT>(n2, P + i * row_step, ldp, Z, ldz, A + i * lda, lda, tail);
+  for (; i + R <= n1; i += R) pz_block<R, V, PT, kTail>(n2, P + i * row_step, ldp, Z, ldz, A + i * lda, lda, tail);
+  for (; i < n1; ++i) pz_block<1, V, PT, kTail>(n2, P + i * row_step, ldp, Z, ldz, A + i * lda, lda, tail);
+}
+
+// pz_columns with a masked last vector only where it is partial.
+template <int V, bool PT>
+void pz_columns(int64_t n1, int64_t n2, const float* P, int64_t ldp, const float* Z, int64_t ldz, float* A,
+                int64_t lda, int64_t last) {
+  if (last == 16) pz_columns<V, PT, false>(n1, n2, P, ldp, Z, ldz, A, lda, F16::mask(16));
+  else pz_columns<V, PT, true>(n1, n2, P, ldp, Z, ldz, A, lda, F16::mask(last));
 }
 
 template <bool PT>
@@ -188,16 +199,15 @@ template <bool PT>
     const int64_t width = std::min<int64_t>(kWidth, d - c0);
     const int V = int((width + 15) / 16);
     const int64_t last = width - 16 * (V - 1);
-    const F16::Mask tail = F16::mask(last);
     if constexpr (kNarrowRegisters) {
-      pz_columns<1, PT>(n1, n2, P, ldp, Z + c0, ldz, A + c0, lda, tail);
+      pz_columns<1, PT>(n1, n2, P, ldp, Z + c0, ldz, A + c0, lda, last);
       continue;
     }
     switch (V) {
-      case 4: pz_columns<4, PT>(n1, n2, P, ldp, Z + c0, ldz, A + c0, lda, tail); break;
-      case 3: pz_columns<3, PT>(n1, n2, P, ldp, Z + c0, ldz, A + c0, lda, tail); break;
-      case 2: pz_columns<2, PT>(n1, n2, P, ldp, Z + c0, ldz, A + c0, lda, tail); break;
-      default: pz_columns<1, PT>(n1, n2, P, ldp, Z + c0, ldz, A + c0, lda, tail); break;
+      case 4: pz_columns<4, PT>(n1, n2, P, ldp, Z + c0, ldz, A + c0, lda, last); break;
+      case 3: pz_columns<3, PT>(n1, n2, P, ldp, Z + c0, ldz, A + c0, lda, last); break;
+      case 2: pz_columns<2, PT>(n1, n2, P, ldp, Z + c0, ldz, A + c0, lda, last); break;
+      default: pz_columns<1, PT>(n1, n2, P, ldp, Z + c0, ldz, A + c0, lda, last); break;
     }
   }
 }
