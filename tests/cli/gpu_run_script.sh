@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # tools/gpu_run.sh is run once per lent GPU machine, so its failure reporting is checked here with
-# stand-in cmake/ctest/nvidia-smi/cpets-bench: a failing configure, build, test run or benchmark
-# makes it exit 1 naming the step (after running what it still can), success exits 0, and register
-# spills in the build log are counted.
+# stand-in cmake/ctest/nvidia-smi/cpets-bench/compute-sanitizer: a failing configure, build, test
+# run, sanitizer or benchmark makes it exit 1 naming the step (after running what it still can),
+# success exits 0, a spent time budget exits 2 listing what did not run, and register spills in
+# the build log are counted.
 # Usage: gpu_run_script.sh BUILD_DIR (unused: the script builds its own tree)
 set -uo pipefail
 bin=$1
@@ -13,6 +14,7 @@ mkdir -p "$work/stubs" "$work/repo"
 cat > "$work/stubs/cmake" <<'S'
 #!/bin/bash
 if [ "$1" = "--build" ]; then
+  sleep "${BUILD_SLEEP:-0}"
   mkdir -p "$2"
   printf '#!/bin/bash\necho kernel lab "$@"; exit ${BENCH_RC:-0}\n' > "$2/cpets-bench"; chmod +x "$2/cpets-bench"
   echo "ptxas info    : 0 bytes stack frame, 8 bytes spill stores, 8 bytes spill loads"
@@ -50,8 +52,17 @@ for case in "CONF_RC=1 configure" "BUILD_RC=2 build" "CTEST_RC=8 gpu tests" "BEN
   step=${case#* }
   run "$env_var"
   check "a failing $step exits 1" test $? -eq 1
-  check "…and names it" contains "$work/out.txt" "FAILED: $step"
+  check "…and names it" grep -q "^FAILED: .*$step" "$work/out.txt"
 done
 run CTEST_RC=8
 check "a failing test run still runs the kernel lab" contains "$work/out/bench_kernels.log" "kernel lab"
+# The time budget (a device call runs 10 minutes at most): steps that no longer fit are listed as
+# not run and the script exits 2, never "all steps ok".
+run GPU_RUN_BUDGET_S=0
+check "no budget left: exit 2" test $? -eq 2
+check "…naming what did not run" contains "$work/out.txt" "NOT RUN: configure"
+run GPU_RUN_BUDGET_S=21 BUILD_SLEEP=2
+check "a budget spent by the build: exit 2" test $? -eq 2
+check "…listing the steps after it" contains "$work/out.txt" "NOT RUN: gpu tests compute-sanitizer memcheck training step, demo, fp32"
+check "…and not claiming success" bash -c "! grep -q 'all steps ok' $work/out.txt"
 finish
