@@ -445,9 +445,11 @@ eval::Report run_experiment(const ExperimentOptions& opt) {
     for (auto& c : report.comparisons) c = eval::compare_methods(method(c.method_a), method(c.method_b), c.metric);
   }
 
+  std::map<std::string, Budget> run_budgets;  // per run, as its log tells it
+  for (const PlannedRun* run : runs) run_budgets[run->name] = read_budget(run->folder);
   std::map<std::string, Budget> budgets;  // per method, its seeds together
   for (const PlannedRun* run : runs) {
-    const Budget b = read_budget(run->folder);
+    const Budget& b = run_budgets[run->name];
     Budget& sum = budgets[run->method];
     sum.steps = run->seed_index == 0 ? b.steps : std::min(sum.steps, b.steps);
     sum.seconds += b.seconds;
@@ -478,11 +480,8 @@ eval::Report run_experiment(const ExperimentOptions& opt) {
   // The budget, honestly: steps and wall time per run, where it ran, and a flag when they differ.
   std::set<int64_t> steps;
   std::set<std::string> machines;
-  std::map<std::string, int64_t> run_steps;
-  for (const PlannedRun* run : runs) {
-    const Budget b = read_budget(run->folder);
+  for (const auto& [name, b] : run_budgets) {
     steps.insert(b.steps);
-    run_steps[run->name] = b.steps;
     machines.insert(b.machines.begin(), b.machines.end());
   }
   std::string machine_list;
@@ -507,7 +506,7 @@ eval::Report run_experiment(const ExperimentOptions& opt) {
                                       "); montages and causal measures from the first seed"});
   if (steps.size() > 1) {
     std::string list;
-    for (const auto& [name, n] : run_steps) list += (list.empty() ? "" : ", ") + name + " " + std::to_string(n);
+    for (const auto& [name, b] : run_budgets) list += (list.empty() ? "" : ", ") + name + " " + std::to_string(b.steps);
     report.facts.insert(report.facts.begin() + 2,
                         {opt.minutes > 0 ? "steps within the time budget" : "WARNING: unequal budgets", list});
   }
