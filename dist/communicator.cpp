@@ -58,7 +58,7 @@ class SingleCommunicator final : public Communicator {
   int rank() const override { return 0; }
   int world() const override { return 1; }
   int local_rank() const override { return 0; }
-  Device buffer_device() const override { return Device::CPU; }
+  Device buffer_device() const override { return Device::cpu(); }
   void all_reduce_sum(void*, int64_t, DType) override {}
   void broadcast(void*, int64_t, int) override {}
   void barrier() override {}
@@ -144,7 +144,7 @@ std::unique_ptr<Communicator> connect(const LaunchInfo& launch, const std::strin
                                   ") started " + std::to_string(launch.world) + " ranks");
     return make_single();
   }
-  const bool nccl = backend == "nccl" || (backend == "auto" && device == Device::CUDA);
+  const bool nccl = backend == "nccl" || (backend == "auto" && device.is_cuda());
   if (nccl) return connect_nccl(launch);
   if (launch.launcher == "torchrun")
     throw std::runtime_error("a torchrun-style launch (RANK/WORLD_SIZE/MASTER_ADDR) of " + std::to_string(launch.world) +

@@ -74,7 +74,7 @@ std::unique_ptr<Communicator> make_single();
 // CUDA training device, mpi otherwise; "mpi"/"nccl" insist. Throws naming the launcher and the
 // fix when the backend was not built (e.g. mpirun of a binary built without MPI) or cannot join.
 std::unique_ptr<Communicator> connect(const LaunchInfo& launch, const std::string& backend = "auto",
-                                      Device device = Device::CPU);
+                                      Device device = Device::cpu());
 
 // Whether this build has the implementations (CMake found MPI; CUDA and NCCL).
 bool have_mpi();

@@ -65,7 +65,7 @@ class MpiCommunicator final : public Communicator {
   int rank() const override { return rank_; }
   int world() const override { return world_; }
   int local_rank() const override { return local_rank_; }
-  Device buffer_device() const override { return Device::CPU; }
+  Device buffer_device() const override { return Device::cpu(); }
 
   void all_reduce_sum(void* data, int64_t count, DType type) override {
     // MPI counts are int: large buffers go in pieces (same bits: the sum is elementwise).

@@ -82,7 +82,7 @@ class NcclCommunicator final : public Communicator {
   int rank() const override { return rank_; }
   int world() const override { return world_; }
   int local_rank() const override { return local_; }
-  Device buffer_device() const override { return Device::CUDA; }
+  Device buffer_device() const override { return Device::cuda(local_); }
 
   void all_reduce_sum(void* data, int64_t count, DType type) override {
     if (!is_device_pointer(data)) return host_collective(data, count * dtype_bytes(type), [&](void* d) {

@@ -2,6 +2,7 @@
 
 #include "engine/block_cache.h"
 
+#include <atomic>
 #include <map>
 #include <mutex>
 #include <stdexcept>
@@ -25,19 +26,32 @@ bool cuda_available(std::string* reason) {
   if (reason) *reason = kNoCudaBuild;
   return false;
 }
-std::string cuda_device_description() { return kNoCudaBuild; }
+int cuda_device_count() { return 0; }
+std::string cuda_device_description(int) { return kNoCudaBuild; }
 void require_cuda(const char* what) { throw std::runtime_error(std::string(what) + ": " + kNoCudaBuild); }
-void select_cuda_device(int index) { require_cuda(("cuda:" + std::to_string(index)).c_str()); }
-void* device_alloc(size_t) { throw std::runtime_error(std::string("CUDA tensor: ") + kNoCudaBuild); }
-void device_free(void*, size_t) {}
-MemoryStats device_memory_stats() { return {}; }
-void device_reset_peak() {}
+void require_cuda_device(int index, const char* what) {
+  throw std::runtime_error(std::string(what) + ": cuda:" + std::to_string(index) + ": " + kNoCudaBuild);
+}
+void select_cuda_device(int index) { require_cuda_device(index, "select_cuda_device"); }
+int current_cuda_device() { return 0; }
+DeviceGuard::DeviceGuard(Device device) {
+  if (device.is_cuda()) require_cuda_device(device.index, "DeviceGuard");
+}
+DeviceGuard::~DeviceGuard() = default;
+void* device_alloc(size_t, int device) {
+  require_cuda_device(device, "CUDA tensor");
+  return nullptr;
+}
+void device_free(void*, size_t, int) {}
+MemoryStats device_memory_stats(int) { return {}; }
+void device_reset_peak(int) {}
 void device_release_cache() {}
 cudaStream_t cuda_stream() { require_cuda("cuda_stream"); return nullptr; }
 void cuda_synchronize() {}
 void copy_host_to_device(void*, const void*, size_t) { require_cuda("copy to the device"); }
 void copy_device_to_host(void*, const void*, size_t) { require_cuda("copy from the device"); }
 void copy_device_to_device(void*, const void*, size_t) { require_cuda("device copy"); }
+void copy_between_devices(void*, int, const void*, int, size_t) { require_cuda("copy between devices"); }
 CudaEvent::CudaEvent() { require_cuda("CudaEvent"); }
 CudaEvent::~CudaEvent() = default;
 void CudaEvent::record() {}
@@ -51,7 +65,7 @@ namespace {
 struct Probe {
   bool ok = false;
   std::string reason;
-  std::string description;
+  std::vector<std::string> descriptions;  // per GPU
 };
 
 // Asked once: cudaGetDeviceCount fails cleanly (no throw) without a driver or a GPU.
@@ -64,33 +78,59 @@ const Probe& probe() {
       cudaGetLastError();  // clear it: later calls must not trip over this one
       r.reason = std::string("no usable CUDA device: cudaGetDeviceCount failed with ") + cudaGetErrorName(e) + " (" +
                  cudaGetErrorString(e) + ")";
-    } else if (count == 0) {
-      r.reason = "no usable CUDA device: the driver reports 0 devices";
-    } else {
-      cudaDeviceProp prop{};
-      if (cudaGetDeviceProperties(&prop, 0) != cudaSuccess) {
-        cudaGetLastError();
-        r.reason = "no usable CUDA device: cudaGetDeviceProperties(0) failed";
-      } else {
-        r.ok = true;
-        r.description = std::string(prop.name) + " (sm_" + std::to_string(prop.major) + std::to_string(prop.minor) +
-                        ", " + std::to_string(prop.multiProcessorCount) + " SMs, " +
-                        std::to_string(double(prop.totalGlobalMem) / double(1ull << 30)).substr(0, 5) + " GiB)";
-      }
+      return r;
     }
-    r.description = r.ok ? r.description : r.reason;
+    if (count == 0) {
+      r.reason = "no usable CUDA device: the driver reports 0 devices";
+      return r;
+    }
+    for (int i = 0; i < count; ++i) {
+      cudaDeviceProp prop{};
+      if (cudaGetDeviceProperties(&prop, i) != cudaSuccess) {
+        cudaGetLastError();
+        r.reason = "no usable CUDA device: cudaGetDeviceProperties(" + std::to_string(i) + ") failed";
+        r.descriptions.clear();
+        return r;
+      }
+      r.descriptions.push_back(std::string(prop.name) + " (sm_" + std::to_string(prop.major) +
+                               std::to_string(prop.minor) + ", " + std::to_string(prop.multiProcessorCount) +
+                               " SMs, " +
+                               std::to_string(double(prop.totalGlobalMem) / double(1ull << 30)).substr(0, 5) + " GiB)");
+    }
+    r.ok = true;
     return r;
   }();
   return p;
 }
 
-BlockCache& device_cache() {
-  static BlockCache* c = new BlockCache();  // leaked on purpose: tensors may die after main
-  return *c;
+// What each GPU has of the engine's: its block cache and its compute stream, made on first use.
+struct PerDevice {
+  BlockCache cache;
+  std::once_flag stream_once;
+  std::atomic<cudaStream_t> stream{nullptr};  // read without the once_flag by cuda_synchronize
+};
+
+PerDevice& per_device(int index) {
+  // Leaked on purpose: tensors may die after main. Sized once, after the probe.
+  static std::vector<PerDevice>* all = new std::vector<PerDevice>(probe().descriptions.size());
+  return (*all)[size_t(index)];
 }
+
+// The GPU that new threads start on: cuda:0 unless select_cuda_device chose another.
+std::atomic<int> default_device{0};
+thread_local int current_device = -1;  // -1: not yet set on this thread (then the default)
 
 // 512-byte classes below 1 MiB keep every block aligned for vectorised (float4) kernels.
 size_t device_size_class(size_t bytes) { return block_size_class(bytes, 512); }
+
+void set_current(int index) {
+  const cudaError_t e = cudaSetDevice(index);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    throw std::runtime_error("cuda:" + std::to_string(index) + ": cudaSetDevice failed: " + cudaGetErrorString(e));
+  }
+  current_device = index;
+}
 
 }  // namespace
 
@@ -100,28 +140,64 @@ bool cuda_available(std::string* reason) {
   return p.ok;
 }
 
-std::string cuda_device_description() { return probe().description; }
+int cuda_device_count() { return probe().ok ? int(probe().descriptions.size()) : 0; }
+
+std::string cuda_device_description(int index) {
+  const Probe& p = probe();
+  if (!p.ok) return p.reason;
+  if (index < 0 || index >= int(p.descriptions.size())) return "cuda:" + std::to_string(index) + ": no such GPU";
+  return "cuda:" + std::to_string(index) + ": " + p.descriptions[size_t(index)];
+}
 
 void require_cuda(const char* what) {
   if (!probe().ok) throw std::runtime_error(std::string(what) + ": " + probe().reason);
 }
 
-void select_cuda_device(int index) {
+void require_cuda_device(int index, const char* what) {
   const std::string name = "cuda:" + std::to_string(index);
-  require_cuda(name.c_str());
-  int count = 0;
-  cudaGetDeviceCount(&count);
+  if (!probe().ok) throw std::runtime_error(std::string(what) + ": " + name + ": " + probe().reason);
+  const int count = cuda_device_count();
   if (index < 0 || index >= count)
-    throw std::runtime_error(name + ": this machine has " + std::to_string(count) + " GPU(s), cuda:0 … cuda:" +
-                             std::to_string(count - 1));
-  const cudaError_t e = cudaSetDevice(index);
-  if (e != cudaSuccess) throw std::runtime_error(name + ": cudaSetDevice failed: " + cudaGetErrorString(e));
+    throw std::runtime_error(std::string(what) + ": " + name + ": this machine has " + std::to_string(count) +
+                             " GPU(s), cuda:0" + (count > 1 ? " … cuda:" + std::to_string(count - 1) : std::string()));
 }
 
-void* device_alloc(size_t bytes) {
-  require_cuda("CUDA tensor");
+void select_cuda_device(int index) {
+  require_cuda_device(index, "select_cuda_device");
+  set_current(index);
+  default_device = index;
+}
+
+int current_cuda_device() {
+  if (current_device < 0) {
+    const int d = default_device.load();
+    if (probe().ok) set_current(d);
+    else current_device = d;
+  }
+  return current_device;
+}
+
+DeviceGuard::DeviceGuard(Device device) {
+  if (!device.is_cuda()) return;
+  const int now = current_cuda_device();
+  if (device.index == now) return;
+  require_cuda_device(device.index, "DeviceGuard");
+  set_current(device.index);
+  previous_ = now;
+}
+
+DeviceGuard::~DeviceGuard() {
+  if (previous_ < 0) return;
+  if (cudaSetDevice(previous_) != cudaSuccess) cudaGetLastError();  // no throw from a destructor
+  current_device = previous_;
+}
+
+void* device_alloc(size_t bytes, int device) {
+  require_cuda_device(device, "CUDA tensor");
+  const DeviceGuard guard(Device::cuda(device));  // cudaMalloc allocates on the current GPU
+  BlockCache& cache = per_device(device).cache;
   const size_t cls = device_size_class(bytes);
-  if (void* p = device_cache().take(cls)) return p;
+  if (void* p = cache.take(cls)) return p;
   void* p = nullptr;
   cudaError_t e = cudaMalloc(&p, cls);
   if (e == cudaErrorMemoryAllocation) {
@@ -131,41 +207,54 @@ void* device_alloc(size_t bytes) {
   }
   if (e != cudaSuccess) {
     cudaGetLastError();
-    const MemoryStats s = device_memory_stats();
-    throw std::runtime_error("device_alloc: cudaMalloc of " + std::to_string(cls) + " bytes failed (" +
-                             cudaGetErrorString(e) + "); tensors in use hold " + std::to_string(s.current_bytes) +
-                             " bytes, peak " + std::to_string(s.peak_bytes) +
+    const MemoryStats s = cache.stats();
+    throw std::runtime_error("device_alloc: cudaMalloc of " + std::to_string(cls) + " bytes on cuda:" +
+                             std::to_string(device) + " failed (" + cudaGetErrorString(e) +
+                             "); tensors in use there hold " + std::to_string(s.current_bytes) + " bytes, peak " +
+                             std::to_string(s.peak_bytes) +
                              "; use a smaller batch or volume, or free tensors you no longer need");
   }
-  device_cache().added_from_system(cls);
+  cache.added_from_system(cls);
   return p;
 }
 
-void device_free(void* ptr, size_t bytes) {
-  if (ptr) device_cache().give_back(ptr, device_size_class(bytes));
+void device_free(void* ptr, size_t bytes, int device) {
+  if (ptr) per_device(device).cache.give_back(ptr, device_size_class(bytes));
 }
 
-MemoryStats device_memory_stats() { return device_cache().stats(); }
-void device_reset_peak() { device_cache().reset_peak(); }
+MemoryStats device_memory_stats(int device) {
+  if (device < 0 || device >= cuda_device_count()) return {};
+  return per_device(device).cache.stats();
+}
+
+void device_reset_peak(int device) {
+  if (device >= 0 && device < cuda_device_count()) per_device(device).cache.reset_peak();
+}
 
 void device_release_cache() {
-  if (!probe().ok) return;
-  CPETS_CUDA_CHECK(cudaDeviceSynchronize());  // queued kernels may still use cached blocks
-  device_cache().release([](void* p) { CPETS_CUDA_CHECK(cudaFree(p)); });
+  for (int d = 0; d < cuda_device_count(); ++d) {
+    const DeviceGuard guard(Device::cuda(d));
+    CPETS_CUDA_CHECK(cudaDeviceSynchronize());  // queued kernels may still use cached blocks
+    per_device(d).cache.release([](void* p) { CPETS_CUDA_CHECK(cudaFree(p)); });
+  }
 }
 
 cudaStream_t cuda_stream() {
-  static cudaStream_t stream = [] {
-    require_cuda("cuda_stream");
+  require_cuda("cuda_stream");
+  const int d = current_cuda_device();
+  PerDevice& pd = per_device(d);
+  std::call_once(pd.stream_once, [&pd] {  // on the current GPU, which is d
     cudaStream_t s = nullptr;
     CPETS_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
-    return s;
-  }();
-  return stream;
+    pd.stream = s;
+  });
+  return pd.stream;
 }
 
 void cuda_synchronize() {
-  if (probe().ok) CPETS_CUDA_CHECK(cudaStreamSynchronize(cuda_stream()));
+  if (!probe().ok) return;
+  for (int d = 0; d < cuda_device_count(); ++d)
+    if (cudaStream_t s = per_device(d).stream) CPETS_CUDA_CHECK(cudaStreamSynchronize(s));
 }
 
 void copy_host_to_device(void* dst, const void* src, size_t bytes) {
@@ -186,7 +275,20 @@ void copy_device_to_device(void* dst, const void* src, size_t bytes) {
   CPETS_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, cuda_stream()));
 }
 
-CudaEvent::CudaEvent() {
+void copy_between_devices(void* dst, int dst_device, const void* src, int src_device, size_t bytes) {
+  if (bytes == 0) return;
+  {
+    const DeviceGuard on_source(Device::cuda(src_device));
+    cuda_synchronize();  // the source's producers have finished
+  }
+  const DeviceGuard on_destination(Device::cuda(dst_device));
+  CPETS_CUDA_CHECK(cudaMemcpyPeerAsync(dst, dst_device, src, src_device, bytes, cuda_stream()));
+  // The source block is ordered on its own GPU's stream, not this one: until the copy is done, a
+  // kernel there could get the block from the cache and overwrite it.
+  cuda_synchronize();
+}
+
+CudaEvent::CudaEvent() : device_(current_cuda_device()) {
   require_cuda("CudaEvent");
   cudaEvent_t e = nullptr;
   CPETS_CUDA_CHECK(cudaEventCreate(&e));
@@ -197,7 +299,10 @@ CudaEvent::~CudaEvent() {
   if (event_) cudaEventDestroy(static_cast<cudaEvent_t>(event_));  // no throw from a destructor
 }
 
-void CudaEvent::record() { CPETS_CUDA_CHECK(cudaEventRecord(static_cast<cudaEvent_t>(event_), cuda_stream())); }
+void CudaEvent::record() {
+  const DeviceGuard guard(Device::cuda(device_));
+  CPETS_CUDA_CHECK(cudaEventRecord(static_cast<cudaEvent_t>(event_), cuda_stream()));
+}
 
 void CudaEvent::synchronize() const { CPETS_CUDA_CHECK(cudaEventSynchronize(static_cast<cudaEvent_t>(event_))); }
 

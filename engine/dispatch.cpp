@@ -36,13 +36,14 @@ namespace cpets::dispatch {
 
 namespace kc = kernels::cpu;
 
-// CUDA_CALL(d, call): in CUDA builds, when d is the GPU, runs kernels::cuda::call with the
-// compute stream appended, and returns from the calling function.
+// CUDA_CALL(d, call): in CUDA builds, when d is a GPU, makes it current and runs
+// kernels::cuda::call with its compute stream appended, and returns from the calling function.
 #if CPETS_HAVE_CUDA
 namespace kg = kernels::cuda;
 #define CUDA_CALL(d, fn, ...)                      \
   do {                                             \
-    if ((d) == Device::CUDA) {                     \
+    if ((d).is_cuda()) {                           \
+      const DeviceGuard guard(d);                  \
       kg::fn(__VA_ARGS__, cuda_stream());          \
       return;                                      \
     }                                              \
@@ -66,11 +67,12 @@ kernels::cuda::Precision chosen_precision() {
   return kernels::cuda::Precision::fp32_exact;
 }
 
-// A device workspace of `bytes` from the caching allocator (stream-ordered, so it may be released
-// as soon as the kernels using it are queued).
+// A workspace of `bytes` on the current GPU from the caching allocator (stream-ordered, so it may
+// be released as soon as the kernels using it are queued).
 struct DeviceWorkspace {
   explicit DeviceWorkspace(size_t bytes)
-      : holder(bytes ? Tensor::empty({int64_t((bytes + 3) / 4)}, Device::CUDA) : Tensor()), size(bytes) {}
+      : holder(bytes ? Tensor::empty({int64_t((bytes + 3) / 4)}, Device::cuda(current_cuda_device())) : Tensor()),
+        size(bytes) {}
   void* ptr() { return holder.defined() ? static_cast<void*>(holder.data()) : nullptr; }
   Tensor holder;
   size_t size;
@@ -112,7 +114,7 @@ void run_conv(Ours&& ours, Cudnn&& cudnn) {
 #endif
 
 Device same_device(const char* op, const std::vector<Tensor>& tensors) {
-  Device dev = Device::CPU;
+  Device dev = Device::cpu();
   bool any = false, mixed = false;
   for (const Tensor& t : tensors) {
     if (!t.defined()) continue;
@@ -123,9 +125,9 @@ Device same_device(const char* op, const std::vector<Tensor>& tensors) {
   if (!mixed) return dev;
   std::string list;
   for (const Tensor& t : tensors)
-    if (t.defined()) list += (list.empty() ? "" : ", ") + t.str() + " on " + device_name(t.device());
+    if (t.defined()) list += (list.empty() ? "" : ", ") + t.str() + " on " + t.device().str();
   throw std::invalid_argument(std::string(op) + ": inputs are on different devices (" + list +
-                              "); move them to one device first, e.g. with .to(Device::CUDA)");
+                              "); move them to one device first, e.g. with .to(\"cuda:0\")");
 }
 
 void fill(Device d, float* out, int64_t n, float value) {
@@ -175,7 +177,8 @@ void geglu_backward(Device d, const float* x, const float* dy, float* dx, int64_
 void sum_axes(Device d, const float* x, const std::vector<int64_t>& shape, const std::vector<bool>& reduce, float* out,
               double scale) {
 #if CPETS_HAVE_CUDA
-  if (d == Device::CUDA) {
+  if (d.is_cuda()) {
+    const DeviceGuard guard(d);
     // The workspace tensor is released when this returns, while the kernels may still be queued:
     // safe, because the allocator's blocks are stream-ordered (engine/device.h).
     DeviceWorkspace ws(kg::sum_axes_workspace_bytes(shape, reduce));
@@ -231,7 +234,8 @@ void sgemm_batched(Device d, bool trans_a, bool trans_b, int64_t batch, int64_t 
                    const float* A, int64_t lda, int64_t stride_a, const float* B, int64_t ldb, int64_t stride_b,
                    float beta, float* C, int64_t ldc, int64_t stride_c) {
 #if CPETS_HAVE_CUDA
-  if (d == Device::CUDA) {
+  if (d.is_cuda()) {
+    const DeviceGuard guard(d);
     const auto p = chosen_precision();
     if (gemm_backend() == GemmBackend::Cublas)
       kernels::cudnn::sgemm_batched(p, trans_a, trans_b, batch, M, N, K, alpha, A, lda, stride_a, B, ldb, stride_b,
@@ -250,7 +254,7 @@ void sgemm_batched(Device d, bool trans_a, bool trans_b, int64_t batch, int64_t 
 
 void sgemm(Device d, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
            int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
-  if (d == Device::CUDA) return sgemm_batched(d, trans_a, trans_b, 1, M, N, K, alpha, A, lda, 0, B, ldb, 0, beta, C, ldc, 0);
+  if (d.is_cuda()) return sgemm_batched(d, trans_a, trans_b, 1, M, N, K, alpha, A, lda, 0, B, ldb, 0, beta, C, ldc, 0);
   kc::sgemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
@@ -258,7 +262,8 @@ void sgemm(Device d, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K
 void conv3d_forward(Device d, const kernels::cpu::Conv3dShape& s, const float* x, const float* w, const float* bias,
                     float* y) {
 #if CPETS_HAVE_CUDA
-  if (d == Device::CUDA) {
+  if (d.is_cuda()) {
+    const DeviceGuard guard(d);
     const auto p = chosen_precision();
     run_conv(
         [&] {
@@ -277,7 +282,8 @@ void conv3d_forward(Device d, const kernels::cpu::Conv3dShape& s, const float* x
 
 void conv3d_backward_data(Device d, const kernels::cpu::Conv3dShape& s, const float* dy, const float* w, float* dx) {
 #if CPETS_HAVE_CUDA
-  if (d == Device::CUDA) {
+  if (d.is_cuda()) {
+    const DeviceGuard guard(d);
     const auto p = chosen_precision();
     run_conv(
         [&] {
@@ -297,7 +303,8 @@ void conv3d_backward_data(Device d, const kernels::cpu::Conv3dShape& s, const fl
 void conv3d_backward_weight(Device d, const kernels::cpu::Conv3dShape& s, const float* x, const float* dy, float* dw,
                             float* dbias) {
 #if CPETS_HAVE_CUDA
-  if (d == Device::CUDA) {
+  if (d.is_cuda()) {
+    const DeviceGuard guard(d);
     const auto p = chosen_precision();
     run_conv(
         [&] {
@@ -317,7 +324,8 @@ void conv3d_backward_weight(Device d, const kernels::cpu::Conv3dShape& s, const 
 void attention_forward(Device d, const kernels::cpu::AttentionShape& s, const float* q, const float* k, const float* v,
                        float* out, float* lse) {
 #if CPETS_HAVE_CUDA
-  if (d == Device::CUDA) {
+  if (d.is_cuda()) {
+    const DeviceGuard guard(d);
     if (attention_backend() == AttentionBackend::Cublas) {
       DeviceWorkspace ws(kernels::cudnn::attention_reference_workspace_bytes(s));
       kernels::cudnn::attention_reference_forward(s, chosen_precision(), q, k, v, out, lse, ws.ptr(), ws.size,
@@ -336,7 +344,8 @@ void attention_backward(Device d, const kernels::cpu::AttentionShape& s, const f
                         const float* v, const float* out, const float* lse, const float* dout, float* dq, float* dk,
                         float* dv) {
 #if CPETS_HAVE_CUDA
-  if (d == Device::CUDA) {
+  if (d.is_cuda()) {
+    const DeviceGuard guard(d);
     if (attention_backend() == AttentionBackend::Cublas) {
       cublas_attention_backward(s, q, k, v, out, dout, dq, dk, dv);
     } else {
@@ -363,7 +372,8 @@ void softmax_backward(Device d, const float* y, const float* dy, float* dx, int6
 void loss_sum(Device d, LossTerm term, const float* a, const float* b, float target, int64_t n, double mul, double div,
               float* out) {
 #if CPETS_HAVE_CUDA
-  if (d == Device::CUDA) {
+  if (d.is_cuda()) {
+    const DeviceGuard guard(d);
     DeviceWorkspace ws(kg::loss_workspace_bytes(n));
     kg::loss_sum(term, a, b, target, n, mul, div, out, {ws.ptr(), ws.size}, cuda_stream());
     return;
@@ -392,7 +402,8 @@ void kl_grad(Device d, const float* mu, const float* logvar, int64_t n, const fl
 
 void segment_moments(Device d, const float* x, int64_t A, int64_t K, int64_t L, double* mean, double* var) {
 #if CPETS_HAVE_CUDA
-  if (d == Device::CUDA) {
+  if (d.is_cuda()) {
+    const DeviceGuard guard(d);
     DeviceWorkspace ws(kg::segment_moments_workspace_bytes(A, K, L));
     kg::segment_moments(x, A, K, L, mean, var, {ws.ptr(), ws.size}, cuda_stream());
     return;
@@ -410,7 +421,8 @@ void affine_rows(Device d, const float* x, float* y, int64_t rows, int64_t S, co
 bool row_grad_sums(Device d, const float* dy, const float* x, int64_t rows, int64_t S, const float* center,
                    const float* scale, const float* shift, bool silu, double* sum_g, double* sum_gx, float* g_out) {
 #if CPETS_HAVE_CUDA
-  if (d == Device::CUDA) {
+  if (d.is_cuda()) {
+    const DeviceGuard guard(d);
     DeviceWorkspace ws(kg::row_grad_sums_workspace_bytes(rows, S));
     kg::row_grad_sums(dy, x, rows, S, center, scale, shift, silu, sum_g, sum_gx, {ws.ptr(), ws.size}, cuda_stream());
     return false;
@@ -476,7 +488,8 @@ void layer_norm_forward(Device d, const float* x, float* y, int64_t rows, int64_
 void layer_norm_backward(Device d, const float* dy, const float* x, int64_t rows, int64_t D, const float* gamma,
                          const float* mean, const float* rstd, float* dx, float* dgamma, float* dbeta) {
 #if CPETS_HAVE_CUDA
-  if (d == Device::CUDA) {
+  if (d.is_cuda()) {
+    const DeviceGuard guard(d);
     DeviceWorkspace ws(kg::layer_norm_backward_workspace_bytes(rows, D));
     kg::layer_norm_backward(dy, x, rows, D, gamma, mean, rstd, dx, dgamma, dbeta, {ws.ptr(), ws.size}, cuda_stream());
     return;
@@ -488,7 +501,8 @@ void layer_norm_backward(Device d, const float* dy, const float* x, int64_t rows
 void adam_multi_tensor(Device d, const std::vector<kernels::cpu::AdamTensor>& tensors) {
   if (tensors.empty()) return;
 #if CPETS_HAVE_CUDA
-  if (d == Device::CUDA) {
+  if (d.is_cuda()) {
+    const DeviceGuard guard(d);
     DeviceWorkspace ws(kg::adam_workspace_bytes(tensors.size()));
     kg::adam_multi_tensor(tensors, {ws.ptr(), ws.size}, cuda_stream());
     return;
@@ -517,7 +531,8 @@ void normalized_distance_forward(Device d, const float* a, const float* b, const
 void normalized_distance_backward(Device d, const float* a, const float* b, const float* w, const float* dout,
                                   int64_t N, int64_t C, int64_t P, float eps, float* da, float* db, float* dw) {
 #if CPETS_HAVE_CUDA
-  if (d == Device::CUDA) {
+  if (d.is_cuda()) {
+    const DeviceGuard guard(d);
     DeviceWorkspace ws(dw ? kg::normalized_distance_backward_workspace_bytes(N, P) : 0);
     kg::normalized_distance_backward(a, b, w, dout, N, C, P, eps, da, db, dw, {ws.ptr(), ws.size}, cuda_stream());
     return;
@@ -542,7 +557,8 @@ struct DeviceIndex {
 void gather_axis_slices(Device d, const float* x, int64_t B, int64_t D, int64_t H, int64_t W, int axis,
                         const int64_t* index, int64_t count, float* out) {
 #if CPETS_HAVE_CUDA
-  if (d == Device::CUDA) {
+  if (d.is_cuda()) {
+    const DeviceGuard guard(d);
     DeviceIndex idx(index, count);
     kg::gather_axis_slices(x, B, D, H, W, axis, idx.get(), count, out, cuda_stream());
     return;
@@ -554,7 +570,8 @@ void gather_axis_slices(Device d, const float* x, int64_t B, int64_t D, int64_t 
 void scatter_axis_slices(Device d, const float* dout, int64_t B, int64_t D, int64_t H, int64_t W, int axis,
                          const int64_t* index, int64_t count, float* dx) {
 #if CPETS_HAVE_CUDA
-  if (d == Device::CUDA) {
+  if (d.is_cuda()) {
+    const DeviceGuard guard(d);
     DeviceIndex idx(index, count);
     kg::scatter_axis_slices(dout, B, D, H, W, axis, idx.get(), count, dx, cuda_stream());
     return;

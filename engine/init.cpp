@@ -22,7 +22,7 @@ void require_defined(const Tensor& t, const char* who) {
 // buffer copied over afterwards, so a seed initialises a model identically on either device.
 template <class Fill>
 void on_host(Tensor& t, Fill&& fill) {
-  if (t.device() == Device::CPU) return fill(t.data());
+  if (t.device() == Device::cpu()) return fill(t.data());
   Tensor host = Tensor::empty(t.shape());
   fill(host.data());
   t.copy_from(host);

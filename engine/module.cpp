@@ -84,7 +84,7 @@ void Module::to(Device device) {
 
 Device Module::device() const {
   const NamedTensors p = named_parameters();
-  return p.empty() ? Device::CPU : p.front().second.device();
+  return p.empty() ? Device::cpu() : p.front().second.device();
 }
 
 NamedTensors Module::named_buffers(const std::string& prefix) const {

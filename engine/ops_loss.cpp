@@ -24,8 +24,8 @@ void require_same_shape(const Tensor& a, const Tensor& b, const char* op, const 
                                 " must have the same shape");
   if (a.numel() == 0) throw std::invalid_argument(std::string(op) + ": empty input of shape " + a.str());
   if (a.device() != b.device())
-    throw std::invalid_argument(std::string(op) + ": " + na + " is on " + device_name(a.device()) + " but " + nb +
-                                " is on " + device_name(b.device()) + "; move both to one device first");
+    throw std::invalid_argument(std::string(op) + ": " + na + " is on " + a.device().str() + " but " + nb +
+                                " is on " + b.device().str() + "; move both to one device first");
 }
 
 // Allocates the gradient outputs that are wanted, on the device; returns their data pointers
@@ -112,7 +112,7 @@ Tensor cross_entropy(const Tensor& logits, const std::vector<int>& targets, cons
     throw std::invalid_argument("cross_entropy: " + std::to_string(class_weights.size()) + " class weights for " +
                                 std::to_string(C) + " classes");
   // The per-row maximum, a constant: log-softmax is invariant to it, it only keeps exp in range.
-  const Tensor host = logits.detach().to(Device::CPU);
+  const Tensor host = logits.detach().to(Device::cpu());
   Tensor row_max = Tensor::empty({B, 1});
   Tensor pick = Tensor::zeros({B, C});  // w[y_i] / Σ w[y_j] at (i, y_i)
   double total = 0;

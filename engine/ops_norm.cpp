@@ -23,8 +23,8 @@ namespace {
 void require_param(const Tensor& p, int64_t n, const char* op, const char* what, const Tensor& x) {
   if (!p.defined()) return;
   if (p.device() != x.device())
-    throw std::invalid_argument(std::string(op) + ": " + what + " is on " + device_name(p.device()) + " but input " +
-                                x.str() + " is on " + device_name(x.device()) + "; move both to one device first");
+    throw std::invalid_argument(std::string(op) + ": " + what + " is on " + p.device().str() + " but input " +
+                                x.str() + " is on " + x.device().str() + "; move both to one device first");
   if (p.shape() != Shape{n})
     throw std::invalid_argument(std::string(op) + ": " + what + " has shape " + p.str() + " but input " + x.str() +
                                 " needs (" + std::to_string(n) + ")");
@@ -193,11 +193,11 @@ thread_local ReplicaSum g_replica_sum;
 
 // A (doubles) tensor's values on the host, and back.
 std::vector<double> host_doubles(const Tensor& t, int64_t n) {
-  const Tensor h = t.device() == Device::CPU ? t : t.to(Device::CPU);
+  const Tensor h = t.device() == Device::cpu() ? t : t.to(Device::cpu());
   return std::vector<double>(as_doubles(h), as_doubles(h) + n);
 }
 void store_doubles(Tensor& t, const std::vector<double>& v) {
-  Tensor h = doubles(static_cast<int64_t>(v.size()), Device::CPU);
+  Tensor h = doubles(static_cast<int64_t>(v.size()), Device::cpu());
   std::copy(v.begin(), v.end(), as_doubles(h));
   t.copy_from(h);
 }

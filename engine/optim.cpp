@@ -79,8 +79,8 @@ void Adam::step() {
       if (grad.shape() != ps.param.shape())
         throw std::runtime_error("Adam: gradient " + grad.str() + " does not match parameter '" + ps.name + "' " + ps.param.str());
       if (grad.device() != ps.param.device())
-        throw std::runtime_error("Adam: gradient of parameter '" + ps.name + "' is on " + device_name(grad.device()) +
-                                 " but the parameter is on " + device_name(ps.param.device()));
+        throw std::runtime_error("Adam: gradient of parameter '" + ps.name + "' is on " + grad.device().str() +
+                                 " but the parameter is on " + ps.param.device().str());
       if (!ps.exp_avg.defined()) {
         ps.exp_avg = Tensor::zeros(ps.param.shape(), ps.param.device());
         ps.exp_avg_sq = Tensor::zeros(ps.param.shape(), ps.param.device());
@@ -102,8 +102,8 @@ void Adam::step() {
                                         float(o.lr / bias_correction1),
                                         float(std::sqrt(bias_correction2))};
       if (device && *device != ps.param.device())
-        throw std::runtime_error("Adam: parameter '" + ps.name + "' is on " + device_name(ps.param.device()) +
-                                 " but earlier ones are on " + device_name(*device) + "; move the model to one device");
+        throw std::runtime_error("Adam: parameter '" + ps.name + "' is on " + ps.param.device().str() +
+                                 " but earlier ones are on " + device->str() + "; move the model to one device");
       device = ps.param.device();
       tensors.push_back({ps.param.data(), grad.data(), ps.exp_avg.data(), ps.exp_avg_sq.data(), ps.param.numel(), s});
     }

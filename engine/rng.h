@@ -69,8 +69,8 @@ uint64_t derive_seed(uint64_t seed, uint64_t tag);
 Generator& default_generator();
 
 // On the CUDA device the values are generated there (kernels/cuda/rng), the same stream exactly.
-Tensor rand(const Shape& shape, Generator& gen, Device device = Device::CPU);  // U[0, 1)
+Tensor rand(const Shape& shape, Generator& gen, Device device = Device::cpu());  // U[0, 1)
 Tensor randn(const Shape& shape, Generator& gen, float mean = 0.f, float std = 1.f,
-             Device device = Device::CPU);  // N(mean, std²)
+             Device device = Device::cpu());  // N(mean, std²)
 
 }  // namespace cpets

@@ -38,7 +38,7 @@ std::vector<const std::pair<std::string, Tensor>*> canonical_order(const NamedTe
     if (entry.first.empty()) fail(file, "a tensor has an empty name");
     if (entry.first == "__metadata__") fail(file, "'__metadata__' is reserved and cannot name a tensor");
     if (!entry.second.defined()) fail(file, "tensor '" + entry.first + "' is undefined");
-    if (entry.second.device() != Device::CPU) fail(file, "tensor '" + entry.first + "' is not on the CPU; copy it there first");
+    if (entry.second.device() != Device::cpu()) fail(file, "tensor '" + entry.first + "' is not on the CPU; copy it there first");
     order.push_back(&entry);
   }
   std::sort(order.begin(), order.end(), [](auto* a, auto* b) { return a->first < b->first; });
@@ -88,7 +88,7 @@ void emit_safetensors(const NamedTensors& tensors, const SafetensorsMetadata& me
   sink(header.data(), header.size());
   for (const auto* entry : order) {
     const Tensor& t = entry->second;
-    if (t.device() == Device::CPU) {
+    if (t.device() == Device::cpu()) {
       sink(reinterpret_cast<const char*>(t.data()), size_t(t.numel()) * sizeof(float));
     } else {  // a CUDA tensor: through a host copy, one tensor at a time
       const std::vector<float> host = t.to_vector();

@@ -1,5 +1,6 @@
 #include "engine/tensor.h"
 
+#include <algorithm>
 #include <cstring>
 #include <sstream>
 #include <stdexcept>
@@ -11,15 +12,26 @@
 
 namespace cpets {
 
-const char* device_name(Device d) { return d == Device::CPU ? "cpu" : "cuda"; }
+Device Device::parse(const std::string& text) {
+  if (text == "cpu") return cpu();
+  if (text == "cuda") return cuda(0);
+  const std::string digits = text.rfind("cuda:", 0) == 0 ? text.substr(5) : std::string();
+  if (!digits.empty() && digits.size() <= 3 && std::all_of(digits.begin(), digits.end(), [](char c) {
+        return c >= '0' && c <= '9';
+      }))
+    return cuda(std::stoi(digits));
+  throw std::invalid_argument("device \"" + text + "\": use cpu, cuda or cuda:N (N: the GPU's index, 0 first)");
+}
+
+std::string Device::str() const { return is_cpu() ? "cpu" : "cuda:" + std::to_string(index); }
 
 Storage::Storage(size_t n, Device dev) : numel(n), device(dev) {
-  data = static_cast<float*>(dev == Device::CPU ? host_alloc(n * sizeof(float)) : device_alloc(n * sizeof(float)));
+  data = static_cast<float*>(dev.is_cpu() ? host_alloc(n * sizeof(float)) : device_alloc(n * sizeof(float), dev.index));
 }
 
 Storage::~Storage() {
-  if (device == Device::CPU) host_free(data, numel * sizeof(float));
-  else device_free(data, numel * sizeof(float));
+  if (device.is_cpu()) host_free(data, numel * sizeof(float));
+  else device_free(data, numel * sizeof(float), device.index);
 }
 
 int64_t shape_numel(const Shape& s) {
@@ -82,8 +94,12 @@ Tensor Tensor::from_vector(const Shape& shape, const std::vector<float>& values,
     throw std::invalid_argument("from_vector: " + std::to_string(values.size()) + " values for shape " + shape_str(shape));
   Tensor t = empty(shape, device);
   if (values.empty()) return t;
-  if (device == Device::CPU) std::memcpy(t.data(), values.data(), values.size() * sizeof(float));
-  else copy_host_to_device(t.data(), values.data(), values.size() * sizeof(float));
+  if (device.is_cpu()) {
+    std::memcpy(t.data(), values.data(), values.size() * sizeof(float));
+  } else {
+    const DeviceGuard guard(device);
+    copy_host_to_device(t.data(), values.data(), values.size() * sizeof(float));
+  }
   return t;
 }
 
@@ -110,14 +126,16 @@ const float* Tensor::data() const { return need(impl_).storage->data; }
 
 float Tensor::item() const {
   if (numel() != 1) throw std::invalid_argument("item() on a tensor of shape " + str());
-  if (device() == Device::CPU) return data()[0];
+  if (device().is_cpu()) return data()[0];
+  const DeviceGuard guard(device());
   float v = 0.f;
   copy_device_to_host(&v, data(), sizeof(float));
   return v;
 }
 
 std::vector<float> Tensor::to_vector() const {
-  if (device() == Device::CPU) return std::vector<float>(data(), data() + numel());
+  if (device().is_cpu()) return std::vector<float>(data(), data() + numel());
+  const DeviceGuard guard(device());
   std::vector<float> v(numel());
   copy_device_to_host(v.data(), data(), v.size() * sizeof(float));
   return v;
@@ -172,9 +190,17 @@ void Tensor::copy_from(const Tensor& src) {
   if (src.data() == data()) return;
   const size_t bytes = numel() * sizeof(float);
   const Device from = src.device(), to = device();
-  if (from == Device::CPU && to == Device::CPU) std::memcpy(data(), src.data(), bytes);
-  else if (from == Device::CPU) copy_host_to_device(data(), src.data(), bytes);
-  else if (to == Device::CPU) copy_device_to_host(data(), src.data(), bytes);
+  if (from.is_cpu() && to.is_cpu()) {
+    std::memcpy(data(), src.data(), bytes);
+    return;
+  }
+  if (from.is_cuda() && to.is_cuda() && from != to) {
+    copy_between_devices(data(), to.index, src.data(), from.index, bytes);
+    return;
+  }
+  const DeviceGuard guard(to.is_cuda() ? to : from);
+  if (from.is_cpu()) copy_host_to_device(data(), src.data(), bytes);
+  else if (to.is_cpu()) copy_device_to_host(data(), src.data(), bytes);
   else copy_device_to_device(data(), src.data(), bytes);
 }
 

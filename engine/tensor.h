@@ -13,8 +13,26 @@
 namespace cpets {
 
 using Shape = std::vector<int64_t>;
-enum class Device : uint8_t { CPU, CUDA };
-const char* device_name(Device d);
+
+enum class DeviceKind : uint8_t { CPU, CUDA };
+
+// Where a tensor lives: the CPU, or the GPU with ordinal `index` (CUDA's device number, as
+// nvidia-smi lists them unless CUDA_VISIBLE_DEVICES reorders). Written "cpu" and "cuda:1".
+struct Device {
+  DeviceKind kind = DeviceKind::CPU;
+  int index = 0;  // 0 for the CPU
+
+  static constexpr Device cpu() { return {}; }
+  static constexpr Device cuda(int index = 0) { return {DeviceKind::CUDA, index}; }
+  // "cpu", "cuda" (= cuda:0) or "cuda:N"; std::invalid_argument naming the forms otherwise.
+  // Whether GPU N exists is checked where it is first used (DeviceGuard).
+  static Device parse(const std::string& text);
+
+  bool is_cpu() const { return kind == DeviceKind::CPU; }
+  bool is_cuda() const { return kind == DeviceKind::CUDA; }
+  std::string str() const;  // "cpu", "cuda:0", "cuda:1"
+  friend bool operator==(const Device&, const Device&) = default;
+};
 
 // A block of float32 memory from the device's caching allocator; returned there on destruction.
 struct Storage {
@@ -24,7 +42,7 @@ struct Storage {
   Storage& operator=(const Storage&) = delete;
   float* data = nullptr;
   size_t numel = 0;
-  Device device = Device::CPU;
+  Device device;
 };
 
 struct Node;
@@ -48,11 +66,11 @@ class Tensor {
   explicit Tensor(std::shared_ptr<TensorImpl> impl) : impl_(std::move(impl)) {}
 
   // Factories. `empty` memory is uninitialised (recycled from the allocator).
-  static Tensor empty(const Shape& shape, Device device = Device::CPU);
-  static Tensor zeros(const Shape& shape, Device device = Device::CPU);
-  static Tensor ones(const Shape& shape, Device device = Device::CPU);
-  static Tensor full(const Shape& shape, float value, Device device = Device::CPU);
-  static Tensor from_vector(const Shape& shape, const std::vector<float>& values, Device device = Device::CPU);
+  static Tensor empty(const Shape& shape, Device device = Device::cpu());
+  static Tensor zeros(const Shape& shape, Device device = Device::cpu());
+  static Tensor ones(const Shape& shape, Device device = Device::cpu());
+  static Tensor full(const Shape& shape, float value, Device device = Device::cpu());
+  static Tensor from_vector(const Shape& shape, const std::vector<float>& values, Device device = Device::cpu());
   static Tensor scalar(float value);
 
   bool defined() const { return impl_ != nullptr; }
@@ -84,8 +102,10 @@ class Tensor {
   void fill_(float value);
 
   // A copy on `device` (this tensor itself when it is already there), as PyTorch's .to(): the
-  // copy is differentiable, its gradient goes back to this tensor's device.
+  // copy is differentiable, its gradient goes back to this tensor's device. Between two GPUs
+  // the copy goes directly (peer access) or through the host, as the driver can.
   Tensor to(Device device) const;
+  Tensor to(const std::string& device) const { return to(Device::parse(device)); }  // "cuda:1"
   // Moves this tensor's own storage to `device` in place — same TensorImpl, so modules keep
   // their registered parameters — together with its gradient. Leaves only (no history).
   Tensor& move_to_(Device device);

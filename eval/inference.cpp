@@ -167,7 +167,7 @@ models::Abduction Synthesiser::abduct(const io::Volume& t1, const std::vector<fl
 io::Volume Synthesiser::synthesise(const models::Abduction& s, const TabularInputs& tab, const io::Volume& grid) const {
   NoGradGuard no_grad;
   const Device d = model_->device();
-  const Tensor pet = model_->synthesise(s, to_tensor(tab.csf).to(d), to_tensor(tab.covariates).to(d)).to(Device::CPU);
+  const Tensor pet = model_->synthesise(s, to_tensor(tab.csf).to(d), to_tensor(tab.covariates).to(d)).to(Device::cpu());
   io::Volume out = io::make_volume(grid.shape, 0.f, grid.affine);
   if (pet.numel() != out.numel())
     throw std::logic_error("inference: G_P produced " + pet.str() + " for a " + io::shape_string(grid.shape) + " grid");

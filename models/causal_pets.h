@@ -58,7 +58,7 @@ class CausalPETS : public SynthesisModel {
 
   // Noise of the right shape for a batch of `batch` (standard normal, from `gen`; the shard's
   // rows of a global batch's draw in data-parallel training, models::batch_noise).
-  Tensor sample_noise(int64_t batch, Generator& gen, BatchShard shard = {}, Device device = Device::CPU) const;
+  Tensor sample_noise(int64_t batch, Generator& gen, BatchShard shard = {}, Device device = Device::cpu()) const;
 
   // ---- SynthesisModel ----
   // S = E(I_T1, M), held across interventions; synthesise decodes μ_S (ε = 0) with f(B_CSF, M).

@@ -83,7 +83,7 @@ struct PhaseContext {
 // Per-sample standard-normal noise of `shape` (shape[0] = this process's batch B): this
 // process's rows of one draw for the global batch, so data-parallel ranks together draw exactly
 // what one process with the whole batch would, and every rank's Generator stays in step.
-Tensor batch_noise(const Shape& shape, Generator& gen, BatchShard shard = {}, Device device = Device::CPU);
+Tensor batch_noise(const Shape& shape, Generator& gen, BatchShard shard = {}, Device device = Device::cpu());
 
 class SynthesisModel : public Module {
  public:

@@ -26,29 +26,65 @@ TEST_CASE("cuda_available never throws and explains a missing device") {
   if (ok) CHECK(reason.empty());
   else CHECK_FALSE(reason.empty());
   CHECK_FALSE(cuda_device_description().empty());
+  CHECK(cuda_device_count() >= 0);
+  if (!ok) CHECK(cuda_device_count() == 0);
+}
+
+TEST_CASE("devices are written cpu, cuda and cuda:N, and read back the same") {
+  CHECK(Device::parse("cpu") == Device::cpu());
+  CHECK(Device::parse("cuda") == Device::cuda(0));
+  CHECK(Device::parse("cuda:0") == Device::cuda());
+  CHECK(Device::parse("cuda:12") == Device::cuda(12));
+  CHECK(Device::cuda(1) != Device::cuda(0));
+  CHECK(Device::cuda(0) != Device::cpu());
+  CHECK(Device::cpu().is_cpu());
+  CHECK(Device::cuda(2).is_cuda());
+  for (const Device d : {Device::cpu(), Device::cuda(0), Device::cuda(7)}) CHECK(Device::parse(d.str()) == d);
+  CHECK(Device::cuda(3).str() == "cuda:3");
+  CHECK(Device::cpu().str() == "cpu");
+  for (const char* bad : {"gpu", "cuda:", "cuda:x", "CUDA", "cuda:-1", "cuda:1:2", "cuda:1000", " cpu", ""}) {
+    CAPTURE(bad);
+    try {
+      Device::parse(bad);
+      FAIL("expected an error");
+    } catch (const std::invalid_argument& e) {
+      const std::string m = e.what();
+      CHECK(m.find(std::string("\"") + bad + "\"") != std::string::npos);
+      CHECK(m.find("cpu, cuda or cuda:N") != std::string::npos);
+    }
+  }
 }
 
 TEST_CASE("a CUDA tensor without a usable device throws the reason") {
   std::string reason;
   if (cuda_available(&reason)) return;  // covered by the gpu tests there
-  try {
-    Tensor::empty({2, 3}, Device::CUDA);
-    FAIL("creating a CUDA tensor should have thrown");
-  } catch (const std::runtime_error& e) {
-    CHECK(std::string(e.what()).find(reason) != std::string::npos);
+  for (const Device d : {Device::cuda(0), Device::cuda(1)}) {
+    try {
+      Tensor::empty({2, 3}, d);
+      FAIL("creating a CUDA tensor should have thrown");
+    } catch (const std::runtime_error& e) {
+      const std::string m = e.what();
+      CHECK(m.find(reason) != std::string::npos);
+      CHECK(m.find(d.str()) != std::string::npos);  // which GPU was asked for
+    }
   }
-  CHECK_THROWS_AS(Tensor::zeros({4}).to(Device::CUDA), std::runtime_error);
-  const MemoryStats s = device_memory_stats();
+  CHECK_THROWS_AS(Tensor::zeros({4}).to(Device::cuda()), std::runtime_error);
+  CHECK_THROWS_AS(Tensor::zeros({4}).to("cuda:1"), std::runtime_error);
+  CHECK_THROWS_AS(Tensor::zeros({4}).to("gpu"), std::invalid_argument);  // a spelling error, not a missing GPU
+  CHECK_THROWS_AS(DeviceGuard(Device::cuda(0)), std::runtime_error);
+  CHECK_NOTHROW(DeviceGuard(Device::cpu()));
+  const MemoryStats s = device_memory_stats(0);
   CHECK(s.current_bytes == 0);
 }
 
 TEST_CASE("to(cpu) of a cpu tensor is the tensor itself; move_to_ keeps a leaf") {
   Tensor a = Tensor::ones({3});
-  CHECK(a.to(Device::CPU).same_storage(a));
+  CHECK(a.to(Device::cpu()).same_storage(a));
+  CHECK(a.to("cpu").same_storage(a));
   a.set_requires_grad(true);
-  CHECK(a.move_to_(Device::CPU).is_leaf());
+  CHECK(a.move_to_(Device::cpu()).is_leaf());
   Tensor b = mul_scalar(a, 2.f);
-  CHECK_THROWS_AS(b.move_to_(Device::CPU), std::logic_error);
+  CHECK_THROWS_AS(b.move_to_(Device::cpu()), std::logic_error);
 }
 
 TEST_CASE("backends are chosen by name, unknown names list the valid ones") {
@@ -98,7 +134,7 @@ TEST_CASE("op bodies do not branch on the device: kernels are reached through di
     int number = 0;
     while (std::getline(in, line)) {
       ++number;
-      for (const char* forbidden : {"Device::CUDA", "kHaveCuda", "kernels::cuda", "CPETS_HAVE_CUDA", "cuda_ops::"}) {
+      for (const char* forbidden : {"Device::cuda(", "kHaveCuda", "kernels::cuda", "CPETS_HAVE_CUDA", "cuda_ops::"}) {
         CAPTURE(name);
         CAPTURE(number);
         CAPTURE(line);

@@ -184,17 +184,18 @@ TEST_CASE("config: the ablation switches reach the model and the objective") {
 }
 
 TEST_CASE("config: train.device is cpu, cuda or cuda:N; without a GPU the trainer says so") {
-  CHECK(parse_device("cpu").device == Device::CPU);
-  CHECK(parse_device("cuda").device == Device::CUDA);
-  CHECK(parse_device("cuda").index == -1);
-  CHECK(parse_device("cuda:3").index == 3);
+  CHECK(parse_device("cpu").device == Device::cpu());
+  CHECK(parse_device("cuda").device == Device::cuda(0));
+  CHECK_FALSE(parse_device("cuda").index_given);
+  CHECK(parse_device("cuda:3").device == Device::cuda(3));
+  CHECK(parse_device("cuda:3").index_given);
   for (const char* bad : {"gpu", "cuda:", "cuda:x", "CUDA", "cuda:-1"}) {
     const std::string e = error_of([&] { tiny_config({std::string("train.device=") + bad}); });
     CHECK(contains(e, "train.device"));
     CHECK(contains(e, "cpu, cuda or cuda:N"));
   }
   CHECK(tiny_config().train.device == "cpu");
-  CHECK(Trainer(tiny_config()).model().device() == Device::CPU);
+  CHECK(Trainer(tiny_config()).model().device() == Device::cpu());
   if (!cuda_available()) {
     const std::string e = error_of([] { Trainer t(tiny_config({"train.device=cuda:1"})); });
     CHECK(contains(e, "cuda:1"));

@@ -192,15 +192,17 @@ Device open_device(const std::string& text) {
   } catch (const ConfigError&) {
     throw ConfigError("--device " + text + " (train.device): use cpu, cuda or cuda:N (N: the GPU's index)");
   }
-  if (choice.device != Device::CUDA) return choice.device;
+  if (choice.device.is_cpu()) return choice.device;
   // No GPU is a wrong choice of device (exit 2), not a failure of the run.
-  const std::string name = "cuda:" + std::to_string(std::max(choice.index, 0));
+  const std::string name = choice.device.str();
   std::string why;
   if (!cuda_available(&why))
     throw ConfigError("--device " + text + " (train.device): " + name + ": " + why +
                       "; use --device cpu to run on the CPU");
   try {
-    select_cuda_device(std::max(choice.index, 0));
+    // Also the current GPU of this thread: timing events and synchronisation outside the ops
+    // (which make their tensors' GPU current themselves) refer to it.
+    select_cuda_device(choice.device.index);
   } catch (const std::runtime_error& e) {
     throw ConfigError("--device " + text + " (train.device): " + e.what() + "; pick one of them or --device cpu");
   }

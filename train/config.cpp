@@ -18,12 +18,11 @@ std::vector<std::pair<std::string, std::string>> op_backends(const TrainConfig& 
 }
 
 DeviceChoice parse_device(const std::string& text) {
-  if (text == "cpu") return {};
-  if (text == "cuda") return {Device::CUDA, -1};
-  if (text.rfind("cuda:", 0) == 0 && text.size() > 5 && text.size() <= 8 &&
-      std::all_of(text.begin() + 5, text.end(), [](char c) { return c >= '0' && c <= '9'; }))
-    return {Device::CUDA, std::stoi(text.substr(5))};
-  throw ConfigError("config key 'train.device' is \"" + text + "\"; use cpu, cuda or cuda:N (N: the GPU's index)");
+  try {
+    return {Device::parse(text), text.find(':') != std::string::npos};
+  } catch (const std::invalid_argument&) {
+    throw ConfigError("config key 'train.device' is \"" + text + "\"; use cpu, cuda or cuda:N (N: the GPU's index)");
+  }
 }
 
 namespace {
@@ -327,7 +326,7 @@ void validate_train(const TrainConfig& t) {
       allowed.insert(allowed.begin(), "");
       require_one_of("train." + std::string(family == "precision" ? family : family + "_backend"), value, allowed);
     }
-  const bool on_cpu = parse_device(t.device).device == Device::CPU;
+  const bool on_cpu = parse_device(t.device).device.is_cpu();
   if (on_cpu && !t.precision.empty() && t.precision != "fp32")
     fail("train.precision", "is \"" + t.precision + "\" but train.device is \"" + t.device + "\"",
          "the CPU kernels compute in fp32 only (tf32 and bf16 are tensor-core arithmetic): on the CPU use "

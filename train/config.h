@@ -99,11 +99,11 @@ struct TrainConfig {
 // The op families of engine/backend.h with the config's choice for each ("" = not set).
 std::vector<std::pair<std::string, std::string>> op_backends(const TrainConfig& t);
 
-// train.device: "cpu", "cuda" (index −1: the process's current GPU, or the local rank's) or
+// train.device: "cpu", "cuda" (cuda:0, or the local rank's GPU when several ranks train) or
 // "cuda:N". Throws ConfigError naming the key and the accepted forms.
 struct DeviceChoice {
-  Device device = Device::CPU;
-  int index = -1;
+  Device device;
+  bool index_given = false;  // "cuda:N" rather than "cuda"
 };
 DeviceChoice parse_device(const std::string& text);
 

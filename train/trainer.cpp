@@ -65,7 +65,7 @@ std::pair<double, double> conditional_gradient_norms(const models::SynthesisMode
     for (const auto& [name, p] : params) {
       const Tensor g = p.grad();
       if (!g.defined()) continue;
-      const Tensor h = g.device() == Device::CPU ? g : g.to(Device::CPU);
+      const Tensor h = g.device() == Device::cpu() ? g : g.to(Device::cpu());
       for (int64_t i = 0; i < h.numel(); ++i) s += double(h.data()[i]) * double(h.data()[i]);
     }
     return std::sqrt(s);
@@ -215,15 +215,19 @@ Trainer::Trainer(Config config, std::optional<CohortSplits> data, std::shared_pt
 void Trainer::place_on_device() {
   const DeviceChoice choice = parse_device(config_.train.device);
   device_ = choice.device;
-  if (device_ != Device::CUDA) return;
-  if (comm_->world() > 1 && choice.index >= 0)
+  if (device_.is_cpu()) return;
+  if (comm_->world() > 1 && choice.index_given)
     throw ConfigError("config key 'train.device' is " + config_.train.device + " but " + std::to_string(comm_->world()) +
                       " ranks train: each uses the GPU of its local rank; set train.device=cuda");
-  if (comm_->world() > 1 && comm_->buffer_device() != Device::CUDA)
+  if (comm_->world() > 1 && !comm_->buffer_device().is_cuda())
     throw ConfigError("train.device=cuda with " + std::to_string(comm_->world()) + " ranks over " + comm_->backend() +
                       ": GPU ranks communicate over NCCL (cpets-train --comm nccl, or auto)");
-  if (comm_->world() > 1) select_cuda_device(comm_->local_rank());
-  else open_device(config_.train.device);
+  if (comm_->world() > 1) {
+    select_cuda_device(comm_->local_rank());
+    device_ = Device::cuda(comm_->local_rank());
+  } else {
+    device_ = open_device(config_.train.device);
+  }
 }
 
 void Trainer::make_loader() {
@@ -450,7 +454,7 @@ ValidationResult Trainer::validate() {
   for (int64_t i = 0; i < n; ++i) {
     const Batch one = val_set_->collate({i});
     const models::Abduction abduction = model_->abduct(one.t1.to(device_), one.covariates.to(device_));
-    const Tensor pet = model_->synthesise(abduction, one.csf.to(device_), one.covariates.to(device_)).to(Device::CPU);  // ε = 0
+    const Tensor pet = model_->synthesise(abduction, one.csf.to(device_), one.covariates.to(device_)).to(Device::cpu());  // ε = 0
     if (causal_) {
       const auto pair = val_set_->load(i);
       io::Volume syn = io::make_volume(pair->second.volume.shape, 0.f, pair->second.volume.affine);
@@ -529,13 +533,13 @@ void Trainer::run(const RunOptions& opt) {
   const int64_t ranks = comm_->world();
   write_log({{"type", "start"},
              {"step", state_.step},
-             {"device", device_ == Device::CUDA ? cuda_device_description() : std::string("cpu")},
+             {"device", device_.is_cuda() ? cuda_device_description(device_.index) : std::string("cpu")},
              {"cpu_isa", isa},
              {"threads", omp_get_max_threads()},
              {"ranks", ranks},
              {"communicator", comm_->backend()},
              {"backends", backends}});
-  if (device_ == Device::CUDA) os << "device: " << cuda_device_description() << "\n";
+  if (device_.is_cuda()) os << "device: " << cuda_device_description(device_.index) << "\n";
   os << "CPU kernels: " << kernels::cpu::cpu_isa_description() << ", " << omp_get_max_threads() << " threads"
      << (ranks > 1 ? " per rank" : "") << "\n";
   if (ranks > 1)

@@ -160,7 +160,7 @@ class Trainer {
 
   Config config_;
   std::shared_ptr<dist::Communicator> comm_;
-  Device device_ = Device::CPU;  // train.device: where the networks, batches and optimiser states live
+  Device device_ = Device::cpu();  // train.device: where the networks, batches and optimiser states live
   CohortSplits data_;
   std::unique_ptr<Dataset> train_set_, val_set_;
   std::unique_ptr<CausalMonitor> causal_;  // null when the cohort has no atlas

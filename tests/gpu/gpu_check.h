@@ -39,7 +39,7 @@ inline Tol dot_tol(int64_t K, double mean_abs_product, double c = 8) {
 }
 inline Tol norm_tol(double c = 64) { return {c * kU, c * kU}; }
 
-inline Tensor on_cuda(const Tensor& t) { return t.to(Device::CUDA).detach(); }
+inline Tensor on_cuda(const Tensor& t) { return t.to(Device::cuda()).detach(); }
 
 // Every element within atol + rtol·|want|; reports the worst one.
 inline void expect_close(const Tensor& got_t, const Tensor& want_t, Tol tol, const std::string& what) {
@@ -104,13 +104,13 @@ inline void check_against_cpu(const std::string& what, const std::function<Tenso
     probe = f(inputs);
   }
   const Tensor w = testing::random_tensor(probe.shape(), 4242u);
-  const Run cpu = run_on(Device::CPU, f, inputs, want_grad, w);
-  const Run gpu = run_on(Device::CUDA, f, inputs, want_grad, w);
-  CHECK(gpu.out.device() == Device::CUDA);
+  const Run cpu = run_on(Device::cpu(), f, inputs, want_grad, w);
+  const Run gpu = run_on(Device::cuda(), f, inputs, want_grad, w);
+  CHECK(gpu.out.device() == Device::cuda());
   expect_close(gpu.out, cpu.out, forward, what + " forward");
   for (size_t i = 0; i < inputs.size(); ++i)
     if (want_grad[i]) expect_close(gpu.grads[i], cpu.grads[i], backward, what + " gradient of input " + std::to_string(i));
-  const Run again = run_on(Device::CUDA, f, inputs, want_grad, w);
+  const Run again = run_on(Device::cuda(), f, inputs, want_grad, w);
   expect_bitwise(again.out, gpu.out, what + " forward");
   for (size_t i = 0; i < inputs.size(); ++i)
     if (want_grad[i]) expect_bitwise(again.grads[i], gpu.grads[i], what + " gradient of input " + std::to_string(i));

@@ -77,7 +77,7 @@ TEST_CASE("geglu on odd and model shapes") {
 }
 
 TEST_CASE("mixing devices is a clear error") {
-  Tensor a = Tensor::ones({3}), b = Tensor::ones({3}, Device::CUDA);
+  Tensor a = Tensor::ones({3}), b = Tensor::ones({3}, Device::cuda());
   try {
     add(a, b);
     FAIL("expected an error");

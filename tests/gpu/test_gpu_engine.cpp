@@ -16,44 +16,44 @@ using cpets::testing::random_tensor;
 
 TEST_CASE("copies, item, to_vector, fill, clone") {
   Tensor h = random_tensor({3, 5, 7}, 1u);
-  Tensor d = h.to(Device::CUDA);
-  CHECK(d.device() == Device::CUDA);
+  Tensor d = h.to(Device::cuda());
+  CHECK(d.device() == Device::cuda());
   CHECK(d.to_vector() == h.to_vector());
-  CHECK(d.clone().to(Device::CPU).to_vector() == h.to_vector());
-  Tensor f = Tensor::full({1001}, 2.5f, Device::CUDA);
+  CHECK(d.clone().to(Device::cpu()).to_vector() == h.to_vector());
+  Tensor f = Tensor::full({1001}, 2.5f, Device::cuda());
   for (float v : f.to_vector()) CHECK(v == 2.5f);
-  CHECK(Tensor::full({}, -3.f, Device::CUDA).item() == -3.f);
+  CHECK(Tensor::full({}, -3.f, Device::cuda()).item() == -3.f);
   Tensor back = Tensor::empty({3, 5, 7});
   back.copy_from(d);
   CHECK(back.to_vector() == h.to_vector());
-  Tensor v = Tensor::from_vector({2, 2}, {1, 2, 3, 4}, Device::CUDA);
+  Tensor v = Tensor::from_vector({2, 2}, {1, 2, 3, 4}, Device::cuda());
   CHECK(v.to_vector() == std::vector<float>{1, 2, 3, 4});
 }
 
 TEST_CASE("to() is differentiable and move_to_ keeps the parameter identity") {
   Tensor p = random_tensor({4}, 2u).set_requires_grad(true);
-  Tensor y = sum(mul(p.to(Device::CUDA), p.to(Device::CUDA)));
+  Tensor y = sum(mul(p.to(Device::cuda()), p.to(Device::cuda())));
   y.backward();
   expect_close(p.grad(), mul_scalar(p.detach(), 2.f), ulp_tol(0), "d(Σp²)/dp through to()");
   Tensor q = random_tensor({4}, 3u).set_requires_grad(true);
   TensorImpl* impl = q.impl();
-  q.move_to_(Device::CUDA);
+  q.move_to_(Device::cuda());
   CHECK(q.impl() == impl);
-  CHECK(q.device() == Device::CUDA);
+  CHECK(q.device() == Device::cuda());
   CHECK(q.is_leaf());
 }
 
 TEST_CASE("the caching allocator serves a repeated step without new device allocations") {
   auto step = [] {
-    Tensor x = random_tensor({2, 8, 6, 8, 6}, 4u).to(Device::CUDA).detach().set_requires_grad(true);
+    Tensor x = random_tensor({2, 8, 6, 8, 6}, 4u).to(Device::cuda()).detach().set_requires_grad(true);
     Tensor y = sum(silu(mul_scalar(x, 2.f)));
     y.backward();
     return y.item();
   };
   step();
-  const MemoryStats warm = device_memory_stats();
+  const MemoryStats warm = device_memory_stats(0);
   for (int i = 0; i < 3; ++i) step();
-  const MemoryStats after = device_memory_stats();
+  const MemoryStats after = device_memory_stats(0);
   CHECK(after.system_allocs == warm.system_allocs);
   CHECK(after.peak_bytes >= after.current_bytes);
   CHECK(after.cached_bytes > 0);
@@ -62,9 +62,9 @@ TEST_CASE("the caching allocator serves a repeated step without new device alloc
 TEST_CASE("rand and randn on the device equal the CPU stream") {
   for (uint64_t offset : {0ull, 3ull}) {
     Generator cpu(99, offset), gpu(99, offset);
-    Tensor a = rand({1000003}, cpu), b = rand({1000003}, gpu, Device::CUDA);
+    Tensor a = rand({1000003}, cpu), b = rand({1000003}, gpu, Device::cuda());
     CHECK(a.to_vector() == b.to_vector());
-    Tensor c = randn({777}, cpu, 0.5f, 2.f), d = randn({777}, gpu, 0.5f, 2.f, Device::CUDA);
+    Tensor c = randn({777}, cpu, 0.5f, 2.f), d = randn({777}, gpu, 0.5f, 2.f, Device::cuda());
     // Box–Muller in double, rounded to float: equal unless libm's and CUDA's log/sin/cos
     // straddle a float rounding boundary (probability ~1e-8 per value): demand equality.
     CHECK(c.to_vector() == d.to_vector());
@@ -78,7 +78,7 @@ TEST_CASE("fused multi-tensor Adam equals the CPU update bit for bit") {
   for (size_t i = 0; i < shapes.size(); ++i) {
     Tensor p = random_tensor(shapes[i], uint32_t(10 + i));
     cpu_params.emplace_back("p" + std::to_string(i), p.clone().set_requires_grad(true));
-    gpu_params.emplace_back("p" + std::to_string(i), p.to(Device::CUDA).detach().set_requires_grad(true));
+    gpu_params.emplace_back("p" + std::to_string(i), p.to(Device::cuda()).detach().set_requires_grad(true));
   }
   AdamOptions o;
   o.lr = 1e-3;
@@ -89,7 +89,7 @@ TEST_CASE("fused multi-tensor Adam equals the CPU update bit for bit") {
       if (step == 1 && i == 2) continue;  // a parameter without gradient this step: its step count lags
       Tensor g = random_tensor(shapes[i], uint32_t(100 * step + i));
       cpu_params[i].second.set_grad(g);
-      gpu_params[i].second.set_grad(g.to(Device::CUDA).detach());
+      gpu_params[i].second.set_grad(g.to(Device::cuda()).detach());
     }
     cpu_opt.step();
     gpu_opt.step();
@@ -172,16 +172,16 @@ TEST_CASE("Adam state from a CPU checkpoint continues on the GPU bit for bit") {
   cpu_opt.step();
   // A GPU copy of the model after that step, with the optimiser state loaded from the CPU's.
   NamedTensors gpu_params{{"w", cpu_params[0].second.detach().clone().set_requires_grad(true)}};
-  gpu_params[0].second.move_to_(Device::CUDA);
+  gpu_params[0].second.move_to_(Device::cuda());
   Adam gpu_opt(gpu_params);
   gpu_opt.load_state_dict(cpu_opt.state_dict());
   const Tensor g = random_tensor({257, 3}, 7u);
   cpu_params[0].second.set_grad(g);
-  gpu_params[0].second.set_grad(g.to(Device::CUDA).detach());
+  gpu_params[0].second.set_grad(g.to(Device::cuda()).detach());
   cpu_opt.step();
   gpu_opt.step();
   expect_bitwise(gpu_params[0].second, cpu_params[0].second, "parameter after the resumed step");
-  CHECK(gpu_opt.state_dict()[0].second.device() == Device::CUDA);
+  CHECK(gpu_opt.state_dict()[0].second.device() == Device::cuda());
 }
 
 TEST_CASE("Module::to moves parameters and buffers in place") {
@@ -193,9 +193,9 @@ TEST_CASE("Module::to moves parameters and buffers in place") {
     Tensor w, b;
   };
   Tiny m;
-  m.to(Device::CUDA);
-  CHECK(m.w.device() == Device::CUDA);
-  CHECK(m.b.device() == Device::CUDA);
+  m.to(Device::cuda());
+  CHECK(m.w.device() == Device::cuda());
+  CHECK(m.b.device() == Device::cuda());
   CHECK(m.named_parameters()[0].second.impl() == m.w.impl());
   CHECK(m.w.is_leaf());
   CHECK(m.w.requires_grad());

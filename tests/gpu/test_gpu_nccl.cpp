@@ -21,10 +21,10 @@ TEST_CASE("one NCCL rank: collectives on device buffers leave one rank's values,
   }
   const auto comm = connect(LaunchInfo{}, "nccl");
   CHECK(comm->backend() == "nccl");
-  CHECK(comm->buffer_device() == Device::CUDA);
+  CHECK(comm->buffer_device() == Device::cuda());
   CHECK(comm->world() == 1);
   // Written by a kernel on the compute stream just before: the collective must see it.
-  Tensor x = Tensor::empty({1 << 20}, Device::CUDA);
+  Tensor x = Tensor::empty({1 << 20}, Device::cuda());
   x.fill_(2.5f);
   comm->all_reduce_sum(x.data(), x.numel(), DType::F32);
   const std::vector<float> v = x.to_vector();

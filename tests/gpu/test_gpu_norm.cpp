@@ -61,7 +61,7 @@ TEST_CASE("batch_norm3d in training (running statistics updated alike) and eval"
     const int64_t n = x.numel() / C;
     for (bool training : {true, false}) {
       auto f = [&](const std::vector<Tensor>& v) {
-        const bool gpu = v[0].device() == Device::CUDA;
+        const bool gpu = v[0].device() == Device::cuda();
         return batch_norm3d(v[0], v[1], v[2], gpu ? rm_gpu : rm_cpu, gpu ? rv_gpu : rv_cpu, training, 0.1f, 1e-5f);
       };
       check_against_cpu(std::string(training ? "batch_norm3d train " : "batch_norm3d eval ") + shape_str(s), f,

@@ -50,7 +50,7 @@ TEST_CASE("max_pool3d: a NaN in a window is its maximum on the GPU too") {
   x.data()[5] = std::numeric_limits<float>::quiet_NaN();
   x.data()[6] = std::numeric_limits<float>::quiet_NaN();
   const Tensor cpu = max_pool3d(x, {2, 2, 2}, {2, 2, 2}, false);
-  const Tensor gpu = max_pool3d(on_cuda(x), {2, 2, 2}, {2, 2, 2}, false).to(Device::CPU);
+  const Tensor gpu = max_pool3d(on_cuda(x), {2, 2, 2}, {2, 2, 2}, false).to(Device::cpu());
   REQUIRE(cpu.numel() == gpu.numel());
   for (int64_t i = 0; i < cpu.numel(); ++i) {
     CAPTURE(i);

@@ -54,7 +54,7 @@ TEST_CASE("losses and their gradients") {
 }
 
 TEST_CASE("a loss on the GPU stays on the GPU") {
-  Tensor p = random_tensor({4, 9}, 1u).to(Device::CUDA), t = random_tensor({4, 9}, 2u).to(Device::CUDA);
-  CHECK(l1_loss(p, t).device() == Device::CUDA);
+  Tensor p = random_tensor({4, 9}, 1u).to(Device::cuda()), t = random_tensor({4, 9}, 2u).to(Device::cuda());
+  CHECK(l1_loss(p, t).device() == Device::cuda());
   CHECK_THROWS_AS(l1_loss(p, Tensor::zeros({4, 9})), std::invalid_argument);
 }

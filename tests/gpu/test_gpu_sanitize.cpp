@@ -69,13 +69,13 @@ void check_exact(const std::string& what, const std::function<Tensor(const std::
   }
   const Tensor w = small_integers(probe.shape(), 99);
   const std::vector<bool> all(inputs.size(), true);
-  const Run cpu = run_on(Device::CPU, f, inputs, all, w);
+  const Run cpu = run_on(Device::cpu(), f, inputs, all, w);
   const Tensor out = exact(cpu.out, what + " forward");
   std::vector<Tensor> grads;
   for (size_t i = 0; i < inputs.size(); ++i) grads.push_back(exact(cpu.grads[i], what + " gradient " + std::to_string(i)));
   for (const char* p : kPrecisions) {
     set_backend("precision", p);
-    const Run gpu = run_on(Device::CUDA, f, inputs, all, w);
+    const Run gpu = run_on(Device::cuda(), f, inputs, all, w);
     expect_equal(gpu.out, out, what + " " + p + " forward");
     for (size_t i = 0; i < inputs.size(); ++i)
       expect_equal(gpu.grads[i], grads[i], what + " " + p + " gradient of input " + std::to_string(i));

@@ -29,7 +29,7 @@ TEST_CASE("training on the GPU takes the CPU's steps, validates, and its checkpo
   cpets::testing::TempDir dir, run;
   cpets::testing::write_cohort(dir.path, 14);
   Trainer cpu(tiny(dir.str(), "cpu")), gpu(tiny(dir.str(), "cuda"));
-  CHECK(gpu.model().device() == Device::CUDA);
+  CHECK(gpu.model().device() == Device::cuda());
   for (int i = 0; i < 3; ++i) {
     const StepLosses a = cpu.step(), b = gpu.step();
     CHECK(b.g_total == doctest::Approx(a.g_total).epsilon(1e-3));
@@ -80,7 +80,7 @@ TEST_CASE("training steps on the GPU reuse the caching allocator's blocks: no cu
   Trainer t(tiny(dir.str(), "cuda"));
   t.step();
   t.step();  // the second step has met every shape (the D step's too)
-  const size_t warm = device_memory_stats().system_allocs;
+  const size_t warm = device_memory_stats(0).system_allocs;
   for (int i = 0; i < 3; ++i) t.step();
-  CHECK(device_memory_stats().system_allocs == warm);
+  CHECK(device_memory_stats(0).system_allocs == warm);
 }

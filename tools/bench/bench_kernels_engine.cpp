@@ -54,7 +54,7 @@ double bandwidth_peak() {
 double median_gpu_seconds(const std::string& name, int repeats, const std::function<void()>& run) {
   cudaDeviceProp prop{};
   cudaGetDeviceProperties(&prop, 0);
-  Tensor flush = Tensor::empty({std::max<int64_t>(2 * int64_t(prop.l2CacheSize), 64 << 20) / 4}, Device::CUDA);
+  Tensor flush = Tensor::empty({std::max<int64_t>(2 * int64_t(prop.l2CacheSize), 64 << 20) / 4}, Device::cuda());
   run();
   cuda_synchronize();
   std::vector<double> t;
@@ -73,7 +73,7 @@ double median_gpu_seconds(const std::string& name, int repeats, const std::funct
   return t[t.size() / 2];
 }
 
-Tensor device_random(const Shape& s, uint32_t seed) { return bench::random_input(s, seed).to(Device::CUDA).detach(); }
+Tensor device_random(const Shape& s, uint32_t seed) { return bench::random_input(s, seed).to(Device::cuda()).detach(); }
 
 void print_row(const std::string& name, double seconds, double bytes, double flops, double peak_bw,
                const std::string& vs = "") {
@@ -133,12 +133,12 @@ CPETS_BENCH("kernels", "engine ops") {
       for (const char* backend : {"cuda", "cublas"}) {
         set_backend("gemm", backend);
         // The exact calls linear() and its backward make (engine/ops_linalg.cpp).
-        Tensor y = Tensor::empty({rows, outf}, Device::CUDA), dw = Tensor::empty({outf, in}, Device::CUDA);
+        Tensor y = Tensor::empty({rows, outf}, Device::cuda()), dw = Tensor::empty({outf, in}, Device::cuda());
         const double tf = median_gpu_seconds(std::string("linear ") + backend, reps, [&] {
-          dispatch::sgemm(Device::CUDA, false, true, rows, outf, in, 1.f, x.data(), in, w.data(), in, 0.f, y.data(), outf);
+          dispatch::sgemm(Device::cuda(), false, true, rows, outf, in, 1.f, x.data(), in, w.data(), in, 0.f, y.data(), outf);
         });
         const double tw = median_gpu_seconds(std::string("dW ") + backend, reps, [&] {
-          dispatch::sgemm(Device::CUDA, true, false, outf, in, rows, 1.f, g.data(), outf, x.data(), in, 0.f, dw.data(), in);
+          dispatch::sgemm(Device::cuda(), true, false, outf, in, rows, 1.f, g.data(), outf, x.data(), in, 0.f, dw.data(), in);
         });
         const std::string tag = std::string(" [") + backend + ", " + precision + "]";
         char ratio[64] = "";

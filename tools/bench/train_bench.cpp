@@ -57,7 +57,7 @@ struct StepModel {
   models::ObjectiveConfig objective;
 };
 
-StepModel make_step_model(const std::string& preset, const std::string& kind, Device device = Device::CPU) {
+StepModel make_step_model(const std::string& preset, const std::string& kind, Device device = Device::cpu()) {
   StepModel m;
   m.config = train::make_config(preset, {"model.kind=" + kind, "train.perceptual=none"});
   Generator init(777);
@@ -146,7 +146,7 @@ void print_breakdown(double step_seconds, int top) {
 
 int run_train_bench(const TrainBenchOptions& opt) {
   const Device device = train::open_device(opt.device);
-  const bool gpu = device == Device::CUDA;
+  const bool gpu = device.is_cuda();
   if (!gpu && opt.precision != "fp32")
     throw train::ConfigError("--precision " + opt.precision + " is tensor-core arithmetic and --device is " + opt.device +
                              ": the CPU kernels compute in fp32; leave --precision out or add --device cuda");
@@ -169,13 +169,13 @@ int run_train_bench(const TrainBenchOptions& opt) {
   std::printf("cpets-bench train — %s, preset %s, batch %d, volume %lldx%lldx%lld, %s\n", opt.kind.c_str(),
               opt.preset.c_str(), opt.batch, (long long)cfg.volume[0], (long long)cfg.volume[1],
               (long long)cfg.volume[2],
-              gpu ? ("on " + cuda_device_description() + ", precision " + opt.precision + " (conv " +
+              gpu ? ("on " + cuda_device_description(device.index) + ", precision " + opt.precision + " (conv " +
                      backend_name("conv") + ", gemm " + backend_name("gemm") + ")")
                         .c_str()
                   : (std::to_string(omp_get_max_threads()) + " OpenMP threads").c_str());
   for (int i = 0; i < opt.warmup; ++i) run_step();
   host_reset_peak();
-  device_reset_peak();
+  device_reset_peak(device.index);
   // Our timed steps and inference, then PyTorch's, `rounds` times; figures are medians over rounds.
   Rounds step, infer, rss, device_peak;
   std::vector<double> cpu_times;
@@ -202,7 +202,7 @@ int run_train_bench(const TrainBenchOptions& opt) {
           std::max(3, opt.steps), 0));
     }
     rss.ours.push_back(peak_rss_bytes());
-    if (gpu) device_peak.ours.push_back(static_cast<double>(device_memory_stats().peak_bytes));
+    if (gpu) device_peak.ours.push_back(static_cast<double>(device_memory_stats(device.index).peak_bytes));
     torch = torch_figures(opt);
     if (torch.contains("peak_device_bytes")) device_peak.theirs.push_back(torch["peak_device_bytes"].get<double>());
     if (torch.contains("train_step_seconds")) step.theirs.push_back(torch["train_step_seconds"].get<double>());
@@ -216,7 +216,7 @@ int run_train_bench(const TrainBenchOptions& opt) {
   run_step();
   profiler::enable(false);
 
-  if (gpu) std::printf("\ncpets on %s\n", cuda_device_description().c_str());
+  if (gpu) std::printf("\ncpets on %s\n", cuda_device_description(device.index).c_str());
   else std::printf("\ncpets CPU kernels: %s; %d threads\n", kernels::cpu::cpu_isa_description().c_str(), omp_get_max_threads());
   if (torch.contains("torch"))
     std::printf("%s\n", torch_label(torch["torch"].get<std::string>(),
