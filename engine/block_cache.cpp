@@ -16,8 +16,18 @@ void BlockCache::note_in_use(size_t cls) {
   if (stats_.current_bytes > stats_.peak_bytes) stats_.peak_bytes = stats_.current_bytes;
 }
 
+void BlockCache::collect_ready() {
+  size_t kept = 0;
+  for (Pending& p : pending_) {
+    if (p.ready()) free_lists_[p.cls].push_back(p.block);
+    else pending_[kept++] = std::move(p);
+  }
+  pending_.resize(kept);
+}
+
 void* BlockCache::take(size_t cls) {
   std::lock_guard<std::mutex> lock(mu_);
+  if (!pending_.empty()) collect_ready();
   auto it = free_lists_.find(cls);
   if (it == free_lists_.end() || it->second.empty()) return nullptr;
   void* p = it->second.back();
@@ -40,13 +50,21 @@ void BlockCache::give_back(void* block, size_t cls) {
   stats_.cached_bytes += cls;
 }
 
+void BlockCache::give_back_when(void* block, size_t cls, std::function<bool()> ready) {
+  std::lock_guard<std::mutex> lock(mu_);
+  pending_.push_back({block, cls, std::move(ready)});
+  stats_.current_bytes -= cls;
+  stats_.cached_bytes += cls;
+}
+
 void BlockCache::release(const std::function<void(void*)>& system_free) {
   std::lock_guard<std::mutex> lock(mu_);
+  collect_ready();  // blocks still being read stay cached: freeing them would pull memory from under a copy
   for (auto& [cls, blocks] : free_lists_) {
     for (void* p : blocks) system_free(p);
+    stats_.cached_bytes -= cls * blocks.size();
     blocks.clear();
   }
-  stats_.cached_bytes = 0;
 }
 
 MemoryStats BlockCache::stats() {

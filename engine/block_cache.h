@@ -23,15 +23,26 @@ class BlockCache {
   void* take(size_t cls);
   void added_from_system(size_t cls);
   void give_back(void* block, size_t cls);
+  // Like give_back, for a block something asynchronous may still read (a copy from page-locked
+  // host memory to a GPU): it is handed out again only once `ready()` says that has finished.
+  // take() and release() ask; until then it counts as cached.
+  void give_back_when(void* block, size_t cls, std::function<bool()> ready);
   // Frees every cached block with `system_free` (called under the cache's lock).
   void release(const std::function<void(void*)>& system_free);
   MemoryStats stats();
   void reset_peak();
 
  private:
+  struct Pending {
+    void* block;
+    size_t cls;
+    std::function<bool()> ready;
+  };
   void note_in_use(size_t cls);
+  void collect_ready();  // under mu_: pending blocks that are ready go on their free lists
   std::mutex mu_;
   std::map<size_t, std::vector<void*>> free_lists_;  // size class -> blocks
+  std::vector<Pending> pending_;
   MemoryStats stats_;
 };
 

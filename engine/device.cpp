@@ -52,6 +52,11 @@ void copy_host_to_device(void*, const void*, size_t) { require_cuda("copy to the
 void copy_device_to_host(void*, const void*, size_t) { require_cuda("copy from the device"); }
 void copy_device_to_device(void*, const void*, size_t) { require_cuda("device copy"); }
 void copy_between_devices(void*, int, const void*, int, size_t) { require_cuda("copy between devices"); }
+void* pinned_host_alloc(size_t) { return nullptr; }
+void pinned_host_free(void*, size_t, std::shared_ptr<void>) {}
+MemoryStats pinned_host_memory_stats() { return {}; }
+std::shared_ptr<void> record_copy_event() { return nullptr; }
+void wait_for_event(const std::shared_ptr<void>&) {}
 CudaEvent::CudaEvent() { require_cuda("CudaEvent"); }
 CudaEvent::~CudaEvent() = default;
 void CudaEvent::record() {}
@@ -286,6 +291,53 @@ void copy_between_devices(void* dst, int dst_device, const void* src, int src_de
   // The source block is ordered on its own GPU's stream, not this one: until the copy is done, a
   // kernel there could get the block from the cache and overwrite it.
   cuda_synchronize();
+}
+
+static BlockCache& pinned_cache() {
+  static BlockCache* c = new BlockCache();  // leaked on purpose, as the device caches
+  return *c;
+}
+
+void* pinned_host_alloc(size_t bytes) {
+  if (!probe().ok) return nullptr;
+  const size_t cls = block_size_class(bytes, 64);
+  if (void* p = pinned_cache().take(cls)) return p;
+  void* p = nullptr;
+  if (cudaHostAlloc(&p, cls, cudaHostAllocPortable) != cudaSuccess) {
+    cudaGetLastError();
+    return nullptr;  // page-locked memory is a limited resource: ordinary memory still works
+  }
+  pinned_cache().added_from_system(cls);
+  return p;
+}
+
+void pinned_host_free(void* ptr, size_t bytes, std::shared_ptr<void> last_copy) {
+  if (!ptr) return;
+  const size_t cls = block_size_class(bytes, 64);
+  if (!last_copy) {
+    pinned_cache().give_back(ptr, cls);
+    return;
+  }
+  pinned_cache().give_back_when(ptr, cls, [event = std::move(last_copy)] {
+    const cudaError_t e = cudaEventQuery(static_cast<cudaEvent_t>(event.get()));
+    if (e == cudaErrorNotReady) return false;
+    cudaGetLastError();  // any other error: the copy is over (and was reported where it ran)
+    return true;
+  });
+}
+
+MemoryStats pinned_host_memory_stats() { return pinned_cache().stats(); }
+
+std::shared_ptr<void> record_copy_event() {
+  cudaEvent_t e = nullptr;
+  CPETS_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+  std::shared_ptr<void> event(e, [](void* p) { cudaEventDestroy(static_cast<cudaEvent_t>(p)); });
+  CPETS_CUDA_CHECK(cudaEventRecord(e, cuda_stream()));
+  return event;
+}
+
+void wait_for_event(const std::shared_ptr<void>& event) {
+  if (event) CPETS_CUDA_CHECK(cudaEventSynchronize(static_cast<cudaEvent_t>(event.get())));
 }
 
 CudaEvent::CudaEvent() : device_(current_cuda_device()) {

@@ -15,6 +15,7 @@
 // with `cuda_stream()` before handing memory back; copies between GPUs synchronise both sides.
 #pragma once
 #include <cstddef>
+#include <memory>
 #include <string>
 
 #include "engine/allocator.h"
@@ -72,6 +73,19 @@ void device_free(void* ptr, size_t bytes, int device);  // never throws: the blo
 MemoryStats device_memory_stats(int device);
 void device_reset_peak(int device);
 void device_release_cache();  // every GPU: synchronises, then cudaFree's every cached block
+
+// ---- page-locked host memory, for asynchronous copies to a GPU -----------------------------------
+// Blocks from cudaHostAlloc (portable: every GPU may read them), cached like the others. A copy
+// from such a block to a GPU is truly asynchronous — the host goes on at once — so a block comes
+// back with the event of the last copy that reads it (see record_copy_event) and is handed out
+// again only once that event has happened.
+void* pinned_host_alloc(size_t bytes);  // null when no GPU is usable: the caller uses host_alloc
+void pinned_host_free(void* ptr, size_t bytes, std::shared_ptr<void> last_copy);
+MemoryStats pinned_host_memory_stats();
+// An event recorded now on the current GPU's compute stream (a completion marker for the work
+// queued so far); wait_for_event blocks the host until it has happened.
+std::shared_ptr<void> record_copy_event();
+void wait_for_event(const std::shared_ptr<void>& event);
 
 // ---- streams, copies, events ------------------------------------------------------------------
 cudaStream_t cuda_stream();  // the current GPU's compute stream (created on first use)

@@ -25,13 +25,22 @@ Device Device::parse(const std::string& text) {
 
 std::string Device::str() const { return is_cpu() ? "cpu" : "cuda:" + std::to_string(index); }
 
-Storage::Storage(size_t n, Device dev) : numel(n), device(dev) {
-  data = static_cast<float*>(dev.is_cpu() ? host_alloc(n * sizeof(float)) : device_alloc(n * sizeof(float), dev.index));
+Storage::Storage(size_t n, Device dev, bool pin) : numel(n), device(dev) {
+  const size_t bytes = n * sizeof(float);
+  if (dev.is_cuda()) {
+    data = static_cast<float*>(device_alloc(bytes, dev.index));
+    return;
+  }
+  if (pin) data = static_cast<float*>(pinned_host_alloc(bytes));
+  pinned = data != nullptr;
+  if (!pinned) data = static_cast<float*>(host_alloc(bytes));
 }
 
 Storage::~Storage() {
-  if (device.is_cpu()) host_free(data, numel * sizeof(float));
-  else device_free(data, numel * sizeof(float), device.index);
+  const size_t bytes = numel * sizeof(float);
+  if (device.is_cuda()) device_free(data, bytes, device.index);
+  else if (pinned) pinned_host_free(data, bytes, std::move(last_copy));
+  else host_free(data, bytes);
 }
 
 int64_t shape_numel(const Shape& s) {
@@ -105,6 +114,15 @@ Tensor Tensor::from_vector(const Shape& shape, const std::vector<float>& values,
 
 Tensor Tensor::scalar(float value) { return full({}, value); }
 
+Tensor Tensor::empty_pinned(const Shape& shape) {
+  for (int64_t d : shape)
+    if (d < 0) throw std::invalid_argument("Tensor::empty_pinned: negative size in shape " + shape_str(shape));
+  auto impl = std::make_shared<TensorImpl>();
+  impl->storage = std::make_shared<Storage>(static_cast<size_t>(shape_numel(shape)), Device::cpu(), /*pinned=*/true);
+  impl->shape = shape;
+  return Tensor(std::move(impl));
+}
+
 static TensorImpl& need(const std::shared_ptr<TensorImpl>& p) {
   if (!p) throw std::logic_error("use of an undefined Tensor");
   return *p;
@@ -121,7 +139,15 @@ int64_t Tensor::size(int64_t d) const {
 
 int64_t Tensor::numel() const { return shape_numel(shape()); }
 Device Tensor::device() const { return need(impl_).storage->device; }
-float* Tensor::data() { return need(impl_).storage->data; }
+bool Tensor::is_pinned() const { return need(impl_).storage->pinned; }
+float* Tensor::data() {
+  Storage& s = *need(impl_).storage;
+  if (s.last_copy) {  // an asynchronous copy may still be reading the block: let it finish first
+    wait_for_event(s.last_copy);
+    s.last_copy.reset();
+  }
+  return s.data;
+}
 const float* Tensor::data() const { return need(impl_).storage->data; }
 
 float Tensor::item() const {
@@ -199,7 +225,11 @@ void Tensor::copy_from(const Tensor& src) {
     return;
   }
   const DeviceGuard guard(to.is_cuda() ? to : from);
-  if (from.is_cpu()) copy_host_to_device(data(), src.data(), bytes);
+  if (from.is_cpu()) {
+    copy_host_to_device(data(), src.data(), bytes);
+    // From page-locked memory the copy is still running: mark the source until it has read it.
+    if (Storage& source = *src.impl_->storage; source.pinned) source.last_copy = record_copy_event();
+  }
   else if (to.is_cpu()) copy_device_to_host(data(), src.data(), bytes);
   else copy_device_to_device(data(), src.data(), bytes);
 }

@@ -35,14 +35,19 @@ struct Device {
 };
 
 // A block of float32 memory from the device's caching allocator; returned there on destruction.
+// Host storage may be page-locked (`pinned`): copies from it to a GPU then run asynchronously,
+// and `last_copy` marks the latest one, so that the block is neither written (Tensor::data())
+// nor reused (engine/device.h) before that copy has read it.
 struct Storage {
-  Storage(size_t numel, Device device);
+  Storage(size_t numel, Device device, bool pinned = false);
   ~Storage();
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
   float* data = nullptr;
   size_t numel = 0;
   Device device;
+  bool pinned = false;
+  std::shared_ptr<void> last_copy;  // pinned only: event of the last asynchronous copy out of it
 };
 
 struct Node;
@@ -72,6 +77,11 @@ class Tensor {
   static Tensor full(const Shape& shape, float value, Device device = Device::cpu());
   static Tensor from_vector(const Shape& shape, const std::vector<float>& values, Device device = Device::cpu());
   static Tensor scalar(float value);
+  // Host memory that is page-locked when a GPU is usable, so that copies to the GPU run
+  // asynchronously (the batches of a GPU run); ordinary host memory otherwise (is_pinned() says).
+  // Writing through data() waits for copies out of it that are still running.
+  static Tensor empty_pinned(const Shape& shape);
+  bool is_pinned() const;
 
   bool defined() const { return impl_ != nullptr; }
   const Shape& shape() const;

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "engine/backend.h"
+#include "engine/block_cache.h"
 #include "engine/device.h"
 #include "engine/ops.h"
 #include "engine/tensor.h"
@@ -145,4 +146,44 @@ TEST_CASE("op bodies do not branch on the device: kernels are reached through di
   }
   CHECK(checked >= 10);
   CHECK_FALSE(fs::exists(engine / "ops_cuda.h"));  // the second op body of the norms and losses is gone
+}
+
+// Page-locked batches (issue 11): a block an asynchronous copy may still read must not be handed
+// out again before the copy is over; the cache asks a readiness test, here a flag.
+TEST_CASE("a block given back while a copy may read it is reused only once that copy is over") {
+  BlockCache cache;
+  int a = 0, b = 0;
+  void* block_a = &a;
+  void* block_b = &b;
+  cache.added_from_system(128);
+  cache.added_from_system(128);
+  bool copy_done = false;
+  cache.give_back_when(block_a, 128, [&copy_done] { return copy_done; });
+  CHECK(cache.stats().current_bytes == 128);
+  CHECK(cache.stats().cached_bytes == 128);
+  CHECK(cache.take(128) == nullptr);  // still being read: a new block is needed
+  cache.give_back(block_b, 128);
+  CHECK(cache.take(128) == block_b);  // an ordinary block is reused at once
+  std::vector<void*> freed;
+  cache.release([&](void* p) { freed.push_back(p); });
+  CHECK(freed.empty());  // freeing it would pull the memory from under the copy
+  CHECK(cache.stats().cached_bytes == 128);
+  copy_done = true;
+  CHECK(cache.take(128) == block_a);
+  CHECK(cache.stats().cached_bytes == 0);
+  CHECK(cache.stats().current_bytes == 256);
+  cache.give_back_when(block_a, 128, [] { return true; });
+  cache.release([&](void* p) { freed.push_back(p); });
+  CHECK(freed == std::vector<void*>{block_a});
+}
+
+TEST_CASE("empty_pinned is ordinary host memory where no GPU is usable") {
+  Tensor t = Tensor::empty_pinned({3, 4});
+  CHECK(t.device() == Device::cpu());
+  CHECK(t.shape() == Shape{3, 4});
+  CHECK(t.is_pinned() == cuda_available());
+  CHECK_FALSE(Tensor::empty({2}).is_pinned());
+  for (int i = 0; i < 12; ++i) t.data()[i] = float(i);
+  CHECK(t.to_vector()[11] == 11.f);
+  CHECK_THROWS_AS(Tensor::empty_pinned({-1}), std::invalid_argument);
 }

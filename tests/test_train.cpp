@@ -471,7 +471,7 @@ TEST_CASE("data: missing and unreadable images are reported by file") {
   CHECK(contains(error_of([&] { open_cohort(cfg); }), "nowhere"));
 }
 
-TEST_CASE("data: the loader's batches do not depend on prefetching or on where it started") {
+TEST_CASE("data: the loader's batches do not depend on prefetching, pinning or on where it started") {
   DataConfig cfg;
   cfg.cohort = cohort_dir().string();
   const CohortSplits s = open_cohort(cfg);
@@ -479,9 +479,16 @@ TEST_CASE("data: the loader's batches do not depend on prefetching or on where i
   const int64_t per_epoch = batches_per_epoch(ds.size(), 3);
   BatchLoader plain(ds, 3, 11, {}, /*prefetch=*/false);
   BatchLoader fetched(ds, 3, 11, {}, /*prefetch=*/true);
+  // A GPU run's loader makes page-locked batches (ordinary memory without a GPU): same contents.
+  BatchLoader pinned(ds, 3, 11, {}, /*prefetch=*/true, RankShard{}, /*pin_memory=*/true);
   std::vector<Batch> seq;
   for (int64_t i = 0; i < 2 * per_epoch + 1; ++i) {
-    Batch a = plain.next(), b = fetched.next();
+    Batch a = plain.next(), b = fetched.next(), c = pinned.next();
+    CHECK(c.t1.is_pinned() == cuda_available());
+    CHECK_FALSE(a.t1.is_pinned());
+    CHECK(c.sessions == a.sessions);
+    CHECK(c.t1.to_vector() == a.t1.to_vector());
+    CHECK(c.covariates.to_vector() == a.covariates.to_vector());
     CHECK(a.sessions == b.sessions);
     CHECK(a.epoch == i / per_epoch);
     CHECK(a.index == i % per_epoch);

@@ -187,17 +187,18 @@ std::shared_ptr<const Dataset::Pair> Dataset::load(int64_t i) const {
   return pair;
 }
 
-Batch Dataset::collate(const std::vector<int64_t>& indices) const {
+Batch Dataset::collate(const std::vector<int64_t>& indices, bool pinned) const {
   if (indices.empty()) throw std::invalid_argument("Dataset::collate: empty batch");
   const int64_t b = static_cast<int64_t>(indices.size());
   const int64_t voxels = volume_[0] * volume_[1] * volume_[2];
   const auto& first = session(indices[0]);
   const int64_t n_csf = static_cast<int64_t>(first.csf.size()), n_cov = static_cast<int64_t>(first.covariates.size());
+  const auto make = [pinned](const Shape& shape) { return pinned ? Tensor::empty_pinned(shape) : Tensor::empty(shape); };
   Batch batch;
-  batch.t1 = Tensor::empty({b, 1, volume_[0], volume_[1], volume_[2]});
-  batch.pet = Tensor::empty({b, 1, volume_[0], volume_[1], volume_[2]});
-  batch.csf = Tensor::empty({b, n_csf});
-  batch.covariates = Tensor::empty({b, n_cov});
+  batch.t1 = make({b, 1, volume_[0], volume_[1], volume_[2]});
+  batch.pet = make({b, 1, volume_[0], volume_[1], volume_[2]});
+  batch.csf = make({b, n_csf});
+  batch.covariates = make({b, n_cov});
   batch.sessions = indices;
   for (int64_t k = 0; k < b; ++k) {
     const auto pair = load(indices[static_cast<size_t>(k)]);
@@ -239,8 +240,14 @@ int64_t batches_per_epoch(int64_t n, int64_t batch_size) {
 // ---- the loader ------------------------------------------------------------------------------
 
 BatchLoader::BatchLoader(const Dataset& data, int64_t batch_size, uint64_t seed, LoaderPosition start, bool prefetch,
-                         RankShard shard)
-    : data_(data), batch_size_(batch_size), seed_(seed), shard_(shard), position_(start), prefetch_(prefetch) {
+                         RankShard shard, bool pin_memory)
+    : data_(data),
+      batch_size_(batch_size),
+      seed_(seed),
+      shard_(shard),
+      position_(start),
+      prefetch_(prefetch),
+      pin_memory_(pin_memory) {
   if (shard.ranks < 1 || shard.rank < 0 || shard.rank >= shard.ranks)
     throw std::invalid_argument("loader: rank " + std::to_string(shard.rank) + " of " + std::to_string(shard.ranks));
   per_epoch_ = train::batches_per_epoch(data.size(), batch_size * shard.ranks);
@@ -283,7 +290,7 @@ Batch BatchLoader::make(LoaderPosition p) const {
     const int64_t first = (p.batch * shard_.ranks + shard_.rank) * batch_size_;
     order.assign(order_.begin() + first, order_.begin() + first + batch_size_);
   }
-  Batch b = data_.collate(order);
+  Batch b = data_.collate(order, pin_memory_);
   b.epoch = p.epoch;
   b.index = p.batch;
   return b;

@@ -106,8 +106,9 @@ class Dataset {
   using Pair = std::pair<PreparedVolume, PreparedVolume>;  // (T1, PET)
   // The T1 and PET of session i on the model grid (cached when enabled). Errors name the files.
   std::shared_ptr<const Pair> load(int64_t i) const;
-  // Stacks the given sessions into a batch.
-  Batch collate(const std::vector<int64_t>& indices) const;
+  // Stacks the given sessions into a batch; `pinned`: in page-locked host memory (a GPU run:
+  // the copies to the device then run asynchronously, see Tensor::empty_pinned).
+  Batch collate(const std::vector<int64_t>& indices, bool pinned = false) const;
 
  private:
   std::vector<Session> sessions_;
@@ -140,12 +141,14 @@ struct RankShard {
 // Hands out the batches of epoch_order(n, seed, epoch) in order, from `start` on, forever
 // (epochs roll over). With prefetch, a background thread prepares the batch after the one just
 // returned; which batch comes next never depends on timing, so results are identical with and
-// without it. Errors on the loader thread are rethrown by next().
+// without it. Errors on the loader thread are rethrown by next(). With pin_memory (a GPU run) the
+// batches are made in page-locked memory, so that while the GPU computes one step the worker
+// prepares the next batch and the trainer's copy of it to the GPU does not block the host.
 class BatchLoader {
  public:
   // batch_size is this rank's share of a global batch of batch_size × shard.ranks.
   BatchLoader(const Dataset& data, int64_t batch_size, uint64_t seed, LoaderPosition start = {}, bool prefetch = true,
-              RankShard shard = {});
+              RankShard shard = {}, bool pin_memory = false);
   ~BatchLoader();
   BatchLoader(const BatchLoader&) = delete;
   BatchLoader& operator=(const BatchLoader&) = delete;
@@ -167,6 +170,7 @@ class BatchLoader {
   RankShard shard_;
   LoaderPosition position_;
   bool prefetch_ = true;
+  bool pin_memory_ = false;
 
   // Worker hand-off, guarded by mu_: one request at a time, its result in ready_ or error_.
   std::mutex mu_;

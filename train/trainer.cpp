@@ -233,7 +233,8 @@ void Trainer::place_on_device() {
 void Trainer::make_loader() {
   loader_.reset();  // join the old worker before the new loader starts
   loader_ = std::make_unique<BatchLoader>(*train_set_, config_.train.batch_size, config_.train.data_seed, state_.position,
-                                          config_.data.prefetch, RankShard{comm_->rank(), comm_->world()});
+                                          config_.data.prefetch, RankShard{comm_->rank(), comm_->world()},
+                                          /*pin_memory=*/device_.is_cuda());
 }
 
 Trainer::~Trainer() = default;

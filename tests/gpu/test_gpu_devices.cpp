@@ -4,6 +4,8 @@
 // to() copies between GPUs. Cases that need two GPUs say so and skip on a one-GPU machine.
 #include "gpu_check.h"
 
+#include <algorithm>
+
 #include "engine/device.h"
 #include "engine/ops.h"
 #include "engine/optim.h"
@@ -115,4 +117,34 @@ TEST_CASE("two GPUs: a training step on cuda:1 equals the one on cuda:0") {
     return;
   }
   CHECK(on0 == on1);  // same kernels on the same model of GPU: bit for bit
+}
+
+// Page-locked batches: the copy to the GPU is asynchronous, so a pinned block must be neither
+// reused by the allocator nor written through data() before the copy has read it. Each volume
+// below is filled, copied and dropped at once, and the next one (likely the same block, once
+// free) is filled with another value: any early reuse or early write would show in the copies.
+TEST_CASE("copies from page-locked memory are asynchronous yet never see a later write") {
+  const int64_t n = 1 << 22;  // 16 MB: the copy takes long enough to be caught in flight
+  std::vector<Tensor> copies;
+  for (int i = 0; i < 24; ++i) {
+    Tensor h = Tensor::empty_pinned({n});
+    REQUIRE(h.is_pinned());
+    float* p = h.data();
+    for (int64_t j = 0; j < n; ++j) p[j] = float(i);
+    copies.push_back(h.to(Device::cuda()));
+    if (i % 2) {  // half of them: written again at once (data() must wait for the copy)
+      float* again = h.data();
+      for (int64_t j = 0; j < n; ++j) again[j] = -1.f;
+    }
+  }
+  for (int i = 0; i < 24; ++i) {
+    const std::vector<float> v = copies[size_t(i)].to_vector();
+    CHECK_MESSAGE(std::all_of(v.begin(), v.end(), [i](float x) { return x == float(i); }), "copy " << i);
+  }
+  cuda_synchronize();
+  const size_t allocs = pinned_host_memory_stats().system_allocs;
+  for (int i = 0; i < 4; ++i) Tensor::empty_pinned({n}).to(Device::cuda());
+  cuda_synchronize();
+  Tensor reused = Tensor::empty_pinned({n});
+  CHECK(pinned_host_memory_stats().system_allocs <= allocs + 1);  // the blocks come back once read
 }
