@@ -159,12 +159,12 @@ void require_cuda(const char* what) {
 }
 
 void require_cuda_device(int index, const char* what) {
-  const std::string name = "cuda:" + std::to_string(index);
-  if (!probe().ok) throw std::runtime_error(std::string(what) + ": " + name + ": " + probe().reason);
   const int count = cuda_device_count();
-  if (index < 0 || index >= count)
-    throw std::runtime_error(std::string(what) + ": " + name + ": this machine has " + std::to_string(count) +
-                             " GPU(s), cuda:0" + (count > 1 ? " … cuda:" + std::to_string(count - 1) : std::string()));
+  if (index >= 0 && index < count) return;  // every op passes here: no strings on this path
+  const std::string name = std::string(what) + ": cuda:" + std::to_string(index) + ": ";
+  if (!probe().ok) throw std::runtime_error(name + probe().reason);
+  throw std::runtime_error(name + "this machine has " + std::to_string(count) + " GPU(s), cuda:0" +
+                           (count > 1 ? " … cuda:" + std::to_string(count - 1) : std::string()));
 }
 
 void select_cuda_device(int index) {
@@ -184,9 +184,9 @@ int current_cuda_device() {
 
 DeviceGuard::DeviceGuard(Device device) {
   if (!device.is_cuda()) return;
+  require_cuda_device(device.index, "DeviceGuard");
   const int now = current_cuda_device();
   if (device.index == now) return;
-  require_cuda_device(device.index, "DeviceGuard");
   set_current(device.index);
   previous_ = now;
 }
