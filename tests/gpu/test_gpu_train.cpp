@@ -18,10 +18,11 @@ using namespace cpets;
 using namespace cpets::train;
 
 namespace {
-Config tiny(const std::string& cohort, const std::string& device, const std::string& precision = "fp32") {
+Config tiny(const std::string& cohort, const std::string& device, const std::string& precision = "fp32",
+            const std::string& kind = "causal-pets") {
   return make_config("tiny", {"data.cohort=" + cohort, "train.perceptual=none", "train.batch_size=2",
                               "data.max_val_sessions=2", "data.prefetch=false", "train.device=" + device,
-                              "train.precision=" + precision});
+                              "train.precision=" + precision, "model.kind=" + kind});
 }
 }  // namespace
 
@@ -83,4 +84,40 @@ TEST_CASE("training steps on the GPU reuse the caching allocator's blocks: no cu
   const size_t warm = device_memory_stats(0).system_allocs;
   for (int i = 0; i < 3; ++i) t.step();
   CHECK(device_memory_stats(0).system_allocs == warm);
+}
+
+TEST_CASE("every baseline trains on the GPU as on the CPU (BatchNorm, InstanceNorm, PReLU, dense blocks, transposed conv)") {
+  cpets::testing::TempDir dir;
+  cpets::testing::write_cohort(dir.path, 14);
+  for (const std::string kind : {"unet", "unet-cond", "pix2pix", "cyclegan", "bmgan"}) {
+    CAPTURE(kind);
+    Trainer cpu(tiny(dir.str(), "cpu", "fp32", kind)), gpu(tiny(dir.str(), "cuda", "fp32", kind));
+    CHECK(gpu.model().device() == Device::cuda());
+    for (int i = 0; i < 2; ++i) {
+      const StepLosses a = cpu.step(), b = gpu.step();
+      CHECK(b.g_total == doctest::Approx(a.g_total).epsilon(1e-3));
+      CHECK(b.d_total == doctest::Approx(a.d_total).epsilon(1e-3));
+      for (const auto& [name, value] : a.terms) CHECK_MESSAGE(b.term(name) == doctest::Approx(value).epsilon(1e-3), name);
+    }
+    const ValidationResult va = cpu.validate(), vb = gpu.validate();
+    CHECK(vb.l1 == doctest::Approx(va.l1).epsilon(1e-3));
+  }
+}
+
+TEST_CASE("train.device=cuda:N: the named GPU holds the run; an index the machine lacks is a config error naming it") {
+  cpets::testing::TempDir dir;
+  cpets::testing::write_cohort(dir.path, 14);
+  const int last = cuda_device_count() - 1;
+  Trainer t(tiny(dir.str(), "cuda:" + std::to_string(last)));
+  CHECK(t.model().device() == Device::cuda(last));
+  CHECK(std::isfinite(t.step().g_total));
+  const std::string missing = "cuda:" + std::to_string(last + 1);
+  try {
+    Trainer bad(tiny(dir.str(), missing));
+    FAIL("expected a ConfigError for " << missing);
+  } catch (const ConfigError& e) {
+    const std::string m = e.what();
+    CHECK(m.find(missing) != std::string::npos);
+    CHECK(m.find("this machine has") != std::string::npos);
+  }
 }
