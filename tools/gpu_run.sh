@@ -10,6 +10,10 @@ set -u
 OUT="${OUT:-$PWD/gpu-out}"
 mkdir -p "$OUT"
 exec > >(tee "$OUT/gpu_run.log") 2>&1
+# tee runs on after the script: wait for it at exit, or a caller may read the output (or the log)
+# before its last lines, the verdict among them, have been written.
+tee_pid=$!
+trap 'exec >&- 2>&-; wait "$tee_pid"' EXIT
 
 nvidia-smi || true
 DEPS=/opt/deps
