@@ -62,7 +62,10 @@ void check_close(const Tensor& got, const std::vector<double>& want, double tol)
 
 TEST_CASE("sgemm: all transpose combinations, padded leading dimensions, alpha and beta") {
   namespace kc = kernels::cpu;
-  for (auto [M, N, K] : {std::tuple<int64_t, int64_t, int64_t>{37, 23, 19}, {1, 5, 3}, {130, 67, 200}, {3, 300, 1}}) {
+  // The last sizes cross every blocking edge of the packed kernel: several K slabs (256), row
+  // blocks (96) and column slabs (512), with partial micro-tiles in each.
+  for (auto [M, N, K] : {std::tuple<int64_t, int64_t, int64_t>{37, 23, 19}, {1, 5, 3}, {130, 67, 200}, {3, 300, 1},
+                         {200, 601, 700}, {7, 17, 513}}) {
     for (int ta = 0; ta < 2; ++ta)
       for (int tb = 0; tb < 2; ++tb) {
         CAPTURE(M); CAPTURE(N); CAPTURE(K); CAPTURE(ta); CAPTURE(tb);

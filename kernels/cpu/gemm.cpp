@@ -1,29 +1,133 @@
 #include "kernels/cpu/gemm.h"
 
-// Eigen's AVX-512 packet code trips GCC 12's -Wmaybe-uninitialized (false positives inside
-// avx512fintrin.h); the kernels are instantiated in this file, so silence it for the whole TU.
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <Eigen/Core>
 #include <algorithm>
 #include <vector>
 
 #include "kernels/cpu/parallel.h"
+#include "kernels/cpu/simd.h"  // last: the level's target for the rest of the file
 
-namespace cpets::kernels::cpu {
+namespace cpets::kernels::cpu::CPETS_ISA_NS {
 namespace {
 
-// C[M×N] += alpha · op(A) · op(B) with Eigen's serial blocked GEMM (pack + gebp micro-kernel).
-// We call the internal kernel directly rather than through Eigen's expression API because the
-// latter may spawn OpenMP threads (see gemm.h) and only lets us switch that off globally.
-template <int LhsOrder, int RhsOrder>
-void eigen_gemm_accumulate(int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda, const float* B,
-                           int64_t ldb, float* C, int64_t ldc) {
-  using namespace Eigen::internal;
-  using Index = Eigen::Index;
-  gemm_blocking_space<Eigen::RowMajor, float, float, Eigen::Dynamic, Eigen::Dynamic, Eigen::Dynamic> blocking(
-      M, N, K, /*num_threads=*/1, /*l3_blocking=*/true);
-  general_matrix_matrix_product<Index, float, LhsOrder, false, float, RhsOrder, false, Eigen::RowMajor, 1>::run(
-      M, N, K, A, lda, B, ldb, C, 1, ldc, alpha, blocking);
+// ---- the serial product: packed panels and a register-blocked micro-kernel ----------------------
+// C[M×N] += alpha · op(A) · op(B), blocked as in every BLAS since GotoBLAS: a KC-deep slab of
+// op(B) is packed into 16-column panels (kept in L2), an MC-row block of op(A) into MR-row panels
+// (L1), and the micro-kernel keeps an MR × (NP·16) block of C in registers over the slab. K slabs
+// are added to C in order, so the summation order depends on the shape alone.
+//
+// Register blocks: AVX-512 has 32 registers of 16 floats: 6 rows × 2 panels (12 accumulators, 2
+// B vectors, a broadcast). AVX2 has 16 registers of 8: an F16 takes two, so 6 rows × 1 panel (12 +
+// 2 + 1). The portable level keeps AVX2's block (plain arrays; the compiler decides).
+constexpr int kMR = 6;
+constexpr int kNP = kNarrowRegisters || kIsaLevel == 0 ? 1 : 2;
+constexpr int64_t kKC = 256;
+constexpr int64_t kMC = 16 * kMR;  // 96 rows of op(A): 96 KB packed
+constexpr int64_t kNC = 512;       // columns of op(B) per slab: 512 KB packed
+
+// op(B)[k0 .. k0+kc) × [j0 .. j0+nc) into panels [nc/16][kc][16], zeros beyond N.
+void pack_b(const float* B, bool trans_b, int64_t ldb, int64_t k0, int64_t kc, int64_t j0, int64_t nc, int64_t N,
+            float* dst) {
+  for (int64_t p = 0; p * kLanes < nc; ++p) {
+    const int64_t c0 = j0 + p * kLanes, valid = std::clamp<int64_t>(N - c0, 0, kLanes);
+    float* panel = dst + p * kc * kLanes;
+    if (!trans_b) {
+      for (int64_t k = 0; k < kc; ++k) F16::load_n(B + (k0 + k) * ldb + c0, valid).store(panel + k * kLanes);
+    } else {  // stored N×K: column c of op(B) is a row of B
+      for (int64_t c = 0; c < kLanes; ++c) {
+        if (c < valid) {
+          const float* src = B + (c0 + c) * ldb + k0;
+          for (int64_t k = 0; k < kc; ++k) panel[k * kLanes + c] = src[k];
+        } else {
+          for (int64_t k = 0; k < kc; ++k) panel[k * kLanes + c] = 0.f;
+        }
+      }
+    }
+  }
+}
+
+// alpha · op(A)[i0 .. i0+mc) × [k0 .. k0+kc) into panels [mc/MR][kc][MR], zeros beyond M.
+void pack_a(const float* A, bool trans_a, int64_t lda, float alpha, int64_t i0, int64_t mc, int64_t M, int64_t k0,
+            int64_t kc, float* dst) {
+  for (int64_t p = 0; p * kMR < mc; ++p) {
+    float* panel = dst + p * kc * kMR;
+    for (int r = 0; r < kMR; ++r) {
+      const int64_t row = i0 + p * kMR + r;
+      if (row >= M) {
+        for (int64_t k = 0; k < kc; ++k) panel[k * kMR + r] = 0.f;
+      } else if (trans_a) {  // stored K×M: row `row` of op(A) is a column of A
+        for (int64_t k = 0; k < kc; ++k) panel[k * kMR + r] = alpha * A[(k0 + k) * lda + row];
+      } else {
+        const float* src = A + row * lda + k0;
+        for (int64_t k = 0; k < kc; ++k) panel[k * kMR + r] = alpha * src[k];
+      }
+    }
+  }
+}
+
+// C[rows × cols] += Ap · Bp over kc, rows ≤ MR, cols ≤ NP·16 (the rest of the block is padding).
+template <int NP>
+void micro(int64_t kc, const float* ap, const float* bp, int64_t b_panel_stride, float* C, int64_t ldc, int64_t rows,
+           int64_t cols) {
+  F16 acc[kMR][NP];
+  for (int r = 0; r < kMR; ++r)
+    for (int j = 0; j < NP; ++j) acc[r][j] = F16::zero();
+  for (int64_t k = 0; k < kc; ++k) {
+    F16 b[NP];
+    for (int j = 0; j < NP; ++j) b[j] = F16::load(bp + j * b_panel_stride + k * kLanes);
+    for (int r = 0; r < kMR; ++r) {
+      const F16 a = F16::bcast(ap[k * kMR + r]);
+      for (int j = 0; j < NP; ++j) acc[r][j] = F16::fma(a, b[j], acc[r][j]);
+    }
+  }
+  for (int64_t r = 0; r < rows; ++r)
+    for (int j = 0; j < NP; ++j) {
+      const int64_t n = std::min<int64_t>(kLanes, cols - j * kLanes);
+      if (n <= 0) break;
+      float* c = C + r * ldc + j * kLanes;
+      if (n == kLanes) (F16::load(c) + acc[r][j]).store(c);
+      else (F16::load_n(c, n) + acc[r][j]).store_n(c, n);
+    }
+}
+
+struct PackBuffers {
+  std::vector<float> a, b;
+};
+
+PackBuffers& pack_buffers() {
+  thread_local PackBuffers buffers;  // the serial product runs inside parallel loops: one set per thread
+  return buffers;
+}
+
+void gemm_accumulate(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                     int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc) {
+  PackBuffers& buf = pack_buffers();
+  const int64_t nc_max = std::min(kNC, (N + kLanes - 1) / kLanes * kLanes);
+  const int64_t kc_max = std::min(kKC, K);
+  buf.b.resize(size_t(kc_max * nc_max));
+  buf.a.resize(size_t(kc_max * kMC));
+  constexpr int64_t kBlockCols = kNP * kLanes;
+  for (int64_t j0 = 0; j0 < N; j0 += kNC) {
+    const int64_t nc = std::min(kNC, N - j0), nc_padded = (nc + kLanes - 1) / kLanes * kLanes;
+    for (int64_t k0 = 0; k0 < K; k0 += kKC) {
+      const int64_t kc = std::min(kKC, K - k0);
+      pack_b(B, trans_b, ldb, k0, kc, j0, nc_padded, N, buf.b.data());
+      for (int64_t i0 = 0; i0 < M; i0 += kMC) {
+        const int64_t mc = std::min(kMC, M - i0);
+        pack_a(A, trans_a, lda, alpha, i0, mc, M, k0, kc, buf.a.data());
+        for (int64_t jb = 0; jb < nc; jb += kBlockCols) {
+          const float* bp = buf.b.data() + (jb / kLanes) * kc * kLanes;
+          const int64_t cols = std::min(kBlockCols, nc - jb);
+          for (int64_t ib = 0; ib < mc; ib += kMR) {
+            float* c = C + (i0 + ib) * ldc + j0 + jb;
+            const float* ap = buf.a.data() + (ib / kMR) * kc * kMR;
+            const int64_t rows = std::min<int64_t>(kMR, mc - ib);
+            if (cols > kLanes) micro<kNP>(kc, ap, bp, kc * kLanes, c, ldc, rows, cols);
+            else micro<1>(kc, ap, bp, kc * kLanes, c, ldc, rows, cols);
+          }
+        }
+      }
+    }
+  }
 }
 
 void scale_matrix(float beta, float* C, int64_t M, int64_t N, int64_t ldc) {
@@ -51,6 +155,14 @@ int64_t block_length(int64_t len, int64_t other, int64_t K) {
   return std::max<int64_t>(block, 64);
 }
 
+// Pointer to row `r` of op(A) (trans: column r of the stored matrix).
+const float* op_rows(const float* X, bool trans, int64_t r, int64_t ld) { return trans ? X + r : X + r * ld; }
+
+// Reduction-shaped products (K much longer than M and N, e.g. weight gradients summed over every
+// voxel): splitting C alone would make each block re-pack the whole of the other operand, so K is
+// cut into fixed parts whose partial products are added in part order.
+bool split_over_k(int64_t M, int64_t N, int64_t K) { return K >= 8192 && K >= 16 * std::max(M, N); }
+
 }  // namespace
 
 void sgemm_serial(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
@@ -58,20 +170,8 @@ void sgemm_serial(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, f
   if (M <= 0 || N <= 0) return;
   scale_matrix(beta, C, M, N, ldc);
   if (K <= 0 || alpha == 0.f) return;
-  constexpr int R = Eigen::RowMajor, Cm = Eigen::ColMajor;
-  // A row-major K×M matrix read as M×K is column-major with the same leading dimension.
-  if (!trans_a && !trans_b) eigen_gemm_accumulate<R, R>(M, N, K, alpha, A, lda, B, ldb, C, ldc);
-  else if (!trans_a && trans_b) eigen_gemm_accumulate<R, Cm>(M, N, K, alpha, A, lda, B, ldb, C, ldc);
-  else if (trans_a && !trans_b) eigen_gemm_accumulate<Cm, R>(M, N, K, alpha, A, lda, B, ldb, C, ldc);
-  else eigen_gemm_accumulate<Cm, Cm>(M, N, K, alpha, A, lda, B, ldb, C, ldc);
+  gemm_accumulate(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, C, ldc);
 }
-
-namespace {
-
-// Pointer to row `r` of op(A) (trans: column r of the stored matrix).
-const float* op_rows(const float* X, bool trans, int64_t r, int64_t ld) { return trans ? X + r : X + r * ld; }
-
-}  // namespace
 
 void sgemm_batched(bool trans_a, bool trans_b, int64_t batch, int64_t M, int64_t N, int64_t K, float alpha,
                    const float* A, int64_t lda, int64_t stride_a, const float* B, int64_t ldb, int64_t stride_b,
@@ -98,11 +198,6 @@ void sgemm_batched(bool trans_a, bool trans_b, int64_t batch, int64_t M, int64_t
 }
 
 namespace {
-
-// Reduction-shaped products (K much longer than M and N, e.g. weight gradients summed over every
-// voxel): splitting C alone would make each block re-pack the whole of the other operand, so K is
-// cut into fixed parts whose partial products are added in part order.
-bool split_over_k(int64_t M, int64_t N, int64_t K) { return K >= 8192 && K >= 16 * std::max(M, N); }
 
 void sgemm_split_k(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
                    int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
@@ -138,4 +233,4 @@ void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float al
     sgemm_batched(trans_a, trans_b, 1, M, N, K, alpha, A, lda, 0, B, ldb, 0, beta, C, ldc, 0);
 }
 
-}  // namespace cpets::kernels::cpu
+}  // namespace cpets::kernels::cpu::CPETS_ISA_NS

@@ -7,6 +7,7 @@
 #include "kernels/cpu/conv3d.h"
 #include "kernels/cpu/conv3d_winograd.h"
 #include "kernels/cpu/elementwise.h"
+#include "kernels/cpu/gemm.h"
 #include "kernels/cpu/isa.h"
 #include "kernels/cpu/norm.h"
 
@@ -73,6 +74,19 @@
     (op, xy, dy, dx, n, p0, p1))                                                                                      \
   X(void, geglu_forward, (const float* x, float* y, int64_t rows, int64_t F), (x, y, rows, F))                       \
   X(void, geglu_backward, (const float* x, const float* dy, float* dx, int64_t rows, int64_t F), (x, dy, dx, rows, F)) \
+  X(void, sgemm,                                                                                                      \
+    (bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,           \
+     const float* B, int64_t ldb, float beta, float* C, int64_t ldc),                                                 \
+    (trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc))                                                 \
+  X(void, sgemm_serial,                                                                                               \
+    (bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,           \
+     const float* B, int64_t ldb, float beta, float* C, int64_t ldc),                                                 \
+    (trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc))                                                 \
+  X(void, sgemm_batched,                                                                                              \
+    (bool trans_a, bool trans_b, int64_t batch, int64_t M, int64_t N, int64_t K, float alpha, const float* A,         \
+     int64_t lda, int64_t stride_a, const float* B, int64_t ldb, int64_t stride_b, float beta, float* C, int64_t ldc, \
+     int64_t stride_c),                                                                                               \
+    (trans_a, trans_b, batch, M, N, K, alpha, A, lda, stride_a, B, ldb, stride_b, beta, C, ldc, stride_c))            \
   X(void, adam_step,                                                                                                  \
     (float* param, const float* grad, float* exp_avg, float* exp_avg_sq, int64_t n, const AdamScalars& s),           \
     (param, grad, exp_avg, exp_avg_sq, n, s))
