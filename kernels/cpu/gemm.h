@@ -1,11 +1,11 @@
-// Single-precision matrix products on raw row-major buffers, built on Eigen's GEMM kernel.
+// Single-precision matrix products on raw row-major buffers: our packed, register-blocked GEMM,
+// compiled for every CPU instruction-set level (kernels/cpu/isa.h; gemm.cpp has the blocking).
 //
-// Determinism: Eigen's own OpenMP GEMM re-derives its cache blocking from the number of threads
-// (and splits rows at thread-dependent boundaries), so its results change with OMP_NUM_THREADS
-// (measured with Eigen 3.4: for 1024×128×4608, 95% of the elements differ between 1 and 2
-// threads; only products with K below one cache block, e.g. 4608×384×128, came out equal). We therefore call Eigen's single-threaded kernel only, and parallelise
-// ourselves over blocks of C whose sizes depend on the problem shape alone. Every element of C is
-// then computed by the same code path with the same summation order for any thread count.
+// Determinism: a multithreaded GEMM that derives its blocking from the thread count (Eigen's, or
+// one splitting rows at thread-dependent boundaries) changes its results with OMP_NUM_THREADS.
+// Here the serial kernel's summation order depends on the shape alone, and the parallel entry
+// points split C (or K, in fixed parts added in order) by the shape alone, so every element is
+// computed the same way for any thread count.
 #pragma once
 #include <cstdint>
 
