@@ -230,6 +230,67 @@ TEST_CASE("conv3d forward and backward are bitwise identical for 1 and 2 threads
   }
 }
 
+// The deepest levels' small outputs go through im2col + GEMM (kernels/cpu/conv3d.h): the forward
+// against the float64 loops, every pass against the direct kernels (finite-difference-checked
+// above), and bitwise repeatable for 1 and 2 threads.
+TEST_CASE("conv3d small outputs (im2col + GEMM) equal the float64 loops and the direct kernels") {
+  namespace kc = kernels::cpu;
+  const std::vector<ConvCase> cases = {
+      {2, 32, 24, 6, 8, 6, {4, 4, 4}, {2, 2, 2}, {1, 1, 1}, true},    // Pix2Pix down-sampling, 3 wide
+      {1, 40, 20, 5, 6, 9, {3, 3, 3}, {1, 1, 1}, {0, 0, 0}, false},   // 7 wide, no padding
+      {1, 48, 16, 5, 6, 6, {3, 3, 2}, {2, 1, 2}, {1, 1, 0}, true},    // anisotropic
+      {2, 64, 8, 3, 4, 3, {4, 4, 4}, {1, 1, 1}, {1, 1, 1}, false},    // PatchGAN stride-1 tail, 2 wide
+  };
+  for (const ConvCase& c : cases) {
+    CAPTURE(c.cin);
+    CAPTURE(c.cout);
+    const kc::Conv3dShape shape = kc::Conv3dShape::of(c.B, c.cin, c.cout, {c.D, c.H, c.W}, {c.k[0], c.k[1], c.k[2]},
+                                                      {c.stride[0], c.stride[1], c.stride[2]}, {c.pad[0], c.pad[1], c.pad[2]});
+    REQUIRE(kc::conv3d_im2col_worthwhile(shape));
+    check_forward(c, 31);
+    const ConvInputs in = make_inputs(c, 32);
+    const Tensor g = random_tensor(conv3d(in.x, in.w, in.b, c.stride, c.pad).shape(), 33);
+    std::vector<Tensor> one, two, direct;
+    with_threads(1, [&] { one = conv_pass(c, in, g); });
+    with_threads(2, [&] { two = conv_pass(c, in, g); });
+    kc::conv3d_set_im2col_enabled(false);
+    direct = conv_pass(c, in, g);
+    kc::conv3d_set_im2col_enabled(true);
+    for (size_t i = 0; i < one.size(); ++i) {
+      if (!one[i].defined()) continue;
+      CAPTURE(i);
+      CHECK(bitwise_equal(one[i], two[i]));
+      double scale = 0;
+      for (int64_t j = 0; j < direct[i].numel(); ++j) scale = std::max(scale, double(std::abs(direct[i].data()[j])));
+      CHECK(max_abs_diff(one[i], direct[i]) <= 1e-5 * (1 + scale));  // float sums of up to 4096·2 products
+    }
+  }
+  // Batch items are independent products: each item's output and input gradient at batch 2 equal
+  // its own at batch 1, bit for bit (data-parallel ranks rely on it).
+  {
+    const kc::Conv3dShape two = kc::Conv3dShape::of(2, 32, 24, {6, 8, 6}, {4, 4, 4}, {2, 2, 2}, {1, 1, 1});
+    kc::Conv3dShape one = two;
+    one.batch = 1;
+    const int64_t xn = two.in_channels * two.in_voxels(), yn = two.out_channels * two.out_voxels();
+    const Tensor x = random_tensor({2 * xn}, 41), w = random_tensor({24 * 32 * 64}, 42), b = random_tensor({24}, 43),
+                 dy = random_tensor({2 * yn}, 44);
+    std::vector<float> y(static_cast<size_t>(2 * yn)), dx(static_cast<size_t>(2 * xn)), y1(static_cast<size_t>(yn)),
+        dx1(static_cast<size_t>(xn));
+    kc::conv3d_forward(two, x.data(), w.data(), b.data(), y.data());
+    kc::conv3d_backward_data(two, dy.data(), w.data(), dx.data());
+    for (int64_t i = 0; i < 2; ++i) {
+      kc::conv3d_forward(one, x.data() + i * xn, w.data(), b.data(), y1.data());
+      kc::conv3d_backward_data(one, dy.data() + i * yn, w.data(), dx1.data());
+      CHECK(std::memcmp(y1.data(), y.data() + i * yn, sizeof(float) * yn) == 0);
+      CHECK(std::memcmp(dx1.data(), dx.data() + i * xn, sizeof(float) * xn) == 0);
+    }
+  }
+  const kc::Conv3dShape wide = kc::Conv3dShape::of(1, 64, 16, {8, 8, 16}, {4, 4, 4}, {1, 1, 1}, {1, 1, 1});
+  CHECK_FALSE(kc::conv3d_im2col_worthwhile(wide));  // 15 wide: the direct kernels' vectors are full
+  const kc::Conv3dShape narrow = kc::Conv3dShape::of(1, 2, 16, {8, 8, 6}, {3, 3, 3}, {1, 1, 1}, {0, 0, 0});
+  CHECK_FALSE(kc::conv3d_im2col_worthwhile(narrow));  // a reduction of 54 is too short for the GEMM
+}
+
 TEST_CASE("conv3d rejects bad shapes with a clear message") {
   Tensor x = Tensor::zeros({1, 3, 4, 4, 4});
   CHECK_THROWS_WITH_AS(conv3d(x, Tensor::zeros({2, 4, 3, 3, 3}), Tensor(), 1, 1), doctest::Contains("input channels"),
@@ -309,8 +370,7 @@ TEST_CASE("conv_transpose3d forward matches the scatter definition; backward by 
       worst = std::max(worst, std::abs(ref[i] - y.data()[i]) / (1e-4 + 1e-4 * std::abs(ref[i])));
     CHECK_MESSAGE(worst < 1.0, "worst normalised error " << worst);
     if (c.cin > 8) continue;  // finite differences on the small cases
-    std::vector<Tensor> inputs = {in.x, in.w};
-    if (c.bias) inputs.push_back(in.b);
+    const std::vector<Tensor> inputs = c.bias ? std::vector<Tensor>{in.x, in.w, in.b} : std::vector<Tensor>{in.x, in.w};
     gradcheck([&](const std::vector<Tensor>& v) { return conv_transpose3d(v[0], v[1], c.bias ? v[2] : Tensor(), c.stride, c.pad); },
               inputs);
   }

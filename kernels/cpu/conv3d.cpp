@@ -1,5 +1,6 @@
 #include "kernels/cpu/conv3d.h"
 #include "kernels/cpu/conv3d_winograd.h"
+#include "kernels/cpu/gemm.h"
 #include "kernels/cpu/static_count.h"
 
 #include <algorithm>
@@ -46,7 +47,7 @@ struct ScratchBuf {
   }
 };
 
-constexpr int kScratchSlots = 6;
+constexpr int kScratchSlots = 7;
 struct ScratchSet {
   ScratchBuf bufs[kScratchSlots];
   // Per OpenMP thread number of the leasing call's team: the padded-plane rings.
@@ -126,7 +127,15 @@ class ScratchLease {
 float* scratch(int slot, size_t floats) { return t_scratch->bufs[slot].get(floats); }
 ScratchSet* current_scratch() { return t_scratch; }
 
-enum ScratchSlot { kPaddedInput = 0, kPaddedGrad = 1, kPackedWeights = 2, kWeightPartials = 3, kPackedGrad = 4, kPhaseOut = 5 };
+enum ScratchSlot {
+  kPaddedInput = 0,
+  kPaddedGrad = 1,
+  kPackedWeights = 2,
+  kWeightPartials = 3,
+  kPackedGrad = 4,
+  kPhaseOut = 5,
+  kColumns = 6
+};
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -1092,6 +1101,120 @@ bool backward_weight_impl(const Conv3dShape& s, const float* x, const float* dy,
   return false;
 }
 
+// ---- small outputs: im2col + GEMM (kernels/cpu/conv3d.h says when) --------------------------
+// Row r = ci·taps + t of the columns of batch item b holds, for every output voxel, the input
+// value tap t of channel ci reads there (0 in the padding): the convolution is then
+// y_b (Cout × V) = W (Cout × Cin·taps) · col_b, the input gradient dcol_b = Wᵀ · dy_b scattered
+// back (col2im), the weight gradient Σ_b dy_b · col_bᵀ, each a GEMM of kernels/cpu/gemm.h
+// (deterministic for any thread count), batch items in order.
+
+// Calls f(row, t, d, h, w) → visits, for tap t, the input position each output voxel reads.
+struct ColumnGeometry {
+  const Conv3dShape& s;
+  int64_t o[3];
+  explicit ColumnGeometry(const Conv3dShape& shape) : s(shape) {
+    for (int a = 0; a < 3; ++a) o[a] = s.out_size(a);
+  }
+  int64_t voxels() const { return o[0] * o[1] * o[2]; }
+  // Input index along axis a for output index q and tap k, or −1 in the padding.
+  int64_t source(int a, int64_t q, int64_t k) const {
+    const int64_t i = q * s.stride[a] + k - s.padding[a];
+    return i >= 0 && i < s.in[a] ? i : -1;
+  }
+};
+
+void im2col(const ColumnGeometry& g, const float* x_b, float* col) {
+  const Conv3dShape& s = g.s;
+  const int64_t taps = s.taps(), V = g.voxels(), in_chan = s.in_voxels();
+  parallel_chunks(s.in_channels * taps, 4, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t ci = r / taps, t = r % taps;
+      const int64_t kd = t / (s.kernel[1] * s.kernel[2]), kh = (t / s.kernel[2]) % s.kernel[1], kw = t % s.kernel[2];
+      const float* xc = x_b + ci * in_chan;
+      float* dst = col + r * V;
+      for (int64_t od = 0; od < g.o[0]; ++od) {
+        const int64_t d = g.source(0, od, kd);
+        for (int64_t oh = 0; oh < g.o[1]; ++oh, dst += g.o[2]) {
+          const int64_t h = g.source(1, oh, kh);
+          for (int64_t ow = 0; ow < g.o[2]; ++ow) {
+            const int64_t w = g.source(2, ow, kw);
+            dst[ow] = d >= 0 && h >= 0 && w >= 0 ? xc[(d * s.in[1] + h) * s.in[2] + w] : 0.f;
+          }
+        }
+      }
+    }
+  });
+}
+
+// dx_b = col2im(dcol): per input channel, its taps added in tap order (one thread per channel).
+void col2im(const ColumnGeometry& g, const float* col, float* dx_b) {
+  const Conv3dShape& s = g.s;
+  const int64_t taps = s.taps(), V = g.voxels(), in_chan = s.in_voxels();
+  parallel_chunks(s.in_channels, 1, [&](int64_t c0, int64_t c1) {
+    for (int64_t ci = c0; ci < c1; ++ci) {
+      float* dxc = dx_b + ci * in_chan;
+      std::fill(dxc, dxc + in_chan, 0.f);
+      for (int64_t t = 0; t < taps; ++t) {
+        const int64_t kd = t / (s.kernel[1] * s.kernel[2]), kh = (t / s.kernel[2]) % s.kernel[1], kw = t % s.kernel[2];
+        const float* src = col + (ci * taps + t) * V;
+        for (int64_t od = 0; od < g.o[0]; ++od) {
+          const int64_t d = g.source(0, od, kd);
+          for (int64_t oh = 0; oh < g.o[1]; ++oh, src += g.o[2]) {
+            const int64_t h = g.source(1, oh, kh);
+            if (d < 0 || h < 0) continue;
+            for (int64_t ow = 0; ow < g.o[2]; ++ow) {
+              const int64_t w = g.source(2, ow, kw);
+              if (w >= 0) dxc[(d * s.in[1] + h) * s.in[2] + w] += src[ow];
+            }
+          }
+        }
+      }
+    }
+  });
+}
+
+void im2col_forward(const Conv3dShape& s, const float* x, const float* w, const float* bias, float* y) {
+  const ColumnGeometry g(s);
+  const int64_t K = s.in_channels * s.taps(), V = g.voxels(), cout = s.out_channels;
+  float* col = scratch(kColumns, size_t(K * V));
+  for (int64_t b = 0; b < s.batch; ++b) {
+    float* yb = y + b * cout * V;
+    im2col(g, x + b * s.in_channels * s.in_voxels(), col);
+    if (bias)
+      for (int64_t c = 0; c < cout; ++c) std::fill(yb + c * V, yb + (c + 1) * V, bias[c]);
+    ::cpets::kernels::cpu::sgemm(false, false, cout, V, K, 1.f, w, K, col, V, bias ? 1.f : 0.f, yb, V);
+  }
+}
+
+void im2col_backward_data(const Conv3dShape& s, const float* dy, const float* w, float* dx) {
+  const ColumnGeometry g(s);
+  const int64_t K = s.in_channels * s.taps(), V = g.voxels(), cout = s.out_channels;
+  float* col = scratch(kColumns, size_t(K * V));
+  for (int64_t b = 0; b < s.batch; ++b) {
+    ::cpets::kernels::cpu::sgemm(true, false, K, V, cout, 1.f, w, K, dy + b * cout * V, V, 0.f, col, V);
+    col2im(g, col, dx + b * s.in_channels * s.in_voxels());
+  }
+}
+
+// Each batch item's product is formed on its own and the items are added in order, as the
+// data-parallel all-reduce adds the ranks' gradients: a batch split over ranks then sums the
+// same terms the same way as one process (accumulating item 1 inside item 0's GEMM would not).
+void im2col_backward_weight(const Conv3dShape& s, const float* x, const float* dy, float* dw) {
+  const ColumnGeometry g(s);
+  const int64_t K = s.in_channels * s.taps(), V = g.voxels(), cout = s.out_channels;
+  float* col = scratch(kColumns, size_t(K * V));
+  float* item = s.batch > 1 ? scratch(kWeightPartials, size_t(cout * K)) : dw;
+  for (int64_t b = 0; b < s.batch; ++b) {
+    im2col(g, x + b * s.in_channels * s.in_voxels(), col);
+    float* out = b == 0 ? dw : item;
+    ::cpets::kernels::cpu::sgemm(false, true, cout, K, V, 1.f, dy + b * cout * V, V, col, V, 0.f, out, K);
+    if (b > 0)
+      parallel_chunks(cout * K, 4096, [&](int64_t i0, int64_t i1) {
+        for (int64_t i = i0; i < i1; ++i) dw[i] += item[i];
+      });
+  }
+}
+
 }  // namespace
 
 void conv3d_release_level_scratch() { scratch_pool().release(); }
@@ -1106,10 +1229,13 @@ static bool route_winograd(const Conv3dShape& s, int64_t cin, int64_t cout) {
   return conv3d_winograd_enabled() && conv3d_winograd_worthwhile(s, cin, cout);
 }
 
+static bool route_im2col(const Conv3dShape& s) { return conv3d_im2col_enabled() && conv3d_im2col_worthwhile(s); }
+
 void conv3d_forward(const Conv3dShape& s, const float* x, const float* w, const float* bias, float* y) {
   if (route_winograd(s, s.in_channels, s.out_channels)) return conv3d_winograd_forward(s, x, w, bias, y);
   ScratchLease lease;
   SerialIfSmall serial(pass_flops(s));
+  if (route_im2col(s)) return im2col_forward(s, x, w, bias, y);
   forward_impl<F16>(s, x, w, bias, y);
 }
 
@@ -1117,6 +1243,7 @@ void conv3d_backward_data(const Conv3dShape& s, const float* dy, const float* w,
   if (route_winograd(s, s.out_channels, s.in_channels)) return conv3d_winograd_backward_data(s, dy, w, dx);
   ScratchLease lease;
   SerialIfSmall serial(pass_flops(s));
+  if (route_im2col(s)) return im2col_backward_data(s, dy, w, dx);
   backward_data_impl<F16>(s, dy, w, dx);
 }
 
@@ -1129,7 +1256,8 @@ void conv3d_backward_weight(const Conv3dShape& s, const float* x, const float* d
   ScratchLease lease;
   SerialIfSmall serial(pass_flops(s));
   bool bias_done = false;
-  if (dw) bias_done = backward_weight_impl<F16>(s, x, dy, dw, dbias);
+  if (dw && route_im2col(s)) im2col_backward_weight(s, x, dy, dw);
+  else if (dw) bias_done = backward_weight_impl<F16>(s, x, dy, dw, dbias);
   if (dbias && !bias_done) bias_gradient(dy, s.batch, s.out_channels, s.out_voxels(), dbias);
 }
 

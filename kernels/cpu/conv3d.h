@@ -52,6 +52,15 @@ struct Conv3dShape {
   }
 };
 
+// Small outputs (the deepest U-Net levels, 3–7 voxels wide): all three passes run as GEMMs over the
+// input unrolled into columns (im2col; col2im for the input gradient), since the direct kernels
+// vectorise along W and would leave most lanes idle. conv3d_im2col_worthwhile says which shapes;
+// on unless the environment has CPETS_CONV_IM2COL=0 or it is switched off here (tests compare
+// the paths). Winograd's shapes go to Winograd first.
+bool conv3d_im2col_worthwhile(const Conv3dShape& s);
+void conv3d_set_im2col_enabled(bool on);
+bool conv3d_im2col_enabled();
+
 // y (B, Cout, oD, oH, oW) = conv(x, w) + bias; bias may be null.
 void conv3d_forward(const Conv3dShape& s, const float* x, const float* w, const float* bias, float* y);
 // dx (B, Cin, D, H, W) from dy (B, Cout, oD, oH, oW); overwrites dx.
