@@ -50,7 +50,7 @@ class NcclCommunicator final : public Communicator {
       throw std::runtime_error("rank " + std::to_string(rank_) + " has local rank " + std::to_string(local_) +
                                " but this node has " + std::to_string(devices) +
                                " GPU(s); start at most one rank per GPU on each node");
-    check(cudaSetDevice(local_), "cudaSetDevice");
+    select_cuda_device(local_);  // the engine's current GPU too, for this thread and the reducer's
     setenv("NCCL_ALGO", "Ring", /*overwrite=*/0);
     setenv("NCCL_PROTO", "Simple", 0);
     ncclUniqueId id{};
