@@ -1,6 +1,5 @@
 #include "engine/tensor.h"
 
-#include <algorithm>
 #include <cstring>
 #include <sstream>
 #include <stdexcept>
@@ -11,19 +10,6 @@
 #include "engine/dispatch.h"
 
 namespace cpets {
-
-Device Device::parse(const std::string& text) {
-  if (text == "cpu") return cpu();
-  if (text == "cuda") return cuda(0);
-  const std::string digits = text.rfind("cuda:", 0) == 0 ? text.substr(5) : std::string();
-  if (!digits.empty() && digits.size() <= 3 && std::all_of(digits.begin(), digits.end(), [](char c) {
-        return c >= '0' && c <= '9';
-      }))
-    return cuda(std::stoi(digits));
-  throw std::invalid_argument("device \"" + text + "\": use cpu, cuda or cuda:N (N: the GPU's index, 0 first)");
-}
-
-std::string Device::str() const { return is_cpu() ? "cpu" : "cuda:" + std::to_string(index); }
 
 Storage::Storage(size_t n, Device dev, bool pin) : numel(n), device(dev) {
   const size_t bytes = n * sizeof(float);
