@@ -66,14 +66,18 @@ Shape infer_shape(const Shape& requested, int64_t numel) {
   return out;
 }
 
-Tensor Tensor::empty(const Shape& shape, Device device) {
+// Uninitialised storage for `shape`: the one place tensors get fresh memory.
+static Tensor allocate(const Shape& shape, Device device, bool pinned) {
   for (int64_t d : shape)
     if (d < 0) throw std::invalid_argument("negative dimension in shape " + shape_str(shape));
   auto impl = std::make_shared<TensorImpl>();
-  impl->storage = std::make_shared<Storage>(static_cast<size_t>(shape_numel(shape)), device);
+  impl->storage = std::make_shared<Storage>(static_cast<size_t>(shape_numel(shape)), device, pinned);
   impl->shape = shape;
   return Tensor(std::move(impl));
 }
+
+Tensor Tensor::empty(const Shape& shape, Device device) { return allocate(shape, device, /*pinned=*/false); }
+Tensor Tensor::empty_pinned(const Shape& shape) { return allocate(shape, Device::cpu(), /*pinned=*/true); }
 
 Tensor Tensor::zeros(const Shape& shape, Device device) { return full(shape, 0.f, device); }
 Tensor Tensor::ones(const Shape& shape, Device device) { return full(shape, 1.f, device); }
@@ -99,15 +103,6 @@ Tensor Tensor::from_vector(const Shape& shape, const std::vector<float>& values,
 }
 
 Tensor Tensor::scalar(float value) { return full({}, value); }
-
-Tensor Tensor::empty_pinned(const Shape& shape) {
-  for (int64_t d : shape)
-    if (d < 0) throw std::invalid_argument("Tensor::empty_pinned: negative size in shape " + shape_str(shape));
-  auto impl = std::make_shared<TensorImpl>();
-  impl->storage = std::make_shared<Storage>(static_cast<size_t>(shape_numel(shape)), Device::cpu(), /*pinned=*/true);
-  impl->shape = shape;
-  return Tensor(std::move(impl));
-}
 
 static TensorImpl& need(const std::shared_ptr<TensorImpl>& p) {
   if (!p) throw std::logic_error("use of an undefined Tensor");
