@@ -80,7 +80,7 @@ void apply_baseline_preset(ModelConfig& c) {
 }  // namespace
 
 const std::vector<std::string>& model_kinds() {
-  static const std::vector<std::string> kinds = {"causal-pets", "unet", "unet-cond", "pix2pix", "cyclegan", "bmgan"};
+  static const std::vector<std::string> kinds = {"causal-pets", "unet", "unet-cond", "pix2pix", "cyclegan", "bmgan", "bpgan"};
   return kinds;
 }
 
@@ -150,8 +150,8 @@ void ModelConfig::validate_discriminator() const {
 }
 
 void ModelConfig::validate_baseline() const {
-  // ×2 down-samplings in the generators: three in the attention U-Net, four in Pix2Pix, the stem's
-  // and bmgan_levels in BMGAN.
+  // ×2 down-samplings in the generators: three in the attention U-Net and BPGAN's, four in Pix2Pix,
+  // the stem's and bmgan_levels in BMGAN.
   const bool pix2pix_generator = kind == "pix2pix" || kind == "cyclegan";
   if (kind == "bmgan") {
     if (bmgan_levels < 1 || bmgan_levels > 4)
@@ -168,7 +168,7 @@ void ModelConfig::validate_baseline() const {
                   " times; pad or crop to multiples of " + std::to_string(multiple));
   require_positive("csf_inputs", csf_inputs);
   require_positive("covariate_inputs", covariate_inputs);
-  if (pix2pix_generator) {
+  if (pix2pix_generator || kind == "bpgan") {
     for (int64_t c : baseline_channels) require_positive("baseline_channels", c);
   } else if (kind != "bmgan") {  // the attention U-Nets
     require_divisible("baseline_channels", baseline_channels, "baseline_groups", baseline_groups);

@@ -14,7 +14,8 @@
 namespace cpets::models {
 
 // The methods of the paper's comparison (Table 1), by config name: "causal-pets" (this paper),
-// "unet" / "unet-cond" (the reference AttenUNet without / with the tabular condition), "pix2pix", "cyclegan".
+// "unet" / "unet-cond" (the reference AttenUNet without / with the tabular condition), "pix2pix", "cyclegan",
+// "bmgan", "bpgan".
 const std::vector<std::string>& model_kinds();
 
 struct ModelConfig {

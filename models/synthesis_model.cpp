@@ -4,6 +4,7 @@
 
 #include "engine/ops.h"
 #include "models/baselines/bmgan.h"
+#include "models/baselines/bpgan.h"
 #include "models/baselines/cyclegan.h"
 #include "models/baselines/pix2pix.h"
 #include "models/baselines/unet.h"
@@ -55,6 +56,7 @@ std::shared_ptr<SynthesisModel> make_model(const ModelConfig& config, Generator&
   if (config.kind == "pix2pix") return std::make_shared<Pix2Pix>(config, init);
   if (config.kind == "cyclegan") return std::make_shared<CycleGAN>(config, init);
   if (config.kind == "bmgan") return std::make_shared<BMGAN>(config, init);
+  if (config.kind == "bpgan") return std::make_shared<BPGAN>(config, init);
   throw std::invalid_argument("make_model: model kind \"" + config.kind + "\" has no implementation");
 }
 

@@ -47,6 +47,8 @@ struct ObjectiveConfig {
   float lambda_l1 = 1.f;          // weight of L1(synthetic PET, real PET) (Pix2Pix 100, BMGAN 20)
   float lambda_cycle = 10.f;      // CycleGAN: weight of L1(F(G(T1)), T1) + L1(G(F(PET)), PET)
   float lambda_identity = 0.5f;   // CycleGAN: L1(G(PET), PET) + L1(F(T1), T1) at λ_cycle·λ_identity
+  float lambda_gp = 100.f;        // BPGAN: weight of the gradient profile loss
+  float lambda_ssim = 10.f;       // BPGAN: weight of 1 − SSIM(synthetic PET, real PET)
   float lambda_perceptual = 0.f;  // λ_p (needs a perceptual network when > 0)
   float lambda_adv = 0.005f;      // λ_adv (0 or no D: no adversarial term and no D step)
   float beta_kl = 0.001f;         // β (Causal PETS, BMGAN's encoder)

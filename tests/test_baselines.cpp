@@ -4,6 +4,7 @@
 // in test_train.cpp (they share its cohort).
 #include <doctest/doctest.h>
 
+#include <cmath>
 #include <string>
 
 #include "engine/autograd.h"
@@ -11,6 +12,7 @@
 #include "engine/safetensors.h"
 #include "gradcheck.h"
 #include "models/baselines/bmgan.h"
+#include "models/baselines/bpgan.h"
 #include "models/baselines/cyclegan.h"
 #include "models/baselines/pix2pix.h"
 #include "models/baselines/unet.h"
@@ -87,7 +89,7 @@ TEST_CASE("U-Net baselines: the full preset has the reference AttenUNet's and Pa
 }
 
 TEST_CASE("baselines: every kind maps a batch of T1s to PETs of the same grid") {
-  for (const std::string kind : {"unet", "unet-cond", "pix2pix", "cyclegan", "bmgan"}) {
+  for (const std::string kind : {"unet", "unet-cond", "pix2pix", "cyclegan", "bmgan", "bpgan"}) {
     CAPTURE(kind);
     Generator init(1);
     const auto model = make_model(model_preset("tiny", "AV45", kind), init);
@@ -120,7 +122,7 @@ TEST_CASE("baselines: only unet-cond reads the tabular inputs, through its cross
   Inputs changed = in;
   changed.csf = add_scalar(in.csf, 0.5f);
   changed.covariates = add_scalar(in.covariates, -0.25f);
-  for (const std::string kind : {"unet", "unet-cond", "pix2pix", "cyclegan", "bmgan"}) {
+  for (const std::string kind : {"unet", "unet-cond", "pix2pix", "cyclegan", "bmgan", "bpgan"}) {
     CAPTURE(kind);
     Generator init(3);
     const auto model = make_model(model_preset("tiny", "AV45", kind), init);
@@ -248,6 +250,122 @@ TEST_CASE("BMGAN: the reference's parameter counts, its code input, and E traine
   CHECK(g_grad < 1e-20);
 }
 
+namespace {
+
+// Float64 references for BPGAN's hybrid loss terms, written from their definitions (bpgan.h).
+double ssim_loss_reference(const Tensor& x, const Tensor& y) {
+  const int64_t B = x.size(0), D = x.size(2), H = x.size(3), W = x.size(4), k = 11;
+  std::vector<double> g(size_t(k), 0.0);
+  double gs = 0;
+  for (int64_t i = 0; i < k; ++i) gs += g[size_t(i)] = std::exp(-0.5 * std::pow((i - 5) / 1.5, 2));
+  for (auto& v : g) v /= gs;
+  const double c1 = 1e-4, c2 = 9e-4;
+  double sum = 0;
+  int64_t windows = 0;
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t d = 0; d + k <= D; ++d)
+      for (int64_t h = 0; h + k <= H; ++h)
+        for (int64_t w = 0; w + k <= W; ++w) {
+          double mx = 0, my = 0, xx = 0, yy = 0, xy = 0;
+          for (int64_t i = 0; i < k; ++i)
+            for (int64_t j = 0; j < k; ++j)
+              for (int64_t l = 0; l < k; ++l) {
+                const double wt = g[size_t(i)] * g[size_t(j)] * g[size_t(l)];
+                const int64_t at = ((b * D + d + i) * H + h + j) * W + w + l;
+                const double a = x.data()[at], c = y.data()[at];
+                mx += wt * a, my += wt * c, xx += wt * a * a, yy += wt * c * c, xy += wt * a * c;
+              }
+          const double vx = xx - mx * mx, vy = yy - my * my, cov = xy - mx * my;
+          sum += ((2 * mx * my + c1) * (2 * cov + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2));
+          ++windows;
+        }
+  return 1.0 - sum / double(windows);
+}
+
+double gradient_profile_reference(const Tensor& x, const Tensor& y) {
+  const Shape s = x.shape();
+  const int64_t strides[3] = {s[3] * s[4], s[4], 1};
+  double total = 0;
+  for (int axis = 0; axis < 3; ++axis) {
+    double sum = 0;
+    int64_t n = 0;
+    for (int64_t i = 0; i < x.numel(); ++i) {
+      const int64_t coordinate = (i / strides[axis]) % s[size_t(2 + axis)];
+      if (coordinate + 1 >= s[size_t(2 + axis)]) continue;
+      const int64_t j = i + strides[axis];
+      sum += std::fabs((double(x.data()[j]) - x.data()[i]) - (double(y.data()[j]) - y.data()[i]));
+      ++n;
+    }
+    total += sum / double(n);
+  }
+  return total / 3;
+}
+
+}  // namespace
+
+TEST_CASE("BPGAN: the hybrid loss is its weighted terms; GP and SSIM equal float64 references and have exact gradients") {
+  const Tensor x = cpets::testing::random_tensor({2, 1, 13, 12, 14}, 70, 0.f, 1.f);
+  Tensor y = cpets::testing::random_tensor({2, 1, 13, 12, 14}, 71, 0.f, 1.f);
+  for (int64_t i = 0; i < y.numel(); ++i) y.data()[i] = 0.6f * y.data()[i] + 0.4f * x.data()[i];  // correlated
+  CHECK(ssim_loss(x, y).item() == doctest::Approx(ssim_loss_reference(x, y)).epsilon(1e-5));
+  CHECK(gradient_profile_loss(x, y).item() == doctest::Approx(gradient_profile_reference(x, y)).epsilon(1e-5));
+  CHECK(ssim_loss(x, x).item() == 0.f);
+  CHECK(gradient_profile_loss(x, add_scalar(x, 0.25f)).item() == doctest::Approx(0.0).scale(1.0).epsilon(1e-6));
+  CHECK(ssim_loss_reference(x, y) > 0.05);  // not a trivially similar pair
+  CHECK_THROWS_WITH_AS(ssim_loss(Tensor::zeros({1, 1, 10, 16, 16}), Tensor::zeros({1, 1, 10, 16, 16})),
+                       doctest::Contains("11-voxel Gaussian window"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(gradient_profile_loss(x, Tensor::zeros({2, 1, 13, 12, 13})), doctest::Contains("shape"),
+                       std::invalid_argument);
+  // Finite differences of a float32 mean over a few windows: the default step keeps the loss's
+  // round-off (~1e-7 of 1) under the tolerance; the scale puts the gradients at O(0.1).
+  const Tensor small_x = cpets::testing::random_tensor({1, 1, 12, 11, 12}, 72, 0.f, 1.f);
+  const Tensor small_y = cpets::testing::random_tensor({1, 1, 12, 11, 12}, 73, 0.f, 1.f);
+  cpets::testing::gradcheck([&](const std::vector<Tensor>& v) { return mul_scalar(ssim_loss(v[0], small_y), 100.f); },
+                            {small_x});
+  // GP is an L1 of differences: a real volume whose differences are ±0.5 along the axes keeps
+  // every |Δx − Δy| away from its kink (|Δx| ≤ 0.2), with both signs.
+  Tensor ramp = Tensor::empty({1, 1, 6, 5, 7});
+  for (int64_t d = 0, i = 0; d < 6; ++d)
+    for (int64_t h = 0; h < 5; ++h)
+      for (int64_t w = 0; w < 7; ++w) ramp.data()[i++] = 0.5f * float(d - h + w);
+  cpets::testing::gradcheck(
+      [&](const std::vector<Tensor>& v) { return mul_scalar(gradient_profile_loss(v[0], ramp), 100.f); },
+      {cpets::testing::random_tensor({1, 1, 6, 5, 7}, 74, 0.f, 0.2f)});
+
+  // The generator phase: total = λ_l1·L1 + λ_gp·GP + λ_ssim·(1 − SSIM) + λ_adv·LSGAN, every term logged.
+  Generator init(14);
+  const auto tiny = make_model(model_preset("tiny", "AV45", "bpgan"), init);
+  const Inputs in = tiny_inputs(2, 80);
+  const Tensor pet = cpets::testing::random_tensor({2, 1, 16, 16, 16}, 84, 0.f, 1.f);
+  Generator noise(15);
+  ObjectiveConfig o;
+  o.lambda_l1 = 100.f;
+  o.lambda_adv = 1.f;
+  tiny->set_discriminator_trainable(false);
+  const LossTerms l = tiny->generator_loss(in, pet, PhaseContext{noise, o});
+  CHECK(term(l, "gp") > 0);
+  CHECK(term(l, "ssim_loss") > 0);
+  CHECK(l.total.item() == doctest::Approx(100 * term(l, "pet_l1") + 100 * term(l, "gp") + 10 * term(l, "ssim_loss") +
+                                          term(l, "adv"))
+                              .epsilon(1e-5));
+  {
+    NoGradGuard no_grad;
+    const Tensor fake = tiny->synthesise(in);
+    CHECK(term(l, "ssim_loss") == doctest::Approx(ssim_loss_reference(fake, pet)).epsilon(1e-4));
+  }
+  l.total.backward();
+  for (const auto& [name, p] : tiny->generator_parameters()) CHECK_MESSAGE(p.grad().defined(), name);
+  o.lambda_gp = o.lambda_ssim = 0.f;
+  const LossTerms plain = tiny->generator_loss(in, pet, PhaseContext{noise, o});
+  CHECK(plain.total.item() == doctest::Approx(100 * term(plain, "pet_l1") + term(plain, "adv")).epsilon(1e-5));
+  ModelConfig no_d = model_preset("tiny", "AV45", "bpgan");
+  no_d.discriminator = false;
+  Generator init2(16);
+  const auto without = make_model(no_d, init2);
+  CHECK(without->discriminator_parameters().empty());
+  CHECK_THROWS_AS(without->discriminator_loss(in, pet, PhaseContext{noise, o}), std::logic_error);
+}
+
 TEST_CASE("BMGAN's blocks: gradients by finite differences (InstanceNorm, PReLU, dense concatenation, ConvTranspose)") {
   Generator init(13);
   const bmgan::DenseBlock dense(2, 3, init);
@@ -298,6 +416,13 @@ TEST_CASE("baselines: config kinds get their reference training defaults and cle
   CHECK(bm.model.bmgan_levels == 3);
   CHECK(bm.model.discriminator_layers == 4);
   CHECK(train::make_config("full", {"model.kind=bmgan"}).model.bmgan_width_divisor == 1);
+  const train::Config bp = train::make_config("demo", {"model.kind=bpgan"});
+  CHECK(bp.train.lambda_l1 == 100);
+  CHECK(bp.objective().lambda_gp == 100.f);
+  CHECK(bp.objective().lambda_ssim == 10.f);
+  CHECK(bp.train.beta1 == 0.5);
+  CHECK(bp.model.baseline_channels == std::array<int64_t, 4>{8, 16, 32, 64});
+  CHECK(train::make_config("tiny", {"model.kind=bpgan", "train.lambda_ssim=0"}).objective().lambda_ssim == 0.f);
   // A value given explicitly still wins over the kind's default.
   CHECK(train::make_config("tiny", {"model.kind=unet", "train.lr=3e-4"}).train.lr == 3e-4);
 
@@ -310,6 +435,9 @@ TEST_CASE("baselines: config kinds get their reference training defaults and cle
   CHECK(contains(err({"model.kind=unet", "model.baseline_heads=3"}), "baseline_heads"));
   CHECK(contains(err({"model.kind=pix2pix", "train.eps_pet=false"}), "train.eps_pet"));
   CHECK(contains(err({"model.kind=pix2pix", "train.lambda_cycle=5"}), "only cyclegan reads it"));
+  CHECK(contains(err({"model.kind=pix2pix", "train.lambda_gp=5"}), "only bpgan reads it"));
+  CHECK(contains(err({"model.kind=bpgan", "train.lambda_ssim=-1"}), "train.lambda_ssim"));
+  CHECK(contains(err({"model.kind=bpgan", "model.volume=20,16,16"}), "divisible by 8"));
   CHECK(contains(err({"model.kind=bmgan", "model.bmgan_levels=5"}), "bmgan_levels"));
   CHECK(contains(err({"model.kind=bmgan", "model.bmgan_width_divisor=3"}), "bmgan_width_divisor"));
   CHECK(contains(err({"model.kind=bmgan", "model.bmgan_levels=4"}), "divisible by 32"));  // tiny's 16³
@@ -338,6 +466,8 @@ TEST_CASE("every kind's parameter counts per preset equal tools/torch_model.py's
       {"cyclegan", "tiny", 35418, 23146},         {"cyclegan", "demo", 2100002, 1395618},
       {"cyclegan", "full", 33541250, 22097538},   {"bmgan", "tiny", 254333 + 14980, 11573},
       {"bmgan", "demo", 5980657 + 322730, 705513},
+      {"bpgan", "tiny", 38957, 11829},            {"bpgan", "demo", 552665, 698833},
+      {"bpgan", "full", 2208177, 11052865},
       // bmgan full (G + E 247592897 + 6433756, D 11177889): the BMGAN test above, which builds it already.
   };
   for (const Row& r : rows) {
@@ -364,7 +494,7 @@ TEST_CASE("baselines: each kind is the same network as tools/torch_model.py's �
     REQUIRE_MESSAGE(it != f.tensors.end(), "fixture has no tensor " << name);
     return it->second;
   };
-  for (const char* kind : {"unet", "unet-cond", "pix2pix", "cyclegan", "bmgan"}) {
+  for (const char* kind : {"unet", "unet-cond", "pix2pix", "cyclegan", "bmgan", "bpgan"}) {
     INFO(kind);
     Generator init(3);
     const auto model = make_model(model_preset("tiny", "AV45", kind), init);
@@ -395,5 +525,11 @@ TEST_CASE("baselines: each kind is the same network as tools/torch_model.py's �
     for (int64_t i = 0; i < want.numel(); ++i) scale = std::max(scale, double(std::fabs(want.data()[i])));
     CHECK(max_difference(pet, want) <= 1e-4 * scale + 1e-9);
     CHECK(scale > 0);
+    if (std::string(kind) == "bpgan") {  // the hybrid loss's own terms, on PyTorch's PET
+      CHECK(gradient_profile_loss(want, tensor("bpgan.input.pet")).item() ==
+            doctest::Approx(tensor("bpgan.loss.gp").item()).epsilon(1e-5));
+      CHECK(ssim_loss(want, tensor("bpgan.input.pet")).item() ==
+            doctest::Approx(tensor("bpgan.loss.ssim").item()).epsilon(1e-5));
+    }
   }
 }

@@ -635,7 +635,7 @@ TEST_CASE("trainer: a run interrupted, checkpointed and resumed in a fresh train
 
 TEST_CASE("baselines: every model kind trains through the same trainer, lowers its loss and resumes exactly") {
   ThreadCount one(1);
-  for (const std::string kind : {"unet", "unet-cond", "pix2pix", "cyclegan", "bmgan"}) {
+  for (const std::string kind : {"unet", "unet-cond", "pix2pix", "cyclegan", "bmgan", "bpgan"}) {
     CAPTURE(kind);
     check_exact_resume(tiny_config({"model.kind=" + kind, "train.keep_last=2"}));
     Trainer t(tiny_config({"model.kind=" + kind}));
@@ -650,6 +650,7 @@ TEST_CASE("baselines: every model kind trains through the same trainer, lowers i
       CHECK(std::isfinite(s.d_total));
       CHECK(std::isfinite(s.term("pet_l1")));
       CHECK(std::isnan(s.term("kl")));      // Causal PETS's terms do not exist here
+      if (kind == "bpgan") CHECK((std::isfinite(s.term("gp")) && std::isfinite(s.term("ssim_loss"))));
       loss.push_back(s.term(falls));
     }
     const double first = (loss[0] + loss[1] + loss[2]) / 3, last = (loss[27] + loss[28] + loss[29]) / 3;

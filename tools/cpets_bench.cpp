@@ -1,6 +1,6 @@
 // cpets-bench: speed figures, printed next to PyTorch's measured in the same run.
 //   cpets-bench ops [--quick] [--filter TEXT] [--torch FILE|none] [--rounds N]
-//   cpets-bench train [--preset demo|full|tiny] [--kind causal-pets|unet|unet-cond|pix2pix|cyclegan|bmgan] [--batch N] [--steps N] [--device cpu|cuda[:N]] [--torch FILE|none]
+//   cpets-bench train [--preset demo|full|tiny] [--kind causal-pets|unet|unet-cond|pix2pix|cyclegan|bmgan|bpgan] [--batch N] [--steps N] [--device cpu|cuda[:N]] [--torch FILE|none]
 //     (PyTorch builds the same network for every kind: tools/torch_model.py --bench --kind)
 #include <CLI/CLI.hpp>
 

@@ -77,7 +77,7 @@ int main(int argc, char** argv) {
                  "size, seeds, bookkeeping) and train with their reference optimiser and loss weights");
   app.add_option("--preset", o.preset, "model preset when no --config is given: demo, full or tiny")->capture_default_str();
   app.add_option("--tracer", o.tracer, "AV45 (CSF ABETA) or AV1451 (TAU, PTAU)")->capture_default_str();
-  app.add_option("--methods", methods, "comma-separated model kinds (default: all: causal-pets,unet,unet-cond,pix2pix)");
+  app.add_option("--methods", methods, "comma-separated model kinds (default: all: causal-pets,unet,unet-cond,pix2pix,cyclegan,bmgan,bpgan)");
   app.add_option("--ablations", ablation_list,
                  "comma-separated Table-5 ablations (default: all: no-t1-reconstruction,no-discriminator,no-perceptual,"
                  "no-eps-pet), or none");

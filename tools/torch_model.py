@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """A PyTorch build of docs/model.md, with state_dict names and shapes identical to cpets'
 (models/networks.cpp), written independently of the C++ code from the spec; and PyTorch builds
-of the baselines (model.kind unet, unet-cond, pix2pix, cyclegan, bmgan), written from
+of the baselines (model.kind unet, unet-cond, pix2pix, cyclegan, bmgan, bpgan), written from
 models/baselines/*.cpp with our parameter counts per preset (their state_dict names are not
 guaranteed to be ours; see the baselines' section for where the computation differs). Runs on
 Debian's python3-torch (1.13, CPU) or the PyTorch 2.x venv of `tools/cpets.sh bench`.
@@ -435,6 +435,7 @@ TRAIN_DEFAULTS = {
     "pix2pix": dict(lr=2e-4, lr_d=2e-4, beta1=0.5, lambda_l1=100.0, lambda_adv=1.0),
     "cyclegan": dict(lr=2e-4, lr_d=2e-4, beta1=0.5, lambda_adv=1.0, lambda_cycle=10.0, lambda_identity=0.5),
     "bmgan": dict(lr=2e-4, lr_d=2e-4, beta1=0.9, lambda_l1=20.0, lambda_adv=1.0),
+    "bpgan": dict(lr=2e-4, lr_d=2e-4, beta1=0.5, lambda_l1=100.0, lambda_adv=1.0, lambda_gp=100.0, lambda_ssim=10.0),
 }
 
 
@@ -583,11 +584,7 @@ class Pix2PixGenerator(nn.Module):
             if l > 0:
                 setattr(self, f"up_norm{l}", nn.BatchNorm3d(dst, **bn))
             self.up.append((f"up{l}", f"up_norm{l}" if l > 0 else None))
-        for m in self.modules():  # pix2pix's "normal" init
-            if isinstance(m, (nn.Conv3d, nn.BatchNorm3d)):
-                nn.init.normal_(m.weight, 1.0 if isinstance(m, nn.BatchNorm3d) else 0.0, 0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+        pix2pix_init(self)
 
     def forward(self, x):
         skips, h = [], x
@@ -662,6 +659,108 @@ class CycleGAN(Baseline):
             fake_pet, fake_t1 = self.t1_to_pet(b["t1"]), self.pet_to_t1(b["pet"])
         return (lsgan_discriminator(self.pet_discriminator, fake_pet, b["pet"]) +
                 lsgan_discriminator(self.t1_discriminator, fake_t1, b["t1"]))
+
+
+def pix2pix_init(module):
+    """pix2pix's "normal" init: conv weights N(0, 0.02), zero biases, BatchNorm γ ~ N(1, 0.02)."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv3d, nn.BatchNorm3d)):
+            nn.init.normal_(m.weight, 1.0 if isinstance(m, nn.BatchNorm3d) else 0.0, 0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+class MultiConvBlock(nn.Module):
+    """Conv1³ + Conv3³ + Conv3³ → LeakyReLU → Conv3³, summed, BatchNorm, LeakyReLU 0.2."""
+
+    def __init__(self, cin, cout, c):
+        super().__init__()
+        self.point = nn.Conv3d(cin, cout, 1, bias=False)
+        self.cube = nn.Conv3d(cin, cout, 3, padding=1, bias=False)
+        self.wide_in = nn.Conv3d(cin, cout, 3, padding=1)
+        self.wide_out = nn.Conv3d(cout, cout, 3, padding=1, bias=False)
+        self.norm = nn.BatchNorm3d(cout, eps=c["bn_eps"], momentum=c["bn_momentum"])
+
+    def forward(self, x):
+        wide = self.wide_out(F.leaky_relu(self.wide_in(x), 0.2))
+        return F.leaky_relu(self.norm(self.point(x) + self.cube(x) + wide), 0.2)
+
+
+class MultiConvUNet(nn.Module):
+    """BPGAN's generator as we read its abstract (models/baselines/bpgan.h): multiple-convolution
+    blocks at four levels, max-pool downs, nearest ×2 + Conv3³ ups, skips concatenated, Conv3³ head."""
+
+    def __init__(self, c):
+        super().__init__()
+        ch = c["baseline_channels"]
+        self.levels = len(ch)
+        for l in range(self.levels):
+            setattr(self, f"down{l}", MultiConvBlock(1 if l == 0 else ch[l - 1], ch[l], c))
+        for l in reversed(range(self.levels - 1)):
+            setattr(self, f"up_conv{l}", nn.Conv3d(ch[l + 1], ch[l], 3, padding=1))
+            setattr(self, f"up{l}", MultiConvBlock(2 * ch[l], ch[l], c))
+        self.head = nn.Conv3d(ch[0], 1, 3, padding=1)
+        pix2pix_init(self)
+
+    def forward(self, x):
+        skips, h = [], x
+        for l in range(self.levels):
+            h = getattr(self, f"down{l}")(F.max_pool3d(h, 2) if l > 0 else h)
+            skips.append(h)
+        skips.pop()
+        for l in reversed(range(self.levels - 1)):
+            h = getattr(self, f"up_conv{l}")(F.interpolate(h, scale_factor=2, mode="nearest"))
+            h = getattr(self, f"up{l}")(torch.cat([h, skips.pop()], 1))
+        return 0.5 * (torch.tanh(self.head(h)) + 1)
+
+
+def gradient_profile_loss(fake, real):
+    """Mean over the three axes of L1(forward differences of fake, of real)."""
+    return sum((torch.diff(fake, dim=d) - torch.diff(real, dim=d)).abs().mean() for d in (2, 3, 4)) / 3
+
+
+def ssim_loss(fake, real, sigma=1.5, taps=11):
+    """1 − mean SSIM over the valid windows (separable Gaussian σ 1.5, K1 0.01, K2 0.03, range 1)."""
+    g = torch.exp(-0.5 * ((torch.arange(taps, dtype=fake.dtype, device=fake.device) - (taps - 1) / 2) / sigma) ** 2)
+    g = g / g.sum()
+    b = fake.shape[0]
+    m = torch.cat([fake, real, fake * fake, real * real, fake * real], 0)
+    for axis in range(3):
+        shape = [1, 1, 1, 1, 1]
+        shape[2 + axis] = taps
+        m = F.conv3d(m, g.reshape(shape))
+    mx, my, exx, eyy, exy = m.split(b, 0)
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    ssim = ((2 * mx * my + c1) * (2 * (exy - mx * my) + c2)) / (
+        (mx * mx + my * my + c1) * (exx - mx * mx + eyy - my * my + c2))
+    return 1 - ssim.mean()
+
+
+class BPGAN(Baseline):
+    """G(T1) → PET (MultiConvUNet); Pix2Pix's conditional PatchGAN; the hybrid loss λ_l1·L1 +
+    λ_gp·GP + λ_ssim·(1 − SSIM) + λ_adv·LSGAN (models/baselines/bpgan.cpp)."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.generator = MultiConvUNet(c)
+        self.discriminator = PatchDiscriminator(c, in_channels=2)
+
+    def discriminators(self):
+        return [self.discriminator]
+
+    def synthesise(self, b, gen=None):
+        return self.generator(b["t1"])
+
+    def generator_loss(self, b, w, gen):
+        fake = self.generator(b["t1"])
+        critic = lambda x: self.discriminator(torch.cat([b["t1"], x], 1))
+        return (l1_adversarial(fake, b["pet"], w, critic) + w["lambda_gp"] * gradient_profile_loss(fake, b["pet"]) +
+                w["lambda_ssim"] * ssim_loss(fake, b["pet"]))
+
+    def discriminator_loss(self, b, w, gen):
+        with torch.no_grad():
+            fake = self.generator(b["t1"])
+        return lsgan_discriminator(lambda x: self.discriminator(torch.cat([b["t1"], x], 1)), fake, b["pet"])
 
 
 def instance_norm(x):
@@ -833,7 +932,7 @@ class BMGAN(Baseline):
 
 
 BASELINES = {"unet": AttentionUNetModel, "unet-cond": AttentionUNetModel, "pix2pix": Pix2Pix, "cyclegan": CycleGAN,
-             "bmgan": BMGAN}
+             "bmgan": BMGAN, "bpgan": BPGAN}
 KINDS = ["causal-pets"] + list(BASELINES)
 
 
@@ -901,6 +1000,7 @@ OUR_COUNTS = {
     "cyclegan": {"tiny": (35418, 23146), "demo": (2100002, 1395618), "full": (33541250, 22097538)},
     "bmgan": {"tiny": (254333 + 14980, 11573), "demo": (5980657 + 322730, 705513),
               "full": (247592897 + 6433756, 11177889)},
+    "bpgan": {"tiny": (38957, 11829), "demo": (552665, 698833), "full": (2208177, 11052865)},
 }
 
 
@@ -1025,7 +1125,8 @@ def our_name(kind, name):
 def baseline_fixture(path, seed=2025, batch=2):
     """Every baseline kind at the tiny preset with random weights (randomise) on random inputs: the
     weights of everything but the discriminators under our parameter names, the inputs, and the
-    PET its generator synthesises in eval mode (BMGAN with code z = 0), as cpets-infer runs it. tests/test_baselines.cpp loads the
+    PET its generator synthesises in eval mode (BMGAN with code z = 0), as cpets-infer runs it, and
+    BPGAN's gradient profile and SSIM losses of that PET against the batch's. tests/test_baselines.cpp loads the
     weights into our build of the kind and compares."""
     tensors, meta = {}, {"producer": "tools/torch_model.py --baseline-fixture", "torch": torch.__version__}
     for kind in [k for k in KINDS if k != "causal-pets"]:
@@ -1043,6 +1144,10 @@ def baseline_fixture(path, seed=2025, batch=2):
             if not name.endswith("num_batches_tracked") and "discriminator" not in name:
                 tensors[f"{kind}.weight.{our_name(kind, name)}"] = v
         tensors[f"{kind}.output.pet"] = pet
+        if kind == "bpgan":  # its hybrid loss's structural terms, synthetic against the batch's PET
+            tensors["bpgan.input.pet"] = b["pet"]
+            tensors["bpgan.loss.gp"] = gradient_profile_loss(pet, b["pet"]).reshape(())
+            tensors["bpgan.loss.ssim"] = ssim_loss(pet, b["pet"]).reshape(())
         meta[f"{kind}.config"] = json.dumps(c)
     save_safetensors(path, tensors, meta)
     print(f"wrote {path}: {len(tensors)} tensors, {os.path.getsize(path)} bytes")

@@ -574,7 +574,7 @@ void add_task_report(io::DiagnosisTask task, const LabelledSplit& train, const L
 }  // namespace
 
 std::vector<SyntheticSource> experiment_sources(const std::string& experiment) {
-  static const std::vector<std::string> order = {"causal-pets", "unet", "unet-cond", "pix2pix", "cyclegan", "bmgan"};
+  static const std::vector<std::string> order = {"causal-pets", "unet", "unet-cond", "pix2pix", "cyclegan", "bmgan", "bpgan"};
   std::vector<SyntheticSource> out;
   for (const auto& name : order) {
     const fs::path run = fs::path(experiment) / "runs" / name;

@@ -184,6 +184,8 @@ json train_to_json(const TrainConfig& t) {
           {"lambda_l1", t.lambda_l1},
           {"lambda_cycle", t.lambda_cycle},
           {"lambda_identity", t.lambda_identity},
+          {"lambda_gp", t.lambda_gp},
+          {"lambda_ssim", t.lambda_ssim},
           {"lambda_perceptual", t.lambda_perceptual},
           {"lambda_adv", t.lambda_adv},
           {"beta_kl", t.beta_kl},
@@ -224,6 +226,8 @@ TrainConfig train_from_json(const json& j) {
   t.lambda_l1 = j.at("lambda_l1").get<double>();
   t.lambda_cycle = j.at("lambda_cycle").get<double>();
   t.lambda_identity = j.at("lambda_identity").get<double>();
+  t.lambda_gp = j.at("lambda_gp").get<double>();
+  t.lambda_ssim = j.at("lambda_ssim").get<double>();
   t.lambda_perceptual = j.at("lambda_perceptual").get<double>();
   t.lambda_adv = j.at("lambda_adv").get<double>();
   t.beta_kl = j.at("beta_kl").get<double>();
@@ -301,6 +305,8 @@ void validate_train(const TrainConfig& t) {
   require_positive("train.lambda_l1", t.lambda_l1);
   require_positive("train.lambda_cycle", t.lambda_cycle);
   require_at_least("train.lambda_identity", t.lambda_identity, 0);
+  require_at_least("train.lambda_gp", t.lambda_gp, 0);
+  require_at_least("train.lambda_ssim", t.lambda_ssim, 0);
   require_at_least("train.lambda_perceptual", t.lambda_perceptual, 0);
   require_at_least("train.lambda_adv", t.lambda_adv, 0);
   require_at_least("train.beta_kl", t.beta_kl, 0);
@@ -374,6 +380,8 @@ models::ObjectiveConfig Config::objective() const {
   o.lambda_l1 = static_cast<float>(train.lambda_l1);
   o.lambda_cycle = static_cast<float>(train.lambda_cycle);
   o.lambda_identity = static_cast<float>(train.lambda_identity);
+  o.lambda_gp = static_cast<float>(train.lambda_gp);
+  o.lambda_ssim = static_cast<float>(train.lambda_ssim);
   o.lambda_perceptual = train.perceptual == "none" ? 0.f : static_cast<float>(train.lambda_perceptual);
   o.lambda_adv = train.discriminator ? static_cast<float>(train.lambda_adv) : 0.f;
   o.beta_kl = static_cast<float>(train.beta_kl);
@@ -391,6 +399,12 @@ TrainConfig train_defaults(const std::string& kind) {
     t.lambda_adv = 0.1;
     t.perceptual = "none";  // computed by the reference with weight 0
   } else if (kind == "pix2pix") {  // the pix2pix paper: Adam 2e-4, β1 0.5, λ_L1 100
+    t.lr = t.lr_discriminator = 2e-4;
+    t.beta1 = 0.5;
+    t.lambda_l1 = 100;
+    t.lambda_adv = 1;
+    t.perceptual = "none";
+  } else if (kind == "bpgan") {  // our assumptions (models/baselines/bpgan.h): pix2pix's Adam and L1 weight
     t.lr = t.lr_discriminator = 2e-4;
     t.beta1 = 0.5;
     t.lambda_l1 = 100;
@@ -439,6 +453,8 @@ void refuse_keys_the_kind_lacks(const Config& c) {
   only("perceptual", {"causal-pets"}, c.train.perceptual != "none" && c.train.lambda_perceptual > 0);
   only("lambda_cycle", {"cyclegan"}, c.train.lambda_cycle != d.lambda_cycle);
   only("lambda_identity", {"cyclegan"}, c.train.lambda_identity != d.lambda_identity);
+  only("lambda_gp", {"bpgan"}, c.train.lambda_gp != d.lambda_gp);
+  only("lambda_ssim", {"bpgan"}, c.train.lambda_ssim != d.lambda_ssim);
 }
 
 }  // namespace

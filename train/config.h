@@ -68,6 +68,8 @@ struct TrainConfig {
   double lambda_l1 = 1.0;           // weight of the PET L1 term (Pix2Pix 100)
   double lambda_cycle = 10.0;       // CycleGAN: weight of the two cycle-consistency L1 terms
   double lambda_identity = 0.5;     // CycleGAN: identity L1 weight, as a fraction of lambda_cycle
+  double lambda_gp = 100.0;         // BPGAN: gradient profile loss weight
+  double lambda_ssim = 10.0;        // BPGAN: SSIM loss weight
   double lambda_perceptual = 0.02;  // λ_p
   double lambda_adv = 0.005;        // λ_adv
   double beta_kl = 0.001;           // β

@@ -34,6 +34,7 @@ std::string method_label(const std::string& kind) {
   if (kind == "pix2pix") return "Pix2Pix";
   if (kind == "cyclegan") return "CycleGAN";
   if (kind == "bmgan") return "BMGAN";
+  if (kind == "bpgan") return "BPGAN";
   return kind;
 }
 

@@ -89,7 +89,7 @@ TEST_CASE("training steps on the GPU reuse the caching allocator's blocks: no cu
 TEST_CASE("every baseline trains on the GPU as on the CPU (BatchNorm, InstanceNorm, PReLU, dense blocks, transposed conv)") {
   cpets::testing::TempDir dir;
   cpets::testing::write_cohort(dir.path, 14);
-  for (const std::string kind : {"unet", "unet-cond", "pix2pix", "cyclegan", "bmgan"}) {
+  for (const std::string kind : {"unet", "unet-cond", "pix2pix", "cyclegan", "bmgan", "bpgan"}) {
     CAPTURE(kind);
     Trainer cpu(tiny(dir.str(), "cpu", "fp32", kind)), gpu(tiny(dir.str(), "cuda", "fp32", kind));
     CHECK(gpu.model().device() == Device::cuda());
