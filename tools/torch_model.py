@@ -604,11 +604,11 @@ class Pix2PixGenerator(nn.Module):
 
 
 class Pix2Pix(Baseline):
-    """G(T1) → PET; a conditional PatchGAN on [T1, PET]."""
+    """G(T1) → PET; a conditional PatchGAN on [T1, PET]. BPGAN is the same with its own G and loss."""
 
-    def __init__(self, c):
+    def __init__(self, c, generator=Pix2PixGenerator):
         super().__init__()
-        self.generator = Pix2PixGenerator(c)
+        self.generator = generator(c)
         self.discriminator = PatchDiscriminator(c, in_channels=2)
 
     def discriminators(self):
@@ -736,31 +736,18 @@ def ssim_loss(fake, real, sigma=1.5, taps=11):
     return 1 - ssim.mean()
 
 
-class BPGAN(Baseline):
-    """G(T1) → PET (MultiConvUNet); Pix2Pix's conditional PatchGAN; the hybrid loss λ_l1·L1 +
-    λ_gp·GP + λ_ssim·(1 − SSIM) + λ_adv·LSGAN (models/baselines/bpgan.cpp)."""
+class BPGAN(Pix2Pix):
+    """Pix2Pix with the MultiConvUNet and the hybrid loss λ_l1·L1 + λ_gp·GP + λ_ssim·(1 − SSIM) +
+    λ_adv·LSGAN (models/baselines/bpgan.cpp)."""
 
     def __init__(self, c):
-        super().__init__()
-        self.generator = MultiConvUNet(c)
-        self.discriminator = PatchDiscriminator(c, in_channels=2)
-
-    def discriminators(self):
-        return [self.discriminator]
-
-    def synthesise(self, b, gen=None):
-        return self.generator(b["t1"])
+        super().__init__(c, MultiConvUNet)
 
     def generator_loss(self, b, w, gen):
         fake = self.generator(b["t1"])
         critic = lambda x: self.discriminator(torch.cat([b["t1"], x], 1))
         return (l1_adversarial(fake, b["pet"], w, critic) + w["lambda_gp"] * gradient_profile_loss(fake, b["pet"]) +
                 w["lambda_ssim"] * ssim_loss(fake, b["pet"]))
-
-    def discriminator_loss(self, b, w, gen):
-        with torch.no_grad():
-            fake = self.generator(b["t1"])
-        return lsgan_discriminator(lambda x: self.discriminator(torch.cat([b["t1"], x], 1)), fake, b["pet"])
 
 
 def instance_norm(x):

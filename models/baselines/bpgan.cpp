@@ -4,7 +4,6 @@
 #include <stdexcept>
 #include <string>
 
-#include "engine/autograd.h"
 #include "engine/init.h"
 #include "engine/ops_conv.h"
 #include "engine/ops_elementwise.h"
@@ -144,45 +143,16 @@ Tensor MultiConvUNet::forward(const Tensor& t1) const {
   return mul_scalar(add_scalar(tanh(head_->forward(h)), 1.f), 0.5f);  // ½(tanh + 1): the data's [0, 1]
 }
 
-BPGAN::BPGAN(const ModelConfig& config, Generator& init) : SynthesisModel(config) {
-  if (config.kind != "bpgan") throw std::invalid_argument("BPGAN: model kind is \"" + config.kind + "\"");
+BPGAN::BPGAN(const ModelConfig& config, Generator& init) : ConditionalGAN(config, "bpgan") {
   generator = register_module("generator", std::make_shared<MultiConvUNet>(config, init));
-  if (config.discriminator)
-    discriminator = register_module("discriminator", std::make_shared<PatchDiscriminator>(2, config, init));
+  add_discriminator(init);
 }
 
-Tensor BPGAN::synthesise(const Abduction& a, const Tensor& /*csf*/, const Tensor& /*covariates*/) const {
-  return generator->forward(a.t1);
-}
-
-NamedTensors BPGAN::generator_parameters() const { return generator->named_parameters("generator."); }
-
-NamedTensors BPGAN::discriminator_parameters() const {
-  return discriminator ? discriminator->named_parameters("discriminator.") : NamedTensors{};
-}
-
-LossTerms BPGAN::generator_loss(const Inputs& in, const Tensor& pet, const PhaseContext& ctx) const {
-  const Tensor fake = generator->forward(in.t1);
-  baselines::Critic critic;
-  if (discriminator) critic = [&](const Tensor& x) { return discriminator->forward(concat({in.t1, x}, 1)); };
-  LossTerms out = baselines::l1_adversarial_loss(fake, pet, ctx.objective, critic);
-  const ObjectiveConfig& o = ctx.objective;
+void BPGAN::add_terms(const Tensor& fake, const Tensor& pet, const ObjectiveConfig& o, LossTerms& loss) const {
   const Tensor gp = gradient_profile_loss(fake, pet), ssim = ssim_loss(fake, pet);
-  out.total = add(out.total, add(mul_scalar(gp, o.lambda_gp), mul_scalar(ssim, o.lambda_ssim)));
-  out.terms.emplace_back("gp", gp.item());
-  out.terms.emplace_back("ssim_loss", ssim.item());
-  return out;
-}
-
-LossTerms BPGAN::discriminator_loss(const Inputs& in, const Tensor& pet, const PhaseContext& /*ctx*/) const {
-  if (!discriminator) throw std::logic_error("BPGAN: no discriminator (discriminator = false); skip the D step");
-  Tensor fake;
-  {
-    NoGradGuard no_grad;
-    fake = generator->forward(in.t1);
-  }
-  return baselines::lsgan_discriminator_loss(
-      [&](const Tensor& x) { return discriminator->forward(concat({in.t1, x}, 1)); }, fake.detach(), pet);
+  loss.total = add(loss.total, add(mul_scalar(gp, o.lambda_gp), mul_scalar(ssim, o.lambda_ssim)));
+  loss.terms.emplace_back("gp", gp.item());
+  loss.terms.emplace_back("ssim_loss", ssim.item());
 }
 
 }  // namespace cpets::models

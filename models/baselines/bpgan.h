@@ -24,6 +24,7 @@
 
 #include "layers/conv.h"
 #include "layers/norm.h"
+#include "models/baselines/pix2pix.h"
 #include "models/networks.h"
 #include "models/synthesis_model.h"
 
@@ -57,18 +58,16 @@ class MultiConvUNet : public Module {
   std::shared_ptr<layers::Conv3d> head_;
 };
 
-class BPGAN : public SynthesisModel {
+class BPGAN : public ConditionalGAN {
  public:
   BPGAN(const ModelConfig& config, Generator& init);
-
-  Tensor synthesise(const Abduction& a, const Tensor& csf, const Tensor& covariates) const override;
-  NamedTensors generator_parameters() const override;
-  NamedTensors discriminator_parameters() const override;
-  LossTerms generator_loss(const Inputs& in, const Tensor& pet, const PhaseContext& ctx) const override;
-  LossTerms discriminator_loss(const Inputs& in, const Tensor& pet, const PhaseContext& ctx) const override;
-
   std::shared_ptr<MultiConvUNet> generator;
-  std::shared_ptr<PatchDiscriminator> discriminator;  // reads (T1, PET); null when discriminator is off
+
+ private:
+  Tensor translate(const Tensor& t1) const override { return generator->forward(t1); }
+  const Module& generator_module() const override { return *generator; }
+  // λ_gp·GP + λ_ssim·(1 − SSIM), logged as "gp" and "ssim_loss".
+  void add_terms(const Tensor& fake, const Tensor& pet, const ObjectiveConfig& o, LossTerms& loss) const override;
 };
 
 }  // namespace cpets::models

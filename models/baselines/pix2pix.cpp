@@ -72,40 +72,50 @@ Tensor Pix2PixGenerator::forward(const Tensor& image) const {
   return mul_scalar(add_scalar(tanh(h), 1.f), 0.5f);  // ½(tanh + 1): the data's [0, 1]
 }
 
-Pix2Pix::Pix2Pix(const ModelConfig& config, Generator& init) : SynthesisModel(config) {
-  if (config.kind != "pix2pix") throw std::invalid_argument("Pix2Pix: model kind is \"" + config.kind + "\"");
-  generator = register_module("generator", std::make_shared<Pix2PixGenerator>(config, init));
-  if (config.discriminator)
-    discriminator = register_module("discriminator",
-                                    std::make_shared<PatchDiscriminator>(2, config, init));
+ConditionalGAN::ConditionalGAN(const ModelConfig& config, const char* kind) : SynthesisModel(config) {
+  if (config.kind != kind)
+    throw std::invalid_argument(std::string(kind) + ": model kind is \"" + config.kind + "\"");
 }
 
-Tensor Pix2Pix::synthesise(const Abduction& a, const Tensor& /*csf*/, const Tensor& /*covariates*/) const {
-  return generator->forward(a.t1);
+void ConditionalGAN::add_discriminator(Generator& init) {
+  if (config().discriminator)
+    discriminator = register_module("discriminator", std::make_shared<PatchDiscriminator>(2, config(), init));
 }
 
-NamedTensors Pix2Pix::generator_parameters() const { return generator->named_parameters("generator."); }
+Tensor ConditionalGAN::synthesise(const Abduction& a, const Tensor& /*csf*/, const Tensor& /*covariates*/) const {
+  return translate(a.t1);
+}
 
-NamedTensors Pix2Pix::discriminator_parameters() const {
+NamedTensors ConditionalGAN::generator_parameters() const { return generator_module().named_parameters("generator."); }
+
+NamedTensors ConditionalGAN::discriminator_parameters() const {
   return discriminator ? discriminator->named_parameters("discriminator.") : NamedTensors{};
 }
 
-LossTerms Pix2Pix::generator_loss(const Inputs& in, const Tensor& pet, const PhaseContext& ctx) const {
-  const Tensor fake = generator->forward(in.t1);
+LossTerms ConditionalGAN::generator_loss(const Inputs& in, const Tensor& pet, const PhaseContext& ctx) const {
+  const Tensor fake = translate(in.t1);
   baselines::Critic critic;
   if (discriminator) critic = [&](const Tensor& x) { return discriminator->forward(concat({in.t1, x}, 1)); };
-  return baselines::l1_adversarial_loss(fake, pet, ctx.objective, critic);
+  LossTerms loss = baselines::l1_adversarial_loss(fake, pet, ctx.objective, critic);
+  add_terms(fake, pet, ctx.objective, loss);
+  return loss;
 }
 
-LossTerms Pix2Pix::discriminator_loss(const Inputs& in, const Tensor& pet, const PhaseContext& /*ctx*/) const {
-  if (!discriminator) throw std::logic_error("Pix2Pix: no discriminator (discriminator = false); skip the D step");
+LossTerms ConditionalGAN::discriminator_loss(const Inputs& in, const Tensor& pet, const PhaseContext& /*ctx*/) const {
+  if (!discriminator)
+    throw std::logic_error(kind() + ": no discriminator (discriminator = false); skip the D step");
   Tensor fake;
   {
     NoGradGuard no_grad;
-    fake = generator->forward(in.t1);
+    fake = translate(in.t1);
   }
   return baselines::lsgan_discriminator_loss(
       [&](const Tensor& x) { return discriminator->forward(concat({in.t1, x}, 1)); }, fake.detach(), pet);
+}
+
+Pix2Pix::Pix2Pix(const ModelConfig& config, Generator& init) : ConditionalGAN(config, "pix2pix") {
+  generator = register_module("generator", std::make_shared<Pix2PixGenerator>(config, init));
+  add_discriminator(init);
 }
 
 }  // namespace cpets::models

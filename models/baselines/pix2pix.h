@@ -32,18 +32,37 @@ class Pix2PixGenerator : public Module {
   std::vector<std::shared_ptr<layers::BatchNorm3d>> down_norm_, up_norm_;  // null where a level has none
 };
 
-class Pix2Pix : public SynthesisModel {
+// A T1 → PET generator judged by a conditional PatchGAN on (T1, PET) with λ_l1·L1 + λ_adv·LSGAN:
+// Pix2Pix, and BPGAN with its own generator and more loss terms. A subclass registers its
+// generator (as "generator") and then calls add_discriminator, so the weights are drawn in that order.
+class ConditionalGAN : public SynthesisModel {
  public:
-  Pix2Pix(const ModelConfig& config, Generator& init);
-
   Tensor synthesise(const Abduction& a, const Tensor& csf, const Tensor& covariates) const override;
   NamedTensors generator_parameters() const override;
   NamedTensors discriminator_parameters() const override;
   LossTerms generator_loss(const Inputs& in, const Tensor& pet, const PhaseContext& ctx) const override;
   LossTerms discriminator_loss(const Inputs& in, const Tensor& pet, const PhaseContext& ctx) const override;
 
-  std::shared_ptr<Pix2PixGenerator> generator;
   std::shared_ptr<PatchDiscriminator> discriminator;  // reads (T1, PET); null when discriminator is off
+
+ protected:
+  ConditionalGAN(const ModelConfig& config, const char* kind);
+  void add_discriminator(Generator& init);
+  virtual Tensor translate(const Tensor& t1) const = 0;
+  virtual const Module& generator_module() const = 0;
+  // Terms a subclass adds to the generator phase's loss (in place).
+  virtual void add_terms(const Tensor& /*fake*/, const Tensor& /*pet*/, const ObjectiveConfig& /*o*/,
+                         LossTerms& /*loss*/) const {}
+};
+
+class Pix2Pix : public ConditionalGAN {
+ public:
+  Pix2Pix(const ModelConfig& config, Generator& init);
+  std::shared_ptr<Pix2PixGenerator> generator;
+
+ private:
+  Tensor translate(const Tensor& t1) const override { return generator->forward(t1); }
+  const Module& generator_module() const override { return *generator; }
 };
 
 }  // namespace cpets::models
