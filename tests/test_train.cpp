@@ -907,8 +907,9 @@ TEST_CASE("experiment: every method and ablation trains with one budget, is eval
   CHECK(t1.rows[1][5] == "2");  // steps
   std::string notes;
   for (const auto& n : t1.notes) notes += n + "\n";
-  CHECK(contains(notes, "Not run in this experiment (--methods): U-Net w/ condition, Pix2Pix, CycleGAN, BMGAN."));
-  CHECK(contains(notes, "Not built: BPGAN"));
+  CHECK(contains(notes, "Not run in this experiment (--methods): U-Net w/ condition, Pix2Pix, CycleGAN, BMGAN, BPGAN."));
+  CHECK(contains(notes, "Not built: the diffusion baselines"));
+  CHECK(contains(notes, "BPGAN is our reading of its abstract"));
   const auto& t5 = report.tables[1];
   REQUIRE(t5.rows.size() == 2);
   CHECK(t5.rows[1][0] == "w/o discriminator");

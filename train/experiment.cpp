@@ -476,7 +476,8 @@ eval::Report run_experiment(const ExperimentOptions& opt) {
       not_run += (not_run.empty() ? "" : ", ") + method_label(kind);
   if (!not_run.empty()) report.tables.front().notes.push_back("Not run in this experiment (--methods): " + not_run + ".");
   report.tables.front().notes.push_back(
-      "Not built: BPGAN and the diffusion baselines (ControlNet, CLDM, PASTA) — see README.");
+      "Not built: the diffusion baselines (ControlNet, CLDM, PASTA). BPGAN is our reading of its abstract "
+      "(models/baselines/bpgan.h) — see README.");
 
   // The budget, honestly: steps and wall time per run, where it ran, and a flag when they differ.
   std::set<int64_t> steps;
