@@ -1,8 +1,5 @@
 #include "engine/dispatch.h"
 
-#include <algorithm>
-#include <cstdlib>
-#include <limits>
 #include <stdexcept>
 
 #include "engine/backend.h"
@@ -401,12 +398,6 @@ void kl_grad(Device d, const float* mu, const float* logvar, int64_t n, const fl
              double div, float* dmu, float* dlogvar) {
   CUDA_CALL(d, kl_grad, mu, logvar, n, grad_out, factor, div, dmu, dlogvar);
   kc::kl_grad(mu, logvar, n, grad_out, factor, div, dmu, dlogvar);
-}
-
-int64_t cache_block_elements(Device d) {
-  if (d.is_cuda()) return std::numeric_limits<int64_t>::max();
-  if (const char* env = std::getenv("CPETS_CACHE_BLOCK")) return std::max<int64_t>(1, std::atoll(env));  // benchmarks
-  return int64_t(2) << 20;
 }
 
 void segment_moments(Device d, const float* x, int64_t A, int64_t K, int64_t L, double* mean, double* var) {

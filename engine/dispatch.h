@@ -102,10 +102,6 @@ void kl_grad(Device d, const float* mu, const float* logvar, int64_t n, const fl
 // ---- normalisation (kernels/cpu/norm.h: GroupNorm and BatchNorm as per-row passes plus the
 // small coefficient computations between them; CUDA: the same functions as kernels, workspaces
 // from the device allocator) ----
-// Elements an op that reads its input twice (statistics, then an elementwise pass) should take per
-// block for the second read to hit the cache: CPU 2 Mi floats (8 MB, in the last-level cache of the
-// x86 CPUs we target, with its output); CUDA: no blocking (each block would cost a launch per pass).
-int64_t cache_block_elements(Device d);
 void segment_moments(Device d, const float* x, int64_t A, int64_t K, int64_t L, double* mean, double* var);
 void affine_rows(Device d, const float* x, float* y, int64_t rows, int64_t S, const float* center, const float* scale,
                  const float* shift, bool silu);

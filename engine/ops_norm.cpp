@@ -108,35 +108,16 @@ Tensor group_norm_op(const Tensor& x, int64_t groups, const Tensor& gamma, const
   if (x.numel() == 0) return y;
   auto sv = std::make_shared<GroupNormSaved>();
   sv->d = d;
-  const int64_t BG = d.B * d.G, group = d.Cg * d.S;
+  const int64_t BG = d.B * d.G;
   const Tensor mean = doubles(BG, dev), var = doubles(BG, dev);
+  dispatch::segment_moments(dev, x.data(), 1, BG, d.Cg * d.S, as_doubles(mean), as_doubles(var));
   sv->rows = std::make_shared<RowAffine>(d.B * d.C, dev);
   sv->rstd = Tensor::empty({BG}, dev);
   Tensor mean_f = Tensor::empty({BG}, dev);
   RowAffine& a = *sv->rows;
-  // Statistics, then the affine pass, one block of groups at a time: the affine pass re-reads x
-  // while the block is still in the cache, so a tensor larger than the cache streams from memory
-  // once for the statistics and once for y instead of twice plus y. Each group's statistics do not
-  // depend on the blocks (fixed chunks per group), so the result is the same bits for any block.
-  // A block is whole samples, or groups of one sample.
-  const int64_t budget = std::max<int64_t>(dispatch::cache_block_elements(dev), group);
-  const int64_t samples = std::clamp<int64_t>(budget / (d.G * group), 1, d.B);
-  const int64_t per_block = samples > 1 ? d.G : std::min<int64_t>(budget / group, d.G);
-  for (int64_t b = 0; b < d.B; b += samples) {
-    const int64_t nb = std::min(samples, d.B - b);
-    for (int64_t g = 0; g < d.G; g += per_block) {
-      const int64_t ng = std::min(per_block, d.G - g), k = b * d.G + g, row = b * d.C + g * d.Cg;
-      const int64_t nc = nb > 1 ? d.C : ng * d.Cg;  // channels per sample in this block
-      dispatch::segment_moments(dev, x.data() + k * group, 1, nb * ng, group, as_doubles(mean) + k, as_doubles(var) + k);
-      dispatch::group_norm_rows(dev, as_doubles(mean) + k, as_doubles(var) + k, eps,
-                                gamma.defined() ? gamma.data() + g * d.Cg : nullptr,
-                                beta.defined() ? beta.data() + g * d.Cg : nullptr, nb, nc, nb > 1 ? d.G : ng,
-                                mean_f.data() + k, sv->rstd.data() + k, a.center.data() + row, a.scale.data() + row,
-                                a.shift.data() + row);
-      dispatch::affine_rows(dev, x.data() + k * group, y.data() + k * group, nb * nc, d.S, a.center.data() + row,
-                            a.scale.data() + row, a.shift.data() + row, silu);
-    }
-  }
+  dispatch::group_norm_rows(dev, as_doubles(mean), as_doubles(var), eps, data_or_null(gamma), data_or_null(beta), d.B,
+                            d.C, d.G, mean_f.data(), sv->rstd.data(), a.center.data(), a.scale.data(), a.shift.data());
+  dispatch::affine_rows(dev, x.data(), y.data(), d.B * d.C, d.S, a.center.data(), a.scale.data(), a.shift.data(), silu);
   return record(y, op, {x, gamma, beta},
                 [x = x.detach(), gamma = gamma.defined() ? gamma.detach() : Tensor(), has_beta = beta.defined(), sv,
                  silu](const Tensor& gy, const std::vector<bool>& needs) {
