@@ -166,6 +166,11 @@ void ModelConfig::validate_baseline() const {
       invalid("volume", list_str(volume.data(), 3) + " has a size not divisible by " + std::to_string(multiple),
               "the " + kind + " generator halves each axis " + std::to_string(levels) +
                   " times; pad or crop to multiples of " + std::to_string(multiple));
+  if (kind == "bpgan")
+    for (int i = 0; i < 3; ++i)
+      if (volume[i] < 11)
+        invalid("volume", list_str(volume.data(), 3) + " has an axis shorter than BPGAN's 11-voxel SSIM window",
+                "use at least 16 voxels per axis");
   require_positive("csf_inputs", csf_inputs);
   require_positive("covariate_inputs", covariate_inputs);
   if (pix2pix_generator || kind == "bpgan") {

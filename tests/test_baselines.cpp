@@ -438,6 +438,7 @@ TEST_CASE("baselines: config kinds get their reference training defaults and cle
   CHECK(contains(err({"model.kind=pix2pix", "train.lambda_gp=5"}), "only bpgan reads it"));
   CHECK(contains(err({"model.kind=bpgan", "train.lambda_ssim=-1"}), "train.lambda_ssim"));
   CHECK(contains(err({"model.kind=bpgan", "model.volume=20,16,16"}), "divisible by 8"));
+  CHECK(contains(err({"model.kind=bpgan", "model.volume=16,8,16"}), "11-voxel SSIM window"));
   CHECK(contains(err({"model.kind=bmgan", "model.bmgan_levels=5"}), "bmgan_levels"));
   CHECK(contains(err({"model.kind=bmgan", "model.bmgan_width_divisor=3"}), "bmgan_width_divisor"));
   CHECK(contains(err({"model.kind=bmgan", "model.bmgan_levels=4"}), "divisible by 32"));  // tiny's 16³
