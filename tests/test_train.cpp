@@ -937,6 +937,23 @@ TEST_CASE("experiment: every method and ablation trains with one budget, is eval
   CHECK(contains(error_of([&] { plan_experiment(unknown); }), "method 'cyclegan2' is unknown"));
 }
 
+TEST_CASE("experiment: BPGAN goes through cpets-experiment as any baseline (trained, tabled, t-tested, in the CSV)") {
+  ThreadCount one(1);
+  TempDir out;
+  ExperimentOptions o = tiny_experiment(out.str(), 1);
+  o.methods = {"causal-pets", "bpgan"};
+  o.ablation_names = {"none"};
+  const eval::Report r = run_experiment(o);
+  CHECK(trained_steps((out.path / "runs" / "bpgan").string()) == 1);
+  CHECK(contains(read_file(out.path / "runs" / "bpgan" / "train.jsonl"), "\"ssim_loss\""));
+  REQUIRE(r.tables[0].rows.size() == 3);
+  CHECK(r.tables[0].rows[1][0] == "BPGAN");
+  bool tested = false;
+  for (const auto& c : r.comparisons) tested = tested || (c.method_b == "bpgan" && c.metric == "ssim" && c.n >= 2);
+  CHECK(tested);
+  CHECK(contains(read_file(out.path / "table1.csv"), "bpgan,BPGAN,"));
+}
+
 TEST_CASE("experiment with seeds: a run per seed, each session averaged over the seeds, the spread shown") {
   ThreadCount one(1);
   TempDir out;
