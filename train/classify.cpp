@@ -27,6 +27,7 @@
 #include "io/files.h"
 #include "kernels/cpu/isa.h"
 #include "models/classifier.h"
+#include "models/config.h"
 #include "train/checkpoint.h"
 #include "train/data.h"
 #include "train/experiment.h"
@@ -574,9 +575,8 @@ void add_task_report(io::DiagnosisTask task, const LabelledSplit& train, const L
 }  // namespace
 
 std::vector<SyntheticSource> experiment_sources(const std::string& experiment) {
-  static const std::vector<std::string> order = {"causal-pets", "unet", "unet-cond", "pix2pix", "cyclegan", "bmgan", "bpgan"};
   std::vector<SyntheticSource> out;
-  for (const auto& name : order) {
+  for (const auto& name : models::model_kinds()) {  // Table 1's order
     const fs::path run = fs::path(experiment) / "runs" / name;
     if (trained_steps(run.string()) > 0 || fs::exists(run / "checkpoints" / "best.safetensors")) out.push_back({name, run.string()});
   }
