@@ -4,7 +4,6 @@
 #include <stdexcept>
 #include <string>
 
-#include "engine/init.h"
 #include "engine/ops_conv.h"
 #include "engine/ops_elementwise.h"
 #include "engine/ops_loss.h"
@@ -33,11 +32,11 @@ void require_pair(const Tensor& fake, const Tensor& real, const char* who) {
 
 // The normalised Gaussian taps as a (1, 1, k, 1, 1)-style kernel along `axis` (0 = D, 1 = H, 2 = W).
 Tensor gaussian_kernel(int axis, Device device) {
-  std::vector<float> taps(static_cast<size_t>(kSsimTaps));
+  std::vector<double> g(static_cast<size_t>(kSsimTaps));
   double sum = 0;
-  for (int64_t i = 0; i < kSsimTaps; ++i) sum += std::exp(-0.5 * std::pow((i - (kSsimTaps - 1) / 2.0) / kSsimSigma, 2));
-  for (int64_t i = 0; i < kSsimTaps; ++i)
-    taps[size_t(i)] = float(std::exp(-0.5 * std::pow((i - (kSsimTaps - 1) / 2.0) / kSsimSigma, 2)) / sum);
+  for (int64_t i = 0; i < kSsimTaps; ++i) sum += g[size_t(i)] = std::exp(-0.5 * std::pow((i - (kSsimTaps - 1) / 2.0) / kSsimSigma, 2));
+  std::vector<float> taps;
+  for (double v : g) taps.push_back(float(v / sum));
   Shape shape{1, 1, 1, 1, 1};
   shape[size_t(2 + axis)] = kSsimTaps;
   return Tensor::from_vector(shape, taps, device);
@@ -85,18 +84,16 @@ Tensor ssim_loss(const Tensor& fake, const Tensor& real) {
 
 MultiConvBlock::MultiConvBlock(int64_t in, int64_t out, const ModelConfig& config, Generator& init) {
   auto conv = [&](const std::string& name, int64_t from, int64_t kernel, bool bias) {
-    auto c = register_module(name, std::make_shared<Conv3d>(from, out, kernel, init, ConvOptions{1, kernel / 2, bias}));
-    normal_(c->weight, init, 0.f, 0.02f);
-    if (c->bias.defined()) c->bias.fill_(0.f);
-    return c;
+    return baselines::normal_init(
+        register_module(name, std::make_shared<Conv3d>(from, out, kernel, init, ConvOptions{1, kernel / 2, bias})), init);
   };
   // The summed branches feed BatchNorm, which removes any bias; the wide branch's first conv feeds a LeakyReLU.
   point_ = conv("point", in, 1, false);
   cube_ = conv("cube", in, 3, false);
   wide_in_ = conv("wide_in", in, 3, true);
   wide_out_ = conv("wide_out", out, 3, false);
-  norm_ = register_module("norm", std::make_shared<BatchNorm3d>(out, config.bn_eps, config.bn_momentum));
-  normal_(norm_->weight, init, 1.f, 0.02f);
+  norm_ = baselines::normal_init(
+      register_module("norm", std::make_shared<BatchNorm3d>(out, config.bn_eps, config.bn_momentum)), init);
 }
 
 Tensor MultiConvBlock::forward(const Tensor& x) const {
@@ -113,16 +110,14 @@ MultiConvUNet::MultiConvUNet(const ModelConfig& config, Generator& init) {
     in = ch[l];
   }
   for (int64_t l = levels - 2; l >= 0; --l) {
-    auto up = register_module("up_conv" + std::to_string(l),
-                              std::make_shared<Conv3d>(ch[l + 1], ch[l], 3, init, ConvOptions{1, 1, true}));
-    normal_(up->weight, init, 0.f, 0.02f);
-    up->bias.fill_(0.f);
-    up_conv_.push_back(up);
+    up_conv_.push_back(baselines::normal_init(
+        register_module("up_conv" + std::to_string(l),
+                        std::make_shared<Conv3d>(ch[l + 1], ch[l], 3, init, ConvOptions{1, 1, true})),
+        init));
     up_.push_back(register_module("up" + std::to_string(l), std::make_shared<MultiConvBlock>(2 * ch[l], ch[l], config, init)));
   }
-  head_ = register_module("head", std::make_shared<Conv3d>(ch[0], 1, 3, init, ConvOptions{1, 1, true}));
-  normal_(head_->weight, init, 0.f, 0.02f);
-  head_->bias.fill_(0.f);
+  head_ = baselines::normal_init(
+      register_module("head", std::make_shared<Conv3d>(ch[0], 1, 3, init, ConvOptions{1, 1, true})), init);
 }
 
 Tensor MultiConvUNet::forward(const Tensor& t1) const {

@@ -3,11 +3,23 @@
 #include <cmath>
 #include <stdexcept>
 
+#include "engine/init.h"
 #include "engine/ops_elementwise.h"
 #include "engine/ops_loss.h"
 #include "engine/ops_shape.h"
 
 namespace cpets::models::baselines {
+
+std::shared_ptr<layers::Conv3d> normal_init(std::shared_ptr<layers::Conv3d> conv, Generator& init) {
+  normal_(conv->weight, init, 0.f, 0.02f);
+  if (conv->bias.defined()) conv->bias.fill_(0.f);
+  return conv;
+}
+
+std::shared_ptr<layers::BatchNorm3d> normal_init(std::shared_ptr<layers::BatchNorm3d> norm, Generator& init) {
+  normal_(norm->weight, init, 1.f, 0.02f);
+  return norm;
+}
 
 void require_image(const Tensor& x, int64_t channels, const char* who, const char* what) {
   if (!x.defined() || x.dim() != 5 || x.size(1) != channels)

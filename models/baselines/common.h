@@ -2,12 +2,20 @@
 // objective that the U-Net, Pix2Pix (and Causal PETS, in models/objective.h) use.
 #pragma once
 #include <functional>
+#include <memory>
 #include <string>
 
+#include "layers/conv.h"
+#include "layers/norm.h"
 #include "models/config.h"
 #include "models/synthesis_model.h"
 
 namespace cpets::models::baselines {
+
+// pix2pix's "normal" initialisation (Pix2Pix, CycleGAN's generators, BPGAN), drawn after the
+// layer's own default draws: conv weights N(0, 0.02) and zero bias; BatchNorm γ ~ N(1, 0.02).
+std::shared_ptr<layers::Conv3d> normal_init(std::shared_ptr<layers::Conv3d> conv, Generator& init);
+std::shared_ptr<layers::BatchNorm3d> normal_init(std::shared_ptr<layers::BatchNorm3d> norm, Generator& init);
 
 // Throws naming `who` and `what` unless x is (B, channels, D, H, W).
 void require_image(const Tensor& x, int64_t channels, const char* who, const char* what);

@@ -4,7 +4,6 @@
 #include <string>
 
 #include "engine/autograd.h"
-#include "engine/init.h"
 #include "engine/ops_conv.h"
 #include "engine/ops_elementwise.h"
 #include "engine/ops_shape.h"
@@ -24,15 +23,12 @@ Pix2PixGenerator::Pix2PixGenerator(const ModelConfig& config, Generator& init) {
   const auto& ch = config.baseline_channels;
   const int64_t levels = static_cast<int64_t>(ch.size());
   auto conv = [&](const std::string& name, int64_t in, int64_t out, int64_t kernel, int64_t stride, bool bias) {
-    auto c = register_module(name, std::make_shared<Conv3d>(in, out, kernel, init, ConvOptions{stride, 1, bias}));
-    normal_(c->weight, init, 0.f, 0.02f);
-    if (c->bias.defined()) c->bias.fill_(0.f);
-    return c;
+    return baselines::normal_init(
+        register_module(name, std::make_shared<Conv3d>(in, out, kernel, init, ConvOptions{stride, 1, bias})), init);
   };
   auto norm = [&](const std::string& name, int64_t channels) {
-    auto n = register_module(name, std::make_shared<BatchNorm3d>(channels, config.bn_eps, config.bn_momentum));
-    normal_(n->weight, init, 1.f, 0.02f);
-    return n;
+    return baselines::normal_init(
+        register_module(name, std::make_shared<BatchNorm3d>(channels, config.bn_eps, config.bn_momentum)), init);
   };
   int64_t in = 1;
   for (int64_t l = 0; l < levels; ++l) {  // BatchNorm between the outermost and the innermost
